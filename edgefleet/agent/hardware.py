@@ -1,0 +1,72 @@
+"""Hardware: what the agent learns about the machine it runs on.
+
+`Hardware` is the port; `HostHardware` reads the real machine (platform, os, psutil when
+installed). The simulator provides its own implementation.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgefleet import __version__
+
+
+class Hardware(Protocol):
+    def inventory(self) -> dict[str, Any]:
+        """`{"hardware": {...}, "software": {...}}` as the device API's Inventory schema."""
+        ...
+
+
+def _memory_mb() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total // (1024 * 1024))
+    except ImportError:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _os_version() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", platform.release())
+    except OSError:
+        return platform.release()
+
+
+class HostHardware:
+    """The machine the agent runs on. Static facts are read once; free disk every call."""
+
+    def __init__(self, data_dir: Path, accelerators: list[str] | None = None) -> None:
+        self._data_dir = data_dir
+        self._static = {
+            "arch": platform.machine() or "unknown",
+            "cpu_count": os.cpu_count() or 1,
+            "memory_mb": _memory_mb(),
+            "accelerators": list(accelerators or []),
+        }
+        self._software = {
+            "os": platform.system().lower(),
+            "os_version": _os_version()[:128],
+            "python": platform.python_version(),
+            "agent_version": __version__,
+            "onnxruntime": _package_version("onnxruntime"),
+        }
+
+    def inventory(self) -> dict[str, Any]:
+        free_mb = shutil.disk_usage(self._data_dir).free // (1024 * 1024)
+        return {
+            "hardware": {**self._static, "disk_mb": int(free_mb)},
+            "software": dict(self._software),
+        }

@@ -1,0 +1,84 @@
+"""The agent's link to the control plane: the device API, every request signed.
+
+Each method returns parsed JSON or raises from the error tree: Unavailable when the server
+cannot be reached, ApiError with the server's code otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edgefleet.clock import Clock
+from edgefleet.errors import ApiError
+from edgefleet.security.keys import DeviceKey, device_id_for
+from edgefleet.security.request_signing import sign_request
+from edgefleet.transport.messages import Transport, TransportResponse, error_from_response
+
+REQUEST_TIMEOUT_S = 15.0
+
+
+class ControlPlaneLink:
+    def __init__(self, transport: Transport, key: DeviceKey, clock: Clock) -> None:
+        self._transport = transport
+        self._key = key
+        self._clock = clock
+        self.device_id = device_id_for(key.public_key_b64)
+
+    async def _send(
+        self,
+        method: str,
+        target: str,
+        payload: Any = None,
+        extra_headers: dict[str, str] | None = None,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> TransportResponse:
+        body = json.dumps(payload).encode() if payload is not None else b""
+        headers = sign_request(self._key, method, target, body, self.device_id, self._clock.now())
+        headers.update(extra_headers or {})
+        return await self._transport.request(method, target, body, headers, timeout_s)
+
+    @staticmethod
+    def _json(response: TransportResponse) -> Any:
+        if response.status >= 400:
+            raise error_from_response(response.status, response.body)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(response.status, "bad_response", "server sent invalid JSON") from None
+
+    async def enroll(
+        self,
+        enrollment_token: str,
+        name: str,
+        labels: dict[str, str],
+        inventory: dict[str, Any],
+        heartbeat_interval_s: float | None,
+    ) -> dict[str, Any]:
+        payload = {
+            "enrollment_token": enrollment_token,
+            "public_key": self._key.public_key_b64,
+            "name": name,
+            "labels": labels,
+            "inventory": inventory,
+            "heartbeat_interval_s": heartbeat_interval_s,
+        }
+        result: dict[str, Any] = self._json(await self._send("POST", "/v1/enroll", payload))
+        return result
+
+    async def report(self, applied_generation: int, inventory: dict[str, Any]) -> dict[str, Any]:
+        payload = {"applied_generation": applied_generation, "inventory": inventory}
+        target = f"/v1/devices/{self.device_id}/report"
+        result: dict[str, Any] = self._json(await self._send("POST", target, payload))
+        return result
+
+    async def desired(self, known_generation: int | None, wait_s: float) -> dict[str, Any] | None:
+        """The desired-state document, or None if it stayed at `known_generation` for the
+        whole wait (long poll)."""
+        target = f"/v1/devices/{self.device_id}/desired?wait={wait_s:g}"
+        headers = {} if known_generation is None else {"if-none-match": f'"{known_generation}"'}
+        response = await self._send("GET", target, None, headers, timeout_s=wait_s + 10)
+        if response.status == 304:
+            return None
+        result: dict[str, Any] = self._json(response)
+        return result

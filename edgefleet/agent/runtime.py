@@ -1,0 +1,199 @@
+"""The agent's main loop: enroll once, then heartbeat and follow the desired state.
+
+    start ─▶ enrolled? ──no──▶ enroll ─┐
+               │yes                   │
+               ▼                      ▼
+          first heartbeat ──403 pending/rejected/revoked──▶ back off (exp. + jitter) ─┐
+               │ok                                                                   │
+               ▼                                                                     │
+     heartbeat loop ∥ desired-state long poll ──any failure──▶ back off ─────────────┘
+
+Every decision about timing comes from edgefleet.core.backoff; everything the agent knows
+survives restarts in AgentState.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import replace
+from typing import Any
+
+from edgefleet.agent.hardware import Hardware
+from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.settings import AgentSettings
+from edgefleet.agent.state import KEY_FILE, AgentState
+from edgefleet.clock import Clock
+from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
+from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
+from edgefleet.security.keys import DeviceKey
+from edgefleet.transport.messages import Transport
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_JITTER = 0.1
+_NOT_APPROVED = {"device_pending", "device_rejected", "device_revoked"}
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        clock: Clock,
+        transport: Transport,
+        hardware: Hardware,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._transport = transport
+        self._hardware = hardware
+        self._rng = rng or random.Random()
+        self._data_dir = settings.data_dir
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._key = DeviceKey.load_or_create(self._data_dir / KEY_FILE)
+        self.link = ControlPlaneLink(transport, self._key, clock)
+        self.state = AgentState.load(self._data_dir)
+        if self.state.device_id not in (None, self.link.device_id):
+            raise SettingsError(
+                f"agent state in {self._data_dir} belongs to device {self.state.device_id}, "
+                f"but the key there is device {self.link.device_id}"
+            )
+        self._heartbeat_interval_s = float(
+            self.state.desired.get("agent", {}).get(
+                "heartbeat_interval_s", settings.heartbeat_interval_s
+            )
+        )
+        self._report_now = asyncio.Event()
+        self._failures = 0
+        self.last_error: str | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self.link.device_id
+
+    def _log_extra(self, **fields: Any) -> dict[str, Any]:
+        return {"device_id": self.device_id, **fields}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; never raises for server or network trouble."""
+        try:
+            while not stop.is_set():
+                try:
+                    if self.state.device_id is None:
+                        await self._enroll()
+                    await self._connected(stop)
+                except (ApiError, Unavailable) as e:
+                    await self._back_off(e, stop)
+        finally:
+            await self._transport.close()
+
+    async def _enroll(self) -> None:
+        token = self.settings.enroll_token
+        if not token:
+            raise SettingsError(
+                "this agent is not enrolled yet: pass --enroll-token (or EDGEFLEET_ENROLL_TOKEN)"
+            )
+        answer = await self.link.enroll(
+            token,
+            self.settings.name,
+            dict(self.settings.labels),
+            self._inventory(),
+            self.settings.heartbeat_interval_s,
+        )
+        self.state = replace(
+            self.state,
+            server_url=self.settings.server_url,
+            device_id=answer["device_id"],
+            enrollment=answer["enrollment"],
+        )
+        self.state.save(self._data_dir)
+        self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
+        log.info("enrolled", extra=self._log_extra(enrollment=answer["enrollment"]))
+
+    async def _connected(self, stop: asyncio.Event) -> None:
+        await self._heartbeat_once()
+        if self.state.enrollment != "approved":
+            self.state = replace(self.state, enrollment="approved")
+            self.state.save(self._data_dir)
+            log.info("device approved; following desired state", extra=self._log_extra())
+        tasks = [
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._desired_loop()),
+            asyncio.create_task(stop.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise a loop's failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _heartbeat_once(self) -> None:
+        answer = await self.link.report(self.state.applied_generation, self._inventory())
+        self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
+        self._failures = 0
+        self.last_error = None
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            delay = jittered_interval_s(self._heartbeat_interval_s, HEARTBEAT_JITTER, self._rng)
+            await self._pause(delay, self._report_now)
+            self._report_now.clear()
+            await self._heartbeat_once()
+
+    async def _desired_loop(self) -> None:
+        while True:
+            known = self.state.applied_generation if self.state.desired else None
+            document = await self.link.desired(known, self.settings.long_poll_s)
+            if document is not None:
+                self._apply(document)
+
+    def _apply(self, document: dict[str, Any]) -> None:
+        """Converge to `document` and record it as applied (atomically, on disk)."""
+        agent_settings = document.get("agent", {})
+        self._heartbeat_interval_s = float(
+            agent_settings.get("heartbeat_interval_s", self._heartbeat_interval_s)
+        )
+        self.state = replace(
+            self.state, applied_generation=int(document["generation"]), desired=document
+        )
+        self.state.save(self._data_dir)
+        self._report_now.set()
+        log.info("applied desired state", extra=self._log_extra(generation=document["generation"]))
+
+    def _inventory(self) -> dict[str, Any]:
+        return {**self._hardware.inventory(), "location": self.settings.location()}
+
+    async def _back_off(self, error: EdgefleetError, stop: asyncio.Event) -> None:
+        code = error.code
+        if code == "unknown_device":
+            # The control plane has no record of us (e.g. its data was reset): enroll again.
+            self.state = replace(self.state, device_id=None, enrollment=None)
+            self.state.save(self._data_dir)
+        if code in _NOT_APPROVED and self.state.enrollment != code.removeprefix("device_"):
+            self.state = replace(self.state, enrollment=code.removeprefix("device_"))
+            self.state.save(self._data_dir)
+        delay = backoff_delay_s(
+            self._failures, self.settings.min_backoff_s, self.settings.max_backoff_s, self._rng
+        )
+        self._failures += 1
+        self.last_error = f"{code}: {error.message}"
+        level = logging.INFO if code in _NOT_APPROVED else logging.WARNING
+        log.log(level, error.message, extra=self._log_extra(code=code, retry_in_s=round(delay, 2)))
+        await self._pause(delay, stop)
+
+    async def _pause(self, seconds: float, wake: asyncio.Event) -> None:
+        """Sleep on the injected clock, or until `wake` is set."""
+        sleeper = asyncio.create_task(self._clock.sleep(seconds))
+        waker = asyncio.create_task(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)

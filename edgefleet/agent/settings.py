@@ -1,0 +1,54 @@
+"""Agent settings: one frozen object per agent, from flags and EDGEFLEET_* variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from edgefleet.errors import SettingsError
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    server_url: str
+    data_dir: Path
+    enroll_token: str | None = None
+    name: str = "device"
+    labels: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval_s: float = 15.0
+    long_poll_s: float = 30.0
+    min_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    region: str | None = None
+    zone: str | None = None
+    timezone: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    accelerators: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.server_url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise SettingsError(
+                f"bad setting server (--server / EDGEFLEET_SERVER): {self.server_url!r} "
+                "is not an http(s) URL"
+            )
+        checks = [
+            ("heartbeat_interval", 1 <= self.heartbeat_interval_s <= 3600, "1..3600 seconds"),
+            ("long_poll", 1 <= self.long_poll_s <= 300, "1..300 seconds"),
+            ("min_backoff", 0 < self.min_backoff_s <= self.max_backoff_s, "0 < min <= max"),
+            ("max_backoff", self.max_backoff_s <= 3600, "at most 3600 seconds"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                raise SettingsError(f"bad setting {key} (--{key.replace('_', '-')}): {expected}")
+
+    def location(self) -> dict[str, str | float | None]:
+        return {
+            "region": self.region,
+            "zone": self.zone,
+            "timezone": self.timezone,
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+        }

@@ -1,0 +1,1 @@
+"""The `edgefleet` command: operator verbs (kubectl style), `server` and `agent`."""

@@ -1,0 +1,71 @@
+"""`edgefleet agent`: run the device agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def agent(
+    server: str = typer.Option(..., envvar="EDGEFLEET_SERVER", help="Control plane URL"),
+    data_dir: Path = typer.Option(..., envvar="EDGEFLEET_DATA_DIR", help="Key and state"),
+    enroll_token: str = typer.Option(
+        None, envvar="EDGEFLEET_ENROLL_TOKEN", help="Needed only until the device is enrolled"
+    ),
+    name: str = typer.Option(None, help="Device name [host name]"),
+    label: list[str] = typer.Option([], "--label", "-l", help="k=v, repeatable (at enrollment)"),
+    heartbeat_interval: float = typer.Option(15.0, help="Seconds between heartbeats"),
+    region: str = typer.Option(None, envvar="EDGEFLEET_REGION"),
+    zone: str = typer.Option(None, envvar="EDGEFLEET_ZONE"),
+    timezone: str = typer.Option(None, envvar="EDGEFLEET_TIMEZONE", help="IANA zone name"),
+    latitude: float = typer.Option(None, min=-90, max=90),
+    longitude: float = typer.Option(None, min=-180, max=180),
+    accelerator: list[str] = typer.Option([], help="e.g. npu, gpu (repeatable)"),
+    max_backoff: float = typer.Option(60.0, help="Longest wait between retries, seconds"),
+    log_level: str = typer.Option("info", envvar="EDGEFLEET_LOG_LEVEL"),
+) -> None:
+    """Run the device agent: enroll, heartbeat, follow the desired state."""
+    import asyncio
+    import signal
+    import socket
+
+    from edgefleet.agent.hardware import HostHardware
+    from edgefleet.agent.runtime import Agent
+    from edgefleet.agent.settings import AgentSettings
+    from edgefleet.clock import SystemClock
+    from edgefleet.core.labels import parse_label_assignments
+    from edgefleet.logfmt import configure
+    from edgefleet.transport.http import HttpTransport
+
+    configure(log_level)
+    settings = AgentSettings(
+        server_url=server,
+        data_dir=data_dir,
+        enroll_token=enroll_token,
+        name=name or socket.gethostname(),
+        labels=parse_label_assignments(label),
+        heartbeat_interval_s=heartbeat_interval,
+        max_backoff_s=max_backoff,
+        region=region,
+        zone=zone,
+        timezone=timezone,
+        latitude=latitude,
+        longitude=longitude,
+        accelerators=tuple(accelerator),
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runner = Agent(
+            settings,
+            clock=SystemClock(),
+            transport=HttpTransport(server),
+            hardware=HostHardware(data_dir, list(accelerator)),
+        )
+        await runner.run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,193 @@
+"""`edgefleet devices ...` and `edgefleet groups ...`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from edgefleet.cli.output import Column, Output, ago, emit_list, emit_object, format_labels, styled
+from edgefleet.core.labels import parse_label_change
+
+app = typer.Typer(help="List, inspect, approve and label devices.", no_args_is_help=True)
+groups_app = typer.Typer(help="Named label selectors.", no_args_is_help=True)
+
+OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
+
+
+def _generation(d: dict[str, Any]) -> str:
+    mark = "" if d["in_sync"] else " [yellow]*[/yellow]"
+    return f"{d['applied_generation']}/{d['desired_generation']}{mark}"
+
+
+DEVICE_COLUMNS = [
+    Column("ID", lambda d: d["id"], "cyan"),
+    Column("NAME", lambda d: d["name"]),
+    Column("ENROLLMENT", lambda d: styled(d["enrollment"])),
+    Column("STATUS", lambda d: styled(d["status"])),
+    Column("LABELS", lambda d: format_labels(d["labels"])),
+    Column("LAST SEEN", lambda d: ago(d["last_seen"])),
+    Column("GEN", _generation),
+]
+
+
+def _hardware(d: dict[str, Any]) -> str:
+    hw = d["inventory"].get("hardware", {})
+    if not hw:
+        return "-"
+    accel = ", ".join(hw.get("accelerators") or []) or "none"
+    return (
+        f"{hw.get('arch')} · {hw.get('cpu_count')} CPU · {hw.get('memory_mb')} MB RAM · "
+        f"{hw.get('disk_mb')} MB free · accelerators: {accel}"
+    )
+
+
+def _software(d: dict[str, Any]) -> str:
+    sw = d["inventory"].get("software", {})
+    if not sw:
+        return "-"
+    ort = sw.get("onnxruntime") or "not installed"
+    return (
+        f"{sw.get('os_version') or sw.get('os')} · Python {sw.get('python')} · "
+        f"agent {sw.get('agent_version')} · onnxruntime {ort}"
+    )
+
+
+def _location(d: dict[str, Any]) -> str:
+    loc = d["inventory"].get("location") or {}
+    parts = [f"{k}={v}" for k, v in loc.items() if v is not None]
+    return ", ".join(parts) or "-"
+
+
+DEVICE_FIELDS = [
+    Column("id", lambda d: d["id"]),
+    Column("name", lambda d: d["name"]),
+    Column("enrollment", lambda d: styled(d["enrollment"])),
+    Column("status", lambda d: f"{styled(d['status'])} (last seen {ago(d['last_seen'])})"),
+    Column("labels", lambda d: format_labels(d["labels"])),
+    Column("hardware", _hardware),
+    Column("software", _software),
+    Column("location", _location),
+    Column("heartbeat", lambda d: f"every {d['heartbeat_interval_s']:g}s"),
+    Column("generation", lambda d: f"applied {d['applied_generation']}, "
+           f"desired {d['desired_generation']}" + ("" if d["in_sync"] else " (converging)")),
+    Column("enrolled", lambda d: ago(d["created_at"])),
+]
+
+
+@app.command("list")
+def list_devices(
+    ctx: typer.Context,
+    selector: str = typer.Option(None, "--selector", "-l", help="e.g. 'region=eu,!canary'"),
+    group: str = typer.Option(None, "--group", "-g", help="Only devices of this group"),
+    status: str = typer.Option(None, help="online, stale or offline"),
+    enrollment: str = typer.Option(None, help="pending, approved, rejected or revoked"),
+    output: Output = OutputOpt,
+) -> None:
+    """List devices with their enrollment and connection status."""
+    with ctx.obj.client() as client:
+        rows = client.list_devices(selector, group, status, enrollment)
+    emit_list(rows, output, DEVICE_COLUMNS)
+
+
+@app.command("show")
+def show_device(ctx: typer.Context, device: str, output: Output = OutputOpt) -> None:
+    """Show one device: inventory, labels, status and desired state."""
+    with ctx.obj.client() as client:
+        emit_object(client.get_device(device), output, DEVICE_FIELDS)
+
+
+def _change_enrollment(ctx: typer.Context, devices: list[str], action: str, output: Output) -> None:
+    with ctx.obj.client() as client:
+        changed = [client.change_enrollment(d, action) for d in devices]
+    emit_list(changed, output, DEVICE_COLUMNS)
+
+
+@app.command("approve")
+def approve(ctx: typer.Context, devices: list[str], output: Output = OutputOpt) -> None:
+    """Approve pending (or rejected) devices, by id or name."""
+    _change_enrollment(ctx, devices, "approve", output)
+
+
+@app.command("reject")
+def reject(ctx: typer.Context, devices: list[str], output: Output = OutputOpt) -> None:
+    """Reject pending devices."""
+    _change_enrollment(ctx, devices, "reject", output)
+
+
+@app.command("revoke")
+def revoke(ctx: typer.Context, devices: list[str], output: Output = OutputOpt) -> None:
+    """Revoke devices: their key is no longer accepted (they must re-enroll with a new key)."""
+    _change_enrollment(ctx, devices, "revoke", output)
+
+
+@app.command("label")
+def label(
+    ctx: typer.Context,
+    device: str,
+    changes: list[str] = typer.Argument(..., help="key=value to set, key- to remove"),
+    output: Output = OutputOpt,
+) -> None:
+    """Set and remove labels: `edgefleet devices label cam-1 tier=gold canary-`."""
+    change = parse_label_change(changes)
+    with ctx.obj.client() as client:
+        result = client.label_device(device, dict(change.set), sorted(change.remove))
+    emit_list([result], output, DEVICE_COLUMNS)
+
+
+@app.command("configure")
+def configure(
+    ctx: typer.Context,
+    device: str,
+    heartbeat_interval: float = typer.Option(..., help="Seconds between heartbeats (1-3600)"),
+    output: Output = OutputOpt,
+) -> None:
+    """Change a device's agent settings; the agent picks them up within a second."""
+    with ctx.obj.client() as client:
+        result = client.configure_device(device, heartbeat_interval)
+    emit_list([result], output, DEVICE_COLUMNS)
+
+
+GROUP_COLUMNS = [
+    Column("NAME", lambda g: g["name"], "cyan"),
+    Column("SELECTOR", lambda g: g["selector"] or "(all devices)"),
+    Column("DESCRIPTION", lambda g: g["description"] or "-"),
+    Column("CREATED BY", lambda g: g["created_by"]),
+]
+
+
+@groups_app.command("create")
+def create_group(
+    ctx: typer.Context,
+    name: str,
+    selector: str = typer.Option(..., "--selector", "-l", help="Label selector"),
+    description: str = typer.Option("", help="What the group is for"),
+    output: Output = OutputOpt,
+) -> None:
+    """Create a group: a name for a label selector."""
+    with ctx.obj.client() as client:
+        emit_object(client.create_group(name, selector, description), output, GROUP_COLUMNS)
+
+
+@groups_app.command("list")
+def list_groups(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """List groups."""
+    with ctx.obj.client() as client:
+        emit_list(client.list_groups(), output, GROUP_COLUMNS)
+
+
+@groups_app.command("show")
+def show_group(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """Show a group and the devices it matches now."""
+    with ctx.obj.client() as client:
+        group = client.get_group(name)
+    fields = [*GROUP_COLUMNS, Column("DEVICES", lambda g: ", ".join(g["devices"]) or "-")]
+    emit_object(group, output, fields)
+
+
+@groups_app.command("delete")
+def delete_group(ctx: typer.Context, name: str) -> None:
+    """Delete a group (devices are not affected)."""
+    with ctx.obj.client() as client:
+        client.delete_group(name)
+    typer.echo(f"group {name} deleted")

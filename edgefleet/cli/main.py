@@ -1,0 +1,96 @@
+"""Entry point of the `edgefleet` command.
+
+Errors from the error tree end the command with a one-line message on stderr and exit
+status 1 (2 for usage errors, as click does); tracebacks are never shown.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from edgefleet import __version__
+from edgefleet.cli import audit, devices, tokens
+from edgefleet.cli.agent import agent
+from edgefleet.cli.context import CliContext, default_config_path, write_config
+from edgefleet.cli.output import console, error_console
+from edgefleet.cli.server import server
+from edgefleet.client import FleetClient
+from edgefleet.errors import EdgefleetError
+
+app = typer.Typer(
+    name="edgefleet",
+    help="Edge orchestration for fleets of devices serving ML models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgefleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    server_url: str = typer.Option(
+        None, "--server", envvar="EDGEFLEET_SERVER", help="Control plane URL"
+    ),
+    token: str = typer.Option(None, "--token", envvar="EDGEFLEET_TOKEN", help="API token"),
+    config: Path = typer.Option(
+        None, "--config", envvar="EDGEFLEET_CONFIG", help="Config file with server and token"
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version"
+    ),
+) -> None:
+    """Operator commands read --server/--token, then EDGEFLEET_SERVER/EDGEFLEET_TOKEN,
+    then the config file written by `edgefleet login`."""
+    ctx.obj = CliContext(server_url, token, config or default_config_path())
+
+
+@app.command()
+def login(
+    ctx: typer.Context,
+    server_url: str = typer.Option(..., "--server", help="Control plane URL"),
+    token: str = typer.Option(..., "--token", help="API token", prompt=True, hide_input=True),
+) -> None:
+    """Check a server and token, then save them in the config file (mode 0600)."""
+    with FleetClient(server_url, token) as client:
+        who = client.whoami()
+    write_config(ctx.obj.config_path, server_url, token)
+    console.print(f"logged in to {server_url} as {who['name']} (role {who['role']})")
+    console.print(f"saved to {ctx.obj.config_path}")
+
+
+@app.command()
+def whoami(ctx: typer.Context) -> None:
+    """Show which token and role the CLI is using."""
+    with ctx.obj.client() as client:
+        who = client.whoami()
+    console.print(f"{who['name']} ({who['token_id']}), role {who['role']}")
+
+
+app.command(name="server")(server)
+app.command(name="agent")(agent)
+app.add_typer(devices.app, name="devices")
+app.add_typer(devices.groups_app, name="groups")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(tokens.enrollment_app, name="enrollment-tokens")
+app.add_typer(audit.app, name="audit")
+
+
+def run() -> None:
+    try:
+        app()
+    except EdgefleetError as e:
+        error_console.print(f"[red]error:[/red] {e.message} [dim]({e.code})[/dim]", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,154 @@
+"""The typed operator client: how the CLI, the simulator and the dashboard reach the server.
+
+Every method returns the server's JSON (dicts with stable field names) or raises from the
+error tree: ApiError with the server's code and message, Unavailable when unreachable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from edgefleet.errors import ApiError, Unavailable
+from edgefleet.transport.messages import error_from_response
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded (names may hold spaces or slashes)."""
+    return quote(value, safe="")
+
+
+class FleetClient:
+    def __init__(self, server_url: str, token: str | None, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.server_url = server_url.rstrip("/")
+        headers = {"user-agent": "edgefleet-cli"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=self.server_url, headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FleetClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, json=json, params=clean)
+        except httpx.TimeoutException as e:
+            raise Unavailable(f"{self.server_url}: request timed out") from e
+        except httpx.TransportError as e:
+            raise Unavailable(f"cannot reach {self.server_url}: {e or type(e).__name__}") from e
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.content)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(response.status_code, "bad_response", "invalid JSON") from None
+
+    # Server
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz")
+
+    def whoami(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/whoami")
+
+    # Devices
+
+    def list_devices(
+        self,
+        selector: str | None = None,
+        group: str | None = None,
+        status: str | None = None,
+        enrollment: str | None = None,
+    ) -> list[dict[str, Any]]:
+        params = {"selector": selector, "group": group, "status": status, "enrollment": enrollment}
+        return self._call("GET", "/v1/devices", params=params)
+
+    def get_device(self, device: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/devices/{_seg(device)}")
+
+    def change_enrollment(self, device: str, action: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/devices/{_seg(device)}/{action}")
+
+    def label_device(
+        self, device: str, set_labels: dict[str, str], remove: list[str]
+    ) -> dict[str, Any]:
+        body = {"set": set_labels, "remove": remove}
+        return self._call("POST", f"/v1/devices/{_seg(device)}/labels", json=body)
+
+    def configure_device(self, device: str, heartbeat_interval_s: float) -> dict[str, Any]:
+        body = {"heartbeat_interval_s": heartbeat_interval_s}
+        return self._call("PATCH", f"/v1/devices/{_seg(device)}/config", json=body)
+
+    # Tokens
+
+    def create_api_token(
+        self, name: str, role: str, expires_in_s: float | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "role": role, "expires_in_s": expires_in_s}
+        return self._call("POST", "/v1/tokens", json=body)
+
+    def list_api_tokens(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/tokens")
+
+    def revoke_api_token(self, token_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/tokens/{_seg(token_id)}")
+
+    def create_enrollment_token(
+        self,
+        description: str = "",
+        auto_approve: bool = False,
+        expires_in_s: float | None = None,
+        max_uses: int | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "description": description,
+            "auto_approve": auto_approve,
+            "expires_in_s": expires_in_s,
+            "max_uses": max_uses,
+        }
+        return self._call("POST", "/v1/enrollment-tokens", json=body)
+
+    def list_enrollment_tokens(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/enrollment-tokens")
+
+    def revoke_enrollment_token(self, token_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/enrollment-tokens/{_seg(token_id)}")
+
+    # Groups
+
+    def create_group(self, name: str, selector: str, description: str = "") -> dict[str, Any]:
+        body = {"name": name, "selector": selector, "description": description}
+        return self._call("POST", "/v1/groups", json=body)
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/groups")
+
+    def get_group(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/groups/{_seg(name)}")
+
+    def delete_group(self, name: str) -> None:
+        self._call("DELETE", f"/v1/groups/{_seg(name)}")
+
+    # Audit
+
+    def audit_page(self, after: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        params = {"after": after, "limit": limit}
+        return self._call("GET", "/v1/audit", params=params)
+
+    def audit_tail(self, count: int) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/audit", params={"tail": count})

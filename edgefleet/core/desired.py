@@ -1,0 +1,43 @@
+"""The desired-state document: what the control plane wants one device to converge to.
+
+The document is derived from stored inputs (labels, settings; later releases, workloads and
+telemetry policy) by `render_spec`; its `generation` goes up by one exactly when the spec
+changes, so agents compare a single integer to know whether there is anything new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from edgefleet.core.device import Device
+
+
+def render_spec(device: Device) -> dict[str, Any]:
+    """The spec part of `device`'s desired state, from its current inputs."""
+    return {
+        "labels": dict(sorted(device.labels.items())),
+        "agent": {"heartbeat_interval_s": device.heartbeat_interval_s},
+    }
+
+
+def next_generation(
+    generation: int, current_spec: Mapping[str, Any], new_spec: Mapping[str, Any]
+) -> int:
+    """`generation` unchanged when the spec is the same, else one more."""
+    return generation if dict(current_spec) == dict(new_spec) else generation + 1
+
+
+def desired_document(device: Device) -> dict[str, Any]:
+    """The document served to the agent: identity, generation and spec."""
+    return {"device_id": device.id, "generation": device.desired_generation, **device.desired}
+
+
+def refresh_desired(device: Device) -> Device:
+    """`device` with its spec re-rendered and its generation bumped if the spec changed."""
+    spec = render_spec(device)
+    generation = next_generation(device.desired_generation, device.desired, spec)
+    if generation == device.desired_generation:
+        return device
+    return replace(device, desired=spec, desired_generation=generation)

@@ -1,0 +1,63 @@
+"""Devices: the record of one enrolled node, and its connection status from last-seen time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from edgefleet.core.enrollment import EnrollmentState
+
+# A device is online while its last heartbeat is younger than this many intervals, stale up
+# to OFFLINE_AFTER_INTERVALS, offline beyond. Three intervals tolerate two lost heartbeats.
+ONLINE_WITHIN_INTERVALS = 3
+OFFLINE_AFTER_INTERVALS = 10
+
+
+class ConnectionStatus(StrEnum):
+    ONLINE = "online"
+    STALE = "stale"
+    OFFLINE = "offline"
+
+
+def classify_connection(
+    last_seen: datetime | None, now: datetime, heartbeat_interval_s: float
+) -> ConnectionStatus:
+    """online / stale / offline from the age of the last heartbeat.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> classify_connection(t, t + timedelta(seconds=20), 15)
+    <ConnectionStatus.ONLINE: 'online'>
+    """
+    if last_seen is None:
+        return ConnectionStatus.OFFLINE
+    age_s = (now - last_seen).total_seconds()
+    if age_s <= ONLINE_WITHIN_INTERVALS * heartbeat_interval_s:
+        return ConnectionStatus.ONLINE
+    if age_s <= OFFLINE_AFTER_INTERVALS * heartbeat_interval_s:
+        return ConnectionStatus.STALE
+    return ConnectionStatus.OFFLINE
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    name: str
+    public_key: str
+    enrollment: EnrollmentState
+    labels: Mapping[str, str]
+    inventory: Mapping[str, Any]
+    enrollment_token_id: str | None
+    created_at: datetime
+    last_seen: datetime | None = None
+    heartbeat_interval_s: float = 15.0
+    desired_generation: int = 0
+    desired: Mapping[str, Any] = field(default_factory=dict)
+    applied_generation: int = 0
+    version: int = 1
+
+    def connection(self, now: datetime) -> ConnectionStatus:
+        return classify_connection(self.last_seen, now, self.heartbeat_interval_s)

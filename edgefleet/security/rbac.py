@@ -1,0 +1,69 @@
+"""Roles and what they may do: least privilege as a plain table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from edgefleet.errors import Forbidden
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    FLEET_READ = "fleet.read"
+    DEVICES_WRITE = "devices.write"
+    ENROLLMENT_TOKENS_WRITE = "enrollment-tokens.write"
+    GROUPS_WRITE = "groups.write"
+    AUDIT_READ = "audit.read"
+    API_TOKENS_READ = "api-tokens.read"
+    API_TOKENS_WRITE = "api-tokens.write"
+
+
+_VIEWER = frozenset({Permission.FLEET_READ, Permission.AUDIT_READ})
+_OPERATOR = _VIEWER | {
+    Permission.DEVICES_WRITE,
+    Permission.ENROLLMENT_TOKENS_WRITE,
+    Permission.GROUPS_WRITE,
+}
+_ADMIN = _OPERATOR | {Permission.API_TOKENS_READ, Permission.API_TOKENS_WRITE}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.VIEWER: _VIEWER,
+    Role.OPERATOR: _OPERATOR,
+    Role.ADMIN: _ADMIN,
+}
+
+
+def require(role: Role, permission: Permission) -> None:
+    """Raise Forbidden naming the role and the permission unless `role` holds it."""
+    if permission not in ROLE_PERMISSIONS[role]:
+        raise Forbidden(
+            f"role {role.value!r} lacks permission {permission.value!r}",
+            code="insufficient_role",
+        )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated operator: the API token used and the role it carries."""
+
+    token_id: str
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        """How this principal appears in the audit log."""
+        return self.name if self.name == self.token_id else f"{self.name} ({self.token_id})"
+
+    def require(self, permission: Permission) -> None:
+        require(self.role, permission)
+
+
+# The control plane itself, for actions it takes on its own (bootstrap, controllers).
+SYSTEM = Principal(token_id="system", name="system", role=Role.ADMIN)

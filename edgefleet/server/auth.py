@@ -1,0 +1,75 @@
+"""Request authentication for the two audiences: operators (bearer API tokens with a role)
+and devices (Ed25519-signed requests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from edgefleet.core.device import Device
+from edgefleet.errors import Unauthenticated
+from edgefleet.security.request_signing import read_signed_headers
+from edgefleet.server.error_handlers import request_id_of
+from edgefleet.server.services.audit import AuditService, OperatorContext
+from edgefleet.server.services.device_link import DeviceLinkService
+from edgefleet.server.services.devices import DeviceService
+from edgefleet.server.services.tokens import TokenService
+from edgefleet.server.settings import ServerSettings
+from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.store import Database
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: ServerSettings
+    db: Database
+    devices: DeviceService
+    tokens: TokenService
+    device_link: DeviceLinkService
+    audit: AuditService
+    watch: DesiredStateWatch
+
+
+def services(request: Request) -> Services:
+    result: Services = request.app.state.services
+    return result
+
+
+def operator(request: Request) -> OperatorContext:
+    """Dependency: the operator behind the request's bearer token."""
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if not header:
+        raise Unauthenticated(
+            "missing API token: send 'Authorization: Bearer TOKEN' "
+            "(CLI: --token or EDGEFLEET_TOKEN)",
+            code="missing_token",
+        )
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthenticated("Authorization header must be 'Bearer TOKEN'", code="bad_auth_scheme")
+    principal = services(request).tokens.authenticate(secret.strip())
+    return OperatorContext(principal, request_id_of(request))
+
+
+def request_target(request: Request) -> str:
+    """The path and query exactly as sent, which is what the device signed."""
+    raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    query: bytes = request.scope.get("query_string", b"")
+    target = raw_path.decode("latin-1")
+    return f"{target}?{query.decode('latin-1')}" if query else target
+
+
+async def signed_device(request: Request, device_id: str) -> Device:
+    """Dependency: the approved device that signed this request for `device_id`."""
+    body = await request.body()
+    signed = read_signed_headers(request.headers)
+    return await run_in_threadpool(
+        services(request).device_link.authenticate,
+        signed,
+        request.method,
+        request_target(request),
+        body,
+        device_id,
+    )

@@ -1,0 +1,55 @@
+"""`edgefleet server`: prepare the data dir, migrate, bootstrap, serve with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+import uvicorn
+
+from edgefleet.atomicfile import write_atomically
+from edgefleet.logfmt import configure
+from edgefleet.server.app import create_app
+from edgefleet.server.settings import ServerSettings
+from edgefleet.store import Database
+
+log = logging.getLogger(__name__)
+
+URL_FILE = "server.url"
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run the control plane until SIGINT/SIGTERM. Writes the bound URL to DATA_DIR/server.url
+    (useful with --port 0)."""
+    configure(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url())
+    db.migrate()
+    app = create_app(settings, db)
+    if settings.admin_token is not None:
+        created = app.state.services.tokens.bootstrap_admin(
+            settings.admin_token.get_secret_value(), request_id=f"bootstrap-{uuid.uuid4().hex}"
+        )
+        if created:
+            log.info("created bootstrap admin token", extra={"token_id": created.id})
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    write_atomically(settings.data_dir / URL_FILE, (url + "\n").encode())
+    log.info("control plane listening", extra={"url": url, "data_dir": str(settings.data_dir)})
+    try:
+        server.run(sockets=[sock])
+    finally:
+        (settings.data_dir / URL_FILE).unlink(missing_ok=True)
+        db.dispose()

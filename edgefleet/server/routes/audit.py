@@ -1,0 +1,27 @@
+"""Operator API for the audit log."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+
+from edgefleet.server.auth import Services, operator, services
+from edgefleet.server.schemas import AuditRecordOut
+from edgefleet.server.services.audit import OperatorContext
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get(
+    "",
+    summary="Audit records in sequence order (page with `after`), or the newest `tail`",
+    response_model=list[AuditRecordOut],
+)
+def list_audit(
+    after: int = Query(0, ge=0, description="Return records with seq greater than this"),
+    limit: int = Query(100, ge=1, le=1000),
+    tail: int | None = Query(None, ge=1, le=1000, description="The newest N records instead"),
+    ctx: OperatorContext = Depends(operator),
+    svc: Services = Depends(services),
+) -> list[AuditRecordOut]:
+    records = svc.audit.latest(ctx, tail) if tail else svc.audit.page(ctx, after, limit)
+    return [AuditRecordOut.of(r) for r in records]

@@ -1,0 +1,103 @@
+"""Device API: enrollment, heartbeats, and the long-polled desired-state document.
+
+Every route but /v1/enroll requires a request signed by an approved device; /v1/enroll
+requires a request signed by the key being enrolled (proof of possession).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from edgefleet.core.device import Device
+from edgefleet.security.request_signing import read_signed_headers
+from edgefleet.server.auth import Services, request_target, services, signed_device
+from edgefleet.server.error_handlers import request_id_of
+from edgefleet.server.schemas import EnrollRequest, EnrollResponse, ReportRequest, ReportResponse
+
+router = APIRouter(prefix="/v1", tags=["device API"])
+
+# While waiting, re-read the store this often: changes made by another replica are seen too.
+RECHECK_INTERVAL_S = 5.0
+
+
+@router.post("/enroll", summary="Enroll a device with an enrollment token")
+async def enroll(
+    request: Request, body: EnrollRequest, svc: Services = Depends(services)
+) -> EnrollResponse:
+    raw = await request.body()
+    signed = read_signed_headers(request.headers)
+    device = await run_in_threadpool(
+        svc.device_link.enroll,
+        signed,
+        request.method,
+        request_target(request),
+        raw,
+        request_id_of(request),
+        body.enrollment_token,
+        body.public_key,
+        body.name,
+        body.labels,
+        body.inventory.model_dump(),
+        body.heartbeat_interval_s,
+    )
+    return EnrollResponse(
+        device_id=device.id,
+        enrollment=device.enrollment,
+        heartbeat_interval_s=device.heartbeat_interval_s,
+    )
+
+
+@router.post("/devices/{device_id}/report", summary="Heartbeat with inventory and status")
+async def report(
+    device_id: str,
+    body: ReportRequest,
+    device: Device = Depends(signed_device),
+    svc: Services = Depends(services),
+) -> ReportResponse:
+    saved = await run_in_threadpool(
+        svc.device_link.report, device, body.applied_generation, body.inventory.model_dump()
+    )
+    return ReportResponse(
+        desired_generation=saved.desired_generation,
+        heartbeat_interval_s=saved.heartbeat_interval_s,
+    )
+
+
+def _generation_of(etag: str | None) -> int | None:
+    if not etag:
+        return None
+    value = etag.strip().removeprefix("W/").strip('"')
+    return int(value) if value.isdigit() else None
+
+
+@router.get(
+    "/devices/{device_id}/desired",
+    summary="Desired state; with If-None-Match and `wait`, a long poll",
+    responses={304: {"description": "Unchanged within the wait"}},
+)
+async def desired(
+    request: Request,
+    device_id: str,
+    wait: float = Query(0, ge=0, le=300, description="Seconds to hold the request open"),
+    device: Device = Depends(signed_device),
+    svc: Services = Depends(services),
+) -> Response:
+    known = _generation_of(request.headers.get("if-none-match"))
+    deadline = time.monotonic() + min(wait, svc.settings.long_poll_max_s)
+    while True:
+        with svc.watch.subscribe(device.id) as changed:
+            doc = await run_in_threadpool(svc.device_link.desired, device.id)
+            etag = f'"{doc["generation"]}"'
+            if known is None or doc["generation"] != known:
+                return JSONResponse(doc, headers={"etag": etag})
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return Response(status_code=304, headers={"etag": etag})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, RECHECK_INTERVAL_S))

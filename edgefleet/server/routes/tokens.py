@@ -1,0 +1,84 @@
+"""Operator API for credentials: API tokens (admin) and enrollment tokens (operator)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends
+
+from edgefleet.server.auth import Services, operator, services
+from edgefleet.server.schemas import (
+    ApiTokenOut,
+    CreateApiTokenRequest,
+    CreateEnrollmentTokenRequest,
+    EnrollmentTokenOut,
+    WhoAmI,
+)
+from edgefleet.server.services.audit import OperatorContext
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+
+
+def _seconds(value: float | None) -> timedelta | None:
+    return timedelta(seconds=value) if value else None
+
+
+@router.get("/whoami", summary="The caller's token and role")
+def whoami(ctx: OperatorContext = Depends(operator)) -> WhoAmI:
+    p = ctx.principal
+    return WhoAmI(token_id=p.token_id, name=p.name, role=p.role)
+
+
+@router.post("/tokens", status_code=201, summary="Create an API token (admin)")
+def create_api_token(
+    body: CreateApiTokenRequest,
+    ctx: OperatorContext = Depends(operator),
+    svc: Services = Depends(services),
+) -> ApiTokenOut:
+    expires_in = _seconds(body.expires_in_s)
+    token, secret = svc.tokens.create_api_token(ctx, body.name, body.role, expires_in)
+    return ApiTokenOut.of(token, secret)
+
+
+@router.get("/tokens", summary="List API tokens (admin)", response_model=list[ApiTokenOut])
+def list_api_tokens(
+    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+) -> list[ApiTokenOut]:
+    return [ApiTokenOut.of(t) for t in svc.tokens.list_api_tokens(ctx)]
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke an API token (admin)")
+def revoke_api_token(
+    token_id: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+) -> ApiTokenOut:
+    return ApiTokenOut.of(svc.tokens.revoke_api_token(ctx, token_id))
+
+
+@router.post("/enrollment-tokens", status_code=201, summary="Create an enrollment token")
+def create_enrollment_token(
+    body: CreateEnrollmentTokenRequest,
+    ctx: OperatorContext = Depends(operator),
+    svc: Services = Depends(services),
+) -> EnrollmentTokenOut:
+    token, secret = svc.tokens.create_enrollment_token(
+        ctx, body.description, body.auto_approve, _seconds(body.expires_in_s), body.max_uses
+    )
+    return EnrollmentTokenOut.of(token, secret)
+
+
+@router.get(
+    "/enrollment-tokens",
+    summary="List enrollment tokens",
+    response_model=list[EnrollmentTokenOut],
+)
+def list_enrollment_tokens(
+    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+) -> list[EnrollmentTokenOut]:
+    return [EnrollmentTokenOut.of(t) for t in svc.tokens.list_enrollment_tokens(ctx)]
+
+
+@router.delete("/enrollment-tokens/{token_id}", summary="Revoke an enrollment token")
+def revoke_enrollment_token(
+    token_id: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+) -> EnrollmentTokenOut:
+    return EnrollmentTokenOut.of(svc.tokens.revoke_enrollment_token(ctx, token_id))

@@ -1,0 +1,151 @@
+"""Device link: the device-facing side of the control plane.
+
+Enrollment (proof of key possession plus an enrollment token), authentication of every
+later request (signature, freshness, nonce, enrollment state), heartbeats and the
+desired-state document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from edgefleet.clock import Clock
+from edgefleet.core.desired import desired_document, refresh_desired
+from edgefleet.core.device import Device
+from edgefleet.core.enrollment import check_device_access, check_enrollment_token, initial_state
+from edgefleet.core.labels import validate_labels
+from edgefleet.errors import Conflict, Forbidden, Unauthenticated
+from edgefleet.security.keys import decode_public_key, device_id_for
+from edgefleet.security.request_signing import SignedRequest, verify_signed_request
+from edgefleet.security.tokens import hash_secret
+from edgefleet.server.services.audit import DeviceContext, record_action
+from edgefleet.server.settings import ServerSettings
+from edgefleet.store import Database
+
+
+class DeviceLinkService:
+    def __init__(self, db: Database, clock: Clock, settings: ServerSettings) -> None:
+        self._db = db
+        self._clock = clock
+        self._settings = settings
+
+    def enroll(
+        self,
+        signed: SignedRequest,
+        method: str,
+        target: str,
+        body: bytes,
+        request_id: str,
+        enrollment_token: str,
+        public_key: str,
+        name: str,
+        labels: Mapping[str, str],
+        inventory: Mapping[str, Any],
+        heartbeat_interval_s: float | None,
+    ) -> Device:
+        """Admit a device, or return it unchanged if this key already enrolled (idempotent,
+        so an agent that crashed before saving the answer can simply ask again)."""
+        now = self._clock.now()
+        decode_public_key(public_key)
+        device_id = device_id_for(public_key)
+        if signed.device_id != device_id:
+            raise Unauthenticated(
+                f"enrollment must be signed as {device_id}, the id of the presented key",
+                code="bad_signature",
+            )
+        # Proof of possession: the request is signed by the key being enrolled.
+        verify_signed_request(
+            signed, public_key, method, target, body, now, self._settings.max_clock_skew_s
+        )
+        labels = validate_labels(labels)
+        with self._db.transaction() as tx:
+            tx.nonces.remember(device_id, signed.nonce, self._nonce_expiry(signed))
+            token = tx.enrollment_tokens.find_by_hash(hash_secret(enrollment_token))
+            if token is None:
+                raise Unauthenticated("invalid enrollment token", code="invalid_enrollment_token")
+            existing = tx.devices.find(device_id)
+            if existing is not None:
+                return existing
+            check_enrollment_token(token, now)
+            device = refresh_desired(
+                Device(
+                    id=device_id,
+                    name=name,
+                    public_key=public_key,
+                    enrollment=initial_state(token),
+                    labels=labels,
+                    inventory=dict(inventory),
+                    enrollment_token_id=token.id,
+                    created_at=now,
+                    last_seen=now,
+                    heartbeat_interval_s=heartbeat_interval_s
+                    or self._settings.heartbeat_interval_s,
+                )
+            )
+            tx.devices.insert(device)
+            tx.enrollment_tokens.count_use(token.id)
+            record_action(
+                tx, DeviceContext(device_id, request_id), "device.enroll", f"device/{device_id}",
+                now, {"name": name, "enrollment_token": token.id,
+                      "enrollment": device.enrollment.value},
+            )
+            return device
+
+    def authenticate(
+        self, signed: SignedRequest, method: str, target: str, body: bytes, path_device_id: str
+    ) -> Device:
+        """The approved device that signed this request; refuses forged, stale, replayed,
+        cross-device and not-approved requests with the reason."""
+        now = self._clock.now()
+        with self._db.read() as tx:
+            device = tx.devices.find(signed.device_id)
+        if device is None:
+            raise Unauthenticated(
+                f"unknown device {signed.device_id!r}: enroll first", code="unknown_device"
+            )
+        verify_signed_request(
+            signed, device.public_key, method, target, body, now, self._settings.max_clock_skew_s
+        )
+        if path_device_id != device.id:
+            raise Forbidden(
+                f"device {device.id} may not act for device {path_device_id}",
+                code="wrong_device",
+            )
+        with self._db.transaction() as tx:
+            tx.nonces.remember(device.id, signed.nonce, self._nonce_expiry(signed))
+        check_device_access(device.enrollment)
+        return device
+
+    def report(
+        self, device: Device, applied_generation: int, inventory: Mapping[str, Any]
+    ) -> Device:
+        """Store a heartbeat; refuses a report from the future (applied > desired)."""
+        if applied_generation > device.desired_generation:
+            raise Conflict(
+                f"applied generation {applied_generation} is ahead of desired generation "
+                f"{device.desired_generation}",
+                code="generation_ahead",
+            )
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            tx.devices.record_report(device.id, now, dict(inventory), applied_generation)
+            return tx.devices.get(device.id)
+
+    def desired(self, device_id: str) -> dict[str, Any]:
+        """The desired-state document; re-checks enrollment, since a long poll may outlive
+        an approval."""
+        with self._db.read() as tx:
+            device = tx.devices.get(device_id)
+        check_device_access(device.enrollment)
+        return desired_document(device)
+
+    def prune_nonces(self) -> int:
+        with self._db.transaction() as tx:
+            return tx.nonces.prune(self._clock.now())
+
+    def _nonce_expiry(self, signed: SignedRequest) -> datetime:
+        """After this, the request's timestamp fails the skew check, so the nonce can go."""
+        moment = datetime.fromtimestamp(signed.timestamp, UTC)
+        return moment + timedelta(seconds=self._settings.max_clock_skew_s + 1)

@@ -1,0 +1,139 @@
+"""Device service: what operators do to devices (list, approve, label, configure) and groups."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from edgefleet.clock import Clock
+from edgefleet.core.desired import refresh_desired
+from edgefleet.core.device import ConnectionStatus, Device
+from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState, transition
+from edgefleet.core.group import Group, validate_group_name
+from edgefleet.core.labels import LabelChange
+from edgefleet.core.selector import Selector, parse_selector
+from edgefleet.security.rbac import Permission
+from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.store import Database, Transaction
+
+
+class DeviceService:
+    def __init__(self, db: Database, clock: Clock, watch: DesiredStateWatch) -> None:
+        self._db = db
+        self._clock = clock
+        self._watch = watch
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def list_devices(
+        self,
+        ctx: OperatorContext,
+        selector: str | None = None,
+        group: str | None = None,
+        status: ConnectionStatus | None = None,
+        enrollment: EnrollmentState | None = None,
+    ) -> list[Device]:
+        ctx.require(Permission.FLEET_READ)
+        parsed = parse_selector(selector or "")
+        now = self._clock.now()
+        with self._db.read() as tx:
+            group_selector = parse_selector(tx.groups.get(group).selector) if group else Selector()
+            found = tx.devices.all()
+        return [
+            d
+            for d in found
+            if parsed.matches(d.labels)
+            and group_selector.matches(d.labels)
+            and (status is None or d.connection(now) is status)
+            and (enrollment is None or d.enrollment is enrollment)
+        ]
+
+    def get(self, ctx: OperatorContext, id_or_name: str) -> Device:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            return tx.devices.resolve(id_or_name)
+
+    def change_enrollment(
+        self, ctx: OperatorContext, id_or_name: str, action: EnrollmentAction
+    ) -> Device:
+        ctx.require(Permission.DEVICES_WRITE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            device = tx.devices.resolve(id_or_name)
+            new_state = transition(device.enrollment, action)
+            saved = tx.devices.update(replace(device, enrollment=new_state))
+            record_action(tx, ctx, f"device.{action.value}", f"device/{device.id}", now,
+                          {"from": device.enrollment.value, "to": new_state.value})
+        self._watch.notify(saved.id)
+        return saved
+
+    def relabel(self, ctx: OperatorContext, id_or_name: str, change: LabelChange) -> Device:
+        ctx.require(Permission.DEVICES_WRITE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            device = tx.devices.resolve(id_or_name)
+            labels = change.apply(device.labels)
+            saved = self._save(tx, replace(device, labels=labels))
+            record_action(tx, ctx, "device.label", f"device/{device.id}", now,
+                          {"set": dict(change.set), "remove": sorted(change.remove)})
+        self._watch.notify(saved.id)
+        return saved
+
+    def configure(
+        self, ctx: OperatorContext, id_or_name: str, heartbeat_interval_s: float
+    ) -> Device:
+        ctx.require(Permission.DEVICES_WRITE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            device = tx.devices.resolve(id_or_name)
+            saved = self._save(tx, replace(device, heartbeat_interval_s=heartbeat_interval_s))
+            record_action(tx, ctx, "device.configure", f"device/{device.id}", now,
+                          {"heartbeat_interval_s": heartbeat_interval_s})
+        self._watch.notify(saved.id)
+        return saved
+
+    @staticmethod
+    def _save(tx: Transaction, device: Device) -> Device:
+        return tx.devices.update(refresh_desired(device))
+
+    # Groups: named selectors.
+
+    def create_group(
+        self, ctx: OperatorContext, name: str, selector: str, description: str
+    ) -> Group:
+        ctx.require(Permission.GROUPS_WRITE)
+        now = self._clock.now()
+        group = Group(
+            name=validate_group_name(name),
+            selector=str(parse_selector(selector)),
+            description=description,
+            created_by=ctx.actor,
+            created_at=now,
+        )
+        with self._db.transaction() as tx:
+            tx.groups.insert(group)
+            record_action(tx, ctx, "group.create", f"group/{name}", now,
+                          {"selector": group.selector})
+        return group
+
+    def list_groups(self, ctx: OperatorContext) -> list[Group]:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            return tx.groups.all()
+
+    def get_group(self, ctx: OperatorContext, name: str) -> tuple[Group, list[Device]]:
+        """A group and the devices its selector matches now."""
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            group = tx.groups.get(name)
+            selector = parse_selector(group.selector)
+            return group, [d for d in tx.devices.all() if selector.matches(d.labels)]
+
+    def delete_group(self, ctx: OperatorContext, name: str) -> None:
+        ctx.require(Permission.GROUPS_WRITE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            tx.groups.delete(name)
+            record_action(tx, ctx, "group.delete", f"group/{name}", now)

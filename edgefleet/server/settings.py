@@ -1,0 +1,59 @@
+"""Control-plane settings: one frozen object per process, from flags and EDGEFLEET_* vars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgefleet.errors import SettingsError
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(description="Directory for the database and blobs (created if absent).")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0: any free).")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; default SQLite in the data dir. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="First admin API token, used only when no token exists yet."
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body accepted on the API."
+    )
+    heartbeat_interval_s: float = Field(
+        15.0, gt=0, le=3600, description="Heartbeat interval given to newly enrolled devices."
+    )
+    long_poll_max_s: float = Field(
+        30.0, gt=0, le=300, description="Longest a desired-state long poll is held open."
+    )
+    max_clock_skew_s: int = Field(
+        300, ge=5, le=3600, description="Largest accepted gap between device and server clocks."
+    )
+    log_level: str = Field("info", description="Logging level: debug, info, warning, error.")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'edgefleet.db').resolve()}"
+
+
+def load_server_settings(**overrides: Any) -> ServerSettings:
+    """Settings from EDGEFLEET_* variables, overridden by non-None flag values."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return ServerSettings(**given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        raise SettingsError(
+            f"bad setting {key} (flag --{key.replace('_', '-')} or env "
+            f"EDGEFLEET_{key.upper()}): {first['msg']}"
+        ) from None

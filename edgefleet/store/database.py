@@ -1,0 +1,124 @@
+"""The database handle: engine setup, migrations, and transactions that bundle repositories.
+
+SQLite (the embedded default) runs in WAL mode; write transactions start with
+`BEGIN IMMEDIATE` so two writers queue on the busy timeout instead of failing on a lock
+upgrade. PostgreSQL uses the same code through psycopg.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from edgefleet.errors import EdgefleetError, SettingsError, StoreError
+from edgefleet.store.repositories.api_tokens import ApiTokenRepository
+from edgefleet.store.repositories.audit import AuditRepository
+from edgefleet.store.repositories.devices import DeviceRepository
+from edgefleet.store.repositories.enrollment_tokens import EnrollmentTokenRepository
+from edgefleet.store.repositories.groups import GroupRepository
+from edgefleet.store.repositories.nonces import NonceRepository
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class Transaction:
+    """One database transaction and the repositories bound to it."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.devices = DeviceRepository(connection)
+        self.api_tokens = ApiTokenRepository(connection)
+        self.enrollment_tokens = EnrollmentTokenRepository(connection)
+        self.groups = GroupRepository(connection)
+        self.audit = AuditRepository(connection)
+        self.nonces = NonceRepository(connection)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (ImportError, ValueError) as e:
+            raise SettingsError(f"database_url {url!r} is not usable: {e}") from e
+        if self.engine.dialect.name == "sqlite":
+            _configure_sqlite(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Apply every pending migration (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except OperationalError as e:
+            raise StoreError(f"cannot migrate database: {e.orig}") from e
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction: commits when the block ends, rolls back on any error."""
+        with self._translated(), self.engine.connect() as connection, connection.begin():
+            yield Transaction(connection)
+
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """A read-only transaction (SQLite: deferred, so readers never wait on writers)."""
+        with self._translated(), self.engine.connect() as connection:
+            connection = connection.execution_options(sqlite_begin="DEFERRED")
+            with connection.begin():
+                yield Transaction(connection)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except EdgefleetError:
+            raise
+        except DBAPIError as e:
+            log.warning("database error", extra={"error": str(e.orig)})
+            raise StoreError(f"database error: {e.orig}") from e
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers a trivial query."""
+        with self._translated(), self.engine.connect() as connection:
+            connection.execution_options(sqlite_begin="DEFERRED").exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so we can choose BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")

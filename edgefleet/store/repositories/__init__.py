@@ -1,0 +1,1 @@
+"""Repositories: one per table family, each bound to a transaction's connection."""

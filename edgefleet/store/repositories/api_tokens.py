@@ -1,0 +1,74 @@
+"""API tokens table: operators' bearer credentials, stored as hashes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from edgefleet.errors import NotFound
+from edgefleet.security.rbac import Role
+from edgefleet.security.tokens import ApiToken
+from edgefleet.store.tables import api_tokens
+
+
+def _to_token(row: Row[Any]) -> ApiToken:
+    return ApiToken(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked=row.revoked,
+        last_used_at=row.last_used_at,
+    )
+
+
+class ApiTokenRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def insert(self, token: ApiToken, secret_hash: str) -> None:
+        self._c.execute(
+            insert(api_tokens).values(
+                id=token.id,
+                name=token.name,
+                role=token.role.value,
+                secret_hash=secret_hash,
+                created_by=token.created_by,
+                created_at=token.created_at,
+                expires_at=token.expires_at,
+                revoked=token.revoked,
+                last_used_at=token.last_used_at,
+            )
+        )
+
+    def find_by_hash(self, secret_hash: str) -> ApiToken | None:
+        row = self._c.execute(
+            select(api_tokens).where(api_tokens.c.secret_hash == secret_hash)
+        ).first()
+        return _to_token(row) if row else None
+
+    def get(self, token_id: str) -> ApiToken:
+        row = self._c.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
+        if row is None:
+            raise NotFound(f"no API token with id {token_id!r}", code="token_not_found")
+        return _to_token(row)
+
+    def all(self) -> list[ApiToken]:
+        rows = self._c.execute(select(api_tokens).order_by(api_tokens.c.created_at))
+        return [_to_token(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._c.execute(select(func.count()).select_from(api_tokens)).scalar_one())
+
+    def revoke(self, token_id: str) -> None:
+        self.get(token_id)
+        self._c.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=True))
+
+    def mark_used(self, token_id: str, at: datetime) -> None:
+        self._c.execute(
+            update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=at)
+        )

@@ -1,0 +1,125 @@
+"""Devices table: enrollment records, reported inventory and the desired-state document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from edgefleet.core.device import Device
+from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.errors import Conflict, NotFound
+from edgefleet.store.tables import devices
+
+
+def _to_device(row: Row[Any]) -> Device:
+    return Device(
+        id=row.id,
+        name=row.name,
+        public_key=row.public_key,
+        enrollment=EnrollmentState(row.enrollment),
+        labels=row.labels,
+        inventory=row.inventory,
+        enrollment_token_id=row.enrollment_token_id,
+        created_at=row.created_at,
+        last_seen=row.last_seen,
+        heartbeat_interval_s=row.heartbeat_interval_s,
+        desired_generation=row.desired_generation,
+        desired=row.desired,
+        applied_generation=row.applied_generation,
+        version=row.version,
+    )
+
+
+def _values(device: Device) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "name": device.name,
+        "public_key": device.public_key,
+        "enrollment": device.enrollment.value,
+        "labels": dict(device.labels),
+        "inventory": dict(device.inventory),
+        "enrollment_token_id": device.enrollment_token_id,
+        "created_at": device.created_at,
+        "last_seen": device.last_seen,
+        "heartbeat_interval_s": device.heartbeat_interval_s,
+        "desired_generation": device.desired_generation,
+        "desired": dict(device.desired),
+        "applied_generation": device.applied_generation,
+        "version": device.version,
+    }
+
+
+class DeviceRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    def find(self, device_id: str) -> Device | None:
+        row = self._c.execute(select(devices).where(devices.c.id == device_id)).first()
+        return _to_device(row) if row else None
+
+    def get(self, device_id: str) -> Device:
+        device = self.find(device_id)
+        if device is None:
+            raise NotFound(f"no device with id {device_id!r}", code="device_not_found")
+        return device
+
+    def resolve(self, id_or_name: str) -> Device:
+        """A device by id, or by name when exactly one device has that name."""
+        device = self.find(id_or_name)
+        if device is not None:
+            return device
+        rows = self._c.execute(select(devices).where(devices.c.name == id_or_name).limit(2)).all()
+        if len(rows) > 1:
+            raise Conflict(
+                f"more than one device is named {id_or_name!r}; use the device id",
+                code="ambiguous_device",
+            )
+        if not rows:
+            raise NotFound(f"no device with id or name {id_or_name!r}", code="device_not_found")
+        return _to_device(rows[0])
+
+    def find_by_public_key(self, public_key: str) -> Device | None:
+        row = self._c.execute(select(devices).where(devices.c.public_key == public_key)).first()
+        return _to_device(row) if row else None
+
+    def all(self) -> list[Device]:
+        rows = self._c.execute(select(devices).order_by(devices.c.created_at, devices.c.id))
+        return [_to_device(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._c.execute(select(func.count()).select_from(devices)).scalar_one())
+
+    def insert(self, device: Device) -> Device:
+        self._c.execute(insert(devices).values(**_values(device)))
+        return device
+
+    def update(self, device: Device) -> Device:
+        """Write `device` if nobody changed it since it was read (optimistic check)."""
+        values = _values(device)
+        values["version"] = device.version + 1
+        result = self._c.execute(
+            update(devices)
+            .where(devices.c.id == device.id, devices.c.version == device.version)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise Conflict(
+                f"device {device.id} was changed concurrently; retry", code="concurrent_update"
+            )
+        return self.get(device.id)
+
+    def record_report(
+        self,
+        device_id: str,
+        seen_at: datetime,
+        inventory: dict[str, Any],
+        applied_generation: int,
+    ) -> None:
+        """Store what a heartbeat reported; touches only device-owned columns."""
+        self._c.execute(
+            update(devices)
+            .where(devices.c.id == device_id)
+            .values(last_seen=seen_at, inventory=inventory, applied_generation=applied_generation)
+        )

@@ -1,0 +1,1 @@
+"""Transports between agent and control plane: the `Transport` port and its adapters."""

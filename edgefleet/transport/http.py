@@ -1,0 +1,45 @@
+"""HTTP transport (the default): httpx over HTTP/1.1 with keep-alive."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from edgefleet.errors import Unavailable
+from edgefleet.transport.messages import TransportResponse
+
+
+class HttpTransport:
+    def __init__(self, base_url: str, *, max_connections: int = 4) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=2),
+            headers={"user-agent": "edgefleet-agent"},
+        )
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout_s: float,
+    ) -> TransportResponse:
+        try:
+            response = await self._client.request(
+                method,
+                target,
+                content=body or None,
+                headers={"content-type": "application/json", **headers},
+                timeout=timeout_s,
+            )
+        except httpx.TimeoutException as e:
+            raise Unavailable(f"{self.base_url}: request timed out ({type(e).__name__})") from e
+        except httpx.TransportError as e:
+            raise Unavailable(f"{self.base_url}: {e or type(e).__name__}") from e
+        return TransportResponse(response.status_code, response.content, dict(response.headers))
+
+    async def close(self) -> None:
+        await self._client.aclose()

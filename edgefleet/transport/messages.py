@@ -1,0 +1,53 @@
+"""What crosses a transport: a response, and how an error response becomes an ApiError.
+
+Shared by the agent's transports and the operator client, so both read the server's
+`{"error": {"code", "message"}}` bodies the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edgefleet.errors import ApiError
+
+
+@dataclass(frozen=True)
+class TransportResponse:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def error_from_response(status: int, body: bytes) -> ApiError:
+    """An ApiError carrying the server's code and message (or a summary of a non-JSON body)."""
+    try:
+        error = json.loads(body)["error"]
+        return ApiError(status, str(error["code"]), str(error["message"]))
+    except (ValueError, KeyError, TypeError):
+        text = body.decode("utf-8", "replace").strip()[:200] or "no body"
+        return ApiError(status, f"http_{status}", f"HTTP {status}: {text}")
+
+
+class Transport(Protocol):
+    """Carries one request to the control plane and returns its response.
+
+    Raises edgefleet.errors.Unavailable when the peer cannot be reached; HTTP error statuses
+    come back as responses, for the caller to interpret.
+    """
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout_s: float,
+    ) -> TransportResponse: ...
+
+    async def close(self) -> None: ...
