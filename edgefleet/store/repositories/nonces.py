@@ -23,8 +23,10 @@ class NonceRepository:
             dialect_insert(device_nonces)
             .values(device_id=device_id, nonce=nonce, expires_at=expires_at)
             .on_conflict_do_nothing()
+            .returning(device_nonces.c.nonce)
         )
-        if self._c.execute(statement).rowcount != 1:
+        # RETURNING rather than rowcount: drivers disagree on rowcount for ON CONFLICT.
+        if self._c.execute(statement).first() is None:
             raise Unauthenticated(
                 "request nonce was already used: replayed request refused",
                 code="replayed_request",

@@ -1,0 +1,1 @@
+"""Artifacts: content-addressed blobs, ONNX inspection, compression and delta encoding."""

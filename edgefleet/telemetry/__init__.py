@@ -1,0 +1,1 @@
+"""Telemetry: windows and sketches, wire format, store-and-forward queue, ingest, queries."""
