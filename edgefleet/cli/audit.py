@@ -21,13 +21,22 @@ class ChainBroken(EdgefleetError):
     code = "audit_chain_broken"
 
 
+def _details(details: dict[str, Any]) -> str:
+    """`from=pending to=approved`: compact, one line per record."""
+    return " ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, sort_keys=True)}"
+        for k, v in sorted(details.items())
+        if v not in (None, [], {})
+    )
+
+
 COLUMNS = [
     Column("SEQ", lambda r: r["seq"], "cyan"),
     Column("TIME", lambda r: r["at"][:19].replace("T", " ")),
     Column("ACTOR", lambda r: r["actor"]),
     Column("ACTION", lambda r: r["action"], "bold"),
     Column("TARGET", lambda r: r["target"]),
-    Column("DETAILS", lambda r: json.dumps(r["details"], sort_keys=True) if r["details"] else ""),
+    Column("DETAILS", lambda r: _details(r["details"])),
     Column("REQUEST", lambda r: r["request_id"][:12]),
 ]
 
