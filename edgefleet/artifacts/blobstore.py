@@ -1,0 +1,286 @@
+"""Blob store: content-addressed files on the local filesystem, named by their sha256.
+
+Layout under the store's root::
+
+    blobs/ab/cd/abcd...ef      one file per blob, read-only, named by its sha256 (hex)
+    tmp/<random>.part          puts in progress; never visible under blobs/
+
+A put streams into a temporary file while hashing, checks the expected size and sha256 if
+given, fsyncs, then renames into place and fsyncs the directory: a crash at any instant
+leaves either the whole blob or nothing under `blobs/`. `remove_partial_puts()` sweeps the
+leftovers of crashed puts (call it once at start-up). Reads serve byte ranges for HTTP
+`Range` requests, so an interrupted download resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, cast
+
+from edgefleet.errors import InvalidInput, NotFound, PayloadTooLarge
+
+CHUNK_BYTES = 1 << 16
+DEFAULT_MAX_BLOB_BYTES = 4 << 30
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def validate_sha256(sha256: str) -> str:
+    """Return `sha256` if it is 64 lowercase hex digits, else raise InvalidInput."""
+    if not _SHA256_RE.fullmatch(sha256):
+        raise InvalidInput(
+            f"invalid sha256 {sha256[:80]!r}: expected 64 lowercase hex digits",
+            code="invalid_sha256",
+        )
+    return sha256
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    sha256: str
+    size_bytes: int
+
+
+class BlobReader:
+    """An open byte range [start, end) of a blob; iterate for chunks, closes at the end.
+
+    Opened eagerly, so a missing blob fails before any response headers are sent.
+    """
+
+    def __init__(self, path: Path, start: int, end: int, size_bytes: int) -> None:
+        self.start = start
+        self.end = end
+        self.size_bytes = size_bytes
+        self._file: BinaryIO | None = path.open("rb")
+        self._file.seek(start)
+
+    @property
+    def length_bytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def content_range(self) -> str:
+        """The HTTP `Content-Range` header value for a 206 response."""
+        return f"bytes {self.start}-{self.end - 1}/{self.size_bytes}"
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            remaining = self.length_bytes
+            while remaining > 0 and self._file is not None:
+                chunk = self._file.read(min(CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            self.close()
+
+    def read_all(self) -> bytes:
+        return b"".join(self)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def parse_range_header(header: str, size_bytes: int) -> tuple[int, int]:
+    """Parse one HTTP byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`) into [start, end).
+
+    >>> parse_range_header("bytes=0-99", 1000), parse_range_header("bytes=-100", 1000)
+    ((0, 100), (900, 1000))
+
+    Raises InvalidInput with code `range_not_satisfiable` (HTTP 416) when the range does
+    not overlap the blob, and `invalid_range` when it does not parse or asks for several.
+    """
+    m = _RANGE_RE.fullmatch(header.strip())
+    if m is None or (not m[1] and not m[2]):
+        raise InvalidInput(f"unsupported Range header {header[:80]!r}", code="invalid_range")
+    if not m[1]:
+        suffix = int(m[2])
+        if suffix == 0:
+            raise InvalidInput("empty suffix range", code="range_not_satisfiable")
+        return max(size_bytes - suffix, 0), size_bytes
+    start = int(m[1])
+    end = min(int(m[2]) + 1, size_bytes) if m[2] else size_bytes
+    if m[2] and int(m[2]) < start:
+        raise InvalidInput(f"Range {header[:80]!r} ends before it starts", code="invalid_range")
+    if start >= size_bytes:
+        raise InvalidInput(
+            f"Range starts at {start} but the blob has {size_bytes} bytes",
+            code="range_not_satisfiable",
+        )
+    return start, end
+
+
+class BlobStore:
+    """Blobs under `root`, at most `max_blob_bytes` each."""
+
+    def __init__(self, root: Path, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
+        self.root = root
+        self.max_blob_bytes = max_blob_bytes
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        """Where the blob lives (whether or not it exists)."""
+        validate_sha256(sha256)
+        return self._blobs / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def size_bytes(self, sha256: str) -> int:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"no blob {sha256}", code="blob_not_found") from None
+
+    def put(
+        self,
+        source: BinaryIO | Iterable[bytes],
+        *,
+        expected_sha256: str | None = None,
+        expected_size_bytes: int | None = None,
+    ) -> BlobInfo:
+        """Store the bytes of `source` (a binary file or an iterable of chunks).
+
+        Raises PayloadTooLarge over the size limit, InvalidInput `hash_mismatch` or
+        `size_mismatch` when expectations are not met; in every failure nothing is stored.
+        Putting bytes that are already stored is a no-op that returns the same BlobInfo.
+        """
+        if expected_sha256 is not None:
+            validate_sha256(expected_sha256)
+        limit = self.max_blob_bytes
+        if expected_size_bytes is not None:
+            if expected_size_bytes > limit:
+                raise PayloadTooLarge(
+                    f"blob of {expected_size_bytes} bytes is over the limit of {limit} bytes"
+                )
+            limit = expected_size_bytes
+        tmp = self._tmp / f"{secrets.token_hex(8)}.part"
+        try:
+            digest, size = _write_hashed(tmp, _chunks_of(source), limit)
+            if size > limit:
+                if expected_size_bytes is not None:
+                    raise InvalidInput(
+                        f"blob is longer than the expected {expected_size_bytes} bytes",
+                        code="size_mismatch",
+                    )
+                raise PayloadTooLarge(f"blob is over the limit of {limit} bytes")
+            if expected_size_bytes is not None and size != expected_size_bytes:
+                raise InvalidInput(
+                    f"blob has {size} bytes, expected {expected_size_bytes}",
+                    code="size_mismatch",
+                )
+            if expected_sha256 is not None and digest != expected_sha256:
+                raise InvalidInput(
+                    f"blob sha256 is {digest}, expected {expected_sha256}", code="hash_mismatch"
+                )
+            final = self.path(digest)
+            if not final.exists():
+                self._make_shard_dirs(final.parent)
+                os.replace(tmp, final)
+                _fsync_dir(final.parent)
+            return BlobInfo(digest, size)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> BlobReader:
+        """Open bytes [start, end) of a blob (end defaults to its size) for streaming.
+
+        InvalidInput `range_not_satisfiable` when start is past the end of the blob.
+        """
+        path = self.path(sha256)
+        size = self.size_bytes(sha256)
+        if start < 0 or (end is not None and end < start):
+            raise InvalidInput(f"invalid range [{start}, {end})", code="invalid_range")
+        if start > 0 and start >= size:
+            raise InvalidInput(
+                f"range starts at {start} but blob {sha256} has {size} bytes",
+                code="range_not_satisfiable",
+            )
+        stop = size if end is None else min(end, size)
+        try:
+            return BlobReader(path, start, stop, size)
+        except FileNotFoundError:
+            raise NotFound(f"no blob {sha256}", code="blob_not_found") from None
+
+    def _make_shard_dirs(self, shard: Path) -> None:
+        # A new directory entry is only durable once its parent directory is fsynced.
+        for directory in (shard.parent, shard):
+            if not directory.exists():
+                directory.mkdir(exist_ok=True)
+                _fsync_dir(directory.parent)
+
+    def delete(self, sha256: str) -> None:
+        """Remove a blob if present (garbage collection decides what is unreferenced)."""
+        self.path(sha256).unlink(missing_ok=True)
+
+    def remove_partial_puts(self) -> int:
+        """Delete temporary files left by puts that crashed; return how many."""
+        removed = 0
+        for leftover in self._tmp.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+def _chunks_of(source: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
+    if hasattr(source, "read"):
+        file = cast(BinaryIO, source)
+        while chunk := file.read(CHUNK_BYTES):
+            yield chunk
+    else:
+        yield from source
+
+
+def _write_hashed(tmp: Path, chunks: Iterator[bytes], limit: int) -> tuple[str, int]:
+    """Write chunks to `tmp` while hashing; stop one chunk past `limit` bytes."""
+    hasher = hashlib.sha256()
+    size = 0
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                break
+            hasher.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return hasher.hexdigest(), size
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
