@@ -6,6 +6,8 @@ error tree: ApiError with the server's code and message, Unavailable when unreac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -40,17 +42,26 @@ class FleetClient:
         self.close()
 
     def _call(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | Iterator[bytes] | None = None,
+        raw: bool = False,
     ) -> Any:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, path, json=json, params=clean)
+            response = self._http.request(method, path, json=json, params=clean, content=content)
         except httpx.TimeoutException as e:
             raise Unavailable(f"{self.server_url}: request timed out") from e
         except httpx.TransportError as e:
             raise Unavailable(f"cannot reach {self.server_url}: {e or type(e).__name__}") from e
         if response.status_code >= 400:
             raise error_from_response(response.status_code, response.content)
+        if raw:
+            return response.content
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -152,3 +163,80 @@ class FleetClient:
 
     def audit_tail(self, count: int) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/audit", params={"tail": count})
+
+    # Blobs, artifacts, releases
+
+    def put_blob(self, path: Path, sha256: str) -> dict[str, Any]:
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+
+        return self._call("PUT", f"/v1/blobs/{sha256}", content=chunks())
+
+    def create_artifact(
+        self,
+        name: str,
+        version: str,
+        kind: str,
+        sha256: str,
+        file_name: str,
+        requires: list[str],
+    ) -> dict[str, Any]:
+        body = {"name": name, "version": version, "kind": kind, "sha256": sha256,
+                "file_name": file_name, "requires": requires}
+        return self._call("POST", "/v1/artifacts", json=body)
+
+    def list_artifacts(self, name: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/artifacts", params={"name": name})
+
+    def get_artifact(self, name: str, version: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/artifacts/{_seg(name)}/{_seg(version)}")
+
+    def create_release(self, name: str, version: str, artifacts: list[str]) -> dict[str, Any]:
+        body = {"name": name, "version": version, "artifacts": artifacts}
+        return self._call("POST", "/v1/releases", json=body)
+
+    def list_releases(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/releases")
+
+    def get_release(self, name: str, version: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/releases/{_seg(name)}/{_seg(version)}")
+
+    def stage_release(self, name: str, version: str, expires: str | None = None) -> bytes:
+        """Unsigned targets metadata listing the release, for operators to sign."""
+        path = f"/v1/releases/{_seg(name)}/{_seg(version)}/staged-targets"
+        return self._call("POST", path, params={"expires": expires}, raw=True)
+
+    def publish_release(self, name: str, version: str, signed_targets: bytes) -> dict[str, Any]:
+        path = f"/v1/releases/{_seg(name)}/{_seg(version)}/signed-targets"
+        return self._call("POST", path, content=signed_targets)
+
+    def assign_release(
+        self,
+        name: str,
+        version: str,
+        device: str | None = None,
+        selector: str | None = None,
+        stage_only: bool = False,
+    ) -> dict[str, Any]:
+        body = {"device": device, "selector": selector, "stage_only": stage_only}
+        path = f"/v1/releases/{_seg(name)}/{_seg(version)}/assign"
+        return self._call("POST", path, json=body)
+
+    def activate(self, device: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/devices/{_seg(device)}/activate")
+
+    # Trust (TUF)
+
+    def trust_status(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/trust")
+
+    def online_keys(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/trust/online-keys")
+
+    def set_root(self, root: Any, targets: Any = None) -> dict[str, Any]:
+        return self._call("PUT", "/v1/trust/root", json={"root": root, "targets": targets})
+
+    def tuf_metadata(self, filename: str) -> bytes:
+        return self._call("GET", f"/v1/tuf/{_seg(filename)}", raw=True)

@@ -3,7 +3,8 @@
     EdgefleetError                    base; carries a stable machine `code` and a message
     ├── InvalidInput                  400  malformed or out-of-range input
     │   ├── SelectorSyntaxError       400  a label selector that does not parse
-    │   └── PayloadTooLarge           413  a body over the size limit
+    │   ├── PayloadTooLarge           413  a body over the size limit
+    │   └── RangeNotSatisfiable       416  a byte range outside the blob
     ├── Unauthenticated               401  no credentials, bad token, bad or replayed signature
     ├── Forbidden                     403  authenticated, but not allowed
     │   └── DeviceNotApproved         403  device is pending, rejected or revoked
@@ -44,6 +45,10 @@ class SelectorSyntaxError(InvalidInput):
 
 class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
+
+
+class RangeNotSatisfiable(InvalidInput):
+    code = "range_not_satisfiable"
 
 
 class Unauthenticated(EdgefleetError):
@@ -94,6 +99,7 @@ class ApiError(EdgefleetError):
 
 HTTP_STATUS: dict[type[EdgefleetError], int] = {
     PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
     InvalidInput: 400,
     Unauthenticated: 401,
     Forbidden: 403,

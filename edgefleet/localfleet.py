@@ -140,6 +140,7 @@ class AgentProcess(ManagedProcess):
         extra_args: list[str] | None = None,
         max_backoff_s: float = 1.0,
         log_level: str = "debug",
+        env: dict[str, str] | None = None,
     ):
         self.data_dir = data_dir
         self.name = name
@@ -153,7 +154,7 @@ class AgentProcess(ManagedProcess):
         for k, v in (labels or {}).items():
             args += ["--label", f"{k}={v}"]
         args += extra_args or []
-        super().__init__(args, data_dir.parent / f"{data_dir.name}.log")
+        super().__init__(args, data_dir.parent / f"{data_dir.name}.log", env)
 
     def state(self) -> dict[str, Any]:
         path = self.data_dir / "agent-state.json"

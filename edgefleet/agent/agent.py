@@ -15,19 +15,24 @@ survives restarts in AgentState.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from dataclasses import replace
 from typing import Any
 
 from edgefleet.agent.hardware import Hardware
+from edgefleet.agent.installer import Installer
 from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.agent.state import KEY_FILE, AgentState
+from edgefleet.agent.supervisor import Supervisor
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
 from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
 from edgefleet.security.keys import DeviceKey
+from edgefleet.security.tuf_client import TufClient
 from edgefleet.transport.messages import Transport
 
 log = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ class Agent:
         clock: Clock,
         transport: Transport,
         hardware: Hardware,
+        runtime: Runtime,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -69,6 +75,22 @@ class Agent:
         self._report_now = asyncio.Event()
         self._failures = 0
         self.last_error: str | None = None
+        self._runtime = runtime
+        self.supervisor = Supervisor(runtime, clock, self._rng)
+        self.installer = Installer(
+            self._data_dir,
+            self.link,
+            clock,
+            self.supervisor,
+            inventory=self._inventory,
+            labels=lambda: dict(self.state.desired.get("labels", settings.labels)),
+            on_change=self._report_now.set,
+            sandbox_memory_limit_mb=settings.sandbox_memory_limit_mb,
+            sandbox_timeout_s=settings.sandbox_timeout_s,
+            max_backoff_s=settings.max_backoff_s,
+            crash_at=settings.fault_kill_at,
+            rng=self._rng,
+        )
 
     @property
     def device_id(self) -> str:
@@ -78,7 +100,13 @@ class Agent:
         return {"device_id": self.device_id, **fields}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; never raises for server or network trouble."""
+        """Run until `stop` is set; never raises for server or network trouble.
+
+        The installer runs beside the connection: a health window or a rollback finishes
+        even while the control plane is unreachable.
+        """
+        self.installer.want(self.state.desired.get("release"))
+        installing = asyncio.create_task(self.installer.run())
         try:
             while not stop.is_set():
                 try:
@@ -87,7 +115,13 @@ class Agent:
                     await self._connected(stop)
                 except (ApiError, Unavailable) as e:
                     await self._back_off(e, stop)
+                if installing.done():
+                    installing.result()  # an installer bug must not go unnoticed
         finally:
+            installing.cancel()
+            await asyncio.gather(installing, return_exceptions=True)
+            await self.supervisor.aclose()
+            await self._runtime.close()
             await self._transport.close()
 
     async def _enroll(self) -> None:
@@ -103,6 +137,10 @@ class Agent:
             self._inventory(),
             self.settings.heartbeat_interval_s,
         )
+        if answer.get("trusted_root"):
+            TufClient.store_enrollment_root(
+                self._data_dir / "tuf", json.dumps(answer["trusted_root"]).encode()
+            )
         self.state = replace(
             self.state,
             server_url=self.settings.server_url,
@@ -134,7 +172,9 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _heartbeat_once(self) -> None:
-        answer = await self.link.report(self.state.applied_generation, self._inventory())
+        answer = await self.link.report(
+            self.state.applied_generation, self._inventory(), self.installer.report()
+        )
         self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
         self._failures = 0
         self.last_error = None
@@ -163,6 +203,7 @@ class Agent:
             self.state, applied_generation=int(document["generation"]), desired=document
         )
         self.state.save(self._data_dir)
+        self.installer.want(document.get("release"))
         self._report_now.set()
         log.info("applied desired state", extra=self._log_extra(generation=document["generation"]))
 

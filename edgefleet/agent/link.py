@@ -7,6 +7,7 @@ cannot be reached, ApiError with the server's code otherwise.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from edgefleet.clock import Clock
@@ -16,6 +17,8 @@ from edgefleet.security.request_signing import sign_request
 from edgefleet.transport.messages import Transport, TransportResponse, error_from_response
 
 REQUEST_TIMEOUT_S = 15.0
+# A whole artifact may take a while on a slow link; progress is kept between attempts.
+DOWNLOAD_TIMEOUT_S = 600.0
 
 
 class ControlPlaneLink:
@@ -66,11 +69,42 @@ class ControlPlaneLink:
         result: dict[str, Any] = self._json(await self._send("POST", "/v1/enroll", payload))
         return result
 
-    async def report(self, applied_generation: int, inventory: dict[str, Any]) -> dict[str, Any]:
-        payload = {"applied_generation": applied_generation, "inventory": inventory}
+    async def report(
+        self,
+        applied_generation: int,
+        inventory: dict[str, Any],
+        release: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        payload = {"applied_generation": applied_generation, "inventory": inventory,
+                   "release": release}
         target = f"/v1/devices/{self.device_id}/report"
         result: dict[str, Any] = self._json(await self._send("POST", target, payload))
         return result
+
+    async def fetch(self, target: str) -> bytes:
+        """A signed GET of a small document (TUF metadata); ApiError on an error status."""
+        response = await self._send("GET", target)
+        if response.status >= 400:
+            raise error_from_response(response.status, response.body)
+        return response.body
+
+    async def download_blob(self, sha256: str, destination: Path) -> None:
+        """Download a blob into `destination`, resuming after the bytes already there.
+
+        A 416 means the partial file is not a prefix of this blob (or is complete and
+        longer): it is removed and the error raised, so the next attempt starts over.
+        """
+        target = f"/v1/blobs/{sha256}"
+        offset = destination.stat().st_size if destination.exists() else 0
+        headers = sign_request(self._key, "GET", target, b"", self.device_id, self._clock.now())
+        if offset:
+            headers["range"] = f"bytes={offset}-"
+        response = await self._transport.download(target, headers, destination,
+                                                  DOWNLOAD_TIMEOUT_S)
+        if response.status == 416:
+            destination.unlink(missing_ok=True)
+        if response.status >= 400:
+            raise error_from_response(response.status, response.body)
 
     async def desired(self, known_generation: int | None, wait_s: float) -> dict[str, Any] | None:
         """The desired-state document, or None if it stayed at `known_generation` for the

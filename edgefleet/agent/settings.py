@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from edgefleet.core.install import InstallState
 from edgefleet.errors import SettingsError
 
 
@@ -26,6 +27,10 @@ class AgentSettings:
     latitude: float | None = None
     longitude: float | None = None
     accelerators: tuple[str, ...] = ()
+    sandbox_memory_limit_mb: int = 1024
+    sandbox_timeout_s: float = 60.0
+    # Fault injection for crash-safety tests: SIGKILL self right after journaling this state.
+    fault_kill_at: InstallState | None = None
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.server_url)

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
-from edgefleet.errors import InvalidInput, NotFound, PayloadTooLarge
+from edgefleet.errors import InvalidInput, NotFound, PayloadTooLarge, RangeNotSatisfiable
 
 CHUNK_BYTES = 1 << 16
 DEFAULT_MAX_BLOB_BYTES = 4 << 30
@@ -111,7 +111,7 @@ def parse_range_header(header: str, size_bytes: int) -> tuple[int, int]:
     >>> parse_range_header("bytes=0-99", 1000), parse_range_header("bytes=-100", 1000)
     ((0, 100), (900, 1000))
 
-    Raises InvalidInput with code `range_not_satisfiable` (HTTP 416) when the range does
+    Raises RangeNotSatisfiable (HTTP 416) when the range does
     not overlap the blob, and `invalid_range` when it does not parse or asks for several.
     """
     m = _RANGE_RE.fullmatch(header.strip())
@@ -120,17 +120,14 @@ def parse_range_header(header: str, size_bytes: int) -> tuple[int, int]:
     if not m[1]:
         suffix = int(m[2])
         if suffix == 0:
-            raise InvalidInput("empty suffix range", code="range_not_satisfiable")
+            raise RangeNotSatisfiable("empty suffix range")
         return max(size_bytes - suffix, 0), size_bytes
     start = int(m[1])
     end = min(int(m[2]) + 1, size_bytes) if m[2] else size_bytes
     if m[2] and int(m[2]) < start:
         raise InvalidInput(f"Range {header[:80]!r} ends before it starts", code="invalid_range")
     if start >= size_bytes:
-        raise InvalidInput(
-            f"Range starts at {start} but the blob has {size_bytes} bytes",
-            code="range_not_satisfiable",
-        )
+        raise RangeNotSatisfiable(f"Range starts at {start} but the blob has {size_bytes} bytes")
     return start, end
 
 
@@ -212,17 +209,14 @@ class BlobStore:
     def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> BlobReader:
         """Open bytes [start, end) of a blob (end defaults to its size) for streaming.
 
-        InvalidInput `range_not_satisfiable` when start is past the end of the blob.
+        RangeNotSatisfiable when start is past the end of the blob.
         """
         path = self.path(sha256)
         size = self.size_bytes(sha256)
         if start < 0 or (end is not None and end < start):
             raise InvalidInput(f"invalid range [{start}, {end})", code="invalid_range")
         if start > 0 and start >= size:
-            raise InvalidInput(
-                f"range starts at {start} but blob {sha256} has {size} bytes",
-                code="range_not_satisfiable",
-            )
+            raise RangeNotSatisfiable(f"range starts at {start} but blob {sha256} has {size} bytes")
         stop = size if end is None else min(end, size)
         try:
             return BlobReader(path, start, stop, size)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
+
+# Crash-safety testing: the agent SIGKILLs itself right after journaling this install state.
+FAULT_ENV = "EDGEFLEET_FAULT_KILL_AT"
 
 
 def agent(
@@ -23,6 +27,10 @@ def agent(
     longitude: float = typer.Option(None, min=-180, max=180),
     accelerator: list[str] = typer.Option([], help="e.g. npu, gpu (repeatable)"),
     max_backoff: float = typer.Option(60.0, help="Longest wait between retries, seconds"),
+    sandbox_memory_limit: int = typer.Option(
+        1024, help="Memory limit (MB) of the sandboxed model check before an install"
+    ),
+    sandbox_timeout: float = typer.Option(60.0, help="Time limit (s) of the sandboxed check"),
     log_level: str = typer.Option("info", envvar="EDGEFLEET_LOG_LEVEL"),
 ) -> None:
     """Run the device agent: enroll, heartbeat, follow the desired state."""
@@ -30,10 +38,12 @@ def agent(
     import signal
     import socket
 
+    from edgefleet.agent.agent import Agent
     from edgefleet.agent.hardware import HostHardware
-    from edgefleet.agent.runtime import Agent
+    from edgefleet.agent.process_runtime import HostRuntime
     from edgefleet.agent.settings import AgentSettings
     from edgefleet.clock import SystemClock
+    from edgefleet.core.install import InstallState
     from edgefleet.core.labels import parse_label_assignments
     from edgefleet.logfmt import configure
     from edgefleet.transport.http import HttpTransport
@@ -53,6 +63,9 @@ def agent(
         latitude=latitude,
         longitude=longitude,
         accelerators=tuple(accelerator),
+        sandbox_memory_limit_mb=sandbox_memory_limit,
+        sandbox_timeout_s=sandbox_timeout,
+        fault_kill_at=InstallState(fault) if (fault := os.environ.get(FAULT_ENV)) else None,
     )
 
     async def main() -> None:
@@ -65,6 +78,7 @@ def agent(
             clock=SystemClock(),
             transport=HttpTransport(server),
             hardware=HostHardware(data_dir, list(accelerator)),
+            runtime=HostRuntime(),
         )
         await runner.run(stop)
 

@@ -6,8 +6,19 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli.output import Column, Output, ago, emit_list, emit_object, format_labels, styled
+from edgefleet.cli.output import (
+    Column,
+    Output,
+    ago,
+    console,
+    emit_list,
+    emit_object,
+    format_labels,
+    print_json,
+    styled,
+)
 from edgefleet.core.labels import parse_label_change
+from edgefleet.core.release import parse_ref
 
 app = typer.Typer(help="List, inspect, approve and label devices.", no_args_is_help=True)
 groups_app = typer.Typer(help="Named label selectors.", no_args_is_help=True)
@@ -59,6 +70,27 @@ def _location(d: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def _release(d: dict[str, Any]) -> str:
+    assigned = d.get("release")
+    status = d.get("release_status") or {}
+    if not assigned and not status:
+        return "-"
+    parts = []
+    if assigned:
+        staged = " (stage only)" if assigned["stage_only"] else ""
+        parts.append(f"assigned {assigned['name']}@{assigned['version']}{staged}")
+    if status:
+        state = status["state"]
+        if state == "downloading" and status.get("bytes_total"):
+            state += f" {status['bytes_done']}/{status['bytes_total']} bytes"
+        parts.append(f"{status['name']}@{status['version']}: {styled(state)}")
+        if status.get("reason"):
+            parts.append(status["reason"])
+        if status.get("active"):
+            parts.append(f"running {status['active']['name']}@{status['active']['version']}")
+    return " · ".join(parts)
+
+
 DEVICE_FIELDS = [
     Column("id", lambda d: d["id"]),
     Column("name", lambda d: d["name"]),
@@ -71,6 +103,7 @@ DEVICE_FIELDS = [
     Column("heartbeat", lambda d: f"every {d['heartbeat_interval_s']:g}s"),
     Column("generation", lambda d: f"applied {d['applied_generation']}, "
            f"desired {d['desired_generation']}" + ("" if d["in_sync"] else " (converging)")),
+    Column("release", lambda d: _release(d)),
     Column("enrolled", lambda d: ago(d["created_at"])),
 ]
 
@@ -146,6 +179,39 @@ def configure(
     with ctx.obj.client() as client:
         result = client.configure_device(device, heartbeat_interval)
     emit_list([result], output, DEVICE_COLUMNS)
+
+
+@app.command("set-release")
+def set_release(
+    ctx: typer.Context,
+    release: str = typer.Argument(..., help="NAME@VERSION (must be signed)"),
+    device: str = typer.Option(None, "--device", "-d", help="One device (id or name)"),
+    selector: str = typer.Option(None, "--selector", "-l", help="Or: every matching device"),
+    stage_only: bool = typer.Option(
+        False, help="Deliver and verify now; install later with `devices activate`"
+    ),
+    output: Output = OutputOpt,
+) -> None:
+    """Put a signed release into devices' desired state. Incompatible devices are skipped
+    (selector) or refused (single device) with the reason."""
+    ref = parse_ref(release, "release")
+    with ctx.obj.client() as client:
+        result = client.assign_release(ref.name, ref.version, device, selector, stage_only)
+    if output is Output.JSON:
+        print_json(result)
+        return
+    console.print(f"assigned {ref} to {len(result['assigned'])} device(s)"
+                  + (" (stage only)" if stage_only else ""))
+    for skipped in result["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {skipped['name']} ({skipped['id']}): "
+                      f"{skipped['reason']}")
+
+
+@app.command("activate")
+def activate(ctx: typer.Context, device: str, output: Output = OutputOpt) -> None:
+    """Install the release a device holds staged (after set-release --stage-only)."""
+    with ctx.obj.client() as client:
+        emit_list([client.activate(device)], output, DEVICE_COLUMNS)
 
 
 GROUP_COLUMNS = [

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import audit, devices, tokens
+from edgefleet.cli import audit, devices, releases, tokens, trust
 from edgefleet.cli.agent import agent
 from edgefleet.cli.context import CliContext, default_config_path, write_config
 from edgefleet.cli.output import console, error_console
@@ -84,6 +84,10 @@ app.add_typer(devices.groups_app, name="groups")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(tokens.enrollment_app, name="enrollment-tokens")
 app.add_typer(audit.app, name="audit")
+app.add_typer(releases.artifacts_app, name="artifacts")
+app.add_typer(releases.releases_app, name="releases")
+app.add_typer(trust.keys_app, name="keys")
+app.add_typer(trust.trust_app, name="trust")
 
 
 def run() -> None:

@@ -84,6 +84,10 @@ STATUS_STYLE = {
     "pending": "yellow",
     "rejected": "red",
     "revoked": "red",
+    "installed": "green",
+    "failed": "red",
+    "rolled-back": "red",
+    "staged": "cyan",
 }
 
 

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.release import ReleaseAssignment
 
 # A device is online while its last heartbeat is younger than this many intervals, stale up
 # to OFFLINE_AFTER_INTERVALS, offline beyond. Three intervals tolerate two lost heartbeats.
@@ -57,6 +58,8 @@ class Device:
     desired_generation: int = 0
     desired: Mapping[str, Any] = field(default_factory=dict)
     applied_generation: int = 0
+    release_assignment: ReleaseAssignment | None = None
+    release_status: Mapping[str, Any] = field(default_factory=dict)
     version: int = 1
 
     def connection(self, now: datetime) -> ConnectionStatus:

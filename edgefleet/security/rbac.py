@@ -20,6 +20,9 @@ class Permission(StrEnum):
     ENROLLMENT_TOKENS_WRITE = "enrollment-tokens.write"
     GROUPS_WRITE = "groups.write"
     AUDIT_READ = "audit.read"
+    ARTIFACTS_WRITE = "artifacts.write"
+    RELEASES_WRITE = "releases.write"
+    TRUST_ADMIN = "trust.admin"
     API_TOKENS_READ = "api-tokens.read"
     API_TOKENS_WRITE = "api-tokens.write"
 
@@ -29,8 +32,15 @@ _OPERATOR = _VIEWER | {
     Permission.DEVICES_WRITE,
     Permission.ENROLLMENT_TOKENS_WRITE,
     Permission.GROUPS_WRITE,
+    Permission.ARTIFACTS_WRITE,
+    Permission.RELEASES_WRITE,
 }
-_ADMIN = _OPERATOR | {Permission.API_TOKENS_READ, Permission.API_TOKENS_WRITE}
+# Trust changes (the TUF root, its keys and thresholds) are for admins only.
+_ADMIN = _OPERATOR | {
+    Permission.API_TOKENS_READ,
+    Permission.API_TOKENS_WRITE,
+    Permission.TRUST_ADMIN,
+}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEWER,

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tuf.api import exceptions as tuf_errors
-
 from tuf.ngclient import (
     FetcherInterface,
     TargetFile,

@@ -21,7 +21,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
 from securesystemslib.signer import (
     CryptoSigner,
     SSlibKey,

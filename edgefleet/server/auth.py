@@ -10,12 +10,15 @@ from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
 from edgefleet.errors import Unauthenticated
+from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.services.audit import AuditService, OperatorContext
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
+from edgefleet.server.services.releases import ReleaseService
 from edgefleet.server.services.tokens import TokenService
+from edgefleet.server.services.trust import TrustService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
@@ -29,6 +32,8 @@ class Services:
     tokens: TokenService
     device_link: DeviceLinkService
     audit: AuditService
+    releases: ReleaseService
+    trust: TrustService
     watch: DesiredStateWatch
 
 
@@ -61,8 +66,7 @@ def request_target(request: Request) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
-async def signed_device(request: Request, device_id: str) -> Device:
-    """Dependency: the approved device that signed this request for `device_id`."""
+async def _authenticate_device(request: Request, device_id: str | None) -> Device:
     body = await request.body()
     signed = read_signed_headers(request.headers)
     return await run_in_threadpool(
@@ -73,3 +77,18 @@ async def signed_device(request: Request, device_id: str) -> Device:
         body,
         device_id,
     )
+
+
+async def signed_device(request: Request, device_id: str) -> Device:
+    """Dependency: the approved device that signed this request for `device_id`."""
+    return await _authenticate_device(request, device_id)
+
+
+async def device_or_operator(request: Request) -> Device | OperatorContext:
+    """Dependency for shared downloads (blobs, TUF metadata): an operator with a bearer
+    token, or any approved device with a signed request."""
+    if "authorization" in request.headers:
+        ctx = await run_in_threadpool(operator, request)
+        ctx.require(Permission.FLEET_READ)
+        return ctx
+    return await _authenticate_device(request, None)

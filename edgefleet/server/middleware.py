@@ -32,9 +32,21 @@ def _error_response(status: int, code: str, message: str, request_id: str) -> tu
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    """Request ids for every request; the body limit for every request except those whose
+    (method, path prefix) is in `streamed` — routes that stream large bodies themselves and
+    enforce their own limits (blob uploads)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        streamed: tuple[tuple[str, str], ...] = (),
+        larger: tuple[tuple[str, str, int], ...] = (),
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.streamed = streamed
+        self.larger = larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,9 +65,17 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
+        method, path = scope["method"], scope["path"]
+        if any(method == m and path.startswith(p) for m, p in self.streamed):
+            await self.app(scope, receive, send_with_id)
+            return
+        limit = next(
+            (n for m, p, n in self.larger if method == m and path.startswith(p)),
+            self.max_body_bytes,
+        )
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._refuse(send, request_id, declared)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, request_id, declared, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -66,8 +86,8 @@ class RequestContextMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                await self._refuse(send, request_id, str(size))
+            if size > limit:
+                await self._refuse(send, request_id, str(size), limit)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -83,11 +103,11 @@ class RequestContextMiddleware:
 
         await self.app(scope, replay, send_with_id)
 
-    async def _refuse(self, send: Send, request_id: str, size: Any) -> None:
+    async def _refuse(self, send: Send, request_id: str, size: Any, limit: int) -> None:
         start, body = _error_response(
             413,
             "payload_too_large",
-            f"request body of {size} bytes is over the limit of {self.max_body_bytes} bytes",
+            f"request body of {size} bytes is over the limit of {limit} bytes",
             request_id,
         )
         await send(start)

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgefleet.core.device import ConnectionStatus, Device
 from edgefleet.core.enrollment import EnrollmentState, EnrollmentToken
 from edgefleet.core.group import Group
+from edgefleet.core.install import InstallState
+from edgefleet.core.release import Artifact, ArtifactKind, Release
 from edgefleet.security.audit import AuditRecord
 from edgefleet.security.rbac import Role
 from edgefleet.security.tokens import ApiToken
@@ -36,6 +38,9 @@ class Software(Strict):
     python: str = Field(max_length=32)
     agent_version: str = Field(max_length=32)
     onnxruntime: str | None = Field(None, max_length=32)
+    io_signatures: list[str] = Field(
+        default_factory=list, max_length=32, description="Model interfaces the device serves."
+    )
 
 
 class Location(Strict):
@@ -70,11 +75,35 @@ class EnrollResponse(BaseModel):
     device_id: str
     enrollment: EnrollmentState
     heartbeat_interval_s: float
+    trusted_root: dict[str, Any] | None = Field(
+        None, description="The TUF root metadata devices pin (absent before trust is set up)."
+    )
+
+
+class ReleaseRef(Strict):
+    name: str = Field(max_length=64)
+    version: str = Field(max_length=64)
+
+
+class ReleaseStatusReport(Strict):
+    """What the device's installer is doing with its assigned release."""
+
+    name: str = Field(max_length=64)
+    version: str = Field(max_length=64)
+    serial: int = Field(ge=0)
+    state: InstallState
+    reason: str = Field("", max_length=1000)
+    bytes_done: int = Field(0, ge=0)
+    bytes_total: int = Field(0, ge=0)
+    bytes_saved: int = Field(0, ge=0, description="Download bytes saved by deltas.")
+    active: ReleaseRef | None = Field(None, description="The release running now.")
+    updated_at: datetime | None = None
 
 
 class ReportRequest(Strict):
     applied_generation: int = Field(ge=0)
     inventory: Inventory
+    release: ReleaseStatusReport | None = None
 
 
 class ReportResponse(BaseModel):
@@ -99,6 +128,8 @@ class DeviceOut(BaseModel):
     in_sync: bool
     inventory: dict[str, Any]
     desired: dict[str, Any]
+    release: dict[str, Any] | None = Field(None, description="Assigned release")
+    release_status: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def of(cls, device: Device, now: datetime) -> DeviceOut:
@@ -116,6 +147,8 @@ class DeviceOut(BaseModel):
             in_sync=device.applied_generation == device.desired_generation,
             inventory=dict(device.inventory),
             desired={"generation": device.desired_generation, **device.desired},
+            release=device.release_assignment.to_dict() if device.release_assignment else None,
+            release_status=dict(device.release_status),
         )
 
 
@@ -261,3 +294,97 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# Artifacts and releases.
+
+
+class CreateArtifactRequest(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64, description="SemVer")
+    kind: ArtifactKind = ArtifactKind.FILE
+    sha256: str = Field(min_length=64, max_length=64, description="Of an uploaded blob")
+    file_name: str = Field(min_length=1, max_length=128)
+    requires: list[str] = Field(default_factory=list, max_length=64)
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    version: str
+    kind: ArtifactKind
+    sha256: str
+    size_bytes: int
+    file_name: str
+    requires: list[str]
+    facts: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, a: Artifact) -> ArtifactOut:
+        return cls(
+            name=a.name,
+            version=a.version,
+            kind=a.kind,
+            sha256=a.sha256,
+            size_bytes=a.size_bytes,
+            file_name=a.file_name,
+            requires=list(a.requirements),
+            facts=dict(a.facts),
+            created_by=a.created_by,
+            created_at=a.created_at,
+        )
+
+
+class CreateReleaseRequest(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64)
+    artifacts: list[str] = Field(min_length=1, max_length=64, description="NAME@VERSION each")
+
+
+class ReleaseOut(BaseModel):
+    name: str
+    version: str
+    artifacts: list[str]
+    signed: bool
+    targets_version: int | None
+    created_by: str
+    created_at: datetime
+    files: list[ArtifactOut] | None = None
+
+    @classmethod
+    def of(cls, r: Release, files: list[Artifact] | None = None) -> ReleaseOut:
+        return cls(
+            name=r.name,
+            version=r.version,
+            artifacts=[str(a) for a in r.artifacts],
+            signed=r.signed,
+            targets_version=r.targets_version,
+            created_by=r.created_by,
+            created_at=r.created_at,
+            files=[ArtifactOut.of(a) for a in files] if files is not None else None,
+        )
+
+
+class AssignRequest(Strict):
+    device: str | None = Field(None, description="A device id or name")
+    selector: str | None = Field(None, max_length=4096, description="Or: every matching device")
+    stage_only: bool = Field(False, description="Deliver and verify now, install on activate")
+
+
+class SkippedDevice(BaseModel):
+    id: str
+    name: str
+    reason: str
+
+
+class AssignResponse(BaseModel):
+    assigned: list[str]
+    skipped: list[SkippedDevice]
+
+
+class SetRootRequest(Strict):
+    root: dict[str, Any] = Field(description="Signed root metadata (TUF JSON)")
+    targets: dict[str, Any] | None = Field(
+        None, description="Targets re-signed by new targets keys, when a rotation changes them"
+    )

@@ -31,6 +31,9 @@ class ServerSettings(BaseSettings):
     heartbeat_interval_s: float = Field(
         15.0, gt=0, le=3600, description="Heartbeat interval given to newly enrolled devices."
     )
+    max_blob_bytes: int = Field(
+        4 * 1024**3, ge=1024, description="Largest artifact file accepted."
+    )
     long_poll_max_s: float = Field(
         30.0, gt=0, le=300, description="Longest a desired-state long poll is held open."
     )

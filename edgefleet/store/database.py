@@ -26,6 +26,7 @@ from edgefleet.store.repositories.devices import DeviceRepository
 from edgefleet.store.repositories.enrollment_tokens import EnrollmentTokenRepository
 from edgefleet.store.repositories.groups import GroupRepository
 from edgefleet.store.repositories.nonces import NonceRepository
+from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRepository
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Transaction:
         self.groups = GroupRepository(connection)
         self.audit = AuditRepository(connection)
         self.nonces = NonceRepository(connection)
+        self.artifacts = ArtifactRepository(connection)
+        self.releases = ReleaseRepository(connection)
 
 
 class Database:

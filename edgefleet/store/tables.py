@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -63,6 +64,8 @@ devices = Table(
     Column("desired", JSON, nullable=False),
     Column("applied_generation", Integer, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("release_assignment", JSON, nullable=True),
+    Column("release_status", JSON, nullable=False),
 )
 Index("ix_devices_name", devices.c.name)
 
@@ -127,3 +130,29 @@ device_nonces = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 Index("ix_device_nonces_expires_at", device_nonces.c.expires_at)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("file_name", String(128), nullable=False),
+    Column("requirements", JSON, nullable=False),
+    Column("facts", JSON, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("artifacts", JSON, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("targets_version", Integer, nullable=True),
+)

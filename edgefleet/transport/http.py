@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 
 from edgefleet.errors import Unavailable
 from edgefleet.transport.messages import TransportResponse
+
+DOWNLOAD_CHUNK_BYTES = 1 << 16
 
 
 class HttpTransport:
@@ -40,6 +43,30 @@ class HttpTransport:
         except httpx.TransportError as e:
             raise Unavailable(f"{self.base_url}: {e or type(e).__name__}") from e
         return TransportResponse(response.status_code, response.content, dict(response.headers))
+
+    async def download(
+        self,
+        target: str,
+        headers: Mapping[str, str],
+        destination: Path,
+        timeout_s: float,
+    ) -> TransportResponse:
+        try:
+            async with self._client.stream(
+                "GET", target, headers=dict(headers), timeout=timeout_s
+            ) as response:
+                if response.status_code not in (200, 206):
+                    body = await response.aread()
+                    return TransportResponse(response.status_code, body, dict(response.headers))
+                mode = "ab" if response.status_code == 206 else "wb"
+                with destination.open(mode) as sink:
+                    async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
+                        sink.write(chunk)
+                return TransportResponse(response.status_code, b"", dict(response.headers))
+        except httpx.TimeoutException as e:
+            raise Unavailable(f"{self.base_url}: download timed out ({type(e).__name__})") from e
+        except httpx.TransportError as e:
+            raise Unavailable(f"{self.base_url}: {e or type(e).__name__}") from e
 
     async def close(self) -> None:
         await self._client.aclose()

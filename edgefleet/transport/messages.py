@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from edgefleet.errors import ApiError
@@ -49,5 +50,17 @@ class Transport(Protocol):
         headers: Mapping[str, str],
         timeout_s: float,
     ) -> TransportResponse: ...
+
+    async def download(
+        self,
+        target: str,
+        headers: Mapping[str, str],
+        destination: Path,
+        timeout_s: float,
+    ) -> TransportResponse:
+        """GET `target` into `destination`: appended after a 206 (a resumed range),
+        written from the start after a 200. The response body is not kept in memory; an
+        error response's body is returned for the caller to read."""
+        ...
 
     async def close(self) -> None: ...

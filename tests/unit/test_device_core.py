@@ -22,6 +22,13 @@ from edgefleet.core.enrollment import (
     check_enrollment_token,
     transition,
 )
+from edgefleet.core.release import (
+    Artifact,
+    ArtifactKind,
+    Release,
+    ReleaseAssignment,
+    render_release_section,
+)
 from edgefleet.errors import DeviceNotApproved, IllegalTransition, Unauthenticated
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -94,12 +101,12 @@ def device(**changes: object) -> Device:
 
 
 def test_generation_moves_only_when_the_spec_changes() -> None:
-    first = refresh_desired(device())
+    first = refresh_desired(device(), None)
     assert first.desired_generation == 1
-    assert refresh_desired(first) == first
-    relabelled = refresh_desired(replace(first, labels={"a": "2"}))
+    assert refresh_desired(first, None) == first
+    relabelled = refresh_desired(replace(first, labels={"a": "2"}), None)
     assert relabelled.desired_generation == 2
-    retuned = refresh_desired(replace(relabelled, heartbeat_interval_s=5))
+    retuned = refresh_desired(replace(relabelled, heartbeat_interval_s=5), None)
     assert retuned.desired_generation == 3
     doc = desired_document(retuned)
     assert doc == {
@@ -108,6 +115,25 @@ def test_generation_moves_only_when_the_spec_changes() -> None:
         "labels": {"a": "2"},
         "agent": {"heartbeat_interval_s": 5},
     }
+
+
+def test_release_section_is_part_of_the_spec() -> None:
+    base = refresh_desired(device(), None)
+    artifact = Artifact("detector", "1.0.0", ArtifactKind.ONNX_MODEL, "ab" * 32, 10,
+                        "model.onnx", (), {}, "admin", T0)
+    release = Release("vision", "1.0.0", (artifact.ref,), "admin", T0, targets_version=1)
+    assignment = ReleaseAssignment("vision", "1.0.0", stage_only=True, serial=1)
+    section = render_release_section(assignment, release, [artifact])
+    staged = refresh_desired(base, section)
+    assert staged.desired_generation == base.desired_generation + 1
+    assert staged.desired["release"]["targets"] == [{
+        "path": "releases/vision/1.0.0/model.onnx", "artifact": "detector",
+        "kind": "onnx-model", "file_name": "model.onnx", "sha256": "ab" * 32,
+        "length_bytes": 10,
+    }]
+    activated = render_release_section(replace(assignment, stage_only=False), release, [artifact])
+    assert refresh_desired(staged, activated).desired_generation == staged.desired_generation + 1
+    assert refresh_desired(staged, None).desired_generation == staged.desired_generation + 1
 
 
 @given(st.integers(min_value=0, max_value=100), st.integers(min_value=0, max_value=2**32))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -46,10 +47,12 @@ async def enroll(
         body.inventory.model_dump(),
         body.heartbeat_interval_s,
     )
+    root = svc.trust.root_bytes()
     return EnrollResponse(
         device_id=device.id,
         enrollment=device.enrollment,
         heartbeat_interval_s=device.heartbeat_interval_s,
+        trusted_root=json.loads(root) if root else None,
     )
 
 
@@ -60,8 +63,13 @@ async def report(
     device: Device = Depends(signed_device),
     svc: Services = Depends(services),
 ) -> ReportResponse:
+    status = body.release.model_dump(mode="json") if body.release else {}
     saved = await run_in_threadpool(
-        svc.device_link.report, device, body.applied_generation, body.inventory.model_dump()
+        svc.device_link.report,
+        device,
+        body.applied_generation,
+        body.inventory.model_dump(),
+        status,
     )
     return ReportResponse(
         desired_generation=saved.desired_generation,

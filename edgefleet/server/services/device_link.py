@@ -82,7 +82,8 @@ class DeviceLinkService:
                     last_seen=now,
                     heartbeat_interval_s=heartbeat_interval_s
                     or self._settings.heartbeat_interval_s,
-                )
+                ),
+                release=None,
             )
             tx.devices.insert(device)
             tx.enrollment_tokens.count_use(token.id)
@@ -94,7 +95,12 @@ class DeviceLinkService:
             return device
 
     def authenticate(
-        self, signed: SignedRequest, method: str, target: str, body: bytes, path_device_id: str
+        self,
+        signed: SignedRequest,
+        method: str,
+        target: str,
+        body: bytes,
+        path_device_id: str | None,
     ) -> Device:
         """The approved device that signed this request; refuses forged, stale, replayed,
         cross-device and not-approved requests with the reason."""
@@ -108,7 +114,7 @@ class DeviceLinkService:
         verify_signed_request(
             signed, device.public_key, method, target, body, now, self._settings.max_clock_skew_s
         )
-        if path_device_id != device.id:
+        if path_device_id is not None and path_device_id != device.id:
             raise Forbidden(
                 f"device {device.id} may not act for device {path_device_id}",
                 code="wrong_device",
@@ -119,7 +125,11 @@ class DeviceLinkService:
         return device
 
     def report(
-        self, device: Device, applied_generation: int, inventory: Mapping[str, Any]
+        self,
+        device: Device,
+        applied_generation: int,
+        inventory: Mapping[str, Any],
+        release_status: Mapping[str, Any],
     ) -> Device:
         """Store a heartbeat; refuses a report from the future (applied > desired)."""
         if applied_generation > device.desired_generation:
@@ -130,7 +140,9 @@ class DeviceLinkService:
             )
         now = self._clock.now()
         with self._db.transaction() as tx:
-            tx.devices.record_report(device.id, now, dict(inventory), applied_generation)
+            tx.devices.record_report(
+                device.id, now, dict(inventory), applied_generation, dict(release_status)
+            )
             return tx.devices.get(device.id)
 
     def desired(self, device_id: str) -> dict[str, Any]:

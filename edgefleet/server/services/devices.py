@@ -6,7 +6,6 @@ from dataclasses import replace
 from datetime import datetime
 
 from edgefleet.clock import Clock
-from edgefleet.core.desired import refresh_desired
 from edgefleet.core.device import ConnectionStatus, Device
 from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState, transition
 from edgefleet.core.group import Group, validate_group_name
@@ -14,8 +13,9 @@ from edgefleet.core.labels import LabelChange
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.desired import save_device
 from edgefleet.server.watch import DesiredStateWatch
-from edgefleet.store import Database, Transaction
+from edgefleet.store import Database
 
 
 class DeviceService:
@@ -75,7 +75,7 @@ class DeviceService:
         with self._db.transaction() as tx:
             device = tx.devices.resolve(id_or_name)
             labels = change.apply(device.labels)
-            saved = self._save(tx, replace(device, labels=labels))
+            saved = save_device(tx, replace(device, labels=labels))
             record_action(tx, ctx, "device.label", f"device/{device.id}", now,
                           {"set": dict(change.set), "remove": sorted(change.remove)})
         self._watch.notify(saved.id)
@@ -88,15 +88,11 @@ class DeviceService:
         now = self._clock.now()
         with self._db.transaction() as tx:
             device = tx.devices.resolve(id_or_name)
-            saved = self._save(tx, replace(device, heartbeat_interval_s=heartbeat_interval_s))
+            saved = save_device(tx, replace(device, heartbeat_interval_s=heartbeat_interval_s))
             record_action(tx, ctx, "device.configure", f"device/{device.id}", now,
                           {"heartbeat_interval_s": heartbeat_interval_s})
         self._watch.notify(saved.id)
         return saved
-
-    @staticmethod
-    def _save(tx: Transaction, device: Device) -> Device:
-        return tx.devices.update(refresh_desired(device))
 
     # Groups: named selectors.
 

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Row, func, insert, select, update
 
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.release import ReleaseAssignment
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.tables import devices
 
@@ -28,6 +29,12 @@ def _to_device(row: Row[Any]) -> Device:
         desired_generation=row.desired_generation,
         desired=row.desired,
         applied_generation=row.applied_generation,
+        release_assignment=(
+            ReleaseAssignment.from_dict(row.release_assignment)
+            if row.release_assignment
+            else None
+        ),
+        release_status=row.release_status,
         version=row.version,
     )
 
@@ -47,6 +54,10 @@ def _values(device: Device) -> dict[str, Any]:
         "desired_generation": device.desired_generation,
         "desired": dict(device.desired),
         "applied_generation": device.applied_generation,
+        "release_assignment": (
+            device.release_assignment.to_dict() if device.release_assignment else None
+        ),
+        "release_status": dict(device.release_status),
         "version": device.version,
     }
 
@@ -116,10 +127,16 @@ class DeviceRepository:
         seen_at: datetime,
         inventory: dict[str, Any],
         applied_generation: int,
+        release_status: dict[str, Any],
     ) -> None:
         """Store what a heartbeat reported; touches only device-owned columns."""
         self._c.execute(
             update(devices)
             .where(devices.c.id == device_id)
-            .values(last_seen=seen_at, inventory=inventory, applied_generation=applied_generation)
+            .values(
+                last_seen=seen_at,
+                inventory=inventory,
+                applied_generation=applied_generation,
+                release_status=release_status,
+            )
         )

@@ -1,0 +1,407 @@
+"""The installer: gets the assigned release onto this device safely.
+
+    verify TUF metadata ─▶ check compatibility ─▶ download (resumable) + verify hashes
+      ─▶ fill the standby slot ─▶ sandbox-check the models ─▶ [staged: wait if stage-only]
+      ─▶ switch slots (atomic) ─▶ restart the service ─▶ health window ─▶ installed
+                                                               └──unhealthy──▶ rolled back
+
+Every state is journaled before it is acted on (agent/journal.py); after a crash the
+installer resumes from the journal with `core.install.resume_action`, so the device always
+ends on a working slot. Failures before the switch leave the live slot untouched
+(`failed`); an assignment that failed or rolled back is not retried until the operator
+assigns again (a new serial).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgefleet.agent.journal import InstallRecord, Journal
+from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.release_service import SERVICE_NAME, manifest_of, service_spec
+from edgefleet.agent.sandbox import check_models
+from edgefleet.agent.slots import SlotName, Slots
+from edgefleet.agent.supervisor import HealthState, Supervisor
+from edgefleet.clock import Clock
+from edgefleet.core.backoff import backoff_delay_s
+from edgefleet.core.compat import evaluate_compatibility, parse_requirements
+from edgefleet.core.install import (
+    HealthSample,
+    HealthVerdictState,
+    InstallState,
+    ResumeAction,
+    judge_health,
+    resume_action,
+    transition,
+)
+from edgefleet.core.service_manifest import HealthCriteria, parse_service_manifest
+from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, Unavailable
+from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TargetInfo, TufClient, verify_file
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST_BYTES = 64 * 1024
+PROGRESS_INTERVAL_S = 0.5
+
+
+class InstallFailed(EdgefleetError):
+    """The release cannot be installed on this device; the reason is reported."""
+
+    code = "install_failed"
+
+
+class Installer:
+    def __init__(
+        self,
+        data_dir: Path,
+        link: ControlPlaneLink,
+        clock: Clock,
+        supervisor: Supervisor,
+        inventory: Callable[[], Mapping[str, Any]],
+        labels: Callable[[], Mapping[str, str]],
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        sandbox_memory_limit_mb: int = 1024,
+        sandbox_timeout_s: float = 60.0,
+        max_backoff_s: float = 60.0,
+        crash_at: InstallState | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.slots = Slots(data_dir / "release")
+        self.journal = Journal(data_dir / "release" / "journal.json")
+        self._downloads = data_dir / "downloads"
+        self._downloads.mkdir(parents=True, exist_ok=True)
+        self._logs = data_dir / "logs"
+        self._tuf_dir = data_dir / "tuf"
+        self._tuf_dir.mkdir(parents=True, exist_ok=True)
+        self._link = link
+        self._clock = clock
+        self._supervisor = supervisor
+        self._inventory = inventory
+        self._labels = labels
+        self._on_change = on_change
+        self._sandbox_memory_limit_mb = sandbox_memory_limit_mb
+        self._sandbox_timeout_s = sandbox_timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._crash_at = crash_at
+        self._rng = rng or random.Random()
+        self.record = self.journal.load()
+        self._wanted: dict[str, Any] | None = None
+        self._changed = asyncio.Event()
+        self._failures = 0
+
+    # What the agent sees.
+
+    def want(self, section: Mapping[str, Any] | None) -> None:
+        """The release section of the latest desired state (None: no release assigned)."""
+        self._wanted = dict(section) if section else None
+        self._changed.set()
+
+    def report(self) -> dict[str, Any] | None:
+        record = self.record
+        active = self.slots.manifest(self.slots.active())
+        if record is None:
+            return None
+        return {
+            "name": record.name,
+            "version": record.version,
+            "serial": record.serial,
+            "state": record.state.value,
+            "reason": record.reason[:1000],
+            "bytes_done": record.bytes_done,
+            "bytes_total": record.bytes_total,
+            "bytes_saved": record.bytes_saved,
+            "active": {"name": active["release"], "version": active["version"]}
+            if active
+            else None,
+        }
+
+    async def run(self) -> None:
+        """Start the live slot's service, then follow `want()` forever."""
+        await self._start_service(self.slots.active())
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self._reconcile(self._wanted)
+                self._failures = 0
+            except (Unavailable, ApiError) as e:
+                # Transient: keep the journaled state (downloads resume) and retry.
+                delay = backoff_delay_s(self._failures, 1.0, self._max_backoff_s, self._rng)
+                self._failures += 1
+                self._note(f"retrying in {delay:.0f}s: {e.message}")
+                log.warning("install step failed; will retry",
+                            extra={"error": e.message, "retry_in_s": round(delay, 1)})
+                await self._clock.sleep(delay)
+                self._changed.set()
+
+    async def stop(self) -> None:
+        await self._supervisor.stop_all()
+
+    # The state machine.
+
+    async def _reconcile(self, section: dict[str, Any] | None) -> None:
+        record = self.record
+        if record is not None and record.state in (InstallState.INSTALLING,
+                                                   InstallState.HEALTH_CHECK):
+            # A switch was interrupted: settle it before anything else.
+            action = resume_action(record.state, False, record.health_attempts)
+            if action is ResumeAction.ROLL_BACK:
+                await self._roll_back("the agent was restarted repeatedly during the health "
+                                      "window")
+            else:
+                await self._switch_in()
+            record = self.record
+        if section is None:
+            return
+        same = record is not None and record.serial == section["serial"] and (
+            record.name, record.version) == (section["name"], section["version"])
+        if not same:
+            await self._deliver(section)
+        else:
+            assert record is not None
+            action = resume_action(record.state, section["stage_only"], record.health_attempts)
+            if action is ResumeAction.RESTART_DELIVERY:
+                await self._deliver(section)
+            elif action is ResumeAction.NOTHING or action is ResumeAction.WAIT_FOR_ACTIVATION:
+                return
+        record = self.record
+        assert record is not None
+        if record.state is InstallState.STAGED and not section["stage_only"]:
+            await self._switch_in()
+
+    async def _deliver(self, section: dict[str, Any]) -> None:
+        self._save(InstallRecord(section["name"], section["version"], section["serial"],
+                                 InstallState.DOWNLOADING, section["stage_only"]))
+        try:
+            infos = await self._verified_targets(section)
+            await self._download(infos)
+            self._move(InstallState.VERIFYING)
+            slot = await self._fill_standby_slot(section, infos)
+            self._move(InstallState.STAGED, slot=slot.value, reason="")
+        except InstallFailed as e:
+            self._move(InstallState.FAILED, reason=e.message)
+            log.warning("install refused", extra={"release": section["name"],
+                                                  "reason": e.message})
+
+    async def _verified_targets(self, section: dict[str, Any]) -> list[TargetInfo]:
+        """Signed facts for every file of the release, checked against this device."""
+        await self._ensure_trust_anchor()
+        loop = asyncio.get_running_loop()
+
+        def fetch(url: str) -> bytes:
+            return asyncio.run_coroutine_threadsafe(self._link.fetch(url), loop).result(120)
+
+        client = TufClient(self._tuf_dir, fetch)
+        paths = [t["path"] for t in section["targets"]]
+        try:
+            infos = await asyncio.to_thread(client.verify_targets, paths)
+        except Unavailable:
+            raise
+        except EdgefleetError as e:
+            raise InstallFailed(f"release metadata refused: {e.message}") from None
+        for info in infos:
+            target = info.release_target
+            if (target.release_name, target.release_version) != (section["name"],
+                                                                  section["version"]):
+                raise InstallFailed(f"signed target {info.path} belongs to another release")
+            verdict = evaluate_compatibility(
+                parse_requirements(list(target.requirements)), self._inventory(), self._labels()
+            )
+            if not verdict.compatible:
+                raise InstallFailed(f"incompatible: {target.artifact_name}: {verdict.reason}")
+        return infos
+
+    async def _ensure_trust_anchor(self) -> None:
+        if (self._tuf_dir / ENROLLMENT_ROOT).exists():
+            return
+        # Enrolled before the fleet had a root of trust: trust on first use, said loudly.
+        root = await self._link.fetch("/v1/tuf/1.root.json")
+        TufClient.store_enrollment_root(self._tuf_dir, root)
+        log.warning("pinned the fleet's first TUF root on first use (trust on first use)")
+
+    async def _download(self, infos: list[TargetInfo]) -> None:
+        total = sum(i.length_bytes for i in infos)
+        done = 0
+        self._update(bytes_total=total, bytes_done=0)
+        for info in infos:
+            part = self._downloads / f"{info.sha256}.part"
+            final = self._downloads / info.sha256
+            if not final.exists():
+                progress = asyncio.create_task(self._track(part, done))
+                try:
+                    await self._link.download_blob(info.sha256, part)
+                finally:
+                    progress.cancel()
+                try:
+                    verify_file(info, part)
+                except InvalidInput as e:
+                    part.unlink(missing_ok=True)
+                    raise InstallFailed(f"download refused: {e.message}") from None
+                os.replace(part, final)
+            done += info.length_bytes
+            self._update(bytes_done=done)
+
+    async def _track(self, part: Path, before: int) -> None:
+        while True:
+            size = part.stat().st_size if part.exists() else 0
+            self._update(bytes_done=before + size)
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+
+    async def _fill_standby_slot(
+        self, section: dict[str, Any], infos: list[TargetInfo]
+    ) -> SlotName:
+        slot = self.slots.standby()
+        directory = self.slots.clear(slot)
+        files: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        for info in infos:
+            target = info.release_target
+            shutil.copyfile(self._downloads / info.sha256, directory / target.file_name)
+            files[target.artifact_name] = target.file_name
+            kinds[target.artifact_name] = target.artifact_kind
+        models = [directory / files[n] for n, k in kinds.items() if k == "onnx-model"]
+        verdict = await check_models(
+            models,
+            memory_limit_mb=self._sandbox_memory_limit_mb,
+            timeout_s=self._sandbox_timeout_s,
+            clock=self._clock,
+        )
+        if not verdict.ok:
+            raise InstallFailed(f"sandbox check failed: {verdict.reason}")
+        service = None
+        for name, kind in kinds.items():
+            if kind == "service":
+                service = _read_manifest(directory / files[name])
+        self.slots.write_manifest(slot, {
+            "release": section["name"], "version": section["version"],
+            "serial": section["serial"], "files": files, "kinds": kinds, "service": service,
+        })
+        return slot
+
+    async def _switch_in(self) -> None:
+        record = self.record
+        assert record is not None and record.slot is not None
+        slot = SlotName(record.slot)
+        if record.state is InstallState.STAGED:
+            active = self.slots.active()
+            record = self._move(
+                InstallState.INSTALLING, previous_slot=active.value if active else None
+            )
+        # Count every attempt on disk first: a release that keeps killing the agent during
+        # its health window is rolled back instead of retried forever.
+        record = self._save(replace(record, health_attempts=record.health_attempts + 1))
+        self.slots.switch_to(slot)
+        await self._start_service(slot)
+        if record.state is InstallState.INSTALLING:
+            record = self._move(InstallState.HEALTH_CHECK)
+        verdict_reason = await self._watch_health(slot)
+        if verdict_reason is None:
+            self._move(InstallState.INSTALLED, reason="")
+            self._clean_downloads()
+            log.info("release installed", extra={"release": record.name,
+                                                 "version": record.version})
+        else:
+            await self._roll_back(verdict_reason)
+
+    async def _watch_health(self, slot: SlotName) -> str | None:
+        """None when the health window passes, else why it failed."""
+        manifest = manifest_of(self.slots.manifest(slot))
+        if manifest is None:
+            return None
+        criteria: HealthCriteria = manifest.health
+        if criteria.http_path is None and not criteria.command:
+            return None
+        started = self._clock.monotonic()
+        samples: list[HealthSample] = []
+        while True:
+            status = self._supervisor.status(SERVICE_NAME)
+            probe = await self._supervisor.probe(SERVICE_NAME)
+            samples.append(HealthSample(
+                at_s=self._clock.monotonic() - started,
+                ok=probe.health is HealthState.OK,
+                detail=probe.detail,
+                requests=probe.requests,
+                errors=probe.errors,
+                restarts=status.restarts,
+            ))
+            verdict = judge_health(samples, criteria, 0.0, self._clock.monotonic() - started)
+            if verdict.state is HealthVerdictState.HEALTHY:
+                return None
+            if verdict.state is HealthVerdictState.UNHEALTHY:
+                return verdict.reason
+            self._update(reason=verdict.reason)
+            await self._clock.sleep(criteria.interval_s)
+
+    async def _roll_back(self, reason: str) -> None:
+        record = self.record
+        assert record is not None
+        previous = SlotName(record.previous_slot) if record.previous_slot else None
+        if previous is not None:
+            self.slots.switch_to(previous)
+        await self._start_service(previous)
+        self._move(InstallState.ROLLED_BACK, reason=reason)
+        log.warning("release rolled back", extra={"release": record.name,
+                                                  "version": record.version, "reason": reason})
+
+    async def _start_service(self, slot: SlotName | None) -> None:
+        slot_manifest = self.slots.manifest(slot)
+        manifest = manifest_of(slot_manifest)
+        if slot is None or manifest is None or slot_manifest is None:
+            with contextlib.suppress(EdgefleetError):
+                await self._supervisor.remove(SERVICE_NAME)
+            return
+        spec = service_spec(manifest, self.slots.path(slot), slot_manifest, self._logs)
+        await self._supervisor.ensure(spec)
+
+    # Bookkeeping.
+
+    def _save(self, record: InstallRecord) -> InstallRecord:
+        self.record = self.journal.save(record)
+        self._on_change()
+        if self._crash_at is record.state:
+            # Fault injection for crash-safety tests: die right after journaling.
+            os.kill(os.getpid(), signal.SIGKILL)
+        return record
+
+    def _move(self, state: InstallState, **changes: Any) -> InstallRecord:
+        assert self.record is not None
+        transition(self.record.state, state)
+        return self._save(self.record.moved(state, **changes))
+
+    def _update(self, **changes: Any) -> None:
+        """Progress and notes: kept in memory and reported, journaled with the next move."""
+        if self.record is not None:
+            self.record = replace(self.record, **changes)
+
+    def _note(self, reason: str) -> None:
+        self._update(reason=reason)
+        self._on_change()
+
+    def _clean_downloads(self) -> None:
+        for path in self._downloads.iterdir():
+            path.unlink(missing_ok=True)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise InstallFailed("service manifest is too large")
+    try:
+        raw = yaml.safe_load(path.read_text())
+        parse_service_manifest(raw)
+    except (yaml.YAMLError, UnicodeDecodeError, InvalidInput) as e:
+        raise InstallFailed(f"service manifest refused: {e}") from None
+    result: dict[str, Any] = raw
+    return result

@@ -1,0 +1,69 @@
+"""The service a release runs: its manifest, turned into a supervisor spec for one slot."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgefleet.agent.supervisor import HealthCheckSpec, ServiceSpec
+from edgefleet.core.service_manifest import (
+    ServiceManifest,
+    expand_placeholders,
+    parse_service_manifest,
+)
+
+SERVICE_NAME = "release"
+
+
+def manifest_of(slot_manifest: Mapping[str, Any] | None) -> ServiceManifest | None:
+    """The service manifest a filled slot carries, if its release has one."""
+    if not slot_manifest or slot_manifest.get("service") is None:
+        return None
+    return parse_service_manifest(slot_manifest["service"])
+
+
+def service_spec(
+    manifest: ServiceManifest, slot_dir: Path, slot_manifest: Mapping[str, Any], log_dir: Path
+) -> ServiceSpec:
+    """How to run `manifest` from `slot_dir`: placeholders expanded, artifact paths in env."""
+    files = {name: str(slot_dir / file) for name, file in slot_manifest["files"].items()}
+    python = sys.executable
+
+    def expand(word: str) -> str:
+        return expand_placeholders(word, python, str(slot_dir), files, manifest.port)
+
+    env = {key: expand(value) for key, value in manifest.env.items()}
+    env["EDGEFLEET_SLOT"] = str(slot_dir)
+    for name, path in files.items():
+        env[f"EDGEFLEET_ARTIFACT_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}"] = path
+    models = [files[n] for n, kind in slot_manifest["kinds"].items() if kind == "onnx-model"]
+    if models:
+        env["EDGEFLEET_MODEL_PATH"] = sorted(models)[0]
+    if manifest.port is not None:
+        env["EDGEFLEET_SERVICE_PORT"] = str(manifest.port)
+    health = None
+    criteria = manifest.health
+    if criteria.http_path is not None:
+        health = HealthCheckSpec(
+            http_url=f"http://127.0.0.1:{manifest.port}{criteria.http_path}",
+            interval_s=criteria.interval_s,
+            timeout_s=max(1.0, criteria.interval_s),
+        )
+    elif criteria.command:
+        health = HealthCheckSpec(
+            command=tuple(expand(w) for w in criteria.command),
+            interval_s=criteria.interval_s,
+            timeout_s=max(1.0, criteria.interval_s),
+        )
+    return ServiceSpec(
+        name=SERVICE_NAME,
+        command=tuple(expand(w) for w in manifest.command),
+        env=env,
+        cwd=slot_dir,
+        log_path=log_dir / f"{SERVICE_NAME}.log",
+        health=health,
+        memory_limit_mb=manifest.memory_limit_mb,
+    )

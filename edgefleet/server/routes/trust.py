@@ -1,0 +1,48 @@
+"""TUF metadata: served to devices, and the root managed by admins."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Response
+
+from edgefleet.core.device import Device
+from edgefleet.server.auth import Services, device_or_operator, operator, services
+from edgefleet.server.schemas import SetRootRequest
+from edgefleet.server.services.audit import OperatorContext
+
+router = APIRouter(prefix="/v1", tags=["trust (TUF)"])
+
+
+@router.get("/trust", summary="Trust status: root version, roles, thresholds, targets")
+def trust_status(
+    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+) -> dict[str, object]:
+    return svc.trust.status(ctx)
+
+
+@router.get("/trust/online-keys", summary="The server's snapshot and timestamp public keys")
+def online_keys(
+    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+) -> dict[str, object]:
+    return svc.trust.online_keys(ctx)
+
+
+@router.put("/trust/root", summary="Install the first root, or rotate to the next (admin)")
+def set_root(
+    body: SetRootRequest,
+    ctx: OperatorContext = Depends(operator),
+    svc: Services = Depends(services),
+) -> dict[str, object]:
+    targets = json.dumps(body.targets).encode() if body.targets is not None else None
+    version = svc.trust.set_root(ctx, json.dumps(body.root).encode(), targets)
+    return {"root_version": version}
+
+
+@router.get("/tuf/{filename}", summary="TUF metadata (N.root.json, timestamp.json, ...)")
+def tuf_metadata(
+    filename: str,
+    _who: Device | OperatorContext = Depends(device_or_operator),
+    svc: Services = Depends(services),
+) -> Response:
+    return Response(svc.trust.metadata(filename), media_type="application/json")

@@ -1,0 +1,281 @@
+"""Release service: blobs and artifacts in, releases out, releases onto devices.
+
+Pushing an artifact stores its file in the content-addressed blob store and records what
+the server learned from it (ONNX facts, a validated service manifest). A release batches
+artifacts; once signed (see trust.py) it can be assigned to devices, each checked against
+the artifacts' compatibility requirements with the one pure function devices use too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO
+
+import yaml
+
+from edgefleet.artifacts.blobstore import BlobInfo, BlobStore, validate_sha256
+from edgefleet.artifacts.onnx_inspect import inspect_onnx
+from edgefleet.clock import Clock
+from edgefleet.core.compat import evaluate_compatibility, parse_requirements
+from edgefleet.core.device import Device
+from edgefleet.core.release import (
+    Artifact,
+    ArtifactKind,
+    Ref,
+    Release,
+    ReleaseAssignment,
+    check_release_artifacts,
+    validate_file_name,
+    validate_name,
+)
+from edgefleet.core.selector import parse_selector
+from edgefleet.core.service_manifest import parse_service_manifest
+from edgefleet.core.versions import parse_version
+from edgefleet.errors import Conflict, InvalidInput, NotFound
+from edgefleet.security.rbac import Permission
+from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.desired import save_device
+from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.store import Database, Transaction
+
+MAX_MANIFEST_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Skipped:
+    device_id: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AssignmentResult:
+    assigned: list[Device]
+    skipped: list[Skipped]
+
+
+class ReleaseService:
+    def __init__(
+        self, db: Database, blobs: BlobStore, clock: Clock, watch: DesiredStateWatch
+    ) -> None:
+        self._db = db
+        self.blobs = blobs
+        self._clock = clock
+        self._watch = watch
+
+    # Blobs and artifacts.
+
+    def store_blob(self, ctx: OperatorContext, sha256: str, source: BinaryIO) -> BlobInfo:
+        ctx.require(Permission.ARTIFACTS_WRITE)
+        return self.blobs.put(source, expected_sha256=validate_sha256(sha256))
+
+    def register_artifact(
+        self,
+        ctx: OperatorContext,
+        name: str,
+        version: str,
+        kind: ArtifactKind,
+        sha256: str,
+        file_name: str,
+        requirements: Sequence[str],
+    ) -> Artifact:
+        """Record an uploaded blob as `name@version`; ONNX models are inspected and an
+        invalid model is refused with the checker's message."""
+        ctx.require(Permission.ARTIFACTS_WRITE)
+        validate_name(name, "artifact")
+        parse_version(version)
+        validate_file_name(file_name)
+        sha256 = validate_sha256(sha256)
+        if not self.blobs.exists(sha256):
+            raise NotFound(
+                f"blob {sha256} was not uploaded (PUT /v1/blobs/{{sha256}} first)",
+                code="blob_not_found",
+            )
+        canonical = parse_requirements(list(requirements)).to_strings()
+        facts = self._facts(kind, sha256)
+        now = self._clock.now()
+        artifact = Artifact(
+            name=name,
+            version=version,
+            kind=kind,
+            sha256=sha256,
+            size_bytes=self.blobs.size_bytes(sha256),
+            file_name=file_name,
+            requirements=tuple(canonical),
+            facts=facts,
+            created_by=ctx.actor,
+            created_at=now,
+        )
+        with self._db.transaction() as tx:
+            tx.artifacts.insert(artifact)
+            record_action(tx, ctx, "artifact.push", f"artifact/{artifact.ref}", now,
+                          {"sha256": sha256, "kind": kind.value, "size_bytes": artifact.size_bytes})
+        return artifact
+
+    def _facts(self, kind: ArtifactKind, sha256: str) -> dict[str, Any]:
+        if kind is ArtifactKind.ONNX_MODEL:
+            return inspect_onnx(self.blobs.path(sha256)).to_dict()
+        if kind is ArtifactKind.SERVICE:
+            return {"manifest": _manifest_dict(self._read_manifest(sha256))}
+        return {}
+
+    def _read_manifest(self, sha256: str) -> Any:
+        if self.blobs.size_bytes(sha256) > MAX_MANIFEST_BYTES:
+            raise InvalidInput(f"a service manifest is at most {MAX_MANIFEST_BYTES} bytes")
+        try:
+            return yaml.safe_load(self.blobs.path(sha256).read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"service manifest is not valid YAML: {e}",
+                               code="invalid_service_manifest") from None
+
+    def list_artifacts(self, ctx: OperatorContext, name: str | None = None) -> list[Artifact]:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            return tx.artifacts.all(name)
+
+    def get_artifact(self, ctx: OperatorContext, ref: Ref) -> Artifact:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            return tx.artifacts.get(ref)
+
+    # Releases.
+
+    def create_release(self, ctx: OperatorContext, ref: Ref, artifacts: Sequence[Ref]) -> Release:
+        ctx.require(Permission.RELEASES_WRITE)
+        now = self._clock.now()
+        release = Release(ref.name, ref.version, tuple(artifacts), ctx.actor, now)
+        with self._db.transaction() as tx:
+            members = [tx.artifacts.get(a) for a in artifacts]
+            check_release_artifacts(members)
+            _check_manifest_references(members)
+            tx.releases.insert(release)
+            record_action(tx, ctx, "release.create", f"release/{ref}", now,
+                          {"artifacts": [str(a) for a in artifacts]})
+        return release
+
+    def list_releases(self, ctx: OperatorContext) -> list[Release]:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            return tx.releases.all()
+
+    def get_release(self, ctx: OperatorContext, ref: Ref) -> tuple[Release, list[Artifact]]:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            release = tx.releases.get(ref)
+            return release, [tx.artifacts.get(a) for a in release.artifacts]
+
+    # Assignment.
+
+    def assign(
+        self,
+        ctx: OperatorContext,
+        ref: Ref,
+        *,
+        device: str | None = None,
+        selector: str | None = None,
+        stage_only: bool = False,
+    ) -> AssignmentResult:
+        """Put a signed release into the desired state of one device (refused if
+        incompatible) or of every device a selector matches (incompatible ones skipped)."""
+        ctx.require(Permission.DEVICES_WRITE)
+        if (device is None) == (selector is None):
+            raise InvalidInput("give exactly one of a device or a selector")
+        parsed = parse_selector(selector or "")
+        now = self._clock.now()
+        assigned: list[Device] = []
+        skipped: list[Skipped] = []
+        with self._db.transaction() as tx:
+            release = tx.releases.get(ref)
+            if not release.signed:
+                raise Conflict(
+                    f"release {ref} is not signed yet (edgefleet releases sign {ref})",
+                    code="release_not_signed",
+                )
+            artifacts = [tx.artifacts.get(a) for a in release.artifacts]
+            targets = (
+                [tx.devices.resolve(device)]
+                if device is not None
+                else [d for d in tx.devices.all() if parsed.matches(d.labels)]
+            )
+            for target in targets:
+                reason = incompatibility(artifacts, target)
+                if reason is not None:
+                    if device is not None:
+                        raise Conflict(f"device {target.id} is incompatible with {ref}: {reason}",
+                                       code="incompatible_device")
+                    skipped.append(Skipped(target.id, target.name, reason))
+                    continue
+                assigned.append(self._assign_one(tx, target, release, stage_only))
+            record_action(
+                tx, ctx, "release.assign", f"release/{ref}", now,
+                {"devices": [d.id for d in assigned], "stage_only": stage_only,
+                 "skipped": {s.device_id: s.reason for s in skipped}},
+            )
+        for saved in assigned:
+            self._watch.notify(saved.id)
+        return AssignmentResult(assigned, skipped)
+
+    @staticmethod
+    def _assign_one(tx: Transaction, device: Device, release: Release, stage_only: bool) -> Device:
+        previous = device.release_assignment
+        serial = (previous.serial if previous else 0) + 1
+        assignment = ReleaseAssignment(release.name, release.version, stage_only, serial)
+        return save_device(tx, replace(device, release_assignment=assignment))
+
+    def activate(self, ctx: OperatorContext, device: str) -> Device:
+        """Install a release that was delivered with --stage-only."""
+        ctx.require(Permission.DEVICES_WRITE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            target = tx.devices.resolve(device)
+            assignment = target.release_assignment
+            if assignment is None or not assignment.stage_only:
+                raise Conflict(f"device {target.id} has no staged release to activate",
+                               code="nothing_staged")
+            saved = save_device(
+                tx, replace(target, release_assignment=replace(assignment, stage_only=False))
+            )
+            record_action(tx, ctx, "release.activate", f"device/{target.id}", now,
+                          {"release": f"{assignment.name}@{assignment.version}"})
+        self._watch.notify(saved.id)
+        return saved
+
+
+def incompatibility(artifacts: Sequence[Artifact], device: Device) -> str | None:
+    """Why `device` cannot take these artifacts, or None if it can."""
+    reasons = []
+    for artifact in artifacts:
+        verdict = evaluate_compatibility(
+            parse_requirements(list(artifact.requirements)), device.inventory, device.labels
+        )
+        if not verdict.compatible:
+            reasons.append(f"{artifact.name}: {verdict.reason}")
+    return "; ".join(reasons) or None
+
+
+def _manifest_dict(raw: Any) -> dict[str, Any]:
+    manifest = parse_service_manifest(raw)
+    return {
+        "command": list(manifest.command),
+        "port": manifest.port,
+        "health": {
+            "http": manifest.health.http_path,
+            "command": list(manifest.health.command),
+            "window_s": manifest.health.window_s,
+            "max_error_rate": manifest.health.max_error_rate,
+        },
+        "artifacts": sorted(manifest.artifact_names()),
+    }
+
+
+def _check_manifest_references(members: Sequence[Artifact]) -> None:
+    names = {a.name for a in members}
+    for artifact in members:
+        if artifact.kind is ArtifactKind.SERVICE:
+            missing = set(artifact.facts["manifest"]["artifacts"]) - names
+            if missing:
+                raise InvalidInput(
+                    f"service manifest {artifact.ref} refers to {sorted(missing)[0]!r}, "
+                    "which is not in the release"
+                )

@@ -1,0 +1,173 @@
+"""Trust service: the control plane's TUF repository.
+
+Operators hold the root and targets keys; the server holds the snapshot and timestamp
+keys (files under DATA_DIR/tuf/keys, created on first start) and re-signs those two roles
+when they are half-way to expiry. A release is *signed* once every one of its files is a
+target in the published targets metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from edgefleet.clock import Clock
+from edgefleet.core.release import Artifact, Ref, Release, target_path
+from edgefleet.errors import InvalidInput
+from edgefleet.security.rbac import Permission
+from edgefleet.security.tuf_keys import load_or_create_signing_key, public_key_to_dict
+from edgefleet.security.tuf_metadata import ReleaseTarget, parse_root, parse_targets
+from edgefleet.security.tuf_repository import TufRepository
+from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.store import Database, Transaction
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS_EXPIRY = timedelta(days=90)
+
+
+def release_targets(release: Release, artifacts: list[Artifact]) -> list[ReleaseTarget]:
+    return [
+        ReleaseTarget(
+            release_name=release.name,
+            release_version=release.version,
+            artifact_name=a.name,
+            artifact_version=a.version,
+            artifact_kind=a.kind.value,
+            file_name=a.file_name,
+            length_bytes=a.size_bytes,
+            sha256=a.sha256,
+            requirements=a.requirements,
+        )
+        for a in artifacts
+    ]
+
+
+class TrustService:
+    def __init__(self, data_dir: Path, db: Database, clock: Clock) -> None:
+        keys = data_dir / "tuf" / "keys"
+        self._snapshot = load_or_create_signing_key(keys / "snapshot.key")
+        self._timestamp = load_or_create_signing_key(keys / "timestamp.key")
+        self.repository = TufRepository(
+            data_dir / "tuf" / "repository",
+            snapshot_signer=self._snapshot,
+            timestamp_signer=self._timestamp,
+        )
+        self._db = db
+        self._clock = clock
+
+    def online_keys(self, ctx: OperatorContext) -> dict[str, Any]:
+        """The public keys operators put into root for the server-signed roles."""
+        ctx.require(Permission.FLEET_READ)
+        return {
+            "snapshot": public_key_to_dict(self._snapshot.public_key),
+            "timestamp": public_key_to_dict(self._timestamp.public_key),
+        }
+
+    def status(self, ctx: OperatorContext) -> dict[str, Any]:
+        ctx.require(Permission.FLEET_READ)
+        if not self.repository.initialized:
+            return {"initialized": False}
+        root = self.repository.root().signed
+        targets = self.repository.targets()
+        return {
+            "initialized": True,
+            "root_version": root.version,
+            "root_expires": root.expires.isoformat(),
+            "roles": {
+                name: {"keyids": sorted(role.keyids), "threshold": role.threshold}
+                for name, role in root.roles.items()
+            },
+            "targets_version": targets.signed.version if targets else None,
+            "targets_expires": targets.signed.expires.isoformat() if targets else None,
+            "targets": len(targets.signed.targets) if targets else 0,
+        }
+
+    def root_bytes(self) -> bytes | None:
+        """The newest root for enrolling devices, or None before initialization."""
+        return self.repository.root_bytes() if self.repository.initialized else None
+
+    def metadata(self, filename: str) -> bytes:
+        return self.repository.read_metadata(filename)
+
+    def set_root(self, ctx: OperatorContext, root: bytes, targets: bytes | None) -> int:
+        """Adopt the first root, or rotate to the next one (with targets re-signed by the new
+        targets keys when those changed)."""
+        ctx.require(Permission.TRUST_ADMIN)
+        now = self._clock.now()
+        version = parse_root(root).signed.version
+        if not self.repository.initialized:
+            self.repository.initialize(root, now=now)
+            action = "trust.initialize"
+        else:
+            version = self.repository.rotate_root(root, now=now, targets=targets)
+            action = "trust.rotate-root"
+        with self._db.transaction() as tx:
+            record_action(tx, ctx, action, f"tuf/root/{version}", now)
+        return version
+
+    def stage_release(self, ctx: OperatorContext, ref: Ref, expires_in: timedelta | None) -> bytes:
+        """The next targets metadata with the release's files added, unsigned."""
+        ctx.require(Permission.RELEASES_WRITE)
+        with self._db.read() as tx:
+            release, artifacts = self._load(tx, ref)
+        expires = self._clock.now() + (expires_in or DEFAULT_TARGETS_EXPIRY)
+        return self.repository.stage_targets(release_targets(release, artifacts), expires=expires)
+
+    def publish(self, ctx: OperatorContext, ref: Ref, signed_targets: bytes) -> int:
+        """Publish operator-signed targets that list this release; returns their version."""
+        ctx.require(Permission.RELEASES_WRITE)
+        now = self._clock.now()
+        with self._db.read() as tx:
+            release, artifacts = self._load(tx, ref)
+        listed = {path: t.hashes.get("sha256")
+                  for path, t in parse_targets(signed_targets).signed.targets.items()}
+        for artifact in artifacts:
+            path = target_path(ref, artifact.file_name)
+            if listed.get(path) != artifact.sha256:
+                raise InvalidInput(
+                    f"the signed targets do not list {path} with the artifact's hash; "
+                    f"stage release {ref} again",
+                    code="release_not_in_targets",
+                )
+        version = self.repository.publish_targets(signed_targets, now=now)
+        with self._db.transaction() as tx:
+            record_action(tx, ctx, "release.sign", f"release/{release.ref}", now,
+                          {"targets_version": version})
+        self.reconcile_signed_releases()
+        return version
+
+    def reconcile_signed_releases(self) -> int:
+        """Mark every release whose files are all published targets as signed (idempotent;
+        also repairs a crash between publishing metadata and recording it)."""
+        published = {t.path: t.sha256 for t in self.repository.release_targets()}
+        targets = self.repository.targets()
+        if targets is None:
+            return 0
+        marked = 0
+        with self._db.transaction() as tx:
+            for release in tx.releases.all():
+                if release.signed:
+                    continue
+                artifacts = [tx.artifacts.get(a) for a in release.artifacts]
+                if all(published.get(target_path(release.ref, a.file_name)) == a.sha256
+                       for a in artifacts):
+                    tx.releases.mark_signed(release.ref, targets.signed.version)
+                    marked += 1
+        return marked
+
+    def refresh_if_due(self) -> bool:
+        """Re-sign timestamp (and snapshot) when they are half-way to expiry."""
+        now = self._clock.now()
+        if not self.repository.due_for_refresh(now):
+            return False
+        version = self.repository.refresh_timestamp(now)
+        log.info("re-signed timestamp", extra={"timestamp_version": version})
+        return True
+
+    @staticmethod
+    def _load(tx: Transaction, ref: Ref) -> tuple[Release, list[Artifact]]:
+        release = tx.releases.get(ref)
+        return release, [tx.artifacts.get(a) for a in release.artifacts]
