@@ -235,7 +235,10 @@ class FleetClient:
     def online_keys(self) -> dict[str, Any]:
         return self._call("GET", "/v1/trust/online-keys")
 
-    def set_root(self, root: Any, targets: Any = None) -> dict[str, Any]:
+    def initialize_trust(self, root: Any) -> dict[str, Any]:
+        return self._call("POST", "/v1/trust/root", json={"root": root})
+
+    def rotate_root(self, root: Any, targets: Any = None) -> dict[str, Any]:
         return self._call("PUT", "/v1/trust/root", json={"root": root, "targets": targets})
 
     def tuf_metadata(self, filename: str) -> bytes:

@@ -49,7 +49,7 @@ class Trust:
         )
         for key in trust.root_keys:
             root = sign_metadata(root, key)
-        client.set_root(json.loads(root))
+        client.initialize_trust(json.loads(root))
         return trust
 
 

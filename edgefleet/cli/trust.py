@@ -97,7 +97,7 @@ def init(
         )
         for signer in signers:
             root = sign_metadata(root, signer)
-        result = client.set_root(json.loads(root))
+        result = client.initialize_trust(json.loads(root))
     console.print(f"trust initialized: root v{result['root_version']}")
 
 
@@ -142,7 +142,7 @@ def rotate(
         if targets_role is not None and status.get("targets_version"):
             targets_raw = client.tuf_metadata(f"{status['targets_version']}.targets.json")
             targets = _resigned(targets_raw, targets_signers)
-        result = client.set_root(json.loads(root), json.loads(targets) if targets else None)
+        result = client.rotate_root(json.loads(root), json.loads(targets) if targets else None)
     console.print(f"root rotated to v{result['root_version']}")
 
 

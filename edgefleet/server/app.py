@@ -100,8 +100,11 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         streamed=(("PUT", "/v1/blobs/"),),
-        larger=(("POST", "/v1/releases/", MAX_TARGETS_BYTES), ("PUT", "/v1/trust/root",
-                                                                MAX_TARGETS_BYTES)),
+        larger=(
+            ("POST", "/v1/releases/", MAX_TARGETS_BYTES),
+            ("PUT", "/v1/trust/root", MAX_TARGETS_BYTES),
+            ("POST", "/v1/trust/root", MAX_TARGETS_BYTES),
+        ),
     )
     for module in (health, devices, tokens, groups, audit, device_api, blobs, releases, trust):
         app.include_router(module.router)

@@ -7,6 +7,7 @@ import json
 from fastapi import APIRouter, Depends, Response
 
 from edgefleet.core.device import Device
+from edgefleet.errors import InvalidInput
 from edgefleet.server.auth import Services, device_or_operator, operator, services
 from edgefleet.server.schemas import SetRootRequest
 from edgefleet.server.services.audit import OperatorContext
@@ -28,15 +29,25 @@ def online_keys(
     return svc.trust.online_keys(ctx)
 
 
-@router.put("/trust/root", summary="Install the first root, or rotate to the next (admin)")
-def set_root(
+@router.post("/trust/root", status_code=201, summary="Install the first root (admin)")
+def initialize_root(
+    body: SetRootRequest,
+    ctx: OperatorContext = Depends(operator),
+    svc: Services = Depends(services),
+) -> dict[str, object]:
+    if body.targets is not None:
+        raise InvalidInput("targets are only sent with a root rotation")
+    return {"root_version": svc.trust.initialize(ctx, json.dumps(body.root).encode())}
+
+
+@router.put("/trust/root", summary="Rotate to the next root (admin)")
+def rotate_root(
     body: SetRootRequest,
     ctx: OperatorContext = Depends(operator),
     svc: Services = Depends(services),
 ) -> dict[str, object]:
     targets = json.dumps(body.targets).encode() if body.targets is not None else None
-    version = svc.trust.set_root(ctx, json.dumps(body.root).encode(), targets)
-    return {"root_version": version}
+    return {"root_version": svc.trust.rotate_root(ctx, json.dumps(body.root).encode(), targets)}
 
 
 @router.get("/tuf/{filename}", summary="TUF metadata (N.root.json, timestamp.json, ...)")

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgefleet.clock import Clock
 from edgefleet.core.release import Artifact, Ref, Release, target_path
-from edgefleet.errors import InvalidInput
+from edgefleet.errors import Conflict, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.tuf_keys import load_or_create_signing_key, public_key_to_dict
 from edgefleet.security.tuf_metadata import ReleaseTarget, parse_root, parse_targets
@@ -92,20 +92,28 @@ class TrustService:
     def metadata(self, filename: str) -> bytes:
         return self.repository.read_metadata(filename)
 
-    def set_root(self, ctx: OperatorContext, root: bytes, targets: bytes | None) -> int:
-        """Adopt the first root, or rotate to the next one (with targets re-signed by the new
-        targets keys when those changed)."""
+    def initialize(self, ctx: OperatorContext, root: bytes) -> int:
+        """Adopt the operators' first root (signed by its own root threshold)."""
         ctx.require(Permission.TRUST_ADMIN)
         now = self._clock.now()
+        self.repository.initialize(root, now=now)
         version = parse_root(root).signed.version
-        if not self.repository.initialized:
-            self.repository.initialize(root, now=now)
-            action = "trust.initialize"
-        else:
-            version = self.repository.rotate_root(root, now=now, targets=targets)
-            action = "trust.rotate-root"
         with self._db.transaction() as tx:
-            record_action(tx, ctx, action, f"tuf/root/{version}", now)
+            record_action(tx, ctx, "trust.initialize", f"tuf/root/{version}", now)
+        return version
+
+    def rotate_root(self, ctx: OperatorContext, root: bytes, targets: bytes | None) -> int:
+        """Adopt the next root, signed by the current and the new root thresholds; when it
+        changes the targets keys, `targets` re-signed by the new keys comes with it."""
+        ctx.require(Permission.TRUST_ADMIN)
+        now = self._clock.now()
+        if not self.repository.initialized:
+            raise Conflict("trust is not initialized yet (edgefleet trust init)",
+                           code="tuf_not_initialized")
+        version = self.repository.rotate_root(root, now=now, targets=targets)
+        with self._db.transaction() as tx:
+            record_action(tx, ctx, "trust.rotate-root", f"tuf/root/{version}", now,
+                          {"targets_resigned": targets is not None})
         return version
 
     def stage_release(self, ctx: OperatorContext, ref: Ref, expires_in: timedelta | None) -> bytes:
