@@ -30,7 +30,12 @@ import yaml
 
 from edgefleet.agent.journal import InstallRecord, Journal
 from edgefleet.agent.link import ControlPlaneLink
-from edgefleet.agent.release_service import SERVICE_NAME, manifest_of, service_spec
+from edgefleet.agent.release_service import (
+    SERVICE_NAME,
+    manifest_of,
+    pick_free_port,
+    service_spec,
+)
 from edgefleet.agent.sandbox import check_models
 from edgefleet.agent.slots import SlotName, Slots
 from edgefleet.agent.supervisor import HealthState, Supervisor
@@ -285,9 +290,11 @@ class Installer:
         for name, kind in kinds.items():
             if kind == "service":
                 service = _read_manifest(directory / files[name])
+        port = pick_free_port() if service and service.get("port") == "auto" else None
         self.slots.write_manifest(slot, {
             "release": section["name"], "version": section["version"],
             "serial": section["serial"], "files": files, "kinds": kinds, "service": service,
+            "port": port,
         })
         return slot
 

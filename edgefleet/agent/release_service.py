@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,15 +26,24 @@ def manifest_of(slot_manifest: Mapping[str, Any] | None) -> ServiceManifest | No
     return parse_service_manifest(slot_manifest["service"])
 
 
+def pick_free_port() -> int:
+    """A loopback TCP port nobody listens on now (for manifests with `port: auto`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def service_spec(
     manifest: ServiceManifest, slot_dir: Path, slot_manifest: Mapping[str, Any], log_dir: Path
 ) -> ServiceSpec:
-    """How to run `manifest` from `slot_dir`: placeholders expanded, artifact paths in env."""
+    """How to run `manifest` from `slot_dir`: placeholders expanded, artifact paths in env.
+    A `port: auto` service uses the port chosen when its slot was filled."""
     files = {name: str(slot_dir / file) for name, file in slot_manifest["files"].items()}
     python = sys.executable
+    port = slot_manifest.get("port") if manifest.auto_port else manifest.port
 
     def expand(word: str) -> str:
-        return expand_placeholders(word, python, str(slot_dir), files, manifest.port)
+        return expand_placeholders(word, python, str(slot_dir), files, port)
 
     env = {key: expand(value) for key, value in manifest.env.items()}
     env["EDGEFLEET_SLOT"] = str(slot_dir)
@@ -42,13 +52,13 @@ def service_spec(
     models = [files[n] for n, kind in slot_manifest["kinds"].items() if kind == "onnx-model"]
     if models:
         env["EDGEFLEET_MODEL_PATH"] = sorted(models)[0]
-    if manifest.port is not None:
-        env["EDGEFLEET_SERVICE_PORT"] = str(manifest.port)
+    if port is not None:
+        env["EDGEFLEET_SERVICE_PORT"] = str(port)
     health = None
     criteria = manifest.health
     if criteria.http_path is not None:
         health = HealthCheckSpec(
-            http_url=f"http://127.0.0.1:{manifest.port}{criteria.http_path}",
+            http_url=f"http://127.0.0.1:{port}{criteria.http_path}",
             interval_s=criteria.interval_s,
             timeout_s=max(1.0, criteria.interval_s),
         )

@@ -6,7 +6,7 @@ release, so a device only ever runs commands its operators signed::
     command: ["{python}", "-m", "edgefleet.workloads.inference_server",
               "--model", "{artifact:detector}", "--port", "{port}"]
     env: {OMP_NUM_THREADS: "1"}
-    port: 9100
+    port: 9100                  # or "auto": the device picks a free port per install
     health:
       http: /healthz            # GET http://127.0.0.1:{port}/healthz must answer 2xx
       # command: ["{python}", "check.py"]   # or: a command that must exit 0
@@ -50,6 +50,7 @@ class ServiceManifest:
     port: int | None = None
     health: HealthCriteria = field(default_factory=HealthCriteria)
     memory_limit_mb: int | None = None
+    auto_port: bool = False
 
     def artifact_names(self) -> set[str]:
         """Artifacts the command and env refer to by `{artifact:NAME}`."""
@@ -104,18 +105,21 @@ def parse_service_manifest(raw: Any) -> ServiceManifest:
     env = {k: str(v) for k, v in env_raw.items()}
     _check_placeholders(tuple(env.values()), "env")
     port = raw.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                             or not 1 <= port <= 65535):
-        raise _fail("port", "must be a TCP port (1-65535)")
-    health = _parse_health(raw.get("health", {}), port)
+    auto_port = port == "auto"
+    if auto_port:
+        port = None
+    elif port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                               or not 1 <= port <= 65535):
+        raise _fail("port", "must be a TCP port (1-65535) or \"auto\"")
+    health = _parse_health(raw.get("health", {}), port is not None or auto_port)
     memory = raw.get("memory_limit_mb")
     if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)
                                or memory < 16):
         raise _fail("memory_limit_mb", "must be an integer of at least 16")
-    return ServiceManifest(command, env, port, health, memory)
+    return ServiceManifest(command, env, port, health, memory, auto_port)
 
 
-def _parse_health(raw: Any, port: int | None) -> HealthCriteria:
+def _parse_health(raw: Any, has_port: bool) -> HealthCriteria:
     if not isinstance(raw, Mapping):
         raise _fail("health", "must be a mapping")
     unknown = set(raw) - {"http", "command", "window_s", "max_error_rate", "min_requests",
@@ -126,7 +130,7 @@ def _parse_health(raw: Any, port: int | None) -> HealthCriteria:
     if http is not None:
         if not isinstance(http, str) or not http.startswith("/"):
             raise _fail("health.http", "must be a path such as /healthz")
-        if port is None:
+        if not has_port:
             raise _fail("health.http", "needs the service's port")
     command = _strings(raw["command"], "health.command") if "command" in raw else ()
     if http is not None and command:

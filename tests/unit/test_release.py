@@ -1,0 +1,53 @@
+"""Artifact and release references and the rules a release must satisfy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from edgefleet.core.release import (
+    Artifact,
+    ArtifactKind,
+    Ref,
+    ReleaseAssignment,
+    check_release_artifacts,
+    parse_ref,
+    target_path,
+)
+from edgefleet.errors import InvalidInput
+
+T0 = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def artifact(name: str, file_name: str, kind: ArtifactKind = ArtifactKind.FILE) -> Artifact:
+    return Artifact(name, "1.0.0", kind, "0" * 64, 1, file_name, (), {}, "op", T0)
+
+
+def test_refs_parse_and_print() -> None:
+    assert parse_ref("detector@1.2.0-rc.1") == Ref("detector", "1.2.0-rc.1")
+    assert str(Ref("a", "1.0.0")) == "a@1.0.0"
+    assert target_path(Ref("vision", "2.0.0"), "m.onnx") == "releases/vision/2.0.0/m.onnx"
+
+
+@pytest.mark.parametrize("text", ["detector", "detector@", "@1.0.0", "de tector@1.0.0",
+                                  "detector@1.0", "detector@latest"])
+def test_bad_refs(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_ref(text)
+
+
+def test_release_rules() -> None:
+    check_release_artifacts([artifact("m", "m.onnx"), artifact("labels", "labels.txt")])
+    with pytest.raises(InvalidInput, match="at least one artifact"):
+        check_release_artifacts([])
+    with pytest.raises(InvalidInput, match=r"file_name 'same\.bin'"):
+        check_release_artifacts([artifact("a", "same.bin"), artifact("b", "same.bin")])
+    with pytest.raises(InvalidInput, match="at most one service"):
+        check_release_artifacts([artifact("s1", "s1.yaml", ArtifactKind.SERVICE),
+                                 artifact("s2", "s2.yaml", ArtifactKind.SERVICE)])
+
+
+def test_assignment_round_trips() -> None:
+    assignment = ReleaseAssignment("vision", "1.0.0", stage_only=True, serial=3)
+    assert ReleaseAssignment.from_dict(assignment.to_dict()) == assignment
