@@ -17,18 +17,33 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.rule import Rule
 
+from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp, save_model
+from edgefleet.client import FleetClient
 from edgefleet.localfleet import EDGEFLEET, AgentProcess, ServerProcess, wait_for
 
 console = Console()
+
+SERVICE_MANIFEST = """\
+command: ["{python}", "-m", "edgefleet.workloads.inference_server",
+          "--model", "{artifact:detector}", "--port", "{port}"]
+port: auto
+health: {http: /healthz, window_s: 5, interval_s: 0.5}
+"""
 
 FLEET = {
     "cam-berlin-1": {"region": "eu", "site": "berlin", "kind": "camera"},
     "gw-berlin-1": {"region": "eu", "site": "berlin", "kind": "gateway"},
     "kiosk-austin-1": {"region": "us", "site": "austin", "kind": "kiosk"},
 }
+
+
+def release_state(client: FleetClient, device: str) -> tuple[str, str] | None:
+    status = client.get_device(device)["release_status"]
+    return (status["version"], status["state"]) if status else None
 
 
 class Demo:
@@ -117,10 +132,55 @@ class Demo:
             sys.stdout.write(refused.stderr)
             console.print(f"(exit status {refused.returncode})")
 
-            self.step("7. Every change is in the hash-chained audit log")
-            self.cli("audit", "list", "--limit", "6")
+            self.model_updates(client)
+
+            self.step("Every change is in the hash-chained audit log")
+            self.cli("audit", "list", "--limit", "8")
             self.cli("audit", "verify")
-        self.step("Done: all devices online; stopping everything")
+        self.step("Done: stopping everything")
+
+    def model_updates(self, client: FleetClient) -> None:
+        self.step("7. Root of trust: operators' keys sign releases (TUF); the server never "
+                  "sees them")
+        keys = self.workdir / "keys"
+        keys.mkdir()
+        self.cli("keys", "generate", "--role", "root", "-o", str(keys / "root.key"))
+        self.cli("keys", "generate", "--role", "targets", "-o", str(keys / "targets.key"))
+        self.cli("trust", "init", "--root-key", str(keys / "root.key"),
+                 "--targets-key", str(keys / "targets.key"))
+
+        self.step("8. Model v1: push (validated ONNX), release with its service, sign, assign")
+        models = self.workdir / "models"
+        models.mkdir()
+        save_model(build_mlp(4, 16, 3, seed=1), models / "detector-v1.onnx")
+        save_model(build_nan_mlp(4, 16, 3, seed=2), models / "detector-v2.onnx")
+        service = models / "service.yaml"
+        service.write_text(SERVICE_MANIFEST)
+        self.cli("artifacts", "push", str(models / "detector-v1.onnx"), "--name", "detector",
+                 "--version", "1.0.0", "--requires", "arch=x86_64|aarch64")
+        self.cli("releases", "create", "vision", "--version", "1.0.0",
+                 "--artifact", "detector@1.0.0", "--service-file", str(service))
+        self.cli("releases", "sign", "vision@1.0.0", "--key", str(keys / "targets.key"))
+        self.cli("devices", "set-release", "vision@1.0.0", "-d", "cam-berlin-1")
+        self.wait(lambda: release_state(client, "cam-berlin-1") == ("1.0.0", "installed"),
+                  "the camera to verify, sandbox-check, install and health-check v1", 90)
+        self.cli("devices", "show", "cam-berlin-1")
+        port = client.get_device("cam-berlin-1")["release_status"]["active"]["port"]
+        answer = httpx.post(f"http://127.0.0.1:{port}/infer",
+                            json={"input": [[0.5, -1.0, 2.0, 0.1]]}).json()
+        console.print(f"POST /infer on the camera's service -> {answer['outputs']}")
+
+        self.step("9. Model v2 is broken (NaN outputs): installed, fails its health window, "
+                  "rolled back by the device itself")
+        self.cli("artifacts", "push", str(models / "detector-v2.onnx"), "--name", "detector",
+                 "--version", "2.0.0")
+        self.cli("releases", "create", "vision", "--version", "2.0.0",
+                 "--artifact", "detector@2.0.0", "--service-file", str(service))
+        self.cli("releases", "sign", "vision@2.0.0", "--key", str(keys / "targets.key"))
+        self.cli("devices", "set-release", "vision@2.0.0", "-d", "cam-berlin-1")
+        self.wait(lambda: release_state(client, "cam-berlin-1") == ("2.0.0", "rolled-back"),
+                  "v2's health window to fail and the device to roll back", 90)
+        self.cli("devices", "show", "cam-berlin-1")
 
     def stop(self) -> None:
         for agent in self.agents:
@@ -131,6 +191,7 @@ class Demo:
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     demo = Demo(workdir)
+    keep = "EDGEFLEET_DEMO_KEEP" in os.environ
     try:
         demo.run()
         return 0
@@ -140,10 +201,11 @@ def main() -> int:
     except Exception as e:
         console.print(f"[red]demo failed:[/red] {e}")
         console.print(f"logs kept in {workdir}")
+        keep = True
         return 1
     finally:
         demo.stop()
-        if "EDGEFLEET_DEMO_KEEP" not in os.environ:
+        if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

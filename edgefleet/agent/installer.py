@@ -128,9 +128,7 @@ class Installer:
             "bytes_done": record.bytes_done,
             "bytes_total": record.bytes_total,
             "bytes_saved": record.bytes_saved,
-            "active": {"name": active["release"], "version": active["version"]}
-            if active
-            else None,
+            "active": _active(active),
         }
 
     async def run(self) -> None:
@@ -400,6 +398,17 @@ class Installer:
     def _clean_downloads(self) -> None:
         for path in self._downloads.iterdir():
             path.unlink(missing_ok=True)
+
+
+def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The live release as reported, with the port its service listens on."""
+    if not slot_manifest:
+        return None
+    service = manifest_of(slot_manifest)
+    port = None
+    if service is not None:
+        port = slot_manifest.get("port") if service.auto_port else service.port
+    return {"name": slot_manifest["release"], "version": slot_manifest["version"], "port": port}
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

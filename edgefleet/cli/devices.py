@@ -86,8 +86,10 @@ def _release(d: dict[str, Any]) -> str:
         parts.append(f"{status['name']}@{status['version']}: {styled(state)}")
         if status.get("reason"):
             parts.append(status["reason"])
-        if status.get("active"):
-            parts.append(f"running {status['active']['name']}@{status['active']['version']}")
+        active = status.get("active")
+        if active:
+            where = f" on port {active['port']}" if active.get("port") else ""
+            parts.append(f"running {active['name']}@{active['version']}{where}")
     return " · ".join(parts)
 
 

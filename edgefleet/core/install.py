@@ -129,8 +129,10 @@ def judge_health(
     """
     watching = HealthVerdict(HealthVerdictState.WATCHING, "health window running")
     if any(s.restarts > 0 for s in samples):
-        return HealthVerdict(HealthVerdictState.UNHEALTHY,
-                             "service exited and was restarted during the health window")
+        return HealthVerdict(
+            HealthVerdictState.UNHEALTHY,
+            "service exited and was restarted during the health window",
+        )
     tail = samples[-FAILED_PROBES_TO_GIVE_UP:]
     if len(tail) == FAILED_PROBES_TO_GIVE_UP and not any(s.ok for s in tail):
         return HealthVerdict(
@@ -143,8 +145,10 @@ def judge_health(
         return HealthVerdict(HealthVerdictState.UNHEALTHY, "no health probe completed")
     last = samples[-1]
     if not last.ok:
-        return HealthVerdict(HealthVerdictState.UNHEALTHY,
-                             f"health check failing at the end of the window: {last.detail}")
+        return HealthVerdict(
+            HealthVerdictState.UNHEALTHY,
+            f"health check failing at the end of the window: {last.detail}",
+        )
     counted = [s for s in samples if s.requests is not None and s.errors is not None]
     if len(counted) >= 2:
         first, final = counted[0], counted[-1]
@@ -160,5 +164,4 @@ def judge_health(
                     f"error rate {rate:.1%} ({errors}/{requests} requests) is above "
                     f"{criteria.max_error_rate:.1%}",
                 )
-    return HealthVerdict(HealthVerdictState.HEALTHY,
-                         f"healthy for {now_s - started_at_s:.0f}s")
+    return HealthVerdict(HealthVerdictState.HEALTHY, f"healthy for {now_s - started_at_s:.0f}s")

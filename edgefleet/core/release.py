@@ -148,8 +148,9 @@ class ReleaseAssignment:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ReleaseAssignment:
-        return cls(str(raw["name"]), str(raw["version"]), bool(raw["stage_only"]),
-                   int(raw["serial"]))
+        return cls(
+            str(raw["name"]), str(raw["version"]), bool(raw["stage_only"]), int(raw["serial"])
+        )
 
 
 def target_path(release: Ref, file_name: str) -> str:

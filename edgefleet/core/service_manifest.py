@@ -68,8 +68,9 @@ def _strings(value: Any, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _number(raw: Mapping[str, Any], key: str, default: float, low: float, high: float,
-            path: str) -> float:
+def _number(
+    raw: Mapping[str, Any], key: str, default: float, low: float, high: float, path: str
+) -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise _fail(f"{path}.{key}", f"must be a number from {low:g} to {high:g}")
@@ -108,13 +109,15 @@ def parse_service_manifest(raw: Any) -> ServiceManifest:
     auto_port = port == "auto"
     if auto_port:
         port = None
-    elif port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                               or not 1 <= port <= 65535):
-        raise _fail("port", "must be a TCP port (1-65535) or \"auto\"")
+    elif port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    ):
+        raise _fail("port", 'must be a TCP port (1-65535) or "auto"')
     health = _parse_health(raw.get("health", {}), port is not None or auto_port)
     memory = raw.get("memory_limit_mb")
-    if memory is not None and (not isinstance(memory, int) or isinstance(memory, bool)
-                               or memory < 16):
+    if memory is not None and (
+        not isinstance(memory, int) or isinstance(memory, bool) or memory < 16
+    ):
         raise _fail("memory_limit_mb", "must be an integer of at least 16")
     return ServiceManifest(command, env, port, health, memory, auto_port)
 
@@ -122,8 +125,14 @@ def parse_service_manifest(raw: Any) -> ServiceManifest:
 def _parse_health(raw: Any, has_port: bool) -> HealthCriteria:
     if not isinstance(raw, Mapping):
         raise _fail("health", "must be a mapping")
-    unknown = set(raw) - {"http", "command", "window_s", "max_error_rate", "min_requests",
-                          "interval_s"}
+    unknown = set(raw) - {
+        "http",
+        "command",
+        "window_s",
+        "max_error_rate",
+        "min_requests",
+        "interval_s",
+    }
     if unknown:
         raise _fail(f"health.{sorted(unknown)[0]}", "unknown field")
     http = raw.get("http")
@@ -163,8 +172,10 @@ def expand_placeholders(
         if name == "port":
             return str(port) if port is not None else match.group(0)
         if arg not in artifacts:
-            raise InvalidInput(f"service manifest refers to unknown artifact {arg!r}",
-                               code="invalid_service_manifest")
+            raise InvalidInput(
+                f"service manifest refers to unknown artifact {arg!r}",
+                code="invalid_service_manifest",
+            )
         return artifacts[arg]
 
     return _PLACEHOLDER_RE.sub(replace, word)

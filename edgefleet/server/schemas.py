@@ -80,9 +80,10 @@ class EnrollResponse(BaseModel):
     )
 
 
-class ReleaseRef(Strict):
+class ActiveRelease(Strict):
     name: str = Field(max_length=64)
     version: str = Field(max_length=64)
+    port: int | None = Field(None, ge=1, le=65535, description="Where its service listens")
 
 
 class ReleaseStatusReport(Strict):
@@ -96,7 +97,7 @@ class ReleaseStatusReport(Strict):
     bytes_done: int = Field(0, ge=0)
     bytes_total: int = Field(0, ge=0)
     bytes_saved: int = Field(0, ge=0, description="Download bytes saved by deltas.")
-    active: ReleaseRef | None = Field(None, description="The release running now.")
+    active: ActiveRelease | None = Field(None, description="The release running now.")
     updated_at: datetime | None = None
 
 

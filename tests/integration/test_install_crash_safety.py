@@ -128,6 +128,6 @@ def test_bad_release_killed_in_health_window_is_rolled_back(
     )
     assert final["version"] == "2.0.0"
     assert "restarted repeatedly" in final["reason"]
-    assert final["active"] == {"name": "nan", "version": "1.0.0"}
+    assert final["active"] == {"name": "nan", "version": "1.0.0", "port": port}
     health = wait_for(lambda: serving(port), what="v1 serving again")
     assert health["status"] == "ok"

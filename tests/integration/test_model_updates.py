@@ -65,7 +65,7 @@ def test_release_installs_serves_and_a_bad_one_rolls_back(
             trust.targets_keys)
     admin.assign_release("vision", "1.0.0", device=device.device_id)
     status = wait_release(admin, device, "1.0.0", "installed")
-    assert status["active"] == {"name": "vision", "version": "1.0.0"}
+    assert status["active"] == {"name": "vision", "version": "1.0.0", "port": port}
     assert status["bytes_done"] == status["bytes_total"] > 0
     served = health(port)
     assert served["status"] == "ok" and "/slots/a/" in served["model_path"]
@@ -77,7 +77,7 @@ def test_release_installs_serves_and_a_bad_one_rolls_back(
     admin.assign_release("vision", "2.0.0", device=device.device_id)
     status = wait_release(admin, device, "2.0.0", "rolled-back")
     assert "not finite" in status["reason"]
-    assert status["active"] == {"name": "vision", "version": "1.0.0"}
+    assert status["active"] == {"name": "vision", "version": "1.0.0", "port": port}
     wait_for(lambda: health(port)["status"] == "ok", what="v1 serving again")
     assert "/slots/a/" in health(port)["model_path"]
 
@@ -156,7 +156,7 @@ def test_tampered_blob_is_refused_and_the_device_keeps_its_slot(
     admin.assign_release("guarded", "2.0.0", device=device.device_id)
     status = wait_release(admin, device, "2.0.0", "failed")
     assert "does not match" in status["reason"]
-    assert status["active"] == {"name": "guarded", "version": "1.0.0"}
+    assert status["active"] == {"name": "guarded", "version": "1.0.0", "port": port}
     assert health(port)["status"] == "ok"
 
 
