@@ -28,6 +28,7 @@ from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.agent.state import KEY_FILE, AgentState
 from edgefleet.agent.supervisor import Supervisor
+from edgefleet.agent.telemetry_pipeline import TelemetryPipeline
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
 from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
@@ -85,12 +86,17 @@ class Agent:
             inventory=self._inventory,
             labels=lambda: dict(self.state.desired.get("labels", settings.labels)),
             on_change=self._report_now.set,
+            statsd_address=lambda: self.telemetry.statsd_address,
             sandbox_memory_limit_mb=settings.sandbox_memory_limit_mb,
             sandbox_timeout_s=settings.sandbox_timeout_s,
             max_backoff_s=settings.max_backoff_s,
             crash_at=settings.fault_kill_at,
             rng=self._rng,
         )
+        self.telemetry = TelemetryPipeline(
+            settings, self.link, clock, lambda: self.state.enrollment == "approved", self._rng
+        )
+        self.telemetry.apply(self.state.desired.get("telemetry"))
 
     @property
     def device_id(self) -> str:
@@ -105,6 +111,8 @@ class Agent:
         The installer runs beside the connection: a health window or a rollback finishes
         even while the control plane is unreachable.
         """
+        await self.telemetry.start()  # before the installer starts a service that uses it
+        telemetry = asyncio.create_task(self.telemetry.run(stop))
         self.installer.want(self.state.desired.get("release"))
         installing = asyncio.create_task(self.installer.run())
         try:
@@ -117,9 +125,13 @@ class Agent:
                     await self._back_off(e, stop)
                 if installing.done():
                     installing.result()  # an installer bug must not go unnoticed
+                if telemetry.done():
+                    telemetry.result()
         finally:
             installing.cancel()
             await asyncio.gather(installing, return_exceptions=True)
+            stop.set()  # telemetry cuts its open windows into the queue and stops
+            await asyncio.gather(telemetry, return_exceptions=True)
             await self.supervisor.aclose()
             await self._runtime.close()
             await self._transport.close()
@@ -204,6 +216,7 @@ class Agent:
         )
         self.state.save(self._data_dir)
         self.installer.want(document.get("release"))
+        self.telemetry.apply(document.get("telemetry"))
         self._report_now.set()
         log.info("applied desired state", extra=self._log_extra(generation=document["generation"]))
 

@@ -17,6 +17,7 @@ from edgefleet.security.request_signing import sign_request
 from edgefleet.transport.messages import Transport, TransportResponse, error_from_response
 
 REQUEST_TIMEOUT_S = 15.0
+TELEMETRY_CONTENT_TYPE = "application/x-edgefleet-telemetry"
 # A whole artifact may take a while on a slow link; progress is kept between attempts.
 DOWNLOAD_TIMEOUT_S = 600.0
 
@@ -89,12 +90,21 @@ class ControlPlaneLink:
         return response.body
 
     async def download_blob(self, sha256: str, destination: Path) -> None:
-        """Download a blob into `destination`, resuming after the bytes already there.
+        """Download a blob into `destination`, resuming after the bytes already there."""
+        await self._download(f"/v1/blobs/{sha256}", destination)
 
-        A 416 means the partial file is not a prefix of this blob (or is complete and
+    async def download_delta(self, to_sha256: str, from_sha256: str, destination: Path) -> bool:
+        """Download the delta that turns blob FROM into blob TO. False while the server is
+        still computing it (ask again later); ApiError when there is none."""
+        target = f"/v1/blobs/{to_sha256}/delta/{from_sha256}"
+        return (await self._download(target, destination)).status != 202
+
+    async def _download(self, target: str, destination: Path) -> TransportResponse:
+        """A signed, resumable GET into `destination`.
+
+        A 416 means the partial file is not a prefix of this download (or is complete and
         longer): it is removed and the error raised, so the next attempt starts over.
         """
-        target = f"/v1/blobs/{sha256}"
         offset = destination.stat().st_size if destination.exists() else 0
         headers = sign_request(self._key, "GET", target, b"", self.device_id, self._clock.now())
         if offset:
@@ -105,6 +115,7 @@ class ControlPlaneLink:
             destination.unlink(missing_ok=True)
         if response.status >= 400:
             raise error_from_response(response.status, response.body)
+        return response
 
     async def desired(self, known_generation: int | None, wait_s: float) -> dict[str, Any] | None:
         """The desired-state document, or None if it stayed at `known_generation` for the
@@ -115,4 +126,27 @@ class ControlPlaneLink:
         if response.status == 304:
             return None
         result: dict[str, Any] = self._json(response)
+        return result
+
+    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> dict[str, Any]:
+        """POST one telemetry batch (wire bytes); `{"acked_through_seq", "stored_windows"}`.
+        `dropped_through_seq`: every batch up to it that the server lacks is gone here."""
+        target = (
+            f"/v1/devices/{self.device_id}/telemetry?dropped_through_seq={dropped_through_seq}"
+        )
+        headers = sign_request(
+            self._key, "POST", target, payload, self.device_id, self._clock.now()
+        )
+        headers["content-type"] = TELEMETRY_CONTENT_TYPE
+        response = await self._transport.request(
+            "POST", target, payload, headers, REQUEST_TIMEOUT_S
+        )
+        result: dict[str, Any] = self._json(response)
+        return result
+
+    async def telemetry_cursor(self) -> dict[str, Any]:
+        """Where the server's copy of this device's telemetry stands (`acked_through_seq`)."""
+        result: dict[str, Any] = self._json(
+            await self._send("GET", f"/v1/devices/{self.device_id}/telemetry")
+        )
         return result

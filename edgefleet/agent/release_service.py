@@ -34,10 +34,15 @@ def pick_free_port() -> int:
 
 
 def service_spec(
-    manifest: ServiceManifest, slot_dir: Path, slot_manifest: Mapping[str, Any], log_dir: Path
+    manifest: ServiceManifest,
+    slot_dir: Path,
+    slot_manifest: Mapping[str, Any],
+    log_dir: Path,
+    statsd_address: str | None,
 ) -> ServiceSpec:
     """How to run `manifest` from `slot_dir`: placeholders expanded, artifact paths in env.
-    A `port: auto` service uses the port chosen when its slot was filled."""
+    A `port: auto` service uses the port chosen when its slot was filled; EDGEFLEET_STATSD
+    names the agent's KPI endpoint when it has one."""
     files = {name: str(slot_dir / file) for name, file in slot_manifest["files"].items()}
     python = sys.executable
     port = slot_manifest.get("port") if manifest.auto_port else manifest.port
@@ -54,6 +59,8 @@ def service_spec(
         env["EDGEFLEET_MODEL_PATH"] = sorted(models)[0]
     if port is not None:
         env["EDGEFLEET_SERVICE_PORT"] = str(port)
+    if statsd_address:
+        env.setdefault("EDGEFLEET_STATSD", statsd_address)
     health = None
     criteria = manifest.health
     if criteria.http_path is not None:

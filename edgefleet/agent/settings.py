@@ -29,6 +29,13 @@ class AgentSettings:
     accelerators: tuple[str, ...] = ()
     sandbox_memory_limit_mb: int = 1024
     sandbox_timeout_s: float = 60.0
+    # Telemetry: the workloads' StatsD endpoint on loopback (0: any free port), how often the
+    # host is read, how often closed windows are cut into a queued batch, the queue bounds.
+    statsd_port: int = 8125
+    telemetry_sample_interval_s: float = 10.0
+    telemetry_batch_interval_s: float = 60.0
+    telemetry_queue_max_bytes: int = 16 * 1024 * 1024
+    telemetry_queue_max_rows: int = 10_000
     # Fault injection for crash-safety tests: SIGKILL self right after journaling this state.
     fault_kill_at: InstallState | None = None
 
@@ -44,6 +51,14 @@ class AgentSettings:
             ("long_poll", 1 <= self.long_poll_s <= 300, "1..300 seconds"),
             ("min_backoff", 0 < self.min_backoff_s <= self.max_backoff_s, "0 < min <= max"),
             ("max_backoff", self.max_backoff_s <= 3600, "at most 3600 seconds"),
+            ("statsd_port", 0 <= self.statsd_port <= 65535, "0..65535 (0: any free port)"),
+            ("telemetry_sample_interval",
+             0.2 <= self.telemetry_sample_interval_s <= 3600, "0.2..3600 seconds"),
+            ("telemetry_batch_interval",
+             1 <= self.telemetry_batch_interval_s <= 3600, "1..3600 seconds"),
+            ("telemetry_queue_max_bytes",
+             self.telemetry_queue_max_bytes >= 64 * 1024, "at least 65536 bytes"),
+            ("telemetry_queue_max_rows", self.telemetry_queue_max_rows >= 1, "at least 1"),
         ]
         for key, ok, expected in checks:
             if not ok:

@@ -31,6 +31,20 @@ def agent(
         1024, help="Memory limit (MB) of the sandboxed model check before an install"
     ),
     sandbox_timeout: float = typer.Option(60.0, help="Time limit (s) of the sandboxed check"),
+    statsd_port: int = typer.Option(
+        8125, envvar="EDGEFLEET_STATSD_PORT",
+        help="Loopback UDP port of the workloads' StatsD endpoint (0: any free port)",
+    ),
+    telemetry_sample_interval: float = typer.Option(
+        10.0, help="Seconds between host metric readings"
+    ),
+    telemetry_batch_interval: float = typer.Option(
+        60.0, help="Seconds between cutting closed windows into a queued batch"
+    ),
+    telemetry_queue_max_bytes: int = typer.Option(
+        16 * 1024 * 1024, help="Bound of the on-disk telemetry queue (oldest dropped first)"
+    ),
+    telemetry_queue_max_rows: int = typer.Option(10_000, help="Most batches the queue holds"),
     log_level: str = typer.Option("info", envvar="EDGEFLEET_LOG_LEVEL"),
 ) -> None:
     """Run the device agent: enroll, heartbeat, follow the desired state."""
@@ -65,6 +79,11 @@ def agent(
         accelerators=tuple(accelerator),
         sandbox_memory_limit_mb=sandbox_memory_limit,
         sandbox_timeout_s=sandbox_timeout,
+        statsd_port=statsd_port,
+        telemetry_sample_interval_s=telemetry_sample_interval,
+        telemetry_batch_interval_s=telemetry_batch_interval,
+        telemetry_queue_max_bytes=telemetry_queue_max_bytes,
+        telemetry_queue_max_rows=telemetry_queue_max_rows,
         fault_kill_at=InstallState(fault) if (fault := os.environ.get(FAULT_ENV)) else None,
     )
 

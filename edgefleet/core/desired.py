@@ -1,7 +1,7 @@
 """The desired-state document: what the control plane wants one device to converge to.
 
-The document is derived from stored inputs (labels, settings, the assigned release; later
-workloads and telemetry policy) by `render_spec`; its `generation` goes up by one exactly
+The document is derived from stored inputs (labels, settings, the assigned release, the
+telemetry section; later workloads) by `render_spec`; its `generation` goes up by one exactly
 when the spec changes, so agents compare a single integer to know whether there is
 anything new. Inputs that live outside the device record (the release's targets) are passed
 in explicitly, so no caller can drop a section by forgetting it.
@@ -17,14 +17,21 @@ from edgefleet.core.device import Device
 from edgefleet.core.release import ReleaseSection
 
 
-def render_spec(device: Device, release: ReleaseSection | None) -> dict[str, Any]:
-    """The spec part of `device`'s desired state, from its current inputs."""
+def render_spec(
+    device: Device,
+    release: ReleaseSection | None,
+    telemetry: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The spec part of `device`'s desired state, from its current inputs. `telemetry` is
+    the rendered section (core.telemetry_policy.render_telemetry_section)."""
     spec: dict[str, Any] = {
         "labels": dict(sorted(device.labels.items())),
         "agent": {"heartbeat_interval_s": device.heartbeat_interval_s},
     }
     if release is not None:
         spec["release"] = release.to_dict()
+    if telemetry is not None:
+        spec["telemetry"] = dict(telemetry)
     return spec
 
 
@@ -40,9 +47,13 @@ def desired_document(device: Device) -> dict[str, Any]:
     return {"device_id": device.id, "generation": device.desired_generation, **device.desired}
 
 
-def refresh_desired(device: Device, release: ReleaseSection | None) -> Device:
+def refresh_desired(
+    device: Device,
+    release: ReleaseSection | None,
+    telemetry: Mapping[str, Any] | None = None,
+) -> Device:
     """`device` with its spec re-rendered and its generation bumped if the spec changed."""
-    spec = render_spec(device, release)
+    spec = render_spec(device, release, telemetry)
     generation = next_generation(device.desired_generation, device.desired, spec)
     if generation == device.desired_generation:
         return device

@@ -22,6 +22,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit.read"
     ARTIFACTS_WRITE = "artifacts.write"
     RELEASES_WRITE = "releases.write"
+    TELEMETRY_WRITE = "telemetry.write"
     TRUST_ADMIN = "trust.admin"
     API_TOKENS_READ = "api-tokens.read"
     API_TOKENS_WRITE = "api-tokens.write"
@@ -34,6 +35,7 @@ _OPERATOR = _VIEWER | {
     Permission.GROUPS_WRITE,
     Permission.ARTIFACTS_WRITE,
     Permission.RELEASES_WRITE,
+    Permission.TELEMETRY_WRITE,
 }
 # Trust changes (the TUF root, its keys and thresholds) are for admins only.
 _ADMIN = _OPERATOR | {

@@ -389,3 +389,96 @@ class SetRootRequest(Strict):
     targets: dict[str, Any] | None = Field(
         None, description="Targets re-signed by new targets keys, when a rotation changes them"
     )
+
+
+# Telemetry and alerts.
+
+
+class TelemetryAck(BaseModel):
+    acked_through_seq: int = Field(
+        description="Highest contiguous batch sequence stored (gaps declared dropped skipped)."
+    )
+    stored_windows: int = Field(0, description="Windows stored from this upload.")
+
+
+class TelemetryCursorOut(BaseModel):
+    device_id: str
+    acked_through_seq: int
+    batches_stored: int
+    windows_stored: int
+    dropped_batches_total: int = Field(description="As last reported by the device.")
+    dropped_windows_total: int
+    last_batch_at: datetime | None
+
+
+class TelemetryPointOut(BaseModel):
+    time: datetime = Field(description="Start of the bucket (or of the summarized span).")
+    start_s: int
+    length_s: int
+    count: int
+    sum: float
+    mean: float
+    min: float
+    max: float
+    last: float
+    quantile: float | None = Field(None, description="From merged sketches (timings only).")
+    windows: int = Field(description="Stored windows merged into this point.")
+
+
+class TelemetrySeriesOut(BaseModel):
+    device_id: str
+    device_name: str
+    points: list[TelemetryPointOut]
+    summary: TelemetryPointOut | None
+
+
+class TelemetryQueryOut(BaseModel):
+    metric: str
+    since: datetime
+    until: datetime
+    step_s: int
+    quantile: float | None
+    series: list[TelemetrySeriesOut]
+    summary: TelemetryPointOut | None = Field(description="Every matching window merged.")
+
+
+class TelemetryPolicyOut(BaseModel):
+    document: dict[str, Any]
+    version: int = Field(description="0 while the built-in default applies.")
+    updated_by: str | None
+    updated_at: datetime | None
+
+
+class TelemetryPolicyIn(Strict):
+    document: dict[str, Any] = Field(description="The fleet telemetry policy (see docs).")
+
+
+class KpiReadingOut(BaseModel):
+    value: float
+    samples: int
+
+
+class KpiSummaryOut(BaseModel):
+    metric: str
+    since: datetime
+    until: datetime
+    quantile: float
+    devices: dict[str, TelemetryPointOut]
+    cohorts: dict[str, TelemetryPointOut]
+    overall: TelemetryPointOut | None
+    kpis: dict[str, dict[str, KpiReadingOut]]
+
+
+class AlertOut(BaseModel):
+    id: str
+    device_id: str
+    kind: str
+    kpi: str
+    metrics: list[str]
+    status: str
+    opened_at: datetime
+    open_reason: str
+    value: float | None
+    score: float | None
+    closed_at: datetime | None
+    close_reason: str | None

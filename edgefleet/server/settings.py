@@ -41,6 +41,28 @@ class ServerSettings(BaseSettings):
         300, ge=5, le=3600, description="Largest accepted gap between device and server clocks."
     )
     log_level: str = Field("info", description="Logging level: debug, info, warning, error.")
+    housekeeping_interval_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="Seconds between background housekeeping runs (nonces, TUF refresh, "
+        "telemetry rollups and retention).",
+    )
+    telemetry_raw_retention_days: float = Field(
+        7.0, gt=0, le=3650,
+        description="Keep raw telemetry windows this long; older ones become hourly rollups.",
+    )
+    telemetry_rollup_retention_days: float = Field(
+        90.0, gt=0, le=36500, description="Keep hourly telemetry rollups this long."
+    )
+    telemetry_analysis_interval_s: float = Field(
+        300.0, gt=0, le=86400,
+        description="Seconds between drift and cohort analyses of KPI distributions.",
+    )
+    alert_history_days: float = Field(
+        30.0, gt=0, le=3650, description="Keep closed alerts this long."
+    )
+    telemetry_max_query_windows: int = Field(
+        200_000, ge=1000, description="Most stored windows one telemetry query may read."
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -156,3 +157,105 @@ releases = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("targets_version", Integer, nullable=True),
 )
+
+
+# Telemetry: the ingest cursor per device, raw windows, hourly rollups, the fleet policy,
+# KPI detectors and alerts.
+
+telemetry_cursors = Table(
+    "telemetry_cursors",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("acked_through_seq", BigInteger, nullable=False),
+    Column("batches_stored", BigInteger, nullable=False),
+    Column("windows_stored", BigInteger, nullable=False),
+    Column("dropped_batches_total", BigInteger, nullable=False),
+    Column("dropped_windows_total", BigInteger, nullable=False),
+    Column("last_batch_at", UTCDateTime, nullable=True),
+)
+
+# One row per window as the device sent it: (device, batch sequence, position in the batch)
+# is its identity, so a batch can only ever be stored once.
+telemetry_windows = Table(
+    "telemetry_windows",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("start_s", BigInteger, nullable=False),
+    Column("length_s", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("sum", Float, nullable=False),
+    Column("min", Float, nullable=False),
+    Column("max", Float, nullable=False),
+    Column("last", Float, nullable=False),
+    Column("sketch", LargeBinary, nullable=True),
+)
+Index(
+    "ix_telemetry_windows_device_name_start",
+    telemetry_windows.c.device_id,
+    telemetry_windows.c.name,
+    telemetry_windows.c.start_s,
+)
+Index("ix_telemetry_windows_start", telemetry_windows.c.start_s)
+
+# Windows older than the raw retention, merged per series and hour.
+telemetry_rollups = Table(
+    "telemetry_rollups",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("tags_key", String(32), primary_key=True),
+    Column("start_s", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(8), nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("length_s", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("sum", Float, nullable=False),
+    Column("min", Float, nullable=False),
+    Column("max", Float, nullable=False),
+    Column("last", Float, nullable=False),
+    Column("sketch", LargeBinary, nullable=True),
+)
+Index("ix_telemetry_rollups_start", telemetry_rollups.c.start_s)
+
+telemetry_policies = Table(
+    "telemetry_policies",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+telemetry_detectors = Table(
+    "telemetry_detectors",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("kpi", String(64), primary_key=True),
+    Column("state", JSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("device_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("kpi", String(64), nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("open_reason", Text, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("score", Float, nullable=True),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("close_reason", Text, nullable=True),
+)
+Index("ix_alerts_device_status", alerts.c.device_id, alerts.c.status)
+Index("ix_alerts_status_opened_at", alerts.c.status, alerts.c.opened_at)

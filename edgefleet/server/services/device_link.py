@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.desired import desired_document, refresh_desired
+from edgefleet.core.desired import desired_document
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import check_device_access, check_enrollment_token, initial_state
 from edgefleet.core.labels import validate_labels
@@ -21,6 +21,7 @@ from edgefleet.security.keys import decode_public_key, device_id_for
 from edgefleet.security.request_signing import SignedRequest, verify_signed_request
 from edgefleet.security.tokens import hash_secret
 from edgefleet.server.services.audit import DeviceContext, record_action
+from edgefleet.server.services.desired import render_device
 from edgefleet.server.settings import ServerSettings
 from edgefleet.store import Database
 
@@ -69,7 +70,8 @@ class DeviceLinkService:
             if existing is not None:
                 return existing
             check_enrollment_token(token, now)
-            device = refresh_desired(
+            device = render_device(
+                tx,
                 Device(
                     id=device_id,
                     name=name,
@@ -83,7 +85,6 @@ class DeviceLinkService:
                     heartbeat_interval_s=heartbeat_interval_s
                     or self._settings.heartbeat_interval_s,
                 ),
-                release=None,
             )
             tx.devices.insert(device)
             tx.enrollment_tokens.count_use(token.id)

@@ -1,0 +1,196 @@
+"""The agent's telemetry pipeline: collector, StatsD endpoint, on-disk queue and uploader.
+
+    StatsD (loopback UDP) ─┐
+    host metrics ──────────┴▶ TelemetryCollector ─▶ TelemetryQueue (data dir, SQLite)
+                                                         │
+                           control plane ◀── TelemetryUploader (signed POSTs, acks)
+
+Two loops run beside the agent's connection: *collect* (a tick every sample interval: read
+the host, close ended windows, cut a batch into the queue when due) and *upload* (every
+upload interval of the current sampling decision, or sooner when the policy changes: drain
+the queue; exponential backoff with jitter while the server is unreachable). Both go on
+while the control plane is away; the queue is bounded and counts what it drops.
+
+The StatsD endpoint listens on `127.0.0.1:<statsd_port>` (0: any free port). If the port is
+taken (another agent on the machine), it falls back to a free one with a warning. The bound
+address is written to `<data dir>/statsd.address`, and the release service gets it as
+EDGEFLEET_STATSD in its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.settings import AgentSettings
+from edgefleet.atomicfile import write_atomically
+from edgefleet.clock import Clock
+from edgefleet.core.backoff import backoff_delay_s
+from edgefleet.errors import EdgefleetError
+from edgefleet.telemetry.collector import TelemetryCollector
+from edgefleet.telemetry.host_metrics import HostMetricsCollector
+from edgefleet.telemetry.queue import TelemetryQueue
+from edgefleet.telemetry.statsd import StatsdServer, start_statsd_server
+from edgefleet.telemetry.uploader import TelemetryUploader
+
+log = logging.getLogger(__name__)
+
+STATSD_ADDRESS_FILE = "statsd.address"
+STATSD_HOST = "127.0.0.1"
+
+
+def read_statsd_address(data_dir: Path) -> str | None:
+    """`127.0.0.1:PORT` of the running agent's StatsD endpoint, if it has one."""
+    try:
+        text = (data_dir / STATSD_ADDRESS_FILE).read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+class TelemetryPipeline:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        link: ControlPlaneLink,
+        clock: Clock,
+        ready: Callable[[], bool],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._ready = ready
+        self._rng = rng or random.Random()
+        self._data_dir = settings.data_dir
+        self.queue = TelemetryQueue.in_data_dir(
+            settings.data_dir,
+            max_bytes=settings.telemetry_queue_max_bytes,
+            max_rows=settings.telemetry_queue_max_rows,
+        )
+        self.collector = TelemetryCollector(
+            self.queue,
+            sample_interval_s=settings.telemetry_sample_interval_s,
+            batch_interval_s=settings.telemetry_batch_interval_s,
+        )
+        self.uploader = TelemetryUploader(self.queue, link)
+        self._host = HostMetricsCollector(settings.data_dir)
+        self._statsd: StatsdServer | None = None
+        self._upload_now = asyncio.Event()
+
+    @property
+    def statsd_address(self) -> str | None:
+        return None if self._statsd is None else f"{STATSD_HOST}:{self._statsd.port}"
+
+    def apply(self, section: Mapping[str, Any] | None) -> None:
+        """Follow the desired state's `telemetry` section (None: the default policy)."""
+        if self.collector.apply_section(section, self._clock.now()):
+            self._upload_now.set()  # a shorter upload interval takes effect now
+
+    async def start(self) -> None:
+        """Bind the StatsD endpoint (before any workload starts, so it gets the address)."""
+        port = self._settings.statsd_port
+        try:
+            self._statsd = await start_statsd_server(
+                self.collector.aggregator, self._clock, host=STATSD_HOST, port=port
+            )
+        except OSError as e:
+            log.warning("StatsD port unavailable; using a free one instead",
+                        extra={"port": port, "error": str(e)})
+            self._statsd = await start_statsd_server(
+                self.collector.aggregator, self._clock, host=STATSD_HOST, port=0
+            )
+        address = self.statsd_address or ""
+        write_atomically(self._data_dir / STATSD_ADDRESS_FILE, (address + "\n").encode())
+        log.info("telemetry collecting", extra={"statsd": address,
+                                                "queue": str(self.queue.path)})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect and upload until `stop` is set; then cut what is open into the queue."""
+        uploading = asyncio.create_task(self._upload_loop())
+        try:
+            await self._collect_loop(stop)
+        finally:
+            uploading.cancel()
+            await asyncio.gather(uploading, return_exceptions=True)
+            await self._flush()
+            if self._statsd is not None:
+                self._statsd.close()
+            self.queue.close()
+
+    async def _collect_loop(self, stop: asyncio.Event) -> None:
+        collector = self.collector
+        while not stop.is_set():
+            try:
+                points = await asyncio.to_thread(self._host.collect)
+                if collector.observe(points, self._clock.now()):
+                    self._upload_now.set()
+                collector.close_due(self._clock.now())
+                monotonic_s = self._clock.monotonic()
+                if collector.cut_due(monotonic_s):
+                    await self._append(collector.take_batch(monotonic_s))
+            except EdgefleetError as e:
+                log.error("telemetry collection failed; carrying on", extra={"error": e.message})
+            await _pause(self._clock, collector.tick_s, stop)
+
+    async def _append(self, windows: list[Any]) -> None:
+        try:
+            await asyncio.to_thread(self.collector.append, windows)
+        except EdgefleetError as e:
+            # The disk is full or failing, or one batch exceeds the whole queue: these
+            # windows are lost, the next batch tries again.
+            log.error("telemetry batch could not be queued",
+                      extra={"windows": len(windows), "code": e.code, "error": e.message})
+
+    async def _flush(self) -> None:
+        self.collector.close_all(self._clock.now())
+        while self.collector.pending_windows:
+            await self._append(self.collector.take_batch(self._clock.monotonic()))
+
+    async def _upload_loop(self) -> None:
+        failures = 0
+        settings = self._settings
+        while True:
+            if failures:
+                delay = backoff_delay_s(
+                    failures - 1, settings.min_backoff_s, settings.max_backoff_s, self._rng
+                )
+            else:
+                delay = float(self.collector.decision.upload_interval_s)
+            await _pause(self._clock, delay, self._upload_now)
+            self._upload_now.clear()
+            if not self._ready():
+                continue
+            try:
+                sent = await self.uploader.upload_pending()
+            except EdgefleetError as e:
+                failures += 1
+                log.log(
+                    logging.INFO if failures == 1 else logging.WARNING,
+                    "telemetry upload failed; backing off",
+                    extra={"code": e.code, "error": e.message, "failures": failures},
+                )
+                continue
+            failures = 0
+            if sent:
+                log.debug("telemetry uploaded", extra={"batches": sent})
+
+
+async def _pause(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
+    """Sleep on `clock`, or until `wake` is set."""
+    if wake.is_set():
+        return
+    sleeper = asyncio.create_task(clock.sleep(seconds))
+    waker = asyncio.create_task(wake.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(sleeper, waker, return_exceptions=True)

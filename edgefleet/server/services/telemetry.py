@@ -1,0 +1,412 @@
+"""Telemetry service: exactly-once ingest, queries, KPI summaries, the fleet policy, and
+retention (hourly rollups, pruning).
+
+Ingest is one transaction per batch: decode and validate everything first (nothing is
+written from a bad batch), then check the device's cursor (core.telemetry_ingest), store the
+windows, advance the cursor, feed the KPI detectors and open or close alerts. A refused batch
+raises from the error tree with a precise code: `corrupt_batch`, `bad_batch_schema`,
+`unsupported_batch_version` (400), `batch_too_large` (413), `duplicate_batch` and
+`sequence_gap` (409), `bad_dropped_through` (400).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from edgefleet.clock import Clock
+from edgefleet.core.device import Device
+from edgefleet.core.kpi import (
+    KpiReading,
+    KpiSpec,
+    MetricWindow,
+    Statistic,
+    cohort_key,
+    kpi_reading,
+)
+from edgefleet.core.selector import parse_selector
+from edgefleet.core.telemetry_ingest import (
+    IngestCursor,
+    IngestVerdict,
+    advance_cursor,
+    decide_ingest,
+)
+from edgefleet.core.telemetry_policy import fleet_policy_to_document, parse_fleet_policy
+from edgefleet.errors import Conflict, EdgefleetError, InvalidInput
+from edgefleet.security.rbac import Permission
+from edgefleet.server.metrics import ServerMetrics
+from edgefleet.server.services.alerts import detect_on_ingest
+from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.desired import save_device
+from edgefleet.server.settings import ServerSettings
+from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.store import Database, Transaction
+from edgefleet.telemetry.rollup import combine, hour_of, roll_up
+from edgefleet.telemetry.series import (
+    DeviceWindow,
+    SeriesPoint,
+    choose_step_s,
+    series_points,
+    summarize,
+)
+from edgefleet.telemetry.windows import Window
+from edgefleet.telemetry.wire import decode_batch
+
+log = logging.getLogger(__name__)
+
+ROLLUP_DEVICES_PER_RUN = 200
+ROLLUP_CHUNK_S = 24 * 3600
+MAX_QUERY_RANGE_S = 400 * 86400
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    acked_through_seq: int
+    stored_windows: int
+
+
+@dataclass(frozen=True)
+class DeviceSeries:
+    device_id: str
+    device_name: str
+    points: list[SeriesPoint]
+    summary: SeriesPoint | None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    metric: str
+    since: datetime
+    until: datetime
+    step_s: int
+    quantile: float | None
+    series: list[DeviceSeries]
+    summary: SeriesPoint | None
+
+
+@dataclass(frozen=True)
+class KpiSummary:
+    """A metric over a period, per device, per cohort and over all given devices, plus each
+    policy KPI's reading (what rollout gates compare before and after an update)."""
+
+    metric: str
+    since: datetime
+    until: datetime
+    quantile: float
+    devices: dict[str, SeriesPoint]
+    cohorts: dict[str, SeriesPoint]
+    overall: SeriesPoint | None
+    kpis: dict[str, dict[str, KpiReading]]  # device id -> KPI name -> reading
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    document: dict[str, Any]
+    version: int
+    updated_by: str | None
+    updated_at: datetime | None
+
+
+class TelemetryService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        watch: DesiredStateWatch,
+        metrics: ServerMetrics,
+        settings: ServerSettings,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._watch = watch
+        self._metrics = metrics
+        self._settings = settings
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    # Device side.
+
+    def ingest(self, device: Device, body: bytes, dropped_through_seq: int) -> IngestResult:
+        """Store one batch exactly once (see the module docstring for refusals)."""
+        self._metrics.batch_bytes.inc(amount=len(body))
+        try:
+            result, alerts_changed = self._ingest(device, body, dropped_through_seq)
+        except EdgefleetError as e:
+            self._metrics.batches_refused.inc(e.code)
+            raise
+        self._metrics.batches_accepted.inc()
+        self._metrics.windows_accepted.inc(amount=result.stored_windows)
+        if alerts_changed:
+            self._watch.notify(device.id)
+        return result
+
+    def _ingest(
+        self, device: Device, body: bytes, dropped_through_seq: int
+    ) -> tuple[IngestResult, bool]:
+        batch = decode_batch(body)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            cursor = tx.telemetry.cursor(device.id)
+            decision = decide_ingest(cursor or IngestCursor(), batch.seq, dropped_through_seq)
+            if decision.verdict is IngestVerdict.BAD_DECLARATION:
+                raise InvalidInput(decision.reason, code="bad_dropped_through")
+            if decision.verdict is IngestVerdict.DUPLICATE:
+                raise Conflict(decision.reason, code="duplicate_batch")
+            if decision.verdict is IngestVerdict.GAP:
+                raise Conflict(decision.reason, code="sequence_gap")
+            advanced = advance_cursor(
+                cursor or IngestCursor(), batch.seq, len(batch.windows),
+                batch.dropped_batches_total, batch.dropped_windows_total, now,
+            )  # fmt: skip
+            tx.telemetry.save_cursor(device.id, cursor, advanced)
+            tx.telemetry.insert_windows(device.id, batch.seq, batch.windows)
+            detection = tx.telemetry.fleet_policy().detection
+            changed = detect_on_ingest(
+                tx, device.id, batch.windows, detection, self._metrics, now
+            )
+            if changed:
+                save_device(tx, tx.devices.get(device.id))
+        if dropped_through_seq > (cursor.acked_through_seq if cursor else 0):
+            log.info("telemetry gap stepped over", extra={
+                "device_id": device.id, "seq": batch.seq,
+                "dropped_through_seq": dropped_through_seq,
+                "dropped_batches_total": batch.dropped_batches_total})  # fmt: skip
+        return IngestResult(decision.acked_through_seq, len(batch.windows)), changed
+
+    def cursor(self, device_id: str) -> IngestCursor:
+        with self._db.read() as tx:
+            return tx.telemetry.cursor(device_id) or IngestCursor()
+
+    # Operators.
+
+    def status(self, ctx: OperatorContext, id_or_name: str) -> tuple[Device, IngestCursor]:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            device = tx.devices.resolve(id_or_name)
+            return device, tx.telemetry.cursor(device.id) or IngestCursor()
+
+    def _devices(self, tx: Transaction, device: str | None, selector: str | None) -> list[Device]:
+        if (device is None) == (selector is None):
+            raise InvalidInput("give exactly one of device and selector", code="bad_query")
+        if device is not None:
+            return [tx.devices.resolve(device)]
+        parsed = parse_selector(selector or "")
+        return [d for d in tx.devices.all() if parsed.matches(d.labels)]
+
+    def _check_range(self, since: datetime, until: datetime) -> None:
+        span_s = (until - since).total_seconds()
+        if span_s <= 0:
+            raise InvalidInput("since must be before until", code="bad_query")
+        if span_s > MAX_QUERY_RANGE_S:
+            raise InvalidInput(
+                f"a query may span at most {MAX_QUERY_RANGE_S // 86400} days", code="bad_query"
+            )
+
+    def _read_windows(
+        self, tx: Transaction, device_ids: Sequence[str], names: Sequence[str],
+        since: datetime, until: datetime,
+    ) -> list[DeviceWindow]:  # fmt: skip
+        windows = tx.telemetry.windows(
+            device_ids, names, int(since.timestamp()), int(until.timestamp())
+        )
+        if len(windows) > self._settings.telemetry_max_query_windows:
+            raise InvalidInput(
+                f"the query reads {len(windows)} windows, more than the limit of "
+                f"{self._settings.telemetry_max_query_windows}: narrow the time range or "
+                "the devices",
+                code="query_too_large",
+            )
+        return windows
+
+    def query(
+        self,
+        ctx: OperatorContext,
+        metric: str,
+        since: datetime,
+        until: datetime,
+        *,
+        device: str | None = None,
+        selector: str | None = None,
+        quantile: float | None = None,
+        step_s: int | None = None,
+    ) -> QueryResult:
+        """A metric's series per device, bucketed by `step_s`, and its summary."""
+        ctx.require(Permission.FLEET_READ)
+        self._check_range(since, until)
+        if quantile is not None and not 0.0 <= quantile <= 1.0:
+            raise InvalidInput("quantile must be in [0, 1]", code="bad_query")
+        with self._db.read() as tx:
+            devices = self._devices(tx, device, selector)
+            windows = self._read_windows(tx, [d.id for d in devices], [metric], since, until)
+        step = choose_step_s((until - since).total_seconds(), step_s)
+        by_device: dict[str, list[Window]] = {}
+        for dw in windows:
+            by_device.setdefault(dw.device_id, []).append(dw.window)
+        series = [
+            DeviceSeries(
+                d.id,
+                d.name,
+                series_points(by_device.get(d.id, []), step, quantile),
+                summarize(by_device.get(d.id, []), quantile),
+            )
+            for d in devices
+        ]
+        overall = summarize((dw.window for dw in windows), quantile)
+        return QueryResult(metric, since, until, step, quantile, series, overall)
+
+    def metric_names(self, ctx: OperatorContext, device: str, since: datetime) -> list[str]:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            found = tx.devices.resolve(device)
+            return tx.telemetry.metric_names([found.id], int(since.timestamp()))
+
+    def kpi_summary(
+        self,
+        device_ids: Sequence[str],
+        metric: str,
+        since: datetime,
+        until: datetime,
+        quantile: float = 0.95,
+    ) -> KpiSummary:
+        """`metric` over [since, until) per device, per cohort and overall, and every policy
+        KPI per device. For the control plane's own use (rollout gates); no permission."""
+        self._check_range(since, until)
+        with self._db.read() as tx:
+            devices = [tx.devices.get(d) for d in device_ids]
+            detection = tx.telemetry.fleet_policy().detection
+            names = sorted({metric, *(m for k in detection.kpis for m in k.metrics)})
+            windows = self._read_windows(tx, list(device_ids), names, since, until)
+        per_device: dict[str, dict[str, list[Window]]] = {}
+        for dw in windows:
+            per_device.setdefault(dw.device_id, {}).setdefault(dw.window.name, []).append(
+                dw.window
+            )
+        cohort_of = {d.id: cohort_key(d) for d in devices}
+        device_points: dict[str, SeriesPoint] = {}
+        cohort_windows: dict[str, list[Window]] = {}
+        for device_id, by_name in per_device.items():
+            point = summarize(by_name.get(metric, []), quantile)
+            if point is not None:
+                device_points[device_id] = point
+            cohort_windows.setdefault(cohort_of[device_id], []).extend(by_name.get(metric, []))
+        cohorts = {
+            key: point for key, ws in cohort_windows.items()
+            if (point := summarize(ws, quantile)) is not None
+        }  # fmt: skip
+        overall = summarize((dw.window for dw in windows if dw.window.name == metric), quantile)
+        kpis = {
+            device_id: _readings(detection.kpis, by_name)
+            for device_id, by_name in per_device.items()
+        }
+        return KpiSummary(
+            metric, since, until, quantile, device_points, cohorts, overall, kpis
+        )
+
+    # The fleet policy.
+
+    def policy(self, ctx: OperatorContext) -> PolicyRecord:
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            record = tx.telemetry.policy_record()
+            if record is None:
+                document = fleet_policy_to_document(tx.telemetry.fleet_policy())
+                return PolicyRecord(document, 0, None, None)
+        return PolicyRecord(
+            record["document"], record["version"], record["updated_by"], record["updated_at"]
+        )
+
+    def set_policy(self, ctx: OperatorContext, document: Mapping[str, Any]) -> PolicyRecord:
+        """Validate and store the fleet policy; every device's desired state follows."""
+        ctx.require(Permission.TELEMETRY_WRITE)
+        canonical = fleet_policy_to_document(parse_fleet_policy(document))
+        now = self._clock.now()
+        changed: list[str] = []
+        with self._db.transaction() as tx:
+            record = tx.telemetry.policy_record()
+            version = tx.telemetry.save_policy(
+                canonical, record["version"] if record else 0, ctx.actor, now
+            )
+            for device in tx.devices.all():
+                saved = save_device(tx, device)
+                if saved.desired_generation != device.desired_generation:
+                    changed.append(device.id)
+            record_action(
+                tx, ctx, "telemetry.policy.set", "telemetry-policy/fleet", now,
+                {"version": version, "devices_changed": len(changed),
+                 "active_sets": canonical["active_sets"]},
+            )  # fmt: skip
+        for device_id in changed:
+            self._watch.notify(device_id)
+        return PolicyRecord(canonical, version, ctx.actor, now)
+
+    # Retention.
+
+    def roll_up_and_prune(self) -> dict[str, int]:
+        """Roll raw windows past the raw retention into hourly rollups (one device and day
+        per transaction), then drop rollups and closed alerts past theirs."""
+        now = self._clock.now()
+        settings = self._settings
+        cutoff_s = int(now.timestamp() - settings.telemetry_raw_retention_days * 86400)
+        rolled = windows = 0
+        with self._db.read() as tx:
+            device_ids = tx.telemetry.devices_with_windows_before(
+                cutoff_s, ROLLUP_DEVICES_PER_RUN
+            )
+        for device_id in device_ids:
+            try:
+                with self._db.transaction() as tx:
+                    oldest = tx.telemetry.oldest_start_s(device_id)
+                    if oldest is None or oldest >= cutoff_s:
+                        continue
+                    upto_s = min(cutoff_s, hour_of(oldest) + ROLLUP_CHUNK_S)
+                    taken = tx.telemetry.take_windows_before(device_id, upto_s)
+                    for window in roll_up(taken).values():
+                        existing = tx.telemetry.rollup(device_id, window)
+                        merged = window if existing is None else combine([existing, window])
+                        tx.telemetry.put_rollup(
+                            device_id, merged, replace_existing=existing is not None
+                        )
+                        rolled += 1
+                    windows += len(taken)
+            except EdgefleetError as e:
+                log.warning("telemetry rollup failed; next run retries",
+                            extra={"device_id": device_id, "error": e.message})
+        rollup_cutoff_s = int(now.timestamp() - settings.telemetry_rollup_retention_days * 86400)
+        with self._db.transaction() as tx:
+            pruned = tx.telemetry.prune_rollups(rollup_cutoff_s)
+            alerts = tx.alerts.prune_closed(now - timedelta(days=settings.alert_history_days))
+        return {
+            "windows_rolled_up": windows,
+            "rollups_written": rolled,
+            "rollups_pruned": pruned,
+            "alerts_pruned": alerts,
+        }
+
+
+def _readings(
+    specs: Sequence[KpiSpec], by_name: Mapping[str, list[Window]]
+) -> dict[str, KpiReading]:
+    """Each KPI over a whole period, from the period's windows of every metric."""
+    out: dict[str, KpiReading] = {}
+    for spec in specs:
+        period: dict[str, MetricWindow] = {}
+        for name in spec.metrics:
+            point = summarize(
+                by_name.get(name, []),
+                spec.quantile if spec.statistic is Statistic.QUANTILE else None,
+            )
+            if point is None:
+                continue
+            quantiles = {spec.quantile: point.quantile} if point.quantile is not None else {}
+            period[name] = MetricWindow(
+                point.start_s, point.length_s, point.count, point.sum, point.min, point.max,
+                quantiles,
+            )  # fmt: skip
+        reading = kpi_reading(spec, period)
+        if reading is not None:
+            out[spec.name] = reading
+    return out
