@@ -193,6 +193,10 @@ class FleetClient:
     def get_artifact(self, name: str, version: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/artifacts/{_seg(name)}/{_seg(version)}")
 
+    def delta_stats(self, name: str, compute: bool = False) -> list[dict[str, Any]]:
+        params = {"compute": "true" if compute else None}
+        return self._call("GET", f"/v1/artifacts/{_seg(name)}/deltas", params=params)
+
     def create_release(self, name: str, version: str, artifacts: list[str]) -> dict[str, Any]:
         body = {"name": name, "version": version, "artifacts": artifacts}
         return self._call("POST", "/v1/releases", json=body)
@@ -243,3 +247,56 @@ class FleetClient:
 
     def tuf_metadata(self, filename: str) -> bytes:
         return self._call("GET", f"/v1/tuf/{_seg(filename)}", raw=True)
+
+    # Telemetry and alerts
+
+    def telemetry_query(
+        self,
+        metric: str,
+        device: str | None = None,
+        selector: str | None = None,
+        since: str = "1h",
+        until: str | None = None,
+        quantile: float | None = None,
+        step: str | None = None,
+    ) -> dict[str, Any]:
+        params = {"metric": metric, "device": device, "selector": selector, "since": since,
+                  "until": until, "quantile": quantile, "step": step}
+        return self._call("GET", "/v1/telemetry/query", params=params)
+
+    def telemetry_kpis(
+        self,
+        device: str | None = None,
+        selector: str | None = None,
+        metric: str = "inference.latency_ms",
+        since: str = "1h",
+        until: str | None = None,
+        quantile: float = 0.95,
+    ) -> dict[str, Any]:
+        params = {"metric": metric, "device": device, "selector": selector, "since": since,
+                  "until": until, "quantile": quantile}
+        return self._call("GET", "/v1/telemetry/kpis", params=params)
+
+    def telemetry_status(self, device: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/telemetry/devices/{_seg(device)}")
+
+    def telemetry_metrics(self, device: str, since: str = "24h") -> list[str]:
+        return self._call("GET", f"/v1/telemetry/devices/{_seg(device)}/metrics",
+                          params={"since": since})
+
+    def telemetry_policy(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/telemetry/policy")
+
+    def set_telemetry_policy(self, document: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", "/v1/telemetry/policy", json={"document": document})
+
+    def list_alerts(
+        self, include_closed: bool = False, device: str | None = None,
+        closed_within: str = "24h",
+    ) -> list[dict[str, Any]]:
+        params = {"all": include_closed, "device": device, "closed_within": closed_within}
+        return self._call("GET", "/v1/alerts", params=params)
+
+    def prometheus_metrics(self) -> str:
+        data: bytes = self._call("GET", "/metrics", raw=True)
+        return data.decode()

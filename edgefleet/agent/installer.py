@@ -1,6 +1,7 @@
 """The installer: gets the assigned release onto this device safely.
 
-    verify TUF metadata ─▶ check compatibility ─▶ download (resumable) + verify hashes
+    verify TUF metadata ─▶ check compatibility ─▶ download (a delta against the live file
+      when the server has one, else the full file, resumable) + verify hashes
       ─▶ fill the standby slot ─▶ sandbox-check the models ─▶ [staged: wait if stage-only]
       ─▶ switch slots (atomic) ─▶ restart the service ─▶ health window ─▶ installed
                                                                └──unhealthy──▶ rolled back
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from edgefleet.agent.delivery import Delivery
 from edgefleet.agent.journal import InstallRecord, Journal
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.release_service import (
@@ -53,12 +55,11 @@ from edgefleet.core.install import (
 )
 from edgefleet.core.service_manifest import HealthCriteria, parse_service_manifest
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, Unavailable
-from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TargetInfo, TufClient, verify_file
+from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TargetInfo, TufClient
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 64 * 1024
-PROGRESS_INTERVAL_S = 0.5
 
 
 class InstallFailed(EdgefleetError):
@@ -78,6 +79,7 @@ class Installer:
         labels: Callable[[], Mapping[str, str]],
         *,
         on_change: Callable[[], None] = lambda: None,
+        statsd_address: Callable[[], str | None] = lambda: None,
         sandbox_memory_limit_mb: int = 1024,
         sandbox_timeout_s: float = 60.0,
         max_backoff_s: float = 60.0,
@@ -86,8 +88,7 @@ class Installer:
     ) -> None:
         self.slots = Slots(data_dir / "release")
         self.journal = Journal(data_dir / "release" / "journal.json")
-        self._downloads = data_dir / "downloads"
-        self._downloads.mkdir(parents=True, exist_ok=True)
+        self._delivery = Delivery(data_dir / "downloads", link, clock)
         self._logs = data_dir / "logs"
         self._tuf_dir = data_dir / "tuf"
         self._tuf_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +98,7 @@ class Installer:
         self._inventory = inventory
         self._labels = labels
         self._on_change = on_change
+        self._statsd_address = statsd_address
         self._sandbox_memory_limit_mb = sandbox_memory_limit_mb
         self._sandbox_timeout_s = sandbox_timeout_s
         self._max_backoff_s = max_backoff_s
@@ -236,32 +238,26 @@ class Installer:
         log.warning("pinned the fleet's first TUF root on first use (trust on first use)")
 
     async def _download(self, infos: list[TargetInfo]) -> None:
-        total = sum(i.length_bytes for i in infos)
-        done = 0
-        self._update(bytes_total=total, bytes_done=0)
-        for info in infos:
-            part = self._downloads / f"{info.sha256}.part"
-            final = self._downloads / info.sha256
-            if not final.exists():
-                progress = asyncio.create_task(self._track(part, done))
-                try:
-                    await self._link.download_blob(info.sha256, part)
-                finally:
-                    progress.cancel()
-                try:
-                    verify_file(info, part)
-                except InvalidInput as e:
-                    part.unlink(missing_ok=True)
-                    raise InstallFailed(f"download refused: {e.message}") from None
-                os.replace(part, final)
-            done += info.length_bytes
-            self._update(bytes_done=done)
+        self._update(bytes_total=sum(i.length_bytes for i in infos), bytes_done=0)
+        try:
+            saved = await self._delivery.fetch(infos, self._live_files(), self._progress)
+        except InvalidInput as e:
+            raise InstallFailed(f"download refused: {e.message}") from None
+        self._update(bytes_saved=saved)
 
-    async def _track(self, part: Path, before: int) -> None:
-        while True:
-            size = part.stat().st_size if part.exists() else 0
-            self._update(bytes_done=before + size)
-            await asyncio.sleep(PROGRESS_INTERVAL_S)
+    def _progress(self, bytes_done: int) -> None:
+        self._update(bytes_done=bytes_done)
+
+    def _live_files(self) -> dict[str, tuple[str, Path]]:
+        """Artifact name -> (sha256, path) of the files in the live slot: delta bases."""
+        slot = self.slots.active()
+        manifest = self.slots.manifest(slot)
+        if slot is None or manifest is None:
+            return {}
+        directory = self.slots.path(slot)
+        shas = manifest.get("shas", {})
+        return {name: (shas[name], directory / file)
+                for name, file in manifest["files"].items() if name in shas}
 
     async def _fill_standby_slot(
         self, section: dict[str, Any], infos: list[TargetInfo]
@@ -270,11 +266,13 @@ class Installer:
         directory = self.slots.clear(slot)
         files: dict[str, str] = {}
         kinds: dict[str, str] = {}
+        shas: dict[str, str] = {}
         for info in infos:
             target = info.release_target
-            shutil.copyfile(self._downloads / info.sha256, directory / target.file_name)
+            shutil.copyfile(self._delivery.path(info.sha256), directory / target.file_name)
             files[target.artifact_name] = target.file_name
             kinds[target.artifact_name] = target.artifact_kind
+            shas[target.artifact_name] = info.sha256
         models = [directory / files[n] for n, k in kinds.items() if k == "onnx-model"]
         verdict = await check_models(
             models,
@@ -291,8 +289,8 @@ class Installer:
         port = pick_free_port() if service and service.get("port") == "auto" else None
         self.slots.write_manifest(slot, {
             "release": section["name"], "version": section["version"],
-            "serial": section["serial"], "files": files, "kinds": kinds, "service": service,
-            "port": port,
+            "serial": section["serial"], "files": files, "kinds": kinds, "shas": shas,
+            "service": service, "port": port,
         })
         return slot
 
@@ -315,7 +313,7 @@ class Installer:
         verdict_reason = await self._watch_health(slot)
         if verdict_reason is None:
             self._move(InstallState.INSTALLED, reason="")
-            self._clean_downloads()
+            self._delivery.clean()
             log.info("release installed", extra={"release": record.name,
                                                  "version": record.version})
         else:
@@ -368,7 +366,8 @@ class Installer:
             with contextlib.suppress(EdgefleetError):
                 await self._supervisor.remove(SERVICE_NAME)
             return
-        spec = service_spec(manifest, self.slots.path(slot), slot_manifest, self._logs)
+        spec = service_spec(manifest, self.slots.path(slot), slot_manifest, self._logs,
+                            self._statsd_address())
         await self._supervisor.ensure(spec)
 
     # Bookkeeping.
@@ -395,9 +394,6 @@ class Installer:
         self._update(reason=reason)
         self._on_change()
 
-    def _clean_downloads(self) -> None:
-        for path in self._downloads.iterdir():
-            path.unlink(missing_ok=True)
 
 
 def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:

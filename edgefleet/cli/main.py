@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import audit, devices, releases, tokens, trust
+from edgefleet.cli import audit, delta, devices, releases, telemetry, tokens, trust
 from edgefleet.cli.agent import agent
 from edgefleet.cli.context import CliContext, default_config_path, write_config
 from edgefleet.cli.output import console, error_console
@@ -88,6 +88,9 @@ app.add_typer(releases.artifacts_app, name="artifacts")
 app.add_typer(releases.releases_app, name="releases")
 app.add_typer(trust.keys_app, name="keys")
 app.add_typer(trust.trust_app, name="trust")
+app.add_typer(delta.app, name="delta")
+app.add_typer(telemetry.app, name="telemetry")
+app.add_typer(telemetry.alerts_app, name="alerts")
 
 
 def run() -> None:

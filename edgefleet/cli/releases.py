@@ -114,6 +114,34 @@ def show_artifact(ctx: typer.Context, ref: str, output: Output = OutputOpt) -> N
     emit_object(artifact, output, fields)
 
 
+def _percent(ratio: float | None) -> str:
+    return f"{ratio:.1%}" if ratio is not None else "-"
+
+
+DELTA_COLUMNS = [
+    Column("FROM", lambda d: d["from_version"], "cyan"),
+    Column("TO", lambda d: d["to_version"], "cyan"),
+    Column("STATE", lambda d: d["state"]),
+    Column("DELTA", lambda d: _size(d["delta_size"]) if d["delta_size"] is not None else "-"),
+    Column("FULL", lambda d: _size(d["target_size"])),
+    Column("DELTA / FULL", lambda d: _percent(d["ratio"])),
+    Column("NOTE", lambda d: d["reason"] or ""),
+]
+
+
+@artifacts_app.command("delta-stats")
+def delta_stats(
+    ctx: typer.Context,
+    name: str,
+    compute: bool = typer.Option(False, help="Compute consecutive pairs not computed yet"),
+    output: Output = OutputOpt,
+) -> None:
+    """Delta sizes per version pair of an artifact (devices get a delta only when it is
+    smaller than the full file by a margin)."""
+    with ctx.obj.client() as client:
+        emit_list(client.delta_stats(name, compute), output, DELTA_COLUMNS)
+
+
 RELEASE_COLUMNS = [
     Column("NAME", lambda r: r["name"], "cyan"),
     Column("VERSION", lambda r: r["version"]),

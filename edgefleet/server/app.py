@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -15,22 +15,30 @@ from edgefleet.clock import Clock, SystemClock
 from edgefleet.security.tuf_metadata import MAX_TARGETS_BYTES
 from edgefleet.server.auth import Services
 from edgefleet.server.error_handlers import install_error_handlers
+from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
 from edgefleet.server.middleware import RequestContextMiddleware
 from edgefleet.server.routes import (
+    alerts,
     audit,
     blobs,
     device_api,
     devices,
     groups,
     health,
+    metrics,
     releases,
+    telemetry,
     tokens,
     trust,
 )
+from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService
+from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
+from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.releases import ReleaseService
+from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
 from edgefleet.server.settings import ServerSettings
@@ -39,7 +47,6 @@ from edgefleet.store import Database
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_INTERVAL_S = 60.0
 
 
 def build_services(settings: ServerSettings, db: Database, clock: Clock) -> Services:
@@ -48,6 +55,8 @@ def build_services(settings: ServerSettings, db: Database, clock: Clock) -> Serv
     blobs.remove_partial_puts()
     trust = TrustService(settings.data_dir, db, clock)
     trust.reconcile_signed_releases()
+    server_metrics = ServerMetrics()
+    deltas = DeltaService(blobs, settings.data_dir / "deltas")
     return Services(
         settings=settings,
         db=db,
@@ -55,22 +64,41 @@ def build_services(settings: ServerSettings, db: Database, clock: Clock) -> Serv
         tokens=TokenService(db, clock),
         device_link=DeviceLinkService(db, clock, settings),
         audit=AuditService(db),
-        releases=ReleaseService(db, blobs, clock, watch),
+        releases=ReleaseService(db, blobs, clock, watch, deltas),
+        deltas=deltas,
         trust=trust,
         watch=watch,
+        metrics=server_metrics,
+        telemetry=TelemetryService(db, clock, watch, server_metrics, settings),
+        alerts=AlertService(db, clock, watch, server_metrics),
+        fleet_metrics=FleetMetricsService(db, clock, server_metrics),
     )
 
 
 async def _housekeeping_forever(svc: Services) -> None:
-    """Forget expired nonces; re-sign TUF timestamp/snapshot before they expire."""
+    """Forget expired nonces; re-sign TUF timestamp/snapshot before they expire; roll up
+    and prune telemetry; now and then, check KPI distributions for drift."""
+    interval_s = svc.settings.housekeeping_interval_s
+    analysis_every = max(1, round(svc.settings.telemetry_analysis_interval_s / interval_s))
+    runs = 0
     while True:
-        await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
-        for name, job in (("nonces", svc.device_link.prune_nonces),
-                          ("tuf-refresh", svc.trust.refresh_if_due)):
+        await asyncio.sleep(interval_s)
+        runs += 1
+        jobs: list[tuple[str, Callable[[], object]]] = [
+            ("nonces", svc.device_link.prune_nonces),
+            ("tuf-refresh", svc.trust.refresh_if_due),
+            ("telemetry-retention", svc.telemetry.roll_up_and_prune),
+        ]
+        if runs % analysis_every == 0:
+            jobs.append(("telemetry-analysis", svc.alerts.analyze))
+        for name, job in jobs:
             try:
                 await asyncio.to_thread(job)
             except Exception:
+                svc.metrics.housekeeping_runs.inc(name, "error")
                 log.exception("housekeeping failed; will retry", extra={"job": name})
+            else:
+                svc.metrics.housekeeping_runs.inc(name, "ok")
 
 
 def create_app(settings: ServerSettings, db: Database, clock: Clock | None = None) -> FastAPI:
@@ -87,6 +115,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
+            svc.deltas.close()
 
     app = FastAPI(
         title="edgefleet control plane",
@@ -106,6 +135,9 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
             ("POST", "/v1/trust/root", MAX_TARGETS_BYTES),
         ),
     )
-    for module in (health, devices, tokens, groups, audit, device_api, blobs, releases, trust):
+    app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)
+    for module in (health, devices, tokens, groups, audit, device_api, blobs, releases, trust,
+                   telemetry, alerts, metrics):
         app.include_router(module.router)
+    app.include_router(telemetry.device_router)
     return app

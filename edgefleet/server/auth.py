@@ -13,10 +13,15 @@ from edgefleet.errors import Unauthenticated
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.error_handlers import request_id_of
+from edgefleet.server.metrics import ServerMetrics
+from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService, OperatorContext
+from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
+from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.releases import ReleaseService
+from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
 from edgefleet.server.settings import ServerSettings
@@ -33,8 +38,13 @@ class Services:
     device_link: DeviceLinkService
     audit: AuditService
     releases: ReleaseService
+    deltas: DeltaService
     trust: TrustService
     watch: DesiredStateWatch
+    metrics: ServerMetrics
+    telemetry: TelemetryService
+    alerts: AlertService
+    fleet_metrics: FleetMetricsService
 
 
 def services(request: Request) -> Services:

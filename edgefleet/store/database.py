@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from edgefleet.errors import EdgefleetError, SettingsError, StoreError
+from edgefleet.store.repositories.alerts import AlertRepository
 from edgefleet.store.repositories.api_tokens import ApiTokenRepository
 from edgefleet.store.repositories.audit import AuditRepository
 from edgefleet.store.repositories.devices import DeviceRepository
@@ -27,6 +28,7 @@ from edgefleet.store.repositories.enrollment_tokens import EnrollmentTokenReposi
 from edgefleet.store.repositories.groups import GroupRepository
 from edgefleet.store.repositories.nonces import NonceRepository
 from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRepository
+from edgefleet.store.repositories.telemetry import TelemetryRepository
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class Transaction:
         self.nonces = NonceRepository(connection)
         self.artifacts = ArtifactRepository(connection)
         self.releases = ReleaseRepository(connection)
+        self.telemetry = TelemetryRepository(connection)
+        self.alerts = AlertRepository(connection)
 
 
 class Database:
@@ -72,7 +76,7 @@ class Database:
         try:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                command.upgrade(config, "heads")
         except OperationalError as e:
             raise StoreError(f"cannot migrate database: {e.orig}") from e
 

@@ -8,18 +8,20 @@ from collections.abc import Iterator
 from typing import BinaryIO, cast
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from edgefleet.artifacts.blobstore import parse_range_header, validate_sha256
+from edgefleet.artifacts.blobstore import BlobReader, parse_range_header, validate_sha256
 from edgefleet.core.device import Device
-from edgefleet.errors import PayloadTooLarge
+from edgefleet.errors import NotFound, PayloadTooLarge
 from edgefleet.server.auth import Services, device_or_operator, operator, services
 from edgefleet.server.services.audit import OperatorContext
+from edgefleet.server.services.deltas import DeltaState
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
 SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
+DELTA_RETRY_AFTER_S = 2
 
 
 @router.put("/{sha256}", status_code=201, summary="Upload a blob (the body is the file)")
@@ -68,8 +70,41 @@ def download_blob(
     size = blobs.size_bytes(validate_sha256(sha256))
     header = request.headers.get("range")
     start, end = parse_range_header(header, size) if header else (0, size)
-    reader = blobs.open_range(sha256, start, end)
+    return _ranged(blobs.open_range(sha256, start, end), header is not None)
 
+
+@router.get(
+    "/{sha256}/delta/{from_sha256}",
+    summary="A delta that turns blob FROM into this blob, when one is worth it",
+    responses={
+        202: {"description": "Being computed; ask again after Retry-After seconds"},
+        404: {"description": "No delta: unknown base, not smaller by the margin, or failed"},
+    },
+)
+def download_delta(
+    sha256: str,
+    from_sha256: str,
+    request: Request,
+    _who: Device | OperatorContext = Depends(device_or_operator),
+    svc: Services = Depends(services),
+) -> Response:
+    status = svc.deltas.request(from_sha256, sha256)
+    if status.state is DeltaState.PENDING:
+        return JSONResponse({"state": status.state.value}, status_code=202,
+                            headers={"retry-after": str(DELTA_RETRY_AFTER_S)})
+    if status.state is not DeltaState.READY:
+        raise NotFound(f"no delta from {from_sha256[:12]} to {sha256[:12]}: "
+                       f"{status.state.value} {status.reason}".strip(), code="delta_unavailable")
+    path = svc.deltas.path(status.from_sha256, status.to_sha256)
+    size = path.stat().st_size
+    header = request.headers.get("range")
+    start, end = parse_range_header(header, size) if header else (0, size)
+    response = _ranged(BlobReader(path, start, end, size), header is not None)
+    response.headers["x-edgefleet-target-size"] = str(status.target_size)
+    return response
+
+
+def _ranged(reader: BlobReader, partial: bool) -> StreamingResponse:
     def chunks() -> Iterator[bytes]:
         try:
             yield from reader
@@ -77,12 +112,11 @@ def download_blob(
             reader.close()
 
     headers = {"accept-ranges": "bytes", "content-length": str(reader.length_bytes)}
-    if header:
+    if partial:
         headers["content-range"] = reader.content_range
     return StreamingResponse(
         chunks(),
-        status_code=206 if header else 200,
+        status_code=206 if partial else 200,
         media_type="application/octet-stream",
         headers=headers,
     )
-

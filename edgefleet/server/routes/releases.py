@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -42,6 +44,16 @@ def list_artifacts(
     svc: Services = Depends(services),
 ) -> list[ArtifactOut]:
     return [ArtifactOut.of(a) for a in svc.releases.list_artifacts(ctx, name)]
+
+
+@router.get("/artifacts/{name}/deltas", summary="Delta sizes between versions of an artifact")
+def artifact_deltas(
+    name: str,
+    compute: bool = Query(False, description="Schedule consecutive pairs not computed yet"),
+    ctx: OperatorContext = Depends(operator),
+    svc: Services = Depends(services),
+) -> list[dict[str, Any]]:
+    return svc.releases.delta_stats(ctx, name, compute)
 
 
 @router.get("/artifacts/{name}/{version}", summary="Show one artifact version")

@@ -8,6 +8,7 @@ the artifacts' compatibility requirements with the one pure function devices use
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
@@ -35,6 +36,7 @@ from edgefleet.core.versions import parse_version
 from edgefleet.errors import Conflict, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.deltas import DeltaService, DeltaState
 from edgefleet.server.services.desired import save_device
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
@@ -57,12 +59,18 @@ class AssignmentResult:
 
 class ReleaseService:
     def __init__(
-        self, db: Database, blobs: BlobStore, clock: Clock, watch: DesiredStateWatch
+        self,
+        db: Database,
+        blobs: BlobStore,
+        clock: Clock,
+        watch: DesiredStateWatch,
+        deltas: DeltaService,
     ) -> None:
         self._db = db
         self.blobs = blobs
         self._clock = clock
         self._watch = watch
+        self._deltas = deltas
 
     # Blobs and artifacts.
 
@@ -185,6 +193,7 @@ class ReleaseService:
         now = self._clock.now()
         assigned: list[Device] = []
         skipped: list[Skipped] = []
+        delta_pairs: set[tuple[str, str]] = set()
         with self._db.transaction() as tx:
             release = tx.releases.get(ref)
             if not release.signed:
@@ -207,6 +216,7 @@ class ReleaseService:
                     skipped.append(Skipped(target.id, target.name, reason))
                     continue
                 assigned.append(self._assign_one(tx, target, release, stage_only))
+                delta_pairs |= _delta_pairs(tx, target, artifacts)
             record_action(
                 tx, ctx, "release.assign", f"release/{ref}", now,
                 {"devices": [d.id for d in assigned], "stage_only": stage_only,
@@ -214,7 +224,39 @@ class ReleaseService:
             )
         for saved in assigned:
             self._watch.notify(saved.id)
+        # Deltas from what the devices run now, computed in the background before they ask.
+        for from_sha, to_sha in sorted(delta_pairs):
+            self._deltas.request(from_sha, to_sha)
         return AssignmentResult(assigned, skipped)
+
+    def delta_stats(self, ctx: OperatorContext, name: str, compute: bool) -> list[dict[str, Any]]:
+        """Deltas between versions of artifact `name`: every pair already computed or asked
+        for, plus each pair of consecutive versions (scheduled when `compute`)."""
+        ctx.require(Permission.ARTIFACTS_WRITE if compute else Permission.FLEET_READ)
+        with self._db.read() as tx:
+            versions = sorted(tx.artifacts.all(name), key=lambda a: parse_version(a.version))
+        if not versions:
+            raise NotFound(f"no artifact named {name!r}", code="artifact_not_found")
+        consecutive = set(itertools.pairwise(range(len(versions))))
+        rows = []
+        for i, old in enumerate(versions):
+            for j, new in enumerate(versions):
+                if i == j or old.sha256 == new.sha256:
+                    continue
+                status = self._deltas.status(old.sha256, new.sha256)
+                known = not (status.state is DeltaState.PENDING
+                             and status.reason == "not scheduled")
+                if (i, j) not in consecutive and not known:
+                    continue
+                if compute and not known:
+                    status = self._deltas.request(old.sha256, new.sha256)
+                rows.append({
+                    "from_version": old.version, "to_version": new.version,
+                    "state": status.state.value, "delta_size": status.delta_size,
+                    "target_size": status.target_size or new.size_bytes,
+                    "ratio": status.ratio, "reason": status.reason,
+                })
+        return rows
 
     @staticmethod
     def _assign_one(tx: Transaction, device: Device, release: Release, stage_only: bool) -> Device:
@@ -240,6 +282,25 @@ class ReleaseService:
                           {"release": f"{assignment.name}@{assignment.version}"})
         self._watch.notify(saved.id)
         return saved
+
+
+def _delta_pairs(
+    tx: Transaction, device: Device, artifacts: Sequence[Artifact]
+) -> set[tuple[str, str]]:
+    """(from, to) blob pairs worth a delta: the device's live version of each artifact to
+    the version being assigned."""
+    active = (device.release_status or {}).get("active")
+    if not active:
+        return set()
+    running = tx.releases.find(Ref(active["name"], active["version"]))
+    if running is None:
+        return set()
+    live = {a.name: a.sha256 for a in (tx.artifacts.find(r) for r in running.artifacts) if a}
+    return {
+        (live[a.name], a.sha256)
+        for a in artifacts
+        if a.kind is not ArtifactKind.SERVICE and a.name in live and live[a.name] != a.sha256
+    }
 
 
 def incompatibility(artifacts: Sequence[Artifact], device: Device) -> str | None:

@@ -1,0 +1,117 @@
+"""Delivery: getting a release's files onto the device, verified against signed metadata.
+
+For each file: when the live slot holds an earlier version of the same artifact, ask the
+server for a delta and rebuild the new file from it (apply_delta checks the result's
+sha256 against the signed hash); on any trouble, or when the server has no worthwhile
+delta, download the full file, resuming a partial one with HTTP Range. Either way the
+file must match its TUF target (length and hashes) before it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.artifacts.delta import apply_delta
+from edgefleet.clock import Clock
+from edgefleet.errors import EdgefleetError
+from edgefleet.security.tuf_client import TargetInfo, verify_file
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.5
+# While the server computes a delta, ask again this often, this many times, then download
+# the full file instead.
+DELTA_PENDING_WAIT_S = 2.0
+DELTA_PENDING_POLLS = 15
+
+
+class Delivery:
+    def __init__(self, downloads: Path, link: ControlPlaneLink, clock: Clock) -> None:
+        self._downloads = downloads
+        self._downloads.mkdir(parents=True, exist_ok=True)
+        self._link = link
+        self._clock = clock
+
+    def path(self, sha256: str) -> Path:
+        """Where a verified file waits until it is copied into a slot."""
+        return self._downloads / sha256
+
+    async def fetch(
+        self,
+        infos: list[TargetInfo],
+        bases: Mapping[str, tuple[str, Path]],
+        progress: Callable[[int], None],
+    ) -> int:
+        """Make every target available at `path(sha)`; returns the bytes deltas saved.
+        Raises InvalidInput (`hash_mismatch`) when a full download does not verify."""
+        done = 0
+        saved = 0
+        for info in infos:
+            final = self.path(info.sha256)
+            base = bases.get(info.release_target.artifact_name)
+            if not final.exists() and base is not None and base[0] != info.sha256:
+                saved += await self._try_delta(info, base[1], base[0], final)
+            if not final.exists():
+                await self._download_full(info, final, done, progress)
+            done += info.length_bytes
+            progress(done)
+        return saved
+
+    async def _download_full(
+        self, info: TargetInfo, final: Path, done_before: int, progress: Callable[[int], None]
+    ) -> None:
+        part = self._downloads / f"{info.sha256}.part"
+        tracker = asyncio.create_task(self._track(part, done_before, progress))
+        try:
+            await self._link.download_blob(info.sha256, part)
+        finally:
+            tracker.cancel()
+        try:
+            verify_file(info, part)
+        except EdgefleetError:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, final)
+
+    async def _try_delta(
+        self, info: TargetInfo, base: Path, base_sha256: str, final: Path
+    ) -> int:
+        """Rebuild `final` from `base` and a delta; 0 and no `final` when that fails."""
+        patch = self._downloads / f"{info.sha256}.from-{base_sha256}.delta"
+        rebuilt = self._downloads / f"{info.sha256}.rebuilt"
+        try:
+            for _ in range(DELTA_PENDING_POLLS):
+                if await self._link.download_delta(info.sha256, base_sha256, patch):
+                    break
+                await self._clock.sleep(DELTA_PENDING_WAIT_S)
+            else:
+                return 0
+            await asyncio.to_thread(apply_delta, base, patch, rebuilt,
+                                    expected_sha256=info.sha256)
+            verify_file(info, rebuilt)
+            os.replace(rebuilt, final)
+            saved = max(0, info.length_bytes - patch.stat().st_size)
+            log.info("rebuilt from a delta", extra={"artifact": info.path,
+                                                    "bytes_saved": saved})
+            return saved
+        except (EdgefleetError, OSError) as e:
+            log.info("delta not used; downloading in full",
+                     extra={"artifact": info.path, "reason": str(e)[:200]})
+            return 0
+        finally:
+            patch.unlink(missing_ok=True)
+            rebuilt.unlink(missing_ok=True)
+
+    async def _track(self, part: Path, before: int, progress: Callable[[int], None]) -> None:
+        while True:
+            progress(before + (part.stat().st_size if part.exists() else 0))
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+
+    def clean(self) -> None:
+        for path in self._downloads.iterdir():
+            path.unlink(missing_ok=True)

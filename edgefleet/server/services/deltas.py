@@ -1,0 +1,146 @@
+"""Delta service: computes and caches deltas between artifact versions, off the API path.
+
+A delta from blob A to blob B is made once, in a separate low-priority process (delta
+creation is CPU-heavy; the API never waits for it), and kept in DATA_DIR/deltas/B/A.delta.
+It is offered only when it is smaller than the full blob by a margin; otherwise devices
+download the blob. Pairs are scheduled when a release is assigned, from the versions the
+devices report running, so most deltas are ready before the first device asks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from edgefleet.artifacts.blobstore import BlobStore, validate_sha256
+from edgefleet.artifacts.delta import create_delta
+from edgefleet.atomicfile import write_json_atomically
+
+log = logging.getLogger(__name__)
+
+# Offer a delta only when it is at most this fraction of the full blob.
+DEFAULT_MARGIN = 0.8
+
+
+class DeltaState(StrEnum):
+    READY = "ready"
+    PENDING = "pending"
+    NOT_WORTHWHILE = "not-worthwhile"
+    FAILED = "failed"
+    UNAVAILABLE = "unavailable"  # base or target not in the blob store
+
+
+@dataclass(frozen=True)
+class DeltaStatus:
+    state: DeltaState
+    from_sha256: str
+    to_sha256: str
+    delta_size: int | None = None
+    target_size: int | None = None
+    reason: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.delta_size is None or not self.target_size:
+            return None
+        return self.delta_size / self.target_size
+
+
+def _lower_priority() -> None:
+    os.nice(10)
+
+
+def _create(old: str, new: str, out: str) -> tuple[int, int]:
+    info = create_delta(Path(old), Path(new), Path(out))
+    return info.delta_size, info.target_size
+
+
+class DeltaService:
+    def __init__(self, blobs: BlobStore, cache_dir: Path, margin: float = DEFAULT_MARGIN) -> None:
+        self._blobs = blobs
+        self._cache = cache_dir
+        self._margin = margin
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], Future[tuple[int, int]]] = {}
+        self._pool: ProcessPoolExecutor | None = None
+
+    def path(self, from_sha256: str, to_sha256: str) -> Path:
+        return self._cache / to_sha256 / f"{from_sha256}.delta"
+
+    def _meta_path(self, from_sha256: str, to_sha256: str) -> Path:
+        return self._cache / to_sha256 / f"{from_sha256}.json"
+
+    def status(self, from_sha256: str, to_sha256: str) -> DeltaStatus:
+        """What is known about the pair, without scheduling anything."""
+        pair = (validate_sha256(from_sha256), validate_sha256(to_sha256))
+        meta = self._meta_path(*pair)
+        if meta.exists():
+            recorded = json.loads(meta.read_text())
+            state = DeltaState(recorded["state"])
+            return DeltaStatus(state, *pair, recorded.get("delta_size"),
+                               recorded.get("target_size"), recorded.get("reason", ""))
+        with self._lock:
+            if pair in self._running:
+                return DeltaStatus(DeltaState.PENDING, *pair)
+        if not (self._blobs.exists(pair[0]) and self._blobs.exists(pair[1])):
+            return DeltaStatus(DeltaState.UNAVAILABLE, *pair, reason="base or target unknown")
+        return DeltaStatus(DeltaState.PENDING, *pair, reason="not scheduled")
+
+    def request(self, from_sha256: str, to_sha256: str) -> DeltaStatus:
+        """The pair's status, scheduling its creation if it is not known yet."""
+        current = self.status(from_sha256, to_sha256)
+        if current.state is not DeltaState.PENDING or current.reason != "not scheduled":
+            return current
+        pair = (current.from_sha256, current.to_sha256)
+        with self._lock:
+            if pair not in self._running:
+                self.path(*pair).parent.mkdir(parents=True, exist_ok=True)
+                future = self._executor().submit(
+                    _create,
+                    str(self._blobs.path(pair[0])),
+                    str(self._blobs.path(pair[1])),
+                    str(self.path(*pair)),
+                )
+                self._running[pair] = future
+                future.add_done_callback(functools.partial(self._finished, pair))
+        return DeltaStatus(DeltaState.PENDING, *pair)
+
+    def _finished(self, pair: tuple[str, str], future: Future[tuple[int, int]]) -> None:
+        try:
+            delta_size, target_size = future.result()
+            worthwhile = delta_size <= self._margin * target_size
+            state = DeltaState.READY if worthwhile else DeltaState.NOT_WORTHWHILE
+            record = {"state": state.value, "delta_size": delta_size,
+                      "target_size": target_size}
+            if not worthwhile:
+                self.path(*pair).unlink(missing_ok=True)
+        except Exception as e:  # the child's failure is recorded; devices download in full
+            log.warning("delta creation failed", extra={"from": pair[0], "to": pair[1],
+                                                        "error": str(e)})
+            record = {"state": DeltaState.FAILED.value, "reason": str(e)[:300]}
+        write_json_atomically(self._meta_path(*pair), record)
+        with self._lock:
+            self._running.pop(pair, None)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # A separate process at lower priority: creation never competes with the API
+            # for the interpreter, and the OS favours the API for CPU.
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lower_priority,
+            )
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
