@@ -7,14 +7,18 @@ Everything is stopped cleanly at the end, on error, and on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +28,8 @@ from rich.rule import Rule
 from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp, save_model
 from edgefleet.client import FleetClient
 from edgefleet.localfleet import EDGEFLEET, AgentProcess, ServerProcess, wait_for
+from edgefleet.telemetry.statsd import format_line
+from edgefleet.telemetry.windows import MetricKind
 
 console = Console()
 
@@ -33,6 +39,61 @@ command: ["{python}", "-m", "edgefleet.workloads.inference_server",
 port: auto
 health: {http: /healthz, window_s: 5, interval_s: 0.5}
 """
+
+# Short windows so the demo shows detection within a minute; the shipped default uses
+# 60 s windows and uploads every 5 minutes.
+DEMO_TELEMETRY_POLICY = """\
+sets:
+  - {name: host, prefixes: ["host.", "agent."], window_s: 5}
+  - {name: inference, prefixes: ["inference."], window_s: 2}
+active_sets: [host, inference]
+upload_interval_s: 1
+anomaly_upload_interval_s: 1
+min_window_s: 1
+detection:
+  min_baseline: 6
+  open_after: 2
+  close_after: 2
+  kpis:
+    - {name: p95_latency_ms, metric: inference.latency_ms, statistic: p95, min_samples: 5}
+"""
+
+
+def latency_windows(client: FleetClient, device_id: str) -> int:
+    result = client.telemetry_query("inference.latency_ms", device=device_id, since="5m",
+                                    step="1")
+    return sum(len(series["points"]) for series in result["series"])
+
+
+class LatencyFeed:
+    """Inference latency observations pushed to an agent's StatsD endpoint, as a serving
+    workload does for every request, around an adjustable level."""
+
+    def __init__(self, port: int, level_ms: float) -> None:
+        self.port = port
+        self.level_ms = level_ms
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            while not self._stop.is_set():
+                lines = [format_line("inference.latency_ms",
+                                     self.level_ms * (1 + 0.1 * rng.random()), MetricKind.TIMING)
+                         for _ in range(5)]
+                sock.sendto("\n".join(lines).encode(), ("127.0.0.1", self.port))
+                self._stop.wait(0.05)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[LatencyFeed]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)
+
 
 FLEET = {
     "cam-berlin-1": {"region": "eu", "site": "berlin", "kind": "camera"},
@@ -94,6 +155,8 @@ class Demo:
             agent = AgentProcess(
                 self.server.url, self.workdir / name, token["token"], name, labels,
                 heartbeat_interval_s=2, max_backoff_s=2, log_level="info",
+                extra_args=["--statsd-port", "0", "--telemetry-sample-interval", "1",
+                            "--telemetry-batch-interval", "1"],
             )
             agent.start()
             self.agents.append(agent)
@@ -132,6 +195,7 @@ class Demo:
             sys.stdout.write(refused.stderr)
             console.print(f"(exit status {refused.returncode})")
 
+            self.telemetry(client)
             self.model_updates(client)
 
             self.step("Every change is in the hash-chained audit log")
@@ -139,8 +203,40 @@ class Demo:
             self.cli("audit", "verify")
         self.step("Done: stopping everything")
 
+    def telemetry(self, client: FleetClient) -> None:
+        self.step("7. Telemetry: a short-window policy for the demo, pushed to every device")
+        policy = self.workdir / "telemetry-policy.yaml"
+        policy.write_text(DEMO_TELEMETRY_POLICY)
+        self.cli("telemetry", "policy", "set", "-f", str(policy))
+        agent = next(a for a in self.agents if a.name == "cam-berlin-1")
+        address = self.workdir / "cam-berlin-1" / "statsd.address"
+        self.wait(address.exists, "the camera's local KPI endpoint (StatsD)")
+        port = int(address.read_text().strip().rsplit(":", 1)[1])
+        device_id = agent.device_id or ""
+
+        def open_alerts() -> list[dict[str, object]]:
+            return client.list_alerts(device=device_id)
+
+        latency = LatencyFeed(port, level_ms=12.0)
+        with latency.running():
+            console.print("a workload on cam-berlin-1 reports ~12 ms inference latency "
+                          "(simulated KPI feed into the agent's StatsD endpoint)")
+            self.wait(lambda: latency_windows(client, device_id) >= 8,
+                      "a baseline of latency windows", 60)
+            self.step("8. The latency rises: an alert opens and the device samples finer")
+            latency.level_ms = 90.0
+            self.wait(open_alerts, "the anomaly detector to open an alert", 60)
+            self.cli("alerts", "list")
+            self.wait(lambda: client.get_device(device_id)["desired"]["telemetry"]
+                      ["anomalous_metrics"], "the finer sampling policy to reach the camera")
+            self.cli("telemetry", "query", "--device", "cam-berlin-1", "--metric",
+                     "inference.latency_ms", "--since", "5m", "--quantile", "0.95")
+            latency.level_ms = 12.0
+            self.wait(lambda: not open_alerts(), "the alert to close after recovery", 60)
+        self.cli("alerts", "list", "--all")
+
     def model_updates(self, client: FleetClient) -> None:
-        self.step("7. Root of trust: operators' keys sign releases (TUF); the server never "
+        self.step("9. Root of trust: operators' keys sign releases (TUF); the server never "
                   "sees them")
         keys = self.workdir / "keys"
         keys.mkdir()
@@ -149,7 +245,7 @@ class Demo:
         self.cli("trust", "init", "--root-key", str(keys / "root.key"),
                  "--targets-key", str(keys / "targets.key"))
 
-        self.step("8. Model v1: push (validated ONNX), release with its service, sign, assign")
+        self.step("10. Model v1: push (validated ONNX), release with its service, sign, assign")
         models = self.workdir / "models"
         models.mkdir()
         save_model(build_mlp(4, 16, 3, seed=1), models / "detector-v1.onnx")
@@ -170,7 +266,7 @@ class Demo:
                             json={"input": [[0.5, -1.0, 2.0, 0.1]]}).json()
         console.print(f"POST /infer on the camera's service -> {answer['outputs']}")
 
-        self.step("9. Model v2 is broken (NaN outputs): installed, fails its health window, "
+        self.step("11. Model v2 is broken (NaN outputs): installed, fails its health window, "
                   "rolled back by the device itself")
         self.cli("artifacts", "push", str(models / "detector-v2.onnx"), "--name", "detector",
                  "--version", "2.0.0")
