@@ -300,3 +300,84 @@ class FleetClient:
     def prometheus_metrics(self) -> str:
         data: bytes = self._call("GET", "/metrics", raw=True)
         return data.decode()
+
+    # Rollouts and release trains
+
+    def create_rollout(self, manifest: dict[str, Any], supersede: bool = False) -> dict[str, Any]:
+        """Create a rollout; `created` is False when an identical one was already active."""
+        body = {"manifest": manifest, "supersede": supersede}
+        return self._call("POST", "/v1/rollouts", json=body)
+
+    def list_rollouts(self, active: bool = False) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/rollouts", params={"active": "true" if active else None})
+
+    def get_rollout(self, rollout: str) -> dict[str, Any]:
+        """Status: waves with device counts, gate evaluations, devices."""
+        return self._call("GET", f"/v1/rollouts/{_seg(rollout)}")
+
+    def rollout_command(self, rollout: str, command: str, note: str = "") -> dict[str, Any]:
+        """pause | resume | abort | rollback."""
+        path = f"/v1/rollouts/{_seg(rollout)}/{_seg(command)}"
+        return self._call("POST", path, json={"note": note})
+
+    def rollout_report(self, rollout: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/rollouts/{_seg(rollout)}/report")
+
+    def rollout_report_markdown(self, rollout: str) -> str:
+        path = f"/v1/rollouts/{_seg(rollout)}/report"
+        data: bytes = self._call("GET", path, params={"format": "markdown"}, raw=True)
+        return data.decode()
+
+    def apply_release_train(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", "/v1/release-trains", json={"manifest": manifest})
+
+    def list_release_trains(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/release-trains")
+
+    def get_release_train(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/release-trains/{_seg(name)}")
+
+    # Workloads, placements, migrations, service endpoints
+
+    def apply_workload(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Create or update a workload from its manifest (either shape)."""
+        meta = document.get("metadata")
+        name = meta.get("name") if "spec" in document and isinstance(meta, dict) else None
+        name = name or document.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "invalid_input", "the manifest has no name (metadata.name)")
+        return self._call("PUT", f"/v1/workloads/{_seg(name)}", json={"document": document})
+
+    def list_workloads(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/workloads")
+
+    def get_workload(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/workloads/{_seg(name)}")
+
+    def delete_workload(self, name: str) -> None:
+        self._call("DELETE", f"/v1/workloads/{_seg(name)}")
+
+    def migrate_workload(
+        self, name: str, replica: int = 0, to: str | None = None, selector: str | None = None
+    ) -> dict[str, Any]:
+        body = {"replica": replica, "to": to, "selector": selector}
+        return self._call("POST", f"/v1/workloads/{_seg(name)}/migrations", json=body)
+
+    def abort_migrations(self, name: str) -> list[dict[str, Any]]:
+        return self._call("POST", f"/v1/workloads/{_seg(name)}/migrations/abort")
+
+    def workload_migrations(self, name: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/workloads/{_seg(name)}/migrations")
+
+    def placement(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/placements/{_seg(name)}")
+
+    def explain_placement(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/placements/{_seg(name)}/explain")
+
+    def service_endpoints(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/services/{_seg(name)}/endpoints")
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Nodes as the workload controllers see them (liveness, phi, drain, power)."""
+        return self._call("GET", "/v1/nodes")

@@ -21,14 +21,18 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import httpx
+
 from edgefleet.agent.hardware import Hardware
 from edgefleet.agent.installer import Installer
 from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.node_status import NodeStatus
 from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.agent.state import KEY_FILE, AgentState
 from edgefleet.agent.supervisor import Supervisor
-from edgefleet.agent.telemetry_pipeline import TelemetryPipeline
+from edgefleet.agent.telemetry_pipeline import HostReader, TelemetryPipeline
+from edgefleet.agent.workload_runner import WorkloadRunner
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
 from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
@@ -52,7 +56,12 @@ class Agent:
         hardware: Hardware,
         runtime: Runtime,
         rng: random.Random | None = None,
+        host_metrics: HostReader | None = None,
+        probe_client: httpx.AsyncClient | None = None,
     ) -> None:
+        """`host_metrics` reads the host for telemetry and `probe_client` carries the
+        supervisor's HTTP health probes; both default to the real machine (the simulator
+        injects its own, beside its Hardware and Runtime)."""
         self.settings = settings
         self._clock = clock
         self._transport = transport
@@ -74,10 +83,11 @@ class Agent:
             )
         )
         self._report_now = asyncio.Event()
+        self._desired_confirmed = False
         self._failures = 0
         self.last_error: str | None = None
         self._runtime = runtime
-        self.supervisor = Supervisor(runtime, clock, self._rng)
+        self.supervisor = Supervisor(runtime, clock, self._rng, http_client=probe_client)
         self.installer = Installer(
             self._data_dir,
             self.link,
@@ -92,11 +102,26 @@ class Agent:
             max_backoff_s=settings.max_backoff_s,
             crash_at=settings.fault_kill_at,
             rng=self._rng,
+            sandbox_runtime=runtime,
         )
         self.telemetry = TelemetryPipeline(
-            settings, self.link, clock, lambda: self.state.enrollment == "approved", self._rng
+            settings, self.link, clock, lambda: self.state.enrollment == "approved", self._rng,
+            host=host_metrics,
         )
         self.telemetry.apply(self.state.desired.get("telemetry"))
+        self.workloads = WorkloadRunner(
+            self._data_dir,
+            self.link,
+            clock,
+            self.supervisor,
+            inventory=self._inventory,
+            labels=lambda: dict(self.state.desired.get("labels", settings.labels)),
+            on_change=self._report_now.set,
+            statsd_address=lambda: self.telemetry.statsd_address,
+            max_backoff_s=settings.max_backoff_s,
+        )
+        self.node_status = NodeStatus(clock, settings.advertise_address,
+                                      settings.simulated_battery)  # fmt: skip
 
     @property
     def device_id(self) -> str:
@@ -115,6 +140,9 @@ class Agent:
         telemetry = asyncio.create_task(self.telemetry.run(stop))
         self.installer.want(self.state.desired.get("release"))
         installing = asyncio.create_task(self.installer.run())
+        # Replicas start only once the control plane confirms them (fencing on return).
+        self.workloads.want(self.state.desired.get("workloads"), fresh=False)
+        running_workloads = asyncio.create_task(self.workloads.run())
         try:
             while not stop.is_set():
                 try:
@@ -127,9 +155,12 @@ class Agent:
                     installing.result()  # an installer bug must not go unnoticed
                 if telemetry.done():
                     telemetry.result()
+                if running_workloads.done():
+                    running_workloads.result()
         finally:
             installing.cancel()
-            await asyncio.gather(installing, return_exceptions=True)
+            running_workloads.cancel()
+            await asyncio.gather(installing, running_workloads, return_exceptions=True)
             stop.set()  # telemetry cuts its open windows into the queue and stops
             await asyncio.gather(telemetry, return_exceptions=True)
             await self.supervisor.aclose()
@@ -183,9 +214,13 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _heartbeat_once(self) -> None:
+    async def _heartbeat_once(self, *, scheduled: bool = False) -> None:
+        """Report now; `scheduled` when this is the periodic heartbeat (the control plane's
+        failure detector learns the schedule's intervals only)."""
         answer = await self.link.report(
-            self.state.applied_generation, self._inventory(), self.installer.report()
+            self.state.applied_generation, self._inventory(), self.installer.report(),
+            workloads=self.workloads.report(),
+            node={**self.node_status.report(), "scheduled": scheduled},
         )
         self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
         self._failures = 0
@@ -195,13 +230,20 @@ class Agent:
         while True:
             delay = jittered_interval_s(self._heartbeat_interval_s, HEARTBEAT_JITTER, self._rng)
             await self._pause(delay, self._report_now)
+            asked = self._report_now.is_set()
             self._report_now.clear()
-            await self._heartbeat_once()
+            if not asked and self._rng.random() < self.settings.fault_heartbeat_loss:
+                continue  # fault injection (tests, benchmarks): this heartbeat is lost
+            await self._heartbeat_once(scheduled=not asked)
 
     async def _desired_loop(self) -> None:
         while True:
-            known = self.state.applied_generation if self.state.desired else None
+            # The first document after a start is fetched even if unchanged: it confirms
+            # which workload replicas this device still owns.
+            fresh = self.state.desired and self._desired_confirmed
+            known = self.state.applied_generation if fresh else None
             document = await self.link.desired(known, self.settings.long_poll_s)
+            self._desired_confirmed = True
             if document is not None:
                 self._apply(document)
 
@@ -217,6 +259,7 @@ class Agent:
         self.state.save(self._data_dir)
         self.installer.want(document.get("release"))
         self.telemetry.apply(document.get("telemetry"))
+        self.workloads.want(document.get("workloads"), fresh=True)
         self._report_now.set()
         log.info("applied desired state", extra=self._log_extra(generation=document["generation"]))
 

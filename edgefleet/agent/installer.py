@@ -32,6 +32,7 @@ import yaml
 from edgefleet.agent.delivery import Delivery
 from edgefleet.agent.journal import InstallRecord, Journal
 from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.release_service import (
     SERVICE_NAME,
     manifest_of,
@@ -85,6 +86,7 @@ class Installer:
         max_backoff_s: float = 60.0,
         crash_at: InstallState | None = None,
         rng: random.Random | None = None,
+        sandbox_runtime: Runtime | None = None,
     ) -> None:
         self.slots = Slots(data_dir / "release")
         self.journal = Journal(data_dir / "release" / "journal.json")
@@ -104,6 +106,7 @@ class Installer:
         self._max_backoff_s = max_backoff_s
         self._crash_at = crash_at
         self._rng = rng or random.Random()
+        self._sandbox_runtime = sandbox_runtime
         self.record = self.journal.load()
         self._wanted: dict[str, Any] | None = None
         self._changed = asyncio.Event()
@@ -279,6 +282,7 @@ class Installer:
             memory_limit_mb=self._sandbox_memory_limit_mb,
             timeout_s=self._sandbox_timeout_s,
             clock=self._clock,
+            runtime=self._sandbox_runtime,
         )
         if not verdict.ok:
             raise InstallFailed(f"sandbox check failed: {verdict.reason}")

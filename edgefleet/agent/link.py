@@ -75,9 +75,16 @@ class ControlPlaneLink:
         applied_generation: int,
         inventory: dict[str, Any],
         release: dict[str, Any] | None = None,
+        workloads: dict[str, Any] | None = None,
+        node: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        payload = {"applied_generation": applied_generation, "inventory": inventory,
-                   "release": release}
+        payload: dict[str, Any] = {"applied_generation": applied_generation,
+                                   "inventory": inventory, "release": release}
+        # Sent only when there is something to say, so older servers still take the report.
+        if workloads is not None:
+            payload["workloads"] = workloads
+        if node is not None:
+            payload["node"] = node
         target = f"/v1/devices/{self.device_id}/report"
         result: dict[str, Any] = self._json(await self._send("POST", target, payload))
         return result
@@ -88,6 +95,21 @@ class ControlPlaneLink:
         if response.status >= 400:
             raise error_from_response(response.status, response.body)
         return response.body
+
+    async def upload_checkpoint(self, sha256: str, archive: bytes) -> dict[str, Any]:
+        """Upload a workload's state archive for a migration (content-addressed)."""
+        target = f"/v1/checkpoints/{self.device_id}/{sha256}"
+        headers = {"content-type": "application/octet-stream"}
+        response = await self._send_bytes("PUT", target, archive, headers, DOWNLOAD_TIMEOUT_S)
+        result: dict[str, Any] = self._json(response)
+        return result
+
+    async def _send_bytes(
+        self, method: str, target: str, body: bytes, extra: dict[str, str], timeout_s: float
+    ) -> TransportResponse:
+        headers = sign_request(self._key, method, target, body, self.device_id, self._clock.now())
+        headers.update(extra)
+        return await self._transport.request(method, target, body, headers, timeout_s)
 
     async def download_blob(self, sha256: str, destination: Path) -> None:
         """Download a blob into `destination`, resuming after the bytes already there."""

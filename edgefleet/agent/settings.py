@@ -38,6 +38,12 @@ class AgentSettings:
     telemetry_queue_max_rows: int = 10_000
     # Fault injection for crash-safety tests: SIGKILL self right after journaling this state.
     fault_kill_at: InstallState | None = None
+    # Workloads: the host clients reach this device's replicas at; a simulated battery
+    # (`START[:DRAIN_PER_MIN]`, tests and demos only); the share of periodic heartbeats
+    # dropped on purpose (fault injection: a lossy link, tests and benchmarks only).
+    advertise_address: str = "127.0.0.1"
+    simulated_battery: str | None = None
+    fault_heartbeat_loss: float = 0.0
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.server_url)
@@ -59,6 +65,8 @@ class AgentSettings:
             ("telemetry_queue_max_bytes",
              self.telemetry_queue_max_bytes >= 64 * 1024, "at least 65536 bytes"),
             ("telemetry_queue_max_rows", self.telemetry_queue_max_rows >= 1, "at least 1"),
+            ("advertise_address", 0 < len(self.advertise_address) <= 255, "a host name or IP"),
+            ("fault_heartbeat_loss", 0 <= self.fault_heartbeat_loss < 1, "0 <= loss < 1"),
         ]
         for key, ok, expected in checks:
             if not ok:

@@ -25,7 +25,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.settings import AgentSettings
@@ -38,11 +38,18 @@ from edgefleet.telemetry.host_metrics import HostMetricsCollector
 from edgefleet.telemetry.queue import TelemetryQueue
 from edgefleet.telemetry.statsd import StatsdServer, start_statsd_server
 from edgefleet.telemetry.uploader import TelemetryUploader
+from edgefleet.telemetry.windows import MetricPoint
 
 log = logging.getLogger(__name__)
 
 STATSD_ADDRESS_FILE = "statsd.address"
 STATSD_HOST = "127.0.0.1"
+
+
+class HostReader(Protocol):
+    """Reads the host's baseline metrics (HostMetricsCollector; the simulator's own)."""
+
+    def collect(self) -> list[MetricPoint]: ...
 
 
 def read_statsd_address(data_dir: Path) -> str | None:
@@ -62,6 +69,7 @@ class TelemetryPipeline:
         clock: Clock,
         ready: Callable[[], bool],
         rng: random.Random | None = None,
+        host: HostReader | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -79,7 +87,7 @@ class TelemetryPipeline:
             batch_interval_s=settings.telemetry_batch_interval_s,
         )
         self.uploader = TelemetryUploader(self.queue, link)
-        self._host = HostMetricsCollector(settings.data_dir)
+        self._host: HostReader = host or HostMetricsCollector(settings.data_dir)
         self._statsd: StatsdServer | None = None
         self._upload_now = asyncio.Event()
 

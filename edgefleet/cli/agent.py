@@ -9,6 +9,8 @@ import typer
 
 # Crash-safety testing: the agent SIGKILLs itself right after journaling this install state.
 FAULT_ENV = "EDGEFLEET_FAULT_KILL_AT"
+# Lossy-link testing: this share of periodic heartbeats is dropped before it is sent.
+HEARTBEAT_LOSS_ENV = "EDGEFLEET_FAULT_HEARTBEAT_LOSS"
 
 
 def agent(
@@ -45,6 +47,15 @@ def agent(
         16 * 1024 * 1024, help="Bound of the on-disk telemetry queue (oldest dropped first)"
     ),
     telemetry_queue_max_rows: int = typer.Option(10_000, help="Most batches the queue holds"),
+    advertise_address: str = typer.Option(
+        "127.0.0.1", envvar="EDGEFLEET_ADVERTISE_ADDRESS",
+        help="Host at which clients reach this device's workloads (published endpoints)",
+    ),
+    simulated_battery: str = typer.Option(
+        None, envvar="EDGEFLEET_SIMULATED_BATTERY",
+        help="Tests and demos only: report a battery at START%, draining DRAIN points per "
+        "minute (START[:DRAIN_PER_MIN], e.g. 80:6)",
+    ),
     log_level: str = typer.Option("info", envvar="EDGEFLEET_LOG_LEVEL"),
 ) -> None:
     """Run the device agent: enroll, heartbeat, follow the desired state."""
@@ -85,6 +96,9 @@ def agent(
         telemetry_queue_max_bytes=telemetry_queue_max_bytes,
         telemetry_queue_max_rows=telemetry_queue_max_rows,
         fault_kill_at=InstallState(fault) if (fault := os.environ.get(FAULT_ENV)) else None,
+        advertise_address=advertise_address,
+        simulated_battery=simulated_battery,
+        fault_heartbeat_loss=float(os.environ.get(HEARTBEAT_LOSS_ENV) or 0),
     )
 
     async def main() -> None:

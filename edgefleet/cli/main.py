@@ -12,8 +12,22 @@ from pathlib import Path
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import audit, delta, devices, releases, telemetry, tokens, trust
+from edgefleet.cli import (
+    audit,
+    bench,
+    delta,
+    devices,
+    lab,
+    releases,
+    rollouts,
+    sim,
+    telemetry,
+    tokens,
+    trust,
+    workloads,
+)
 from edgefleet.cli.agent import agent
+from edgefleet.cli.apply import apply
 from edgefleet.cli.context import CliContext, default_config_path, write_config
 from edgefleet.cli.output import console, error_console
 from edgefleet.cli.server import server
@@ -91,6 +105,14 @@ app.add_typer(trust.trust_app, name="trust")
 app.add_typer(delta.app, name="delta")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(telemetry.alerts_app, name="alerts")
+app.command(name="apply")(apply)
+app.add_typer(rollouts.app, name="rollouts")
+app.add_typer(rollouts.trains_app, name="trains")
+app.add_typer(workloads.workloads_app, name="workloads")
+app.add_typer(workloads.placements_app, name="placements")
+app.add_typer(sim.app, name="sim")
+app.add_typer(lab.app, name="lab")
+app.add_typer(bench.app, name="bench")
 
 
 def run() -> None:

@@ -1,10 +1,11 @@
 """The desired-state document: what the control plane wants one device to converge to.
 
 The document is derived from stored inputs (labels, settings, the assigned release, the
-telemetry section; later workloads) by `render_spec`; its `generation` goes up by one exactly
-when the spec changes, so agents compare a single integer to know whether there is
-anything new. Inputs that live outside the device record (the release's targets) are passed
-in explicitly, so no caller can drop a section by forgetting it.
+telemetry section, the replicas placed on the device) by `render_spec`; its `generation`
+goes up by one exactly when the spec changes, so agents compare a single integer to know
+whether there is anything new. Inputs that live outside the device record (the release's
+targets, the placement) are passed in explicitly, so no caller can drop a section by
+forgetting it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ def render_spec(
     device: Device,
     release: ReleaseSection | None,
     telemetry: Mapping[str, Any] | None = None,
+    workloads: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The spec part of `device`'s desired state, from its current inputs. `telemetry` is
-    the rendered section (core.telemetry_policy.render_telemetry_section)."""
+    the rendered section (core.telemetry_policy.render_telemetry_section), `workloads` the
+    replicas the device should hold (core.workload_section.render_workloads_section)."""
     spec: dict[str, Any] = {
         "labels": dict(sorted(device.labels.items())),
         "agent": {"heartbeat_interval_s": device.heartbeat_interval_s},
@@ -32,6 +35,8 @@ def render_spec(
         spec["release"] = release.to_dict()
     if telemetry is not None:
         spec["telemetry"] = dict(telemetry)
+    if workloads is not None:
+        spec["workloads"] = dict(workloads)
     return spec
 
 
@@ -51,9 +56,10 @@ def refresh_desired(
     device: Device,
     release: ReleaseSection | None,
     telemetry: Mapping[str, Any] | None = None,
+    workloads: Mapping[str, Any] | None = None,
 ) -> Device:
     """`device` with its spec re-rendered and its generation bumped if the spec changed."""
-    spec = render_spec(device, release, telemetry)
+    spec = render_spec(device, release, telemetry, workloads)
     generation = next_generation(device.desired_generation, device.desired, spec)
     if generation == device.desired_generation:
         return device

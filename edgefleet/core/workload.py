@@ -26,7 +26,7 @@ its path (`spec.resources.cpu_millicores: ...`)::
         anti_affinity: [{workload: detector-canary}]
         spread: zones
       state_dir: /var/lib/detector
-      service: {port: 8080}
+      service: {port: 8080}                 # or "auto": the agent picks a free port
       health_check: {http: /healthz, interval_s: 5, timeout_s: 2, failure_threshold: 3}
       slo: {latency_ms: 50}
 
@@ -154,6 +154,7 @@ class Workload:
     service_port: int | None = None
     health_check: HealthCheck | None = None
     slo_latency_ms: float | None = None
+    auto_port: bool = False  # `service: {port: auto}`: each copy gets a free port
 
     @property
     def stateful(self) -> bool:
@@ -188,6 +189,9 @@ def parse_workload(data: object) -> Workload:
         service = read_mapping(spec["service"], f"{prefix}service")
         check_keys(service, frozenset({"port"}), f"{prefix}service")
         port = service.get("port")
+    auto_port = port == "auto"
+    if auto_port:
+        port = None
     slo = read_mapping(spec.get("slo", {}), f"{prefix}slo")
     check_keys(slo, frozenset({"latency_ms"}), f"{prefix}slo")
     return Workload(
@@ -211,6 +215,7 @@ def parse_workload(data: object) -> Workload:
             if slo.get("latency_ms") is None
             else _number(slo["latency_ms"], f"{prefix}slo.latency_ms", positive=True)
         ),
+        auto_port=auto_port,
     )
 
 

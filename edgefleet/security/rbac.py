@@ -22,7 +22,9 @@ class Permission(StrEnum):
     AUDIT_READ = "audit.read"
     ARTIFACTS_WRITE = "artifacts.write"
     RELEASES_WRITE = "releases.write"
+    ROLLOUTS_WRITE = "rollouts.write"
     TELEMETRY_WRITE = "telemetry.write"
+    WORKLOADS_WRITE = "workloads.write"
     TRUST_ADMIN = "trust.admin"
     API_TOKENS_READ = "api-tokens.read"
     API_TOKENS_WRITE = "api-tokens.write"
@@ -35,7 +37,9 @@ _OPERATOR = _VIEWER | {
     Permission.GROUPS_WRITE,
     Permission.ARTIFACTS_WRITE,
     Permission.RELEASES_WRITE,
+    Permission.ROLLOUTS_WRITE,
     Permission.TELEMETRY_WRITE,
+    Permission.WORKLOADS_WRITE,
 }
 # Trust changes (the TUF root, its keys and thresholds) are for admins only.
 _ADMIN = _OPERATOR | {

@@ -27,9 +27,11 @@ from edgefleet.server.routes import (
     health,
     metrics,
     releases,
+    rollouts,
     telemetry,
     tokens,
     trust,
+    workloads,
 )
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService
@@ -37,19 +39,33 @@ from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
+from edgefleet.server.services.liveness import LivenessController
+from edgefleet.server.services.migration_controller import MigrationController
+from edgefleet.server.services.placement_controller import PlacementController
+from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
+from edgefleet.server.services.rollout_controller import RolloutController
+from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
+from edgefleet.server.services.workload_controllers import WorkloadControllers
+from edgefleet.server.services.workloads import WorkloadService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.server.workload_settings import WorkloadSettings, load_workload_settings
 from edgefleet.store import Database
 
 log = logging.getLogger(__name__)
 
 
 
-def build_services(settings: ServerSettings, db: Database, clock: Clock) -> Services:
+def build_services(
+    settings: ServerSettings,
+    db: Database,
+    clock: Clock,
+    workload_settings: WorkloadSettings | None = None,
+) -> Services:
     watch = DesiredStateWatch()
     blobs = BlobStore(settings.data_dir / "blobs", max_blob_bytes=settings.max_blob_bytes)
     blobs.remove_partial_puts()
@@ -57,6 +73,17 @@ def build_services(settings: ServerSettings, db: Database, clock: Clock) -> Serv
     trust.reconcile_signed_releases()
     server_metrics = ServerMetrics()
     deltas = DeltaService(blobs, settings.data_dir / "deltas")
+    releases = ReleaseService(db, blobs, clock, watch, deltas)
+    telemetry_service = TelemetryService(db, clock, watch, server_metrics, settings)
+    trains = ReleaseTrainService(db, clock, lambda: controller.wake())
+    controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
+    workload_settings = workload_settings or load_workload_settings()
+    controllers = WorkloadControllers(
+        workload_settings,
+        LivenessController(db, clock, workload_settings),
+        MigrationController(db, clock, workload_settings, watch, blobs),
+        PlacementController(db, clock, workload_settings, watch),
+    )
     return Services(
         settings=settings,
         db=db,
@@ -64,14 +91,20 @@ def build_services(settings: ServerSettings, db: Database, clock: Clock) -> Serv
         tokens=TokenService(db, clock),
         device_link=DeviceLinkService(db, clock, settings),
         audit=AuditService(db),
-        releases=ReleaseService(db, blobs, clock, watch, deltas),
+        releases=releases,
         deltas=deltas,
         trust=trust,
         watch=watch,
         metrics=server_metrics,
-        telemetry=TelemetryService(db, clock, watch, server_metrics, settings),
+        telemetry=telemetry_service,
         alerts=AlertService(db, clock, watch, server_metrics),
         fleet_metrics=FleetMetricsService(db, clock, server_metrics),
+        workload_settings=workload_settings,
+        workloads=WorkloadService(db, clock, watch, blobs, workload_settings.max_checkpoint_bytes),
+        workload_controllers=controllers,
+        rollouts=RolloutService(db, clock, controller.wake),
+        release_trains=trains,
+        rollout_controller=controller,
     )
 
 
@@ -109,12 +142,15 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         svc.watch.bind(asyncio.get_running_loop())
         pruner = asyncio.create_task(_housekeeping_forever(svc))
+        rollouts_loop = asyncio.create_task(svc.rollout_controller.run_forever())
+        workloads_loop = asyncio.create_task(svc.workload_controllers.run_forever())
         try:
             yield
         finally:
-            pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruner
+            for task in (pruner, rollouts_loop, workloads_loop):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             svc.deltas.close()
 
     app = FastAPI(
@@ -133,11 +169,12 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
             ("POST", "/v1/releases/", MAX_TARGETS_BYTES),
             ("PUT", "/v1/trust/root", MAX_TARGETS_BYTES),
             ("POST", "/v1/trust/root", MAX_TARGETS_BYTES),
+            ("PUT", "/v1/checkpoints/", svc.workload_settings.max_checkpoint_bytes),
         ),
     )
     app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)
     for module in (health, devices, tokens, groups, audit, device_api, blobs, releases, trust,
-                   telemetry, alerts, metrics):
+                   telemetry, alerts, metrics, rollouts, workloads):
         app.include_router(module.router)
     app.include_router(telemetry.device_router)
     return app

@@ -20,12 +20,18 @@ from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
+from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
+from edgefleet.server.services.rollout_controller import RolloutController
+from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
+from edgefleet.server.services.workload_controllers import WorkloadControllers
+from edgefleet.server.services.workloads import WorkloadService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
 
 
@@ -45,6 +51,12 @@ class Services:
     telemetry: TelemetryService
     alerts: AlertService
     fleet_metrics: FleetMetricsService
+    workload_settings: WorkloadSettings
+    workloads: WorkloadService
+    workload_controllers: WorkloadControllers
+    rollouts: RolloutService
+    release_trains: ReleaseTrainService
+    rollout_controller: RolloutController
 
 
 def services(request: Request) -> Services:

@@ -101,10 +101,59 @@ class ReleaseStatusReport(Strict):
     updated_at: datetime | None = None
 
 
+class ReplicaStatusReport(Strict):
+    """One copy of a workload replica on the device (agent/workload_runner.py)."""
+
+    workload: str = Field(max_length=64)
+    replica: int = Field(ge=0, le=1000)
+    generation: int = Field(ge=0)
+    phase: str = Field("run", pattern=r"^(run|stage)$")
+    state: str = Field(
+        pattern=r"^(fetching|staged|starting|running|backoff|stopped|failed)$",
+        description="fetching, staged, starting, running, backoff, stopped or failed",
+    )
+    health: str = Field("unknown", pattern=r"^(ok|failing|unknown)$")
+    restarts: int = Field(0, ge=0)
+    port: int | None = Field(None, ge=1, le=65535, description="Where its service listens")
+    detail: str = Field("", max_length=500)
+    restored_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                                        description="State archive unpacked before the start")
+    migration: str | None = Field(None, max_length=32)
+
+
+class CheckpointReport(Strict):
+    """A state archive the device made for a migration (uploaded to /v1/checkpoints)."""
+
+    migration: str = Field(max_length=32)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int | None = Field(None, ge=0)
+    error: str = Field("", max_length=500)
+
+
+class WorkloadsReport(Strict):
+    replicas: list[ReplicaStatusReport] = Field(default_factory=list, max_length=256)
+    checkpoints: list[CheckpointReport] = Field(default_factory=list, max_length=64)
+
+
+class NodeStatusReport(Strict):
+    """Where the device's workloads are reachable, and its power and load (forecasts)."""
+
+    address: str | None = Field(None, max_length=255, description="Host clients connect to")
+    power_source: str | None = Field(None, pattern=r"^(mains|battery|solar)$")
+    battery_pct: float | None = Field(None, ge=0, le=100)
+    cpu_load: float | None = Field(None, ge=0, description="1-minute load average / CPUs")
+    scheduled: bool = Field(
+        True, description="Sent on the heartbeat schedule; false for an extra report sent at "
+        "once on a change (it proves life but is no heartbeat interval)"
+    )
+
+
 class ReportRequest(Strict):
     applied_generation: int = Field(ge=0)
     inventory: Inventory
     release: ReleaseStatusReport | None = None
+    workloads: WorkloadsReport | None = None
+    node: NodeStatusReport | None = None
 
 
 class ReportResponse(BaseModel):
@@ -482,3 +531,45 @@ class AlertOut(BaseModel):
     score: float | None
     closed_at: datetime | None
     close_reason: str | None
+
+
+# Rollouts and release trains.
+
+
+class CreateRolloutRequest(Strict):
+    manifest: dict[str, Any] = Field(
+        description="A Rollout manifest (kind: Rollout, in the Kubernetes shape or flat), "
+        "as its YAML parses to JSON; see docs/rollouts.md."
+    )
+    supersede: bool = Field(
+        False,
+        description="Abort the active rollouts that hold any of the target devices and take "
+        "the devices over, instead of refusing with 409 devices_in_rollout.",
+    )
+
+
+class RolloutCommandRequest(Strict):
+    note: str = Field("", max_length=500, description="Why; kept in the timeline and audit.")
+
+
+class ApplyReleaseTrainRequest(Strict):
+    manifest: dict[str, Any] = Field(description="A ReleaseTrain manifest (kind: ReleaseTrain).")
+
+
+# Workloads, placements, migrations, service endpoints.
+
+
+class ApplyWorkloadRequest(Strict):
+    document: dict[str, Any] = Field(
+        description="A Workload manifest (kind: Workload, in the Kubernetes shape or flat), "
+        "as its YAML parses to JSON; see docs/workloads.md."
+    )
+
+
+class MigrateRequest(Strict):
+    replica: int = Field(0, ge=0, le=1000)
+    to: str | None = Field(None, max_length=128, description="Target device (id or name)")
+    selector: str | None = Field(
+        None, max_length=4096, description="Or: the best node matching this label selector"
+    )
+

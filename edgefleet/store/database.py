@@ -26,9 +26,13 @@ from edgefleet.store.repositories.audit import AuditRepository
 from edgefleet.store.repositories.devices import DeviceRepository
 from edgefleet.store.repositories.enrollment_tokens import EnrollmentTokenRepository
 from edgefleet.store.repositories.groups import GroupRepository
+from edgefleet.store.repositories.migrations import MigrationRepository
+from edgefleet.store.repositories.node_health import NodeHealthRepository
 from edgefleet.store.repositories.nonces import NonceRepository
 from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRepository
+from edgefleet.store.repositories.rollouts import ReleaseTrainRepository, RolloutRepository
 from edgefleet.store.repositories.telemetry import TelemetryRepository
+from edgefleet.store.repositories.workloads import PlacementRepository, WorkloadRepository
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,12 @@ class Transaction:
         self.releases = ReleaseRepository(connection)
         self.telemetry = TelemetryRepository(connection)
         self.alerts = AlertRepository(connection)
+        self.workloads = WorkloadRepository(connection)
+        self.placement = PlacementRepository(connection)
+        self.node_health = NodeHealthRepository(connection)
+        self.migrations = MigrationRepository(connection)
+        self.rollouts = RolloutRepository(connection)
+        self.release_trains = ReleaseTrainRepository(connection)
 
 
 class Database:
@@ -76,7 +86,7 @@ class Database:
         try:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
-                command.upgrade(config, "heads")
+                command.upgrade(config, "head")
         except OperationalError as e:
             raise StoreError(f"cannot migrate database: {e.orig}") from e
 

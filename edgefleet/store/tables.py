@@ -259,3 +259,153 @@ alerts = Table(
 )
 Index("ix_alerts_device_status", alerts.c.device_id, alerts.c.status)
 Index("ix_alerts_status_opened_at", alerts.c.status, alerts.c.opened_at)
+
+
+# Rollouts: each rollout with its manifest and the engine's progress (JSON), one record per
+# device it targets, the devices it holds (a device is in at most one active rollout: the
+# primary key enforces it), its timeline, and the release trains that start rollouts.
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("release", String(200), nullable=False),
+    Column("train", String(64), nullable=True),
+    Column("manifest", JSON, nullable=False),
+    Column("engine", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_rollouts_due_at", rollouts.c.due_at)
+Index("ix_rollouts_name", rollouts.c.name)
+
+rollout_devices = Table(
+    "rollout_devices",
+    metadata,
+    Column("rollout_id", String(32), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("wave", Integer, nullable=True),
+    Column("state", String(24), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("assigned_at", UTCDateTime, nullable=True),
+    Column("retry_at", UTCDateTime, nullable=True),
+    Column("previous_release", String(200), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("assigned_release", String(200), nullable=True),
+    Column("assigned_serial", Integer, nullable=True),
+    Column("assigned_generation", Integer, nullable=True),
+    Column("first_assigned_at", UTCDateTime, nullable=True),
+    Column("installed_at", UTCDateTime, nullable=True),
+)
+Index("ix_rollout_devices_device_id", rollout_devices.c.device_id)
+
+rollout_claims = Table(
+    "rollout_claims",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("rollout_id", String(32), nullable=False),
+)
+Index("ix_rollout_claims_rollout_id", rollout_claims.c.rollout_id)
+
+rollout_events = Table(
+    "rollout_events",
+    metadata,
+    Column("rollout_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("device_id", String(64), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("details", JSON, nullable=False),
+)
+
+release_trains = Table(
+    "release_trains",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("manifest", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("rollout_id", String(32), nullable=True),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+
+# Workloads: what operators declared, the placement in force (one row, its generation
+# fencing returning nodes), each device's liveness and node status as the controllers see
+# them, and planned migrations with their reported steps.
+
+workloads = Table(
+    "workloads",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("releases", JSON, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+placement_state = Table(
+    "placement_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("assignments", JSON, nullable=False),
+    Column("decisions", JSON, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+)
+
+node_health = Table(
+    "node_health",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("liveness", JSON, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("replicas", JSON, nullable=False),
+    Column("checkpoints", JSON, nullable=False),
+    Column("node", JSON, nullable=False),
+    Column("samples", JSON, nullable=False),
+    Column("drain", JSON, nullable=False),
+    Column("reported_at", UTCDateTime, nullable=True),
+)
+
+migrations = Table(
+    "migrations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workload", String(64), nullable=False),
+    Column("replica", Integer, nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("stateful", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("state_since", UTCDateTime, nullable=True),
+    Column("source_generation", Integer, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("weight_pct", Integer, nullable=False),
+    Column("checkpoint_sha256", String(64), nullable=True),
+    Column("checkpoint_size_bytes", BigInteger, nullable=True),
+    Column("steps", JSON, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_migrations_state", migrations.c.state)
+Index("ix_migrations_workload", migrations.c.workload)

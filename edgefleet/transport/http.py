@@ -14,9 +14,18 @@ DOWNLOAD_CHUNK_BYTES = 1 << 16
 
 
 class HttpTransport:
-    def __init__(self, base_url: str, *, max_connections: int = 4) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int = 4,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """`client`: share a pool with other transports (the simulator); it must have
+        `base_url` set, and close() then leaves it open for its owner."""
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.AsyncClient(
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(
             base_url=self.base_url,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=2),
             headers={"user-agent": "edgefleet-agent"},
@@ -69,4 +78,5 @@ class HttpTransport:
             raise Unavailable(f"{self.base_url}: {e or type(e).__name__}") from e
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()

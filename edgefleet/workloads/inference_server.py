@@ -1,10 +1,11 @@
 """The example model-serving workload: a tiny ONNX inference HTTP server.
 
     python -m edgefleet.workloads.inference_server --model PATH --port N \\
-        [--host 127.0.0.1] [--statsd 127.0.0.1:8125]
+        [--host 127.0.0.1] [--statsd 127.0.0.1:8125] [--state-dir DIR]
 
-Flags fall back to EDGEFLEET_MODEL_PATH, EDGEFLEET_SERVICE_PORT and EDGEFLEET_STATSD. Port 0
-picks a free port; the first line on stdout is always `listening on http://HOST:PORT`.
+Flags fall back to EDGEFLEET_MODEL_PATH, EDGEFLEET_SERVICE_PORT, EDGEFLEET_STATSD and
+EDGEFLEET_STATE_DIR. Port 0 picks a free port; the first line on stdout is always
+`listening on http://HOST:PORT`.
 
 At start the model is loaded with onnxruntime (exit status 1 and a one-line reason on stderr
 if it cannot be) and run once on generated input (zeros, as the sandbox check does). Outputs
@@ -16,6 +17,13 @@ that are not finite make the server unhealthy: it keeps serving, and /healthz sa
                    500 the model failed or produced NaN/inf (a model error)
     GET /healthz   200|503 {"status": "ok"|"unhealthy", "reason", "requests", "errors",
                             "client_errors", "model_sha256", "model_path"}
+
+    POST /checkpoint   write the server's state to `STATE_DIR/checkpoint.json` (the agent
+                   calls it before archiving the state directory for a migration)
+                   200 {"path", "requests"}; 404 without a state directory
+
+With a state directory, /healthz also reports `state_dir` and the checkpoint found there at
+start (`restored`: what a migrated replica brought with it, or null).
 
 `requests` counts every /infer request, `errors` the model errors among them; the installer's
 health window computes an error rate from the two. With --statsd, every request also sends
@@ -142,6 +150,20 @@ class ModelServer:
             raise ClientError(f"unknown input {unknown[0]!r}; the model takes {sorted(declared)}")
         return {name: _to_array(name, given.get(name), arg) for name, arg in declared.items()}
 
+    def checkpoint(self, state_dir: Path) -> dict[str, Any]:
+        """Write the counters to STATE_DIR/checkpoint.json (write, fsync, rename)."""
+        with self._lock:
+            state = {"requests": self.requests, "errors": self.errors,
+                     "model_sha256": self.model_sha256, "written_at": time.time()}
+        path = state_dir / "checkpoint.json"
+        part = state_dir / "checkpoint.json.part"
+        with open(part, "w") as stream:
+            json.dump(state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(part, path)
+        return {"path": str(path), "requests": state["requests"]}
+
     def count_client_error(self) -> None:
         """Count a request refused before its body was read (e.g. no Content-Length)."""
         self._count(client_error=True)
@@ -236,9 +258,20 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/healthz":
             self._reply(404, {"error": "not_found", "reason": f"no route {self.path}"})
             return
-        self._reply(*self.server.model.health())
+        status, body = self.server.model.health()
+        if self.server.state_dir is not None:
+            body["state_dir"] = str(self.server.state_dir)
+            body["restored"] = self.server.restored
+        self._reply(status, body)
 
     def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] == "/checkpoint":
+            state_dir = self.server.state_dir
+            if state_dir is None:
+                self._reply(404, {"error": "not_found", "reason": "no state directory"})
+            else:
+                self._reply(200, self.server.model.checkpoint(state_dir))
+            return
         if self.path.split("?", 1)[0] != "/infer":
             self._reply(404, {"error": "not_found", "reason": f"no route {self.path}"})
             return
@@ -269,9 +302,16 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], model: ModelServer) -> None:
+    def __init__(
+        self, address: tuple[str, int], model: ModelServer, state_dir: Path | None = None
+    ) -> None:
         super().__init__(address, _Handler)
         self.model = model
+        self.state_dir = state_dir
+        self.restored: dict[str, Any] | None = None
+        if state_dir is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.restored = json.loads((state_dir / "checkpoint.json").read_text())
 
 
 def _parse_address(text: str) -> tuple[str, int]:
@@ -287,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=os.environ.get("EDGEFLEET_SERVICE_PORT"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--statsd", default=os.environ.get("EDGEFLEET_STATSD"))
+    parser.add_argument("--state-dir", default=os.environ.get("EDGEFLEET_STATE_DIR"))
     args = parser.parse_args(argv)
     if args.model is None or args.port is None:
         parser.error("--model and --port are required (or EDGEFLEET_MODEL_PATH/_SERVICE_PORT)")
@@ -304,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         print(f"cannot load model {args.model}: {describe_error(e)}", file=sys.stderr)
         return 1
-    server = _Server((args.host, int(args.port)), model)
+    state_dir = None
+    if args.state_dir:
+        state_dir = Path(args.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+    server = _Server((args.host, int(args.port)), model, state_dir)
     print(f"listening on http://{args.host}:{server.server_port}", flush=True)
     if model.unhealthy_reason:
         print(f"unhealthy: {model.unhealthy_reason}", flush=True)

@@ -70,7 +70,12 @@ async def report(
         body.applied_generation,
         body.inventory.model_dump(),
         status,
+        body.workloads.model_dump(mode="json") if body.workloads else None,
+        body.node.model_dump(mode="json") if body.node else None,
     )
+    old = device.release_status or {}
+    if (status.get("serial"), status.get("state")) != (old.get("serial"), old.get("state")):
+        svc.rollout_controller.wake(device.id)  # an install moved on: its rollout may too
     return ReportResponse(
         desired_generation=saved.desired_generation,
         heartbeat_interval_s=saved.heartbeat_interval_s,

@@ -7,8 +7,19 @@ from typing import Any
 from edgefleet.core.alerts import anomalous_metrics
 from edgefleet.core.desired import refresh_desired
 from edgefleet.core.device import Device
-from edgefleet.core.release import Ref, ReleaseSection, render_release_section
+from edgefleet.core.release import (
+    Ref,
+    ReleaseAssignment,
+    ReleaseSection,
+    render_release_section,
+)
 from edgefleet.core.telemetry_policy import render_telemetry_section
+from edgefleet.core.workload_section import (
+    NodeAssignment,
+    WorkloadSource,
+    render_workloads_section,
+    replicas_for_node,
+)
 from edgefleet.store import Transaction
 
 
@@ -29,13 +40,60 @@ def telemetry_section(tx: Transaction, device_id: str) -> dict[str, Any]:
     )
 
 
+def workloads_section(tx: Transaction, device_id: str) -> dict[str, Any] | None:
+    """The replicas the placement in force and the active migrations give the device."""
+    placement = tx.placement.load().placement
+    assignments = [
+        NodeAssignment(a.workload, a.replica, a.node_id, a.generation)
+        for a in placement.assignments
+        if a.node_id == device_id
+    ]
+    migrations = [m for m in tx.migrations.active() if device_id in (m.source, m.target)]
+    if not assignments and not migrations:
+        return None
+    sources: dict[str, WorkloadSource] = {}
+    for name in sorted({a.workload for a in assignments} | {m.workload for m in migrations}):
+        record = tx.workloads.find(name)
+        if record is None:
+            continue
+        releases = []
+        for ref in record.releases:
+            release = tx.releases.get(ref)
+            artifacts = [tx.artifacts.get(r) for r in release.artifacts]
+            section = render_release_section(
+                ReleaseAssignment(ref.name, ref.version, False, 0), release, artifacts
+            )
+            releases.append({"name": ref.name, "version": ref.version,
+                             "targets": [dict(t) for t in section.targets]})  # fmt: skip
+        sources[name] = WorkloadSource(record.document, tuple(releases))
+    return render_workloads_section(
+        replicas_for_node(device_id, assignments, migrations, sources)
+    )
+
+
 def render_device(tx: Transaction, device: Device) -> Device:
     """`device` with its desired state re-rendered from every input (not saved)."""
     return refresh_desired(
-        device, release_section(tx, device), telemetry_section(tx, device.id)
+        device,
+        release_section(tx, device),
+        telemetry_section(tx, device.id),
+        workloads_section(tx, device.id),
     )
 
 
 def save_device(tx: Transaction, device: Device) -> Device:
     """Write `device` (optimistic check) with its desired state re-rendered."""
     return tx.devices.update(render_device(tx, device))
+
+
+def refresh_device(tx: Transaction, device_id: str) -> bool:
+    """Re-render a device's desired state after one of its inputs changed elsewhere (the
+    placement, a migration); writes only when the spec changed. True when it did."""
+    device = tx.devices.find(device_id)
+    if device is None:
+        return False
+    rendered = render_device(tx, device)
+    if rendered.desired_generation == device.desired_generation:
+        return False
+    tx.devices.update(rendered)
+    return True

@@ -16,6 +16,7 @@ from edgefleet.core.desired import desired_document
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import check_device_access, check_enrollment_token, initial_state
 from edgefleet.core.labels import validate_labels
+from edgefleet.core.node_health import record_report as record_node_report
 from edgefleet.errors import Conflict, Forbidden, Unauthenticated
 from edgefleet.security.keys import decode_public_key, device_id_for
 from edgefleet.security.request_signing import SignedRequest, verify_signed_request
@@ -131,8 +132,12 @@ class DeviceLinkService:
         applied_generation: int,
         inventory: Mapping[str, Any],
         release_status: Mapping[str, Any],
+        workloads: Mapping[str, Any] | None = None,
+        node: Mapping[str, Any] | None = None,
     ) -> Device:
-        """Store a heartbeat; refuses a report from the future (applied > desired)."""
+        """Store a heartbeat; refuses a report from the future (applied > desired). Its
+        arrival feeds the node's failure detector; `workloads` (replica copies and
+        checkpoints) and `node` (address, power, load) feed the workload controllers."""
         if applied_generation > device.desired_generation:
             raise Conflict(
                 f"applied generation {applied_generation} is ahead of desired generation "
@@ -144,6 +149,11 @@ class DeviceLinkService:
             tx.devices.record_report(
                 device.id, now, dict(inventory), applied_generation, dict(release_status)
             )
+            tx.node_health.put_report(record_node_report(
+                tx.node_health.find(device.id), device.id, now,
+                (workloads or {}).get("replicas", []), (workloads or {}).get("checkpoints", []),
+                node or {},
+            ))  # fmt: skip
             return tx.devices.get(device.id)
 
     def desired(self, device_id: str) -> dict[str, Any]:

@@ -18,7 +18,12 @@ import yaml
 from edgefleet.artifacts.blobstore import BlobInfo, BlobStore, validate_sha256
 from edgefleet.artifacts.onnx_inspect import inspect_onnx
 from edgefleet.clock import Clock
-from edgefleet.core.compat import evaluate_compatibility, parse_requirements
+from edgefleet.core.compat import (
+    CompatVerdict,
+    RequirementFailure,
+    evaluate_compatibility,
+    parse_requirements,
+)
 from edgefleet.core.device import Device
 from edgefleet.core.release import (
     Artifact,
@@ -195,13 +200,7 @@ class ReleaseService:
         skipped: list[Skipped] = []
         delta_pairs: set[tuple[str, str]] = set()
         with self._db.transaction() as tx:
-            release = tx.releases.get(ref)
-            if not release.signed:
-                raise Conflict(
-                    f"release {ref} is not signed yet (edgefleet releases sign {ref})",
-                    code="release_not_signed",
-                )
-            artifacts = [tx.artifacts.get(a) for a in release.artifacts]
+            release, artifacts = signed_release(tx, ref)
             targets = (
                 [tx.devices.resolve(device)]
                 if device is not None
@@ -215,8 +214,10 @@ class ReleaseService:
                                        code="incompatible_device")
                     skipped.append(Skipped(target.id, target.name, reason))
                     continue
-                assigned.append(self._assign_one(tx, target, release, stage_only))
-                delta_pairs |= _delta_pairs(tx, target, artifacts)
+                assigned.append(
+                    assign_release_to_device(tx, target, release, stage_only=stage_only)
+                )
+                delta_pairs |= delta_pairs_for(tx, target, artifacts)
             record_action(
                 tx, ctx, "release.assign", f"release/{ref}", now,
                 {"devices": [d.id for d in assigned], "stage_only": stage_only,
@@ -224,10 +225,13 @@ class ReleaseService:
             )
         for saved in assigned:
             self._watch.notify(saved.id)
-        # Deltas from what the devices run now, computed in the background before they ask.
-        for from_sha, to_sha in sorted(delta_pairs):
-            self._deltas.request(from_sha, to_sha)
+        self.request_deltas(delta_pairs)
         return AssignmentResult(assigned, skipped)
+
+    def request_deltas(self, pairs: set[tuple[str, str]]) -> None:
+        """Deltas from what devices run now, computed in the background before they ask."""
+        for from_sha, to_sha in sorted(pairs):
+            self._deltas.request(from_sha, to_sha)
 
     def delta_stats(self, ctx: OperatorContext, name: str, compute: bool) -> list[dict[str, Any]]:
         """Deltas between versions of artifact `name`: every pair already computed or asked
@@ -258,13 +262,6 @@ class ReleaseService:
                 })
         return rows
 
-    @staticmethod
-    def _assign_one(tx: Transaction, device: Device, release: Release, stage_only: bool) -> Device:
-        previous = device.release_assignment
-        serial = (previous.serial if previous else 0) + 1
-        assignment = ReleaseAssignment(release.name, release.version, stage_only, serial)
-        return save_device(tx, replace(device, release_assignment=assignment))
-
     def activate(self, ctx: OperatorContext, device: str) -> Device:
         """Install a release that was delivered with --stage-only."""
         ctx.require(Permission.DEVICES_WRITE)
@@ -284,7 +281,36 @@ class ReleaseService:
         return saved
 
 
-def _delta_pairs(
+def signed_release(tx: Transaction, ref: Ref) -> tuple[Release, list[Artifact]]:
+    """A release and its artifacts, refused unless it is signed."""
+    release = tx.releases.get(ref)
+    if not release.signed:
+        raise Conflict(
+            f"release {ref} is not signed yet (edgefleet releases sign {ref})",
+            code="release_not_signed",
+        )
+    return release, [tx.artifacts.get(a) for a in release.artifacts]
+
+
+def assign_release_to_device(
+    tx: Transaction, device: Device, release: Release, *, stage_only: bool = False
+) -> Device:
+    """Put `release` into `device`'s desired state with a new serial and save it (optimistic
+    check). The serial goes past both the last assignment's and the one the device last
+    reported, so the agent always sees a new assignment and tries (again)."""
+    previous = device.release_assignment.serial if device.release_assignment else 0
+    reported = (device.release_status or {}).get("serial")
+    base = max(previous, reported if isinstance(reported, int) else 0)
+    assignment = ReleaseAssignment(release.name, release.version, stage_only, base + 1)
+    return save_device(tx, replace(device, release_assignment=assignment))
+
+
+def clear_release_of_device(tx: Transaction, device: Device) -> Device:
+    """Take the release out of `device`'s desired state and save it (optimistic check)."""
+    return save_device(tx, replace(device, release_assignment=None))
+
+
+def delta_pairs_for(
     tx: Transaction, device: Device, artifacts: Sequence[Artifact]
 ) -> set[tuple[str, str]]:
     """(from, to) blob pairs worth a delta: the device's live version of each artifact to
@@ -301,6 +327,20 @@ def _delta_pairs(
         for a in artifacts
         if a.kind is not ArtifactKind.SERVICE and a.name in live and live[a.name] != a.sha256
     }
+
+
+def compatibility_of(artifacts: Sequence[Artifact], device: Device) -> CompatVerdict:
+    """Every artifact's requirements checked against `device`, failures named by artifact."""
+    failures: list[RequirementFailure] = []
+    for artifact in artifacts:
+        verdict = evaluate_compatibility(
+            parse_requirements(list(artifact.requirements)), device.inventory, device.labels
+        )
+        failures += [
+            RequirementFailure(f"{artifact.name}: {f.requirement}", f.reason)
+            for f in verdict.failures
+        ]
+    return CompatVerdict(tuple(failures))
 
 
 def incompatibility(artifacts: Sequence[Artifact], device: Device) -> str | None:

@@ -1,0 +1,476 @@
+"""Workload runner: runs exactly the workload replicas the desired state lists for this
+device, each at its placement generation, and reports every copy's status.
+
+    desired `workloads` section ─▶ fence: stop copies not listed at their generation
+                                 ─▶ per listed replica: fetch + verify its releases (TUF,
+                                    delivery) ─▶ restore a migrated state archive (sha256
+                                    checked) ─▶ phase `run`: start under the supervisor
+                                    (resource limits, restarts with backoff, health checks)
+                                 ─▶ checkpoint requests: hook, archive, upload
+    heartbeat ◀── report: one entry per copy (state, health, port, restarts, restored state)
+                  and one per checkpoint made
+
+Fencing on return: after a restart the agent starts no replica until it has received a
+desired state from the control plane (it still pre-fetches artifacts from the saved one).
+A node that was declared dead meanwhile has had its replicas moved: the fresh document no
+longer lists them, so it never runs a copy it no longer owns. A node that kept running
+while cut off (a partition) stops such copies as soon as the fresh document arrives.
+
+Each replica gets `DATA_DIR/workloads/state/WORKLOAD/` as its state directory
+(EDGEFLEET_STATE_DIR and the `{state_dir}` placeholder; the manifest's absolute `state_dir`
+names it logically), a port (`service.port`, or a free one per copy with `port: auto`),
+and its log in `DATA_DIR/logs/workload-WORKLOAD-REPLICA.log`. Memory is limited with
+RLIMIT_AS at the replica's `resources.memory_mb`; `cpu_millicores` is a placement
+reservation only (enforcing it needs cgroups).
+
+Checkpoint hook: before archiving its state directory, the runner asks the running copy
+to write its state out with `POST http://127.0.0.1:PORT/checkpoint` (when it has a port;
+any answer, or none within 5 s, and the directory is archived as it is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.release_service import pick_free_port
+from edgefleet.agent.supervisor import HealthCheckSpec, ServiceSpec, Supervisor
+from edgefleet.agent.workload_artifacts import FetchedRelease, ReleaseCache, ReleaseRefused
+from edgefleet.agent.workload_state import archive_state, restore_state
+from edgefleet.atomicfile import write_json_atomically
+from edgefleet.clock import Clock
+from edgefleet.core.migration import CopyState
+from edgefleet.core.service_manifest import (
+    ServiceManifest,
+    expand_placeholders,
+    parse_service_manifest,
+)
+from edgefleet.core.workload import HealthCheckKind, Workload, parse_workload
+from edgefleet.core.workload_section import (
+    ReplicaEntry,
+    ReplicaPhase,
+    fence_replicas,
+    parse_workloads_section,
+)
+from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 0.25  # how often copies' supervisor states are looked at
+RECONCILE_INTERVAL_S = 5.0  # full passes without a change, to retry what failed
+HOOK_TIMEOUT_S = 5.0
+RETRY_MIN_S = 1.0
+RUNNER_FILE = "runner.json"
+MAX_MANIFEST_BYTES = 64 * 1024
+
+Key = tuple[str, int]
+
+
+def service_name(workload: str, replica: int) -> str:
+    return f"workload-{workload}-{replica}"
+
+
+@dataclass
+class _Copy:
+    entry: ReplicaEntry
+    state: CopyState = CopyState.FETCHING
+    detail: str = "fetching artifacts"
+    releases: list[FetchedRelease] | None = None
+    spec: ServiceSpec | None = None
+    spec_for: ReplicaEntry | None = None
+    started: bool = False
+    health: str = "unknown"
+    restarts: int = 0
+    port: int | None = None
+    retry_at_s: float = 0.0
+    failures: int = 0
+
+
+@dataclass
+class _Persisted:
+    ports: dict[str, int] = field(default_factory=dict)  # "w/r@gen" -> port
+    restored: dict[str, str] = field(default_factory=dict)  # "w/r@gen" -> archive sha256
+
+
+class WorkloadRunner:
+    def __init__(
+        self,
+        data_dir: Path,
+        link: ControlPlaneLink,
+        clock: Clock,
+        supervisor: Supervisor,
+        *,
+        inventory: Callable[[], Mapping[str, Any]],
+        labels: Callable[[], Mapping[str, str]],
+        on_change: Callable[[], None] = lambda: None,
+        statsd_address: Callable[[], str | None] = lambda: None,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        self._root = data_dir / "workloads"
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._logs = data_dir / "logs"
+        self._cache = ReleaseCache(self._root, data_dir / "tuf", link, clock, inventory, labels)
+        self._link = link
+        self._clock = clock
+        self._supervisor = supervisor
+        self._on_change = on_change
+        self._statsd_address = statsd_address
+        self._max_backoff_s = max_backoff_s
+        self._entries: tuple[ReplicaEntry, ...] = ()
+        self._fresh = False
+        self._copies: dict[Key, _Copy] = {}
+        self._checkpoints: dict[str, dict[str, Any]] = {}
+        self._changed = asyncio.Event()
+        self._persisted = self._load()
+        self._reported: dict[str, Any] | None = None
+
+    # -- what the agent sees -------------------------------------------------------------
+
+    def want(self, section: Mapping[str, Any] | None, *, fresh: bool) -> None:
+        """The `workloads` section of the latest desired state. `fresh`: received from the
+        control plane just now (only then are replicas started, see the module doc)."""
+        try:
+            self._entries = parse_workloads_section(section)
+        except InvalidInput as e:
+            log.error("workloads section refused", extra={"error": e.message})
+            return
+        self._fresh = self._fresh or fresh
+        self._changed.set()
+
+    def report(self) -> dict[str, Any] | None:
+        """The heartbeat's `workloads` section (None when there is nothing to say)."""
+        replicas = [self._copy_report(c) for _, c in sorted(self._copies.items())]
+        if not replicas and not self._checkpoints:
+            return None
+        return {"replicas": replicas, "checkpoints": list(self._checkpoints.values())}
+
+    async def run(self) -> None:
+        """Follow `want()` forever; a full pass on every change and every few seconds."""
+        last_pass_s = -RECONCILE_INTERVAL_S
+        while True:
+            await _pause(self._clock, STATUS_INTERVAL_S, self._changed)
+            due = self._clock.monotonic() - last_pass_s >= RECONCILE_INTERVAL_S
+            if self._changed.is_set() or due:
+                self._changed.clear()
+                last_pass_s = self._clock.monotonic()
+                try:
+                    await self._reconcile()
+                except (EdgefleetError, OSError) as e:
+                    log.error("workload reconcile failed; will retry", extra={"error": str(e)})
+            self._refresh_statuses()
+            report = self.report()
+            if report != self._reported:
+                self._reported = report
+                self._on_change()
+
+    # -- reconciling ---------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        wanted = {e.key: e for e in self._entries}
+        running = {key: copy.entry.generation for key, copy in self._copies.items()}
+        for verdict in fence_replicas({k: e.generation for k, e in wanted.items()}, running):
+            if not verdict.keep:
+                await self._drop((verdict.workload, verdict.replica), verdict.reason)
+        for key, entry in sorted(wanted.items()):
+            copy = self._copies.setdefault(key, _Copy(entry))
+            copy.entry = entry
+            await self._converge(copy)
+        requested = {e.checkpoint_migration: e for e in self._entries if e.checkpoint_migration}
+        self._checkpoints = {m: r for m, r in self._checkpoints.items() if m in requested}
+        for migration, entry in sorted(requested.items()):
+            if migration not in self._checkpoints:
+                result = await self._checkpoint(entry, migration)
+                if result is not None:
+                    self._checkpoints[migration] = result
+
+    async def _drop(self, key: Key, reason: str) -> None:
+        copy = self._copies.pop(key, None)
+        if copy is not None and copy.started:
+            with contextlib.suppress(NotFound):
+                await self._supervisor.remove(service_name(*key))
+        log.info("workload copy stopped", extra={"workload": key[0], "replica": key[1],
+                                                 "reason": reason})
+
+    async def _converge(self, copy: _Copy) -> None:
+        entry = copy.entry
+        if self._clock.monotonic() < copy.retry_at_s:
+            return
+        try:
+            if copy.releases is None:
+                copy.releases = [await self._cache.ensure(r) for r in entry.releases]
+                if not copy.started:
+                    copy.state, copy.detail = CopyState.STAGED, "artifacts verified"
+            restore = entry.restore
+            key = _key(entry)
+            if restore is not None and self._persisted.restored.get(key) != restore["sha256"]:
+                copy.detail = "restoring state"
+                await self._restore(entry, str(restore["sha256"]))
+                copy.detail = "state restored"
+            if entry.phase is ReplicaPhase.STAGE or not self._fresh:
+                if not copy.started:
+                    copy.state = CopyState.STAGED
+                    copy.detail = ("staged" if self._fresh else
+                                   "staged; waits for the control plane to confirm it")
+                return
+            if copy.spec is None or copy.spec_for != entry:
+                copy.spec, copy.spec_for = self._spec(copy), entry
+            await self._supervisor.ensure(copy.spec)
+            copy.started = True
+            copy.failures = 0
+        except (ReleaseRefused, InvalidInput) as e:
+            self._failed(copy, CopyState.FAILED, e.message)
+        except (Unavailable, ApiError) as e:
+            self._failed(copy, copy.state, f"retrying: {e.message}")
+
+    def _failed(self, copy: _Copy, state: CopyState, detail: str) -> None:
+        delay_s = min(self._max_backoff_s, RETRY_MIN_S * 2 ** min(copy.failures, 10))
+        copy.failures += 1
+        copy.retry_at_s = self._clock.monotonic() + delay_s
+        if not copy.started:
+            copy.state = state
+        copy.detail = detail[:500]
+        log.warning("workload copy not ready", extra={
+            "workload": copy.entry.workload, "replica": copy.entry.replica,
+            "detail": copy.detail, "retry_in_s": round(delay_s, 1)})  # fmt: skip
+
+    def _refresh_statuses(self) -> None:
+        for key, copy in self._copies.items():
+            if not copy.started:
+                continue
+            try:
+                status = self._supervisor.status(service_name(*key))
+            except NotFound:
+                copy.started = False
+                continue
+            copy.state = CopyState(status.state.value)
+            copy.health = status.last_health.health.value
+            if copy.spec is not None and copy.spec.health is None:
+                # Without a health check, a running process is all there is to know.
+                copy.health = "ok" if copy.state is CopyState.RUNNING else "unknown"
+            copy.restarts = status.restarts
+            copy.detail = status.detail
+
+    # -- one replica's process -----------------------------------------------------------
+
+    def _spec(self, copy: _Copy) -> ServiceSpec:
+        entry, releases = copy.entry, copy.releases or []
+        spec = parse_workload(dict(entry.document))
+        files = {name: str(r.path_of(name)) for r in releases for name in r.files}
+        manifest = _service_manifest(releases)
+        command = spec.command or (manifest.command if manifest is not None else ())
+        if not command:
+            raise InvalidInput(f"workload {spec.name} has no command and no service manifest")
+        copy.port = self._port(entry, spec, manifest)
+        state_dir = self.state_dir(entry.workload)
+        slot = str(releases[0].directory) if releases else str(state_dir)
+
+        def expand(word: str) -> str:
+            return expand_placeholders(word.replace("{state_dir}", str(state_dir)),
+                                       sys.executable, slot, files, copy.port)  # fmt: skip
+
+        base_env = dict(manifest.env) if manifest is not None and not spec.command else {}
+        env = {k: expand(v) for k, v in {**base_env, **spec.env}.items()}
+        env.update({
+            "EDGEFLEET_WORKLOAD": spec.name, "EDGEFLEET_REPLICA": str(entry.replica),
+            "EDGEFLEET_GENERATION": str(entry.generation), "EDGEFLEET_STATE_DIR": str(state_dir),
+        })  # fmt: skip
+        for name, path in files.items():
+            env[f"EDGEFLEET_ARTIFACT_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}"] = path
+        models = sorted(str(r.path_of(n)) for r in releases
+                        for n, kind in r.kinds.items() if kind == "onnx-model")  # fmt: skip
+        if models:
+            env["EDGEFLEET_MODEL_PATH"] = models[0]
+        if copy.port is not None:
+            env["EDGEFLEET_SERVICE_PORT"] = str(copy.port)
+        statsd = self._statsd_address()
+        if statsd:
+            env.setdefault("EDGEFLEET_STATSD", statsd)
+        return ServiceSpec(
+            name=service_name(entry.workload, entry.replica),
+            command=tuple(expand(w) for w in command),
+            env=env,
+            cwd=state_dir,
+            log_path=self._logs / f"workload-{entry.workload}-{entry.replica}.log",
+            health=_health(spec, manifest, copy.port, expand),
+            memory_limit_mb=spec.resources.memory_mb,
+        )
+
+    def state_dir(self, workload: str) -> Path:
+        path = self._root / "state" / workload
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _port(
+        self, entry: ReplicaEntry, spec: Workload, manifest: ServiceManifest | None
+    ) -> int | None:
+        auto = spec.auto_port or (spec.service_port is None and not spec.command
+                                  and manifest is not None and manifest.auto_port)  # fmt: skip
+        if not auto:
+            if spec.service_port is not None:
+                return spec.service_port
+            return manifest.port if manifest is not None and not spec.command else None
+        key = _key(entry)
+        port = self._persisted.ports.get(key)
+        if port is None:
+            port = self._persisted.ports[key] = pick_free_port()
+            self._save()
+        return port
+
+    # -- state: checkpoint and restore ---------------------------------------------------
+
+    async def _checkpoint(self, entry: ReplicaEntry, migration: str) -> dict[str, Any] | None:
+        """Archive the replica's state directory and upload it; the report entry, or None
+        to try again on the next pass (the control plane is unreachable)."""
+        copy = self._copies.get(entry.key)
+        if copy is not None and copy.started and copy.port is not None:
+            await _checkpoint_hook(copy.port)
+        archive = self._root / "checkpoints" / f"{migration}.tar.gz"
+        try:
+            sha256, size = await asyncio.to_thread(
+                archive_state, self.state_dir(entry.workload), archive
+            )
+            data = await asyncio.to_thread(archive.read_bytes)
+            await self._link.upload_checkpoint(sha256, data)
+        except Unavailable as e:
+            log.warning("checkpoint upload failed; will retry", extra={"error": e.message})
+            return None
+        except (ApiError, OSError) as e:
+            log.warning("checkpoint failed", extra={"migration": migration, "error": str(e)})
+            return {"migration": migration, "error": str(e)[:500]}
+        finally:
+            archive.unlink(missing_ok=True)
+        log.info("checkpoint uploaded", extra={"migration": migration, "sha256": sha256,
+                                               "size_bytes": size})
+        return {"migration": migration, "sha256": sha256, "size_bytes": size}
+
+    async def _restore(self, entry: ReplicaEntry, sha256: str) -> None:
+        part = self._root / "restore" / f"{sha256}.part"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        await self._link.download_blob(sha256, part)
+        try:
+            await asyncio.to_thread(restore_state, part, sha256, self.state_dir(entry.workload))
+        finally:
+            part.unlink(missing_ok=True)
+        self._persisted.restored[_key(entry)] = sha256
+        self._save()
+        log.info("state restored", extra={"workload": entry.workload, "replica": entry.replica,
+                                          "sha256": sha256})
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _copy_report(self, copy: _Copy) -> dict[str, Any]:
+        entry = copy.entry
+        out: dict[str, Any] = {
+            "workload": entry.workload,
+            "replica": entry.replica,
+            "generation": entry.generation,
+            "phase": entry.phase.value,
+            "state": copy.state.value,
+            "health": copy.health if copy.started else "unknown",
+            "restarts": copy.restarts,
+            "port": copy.port,
+            "detail": copy.detail[:500],
+            "restored_sha256": self._persisted.restored.get(_key(entry)),
+            "migration": entry.migration,
+        }
+        return out
+
+    def _load(self) -> _Persisted:
+        try:
+            raw = json.loads((self._root / RUNNER_FILE).read_text())
+            return _Persisted(dict(raw.get("ports", {})), dict(raw.get("restored", {})))
+        except (OSError, ValueError, AttributeError):
+            return _Persisted()
+
+    def _save(self) -> None:
+        write_json_atomically(self._root / RUNNER_FILE, {
+            "ports": self._persisted.ports, "restored": self._persisted.restored})  # fmt: skip
+
+
+def _key(entry: ReplicaEntry) -> str:
+    return f"{entry.workload}/{entry.replica}@{entry.generation}"
+
+
+def _service_manifest(releases: list[FetchedRelease]) -> ServiceManifest | None:
+    for release in releases:
+        for name, kind in sorted(release.kinds.items()):
+            if kind == "service":
+                path = release.path_of(name)
+                if path.stat().st_size > MAX_MANIFEST_BYTES:
+                    raise InvalidInput("service manifest is too large")
+                try:
+                    return parse_service_manifest(yaml.safe_load(path.read_text()))
+                except (yaml.YAMLError, UnicodeDecodeError) as e:
+                    raise InvalidInput(f"service manifest refused: {e}") from None
+    return None
+
+
+def _health(
+    spec: Workload,
+    manifest: ServiceManifest | None,
+    port: int | None,
+    expand: Callable[[str], str],
+) -> HealthCheckSpec | None:
+    check = spec.health_check
+    if check is not None:
+        if check.kind is HealthCheckKind.HTTP:
+            if port is None:
+                raise InvalidInput(f"workload {spec.name}: an HTTP health check needs a port")
+            return HealthCheckSpec(http_url=f"http://127.0.0.1:{port}{check.http_path}",
+                                   interval_s=check.interval_s, timeout_s=check.timeout_s,
+                                   failure_threshold=check.failure_threshold,
+                                   restart_on_failure=True)  # fmt: skip
+        return HealthCheckSpec(command=tuple(expand(w) for w in check.command),
+                               interval_s=check.interval_s, timeout_s=check.timeout_s,
+                               failure_threshold=check.failure_threshold,
+                               restart_on_failure=True)  # fmt: skip
+    if manifest is not None and not spec.command:
+        criteria = manifest.health
+        if criteria.http_path is not None and port is not None:
+            return HealthCheckSpec(http_url=f"http://127.0.0.1:{port}{criteria.http_path}",
+                                   interval_s=criteria.interval_s,
+                                   timeout_s=max(1.0, criteria.interval_s),
+                                   restart_on_failure=True)  # fmt: skip
+        if criteria.command:
+            return HealthCheckSpec(command=tuple(expand(w) for w in criteria.command),
+                                   interval_s=criteria.interval_s,
+                                   timeout_s=max(1.0, criteria.interval_s),
+                                   restart_on_failure=True)  # fmt: skip
+    return None
+
+
+async def _checkpoint_hook(port: int) -> None:
+    """Ask the running copy to write its state out; whatever it answers, go on."""
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            response = await client.post(f"http://127.0.0.1:{port}/checkpoint",
+                                         timeout=HOOK_TIMEOUT_S)  # fmt: skip
+        log.info("checkpoint hook answered", extra={"status": response.status_code})
+    except httpx.HTTPError as e:
+        log.info("checkpoint hook unavailable; archiving as is", extra={"error": repr(e)})
+
+
+async def _pause(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
+    """Sleep on `clock`, or until `wake` is set."""
+    if wake.is_set():
+        return
+    sleeper = asyncio.create_task(clock.sleep(seconds))
+    waker = asyncio.create_task(wake.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waker.cancel()
+        await asyncio.gather(sleeper, waker, return_exceptions=True)

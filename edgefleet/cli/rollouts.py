@@ -1,0 +1,356 @@
+"""`edgefleet rollouts ...` and `edgefleet trains ...`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import StrEnum
+from typing import Any
+
+import typer
+from rich.live import Live
+
+from edgefleet.cli.output import (
+    Column,
+    Output,
+    ago,
+    console,
+    emit_list,
+    emit_object,
+    print_json,
+    styled,
+)
+from edgefleet.cli.rollout_view import is_final, render_status
+from edgefleet.errors import InvalidInput
+
+app = typer.Typer(help="Fleet rollouts: waves, health gates, windows, rollback.",
+                  no_args_is_help=True)
+trains_app = typer.Typer(help="Release trains: each next release rolls out by itself once the "
+                         "previous rollout passed its gates.", no_args_is_help=True)
+
+OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
+
+
+class ReportFormat(StrEnum):
+    MARKDOWN = "markdown"
+    JSON = "json"
+
+
+def _wave(r: dict[str, Any]) -> str:
+    if r["waves_total"] is None:
+        return "-"
+    if not r["waves_total"]:
+        return "0/0"
+    return f"{r['wave'] + 1}/{r['waves_total']}"
+
+
+def _progress(r: dict[str, Any]) -> str:
+    counts = r.get("counts", {})
+    total = sum(counts.values())
+    if not total:
+        return "-"
+    done = counts.get("installed", 0)
+    extra = [f"{counts[s]} {s}" for s in ("failed", "rolled-back", "skipped-incompatible")
+             if counts.get(s)]  # fmt: skip
+    return f"{done}/{total} installed" + (f" ({', '.join(extra)})" if extra else "")
+
+
+ROLLOUT_COLUMNS = [
+    Column("ID", lambda r: r["id"], "cyan"),
+    Column("NAME", lambda r: r["name"]),
+    Column("RELEASE", lambda r: r["release"]),
+    Column("STATE", lambda r: styled(r["state"])),
+    Column("WAVE", _wave),
+    Column("DEVICES", _progress),
+    Column("CREATED", lambda r: ago(r["created_at"])),
+]
+DEVICE_COLUMNS = [
+    Column("DEVICE", lambda d: d["name"], "cyan"),
+    Column("ID", lambda d: d["device_id"]),
+    Column("WAVE", lambda d: "-" if d["wave"] is None else d["wave"] + 1),
+    Column("STATE", lambda d: styled(d["state"])),
+    Column("ATTEMPTS", lambda d: d["attempts"]),
+    Column("REASON", lambda d: d["reason"] or "-"),
+]
+
+
+def manifest_from_flags(
+    release: str,
+    *,
+    name: str | None = None,
+    target: str = "",
+    waves: str | None = None,
+    soak: str | None = None,
+    max_unavailable: str | None = None,
+    devices_per_minute: int | None = None,
+    install_timeout: str | None = None,
+    max_install_failure_percent: float | None = None,
+    max_error_rate_percent: float | None = None,
+    min_requests: int | None = None,
+    min_devices: int | None = None,
+    max_latency_increase_percent: float | None = None,
+    on_failure: str | None = None,
+    windows: list[str] | None = None,
+    deadline: str | None = None,
+    deadline_action: str = "fail",
+    max_attempts: int | None = None,
+) -> dict[str, Any]:
+    """A Rollout manifest from `rollouts create` flags (only what was given; the server
+    fills in the defaults and validates).
+
+    >>> manifest_from_flags("det@2.0.0", waves="1, 50%, 100%", max_error_rate_percent=1)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'kind': 'Rollout', 'spec': {'release': 'det@2.0.0', 'target': '',
+     'strategy': {'waves': [1, '50%', '100%']},
+     'gates': {'workload_error_rate': {'max_percent': 1}}}}
+    """
+    spec: dict[str, Any] = {"release": release, "target": target}
+    strategy: dict[str, Any] = {}
+    if waves:
+        strategy["waves"] = [int(w) if w.isdigit() else w for w in
+                             (part.strip() for part in waves.split(",")) if w]  # fmt: skip
+    for key, value in (("soak", soak), ("max_unavailable", max_unavailable),
+                       ("devices_per_minute", devices_per_minute),
+                       ("install_timeout", install_timeout)):  # fmt: skip
+        if value is not None:
+            strategy[key] = value
+    if strategy:
+        spec["strategy"] = strategy
+    gates: dict[str, Any] = {}
+    common = {} if min_devices is None else {"min_devices": min_devices}
+    if max_install_failure_percent is not None:
+        gates["install_failure_rate"] = {"max_percent": max_install_failure_percent, **common}
+    if max_error_rate_percent is not None:
+        gate: dict[str, Any] = {"max_percent": max_error_rate_percent, **common}
+        if min_requests is not None:
+            gate["min_requests"] = min_requests
+        gates["workload_error_rate"] = gate
+    if max_latency_increase_percent is not None:
+        gates["kpis"] = [{"kpi": "p95_latency_ms",
+                          "max_increase_percent": max_latency_increase_percent, **common}]
+    if gates:
+        spec["gates"] = gates
+    if on_failure is not None:
+        spec["on_failure"] = on_failure
+    if windows:
+        spec["maintenance_windows"] = [_window(w) for w in windows]
+    if deadline is not None:
+        when = "at" if "T" in deadline or "-" in deadline else "after"
+        spec["deadline"] = {when: deadline, "action": deadline_action}
+    if max_attempts is not None:
+        spec["retries"] = {"max_attempts": max_attempts}
+    manifest: dict[str, Any] = {"kind": "Rollout", "spec": spec}
+    if name:
+        manifest["metadata"] = {"name": name}
+    return manifest
+
+
+def _window(text: str) -> dict[str, Any]:
+    """`CRON;DURATION[;ZONE]`, e.g. `0 2 * * *;4h;device`."""
+    parts = [p.strip() for p in text.split(";")]
+    if len(parts) not in (2, 3):
+        raise InvalidInput(f"--window {text!r}: expected 'CRON;DURATION[;TIME_ZONE]'")
+    window: dict[str, Any] = {"cron": parts[0], "duration": parts[1]}
+    if len(parts) == 3:
+        window["time_zone"] = parts[2]
+    return window
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    release: str = typer.Option(..., "--release", "-r", help="NAME@VERSION (signed)"),
+    name: str = typer.Option(None, help="Rollout name [NAME-VERSION]"),
+    target: str = typer.Option("", "--target", "-l", help="Label selector [every device]"),
+    waves: str = typer.Option(None, help="Cumulative wave sizes, e.g. '1,10%,50%,100%'"),
+    soak: str = typer.Option(None, help="Soak after each wave, e.g. 30m [10m]"),
+    max_unavailable: str = typer.Option(None, help="Devices updating/unhealthy at once [10%]"),
+    devices_per_minute: int = typer.Option(None, help="Rate limit on assignments"),
+    install_timeout: str = typer.Option(None, help="No install report by then: failed [1h]"),
+    max_install_failure: float = typer.Option(None, help="Gate: install failures ≤ PERCENT"),
+    max_error_rate: float = typer.Option(None, help="Gate: workload errors ≤ PERCENT"),
+    min_requests: int = typer.Option(None, help="Error-rate gate: requests needed [100]"),
+    min_devices: int = typer.Option(None, help="Gates: devices needed to decide [2]"),
+    max_latency_increase: float = typer.Option(
+        None, help="Gate: p95 latency may rise at most PERCENT over its baseline"
+    ),
+    on_failure: str = typer.Option(None, help="rollback or pause [rollback]"),
+    window: list[str] = typer.Option(
+        [], help="Maintenance window 'CRON;DURATION[;TIME_ZONE|device]', repeatable"
+    ),
+    deadline: str = typer.Option(None, help="A duration after the start (72h) or a time"),
+    deadline_action: str = typer.Option("fail", help="fail or force"),
+    max_attempts: int = typer.Option(None, help="Installs tried per device [3]"),
+    supersede: bool = typer.Option(False, help="Take over devices of other active rollouts"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the manifest, create nothing"),
+    output: Output = OutputOpt,
+) -> None:
+    """Create a rollout from flags (the same as `edgefleet apply -f` with a Rollout)."""
+    manifest = manifest_from_flags(
+        release, name=name, target=target, waves=waves, soak=soak,
+        max_unavailable=max_unavailable, devices_per_minute=devices_per_minute,
+        install_timeout=install_timeout, max_install_failure_percent=max_install_failure,
+        max_error_rate_percent=max_error_rate, min_requests=min_requests,
+        min_devices=min_devices, max_latency_increase_percent=max_latency_increase,
+        on_failure=on_failure, windows=window, deadline=deadline,
+        deadline_action=deadline_action, max_attempts=max_attempts,
+    )  # fmt: skip
+    if dry_run:
+        print_json(manifest)
+        return
+    with ctx.obj.client() as client:
+        answer = client.create_rollout(manifest, supersede=supersede)
+    if output is Output.JSON:
+        print_json(answer)
+        return
+    r = answer["rollout"]
+    verb = "created" if answer["created"] else "unchanged (already active)"
+    console.print(f"rollout {r['name']} ({r['id']}) {verb}: {r['release']} → '{r['target']}'",
+                  highlight=False)  # fmt: skip
+    if answer["superseded"]:
+        console.print(f"superseded and aborted: {', '.join(answer['superseded'])}")
+
+
+@app.command("list")
+def list_rollouts(
+    ctx: typer.Context,
+    active: bool = typer.Option(False, "--active", help="Only unfinished rollouts"),
+    output: Output = OutputOpt,
+) -> None:
+    """List rollouts, newest first."""
+    with ctx.obj.client() as client:
+        emit_list(client.list_rollouts(active), output, ROLLOUT_COLUMNS)
+
+
+@app.command("show")
+def show(ctx: typer.Context, rollout: str, output: Output = OutputOpt) -> None:
+    """Show a rollout (by id or name) with each device's state and reason."""
+    with ctx.obj.client() as client:
+        status = client.get_rollout(rollout)
+    if output is Output.JSON:
+        print_json(status)
+        return
+    fields = [
+        Column("ID", lambda r: r["id"]),
+        Column("NAME", lambda r: r["name"]),
+        Column("RELEASE", lambda r: r["release"]),
+        Column("TARGET", lambda r: r["target"] or "(every device)"),
+        Column("STATE", lambda r: styled(r["state"])),
+        Column("NOW", lambda r: r["summary"]),
+        Column("WAVE", _wave),
+        Column("ON FAILURE", lambda r: r["on_failure"]),
+        Column("TRAIN", lambda r: r["train"] or "-"),
+        Column("CREATED", lambda r: f"{r['created_at'][:19]} by {r['created_by']}"),
+    ]
+    emit_object(status, output, fields)
+    console.print()
+    emit_list(status["devices"], output, DEVICE_COLUMNS)
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    rollout: str,
+    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until the rollout ends"),
+    interval: float = typer.Option(1.0, help="Seconds between redraws with --watch"),
+    output: Output = OutputOpt,
+) -> None:
+    """Progress per wave (installed / in progress / failed / skipped) and gate results."""
+    with ctx.obj.client() as client:
+        current = client.get_rollout(rollout)
+        if output is Output.JSON:
+            print_json(current)
+            return
+        if not watch:
+            console.print(render_status(current))
+            return
+        with Live(render_status(current), console=console, refresh_per_second=4,
+                  auto_refresh=sys.stdout.isatty()) as live:  # fmt: skip
+            while not is_final(current):
+                time.sleep(max(0.2, interval))
+                current = client.get_rollout(rollout)
+                live.update(render_status(current), refresh=True)
+
+
+def _command(ctx: typer.Context, rollout: str, command: str, note: str, output: Output) -> None:
+    with ctx.obj.client() as client:
+        result = client.rollout_command(rollout, command, note)
+    if output is Output.JSON:
+        print_json(result)
+        return
+    console.print(f"rollout {result['name']} ({result['id']}): {styled(result['state'])} — "
+                  f"{result['reason']}", highlight=False)  # fmt: skip
+
+
+NoteOpt = typer.Option("", "--note", help="Why (kept in the timeline and the audit log)")
+
+
+@app.command("pause")
+def pause(ctx: typer.Context, rollout: str, note: str = NoteOpt,
+          output: Output = OutputOpt) -> None:  # fmt: skip
+    """Stop assigning the release; devices already updating finish."""
+    _command(ctx, rollout, "pause", note, output)
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, rollout: str, note: str = NoteOpt,
+           output: Output = OutputOpt) -> None:  # fmt: skip
+    """Go on; a settled wave soaks again and its gates are evaluated afresh."""
+    _command(ctx, rollout, "resume", note, output)
+
+
+@app.command("abort")
+def abort(ctx: typer.Context, rollout: str, note: str = NoteOpt,
+          output: Output = OutputOpt) -> None:  # fmt: skip
+    """End the rollout; every device keeps what it has."""
+    _command(ctx, rollout, "abort", note, output)
+
+
+@app.command("rollback")
+def rollback(ctx: typer.Context, rollout: str, note: str = NoteOpt,
+             output: Output = OutputOpt) -> None:  # fmt: skip
+    """Return every device that got the release to its previous release."""
+    _command(ctx, rollout, "rollback", note, output)
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    rollout: str,
+    output: ReportFormat = typer.Option(
+        ReportFormat.MARKDOWN, "--output", "-o", help="markdown or json"
+    ),
+) -> None:
+    """The after-action report: timeline, waves, gates with values, skipped and failed
+    devices, rollback actions."""
+    with ctx.obj.client() as client:
+        if output is ReportFormat.JSON:
+            print_json(client.rollout_report(rollout))
+        else:
+            sys.stdout.write(client.rollout_report_markdown(rollout))
+
+
+TRAIN_COLUMNS = [
+    Column("NAME", lambda t: t["name"], "cyan"),
+    Column("STATE", lambda t: styled(t["state"])),
+    Column("AT", lambda t: t["current_release"] or "-"),
+    Column("RELEASES", lambda t: len(t["releases"])),
+    Column("ROLLOUT", lambda t: t["rollout_id"] or "-"),
+    Column("REASON", lambda t: t["reason"]),
+]
+
+
+@trains_app.command("list")
+def list_trains(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """List release trains (create and update them with `edgefleet apply -f`)."""
+    with ctx.obj.client() as client:
+        emit_list(client.list_release_trains(), output, TRAIN_COLUMNS)
+
+
+@trains_app.command("show")
+def show_train(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """Show a release train: its releases, where it is, and why."""
+    with ctx.obj.client() as client:
+        train = client.get_release_train(name)
+    fields = [*TRAIN_COLUMNS, Column("ALL RELEASES", lambda t: ", ".join(t["releases"]))]
+    emit_object(train, output, fields)

@@ -1,0 +1,361 @@
+"""Workload service: what operators do with workloads (apply, list, show, delete, migrate,
+abort), what placement decided and why (show, explain), and the weighted endpoints that
+clients of a workload's service follow.
+
+Applying only records the declaration (and re-renders the nodes already holding it, whose
+replicas may need a new spec); the placement controller places it on its next tick.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edgefleet.artifacts.blobstore import BlobInfo, BlobStore, validate_sha256
+from edgefleet.clock import Clock
+from edgefleet.core.endpoints import Endpoint, ReplicaCopy, service_endpoints
+from edgefleet.core.failure_detector import Liveness
+from edgefleet.core.migration import (
+    TARGET_RUNS,
+    Migration,
+    MigrationTrigger,
+    abort_migration,
+)
+from edgefleet.core.migration_targets import choose_migration_target
+from edgefleet.core.node_health import NodeHealth
+from edgefleet.core.placement import Explanation, Node, Topology, explain
+from edgefleet.core.release import ArtifactKind
+from edgefleet.core.selector import parse_selector
+from edgefleet.core.workload import parse_workload
+from edgefleet.core.workload_record import WorkloadRecord, resolve_release_ref
+from edgefleet.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from edgefleet.security.rbac import Permission
+from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.desired import refresh_device
+from edgefleet.server.services.fleet_view import FleetView, load_view
+from edgefleet.server.services.placement_controller import new_migration_id
+from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.store import Database, Transaction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """One replica: where the placement has it, what was decided, what the node reports."""
+
+    replica: int
+    node_id: str | None
+    node_name: str | None
+    generation: int | None
+    liveness: Liveness | None
+    decision: Mapping[str, Any] | None
+    report: Mapping[str, Any] | None
+    address: str | None
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    record: WorkloadRecord
+    replicas: tuple[ReplicaView, ...]
+    migrations: tuple[Migration, ...]  # active ones
+    names: Mapping[str, str]  # device id -> name
+
+
+@dataclass(frozen=True)
+class NodeView:
+    device_id: str
+    name: str
+    node: Node
+    health: NodeHealth
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    service: str
+    endpoints: tuple[Endpoint, ...]
+    names: Mapping[str, str]
+
+
+class WorkloadService:
+    def __init__(
+        self, db: Database, clock: Clock, watch: DesiredStateWatch, blobs: BlobStore,
+        max_checkpoint_bytes: int,
+    ) -> None:  # fmt: skip
+        self._db = db
+        self._clock = clock
+        self._watch = watch
+        self._blobs = blobs
+        self._max_checkpoint_bytes = max_checkpoint_bytes
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    # -- declarations ------------------------------------------------------------------------
+
+    def apply(self, ctx: OperatorContext, document: Mapping[str, Any]) -> tuple[WorkloadRecord,
+                                                                               str]:
+        """Create or update a workload from its manifest: (record, created|updated|unchanged)."""
+        ctx.require(Permission.WORKLOADS_WRITE)
+        spec = parse_workload(dict(document))
+        now = self._clock.now()
+        refreshed: list[str] = []
+        with self._db.transaction() as tx:
+            releases = tx.releases.all()
+            refs = tuple(resolve_release_ref(ref, releases) for ref in spec.artifacts)
+            if not spec.command:
+                kinds = {a.kind for ref in refs for a in map(tx.artifacts.get,
+                                                              tx.releases.get(ref).artifacts)}
+                if ArtifactKind.SERVICE not in kinds:
+                    raise InvalidInput(
+                        "spec.command: required unless a release in spec.artifacts carries a "
+                        "service manifest (an artifact of kind service)"
+                    )
+            existing = tx.workloads.find(spec.name)
+            if existing is None:
+                record = WorkloadRecord(spec.name, dict(document), refs, ctx.actor, now,
+                                        ctx.actor, now)  # fmt: skip
+                tx.workloads.insert(record)
+                outcome = "created"
+            elif dict(existing.document) == dict(document) and existing.releases == refs:
+                return existing, "unchanged"
+            else:
+                record = tx.workloads.update(WorkloadRecord(
+                    spec.name, dict(document), refs, existing.created_by, existing.created_at,
+                    ctx.actor, now, existing.version,
+                ))  # fmt: skip
+                outcome = "updated"
+            record_action(tx, ctx, "workload.apply", f"workload/{spec.name}", now, {
+                "outcome": outcome, "replicas": spec.replicas,
+                "releases": [str(r) for r in refs],
+            })  # fmt: skip
+            refreshed = [d for d in _holders(tx, spec.name) if refresh_device(tx, d)]
+        self._notify(refreshed)
+        return record, outcome
+
+    def delete(self, ctx: OperatorContext, name: str) -> None:
+        """Forget the workload; the placement controller stops its replicas."""
+        ctx.require(Permission.WORKLOADS_WRITE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            tx.workloads.delete(name)
+            record_action(tx, ctx, "workload.delete", f"workload/{name}", now)
+            refreshed = [d for d in _holders(tx, name) if refresh_device(tx, d)]
+        self._notify(refreshed)
+
+    # -- what is where -------------------------------------------------------------------
+
+    def list_workloads(self, ctx: OperatorContext) -> list[WorkloadStatus]:
+        ctx.require(Permission.FLEET_READ)
+        view = self._view()
+        return [_status(view, name) for name in sorted(view.workloads)]
+
+    def get(self, ctx: OperatorContext, name: str) -> WorkloadStatus:
+        ctx.require(Permission.FLEET_READ)
+        view = self._view()
+        if name not in view.workloads:
+            raise NotFound(f"no workload named {name!r}", code="workload_not_found")
+        return _status(view, name)
+
+    def explain(self, ctx: OperatorContext, name: str) -> tuple[Explanation, dict[str, str]]:
+        """Every candidate node's score terms for each replica, or why it was excluded."""
+        ctx.require(Permission.FLEET_READ)
+        view = self._view()
+        if name not in view.workloads:
+            raise NotFound(f"no workload named {name!r}", code="workload_not_found")
+        result = explain(name, view.specs, view.nodes(), Topology(), view.placement.placement,
+                         view.now)  # fmt: skip
+        return result, _names(view)
+
+    def nodes(self, ctx: OperatorContext) -> list[NodeView]:
+        """Every node as the controllers see it: liveness (phi), reliability, drain, power."""
+        ctx.require(Permission.FLEET_READ)
+        view = self._view()
+        placed: dict[str, int] = {}
+        for a in view.placement.placement.assignments:
+            placed[a.node_id] = placed.get(a.node_id, 0) + 1
+        return [
+            NodeView(
+                device_id=node.id, name=view.devices[node.id].name, node=node,
+                health=view.health[node.id], replicas=placed.get(node.id, 0),
+            )
+            for node in sorted(view.nodes(), key=lambda n: view.devices[n.id].name)
+        ]  # fmt: skip
+
+    def endpoints(self, name: str) -> ServiceEndpoints:
+        """The workload's service endpoints with their traffic weights."""
+        view = self._view()
+        if name not in view.workloads:
+            raise NotFound(f"no service named {name!r}", code="service_not_found")
+        primaries = [
+            _copy(view, a.replica, a.node_id, a.generation, name)
+            for a in view.placement.placement.assignments
+            if a.workload == name
+        ]
+        targets = [
+            (_copy(view, m.replica, m.target, m.generation, name), m)
+            for m in view.migrations
+            if m.workload == name and m.state in TARGET_RUNS
+        ]
+        return ServiceEndpoints(name, service_endpoints(primaries, targets), _names(view))
+
+    # -- migrations ----------------------------------------------------------------------
+
+    def migrate(
+        self,
+        ctx: OperatorContext,
+        name: str,
+        replica: int,
+        to: str | None,
+        selector: str | None,
+    ) -> Migration:
+        """Queue a planned migration of one replica to a node, or to the best node matching
+        a selector; Conflict with the reason when no node can take it."""
+        ctx.require(Permission.WORKLOADS_WRITE)
+        if (to is None) == (selector is None):
+            raise InvalidInput("give exactly one of 'to' (a device) or 'selector'")
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            view = load_view(tx, now)
+            if name not in view.workloads:
+                raise NotFound(f"no workload named {name!r}", code="workload_not_found")
+            target_id = None if to is None else tx.devices.resolve(to).id
+            busy = [m for m in view.migrations if (m.workload, m.replica) == (name, replica)]
+            if busy:
+                raise Conflict(f"{name}[{replica}] is already migrating ({busy[0].id}, "
+                               f"{busy[0].state})", code="migration_in_progress")  # fmt: skip
+            choice = choose_migration_target(
+                name, replica, view.specs, view.nodes(), Topology(), view.placement.placement,
+                now, to=target_id, selector=None if selector is None else parse_selector(selector),
+            )  # fmt: skip
+            if choice.node_id is None:
+                raise Conflict(f"cannot migrate {name}[{replica}]: {choice.reason}",
+                               code="no_migration_target")  # fmt: skip
+            source = next(a for a in view.placement.placement.assignments
+                          if (a.workload, a.replica) == (name, replica))  # fmt: skip
+            migration = Migration(
+                id=new_migration_id(), workload=name, replica=replica, source=source.node_id,
+                target=choice.node_id, trigger=MigrationTrigger.OPERATOR,
+                reason=f"requested by {ctx.actor}: {choice.reason}",
+                stateful=view.workloads[name].spec.stateful, created_by=ctx.actor,
+                created_at=now, source_generation=source.generation,
+            )  # fmt: skip
+            tx.migrations.insert(migration)
+            record_action(tx, ctx, "workload.migrate", f"workload/{name}", now, {
+                "migration": migration.id, "replica": replica, "from": source.node_id,
+                "to": choice.node_id,
+            })  # fmt: skip
+        return migration
+
+    def device_names(self) -> dict[str, str]:
+        with self._db.read() as tx:
+            return {d.id: d.name for d in tx.devices.all()}
+
+    def abort(self, ctx: OperatorContext, name: str) -> list[Migration]:
+        """Abort the workload's active migrations: every replica goes back to its source."""
+        ctx.require(Permission.WORKLOADS_WRITE)
+        now = self._clock.now()
+        aborted: list[Migration] = []
+        refreshed: list[str] = []
+        with self._db.transaction() as tx:
+            tx.workloads.get(name)
+            for m in tx.migrations.active():
+                if m.workload != name:
+                    continue
+                aborted.append(tx.migrations.update(
+                    abort_migration(m, now, f"aborted by {ctx.actor}")))  # fmt: skip
+                record_action(tx, ctx, "workload.migration-abort", f"workload/{name}", now,
+                              {"migration": m.id, "step": m.state.value})  # fmt: skip
+                refreshed += [d for d in (m.source, m.target) if refresh_device(tx, d)]
+            if not aborted:
+                raise Conflict(f"workload {name} has no migration in progress",
+                               code="no_migration")  # fmt: skip
+        self._notify(refreshed)
+        return aborted
+
+    def store_checkpoint(self, device_id: str, sha256: str, archive: bytes) -> BlobInfo:
+        """Keep a device's state archive (content-addressed) until its migration's target
+        downloads it; the device then reports it for its migration."""
+        if len(archive) > self._max_checkpoint_bytes:
+            raise PayloadTooLarge(f"state archive of {len(archive)} bytes is over the limit "
+                                  f"of {self._max_checkpoint_bytes} bytes")  # fmt: skip
+        info = self._blobs.put(io.BytesIO(archive), expected_sha256=validate_sha256(sha256))
+        log.info("checkpoint stored", extra={"device_id": device_id, "sha256": sha256,
+                                             "size_bytes": info.size_bytes})
+        return info
+
+    def migrations(
+        self, ctx: OperatorContext, name: str
+    ) -> tuple[list[Migration], dict[str, str]]:
+        """The workload's migrations, newest first, and device names."""
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            tx.workloads.get(name)
+            names = {d.id: d.name for d in tx.devices.all()}
+            return tx.migrations.of_workload(name), names
+
+    def _view(self) -> FleetView:
+        with self._db.read() as tx:
+            return load_view(tx, self._clock.now())
+
+    def _notify(self, device_ids: list[str]) -> None:
+        for device_id in device_ids:
+            self._watch.notify(device_id)
+
+
+def _holders(tx: Transaction, name: str) -> set[str]:
+    """Devices holding a replica of `name`, or receiving one by migration."""
+    placement = tx.placement.load().placement
+    held = {a.node_id for a in placement.assignments if a.workload == name}
+    for m in tx.migrations.active():
+        if m.workload == name:
+            held.update((m.source, m.target))
+    return held
+
+
+def _names(view: FleetView) -> dict[str, str]:
+    return {d.id: d.name for d in view.devices.values()}
+
+
+def _copy(view: FleetView, replica: int, node_id: str, generation: int, name: str) -> ReplicaCopy:
+    health = view.health.get(node_id)
+    report = None if health is None else health.report_of(name, replica)
+    copy = None if health is None else health.copy_status(name, replica)
+    port = None if report is None else report.get("port")
+    return ReplicaCopy(
+        replica=replica,
+        node_id=node_id,
+        generation=generation,
+        address=None if health is None else health.address,
+        port=None if port is None else int(port),
+        healthy=copy is not None and copy.generation == generation and copy.healthy,
+        alive=view.liveness(node_id) is Liveness.ALIVE,
+    )
+
+
+def _status(view: FleetView, name: str) -> WorkloadStatus:
+    record = view.workloads[name]
+    placed = {a.replica: a for a in view.placement.placement.assignments if a.workload == name}
+    decided = {d["replica"]: d for d in view.placement.decisions if d["workload"] == name}
+    names = _names(view)
+    replicas = []
+    for replica in sorted(set(range(record.spec.replicas)) | set(placed)):
+        a = placed.get(replica)
+        health = None if a is None else view.health.get(a.node_id)
+        replicas.append(ReplicaView(
+            replica=replica,
+            node_id=None if a is None else a.node_id,
+            node_name=None if a is None else names.get(a.node_id),
+            generation=None if a is None else a.generation,
+            liveness=None if a is None else view.liveness(a.node_id),
+            decision=decided.get(replica),
+            report=None if health is None else health.report_of(name, replica),
+            address=None if health is None else health.address,
+        ))  # fmt: skip
+    active = tuple(m for m in view.migrations if m.workload == name)
+    return WorkloadStatus(record, tuple(replicas), active, names)

@@ -1,0 +1,157 @@
+"""Copying a real fleet into the lab (`lab rehearse --fleet-from URL`): its devices with their
+ids, labels, inventory, time zones, locations, current releases and connection status, and
+what their telemetry says about their workloads, through the operator client.
+
+Devices are grouped into classes by hardware (`aarch64/npu/2048MB`). A device's model
+behaviour comes from its own telemetry over the last `since` (median and p95 of
+`inference.latency_ms`, request rate, error rate), or its class's median when it has none,
+or the defaults. The control plane does not know the network a device sits behind, so links
+get the default conditions; a profile given as well adds its bad model, faults and workloads.
+
+The release's facts (size, requirements) come from the server's release record.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from edgefleet.client import FleetClient
+from edgefleet.core.compat import parse_requirements
+from edgefleet.core.rollout_spec import ReleaseRef
+from edgefleet.errors import ApiError
+from edgefleet.sim.hardware import HardwareSpec
+from edgefleet.sim.lab.fleet_model import LabDevice
+from edgefleet.sim.model_behaviour import LatencyDistribution, ModelBehaviour
+from edgefleet.sim.profile import ReleaseFacts
+
+LATENCY_METRIC = "inference.latency_ms"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One device's workload as its telemetry shows it."""
+
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    requests_per_s: float | None = None
+    error_percent: float | None = None
+
+
+def class_of(inventory: Mapping[str, Any]) -> str:
+    """`arch/accelerators/memoryMB`: devices that should behave alike."""
+    hardware = inventory.get("hardware") or {}
+    accelerators = "+".join(sorted(str(a) for a in hardware.get("accelerators") or [])) or "cpu"
+    return f"{hardware.get('arch', 'unknown')}/{accelerators}/{hardware.get('memory_mb', '?')}MB"
+
+
+def _hardware(inventory: Mapping[str, Any]) -> HardwareSpec:
+    hardware = inventory.get("hardware") or {}
+    software = inventory.get("software") or {}
+    return HardwareSpec(
+        arch=str(hardware.get("arch", "unknown")),
+        cpu_count=int(hardware.get("cpu_count") or 1),
+        memory_mb=int(hardware.get("memory_mb") or 512),
+        disk_mb=int(hardware.get("disk_mb") or 1024),
+        accelerators=tuple(str(a) for a in hardware.get("accelerators") or []),
+        os=str(software.get("os", "linux")),
+        onnxruntime=software.get("onnxruntime"),
+    )
+
+
+def _observed(client: FleetClient, since: str) -> dict[str, Observed]:
+    """Per device: latency quantiles, request rate and error rate over `since`."""
+    try:
+        median = client.telemetry_kpis(metric=LATENCY_METRIC, since=since, quantile=0.5)
+        tail = client.telemetry_kpis(metric=LATENCY_METRIC, since=since, quantile=0.95)
+    except ApiError:
+        return {}
+    out: dict[str, Observed] = {}
+    for device_id, point in median.get("devices", {}).items():
+        p95 = tail.get("devices", {}).get(device_id, {}).get("quantile")
+        length_s = point.get("length_s") or 0
+        rate = point["count"] / length_s if length_s else None
+        errors = median.get("kpis", {}).get(device_id, {}).get("error_rate_pct", {})
+        out[device_id] = Observed(point.get("quantile"), p95, rate, errors.get("value"))
+    return out
+
+
+def _behaviour(observed: list[Observed]) -> ModelBehaviour:
+    """A class's (or one device's) behaviour from what telemetry showed; defaults else."""
+    default = ModelBehaviour()
+
+    def median(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+        return statistics.median(present) if present else None
+
+    p50 = median([o.p50_ms for o in observed])
+    p95 = median([o.p95_ms for o in observed])
+    latency = default.latency
+    if p50 is not None:
+        latency = LatencyDistribution(p50, p95 if p95 is not None and p95 > p50 else p50 * 2)
+    rate = median([o.requests_per_s for o in observed])
+    errors = [o.error_percent for o in observed if o.error_percent is not None]
+    return replace(
+        default,
+        latency=latency,
+        requests_per_s=default.requests_per_s if rate is None else rate,
+        error_percent=statistics.median(errors) if errors else default.error_percent,
+    )
+
+
+def copy_fleet(
+    client: FleetClient, selector: str | None = None, since: str = "24h"
+) -> list[LabDevice]:
+    """The approved devices of the server (matching `selector`), as lab devices."""
+    devices = [d for d in client.list_devices(selector=selector)
+               if d.get("enrollment") == "approved"]  # fmt: skip
+    observed = _observed(client, since)
+    by_class: dict[str, list[Observed]] = {}
+    for device in devices:
+        if device["id"] in observed:
+            by_class.setdefault(class_of(device["inventory"]), []).append(observed[device["id"]])
+    class_behaviour = {name: _behaviour(values) for name, values in by_class.items()}
+    fleet = []
+    for device in sorted(devices, key=lambda d: d["id"]):
+        inventory = device.get("inventory") or {}
+        location = inventory.get("location") or {}
+        labels = device.get("labels") or {}
+        name = class_of(inventory)
+        own = observed.get(device["id"])
+        behaviour = _behaviour([own]) if own else class_behaviour.get(name, ModelBehaviour())
+        release = device.get("release")
+        fleet.append(LabDevice(
+            id=device["id"],
+            name=device.get("name") or device["id"],
+            device_class=name,
+            labels=dict(labels),
+            inventory=inventory,
+            time_zone=location.get("timezone"),
+            region=str(location.get("region") or labels.get("region") or "default"),
+            zone=str(location.get("zone") or labels.get("zone") or "default"),
+            behaviour=behaviour,
+            hardware=_hardware(inventory),
+            heartbeat_interval_s=float(device.get("heartbeat_interval_s") or 30.0),
+            current_release=f"{release['name']}@{release['version']}" if release else None,
+            latitude=location.get("latitude"),
+            longitude=location.get("longitude"),
+            online=device.get("status") == "online",
+            seed=int(device["id"].encode().hex()[-12:], 16) if device["id"] else 0,
+        ))  # fmt: skip
+    return fleet
+
+
+def release_facts(client: FleetClient, release: str) -> ReleaseFacts | None:
+    """Size and requirements of `release` from the server (None if it has no such release)."""
+    ref = ReleaseRef.parse(release)
+    try:
+        found = client.get_release(ref.name, ref.version)
+    except ApiError:
+        return None
+    files = found.get("files") or []
+    requires = sorted({r for f in files for r in f.get("requires", [])})
+    size_mb = sum(int(f.get("size_bytes", 0)) for f in files) / 1e6
+    return ReleaseFacts(release, size_mb=size_mb, requires=parse_requirements(requires))

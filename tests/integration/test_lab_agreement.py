@@ -1,0 +1,129 @@
+"""Agreement: the rehearsal and the real run make the same decisions.
+
+The same small scenario both ways: a fleet of real agents behind a real control plane, and
+the lab's copy of that fleet (`--fleet-from`), rehearsing the same rollout manifest under
+the same rollout id. A good release first, then a bad one (its model answers NaN on every
+input, so each device's health window rolls it back). Timing differs by design (the lab is
+simulated time); the decisions must not: wave membership, skipped devices, the sequence of
+rollout-level actions, the actions on each device, gate verdicts, and every final state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp
+from edgefleet.client import FleetClient
+from edgefleet.core.rollout_spec import parse_rollout_spec
+from edgefleet.localfleet import ServerProcess, wait_for
+from edgefleet.sim.lab.rehearsal import Rehearsal
+from edgefleet.sim.lab.scenario import scenario_from_server
+from edgefleet.sim.model_behaviour import BadModel
+from tests.conftest import AgentFactory
+from tests.releases import Trust, publish
+
+ROLLOUT_KINDS = frozenset({
+    "start-rollout", "start-soak", "extend-soak", "record-gates", "promote-wave",
+    "complete-rollout", "pause-rollout", "start-rollback", "finish-rollback", "fail-rollout",
+})  # fmt: skip
+FINAL = {"succeeded", "failed", "aborted", "rolled-back"}
+# What build_nan_mlp does: NaN outputs on every input.
+NAN_MODEL = BadModel(affected_inputs_percent=100, error_percent=100, latency_factor=1)
+
+
+@pytest.fixture(scope="module")
+def trust(server: ServerProcess) -> Trust:
+    with server.client() as client:
+        return Trust.install(client)
+
+
+def manifest(name: str, release: str) -> dict[str, Any]:
+    return {
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {
+            "release": release,
+            "target": "kind=agree",
+            "strategy": {"waves": [1, "50%", "100%"], "soak": "2s", "max_unavailable": 1,
+                         "install_timeout": "5m"},
+            "gates": {"install_failure_rate": {"max_percent": 0, "min_devices": 1}},
+            "retries": {"max_attempts": 1},
+            "on_failure": "rollback",
+        },
+    }  # fmt: skip
+
+
+def real_run(admin: FleetClient, document: dict[str, Any]) -> tuple[str, dict[str, Any],
+                                                                    dict[str, Any]]:  # fmt: skip
+    rollout_id = admin.create_rollout(document)["rollout"]["id"]
+    wait_for(lambda: admin.get_rollout(rollout_id)["state"] in FINAL, timeout_s=180,
+             interval_s=0.5, what=f"rollout {rollout_id} finished")  # fmt: skip
+    return rollout_id, admin.get_rollout(rollout_id), admin.rollout_report(rollout_id)
+
+
+def decisions_of_real(status: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    per_device: dict[str, list[str]] = {}
+    for entry in report["timeline"]:
+        if entry["device_id"] and entry["kind"] not in ROLLOUT_KINDS:
+            per_device.setdefault(entry["device_id"], []).append(entry["kind"])
+    return {
+        "state": status["state"],
+        "waves": {d["device_id"]: d["wave"] for d in status["devices"]},
+        "device_states": {d["device_id"]: d["state"] for d in status["devices"]},
+        "rollout_actions": [e["kind"] for e in report["timeline"] if e["kind"] in ROLLOUT_KINDS],
+        "device_actions": per_device,
+        "gates": [(g["wave"], g["verdict"]) for g in status["gates"]],
+    }
+
+
+def decisions_of_lab(rehearsal: Rehearsal) -> dict[str, Any]:
+    controller = rehearsal.controller
+    rollout = controller.rollout
+    assert rollout.plan is not None
+    return {
+        "state": rollout.state.value,
+        "waves": {d: rollout.plan.wave_of(d) for d in controller.records},
+        "device_states": {d: r.state.value for d, r in controller.records.items()},
+        "rollout_actions": [e.kind for e in rehearsal.timeline if e.kind in ROLLOUT_KINDS],
+        "device_actions": {d: kinds for d, kinds in controller.device_actions.items()},
+        "gates": [(g.wave, g.verdict.value) for g in rollout.gate_evaluations],
+    }
+
+
+@pytest.mark.slow
+def test_the_rehearsal_and_the_real_rollout_agree(
+    server: ServerProcess, admin: FleetClient, agents: AgentFactory, trust: Trust,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    token = admin.create_enrollment_token(auto_approve=True)["token"]
+    fleet = [
+        agents(f"agree-{i}", token, {"kind": "agree", "ring": "legacy" if i == 3 else "main"},
+               extra_args=["--statsd-port", "0"])
+        for i in range(4)
+    ]  # fmt: skip
+    for agent in fleet:
+        wait_for(lambda a=agent: a.state().get("applied_generation"), what="agent in sync")
+    wait_for(lambda: sum(d["status"] == "online" for d in admin.list_devices(selector="kind=agree"))
+             == 4, what="fleet online")  # fmt: skip
+    runs = [("agree-good", "1.0.0", build_mlp(4, 8, 3, seed=1), False),
+            ("agree-bad", "2.0.0", build_nan_mlp(4, 8, 3, seed=2), True)]  # fmt: skip
+    for name, version, model, bad in runs:
+        publish(admin, tmp_path / name, "agree", version, model, "auto",  # type: ignore[arg-type]
+                trust.targets_keys, requires=["label.ring=main"], window_s=2)  # fmt: skip
+        document = manifest(name, f"agree@{version}")
+        scenario = scenario_from_server(parse_rollout_spec(document), admin)  # before it starts
+        rollout_id, status, report = real_run(admin, document)
+        rehearsal = replace(scenario, rollout_id=rollout_id).rehearsal(
+            start=datetime.now(UTC), hours=6, seed=1, bad_release=bad,
+            controller_interval_s=1.0, bad_model=NAN_MODEL,
+        ).run()  # fmt: skip
+        real, lab = decisions_of_real(status, report), decisions_of_lab(rehearsal)
+        assert lab == real, f"{name}: the rehearsal disagrees with the real run"
+    assert real["state"] == "rolled-back"
+    assert sorted(real["device_states"].values()) == ["rolled-back", "skipped-incompatible",
+                                                      "waiting", "waiting"]  # fmt: skip

@@ -1,0 +1,189 @@
+"""The workload controllers over a real store with a fake clock: a tick on unchanged input
+writes nothing, a dead node's replica fails over and the returning node's desired state no
+longer lists it, a drained node's healthy replica migrates step by step and the commit
+moves it with its reserved generation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgefleet.artifacts.blobstore import BlobStore
+from edgefleet.core.device import Device
+from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.failure_detector import Liveness
+from edgefleet.core.migration import MigrationState, MigrationTrigger
+from edgefleet.core.workload_record import WorkloadRecord
+from edgefleet.server.services.desired import refresh_device
+from edgefleet.server.services.device_link import DeviceLinkService
+from edgefleet.server.services.liveness import LivenessController
+from edgefleet.server.services.migration_controller import MigrationController
+from edgefleet.server.services.placement_controller import PlacementController
+from edgefleet.server.settings import ServerSettings
+from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.server.workload_settings import WorkloadSettings
+from edgefleet.store import Database
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+INVENTORY = {"hardware": {"cpu_count": 2, "memory_mb": 4096},
+             "location": {"region": "eu", "zone": "eu-a"}}  # fmt: skip
+DOC = {"kind": "Workload", "metadata": {"name": "det"}, "spec": {
+    "command": ["run"], "resources": {"cpu_millicores": 500, "memory_mb": 256},
+    "state_dir": "/var/lib/det", "service": {"port": "auto"}}}  # fmt: skip
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.at = T0
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return (self.at - T0).total_seconds()
+
+    async def sleep(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+class Fleet:
+    def __init__(self, db: Database, tmp_path: Path) -> None:
+        self.db = db
+        self.clock = FakeClock()
+        settings = WorkloadSettings(migration_shift_step_s=1, migration_drain_s=1)
+        watch = DesiredStateWatch()
+        self.link = DeviceLinkService(db, self.clock, ServerSettings(data_dir=tmp_path))
+        self.liveness = LivenessController(db, self.clock, settings)
+        self.placement = PlacementController(db, self.clock, settings, watch)
+        self.blobs = BlobStore(tmp_path / "blobs")
+        self.migrations = MigrationController(db, self.clock, settings, watch, self.blobs)
+        self.copies: dict[str, list[dict[str, Any]]] = {}
+        self.checkpoints: dict[str, list[dict[str, Any]]] = {}
+
+    def add_device(self, device_id: str) -> None:
+        with self.db.transaction() as tx:
+            tx.devices.insert(Device(device_id, device_id, f"key-{device_id}",
+                                     EnrollmentState.APPROVED, {}, INVENTORY, None, T0))
+
+    def heartbeat(self, device_id: str, **node: Any) -> None:
+        with self.db.read() as tx:
+            device = tx.devices.get(device_id)
+        reports = {"replicas": self.copies.get(device_id, []),
+                   "checkpoints": self.checkpoints.get(device_id, [])}
+        self.link.report(device, 0, INVENTORY, {}, reports,
+                         {"address": "127.0.0.1", "scheduled": True, **node})  # fmt: skip
+
+    def run_copies(self) -> None:
+        """Every node does what its desired state says, at once: healthy copies, state
+        archives made and restored."""
+        with self.db.read() as tx:
+            devices = tx.devices.all()
+        for d in devices:
+            entries = d.desired.get("workloads", {}).get("replicas", [])
+            self.copies[d.id] = [
+                {"workload": e["workload"], "replica": e["replica"],
+                 "generation": e["generation"], "phase": e["phase"],
+                 "state": "running" if e["phase"] == "run" else "staged",
+                 "health": "ok" if e["phase"] == "run" else "unknown", "port": 9000,
+                 "restored_sha256": (e.get("restore") or {}).get("sha256")}
+                for e in entries
+            ]  # fmt: skip
+            self.checkpoints[d.id] = []
+            for e in entries:
+                if e.get("checkpoint"):
+                    info = self.blobs.put([f"state of {e['workload']}".encode()])
+                    self.checkpoints[d.id].append({
+                        "migration": e["checkpoint"]["migration"], "sha256": info.sha256,
+                        "size_bytes": info.size_bytes})  # fmt: skip
+
+    def tick(self, seconds: float = 0.5, *, silent: frozenset[str] = frozenset(),
+             **node: Any) -> None:  # fmt: skip
+        self.clock.at += timedelta(seconds=seconds)
+        for device_id in ("a", "b"):
+            if device_id not in silent:
+                self.heartbeat(device_id, **node.get(device_id, {}))
+        self.liveness.tick()
+        self.migrations.tick()
+        self.placement.tick()
+        self.run_copies()
+
+    def desired(self, device_id: str) -> dict[str, Any]:
+        with self.db.read() as tx:
+            return dict(tx.devices.get(device_id).desired)
+
+    def where(self) -> tuple[str, int]:
+        with self.db.read() as tx:
+            [a] = tx.placement.load().placement.assignments
+        return a.node_id, a.generation
+
+
+@pytest.fixture
+def fleet(db: Database, tmp_path: Path) -> Fleet:
+    fleet = Fleet(db, tmp_path)
+    for device_id in ("a", "b"):
+        fleet.add_device(device_id)
+    for _ in range(20):
+        fleet.tick(1.0)
+    with db.transaction() as tx:
+        tx.workloads.insert(WorkloadRecord("det", DOC, (), "op", T0, "op", T0))
+    for _ in range(3):
+        fleet.tick()
+    return fleet
+
+
+def test_placement_is_published_and_an_unchanged_tick_writes_nothing(fleet: Fleet) -> None:
+    node, generation = fleet.where()
+    [entry] = fleet.desired(node)["workloads"]["replicas"]
+    assert (entry["workload"], entry["generation"], entry["phase"]) == ("det", generation, "run")
+    other = "b" if node == "a" else "a"
+    assert "workloads" not in fleet.desired(other)
+    assert fleet.placement.tick() is None  # a fixpoint: nothing to write
+    with fleet.db.transaction() as tx:
+        assert not refresh_device(tx, node)
+
+
+def test_a_dead_nodes_replica_fails_over_and_the_node_is_fenced(fleet: Fleet) -> None:
+    node, generation = fleet.where()
+    other = "b" if node == "a" else "a"
+    for _ in range(20):  # ten seconds of silence
+        fleet.tick(silent=frozenset({node}))
+    with fleet.db.read() as tx:
+        assert tx.node_health.find(node).state is Liveness.DEAD  # type: ignore[union-attr]
+    moved_to, new_generation = fleet.where()
+    assert moved_to == other and new_generation > generation
+    assert "workloads" not in fleet.desired(node)  # the returning node learns it lost it
+    [entry] = fleet.desired(other)["workloads"]["replicas"]
+    assert entry["generation"] == new_generation
+    with fleet.db.read() as tx:
+        assert tx.migrations.active() == []  # a failover, not a migration
+
+
+def test_a_draining_node_migrates_its_replica_through_every_step(fleet: Fleet) -> None:
+    node, generation = fleet.where()
+    other = "b" if node == "a" else "a"
+    level = 60.0
+    states: list[MigrationState] = []
+    for _ in range(60):
+        level = max(1.0, level - 2)
+        fleet.tick(**{node: {"power_source": "battery", "battery_pct": level}})
+        with fleet.db.read() as tx:
+            found = tx.migrations.of_workload("det")
+        if found and (not states or states[-1] is not found[0].state):
+            states.append(found[0].state)
+            if found[0].state is MigrationState.PRESTAGING:
+                assert fleet.where() == (node, generation)  # kept on its source meanwhile
+        if states and states[-1] is MigrationState.COMPLETED:
+            break
+    [m] = found
+    assert m.trigger is MigrationTrigger.FORECAST and m.target == other
+    assert "battery_pct forecast below 15" in m.reason
+    assert states == [MigrationState.PENDING, MigrationState.PRESTAGING,
+                      MigrationState.CHECKPOINTING, MigrationState.TRANSFERRING,
+                      MigrationState.STARTING, MigrationState.SHIFTING,
+                      MigrationState.DRAINING, MigrationState.COMPLETED]  # fmt: skip
+    assert m.checkpoint_sha256 is not None and m.generation > generation
+    assert fleet.where() == (other, m.generation)  # committed at the reserved generation
+    assert "workloads" not in fleet.desired(node)  # the source stops its copy

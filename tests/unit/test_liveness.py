@@ -1,0 +1,112 @@
+"""Node liveness from heartbeat arrivals: verdicts move only when they change, a returning
+node is alive at once and not penalised for its outage, a restarted observer does not
+declare the fleet dead, reliability decays while dead and recovers while alive."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edgefleet.core.failure_detector import Liveness, Thresholds
+from edgefleet.core.liveness import (
+    NodeLiveness,
+    evaluate_liveness,
+    liveness_from_dict,
+    liveness_to_dict,
+    observe_heartbeat,
+)
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def steady(beats: int = 30, start: datetime = T0) -> NodeLiveness:
+    record = None
+    for i in range(beats):
+        record = observe_heartbeat(record, start + timedelta(seconds=i))
+    assert record is not None
+    return record
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_silence_goes_alive_then_suspect_then_dead_and_since_moves_only_on_change() -> None:
+    record = steady()  # last heartbeat at 29 s
+    alive = evaluate_liveness(record, at(29.5), T0)
+    assert alive.state is Liveness.ALIVE and alive.since == record.since
+    suspect = evaluate_liveness(alive, at(33.6), T0)
+    assert suspect.state is Liveness.SUSPECT and suspect.since == at(33.6)
+    still = evaluate_liveness(suspect, at(33.7), T0)
+    assert still.state is Liveness.SUSPECT and still.since == at(33.6)
+    dead = evaluate_liveness(still, at(40.0), T0)
+    assert dead.state is Liveness.DEAD and dead.since == at(40.0)
+
+
+def test_a_heartbeat_makes_a_dead_node_alive_without_learning_the_outage() -> None:
+    dead = evaluate_liveness(steady(), at(120), T0)
+    assert dead.state is Liveness.DEAD
+    back = observe_heartbeat(dead, at(125))
+    assert back.state is Liveness.ALIVE and back.since == at(125)
+    assert back.history.intervals_us == dead.history.intervals_us  # the 96 s gap not learned
+    for i in range(1, 5):
+        back = observe_heartbeat(back, at(125 + i))
+    # Judged as quickly as before the outage: dead a few seconds into a new silence.
+    assert evaluate_liveness(back, at(129 + 6), T0).state is Liveness.DEAD
+
+
+def test_a_suspect_node_that_returns_teaches_the_detector_its_gap() -> None:
+    suspect = evaluate_liveness(steady(), at(33.6), T0)
+    assert suspect.state is Liveness.SUSPECT
+    back = observe_heartbeat(suspect, at(33.8))
+    assert back.state is Liveness.ALIVE
+    assert back.history.intervals_us[-1] == 4_800_000  # lossy links widen the model
+
+
+def test_an_observer_that_just_started_judges_only_the_silence_it_saw() -> None:
+    record = steady()  # silent since 29 s, e.g. while the control plane was down
+    restarted_at = at(300)
+    assert evaluate_liveness(record, at(301), restarted_at).state is Liveness.ALIVE
+    assert evaluate_liveness(record, at(320), restarted_at).state is Liveness.DEAD
+
+
+def test_thresholds_are_configurable() -> None:
+    lenient = Thresholds(suspect_phi=30, dead_phi=60)
+    assert evaluate_liveness(steady(), at(33.6), T0).state is Liveness.SUSPECT
+    assert evaluate_liveness(steady(), at(33.6), T0, lenient).state is Liveness.ALIVE
+
+
+def test_reliability_decays_while_dead_and_recovers_while_alive() -> None:
+    record = steady()
+    assert record.reliability(at(100)) == pytest.approx(1.0)
+    dead = evaluate_liveness(record, at(40), T0)
+    assert dead.reliability(at(40 + 3600)) == pytest.approx(0.5)  # half-life one hour
+    back = observe_heartbeat(dead, at(40 + 3600))
+    assert back.reliability_at_since == pytest.approx(0.5)
+    assert back.reliability(at(40 + 7200)) == pytest.approx(0.75)
+
+
+@given(st.lists(st.floats(min_value=0.05, max_value=5.0), min_size=1, max_size=50))
+def test_records_survive_the_store_round_trip(gaps: list[float]) -> None:
+    record = None
+    t = T0
+    for gap in gaps:
+        t += timedelta(seconds=gap)
+        record = observe_heartbeat(record, t)
+    assert record is not None
+    judged = evaluate_liveness(record, t + timedelta(seconds=3), T0)
+    assert liveness_from_dict(liveness_to_dict(judged)) == judged
+
+
+def test_an_extra_report_proves_life_but_teaches_no_interval() -> None:
+    record = steady()  # last scheduled heartbeat at 29 s
+    extra = observe_heartbeat(record, at(29.2), scheduled=False)
+    assert extra.history.intervals_us == record.history.intervals_us
+    assert extra.history.last_heartbeat_at == at(29.2)
+    after = observe_heartbeat(extra, at(30.2))  # the schedule restarts after any report
+    assert after.history.intervals_us[-1] == 1_000_000
+    suspect = evaluate_liveness(record, at(33.6), T0)
+    assert observe_heartbeat(suspect, at(33.7), scheduled=False).state is Liveness.ALIVE
