@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit integration bench clean system-deps
 
-# Debian tools some tests and benchmarks use (promtool, chromium, xdelta3, zstd); CI installs
+# Debian tools some tests and benchmarks use (promtool, chromium, xdelta3, zstd, GNU time); CI installs
 # them, elsewhere the tests that need them skip with the reason.
-SYSTEM_TOOLS := promtool:prometheus chromium:chromium xdelta3:xdelta3 zstd:zstd
+SYSTEM_TOOLS := promtool:prometheus chromium:chromium xdelta3:xdelta3 zstd:zstd /usr/bin/time:time
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
+
+# The benchmark suite: every bench/ script one after the other, one report in
+# bench/results/latest.{json,md}. BENCH_ARGS=--quick for the small sizes.
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
