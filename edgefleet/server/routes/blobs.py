@@ -49,11 +49,12 @@ async def upload_blob(
 @router.head("/{sha256}", summary="Whether a blob exists, and its size")
 def blob_exists(
     sha256: str,
-    _who: Device | OperatorContext = Depends(device_or_operator),
+    who: Device | OperatorContext = Depends(device_or_operator),
     svc: Services = Depends(services),
 ) -> Response:
     blobs = svc.releases.blobs
-    if not blobs.exists(validate_sha256(sha256)):
+    svc.workloads.guard_blob_read(who, validate_sha256(sha256))
+    if not blobs.exists(sha256):
         return Response(status_code=404)
     headers = {"content-length": str(blobs.size_bytes(sha256)), "accept-ranges": "bytes"}
     return Response(status_code=200, headers=headers)
@@ -63,11 +64,12 @@ def blob_exists(
 def download_blob(
     sha256: str,
     request: Request,
-    _who: Device | OperatorContext = Depends(device_or_operator),
+    who: Device | OperatorContext = Depends(device_or_operator),
     svc: Services = Depends(services),
 ) -> Response:
     blobs = svc.releases.blobs
-    size = blobs.size_bytes(validate_sha256(sha256))
+    svc.workloads.guard_blob_read(who, validate_sha256(sha256))
+    size = blobs.size_bytes(sha256)
     header = request.headers.get("range")
     start, end = parse_range_header(header, size) if header else (0, size)
     return _ranged(blobs.open_range(sha256, start, end), header is not None)
@@ -85,9 +87,10 @@ def download_delta(
     sha256: str,
     from_sha256: str,
     request: Request,
-    _who: Device | OperatorContext = Depends(device_or_operator),
+    who: Device | OperatorContext = Depends(device_or_operator),
     svc: Services = Depends(services),
 ) -> Response:
+    svc.workloads.guard_blob_read(who, validate_sha256(sha256), validate_sha256(from_sha256))
     status = svc.deltas.request(from_sha256, sha256)
     if status.state is DeltaState.PENDING:
         return JSONResponse({"state": status.state.value}, status_code=202,

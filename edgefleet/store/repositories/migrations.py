@@ -100,6 +100,11 @@ class MigrationRepository:
         )
         return [_to_migration(r) for r in rows]
 
+    def with_checkpoint(self, sha256: str) -> list[Migration]:
+        """The migrations whose state archive is this blob."""
+        rows = self._c.execute(select(migrations).where(migrations.c.checkpoint_sha256 == sha256))
+        return [_to_migration(r) for r in rows]
+
     def of_workload(self, workload: str, limit: int = 50) -> list[Migration]:
         """The workload's migrations, newest first."""
         rows = self._c.execute(
