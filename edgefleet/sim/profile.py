@@ -116,6 +116,7 @@ class ReleaseFacts:
     requires: Requirements = field(default_factory=lambda: parse_requirements([]))
     health_window_s: float = DEFAULT_HEALTH_WINDOW_S
     max_error_percent: float = 5.0
+    min_requests: int = 0  # the device judges the error rate only past this many requests
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,8 @@ def _device_class(value: object, path: str) -> DeviceClass:
 
 def _release(value: object, path: str) -> ReleaseFacts:
     data = read_mapping(value, path)
-    allowed = {"release", "size_mb", "requires", "health_window", "max_error_percent"}
+    allowed = {"release", "size_mb", "requires", "health_window", "max_error_percent",
+               "min_requests"}
     check_keys(data, frozenset(allowed), path)
     text = read_string(data.get("release"), f"{path}.release")
     try:
@@ -244,6 +246,8 @@ def _release(value: object, path: str) -> ReleaseFacts:
                                         f"{path}.health_window", 86400),
         max_error_percent=read_number(data.get("max_error_percent", 5.0),
                                       f"{path}.max_error_percent", 0, 100),
+        min_requests=int(read_number(data.get("min_requests", 0), f"{path}.min_requests",
+                                     0, 10**9)),
     )  # fmt: skip
 
 

@@ -117,6 +117,8 @@ def test_the_rehearsal_and_the_real_rollout_agree(
                 trust.targets_keys, requires=["label.ring=main"], window_s=2)  # fmt: skip
         document = manifest(name, f"agree@{version}")
         scenario = scenario_from_server(parse_rollout_spec(document), admin)  # before it starts
+        facts = scenario.releases[f"agree@{version}"]  # the release's own health window
+        assert (facts.health_window_s, facts.max_error_percent) == (2, 5)
         rollout_id, status, report = real_run(admin, document)
         rehearsal = replace(scenario, rollout_id=rollout_id).rehearsal(
             start=datetime.now(UTC), hours=6, seed=1, bad_release=bad,

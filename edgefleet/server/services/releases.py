@@ -365,6 +365,7 @@ def _manifest_dict(raw: Any) -> dict[str, Any]:
             "command": list(manifest.health.command),
             "window_s": manifest.health.window_s,
             "max_error_rate": manifest.health.max_error_rate,
+            "min_requests": manifest.health.min_requests,
         },
         "artifacts": sorted(manifest.artifact_names()),
     }

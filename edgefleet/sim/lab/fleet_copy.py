@@ -8,7 +8,8 @@ behaviour comes from its own telemetry over the last `since` (median and p95 of
 or the defaults. The control plane does not know the network a device sits behind, so links
 get the default conditions; a profile given as well adds its bad model, faults and workloads.
 
-The release's facts (size, requirements) come from the server's release record.
+The release's facts (size, requirements, and the health window its service manifest sets)
+come from the server's release record.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def copy_fleet(
 
 
 def release_facts(client: FleetClient, release: str) -> ReleaseFacts | None:
-    """Size and requirements of `release` from the server (None if it has no such release)."""
+    """Size, requirements and health window of `release` from the server (None if it has no
+    such release). Without a service manifest the device's defaults apply."""
     ref = ReleaseRef.parse(release)
     try:
         found = client.get_release(ref.name, ref.version)
@@ -154,4 +156,14 @@ def release_facts(client: FleetClient, release: str) -> ReleaseFacts | None:
     files = found.get("files") or []
     requires = sorted({r for f in files for r in f.get("requires", [])})
     size_mb = sum(int(f.get("size_bytes", 0)) for f in files) / 1e6
-    return ReleaseFacts(release, size_mb=size_mb, requires=parse_requirements(requires))
+    facts = ReleaseFacts(release, size_mb=size_mb, requires=parse_requirements(requires))
+    for file in files:
+        health = ((file.get("facts") or {}).get("manifest") or {}).get("health")
+        if health:
+            facts = replace(
+                facts,
+                health_window_s=float(health.get("window_s", facts.health_window_s)),
+                max_error_percent=round(100 * float(health.get("max_error_rate", 0.05)), 6),
+                min_requests=int(health.get("min_requests", 0)),
+            )
+    return facts

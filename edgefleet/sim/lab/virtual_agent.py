@@ -138,7 +138,8 @@ class VirtualAgent:
         samples = [HealthSample(0.0, True, "HTTP 200", 0, 0),
                    HealthSample(window_s, True, "HTTP 200", requests, errors)]  # fmt: skip
         criteria = HealthCriteria(http_path="/healthz", window_s=window_s,
-                                  max_error_rate=facts.max_error_percent / 100)  # fmt: skip
+                                  max_error_rate=facts.max_error_percent / 100,
+                                  min_requests=facts.min_requests)  # fmt: skip
         verdict = judge_health(samples, criteria, 0.0, window_s)
         now = self._scheduler.now_s
         if verdict.state is HealthVerdictState.HEALTHY:
