@@ -7,10 +7,12 @@
 Creation plans the new file as a sequence of operations (delta_format): an ONNX model's
 tensor payloads (found by onnx_layout) become COPY operations when unchanged and TENSOR
 operations otherwise, encoded number-wise against the same tensor of the old model
-(tensor_codec); everything else - the graph, names, small tensors, and the whole of a
-non-ONNX file - goes into the literal stream (literal_stream), compressed with zstd
-against a bounded window of the old file, the way `zstd --patch-from` does. Unchanged
-4 MiB pieces of a non-ONNX file become COPY operations.
+(tensor_codec); a weight matrix's operation may also carry low-rank factors that predict
+its update (delta_predictor), kept only when they pay for themselves. Everything else -
+the graph, names, small tensors, and the whole of a non-ONNX file - goes into the literal
+stream (literal_stream), compressed with zstd against a bounded window of the old file,
+the way `zstd --patch-from` does. Unchanged 4 MiB pieces of a non-ONNX file become COPY
+operations.
 
 Applying never needs `onnx` (numpy only when the delta has TENSOR operations). It refuses
 before writing anything when the delta is damaged (checksum), does not produce
@@ -20,13 +22,16 @@ the result's sha256 is the expected one; on any failure nothing is left behind.
 
 Peak memory while applying, measured above the interpreter with its imports (numpy alone
 is 12 MiB of the 33 MiB that costs): 1-7 MiB for the benchmark's ONNX models, bounded by
-about 6 MiB per tensor chunk and, for literal segments, by 2 x 8 MiB of prefix plus
-2 x 4 MiB of segment (27 MiB measured on a 40 MB file); never a whole file.
+about 6 MiB per tensor chunk (plus at most about 9 MiB for a weight matrix's predictor
+factors, under 1 MiB on the benchmark's trained MLP) and, for literal segments, by
+2 x 8 MiB of prefix plus 2 x 4 MiB of segment (27 MiB measured on a 40 MB file); never a
+whole file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import mmap
 import os
@@ -35,17 +40,19 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from edgefleet.artifacts.delta_format import (
     CHUNK_ELEMENTS,
     KINDS,
+    MAX_FACTOR_ELEMENTS,
     MAX_SEGMENT_BYTES,
     UNSUPPORTED_DELTA,
     CopyOp,
     DeltaHeader,
     DeltaReader,
     LiteralOp,
+    LowRank,
     Op,
     PayloadSpool,
     Segment,
@@ -56,6 +63,9 @@ from edgefleet.artifacts.delta_format import (
 from edgefleet.artifacts.literal_stream import Buffer, LiteralStream, encode_segments
 from edgefleet.artifacts.onnx_layout import TensorSpan, find_tensor_spans
 from edgefleet.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from edgefleet.artifacts.delta_predictor import Factors
 
 BASE_MISMATCH = "delta_base_mismatch"
 TARGET_MISMATCH = "delta_target_mismatch"
@@ -199,18 +209,77 @@ class _Planner:
 
         kind = KINDS[span.element]
         step = CHUNK_ELEMENTS * kind.itemsize
+        chosen = None if before is None else self._choose_predictor(span, before)
+        factors = None if chosen is None else chosen[1]
         chunks = []
         for start in range(0, span.length, step):
             end = min(start + step, span.length)
             new_chunk = self.new[span.offset + start : span.offset + end]
-            old_chunk = None
+            old_chunk = predicted = None
             if before is not None:
                 old_chunk = self.old[before.offset + start : before.offset + end]
-            blob = encode_chunk(kind, new_chunk, old_chunk, thorough=self.thorough)
+                if factors is not None:
+                    predicted = factors.predict(kind, old_chunk, start // kind.itemsize)
+            blob = encode_chunk(
+                kind, new_chunk, old_chunk, thorough=self.thorough, predicted=predicted
+            )
             chunks.append(self.spool.append(blob))
         old_offset = None if before is None else before.offset
         count = span.length // kind.itemsize
-        return TensorOp(span.name, kind, count, old_offset, CHUNK_ELEMENTS, tuple(chunks))
+        predictor = None
+        if chosen is not None:
+            low_rank, _, factor_blob = chosen
+            predictor = dataclasses.replace(low_rank, blob=self.spool.append(factor_blob))
+        return TensorOp(
+            span.name, kind, count, old_offset, CHUNK_ELEMENTS, tuple(chunks), predictor
+        )
+
+    def _choose_predictor(
+        self, span: TensorSpan, before: TensorSpan
+    ) -> tuple[LowRank, Factors, bytes] | None:
+        """The low-rank predictor that saves most by estimate, if one saves anything.
+
+        Ranks are tried smallest first, stopping when a larger rank saves less; a chunk
+        keeps its plain encoding wherever the prediction does not help it."""
+        from edgefleet.artifacts import delta_predictor as lowrank
+        from edgefleet.artifacts.tensor_codec import estimate_chunk, estimate_predicted_chunk
+
+        kind = KINDS[span.element]
+        if not lowrank.supports(kind, span.dims):
+            return None
+        rows, cols = lowrank.matrix_shape(span.dims)
+        ranks = [r for r in lowrank.RANKS if r * max(rows, cols) <= MAX_FACTOR_ELEMENTS]
+        if not ranks or rows * cols * kind.itemsize != span.length:
+            return None
+        old = self.old[before.offset : before.offset + span.length]
+        new = self.new[span.offset : span.offset + span.length]
+        fitted = lowrank.fit(kind, old, new, rows, cols, max(ranks))
+        if fitted is None:
+            return None
+        step = CHUNK_ELEMENTS * kind.itemsize
+        pieces = [
+            (start, old[start : start + step], new[start : start + step])
+            for start in range(0, span.length, step)
+        ]
+        plain = [estimate_chunk(kind, n, o) for _, o, n in pieces]
+        best: tuple[LowRank, Factors, bytes] | None = None
+        best_size = sum(plain)
+        for rank in ranks:
+            quantized = lowrank.quantize(*fitted, rank)
+            if quantized is None:
+                break
+            a_q, b_q, unit, multipliers = quantized
+            factors = lowrank.factors_of(a_q, b_q, unit, multipliers)
+            blob = lowrank.encode_factors(a_q, b_q, thorough=self.thorough)
+            size = len(blob) + 16 + 4 * rank
+            for (start, o, n), without in zip(pieces, plain, strict=True):
+                predicted = factors.predict(kind, o, start // kind.itemsize)
+                size += min(without, estimate_predicted_chunk(kind, n, o, predicted))
+            if size >= best_size:
+                break
+            low_rank = LowRank(rows, cols, rank, unit, tuple(multipliers), (0, 0))
+            best, best_size = (low_rank, factors, blob), size
+        return best
 
     def _encode_literal(self, reference: list[tuple[int, int]]) -> list[Segment]:
         segments = []
@@ -379,16 +448,22 @@ def _run(header: DeltaHeader, reader: DeltaReader, base: BinaryIO, out: _Hashing
 
 
 def _run_tensor(op: TensorOp, reader: DeltaReader, base: BinaryIO, out: _HashingWriter) -> None:
+    from edgefleet.artifacts.delta_predictor import decode_factors
     from edgefleet.artifacts.tensor_codec import decode_chunk
 
     itemsize = op.kind.itemsize
+    factors = None
+    if op.predictor is not None:
+        factors = decode_factors(reader.read_blob(op.predictor.blob), op.predictor)
     for i, blob in enumerate(op.chunks):
         first = i * op.chunk_elements
         count = min(op.chunk_elements, op.count - first)
-        old_chunk = None
+        old_chunk = predicted = None
         if op.old_offset is not None:
             old_chunk = _read_base(base, op.old_offset + first * itemsize, count * itemsize)
-        out.write(decode_chunk(op.kind, reader.read_blob(blob), old_chunk, count))
+            if factors is not None:
+                predicted = factors.predict(op.kind, old_chunk, first)
+        out.write(decode_chunk(op.kind, reader.read_blob(blob), old_chunk, count, predicted))
 
 
 # ------------------------------------------------------------------ files

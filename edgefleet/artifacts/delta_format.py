@@ -5,7 +5,7 @@ little-endian)::
 
     offset        size  field
     0             8     magic b"EFDELTA\\n"
-    8             2     format version (1)
+    8             2     format version (2; version 1, without predictors, is still read)
     10            4     header length H
     14            H     header, a msgpack map (below)
     14+H          P     payload: tensor chunk blobs and literal segments, back to back
@@ -19,10 +19,14 @@ little-endian)::
     }
     op = [0, old_off, length]                      COPY: bytes of the base, unchanged
        | [1, length]                               LITERAL: the next bytes of the literal stream
-       | [2, name, kind, count, old_off | -1, chunk_elements, [[blob_off, blob_len], ...]]
-                                                   TENSOR: `count` elements of element kind
+       | [2, name, kind, count, old_off | -1, chunk_elements, [[blob_off, blob_len], ...],
+          predictor]                               TENSOR: `count` elements of element kind
                                                    `kind`, chunk by chunk (tensor_codec),
                                                    against the base's elements at old_off
+    predictor = nil                                (version 1 ops have no such field)
+              | [rows, cols, rank, unit, [multiplier, ...], blob_off, blob_len]
+                                                   low-rank factors (delta_predictor) that
+                                                   predict the tensor from its old elements
     kind = 0 bytes, 1 u8, 2 i8, 3 u16, 4 i16, 5 u32, 6 i32, 7 u64, 8 i64,
            9 f16, 10 bf16, 11 f32, 12 f64
 
@@ -38,7 +42,8 @@ any output is written, so a hostile header cannot make a reader allocate more th
 allow. Peak memory while applying, besides the interpreter: for a literal segment about
 2 x prefix + 2 x segment (zstd keeps its own copy of the prefix), under 28 MiB; for a
 tensor chunk about 100 bytes per element in work arrays, 6 MiB for CHUNK_ELEMENTS (25 MiB
-for MAX_CHUNK_ELEMENTS); a COPY streams in 1 MiB pieces. Never a whole file.
+for MAX_CHUNK_ELEMENTS), plus up to about 9 MiB for a predictor's factors (MAX_FACTOR_ELEMENTS);
+a COPY streams in 1 MiB pieces. Never a whole file.
 """
 
 from __future__ import annotations
@@ -57,7 +62,8 @@ import msgpack
 from edgefleet.errors import InvalidInput
 
 MAGIC = b"EFDELTA\n"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _PREAMBLE = struct.Struct("<8sHI")
 TRAILER_BYTES = 32
 MAX_HEADER_BYTES = 64 << 20
@@ -68,6 +74,11 @@ MAX_PREFIX_BYTES = 8 << 20
 CHUNK_ELEMENTS = 1 << 16
 MAX_CHUNK_ELEMENTS = 1 << 18
 _HASH_PIECE_BYTES = 1 << 20
+# Predictor factors: decoding holds A (rows x rank) and B (rank x cols) as float64, and a
+# chunk's rows of A @ B (a chunk plus two rows), so these bound its memory to about 9 MiB.
+MAX_RANK = 64
+MAX_MULTIPLIER = 1 << 24
+MAX_FACTOR_ELEMENTS = 1 << 18
 
 CORRUPT_DELTA = "corrupt_delta"
 UNSUPPORTED_DELTA = "unsupported_delta"
@@ -132,6 +143,18 @@ class LiteralOp:
 
 
 @dataclass(frozen=True)
+class LowRank:
+    """Where a tensor's predictor factors are, and how to scale them (delta_predictor)."""
+
+    rows: int
+    cols: int
+    rank: int
+    unit: float
+    multipliers: tuple[int, ...]
+    blob: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class TensorOp:
     name: str
     kind: ElementKind
@@ -139,6 +162,7 @@ class TensorOp:
     old_offset: int | None
     chunk_elements: int
     chunks: tuple[tuple[int, int], ...]
+    predictor: LowRank | None = None
 
     @property
     def length(self) -> int:
@@ -182,8 +206,16 @@ def encode_header(header: DeltaHeader) -> bytes:
         else:
             old = -1 if op.old_offset is None else op.old_offset
             chunks = [list(c) for c in op.chunks]
+            predictor = None
+            if op.predictor is not None:
+                p = op.predictor
+                predictor = [p.rows, p.cols, p.rank, p.unit, list(p.multipliers), *p.blob]
             ops.append(
-                [OpCode.TENSOR, op.name, op.kind.code, op.count, old, op.chunk_elements, chunks]
+                [
+                    OpCode.TENSOR,
+                    *(op.name, op.kind.code, op.count, old, op.chunk_elements, chunks),
+                    predictor,
+                ]
             )
     document = {
         "base": [header.base_size, bytes.fromhex(header.base_sha256)],
@@ -197,14 +229,14 @@ def encode_header(header: DeltaHeader) -> bytes:
     return packed
 
 
-def decode_header(raw: bytes, payload_bytes: int) -> DeltaHeader:
+def decode_header(raw: bytes, payload_bytes: int, version: int = VERSION) -> DeltaHeader:
     """Parse and check a header; every offset must fall inside the payload or the base."""
     try:
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=True)
         base_size, base_sha = _size_and_hash(doc["base"])
         target_size, target_sha = _size_and_hash(doc["target"])
         segments = tuple(_segment(s, base_size, payload_bytes) for s in doc["segments"])
-        ops = tuple(_op(o, base_size, payload_bytes) for o in doc["ops"])
+        ops = tuple(_op(o, base_size, payload_bytes, version) for o in doc["ops"])
     except InvalidInput:
         raise
     except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as e:
@@ -256,7 +288,7 @@ def _segment(value: object, base_size: int, payload_bytes: int) -> Segment:
     return Segment(size, blob, prefix)
 
 
-def _op(value: object, base_size: int, payload_bytes: int) -> Op:
+def _op(value: object, base_size: int, payload_bytes: int, version: int) -> Op:
     if not isinstance(value, list) or not value:
         raise corrupt("an operation is malformed")
     code = value[0]
@@ -265,8 +297,8 @@ def _op(value: object, base_size: int, payload_bytes: int) -> Op:
         return CopyOp(old_offset, length)
     if code == OpCode.LITERAL and len(value) == 2:
         return LiteralOp(_int(value[1]))
-    if code == OpCode.TENSOR and len(value) == 7:
-        _, name, kind_code, count, old_offset, chunk_elements, chunks = value
+    if code == OpCode.TENSOR and len(value) == (7 if version == 1 else 8):
+        _, name, kind_code, count, old_offset, chunk_elements, chunks = value[:7]
         kind = KIND_BY_CODE.get(kind_code) if isinstance(kind_code, int) else None
         if not isinstance(name, str) or kind is None or not isinstance(chunks, list):
             raise corrupt("a tensor operation is malformed")
@@ -278,8 +310,30 @@ def _op(value: object, base_size: int, payload_bytes: int) -> Op:
         if old_offset != -1:
             old = _range([old_offset, count * kind.itemsize], base_size)[0]
         blobs = tuple(_range(c, payload_bytes) for c in chunks)
-        return TensorOp(name, kind, count, old, chunk_elements, blobs)
+        predictor = None
+        if len(value) == 8 and value[7] is not None:
+            predictor = _predictor(value[7], kind, count, old, payload_bytes)
+        return TensorOp(name, kind, count, old, chunk_elements, blobs, predictor)
     raise corrupt(f"unknown operation {code!r:.20}")
+
+
+def _predictor(
+    value: object, kind: ElementKind, count: int, old: int | None, payload_bytes: int
+) -> LowRank:
+    if not isinstance(value, list) or len(value) != 7 or not isinstance(value[4], list):
+        raise corrupt("a predictor is malformed")
+    rows, cols, rank = _int(value[0], 1), _int(value[1], 1), _int(value[2], 1, MAX_RANK)
+    unit = value[3]
+    if old is None or not kind.is_float or rows * cols != count:
+        raise corrupt("a predictor that does not fit its tensor")
+    if rank * max(rows, cols) > MAX_FACTOR_ELEMENTS:
+        raise corrupt("a predictor's factors are over the limit")
+    if not isinstance(unit, float) or not 0.0 < unit < float("inf"):
+        raise corrupt("a predictor's unit is not a positive number")
+    multipliers = tuple(_int(m, 0, MAX_MULTIPLIER) for m in value[4])
+    if len(multipliers) != rank:
+        raise corrupt("a predictor has the wrong number of multipliers")
+    return LowRank(rows, cols, rank, unit, multipliers, _range(value[5:7], payload_bytes))
 
 
 # ------------------------------------------------------------------ reading and writing
@@ -318,9 +372,10 @@ class DeltaReader:
         magic, version, header_len = _PREAMBLE.unpack(self._file.read(_PREAMBLE.size))
         if magic != MAGIC:
             raise corrupt("not an edgefleet delta (bad magic)")
-        if version != VERSION:
+        if version not in READABLE_VERSIONS:
+            known = ", ".join(str(v) for v in READABLE_VERSIONS)
             raise InvalidInput(
-                f"delta format version {version} is not supported (this reader knows {VERSION})",
+                f"delta format version {version} is not supported (this reader knows {known})",
                 code=UNSUPPORTED_DELTA,
             )
         self._file.seek(self.size_bytes - TRAILER_BYTES)
@@ -332,7 +387,7 @@ class DeltaReader:
         if header_len > MAX_HEADER_BYTES or payload_bytes < 0:
             raise corrupt("bad header length")
         self._file.seek(_PREAMBLE.size)
-        return decode_header(self._file.read(header_len), payload_bytes)
+        return decode_header(self._file.read(header_len), payload_bytes, version)
 
     def read_blob(self, blob: tuple[int, int]) -> bytes:
         offset, length = blob

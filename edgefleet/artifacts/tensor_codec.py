@@ -12,6 +12,10 @@ one whose packed streams are smallest (estimated with a fast zstd pass):
             integers also against an affine prediction `round(a*old + b)`, which is what a
             tensor re-quantized with a new scale and zero point needs
 
+SUB with "p" (predicted) marks the changed elements against the old ones, then codes each
+changed element's step from a prediction the decoder computes too (delta_predictor: a
+low-rank estimate of the update), with no "- 1" since a step may be zero.
+
 SUB maps each value to an integer in the numbers' order (floats: invert negatives, set
 the sign bit of positives; signed ints: flip the sign bit), subtracts old from new modulo
 2**bits and zigzags the result, so a small step either way is a small integer. Either a
@@ -30,7 +34,7 @@ Chunk blob layout (integers little-endian, as are the tensors themselves)::
     +-----------+-----------------------+----------+----------+-----+
     meta   = [transform, [[codec, raw_len, packed_len], ...], params]
     params = {} | SUB: {"m": masked, "k": [split per group], "w": bits per high symbol,
-                        "a": slope, "b": intercept (when predicted)}
+                        "a": slope, "b": intercept (when affine), "p": true (when predicted)}
     SUB streams = [changed bitmap (if masked)], low bits, high symbols (1 stream, or one
                   per byte when wider than 8 bits); each stream packed by stream_codec
 
@@ -290,27 +294,36 @@ def _unpack_high(streams: list[bytes], width: int, m: int) -> U64:
 
 
 def _encode_sub(
-    kind: ElementKind, new: UInt, old: UInt, affine: tuple[float, float] | None, masked: bool
+    kind: ElementKind,
+    new: UInt,
+    old: UInt,
+    affine: tuple[float, float] | None,
+    masked: bool,
+    predicted: UInt | None = None,
 ) -> tuple[list[bytes], dict[str, Any]]:
     """SUB streams: [changed bitmap if masked, low bits, high planes...] and parameters.
 
     Masked, only changed elements are coded (residual - 1, as none is zero); unmasked,
     every element is, which is cheaper when most change by a step or two (int8 weights).
+    With `predicted` (always masked), the changed elements are coded against it.
     """
     base = _predict(kind, old, affine)
     streams: list[bytes] = []
     params: dict[str, Any] = {"m": masked}
     if affine is not None:
         params["a"], params["b"] = affine
+    if predicted is not None:
+        params["p"] = True
     if masked:
         changed = new != base
         idx = np.flatnonzero(changed)
         streams.append(np.packbits(changed, bitorder="little").tobytes())
     else:
         idx = np.arange(len(new))
-    base_changed = base[idx]
+    base_changed = base[idx] if predicted is None else predicted[idx]
     diff = _to_ordered(kind, new[idx]) - _to_ordered(kind, base_changed)
-    residual = _zigzag(diff, kind.bits).astype(np.uint64) - np.uint64(masked)
+    offset = np.uint64(masked and predicted is None)
+    residual = _zigzag(diff, kind.bits).astype(np.uint64) - offset
     keys = _context_keys(kind, base_changed)
     order = np.argsort(keys, kind="stable")
     residual = residual[order]
@@ -333,7 +346,13 @@ def _encode_sub(
     return streams, params
 
 
-def _decode_sub(kind: ElementKind, streams: list[bytes], old: UInt, params: dict[str, Any]) -> UInt:
+def _decode_sub(
+    kind: ElementKind,
+    streams: list[bytes],
+    old: UInt,
+    params: dict[str, Any],
+    predicted: UInt | None,
+) -> UInt:
     affine = None
     if "a" in params:
         affine = (_float(params["a"]), _float(params["b"]))
@@ -345,6 +364,10 @@ def _decode_sub(kind: ElementKind, streams: list[bytes], old: UInt, params: dict
     masked = params.get("m")
     if not isinstance(masked, bool):
         raise _corrupt("bad SUB parameters")
+    if params.get("p", False) is not (predicted is not None) or (
+        predicted is not None and (not masked or affine is not None or len(predicted) != n)
+    ):
+        raise _corrupt("a predicted SUB without its prediction, or the other way round")
     if masked:
         mask = np.frombuffer(_take(streams, 0, (n + 7) // 8), dtype=np.uint8)
         changed = np.unpackbits(mask, count=n, bitorder="little").astype(bool)
@@ -358,7 +381,7 @@ def _decode_sub(kind: ElementKind, streams: list[bytes], old: UInt, params: dict
         raise _corrupt("bad SUB parameters")
     if len(streams) != position + 1 + _high_stream_count(width):
         raise _corrupt("wrong number of SUB streams")
-    base_changed = base[idx]
+    base_changed = base[idx] if predicted is None else predicted[idx]
     keys = _context_keys(kind, base_changed)
     order = np.argsort(keys, kind="stable")
     counts = [int(c) for c in np.unique(keys[order], return_counts=True)[1]]
@@ -377,7 +400,7 @@ def _decode_sub(kind: ElementKind, streams: list[bytes], old: UInt, params: dict
         residual[start : start + count] = (high[start : start + count] << np.uint64(k)) | low
         start += count
         offset += size
-    zz = (residual + np.uint64(masked)).astype(base.dtype)
+    zz = (residual + np.uint64(masked and predicted is None)).astype(base.dtype)
     ordered = _to_ordered(kind, base_changed[order]) + _unzigzag(zz, kind.bits)
     out = base.copy()
     out[idx[order]] = _from_ordered(kind, ordered)
@@ -400,13 +423,15 @@ def _take(streams: list[bytes], i: int, size: int) -> bytes:
 
 
 def _candidates(
-    kind: ElementKind, new: UInt, old: UInt | None
+    kind: ElementKind, new: UInt, old: UInt | None, predicted: UInt | None = None
 ) -> list[tuple[Transform, list[bytes], dict[str, Any]]]:
     found: list[tuple[Transform, list[bytes], dict[str, Any]]] = [
         (Transform.PLANES, _planes(_rotate_exponent(kind, new)), {})
     ]
     if old is None:
         return found
+    if predicted is not None:
+        found.append((Transform.SUB, *_encode_sub(kind, new, old, None, True, predicted)))
     found.append((Transform.XOR, _planes(_rotate_exponent(kind, new ^ old)), {}))
     if kind.name != "bytes":
         # Floats always mask: an unchanged float would cost as many raw bits as its group.
@@ -419,21 +444,52 @@ def _candidates(
 
 
 def encode_chunk(
-    kind: ElementKind, new: bytes, old: bytes | None, *, thorough: bool = True
+    kind: ElementKind,
+    new: bytes,
+    old: bytes | None,
+    *,
+    thorough: bool = True,
+    predicted: bytes | None = None,
 ) -> bytes:
-    """Encode one chunk of `kind` elements against `old` (same length), or alone if None."""
-    if len(new) % kind.itemsize or (old is not None and len(old) != len(new)):
-        raise ValueError("a chunk must hold whole elements, as many as its predecessor")
-    if old is not None and old == new:
-        return _frame(Transform.SAME, [], {})
-    new_words = _words(kind, new)
-    old_words = None if old is None else _words(kind, old)
-    candidates = _candidates(kind, new_words, old_words)
-    transform, streams, params = min(
-        candidates, key=lambda c: sum(estimate_packed_size(s) for s in c[1])
-    )
+    """Encode one chunk of `kind` elements against `old` (same length), or alone if None.
+
+    `predicted` (floats only, with `old`) offers SUB against that prediction as well."""
+    transform, streams, params = _choose(kind, new, old, predicted)
     packed = [(*pack_stream(s, thorough=thorough), len(s)) for s in streams]
     return _frame(transform, packed, params)
+
+
+def estimate_chunk(
+    kind: ElementKind, new: bytes, old: bytes | None, predicted: bytes | None = None
+) -> int:
+    """A quick estimate of `len(encode_chunk(...))`, for choosing a predictor."""
+    return sum(estimate_packed_size(s) for s in _choose(kind, new, old, predicted)[1]) + 16
+
+
+def estimate_predicted_chunk(kind: ElementKind, new: bytes, old: bytes, predicted: bytes) -> int:
+    """A quick estimate of the predicted SUB alone (the other candidates do not change)."""
+    if old == new:
+        return 16
+    streams, _ = _encode_sub(
+        kind, _words(kind, new), _words(kind, old), None, True, _words(kind, predicted)
+    )
+    return sum(estimate_packed_size(s) for s in streams) + 16
+
+
+def _choose(
+    kind: ElementKind, new: bytes, old: bytes | None, predicted: bytes | None
+) -> tuple[Transform, list[bytes], dict[str, Any]]:
+    if len(new) % kind.itemsize or (old is not None and len(old) != len(new)):
+        raise ValueError("a chunk must hold whole elements, as many as its predecessor")
+    if predicted is not None and (old is None or not kind.is_float or len(predicted) != len(new)):
+        raise ValueError("a prediction needs a float predecessor of the same length")
+    if old is not None and old == new:
+        return Transform.SAME, [], {}
+    new_words = _words(kind, new)
+    old_words = None if old is None else _words(kind, old)
+    predicted_words = None if predicted is None else _words(kind, predicted)
+    candidates = _candidates(kind, new_words, old_words, predicted_words)
+    return min(candidates, key=lambda c: sum(estimate_packed_size(s) for s in c[1]))
 
 
 def _frame(
@@ -444,8 +500,16 @@ def _frame(
     return b"".join([_META_LEN.pack(len(meta)), meta, *(data for _, data, _ in packed)])
 
 
-def decode_chunk(kind: ElementKind, blob: bytes, old: bytes | None, count: int) -> bytes:
-    """The `count` elements a chunk blob encodes; InvalidInput `corrupt_delta` if it lies."""
+def decode_chunk(
+    kind: ElementKind,
+    blob: bytes,
+    old: bytes | None,
+    count: int,
+    predicted: bytes | None = None,
+) -> bytes:
+    """The `count` elements a chunk blob encodes; InvalidInput `corrupt_delta` if it lies.
+
+    `predicted` is the tensor's prediction for the chunk, when its operation has one."""
     size = count * kind.itemsize
     if old is not None and len(old) != size:
         raise ValueError("the predecessor chunk must have the chunk's length")
@@ -467,7 +531,13 @@ def decode_chunk(kind: ElementKind, blob: bytes, old: bytes | None, count: int) 
         return _little_endian(words).tobytes()
     if old is None or kind.name == "bytes":
         raise _corrupt("SUB needs a numeric predecessor")
-    return _little_endian(_decode_sub(kind, streams, _words(kind, old), params)).tobytes()
+    predicted_words = None
+    if params.get("p") is True and predicted is not None:
+        if len(predicted) != size:
+            raise ValueError("the prediction must have the chunk's length")
+        predicted_words = _words(kind, predicted)
+    words = _decode_sub(kind, streams, _words(kind, old), params, predicted_words)
+    return _little_endian(words).tobytes()
 
 
 def _parse_frame(blob: bytes, chunk_bytes: int) -> tuple[Transform, list[bytes], dict[str, Any]]:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from edgefleet.artifacts import delta, literal_stream
+from edgefleet.artifacts import delta, delta_predictor, literal_stream
 from edgefleet.artifacts.delta import apply_delta, create_delta, read_delta_info
 from edgefleet.errors import InvalidInput
 
@@ -39,6 +39,7 @@ def _model(arrays: dict[str, np.ndarray], graph_name: str = "g") -> bytes:
 
 def _round_trip(old: bytes, new: bytes, workdir: Path) -> Path:
     """Create a delta from old to new, apply it, check the result; return the delta's path."""
+    workdir.mkdir(parents=True, exist_ok=True)
     old_path, new_path = workdir / "old.bin", workdir / "new.bin"
     old_path.write_bytes(old)
     new_path.write_bytes(new)
@@ -149,6 +150,88 @@ def test_unchanged_tensors_cost_nothing(tmp_path: Path):
     info = read_delta_info(patch)
     assert info.copy_ops == 3 and info.tensor_ops == 1
     assert info.delta_size < 64 * 64 * 4 * 0.6
+
+
+def _low_rank_pair(seed: int = 8) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A weight matrix fine-tuned the way gradient steps do it: a rank-3 update plus noise."""
+    rng = np.random.default_rng(seed)
+    old = (rng.standard_normal((160, 144)) * 0.05).astype(np.float32)
+    update = rng.standard_normal((160, 3)) @ rng.standard_normal((3, 144)) * 1e-3
+    new = (old + update + rng.standard_normal(old.shape) * 3e-5).astype(np.float32)
+    new[:, 7] = old[:, 7]  # a dead unit: its column does not move at all
+    return {"w": old}, {"w": new}
+
+
+def test_a_low_rank_update_is_predicted_and_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    old, new = _low_rank_pair()
+    patch = _round_trip(_model(old), _model(new), tmp_path)
+    with delta.DeltaReader(patch) as reader:
+        (op,) = [o for o in reader.header.ops if isinstance(o, delta.TensorOp)]
+    assert op.predictor is not None and (op.predictor.rows, op.predictor.cols) == (160, 144)
+    monkeypatch.setattr(delta_predictor, "RANKS", ())
+    unpredicted = _round_trip(_model(old), _model(new), tmp_path / "plain")
+    assert read_delta_info(patch).delta_size < 0.85 * read_delta_info(unpredicted).delta_size
+
+
+def test_a_version_1_delta_is_still_applied(made: dict[str, Path]):
+    def to_version_1(doc: dict[str, Any]) -> None:
+        for op in doc["ops"]:
+            if op[0] == 2:
+                assert op.pop() is None
+
+    _rewrite_header(made["patch"], to_version_1)
+    data = bytearray(made["patch"].read_bytes()[:-32])
+    data[8:10] = (1).to_bytes(2, "little")
+    made["patch"].write_bytes(bytes(data) + hashlib.sha256(data).digest())
+    apply_delta(made["old"], made["patch"], made["out"], expected_sha256=_sha256(made["new"]))
+    assert made["out"].read_bytes() == made["new"].read_bytes()
+
+
+def test_an_unknown_version_is_refused(made: dict[str, Path]):
+    data = bytearray(made["patch"].read_bytes()[:-32])
+    data[8:10] = (9).to_bytes(2, "little")
+    made["patch"].write_bytes(bytes(data) + hashlib.sha256(data).digest())
+    _refused(made, "unsupported_delta")
+
+
+@pytest.fixture
+def predicted(tmp_path: Path) -> dict[str, Path]:
+    """Like `made`, but the delta's tensor carries a predictor."""
+    old_arrays, new_arrays = _low_rank_pair()
+    old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    old.write_bytes(_model(old_arrays))
+    new.write_bytes(_model(new_arrays))
+    patch = tmp_path / "patch.efd"
+    create_delta(old, new, patch)
+    return {"old": old, "new": new, "patch": patch, "out": tmp_path / "out" / "model.onnx"}
+
+
+def _set_predictor(index: int, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        (op,) = [o for o in doc["ops"] if o[0] == 2]
+        op[7][index] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _set_predictor(2, 10_000),  # a rank over the limit
+        _set_predictor(0, 7),  # rows x cols is not the tensor's size
+        _set_predictor(3, -1.0),  # a negative unit
+        _set_predictor(4, [1, 2]),  # not one multiplier per rank
+        _set_predictor(6, 10**9),  # factors beyond the payload
+        _set_predictor(6, 3),  # factors cut short
+    ],
+)
+def test_a_hostile_predictor_is_refused(
+    predicted: dict[str, Path], change: Callable[[dict[str, Any]], None]
+):
+    _rewrite_header(predicted["patch"], change)
+    _refused(predicted, "corrupt_delta")
 
 
 # ------------------------------------------------------------------ refusals

@@ -161,3 +161,50 @@ def test_onnx_layout_survives_damaged_models(position: int, junk: bytes):
     damaged = data[:at] + junk + data[at + len(junk) :]
     for span in find_tensor_spans(damaged):
         assert span.offset >= 0 and span.offset + span.length <= len(damaged)
+
+
+@st.composite
+def predicted_chunks(draw: st.DrawFn) -> tuple[ElementKind, bytes, bytes, bytes, int]:
+    """A float chunk, its update, and a prediction of it: good, poor, or unrelated words."""
+    kind = KINDS[draw(st.sampled_from(sorted(_FLOAT_DTYPES)))]
+    count = draw(st.integers(1, 700))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    old = _values(kind, rng, count)
+    new = _edit(kind, old, draw(st.sampled_from(["noise", "sparse", "same"])), rng)
+    how = draw(st.sampled_from(["halfway", "old", "bits"]))
+    if how == "halfway":
+        dtype = _FLOAT_DTYPES[kind.name]
+        with np.errstate(all="ignore"):
+            mid = (old.view(dtype).astype(np.float64) + new.view(dtype).astype(np.float64)) / 2
+            predicted = mid.astype(dtype).view(old.dtype)
+    elif how == "old":
+        predicted = old
+    else:
+        predicted = _values(kind, rng, count)
+    return kind, old.tobytes(), new.tobytes(), predicted.tobytes(), count
+
+
+@settings(max_examples=100)
+@given(predicted_chunks(), st.booleans())
+def test_a_predicted_chunk_round_trips(
+    chunk: tuple[ElementKind, bytes, bytes, bytes, int], thorough: bool
+):
+    kind, old, new, predicted, count = chunk
+    blob = encode_chunk(kind, new, old, thorough=thorough, predicted=predicted)
+    assert decode_chunk(kind, blob, old, count, predicted) == new
+
+
+def test_a_good_prediction_shrinks_a_chunk_and_is_needed_to_decode_it():
+    kind = KINDS["f32"]
+    rng = np.random.default_rng(4)
+    old = (rng.standard_normal(20_000) * 0.05).astype(np.float32)
+    update = (rng.standard_normal(20_000) * 1e-3).astype(np.float32)
+    new = old + update
+    predicted = old + update + (rng.standard_normal(20_000) * 1e-5).astype(np.float32)
+    plain = encode_chunk(kind, new.tobytes(), old.tobytes())
+    blob = encode_chunk(kind, new.tobytes(), old.tobytes(), predicted=predicted.tobytes())
+    assert len(blob) < len(plain) * 0.8
+    assert decode_chunk(kind, blob, old.tobytes(), len(new), predicted.tobytes()) == new.tobytes()
+    with pytest.raises(InvalidInput) as caught:
+        decode_chunk(kind, blob, old.tobytes(), len(new))
+    assert caught.value.code == "corrupt_delta"
