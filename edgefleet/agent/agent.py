@@ -37,7 +37,6 @@ from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
 from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
 from edgefleet.security.keys import DeviceKey
-from edgefleet.security.tuf_client import TufClient
 from edgefleet.transport.messages import Transport
 
 log = logging.getLogger(__name__)
@@ -181,6 +180,8 @@ class Agent:
             self.settings.heartbeat_interval_s,
         )
         if answer.get("trusted_root"):
+            from edgefleet.security.tuf_client import TufClient  # python-tuf: not while idle
+
             TufClient.store_enrollment_root(
                 self._data_dir / "tuf", json.dumps(answer["trusted_root"]).encode()
             )

@@ -14,12 +14,15 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgefleet.agent.link import ControlPlaneLink
-from edgefleet.artifacts.delta import apply_delta
 from edgefleet.clock import Clock
 from edgefleet.errors import EdgefleetError
-from edgefleet.security.tuf_client import TargetInfo, verify_file
+
+# python-tuf and the delta codec load on the first download, not in an idle agent.
+if TYPE_CHECKING:
+    from edgefleet.security.tuf_client import TargetInfo
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class Delivery:
             await self._link.download_blob(info.sha256, part)
         finally:
             tracker.cancel()
+        from edgefleet.security.tuf_client import verify_file
+
         try:
             verify_file(info, part)
         except EdgefleetError:
@@ -82,6 +87,9 @@ class Delivery:
         self, info: TargetInfo, base: Path, base_sha256: str, final: Path
     ) -> int:
         """Rebuild `final` from `base` and a delta; 0 and no `final` when that fails."""
+        from edgefleet.artifacts.delta import apply_delta
+        from edgefleet.security.tuf_client import verify_file
+
         patch = self._downloads / f"{info.sha256}.from-{base_sha256}.delta"
         rebuilt = self._downloads / f"{info.sha256}.rebuilt"
         try:

@@ -25,9 +25,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.agent.delivery import Delivery
 from edgefleet.agent.journal import InstallRecord, Journal
@@ -56,7 +54,10 @@ from edgefleet.core.install import (
 )
 from edgefleet.core.service_manifest import HealthCriteria, parse_service_manifest
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, Unavailable
-from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TargetInfo, TufClient
+
+# python-tuf and PyYAML load when an install starts, not in an idle agent.
+if TYPE_CHECKING:
+    from edgefleet.security.tuf_client import TargetInfo
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,8 @@ class Installer:
 
     async def _verified_targets(self, section: dict[str, Any]) -> list[TargetInfo]:
         """Signed facts for every file of the release, checked against this device."""
+        from edgefleet.security.tuf_client import TufClient
+
         await self._ensure_trust_anchor()
         loop = asyncio.get_running_loop()
 
@@ -233,6 +236,8 @@ class Installer:
         return infos
 
     async def _ensure_trust_anchor(self) -> None:
+        from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TufClient
+
         if (self._tuf_dir / ENROLLMENT_ROOT).exists():
             return
         # Enrolled before the fleet had a root of trust: trust on first use, said loudly.
@@ -414,6 +419,8 @@ def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def _read_manifest(path: Path) -> dict[str, Any]:
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise InstallFailed("service manifest is too large")
+    import yaml
+
     try:
         raw = yaml.safe_load(path.read_text())
         parse_service_manifest(raw)

@@ -170,8 +170,8 @@ class Supervisor:
         self._clock = clock
         self._rng = rng
         self._owns_client = http_client is None
-        # Probes go to loopback services: never through a proxy from the environment.
-        self._http = http_client or httpx.AsyncClient(trust_env=False)
+        # Made on the first HTTP probe: an idle agent does not hold its TLS context.
+        self._http_client = http_client
         self._services: dict[str, _Service] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -226,8 +226,16 @@ class Supervisor:
 
     async def aclose(self) -> None:
         await self.stop_all()
-        if self._owns_client:
-            await self._http.aclose()
+        if self._owns_client and self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._http_client is None:
+            # Probes go to loopback services: never through a proxy from the environment.
+            self._http_client = httpx.AsyncClient(trust_env=False)
+        return self._http_client
 
     # -- queries ----------------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ from edgefleet.atomicfile import write_json_atomically
 from edgefleet.clock import Clock
 from edgefleet.core.compat import evaluate_compatibility, parse_requirements
 from edgefleet.errors import EdgefleetError, InvalidInput, Unavailable
-from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TufClient
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class ReleaseCache:
     ) -> None:
         self._root = root / "releases"
         self._root.mkdir(parents=True, exist_ok=True)
-        self._anchor = enrollment_tuf_dir / ENROLLMENT_ROOT
+        self._enrollment_tuf_dir = enrollment_tuf_dir
         self._tuf_dir = root / "tuf"
         self._tuf_dir.mkdir(parents=True, exist_ok=True)
         self._delivery = Delivery(root / "downloads", link, clock)
@@ -129,9 +128,13 @@ class ReleaseCache:
         return FetchedRelease(name, version, directory, files, kinds)
 
     async def _verified(self, name: str, version: str, paths: list[str]) -> list[Any]:
+        # python-tuf loads with the first release fetched, not in an idle agent.
+        from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TufClient
+
         if not (self._tuf_dir / ENROLLMENT_ROOT).exists():
-            if self._anchor.exists():
-                root = self._anchor.read_bytes()
+            anchor = self._enrollment_tuf_dir / ENROLLMENT_ROOT
+            if anchor.exists():
+                root = anchor.read_bytes()
             else:
                 root = await self._link.fetch("/v1/tuf/1.root.json")
                 log.warning("pinned the fleet's first TUF root on first use (trust on first "

@@ -39,10 +39,9 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import yaml
 
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.release_service import pick_free_port
@@ -57,7 +56,6 @@ from edgefleet.core.service_manifest import (
     expand_placeholders,
     parse_service_manifest,
 )
-from edgefleet.core.workload import HealthCheckKind, Workload, parse_workload
 from edgefleet.core.workload_section import (
     ReplicaEntry,
     ReplicaPhase,
@@ -65,6 +63,11 @@ from edgefleet.core.workload_section import (
     parse_workloads_section,
 )
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, NotFound, Unavailable
+
+# Workload specs (and PyYAML for service manifests) load with the first replica: an idle
+# agent without workloads does not hold them.
+if TYPE_CHECKING:
+    from edgefleet.core.workload import Workload
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +268,8 @@ class WorkloadRunner:
     # -- one replica's process -----------------------------------------------------------
 
     def _spec(self, copy: _Copy) -> ServiceSpec:
+        from edgefleet.core.workload import parse_workload
+
         entry, releases = copy.entry, copy.releases or []
         spec = parse_workload(dict(entry.document))
         files = {name: str(r.path_of(name)) for r in releases for name in r.files}
@@ -404,6 +409,8 @@ def _key(entry: ReplicaEntry) -> str:
 
 
 def _service_manifest(releases: list[FetchedRelease]) -> ServiceManifest | None:
+    import yaml
+
     for release in releases:
         for name, kind in sorted(release.kinds.items()):
             if kind == "service":
@@ -423,6 +430,8 @@ def _health(
     port: int | None,
     expand: Callable[[str], str],
 ) -> HealthCheckSpec | None:
+    from edgefleet.core.workload import HealthCheckKind
+
     check = spec.health_check
     if check is not None:
         if check.kind is HealthCheckKind.HTTP:

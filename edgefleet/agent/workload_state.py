@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tarfile
 from pathlib import Path
 
 from edgefleet.errors import InvalidInput
@@ -25,6 +24,8 @@ def archive_state(state_dir: Path, archive: Path) -> tuple[str, int]:
     archive.parent.mkdir(parents=True, exist_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
     part = archive.with_name(archive.name + ".part")
+    import tarfile  # migrations only: not loaded in an idle agent
+
     with tarfile.open(part, "w:gz") as tar:
         for path in sorted(state_dir.rglob("*")):
             tar.add(path, arcname=str(path.relative_to(state_dir)), recursive=False)
@@ -43,6 +44,8 @@ def restore_state(archive: Path, expected_sha256: str, state_dir: Path) -> None:
     fresh = state_dir.with_name(state_dir.name + ".restoring")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
+    import tarfile
+
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(fresh, filter="data")

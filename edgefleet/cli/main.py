@@ -26,6 +26,7 @@ from edgefleet.cli import (
     trust,
     workloads,
 )
+from edgefleet.cli.agent import CONTEXT_SETTINGS as AGENT_CONTEXT_SETTINGS
 from edgefleet.cli.agent import agent
 from edgefleet.cli.apply import apply
 from edgefleet.cli.context import CliContext, default_config_path, write_config
@@ -92,7 +93,7 @@ def whoami(ctx: typer.Context) -> None:
 
 
 app.command(name="server")(server)
-app.command(name="agent")(agent)
+app.command(name="agent", context_settings=AGENT_CONTEXT_SETTINGS, add_help_option=False)(agent)
 app.add_typer(devices.app, name="devices")
 app.add_typer(devices.groups_app, name="groups")
 app.add_typer(tokens.app, name="tokens")

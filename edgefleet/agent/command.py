@@ -1,0 +1,227 @@
+"""The `edgefleet agent` command: its flags, and the lean process that runs the agent.
+
+`edgefleet agent ...` (the typer CLI) replaces itself with `python -m edgefleet.agent ...`
+(same process id, same arguments), which parses the flags here and runs the agent. The
+long-running process therefore never holds the operator CLI (typer, rich, click, and the
+pydantic that typer brings: over 10 MB of a 70 MB idle agent). The flags are defined once,
+in `build_parser`; `--help` is printed from there too.
+
+This module imports only the standard library at import time; the agent itself is imported
+when it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgefleet.agent.settings import AgentSettings
+    from edgefleet.errors import EdgefleetError
+
+# Crash-safety testing: the agent SIGKILLs itself right after journaling this install state.
+FAULT_ENV = "EDGEFLEET_FAULT_KILL_AT"
+# Lossy-link testing: this share of periodic heartbeats is dropped before it is sent.
+HEARTBEAT_LOSS_ENV = "EDGEFLEET_FAULT_HEARTBEAT_LOSS"
+
+DESCRIPTION = "Run the device agent: enroll, heartbeat, follow the desired state."
+PROG = "edgefleet agent"
+
+
+def _bounded_float(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in the range {low}..{high}")
+        return value
+
+    return parse
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The agent's flags. A flag with an environment variable takes its default from it (an
+    empty variable counts as unset, as in the rest of the CLI)."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, allow_abbrev=False)
+
+    def add(
+        flag: str,
+        metavar: str,
+        help: str = "",
+        *,
+        type: Callable[[str], Any] = str,
+        default: Any = None,
+        envvar: str | None = None,
+        required: bool = False,
+        repeatable: bool = False,
+        short: str | None = None,
+    ) -> None:
+        if default is not None:  # the built-in one: the variable's value may be a secret
+            help = f"{help} [default: {default}]".strip()
+        if envvar is not None:
+            help = f"{help} [env: {envvar}]".strip()
+            # Like a flag's value, a string default is converted (and checked) by `type`.
+            default = env.get(envvar) or default
+            required = required and default is None
+        parser.add_argument(
+            *([flag, short] if short else [flag]),
+            metavar=metavar,
+            help=help,
+            type=type,
+            default=[] if repeatable else default,
+            required=required,
+            action="append" if repeatable else "store",
+        )
+
+    add("--server", "URL", "Control plane URL", envvar="EDGEFLEET_SERVER", required=True)
+    add("--data-dir", "DIR", "Key and state", envvar="EDGEFLEET_DATA_DIR", required=True)
+    add("--enroll-token", "TOKEN", "Needed only until the device is enrolled",
+        envvar="EDGEFLEET_ENROLL_TOKEN")  # fmt: skip
+    add("--name", "NAME", "Device name [host name]")
+    add("--label", "K=V", "Label, repeatable (at enrollment)", short="-l", repeatable=True)
+    add("--heartbeat-interval", "S", "Seconds between heartbeats", type=float, default=15.0)
+    add("--region", "REGION", envvar="EDGEFLEET_REGION")
+    add("--zone", "ZONE", envvar="EDGEFLEET_ZONE")
+    add("--timezone", "TZ", "IANA zone name", envvar="EDGEFLEET_TIMEZONE")
+    add("--latitude", "DEG", "-90..90", type=_bounded_float(-90, 90))
+    add("--longitude", "DEG", "-180..180", type=_bounded_float(-180, 180))
+    add("--accelerator", "KIND", "e.g. npu, gpu (repeatable)", repeatable=True)
+    add("--max-backoff", "S", "Longest wait between retries, seconds", type=float, default=60.0)
+    add("--sandbox-memory-limit", "MB",
+        "Memory limit (MB) of the sandboxed model check before an install",
+        type=int, default=1024)  # fmt: skip
+    add("--sandbox-timeout", "S", "Time limit (s) of the sandboxed check",
+        type=float, default=60.0)  # fmt: skip
+    add("--statsd-port", "PORT",
+        "Loopback UDP port of the workloads' StatsD endpoint (0: any free port)",
+        type=int, default=8125, envvar="EDGEFLEET_STATSD_PORT")  # fmt: skip
+    add("--telemetry-sample-interval", "S", "Seconds between host metric readings",
+        type=float, default=10.0)  # fmt: skip
+    add("--telemetry-batch-interval", "S",
+        "Seconds between cutting closed windows into a queued batch",
+        type=float, default=60.0)  # fmt: skip
+    add("--telemetry-queue-max-bytes", "BYTES",
+        "Bound of the on-disk telemetry queue (oldest dropped first)",
+        type=int, default=16 * 1024 * 1024)  # fmt: skip
+    add("--telemetry-queue-max-rows", "N", "Most batches the queue holds",
+        type=int, default=10_000)  # fmt: skip
+    add("--advertise-address", "HOST",
+        "Host at which clients reach this device's workloads (published endpoints)",
+        default="127.0.0.1", envvar="EDGEFLEET_ADVERTISE_ADDRESS")  # fmt: skip
+    add("--simulated-battery", "START[:DRAIN]|file:PATH",
+        "Tests and demos only: report a battery at START%%, draining DRAIN points per "
+        "minute (e.g. 80:6), or at the percentage written in PATH (read at every report)",
+        envvar="EDGEFLEET_SIMULATED_BATTERY")  # fmt: skip
+    add("--log-level", "LEVEL", default="info", envvar="EDGEFLEET_LOG_LEVEL")
+    return parser
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> AgentSettings:
+    """The agent's settings from parsed flags (and the fault-injection variables)."""
+    import socket
+    from pathlib import Path
+
+    from edgefleet.agent.settings import AgentSettings
+    from edgefleet.core.install import InstallState
+    from edgefleet.core.labels import parse_label_assignments
+
+    env = os.environ if environ is None else environ
+    fault = env.get(FAULT_ENV)
+    return AgentSettings(
+        server_url=args.server,
+        data_dir=Path(args.data_dir),
+        enroll_token=args.enroll_token,
+        name=args.name or socket.gethostname(),
+        labels=parse_label_assignments(args.label),
+        heartbeat_interval_s=args.heartbeat_interval,
+        max_backoff_s=args.max_backoff,
+        region=args.region,
+        zone=args.zone,
+        timezone=args.timezone,
+        latitude=args.latitude,
+        longitude=args.longitude,
+        accelerators=tuple(args.accelerator),
+        sandbox_memory_limit_mb=args.sandbox_memory_limit,
+        sandbox_timeout_s=args.sandbox_timeout,
+        statsd_port=args.statsd_port,
+        telemetry_sample_interval_s=args.telemetry_sample_interval,
+        telemetry_batch_interval_s=args.telemetry_batch_interval,
+        telemetry_queue_max_bytes=args.telemetry_queue_max_bytes,
+        telemetry_queue_max_rows=args.telemetry_queue_max_rows,
+        fault_kill_at=InstallState(fault) if fault else None,
+        advertise_address=args.advertise_address,
+        simulated_battery=args.simulated_battery,
+        fault_heartbeat_loss=float(env.get(HEARTBEAT_LOSS_ENV) or 0),
+    )
+
+
+async def run_agent(settings: AgentSettings) -> None:
+    """Run the agent on this machine until SIGINT or SIGTERM."""
+    import asyncio
+    import signal
+
+    from edgefleet.agent.agent import Agent
+    from edgefleet.agent.hardware import HostHardware
+    from edgefleet.agent.process_runtime import HostRuntime
+    from edgefleet.clock import SystemClock
+    from edgefleet.transport.http import HttpTransport
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    agent = Agent(
+        settings,
+        clock=SystemClock(),
+        transport=HttpTransport(settings.server_url),
+        hardware=HostHardware(settings.data_dir, list(settings.accelerators)),
+        runtime=HostRuntime(),
+    )
+    await agent.run(stop)
+
+
+def skip_httpx_cli() -> None:
+    """httpx imports its command-line client, and with it rich, click and pygments (about
+    5 MB), whenever those are installed, as they are beside typer. The agent never calls it:
+    marking the module missing makes httpx take its own fallback (a stub `httpx.main`)."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
+def _print_error(error: EdgefleetError) -> None:
+    """One line on stderr, as every other edgefleet command prints errors."""
+    red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if _color(sys.stderr) else ("",) * 3
+    print(f"{red}error:{reset} {error.message} {dim}({error.code}){reset}", file=sys.stderr)
+
+
+def _color(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m edgefleet.agent [flags]`: parse, run, and exit 1 with one line on an
+    edgefleet error (2 for usage errors, 130 on Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    skip_httpx_cli()
+    import asyncio
+
+    from edgefleet.errors import EdgefleetError
+    from edgefleet.logfmt import configure
+
+    configure(args.log_level)
+    try:
+        asyncio.run(run_agent(settings_from_args(args)))
+    except EdgefleetError as e:
+        _print_error(e)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

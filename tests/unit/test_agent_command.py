@@ -1,0 +1,81 @@
+"""The agent's flags (edgefleet.agent.command): environment fallbacks, checks, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgefleet.agent.command import FAULT_ENV, build_parser, settings_from_args
+from edgefleet.agent.settings import AgentSettings
+from edgefleet.core.install import InstallState
+
+REQUIRED = ["--server", "http://cp:8080", "--data-dir", "/var/lib/edgefleet", "--name", "d1"]
+
+
+def settings(argv: list[str], env: dict[str, str] | None = None) -> AgentSettings:
+    return settings_from_args(build_parser(env or {}).parse_args(argv), env or {})
+
+
+def test_flag_defaults_are_the_settings_defaults() -> None:
+    assert settings(REQUIRED) == AgentSettings(
+        server_url="http://cp:8080", data_dir=Path("/var/lib/edgefleet"), name="d1"
+    )
+
+
+def test_every_flag_reaches_the_settings() -> None:
+    got = settings([
+        *REQUIRED, "--enroll-token", "efe_x", "-l", "site=berlin", "--label", "tier=edge",
+        "--heartbeat-interval", "5", "--region", "eu", "--zone", "eu-1", "--timezone",
+        "Europe/Berlin", "--latitude", "-33.9", "--longitude=151.2", "--accelerator", "npu",
+        "--accelerator", "gpu", "--max-backoff", "30", "--sandbox-memory-limit", "256",
+        "--sandbox-timeout", "20", "--statsd-port", "0", "--telemetry-sample-interval", "1",
+        "--telemetry-batch-interval", "2", "--telemetry-queue-max-bytes", "65536",
+        "--telemetry-queue-max-rows", "7", "--advertise-address", "10.0.0.5",
+        "--simulated-battery", "80:6",
+    ])  # fmt: skip
+    assert got == AgentSettings(
+        server_url="http://cp:8080", data_dir=Path("/var/lib/edgefleet"), name="d1",
+        enroll_token="efe_x", labels={"site": "berlin", "tier": "edge"},
+        heartbeat_interval_s=5.0, region="eu", zone="eu-1", timezone="Europe/Berlin",
+        latitude=-33.9, longitude=151.2, accelerators=("npu", "gpu"), max_backoff_s=30.0,
+        sandbox_memory_limit_mb=256, sandbox_timeout_s=20.0, statsd_port=0,
+        telemetry_sample_interval_s=1.0, telemetry_batch_interval_s=2.0,
+        telemetry_queue_max_bytes=65536, telemetry_queue_max_rows=7,
+        advertise_address="10.0.0.5", simulated_battery="80:6",
+    )  # fmt: skip
+
+
+def test_environment_fills_in_flags_and_an_empty_variable_is_unset() -> None:
+    env = {
+        "EDGEFLEET_SERVER": "http://from-env:1", "EDGEFLEET_DATA_DIR": "/d",
+        "EDGEFLEET_STATSD_PORT": "9125", "EDGEFLEET_REGION": "", FAULT_ENV: "staged",
+        "EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.25",
+    }  # fmt: skip
+    got = settings(["--name", "d1"], env)
+    assert (got.server_url, got.data_dir) == ("http://from-env:1", Path("/d"))
+    assert (got.statsd_port, got.region) == (9125, None)
+    assert (got.fault_kill_at, got.fault_heartbeat_loss) == (InstallState.STAGED, 0.25)
+    assert settings([*REQUIRED], env).server_url == "http://cp:8080"  # the flag wins
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],  # --server and --data-dir are required
+        [*REQUIRED, "--latitude", "91"],
+        [*REQUIRED, "--longitude", "east"],
+        [*REQUIRED, "--statsd-port", "x"],
+        [*REQUIRED, "--heartbeat", "5"],  # no abbreviations, as in the rest of the CLI
+    ],
+)
+def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser({}).parse_args(argv)
+    assert exit_.value.code == 2
+
+
+def test_a_bad_environment_value_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser({"EDGEFLEET_STATSD_PORT": "eighty"}).parse_args(REQUIRED)
+    assert exit_.value.code == 2
