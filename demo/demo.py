@@ -314,11 +314,11 @@ class Demo:
             self.model_updates(client)
             self.rollouts(client)
             self.workloads(client)
-            self.rehearsal()
 
             self.step("Every change is in the hash-chained audit log")
             self.cli("audit", "list", "--limit", "8")
             self.cli("audit", "verify")
+            self.rehearsal()
         self.step("Done: stopping everything")
 
     def telemetry(self, client: FleetClient) -> None:

@@ -137,7 +137,8 @@ class Agent:
         """
         await self.telemetry.start()  # before the installer starts a service that uses it
         telemetry = asyncio.create_task(self.telemetry.run(stop))
-        self.installer.want(self.state.desired.get("release"))
+        self.installer.want(self.state.desired.get("release"),
+                            authoritative=self.state.applied_generation > 0)
         installing = asyncio.create_task(self.installer.run())
         # Replicas start only once the control plane confirms them (fencing on return).
         self.workloads.want(self.state.desired.get("workloads"), fresh=False)

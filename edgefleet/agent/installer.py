@@ -110,14 +110,19 @@ class Installer:
         self._sandbox_runtime = sandbox_runtime
         self.record = self.journal.load()
         self._wanted: dict[str, Any] | None = None
+        self._remove_unwanted = False
         self._changed = asyncio.Event()
         self._failures = 0
 
     # What the agent sees.
 
-    def want(self, section: Mapping[str, Any] | None) -> None:
-        """The release section of the latest desired state (None: no release assigned)."""
+    def want(self, section: Mapping[str, Any] | None, *, authoritative: bool = True) -> None:
+        """The release section of the latest desired state. None from the control plane
+        (`authoritative`) means no release: the one running is stopped and removed (a
+        rollout rolling back a device that had none before). Not authoritative: nothing
+        is known yet (before the first desired state), so nothing is removed."""
         self._wanted = dict(section) if section else None
+        self._remove_unwanted = authoritative
         self._changed.set()
 
     def report(self) -> dict[str, Any] | None:
@@ -174,6 +179,8 @@ class Installer:
                 await self._switch_in()
             record = self.record
         if section is None:
+            if self._remove_unwanted:
+                await self._remove()
             return
         same = record is not None and record.serial == section["serial"] and (
             record.name, record.version) == (section["name"], section["version"])
@@ -367,6 +374,20 @@ class Installer:
         self._move(InstallState.ROLLED_BACK, reason=reason)
         log.warning("release rolled back", extra={"release": record.name,
                                                   "version": record.version, "reason": reason})
+
+    async def _remove(self) -> None:
+        """No release is assigned: stop the live one's service, then forget it (each step
+        idempotent, so a kill in between ends the same way after a restart)."""
+        if self.slots.active() is None and self.record is None:
+            return
+        removed = self.slots.manifest(self.slots.active()) or {}
+        await self._start_service(None)
+        self.slots.deactivate()
+        self.journal.clear()
+        self.record = None
+        self._on_change()
+        log.info("release removed: the desired state assigns none",
+                 extra={"release": removed.get("release"), "version": removed.get("version")})
 
     async def _start_service(self, slot: SlotName | None) -> None:
         slot_manifest = self.slots.manifest(slot)

@@ -43,6 +43,10 @@ class Journal:
         raw["state"] = InstallState(raw["state"])
         return InstallRecord(**raw)
 
+    def clear(self) -> None:
+        """Forget the install record (no release assigned any more)."""
+        self.path.unlink(missing_ok=True)
+
     def save(self, record: InstallRecord) -> InstallRecord:
         data = asdict(record)
         data["state"] = record.state.value

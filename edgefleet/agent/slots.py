@@ -63,11 +63,19 @@ class Slots:
         tmp.unlink(missing_ok=True)
         os.symlink(Path("slots") / slot.value, tmp)
         os.replace(tmp, self._current)
+        self._sync_root()
+
+    def _sync_root(self) -> None:
         dir_fd = os.open(self.root, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def deactivate(self) -> None:
+        """No slot is live any more (the slots keep their files until the next fill)."""
+        self._current.unlink(missing_ok=True)
+        self._sync_root()
 
     def manifest(self, slot: SlotName | None) -> dict[str, Any] | None:
         """What a slot holds (written last when it was filled), or None."""

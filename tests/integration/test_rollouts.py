@@ -350,3 +350,69 @@ def test_bad_manifests_are_refused_naming_the_field_and_trains_wait_for_releases
     assert [t["name"] for t in listed] == ["vision-future"] and listed[0]["state"] == "running"
     again = run_cli("apply", "-f", str(train), env=env)
     assert "releasetrain/vision-future unchanged" in again.stdout
+
+
+@pytest.mark.slow
+def test_rollback_removes_the_release_from_a_device_that_had_none(
+    server: ServerProcess, admin: FleetClient, agents: AgentFactory, trust: Trust,
+    releases: dict[str, str],
+) -> None:  # fmt: skip
+    """The previous release of a fresh device is none: rolling back stops and removes the
+    release it got, and the device reports no release."""
+    token = admin.create_enrollment_token(auto_approve=True)["token"]
+    fresh = agents("rfresh-0", token, {"kind": "camera", "fleet": "fresh"},
+                   extra_args=FAST_AGENT_ARGS)  # fmt: skip
+    wait_for(lambda: fresh.state().get("applied_generation"), what="fresh agent in sync")
+    # A gate that cannot get its data (no traffic): after the wait the wave fails.
+    gates = {"workload_error_rate": {"max_percent": 5, "min_devices": 1, "min_requests": 40},
+             "insufficient_data": {"wait": "2s", "then": "fail"}}  # fmt: skip
+    manifest = {"kind": "Rollout", "metadata": {"name": "fresh-rollback"},
+                "spec": {"release": releases["good"], "target": "fleet=fresh",
+                         "strategy": {"waves": [1], "soak": "1s", "install_timeout": "3m"},
+                         "gates": gates}}  # fmt: skip
+    rollout_id = admin.create_rollout(manifest)["rollout"]["id"]
+
+    def serving_port() -> int | None:
+        active = (admin.get_device(fresh.device_id or "")["release_status"] or {}).get("active")
+        return int(active["port"]) if active and active.get("port") else None
+
+    port = wait_for(serving_port, timeout_s=120, what="the release running on the device")
+    status = wait_final(admin, rollout_id)
+    assert status["state"] == "rolled-back", status["reason"]
+    assert [d["state"] for d in status["devices"]] == ["rolled-back"]
+    wait_for(lambda: admin.get_device(fresh.device_id or "")["release_status"] == {},
+             what="the device to report no release")  # fmt: skip
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    assert not (fresh.data_dir / "release" / "current").exists()
+    fresh.stop()
+    fresh.start()  # the removal holds across a restart: nothing comes back
+    wait_for(lambda: admin.get_device(fresh.device_id or "")["status"] == "online",
+             what="fresh agent back")  # fmt: skip
+    assert admin.get_device(fresh.device_id or "")["release_status"] == {}
+    assert not (fresh.data_dir / "release" / "current").exists()
+
+
+def test_a_device_already_running_the_release_is_not_reinstalled(
+    server: ServerProcess, admin: FleetClient, agents: AgentFactory, trust: Trust,
+    releases: dict[str, str],
+) -> None:  # fmt: skip
+    token = admin.create_enrollment_token(auto_approve=True)["token"]
+    device = agents("rsame-0", token, {"kind": "camera", "fleet": "same"})
+    wait_for(lambda: device.state().get("applied_generation"), what="agent in sync")
+
+    def rollout(name: str) -> dict[str, Any]:
+        manifest = {"kind": "Rollout", "metadata": {"name": name},
+                    "spec": {"release": releases["good"], "target": "fleet=same",
+                             "strategy": {"waves": [1], "soak": "1s"}}}  # fmt: skip
+        return wait_final(admin, admin.create_rollout(manifest)["rollout"]["id"])
+
+    assert rollout("same-first")["state"] == "succeeded"
+    first = admin.get_device(device.device_id or "")
+    assert first["release_status"]["state"] == "installed"
+    again = rollout("same-again")
+    assert again["state"] == "succeeded", again["reason"]
+    assert [d["state"] for d in again["devices"]] == ["installed"]
+    after = admin.get_device(device.device_id or "")
+    assert after["desired"]["release"]["serial"] == first["desired"]["release"]["serial"]
+    assert after["release_status"] == first["release_status"]  # nothing was reinstalled
