@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import stat
@@ -80,10 +81,16 @@ def decode_public_key(public_key_b64: str) -> Ed25519PublicKey:
         raise InvalidInput("public_key is not a base64-encoded 32-byte Ed25519 key") from None
 
 
+@functools.lru_cache(maxsize=65536)
+def _verifier(public_key_b64: str) -> Ed25519PublicKey:
+    """The parsed key, kept: the server verifies every device request with one."""
+    return decode_public_key(public_key_b64)
+
+
 def verify_signature(public_key_b64: str, data: bytes, signature: bytes) -> None:
     """Raise Unauthenticated unless `signature` is the key's signature over `data`."""
     try:
-        decode_public_key(public_key_b64).verify(signature, data)
+        _verifier(public_key_b64).verify(signature, data)
     except (InvalidSignature, InvalidInput):
         raise Unauthenticated("request signature does not verify", code="bad_signature") from None
 

@@ -52,7 +52,7 @@ from edgefleet.server.services.trust import TrustService
 from edgefleet.server.services.workload_controllers import WorkloadControllers
 from edgefleet.server.services.workloads import WorkloadService
 from edgefleet.server.settings import ServerSettings
-from edgefleet.server.watch import DesiredStateWatch
+from edgefleet.server.watch import RECHECK_INTERVAL_S, DesiredStateWatch
 from edgefleet.server.workload_settings import WorkloadSettings, load_workload_settings
 from edgefleet.store import Database
 
@@ -134,6 +134,22 @@ async def _housekeeping_forever(svc: Services) -> None:
                 svc.metrics.housekeeping_runs.inc(name, "ok")
 
 
+async def _recheck_long_polls_forever(svc: Services) -> None:
+    """Wake long polls whose device's desired state another replica changed: one read of
+    every waiting device's generation per interval, however many are waiting."""
+    while True:
+        await asyncio.sleep(RECHECK_INTERVAL_S)
+        waiting = svc.watch.waiting_devices()
+        if not waiting:
+            continue
+        try:
+            generations = await asyncio.to_thread(svc.device_link.desired_generations, waiting)
+        except Exception:
+            log.exception("long-poll recheck failed; will retry")
+            continue
+        svc.watch.wake_changed(generations)
+
+
 def create_app(settings: ServerSettings, db: Database, clock: Clock | None = None) -> FastAPI:
     """The control-plane app over an already migrated database."""
     svc = build_services(settings, db, clock or SystemClock())
@@ -144,10 +160,12 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         pruner = asyncio.create_task(_housekeeping_forever(svc))
         rollouts_loop = asyncio.create_task(svc.rollout_controller.run_forever())
         workloads_loop = asyncio.create_task(svc.workload_controllers.run_forever())
+        rechecks = asyncio.create_task(_recheck_long_polls_forever(svc))
         try:
             yield
         finally:
-            for task in (pruner, rollouts_loop, workloads_loop):
+            svc.watch.close()
+            for task in (pruner, rollouts_loop, workloads_loop, rechecks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -173,8 +191,11 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         ),
     )
     app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)
-    for module in (health, devices, tokens, groups, audit, device_api, blobs, releases, trust,
-                   telemetry, alerts, metrics, rollouts, workloads):
-        app.include_router(module.router)
+    # The device routes first: every device calls them, and routes are matched in order (no
+    # device route's method and path overlaps an operator route's).
+    app.include_router(device_api.router)
     app.include_router(telemetry.device_router)
+    for module in (health, devices, tokens, groups, audit, blobs, releases, trust, telemetry,
+                   alerts, metrics, rollouts, workloads):
+        app.include_router(module.router)
     return app

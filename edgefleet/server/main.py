@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from collections.abc import Callable
 
 import uvicorn
 
@@ -17,6 +18,20 @@ from edgefleet.store import Database
 log = logging.getLogger(__name__)
 
 URL_FILE = "server.url"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, answering waiting long polls as soon as shutdown begins: uvicorn waits for
+    running requests before the app's lifespan ends, and a long poll would otherwise hold
+    SIGTERM up for the whole graceful-shutdown timeout."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets)
 
 
 def serve(settings: ServerSettings) -> None:
@@ -45,7 +60,7 @@ def serve(settings: ServerSettings) -> None:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, app.state.services.watch.close)
     write_atomically(settings.data_dir / URL_FILE, (url + "\n").encode())
     log.info("control plane listening", extra={"url": url, "data_dir": str(settings.data_dir)})
     try:

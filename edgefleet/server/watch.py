@@ -1,29 +1,43 @@
 """Wake-ups for desired-state long polls.
 
 A service that changes a device's desired state calls `notify(device_id)` (from any
-thread); requests waiting for that device wake within milliseconds. Waiters also re-read
-the store every few seconds, so a change written by another replica is seen too.
+thread); requests waiting for that device wake within milliseconds. A change written by
+another replica sends no notify here, so the server re-reads the desired generations of
+every waiting device in one query every `RECHECK_INTERVAL_S` (`wake_changed`) and wakes the
+waiters whose generation moved, rather than each waiter re-reading its device on its own.
+
+On shutdown `close()` answers every waiter at once, so no long poll holds the server's
+graceful shutdown open.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+
+# How often the generations of waiting devices are re-read from the store.
+RECHECK_INTERVAL_S = 5.0
 
 
 class DesiredStateWatch:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._seen: dict[str, int] = {}  # device -> the generation its waiters last read
+        self._closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._closed = False
 
     @contextmanager
     def subscribe(self, device_id: str) -> Iterator[asyncio.Event]:
-        """An event set on the next notify for `device_id`; subscribe before reading state."""
+        """An event set on the next notify for `device_id`; subscribe before reading state.
+        Already set once the watch is closed."""
         event = asyncio.Event()
+        if self._closed:
+            event.set()
         self._waiters.setdefault(device_id, set()).add(event)
         try:
             yield event
@@ -33,6 +47,12 @@ class DesiredStateWatch:
                 waiters.discard(event)
                 if not waiters:
                     del self._waiters[device_id]
+                    self._seen.pop(device_id, None)
+
+    def note(self, device_id: str, generation: int) -> None:
+        """Record the generation a waiter for `device_id` read before it started waiting."""
+        if device_id in self._waiters:
+            self._seen[device_id] = generation
 
     def notify(self, device_id: str) -> None:
         """Wake every waiter for `device_id`; safe to call from worker threads."""
@@ -40,7 +60,31 @@ class DesiredStateWatch:
             return
         self._loop.call_soon_threadsafe(self._wake, device_id)
 
+    def waiting_devices(self) -> list[str]:
+        """The devices with a waiting long poll (call on the event loop)."""
+        return sorted(self._waiters)
+
+    def wake_changed(self, generations: Mapping[str, int | None]) -> int:
+        """Wake the waiters of devices whose stored generation differs from the one they
+        read; None (or absent) means the device is gone or no longer approved, which its
+        waiters must learn too. Call on the event loop; returns the devices woken."""
+        changed = [d for d, seen in self._seen.items() if generations.get(d) != seen]
+        for device_id in changed:
+            self._wake(device_id)
+        return len(changed)
+
+    def close(self) -> None:
+        """Answer every waiter now, and every later subscriber at once (shutdown)."""
+        self._closed = True
+        for device_id in list(self._waiters):
+            self._wake(device_id)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def _wake(self, device_id: str) -> None:
+        self._seen.pop(device_id, None)
         for event in self._waiters.get(device_id, ()):
             event.set()
 

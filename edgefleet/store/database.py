@@ -1,13 +1,20 @@
 """The database handle: engine setup, migrations, and transactions that bundle repositories.
 
-SQLite (the embedded default) runs in WAL mode; write transactions start with
-`BEGIN IMMEDIATE` so two writers queue on the busy timeout instead of failing on a lock
-upgrade. PostgreSQL uses the same code through psycopg.
+SQLite (the embedded default) runs in WAL mode with `synchronous=NORMAL`: a commit is
+atomic and survives a crash of the process; a power cut may lose the last few commits
+(heartbeats, nonces), never corrupt the database. Write transactions start with `BEGIN
+IMMEDIATE` so two writers queue instead of failing on a lock upgrade. Within one process
+they queue on a lock of ours first: SQLite's own busy handler polls with sleeps of up to
+100 ms, so writers left to contend for its lock wait far longer than the work takes (only
+another process, such as a CLI or a second replica, still meets the busy timeout). Readers
+never wait on writers. PostgreSQL uses the same code through psycopg, without the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +44,7 @@ from edgefleet.store.repositories.workloads import PlacementRepository, Workload
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_POOL_SIZE = 24
 
 
 class Transaction:
@@ -66,8 +74,17 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         kwargs: dict[str, Any] = {}
+        # One writer at a time in this process (see the module docstring); re-entrant so
+        # that a nested transaction fails on SQLite's busy timeout as before, not here.
+        self._writers: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            # Enough connections for the request threads and the controllers: a connection
+            # past the pool size is closed on return, and reopening one costs its pragmas.
+            if _is_sqlite_file(url):
+                kwargs["pool_size"] = SQLITE_POOL_SIZE
+                kwargs["max_overflow"] = SQLITE_POOL_SIZE
+            self._writers = threading.RLock()
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except (ImportError, ValueError) as e:
@@ -93,7 +110,9 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction: commits when the block ends, rolls back on any error."""
-        with self._translated(), self.engine.connect() as connection, connection.begin():
+        # The lock is taken before a connection, so a queued writer holds none of the pool.
+        with self._translated(), self._writers, self.engine.connect() as connection, \
+                connection.begin():
             yield Transaction(connection)
 
     @contextmanager
@@ -121,6 +140,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _is_sqlite_file(url: str) -> bool:
+    """A SQLite database in a file (an in-memory one has a single-connection pool)."""
+    path = url.partition("://")[2].lstrip("/").partition("?")[0]
+    return bool(path) and path != ":memory:" and "mode=memory" not in url
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -23,9 +23,6 @@ from edgefleet.server.schemas import EnrollRequest, EnrollResponse, ReportReques
 
 router = APIRouter(prefix="/v1", tags=["device API"])
 
-# While waiting, re-read the store this often: changes made by another replica are seen too.
-RECHECK_INTERVAL_S = 5.0
-
 
 @router.post("/enroll", summary="Enroll a device with an enrollment token")
 async def enroll(
@@ -110,7 +107,10 @@ async def desired(
             if known is None or doc["generation"] != known:
                 return JSONResponse(doc, headers={"etag": etag})
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or svc.watch.closed:  # closed: the server is shutting down
                 return Response(status_code=304, headers={"etag": etag})
+            # Changes made by another replica: the watch re-reads the generations of all
+            # waiting devices together and wakes this request if this one moved.
+            svc.watch.note(device.id, doc["generation"])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, RECHECK_INTERVAL_S))
+                await asyncio.wait_for(changed.wait(), timeout=remaining)

@@ -7,14 +7,19 @@ desired-state document.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgefleet.clock import Clock
 from edgefleet.core.desired import desired_document
 from edgefleet.core.device import Device
-from edgefleet.core.enrollment import check_device_access, check_enrollment_token, initial_state
+from edgefleet.core.enrollment import (
+    EnrollmentState,
+    check_device_access,
+    check_enrollment_token,
+    initial_state,
+)
 from edgefleet.core.labels import validate_labels
 from edgefleet.core.node_health import record_report as record_node_report
 from edgefleet.errors import Conflict, Forbidden, Unauthenticated
@@ -26,12 +31,15 @@ from edgefleet.server.services.desired import render_device
 from edgefleet.server.settings import ServerSettings
 from edgefleet.store import Database
 
+MAX_CACHED_KEYS = 200_000
+
 
 class DeviceLinkService:
     def __init__(self, db: Database, clock: Clock, settings: ServerSettings) -> None:
         self._db = db
         self._clock = clock
         self._settings = settings
+        self._public_keys: dict[str, str] = {}  # device id -> its enrolled public key
 
     def enroll(
         self,
@@ -107,24 +115,51 @@ class DeviceLinkService:
         """The approved device that signed this request; refuses forged, stale, replayed,
         cross-device and not-approved requests with the reason."""
         now = self._clock.now()
-        with self._db.read() as tx:
-            device = tx.devices.find(signed.device_id)
-        if device is None:
-            raise Unauthenticated(
-                f"unknown device {signed.device_id!r}: enroll first", code="unknown_device"
-            )
-        verify_signed_request(
-            signed, device.public_key, method, target, body, now, self._settings.max_clock_skew_s
-        )
-        if path_device_id is not None and path_device_id != device.id:
-            raise Forbidden(
-                f"device {device.id} may not act for device {path_device_id}",
-                code="wrong_device",
-            )
+        public_key = self._public_keys.get(signed.device_id)
+        if public_key is not None:
+            # Forged and stale requests are refused before any database work.
+            self._verify(signed, public_key, method, target, body, path_device_id, now)
+        # One transaction reads the device (its enrollment, fresh every time) and records
+        # the nonce, as before once the signature and the device id are checked.
         with self._db.transaction() as tx:
+            device = tx.devices.find(signed.device_id)
+            if device is None:
+                raise Unauthenticated(
+                    f"unknown device {signed.device_id!r}: enroll first", code="unknown_device"
+                )
+            if public_key is None:
+                self._verify(signed, device.public_key, method, target, body, path_device_id,
+                             now)  # fmt: skip
+                self._remember_key(device)
             tx.nonces.remember(device.id, signed.nonce, self._nonce_expiry(signed))
         check_device_access(device.enrollment)
         return device
+
+    def _verify(
+        self,
+        signed: SignedRequest,
+        public_key: str,
+        method: str,
+        target: str,
+        body: bytes,
+        path_device_id: str | None,
+        now: datetime,
+    ) -> None:
+        verify_signed_request(
+            signed, public_key, method, target, body, now, self._settings.max_clock_skew_s
+        )
+        if path_device_id is not None and path_device_id != signed.device_id:
+            raise Forbidden(
+                f"device {signed.device_id} may not act for device {path_device_id}",
+                code="wrong_device",
+            )
+
+    def _remember_key(self, device: Device) -> None:
+        """Keep the device's public key: an id is the hash of its key, so the pair never
+        changes and needs no invalidation (enrollment state is still read every time)."""
+        if len(self._public_keys) >= MAX_CACHED_KEYS:
+            self._public_keys.clear()
+        self._public_keys[device.id] = device.public_key
 
     def report(
         self,
@@ -163,6 +198,17 @@ class DeviceLinkService:
             device = tx.devices.get(device_id)
         check_device_access(device.enrollment)
         return desired_document(device)
+
+    def desired_generations(self, device_ids: Sequence[str]) -> dict[str, int | None]:
+        """Each device's desired generation, None when it is gone or no longer approved
+        (what a long poll waiting for it must learn)."""
+        with self._db.read() as tx:
+            found = tx.devices.desired_generations(device_ids)
+        approved = EnrollmentState.APPROVED.value
+        return {
+            device_id: generation if state == approved else None
+            for device_id, (generation, state) in found.items()
+        }
 
     def prune_nonces(self) -> int:
         with self._db.transaction() as tx:

@@ -4,6 +4,11 @@ forecasts (drain), and stores the verdicts the placement controller acts on.
 Heartbeats are recorded as they arrive (`DeviceLinkService.report` -> `record_report`); a
 tick only writes a node whose verdict or drain changed, and only if no heartbeat arrived
 since it was read (the next tick judges again), so it never overwrites fresher news.
+
+A tick runs every `controller_interval_s` over the whole fleet, so it keeps the nodes it
+decoded: it reads every node's (reported_at, state) and decodes again only the rows where
+either moved (a heartbeat, or a verdict stored by another replica); judging a node it
+already holds is arithmetic.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import datetime
 from edgefleet.clock import Clock
 from edgefleet.core.failure_detector import Liveness
 from edgefleet.core.liveness import evaluate_liveness
+from edgefleet.core.node_health import NodeHealth
 from edgefleet.core.placement_nodes import update_drain
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.workload_settings import WorkloadSettings
@@ -38,15 +44,28 @@ class LivenessController:
         self._clock = clock
         self._settings = settings
         self.watching_since: datetime = clock.now()
+        # device -> the node as last read or written, with the marker it was read at
+        self._known: dict[str, tuple[tuple[datetime | None, str], NodeHealth]] = {}
+
+    def _load(self) -> list[NodeHealth]:
+        """Every node, decoding only rows changed since the last tick."""
+        with self._db.read() as tx:
+            markers = tx.node_health.markers()
+            stale = [d for d, m in markers.items() if d not in self._known
+                     or self._known[d][0] != m]  # fmt: skip
+            fresh = tx.node_health.find_many(stale) if stale else {}
+        for device_id, health in fresh.items():
+            self._known[device_id] = ((health.reported_at, health.state.value), health)
+        for device_id in self._known.keys() - markers.keys():
+            del self._known[device_id]
+        return [self._known[d][1] for d in sorted(markers) if d in self._known]
 
     def tick(self) -> list[LivenessChange]:
         """Judge every node now; returns the changes written."""
         now = self._clock.now()
         settings = self._settings
-        with self._db.read() as tx:
-            everything = tx.node_health.all()
         changes = []
-        for health in everything.values():
+        for health in self._load():
             judged = evaluate_liveness(
                 health.liveness, now, self.watching_since, settings.thresholds()
             )
@@ -66,6 +85,7 @@ class LivenessController:
                 continue
             if not written:
                 continue
+            self._known[health.device_id] = ((health.reported_at, judged.state.value), updated)
             change = LivenessChange(health.device_id, health.state, judged.state,
                                     round(judged.phi, 2), drain.draining)  # fmt: skip
             log.info("node liveness changed", extra={

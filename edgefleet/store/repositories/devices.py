@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
 
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.release import ReleaseAssignment
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.tables import devices
+
+ID_CHUNK = 500  # ids per IN (...) list, well under every backend's parameter limit
+
+# Statements every device request runs, built once: building one and computing its cache
+# key costs more than SQLite takes to run it.
+_FIND = select(devices).where(devices.c.id == bindparam("b_id"))
+_RECORD_REPORT = (
+    update(devices)
+    .where(devices.c.id == bindparam("b_id"))
+    .values(
+        last_seen=bindparam("b_last_seen", type_=devices.c.last_seen.type),
+        inventory=bindparam("b_inventory", type_=devices.c.inventory.type),
+        applied_generation=bindparam("b_applied", type_=devices.c.applied_generation.type),
+        release_status=bindparam("b_release_status", type_=devices.c.release_status.type),
+    )
+)
 
 
 def _to_device(row: Row[Any]) -> Device:
@@ -67,7 +84,7 @@ class DeviceRepository:
         self._c = connection
 
     def find(self, device_id: str) -> Device | None:
-        row = self._c.execute(select(devices).where(devices.c.id == device_id)).first()
+        row = self._c.execute(_FIND, {"b_id": device_id}).first()
         return _to_device(row) if row else None
 
     def get(self, device_id: str) -> Device:
@@ -90,6 +107,20 @@ class DeviceRepository:
         if not rows:
             raise NotFound(f"no device with id or name {id_or_name!r}", code="device_not_found")
         return _to_device(rows[0])
+
+    def desired_generations(self, device_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """(desired generation, enrollment state) of each of these devices that exists, in
+        one query per `ID_CHUNK` ids: cheap enough to poll for every waiting long poll."""
+        out: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(device_ids), ID_CHUNK):
+            chunk = list(device_ids[start : start + ID_CHUNK])
+            rows = self._c.execute(
+                select(devices.c.id, devices.c.desired_generation, devices.c.enrollment).where(
+                    devices.c.id.in_(chunk)
+                )
+            )
+            out.update({row.id: (row.desired_generation, row.enrollment) for row in rows})
+        return out
 
     def find_by_public_key(self, public_key: str) -> Device | None:
         row = self._c.execute(select(devices).where(devices.c.public_key == public_key)).first()
@@ -131,12 +162,7 @@ class DeviceRepository:
     ) -> None:
         """Store what a heartbeat reported; touches only device-owned columns."""
         self._c.execute(
-            update(devices)
-            .where(devices.c.id == device_id)
-            .values(
-                last_seen=seen_at,
-                inventory=inventory,
-                applied_generation=applied_generation,
-                release_status=release_status,
-            )
-        )
+            _RECORD_REPORT,
+            {"b_id": device_id, "b_last_seen": seen_at, "b_inventory": inventory,
+             "b_applied": applied_generation, "b_release_status": release_status},
+        )  # fmt: skip

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from edgefleet.core.liveness import liveness_from_dict, liveness_to_dict
 from edgefleet.core.node_health import (
@@ -15,7 +16,18 @@ from edgefleet.core.node_health import (
     samples_from_json,
     samples_to_json,
 )
+from edgefleet.store.repositories.devices import ID_CHUNK
 from edgefleet.store.tables import node_health
+
+# Statements each heartbeat or controller tick runs, built once (see repositories.devices).
+_FIND = select(node_health).where(node_health.c.device_id == bindparam("b_id"))
+_MARKERS = select(node_health.c.device_id, node_health.c.reported_at, node_health.c.state)
+_PUT_REPORT = (
+    update(node_health)
+    .where(node_health.c.device_id == bindparam("b_id"))
+    .values({c: bindparam(f"b_{c.name}", type_=c.type)
+             for c in node_health.c if c.name != "device_id"})
+)  # fmt: skip
 
 
 def _to_health(row: Row[Any]) -> NodeHealth:
@@ -50,21 +62,32 @@ class NodeHealthRepository:
         self._c = connection
 
     def find(self, device_id: str) -> NodeHealth | None:
-        row = self._c.execute(
-            select(node_health).where(node_health.c.device_id == device_id)
-        ).first()
+        row = self._c.execute(_FIND, {"b_id": device_id}).first()
         return _to_health(row) if row else None
 
     def all(self) -> dict[str, NodeHealth]:
         rows = self._c.execute(select(node_health).order_by(node_health.c.device_id))
         return {row.device_id: _to_health(row) for row in rows}
 
+    def markers(self) -> dict[str, tuple[datetime | None, str]]:
+        """(reported_at, state) of every node: what changes when a heartbeat or a verdict
+        is stored, read without decoding the rest of the row."""
+        rows = self._c.execute(_MARKERS)
+        return {row.device_id: (row.reported_at, row.state) for row in rows}
+
+    def find_many(self, device_ids: Sequence[str]) -> dict[str, NodeHealth]:
+        out: dict[str, NodeHealth] = {}
+        for start in range(0, len(device_ids), ID_CHUNK):
+            chunk = list(device_ids[start : start + ID_CHUNK])
+            rows = self._c.execute(select(node_health).where(node_health.c.device_id.in_(chunk)))
+            out.update({row.device_id: _to_health(row) for row in rows})
+        return out
+
     def put_report(self, health: NodeHealth) -> None:
         """Store what a heartbeat brought (insert or replace the device's row)."""
         values = _values(health)
-        result = self._c.execute(
-            update(node_health).where(node_health.c.device_id == health.device_id).values(**values)
-        )
+        params = {f"b_{k}": v for k, v in values.items() if k != "device_id"}
+        result = self._c.execute(_PUT_REPORT, {"b_id": health.device_id, **params})
         if result.rowcount == 0:
             self._c.execute(insert(node_health).values(**values))
 

@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import Connection, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from edgefleet.errors import Unauthenticated
 from edgefleet.store.tables import device_nonces
+
+
+def _remember_statement(dialect_insert: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING, built once per dialect (every device
+    request runs it)."""
+    return (
+        dialect_insert(device_nonces)
+        .values(
+            device_id=bindparam("b_device_id", type_=device_nonces.c.device_id.type),
+            nonce=bindparam("b_nonce", type_=device_nonces.c.nonce.type),
+            expires_at=bindparam("b_expires_at", type_=device_nonces.c.expires_at.type),
+        )
+        .on_conflict_do_nothing()
+        .returning(device_nonces.c.nonce)
+    )
+
+
+_REMEMBER = {
+    False: _remember_statement(sqlite.insert),
+    True: _remember_statement(postgresql.insert),
+}
 
 
 class NonceRepository:
@@ -17,16 +39,10 @@ class NonceRepository:
 
     def remember(self, device_id: str, nonce: str, expires_at: datetime) -> None:
         """Record a nonce; Unauthenticated if this device already used it."""
-        is_postgres = self._c.dialect.name == "postgresql"
-        dialect_insert = postgresql.insert if is_postgres else sqlite.insert
-        statement = (
-            dialect_insert(device_nonces)
-            .values(device_id=device_id, nonce=nonce, expires_at=expires_at)
-            .on_conflict_do_nothing()
-            .returning(device_nonces.c.nonce)
-        )
+        statement = _REMEMBER[self._c.dialect.name == "postgresql"]
+        values = {"b_device_id": device_id, "b_nonce": nonce, "b_expires_at": expires_at}
         # RETURNING rather than rowcount: drivers disagree on rowcount for ON CONFLICT.
-        if self._c.execute(statement).first() is None:
+        if self._c.execute(statement, values).first() is None:
             raise Unauthenticated(
                 "request nonce was already used: replayed request refused",
                 code="replayed_request",
