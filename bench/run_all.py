@@ -216,7 +216,8 @@ BENCHMARKS = [
               telemetry_figures, quick_args=("--rates", "2", "--uploads", "300")),
     Benchmark("failover", "failover/run.py", "failover.json",
               "failover time and false failovers",
-              "server + 5 real agents on loopback, 1 s heartbeats, inference-server workload",
+              "server + 5 real agents on loopback, default settings (15 s heartbeats, 1 s "
+              "while hosting a replica), inference-server workload",
               failover_figures),
     Benchmark("phi", "failover/phi_sim.py", "phi.json",
               "phi detector: detection time and false verdicts at its defaults",

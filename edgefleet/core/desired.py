@@ -23,13 +23,17 @@ def render_spec(
     release: ReleaseSection | None,
     telemetry: Mapping[str, Any] | None = None,
     workloads: Mapping[str, Any] | None = None,
+    heartbeat_interval_s: float | None = None,
 ) -> dict[str, Any]:
     """The spec part of `device`'s desired state, from its current inputs. `telemetry` is
     the rendered section (core.telemetry_policy.render_telemetry_section), `workloads` the
-    replicas the device should hold (core.workload_section.render_workloads_section)."""
+    replicas the device should hold (core.workload_section.render_workloads_section),
+    `heartbeat_interval_s` the interval while it hosts replicas (else its own)."""
+    interval = device.heartbeat_interval_s if heartbeat_interval_s is None else (
+        heartbeat_interval_s)  # fmt: skip
     spec: dict[str, Any] = {
         "labels": dict(sorted(device.labels.items())),
-        "agent": {"heartbeat_interval_s": device.heartbeat_interval_s},
+        "agent": {"heartbeat_interval_s": interval},
     }
     if release is not None:
         spec["release"] = release.to_dict()
@@ -38,6 +42,13 @@ def render_spec(
     if workloads is not None:
         spec["workloads"] = dict(workloads)
     return spec
+
+
+def heartbeat_interval_of(device: Device) -> float:
+    """The interval `device` is told to heartbeat at: its desired state's (the hosting
+    interval while it holds replicas), else its own setting."""
+    agent = device.desired.get("agent") or {}
+    return float(agent.get("heartbeat_interval_s", device.heartbeat_interval_s))
 
 
 def next_generation(
@@ -57,9 +68,10 @@ def refresh_desired(
     release: ReleaseSection | None,
     telemetry: Mapping[str, Any] | None = None,
     workloads: Mapping[str, Any] | None = None,
+    heartbeat_interval_s: float | None = None,
 ) -> Device:
     """`device` with its spec re-rendered and its generation bumped if the spec changed."""
-    spec = render_spec(device, release, telemetry, workloads)
+    spec = render_spec(device, release, telemetry, workloads, heartbeat_interval_s)
     generation = next_generation(device.desired_generation, device.desired, spec)
     if generation == device.desired_generation:
         return device

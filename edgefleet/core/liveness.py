@@ -54,6 +54,41 @@ from edgefleet.core.failure_detector import (
 
 RELIABILITY_HALF_LIFE_S = 3600.0
 
+# Nodes that host replicas heartbeat fast, so a dead one fails over within seconds, but the
+# fleet-wide rate of those heartbeats is capped (as Nomad caps its heartbeat rate): with more
+# hosting nodes each heartbeats less often.
+HOSTING_HEARTBEAT_S = 1.0
+MAX_HOSTING_HEARTBEATS_PER_S = 50.0
+
+
+def hosting_heartbeat_s(
+    configured_s: float,
+    hosting_nodes: int,
+    fastest_s: float = HOSTING_HEARTBEAT_S,
+    max_per_s: float = MAX_HOSTING_HEARTBEATS_PER_S,
+) -> float:
+    """The heartbeat interval of a node that hosts replicas: `fastest_s` while the fleet has
+    at most `max_per_s * fastest_s` hosting nodes, then slower so that all of them together
+    send at most `max_per_s` heartbeats a second; never slower than the node's own
+    `configured_s`.
+
+    >>> hosting_heartbeat_s(15.0, 3), hosting_heartbeat_s(15.0, 200), hosting_heartbeat_s(2.0, 500)
+    (1.0, 4.0, 2.0)
+    """
+    return min(configured_s, max(fastest_s, hosting_nodes / max_per_s))
+
+
+def detector_settings(interval_s: float | None) -> DetectorSettings:
+    """The detector for a node told to heartbeat every `interval_s`: history starts from that
+    interval, and one lost heartbeat is an acceptable pause (never less than the default's)."""
+    if interval_s is None:
+        return DEFAULT_SETTINGS
+    return replace(
+        DEFAULT_SETTINGS,
+        first_interval_s=interval_s,
+        acceptable_pause_s=max(DEFAULT_SETTINGS.acceptable_pause_s, interval_s),
+    )
+
 
 @dataclass(frozen=True)
 class NodeLiveness:
@@ -64,6 +99,7 @@ class NodeLiveness:
     since: datetime  # when `state` was entered
     reliability_at_since: float = 1.0  # reliability when `state` was entered
     phi: float = 0.0  # at the last evaluation
+    interval_s: float | None = None  # the heartbeat interval the node was told, if known
 
     def reliability(self, now: datetime, half_life_s: float = RELIABILITY_HALF_LIFE_S) -> float:
         """Share of recent time alive, exponentially weighted; 1.0 for a new node."""
@@ -76,15 +112,26 @@ class NodeLiveness:
 def observe_heartbeat(
     record: NodeLiveness | None,
     at: datetime,
-    settings: DetectorSettings = DEFAULT_SETTINGS,
+    settings: DetectorSettings | None = None,
     *,
     scheduled: bool = True,
+    interval_s: float | None = None,
 ) -> NodeLiveness:
     """The record after a heartbeat arrived at `at`: recorded, and the node alive.
     `scheduled=False`: an extra report, which restarts the wait for the next heartbeat
-    without adding its (short) interval to the model."""
-    if record is None:
-        return NodeLiveness(record_heartbeat(new_history(), at, settings), Liveness.ALIVE, at)
+    without adding its (short) interval to the model. `interval_s`: the interval the node
+    now heartbeats at, when known; a change starts the history afresh (the old intervals
+    would model the wrong schedule). `settings` default to `detector_settings` of it."""
+    if interval_s is None and record is not None:
+        interval_s = record.interval_s
+    settings = settings or detector_settings(interval_s)
+    if record is None or interval_s != record.interval_s:
+        fresh = record_heartbeat(new_history(), at, settings)
+        if record is None:
+            return NodeLiveness(fresh, Liveness.ALIVE, at, interval_s=interval_s)
+        if record.state is Liveness.ALIVE:
+            return replace(record, history=fresh, phi=0.0, interval_s=interval_s)
+        return NodeLiveness(fresh, Liveness.ALIVE, at, record.reliability(at), 0.0, interval_s)
     last = record.history.last_heartbeat_at
     if record.state is Liveness.DEAD or (not scheduled and (last is None or at > last)):
         # Neither an outage nor an extra report is a heartbeat interval.
@@ -93,7 +140,7 @@ def observe_heartbeat(
         history = record_heartbeat(record.history, at, settings)
     if record.state is Liveness.ALIVE:
         return replace(record, history=history, phi=0.0)
-    return NodeLiveness(history, Liveness.ALIVE, at, record.reliability(at), 0.0)
+    return NodeLiveness(history, Liveness.ALIVE, at, record.reliability(at), 0.0, interval_s)
 
 
 def evaluate_liveness(
@@ -101,9 +148,11 @@ def evaluate_liveness(
     now: datetime,
     watching_since: datetime,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
-    settings: DetectorSettings = DEFAULT_SETTINGS,
+    settings: DetectorSettings | None = None,
 ) -> NodeLiveness:
-    """The record with its verdict at `now`; `since` moves only when the verdict changes."""
+    """The record with its verdict at `now`; `since` moves only when the verdict changes.
+    `settings` default to `detector_settings` of the node's interval."""
+    settings = settings or detector_settings(record.interval_s)
     history = record.history
     last = history.last_heartbeat_at
     if last is not None and last < watching_since:
@@ -112,7 +161,8 @@ def evaluate_liveness(
     state = classify(value, thresholds)
     if state is record.state:
         return replace(record, phi=value)
-    return NodeLiveness(record.history, state, now, record.reliability(now), value)
+    return NodeLiveness(record.history, state, now, record.reliability(now), value,
+                        record.interval_s)  # fmt: skip
 
 
 def liveness_to_dict(record: NodeLiveness) -> dict[str, Any]:
@@ -126,6 +176,7 @@ def liveness_to_dict(record: NodeLiveness) -> dict[str, Any]:
         "since": record.since.isoformat(),
         "reliability_at_since": record.reliability_at_since,
         "phi": record.phi if math.isfinite(record.phi) else 1e9,
+        "interval_s": record.interval_s,
     }
 
 
@@ -144,4 +195,5 @@ def liveness_from_dict(raw: Mapping[str, Any]) -> NodeLiveness:
         datetime.fromisoformat(str(raw["since"])),
         float(raw.get("reliability_at_since", 1.0)),
         float(raw.get("phi", 0.0)),
+        None if raw.get("interval_s") is None else float(raw["interval_s"]),
     )

@@ -90,11 +90,14 @@ def record_report(
     replicas: Sequence[Mapping[str, Any]],
     checkpoints: Sequence[Mapping[str, Any]],
     node: Mapping[str, Any],
+    interval_s: float | None = None,
 ) -> NodeHealth:
     """The node after a heartbeat at `at`: liveness observed, reports replaced, samples
-    of battery and load appended."""
+    of battery and load appended. `interval_s`: the heartbeat interval the node runs
+    with now, when known (its liveness is judged against it)."""
     liveness = observe_heartbeat(None if previous is None else previous.liveness, at,
-                                 scheduled=node.get("scheduled", True) is not False)
+                                 scheduled=node.get("scheduled", True) is not False,
+                                 interval_s=interval_s)  # fmt: skip
     values = {k: float(node[k]) for k in SAMPLED_METRICS if node.get(k) is not None}
     samples = add_sample(() if previous is None else previous.samples, at, values)
     return NodeHealth(

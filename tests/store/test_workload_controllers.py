@@ -5,6 +5,7 @@ moves it with its reserved generation."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,10 @@ class Fleet:
 
     def add_device(self, device_id: str) -> None:
         with self.db.transaction() as tx:
+            # Heartbeating every 0.5 s, as `tick` does (liveness judges by that interval).
             tx.devices.insert(Device(device_id, device_id, f"key-{device_id}",
-                                     EnrollmentState.APPROVED, {}, INVENTORY, None, T0))
+                                     EnrollmentState.APPROVED, {}, INVENTORY, None, T0,
+                                     heartbeat_interval_s=0.5))
 
     def heartbeat(self, device_id: str, **node: Any) -> None:
         with self.db.read() as tx:
@@ -143,6 +146,17 @@ def test_placement_is_published_and_an_unchanged_tick_writes_nothing(fleet: Flee
     assert fleet.placement.tick() is None  # a fixpoint: nothing to write
     with fleet.db.transaction() as tx:
         assert not refresh_device(tx, node)
+
+
+def test_the_hosting_node_is_told_to_heartbeat_at_the_hosting_interval(fleet: Fleet) -> None:
+    node, _ = fleet.where()
+    other = "b" if node == "a" else "a"
+    with fleet.db.transaction() as tx:  # both at the agent's default of 15 s
+        for device_id in ("a", "b"):
+            tx.devices.update(replace(tx.devices.get(device_id), heartbeat_interval_s=15.0))
+            refresh_device(tx, device_id)
+    assert fleet.desired(node)["agent"]["heartbeat_interval_s"] == 1.0  # hosts the replica
+    assert fleet.desired(other)["agent"]["heartbeat_interval_s"] == 15.0
 
 
 def test_a_dead_nodes_replica_fails_over_and_the_node_is_fenced(fleet: Fleet) -> None:

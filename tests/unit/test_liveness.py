@@ -14,6 +14,7 @@ from edgefleet.core.failure_detector import Liveness, Thresholds
 from edgefleet.core.liveness import (
     NodeLiveness,
     evaluate_liveness,
+    hosting_heartbeat_s,
     liveness_from_dict,
     liveness_to_dict,
     observe_heartbeat,
@@ -110,3 +111,34 @@ def test_an_extra_report_proves_life_but_teaches_no_interval() -> None:
     assert after.history.intervals_us[-1] == 1_000_000
     suspect = evaluate_liveness(record, at(33.6), T0)
     assert observe_heartbeat(suspect, at(33.7), scheduled=False).state is Liveness.ALIVE
+
+
+def test_a_new_heartbeat_interval_starts_the_history_afresh_and_scales_the_pause() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    record = None
+    for i in range(10):  # a node heartbeating every 15 s (the agent's default)
+        record = observe_heartbeat(record, t0 + timedelta(seconds=15 * i), interval_s=15.0)
+    assert record is not None
+    last = t0 + timedelta(seconds=135)
+    # One lost heartbeat (30 s of silence) is an acceptable pause at 15 s, not a death.
+    assert evaluate_liveness(record, last + timedelta(seconds=29), t0).state is Liveness.ALIVE
+    assert evaluate_liveness(record, last + timedelta(seconds=60), t0).state is Liveness.DEAD
+    # It starts hosting a replica and is told to heartbeat every second: the 15 s intervals
+    # no longer describe it, so a short silence is judged by the new schedule at once.
+    at = last + timedelta(seconds=1)
+    record = observe_heartbeat(record, at, interval_s=1.0)
+    assert record.history.intervals_us == () and record.interval_s == 1.0
+    for i in range(1, 6):
+        record = observe_heartbeat(record, at + timedelta(seconds=i))
+    stopped = at + timedelta(seconds=5)
+    assert evaluate_liveness(record, stopped + timedelta(seconds=2), t0).state is Liveness.ALIVE
+    assert evaluate_liveness(record, stopped + timedelta(seconds=8), t0).state is Liveness.DEAD
+    assert liveness_from_dict(liveness_to_dict(record)) == record
+
+
+def test_hosting_nodes_heartbeat_fast_until_the_fleet_rate_cap() -> None:
+    assert hosting_heartbeat_s(15.0, 1) == 1.0
+    assert hosting_heartbeat_s(15.0, 50) == 1.0
+    assert hosting_heartbeat_s(15.0, 500) == 10.0  # 50 heartbeats a second in all
+    assert hosting_heartbeat_s(15.0, 5000) == 15.0  # never slower than configured
+    assert hosting_heartbeat_s(0.5, 3) == 0.5

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from edgefleet.core.desired import heartbeat_interval_of
 from edgefleet.core.device import Device
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.auth import Services, request_target, services, signed_device
@@ -75,7 +76,7 @@ async def report(
         svc.rollout_controller.wake(device.id)  # an install moved on: its rollout may too
     return ReportResponse(
         desired_generation=saved.desired_generation,
-        heartbeat_interval_s=saved.heartbeat_interval_s,
+        heartbeat_interval_s=heartbeat_interval_of(saved),
     )
 
 

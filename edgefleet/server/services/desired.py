@@ -7,6 +7,8 @@ from typing import Any
 from edgefleet.core.alerts import anomalous_metrics
 from edgefleet.core.desired import refresh_desired
 from edgefleet.core.device import Device
+from edgefleet.core.liveness import hosting_heartbeat_s
+from edgefleet.core.placement import Placement
 from edgefleet.core.release import (
     Ref,
     ReleaseAssignment,
@@ -40,9 +42,10 @@ def telemetry_section(tx: Transaction, device_id: str) -> dict[str, Any]:
     )
 
 
-def workloads_section(tx: Transaction, device_id: str) -> dict[str, Any] | None:
+def workloads_section(
+    tx: Transaction, device_id: str, placement: Placement
+) -> dict[str, Any] | None:
     """The replicas the placement in force and the active migrations give the device."""
-    placement = tx.placement.load().placement
     assignments = [
         NodeAssignment(a.workload, a.replica, a.node_id, a.generation)
         for a in placement.assignments
@@ -72,12 +75,20 @@ def workloads_section(tx: Transaction, device_id: str) -> dict[str, Any] | None:
 
 
 def render_device(tx: Transaction, device: Device) -> Device:
-    """`device` with its desired state re-rendered from every input (not saved)."""
+    """`device` with its desired state re-rendered from every input (not saved). A device
+    that hosts replicas heartbeats at the hosting interval, so its death is seen quickly."""
+    placement = tx.placement.load().placement
+    workloads = workloads_section(tx, device.id, placement)
+    interval = None
+    if workloads is not None:
+        hosting = len({a.node_id for a in placement.assignments if a.node_id is not None})
+        interval = hosting_heartbeat_s(device.heartbeat_interval_s, max(1, hosting))
     return refresh_desired(
         device,
         release_section(tx, device),
         telemetry_section(tx, device.id),
-        workloads_section(tx, device.id),
+        workloads,
+        interval,
     )
 
 

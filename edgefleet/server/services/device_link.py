@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.desired import desired_document
+from edgefleet.core.desired import desired_document, heartbeat_interval_of
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import (
     EnrollmentState,
@@ -180,6 +180,11 @@ class DeviceLinkService:
                 code="generation_ahead",
             )
         now = self._clock.now()
+        # A device that has applied its latest desired state heartbeats at the interval it
+        # names (its own, or the hosting interval while it holds replicas).
+        interval_s = None
+        if applied_generation == device.desired_generation:
+            interval_s = heartbeat_interval_of(device)
         with self._db.transaction() as tx:
             tx.devices.record_report(
                 device.id, now, dict(inventory), applied_generation, dict(release_status)
@@ -187,7 +192,7 @@ class DeviceLinkService:
             tx.node_health.put_report(record_node_report(
                 tx.node_health.find(device.id), device.id, now,
                 (workloads or {}).get("replicas", []), (workloads or {}).get("checkpoints", []),
-                node or {},
+                node or {}, interval_s,
             ))  # fmt: skip
             return tx.devices.get(device.id)
 
