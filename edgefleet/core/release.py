@@ -186,3 +186,22 @@ def render_release_section(
         for a in sorted(artifacts, key=lambda a: a.name)
     )
     return ReleaseSection(assignment, targets)
+
+
+def stamp_active_since(
+    previous: Mapping[str, Any], status: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """A device's reported release status with `active.since`: when the control plane first
+    saw the live release (`now` when it changed, else the time already known). Telemetry
+    from before it belongs to another release."""
+    out = dict(status)
+    active = status.get("active")
+    if not active:
+        return out
+    before = previous.get("active") or {}
+    same = (before.get("name"), before.get("version")) == (active.get("name"),
+                                                           active.get("version"))  # fmt: skip
+    out["active"] = {**active, "since": before.get("since") if same and before.get("since")
+                     else now.isoformat()}  # fmt: skip
+    return out
+

@@ -67,6 +67,11 @@ class BadModel:
     error_percent: float = 25.0
     latency_factor: float = 2.5
 
+    def self_test_failure(self) -> float:
+        """The chance that a health check's fixed self-test input is one the model gets
+        wrong (affected, then answered wrongly)."""
+        return self.affected_inputs_percent / 100 * self.error_percent / 100
+
     def error_percent_overall(self, base_error_percent: float) -> float:
         """The error rate a bad model shows over all inputs."""
         affected = self.affected_inputs_percent / 100

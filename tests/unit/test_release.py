@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,6 +13,7 @@ from edgefleet.core.release import (
     ReleaseAssignment,
     check_release_artifacts,
     parse_ref,
+    stamp_active_since,
     target_path,
 )
 from edgefleet.errors import InvalidInput
@@ -51,3 +52,16 @@ def test_release_rules() -> None:
 def test_assignment_round_trips() -> None:
     assignment = ReleaseAssignment("vision", "1.0.0", stage_only=True, serial=3)
     assert ReleaseAssignment.from_dict(assignment.to_dict()) == assignment
+
+
+def test_the_live_release_is_stamped_when_it_changes_and_keeps_its_stamp() -> None:
+    later = T0 + timedelta(minutes=5)
+    v1 = {"name": "vision", "version": "1.0.0", "port": 8080}
+    first = stamp_active_since({}, {"state": "installed", "active": v1}, T0)
+    assert first["active"] == {**v1, "since": T0.isoformat()}
+    again = stamp_active_since(first, {"state": "installed", "active": dict(v1)}, later)
+    assert again["active"]["since"] == T0.isoformat()  # still the same release since T0
+    v2 = {"name": "vision", "version": "2.0.0", "port": 8081}
+    moved = stamp_active_since(again, {"state": "installed", "active": v2}, later)
+    assert moved["active"]["since"] == later.isoformat()
+    assert stamp_active_since(moved, {}, later) == {}  # no release: nothing to stamp

@@ -22,6 +22,7 @@ from edgefleet.core.enrollment import (
 )
 from edgefleet.core.labels import validate_labels
 from edgefleet.core.node_health import record_report as record_node_report
+from edgefleet.core.release import stamp_active_since
 from edgefleet.errors import Conflict, Forbidden, Unauthenticated
 from edgefleet.security.keys import decode_public_key, device_id_for
 from edgefleet.security.request_signing import SignedRequest, verify_signed_request
@@ -186,9 +187,8 @@ class DeviceLinkService:
         if applied_generation == device.desired_generation:
             interval_s = heartbeat_interval_of(device)
         with self._db.transaction() as tx:
-            tx.devices.record_report(
-                device.id, now, dict(inventory), applied_generation, dict(release_status)
-            )
+            status = stamp_active_since(device.release_status or {}, release_status, now)
+            tx.devices.record_report(device.id, now, dict(inventory), applied_generation, status)
             tx.node_health.put_report(record_node_report(
                 tx.node_health.find(device.id), device.id, now,
                 (workloads or {}).get("replicas", []), (workloads or {}).get("checkpoints", []),

@@ -4,9 +4,11 @@ what their telemetry says about their workloads, through the operator client.
 
 Devices are grouped into classes by hardware (`aarch64/npu/2048MB`). A device's model
 behaviour comes from its own telemetry over the last `since` (median and p95 of
-`inference.latency_ms`, request rate, error rate), or its class's median when it has none,
-or the defaults. The control plane does not know the network a device sits behind, so links
-get the default conditions; a profile given as well adds its bad model, faults and workloads.
+`inference.latency_ms`, request rate, error rate) — only since its live release changed,
+when that was within `since` (`release_status.active.since`) — or its class's median when
+it has none, or the defaults. The control plane does not know the network a device sits
+behind, so links get the default conditions; a profile given as well adds its bad model,
+faults and workloads.
 
 The release's facts (size, requirements, and the health window its service manifest sets)
 come from the server's release record.
@@ -18,10 +20,12 @@ import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from edgefleet.client import FleetClient
 from edgefleet.core.compat import parse_requirements
+from edgefleet.core.durations import parse_duration
 from edgefleet.core.rollout_spec import ReleaseRef
 from edgefleet.errors import ApiError
 from edgefleet.sim.hardware import HardwareSpec
@@ -30,6 +34,7 @@ from edgefleet.sim.model_behaviour import LatencyDistribution, ModelBehaviour
 from edgefleet.sim.profile import ReleaseFacts
 
 LATENCY_METRIC = "inference.latency_ms"
+MAX_RECENT_CHANGES = 100
 
 
 @dataclass(frozen=True)
@@ -63,11 +68,16 @@ def _hardware(inventory: Mapping[str, Any]) -> HardwareSpec:
     )
 
 
-def _observed(client: FleetClient, since: str) -> dict[str, Observed]:
-    """Per device: latency quantiles, request rate and error rate over `since`."""
+def _observed(
+    client: FleetClient, since: str, device: str | None = None
+) -> dict[str, Observed]:
+    """Per device (or for one): latency quantiles, request rate and error rate over `since`
+    (a duration ago, or an ISO 8601 time)."""
     try:
-        median = client.telemetry_kpis(metric=LATENCY_METRIC, since=since, quantile=0.5)
-        tail = client.telemetry_kpis(metric=LATENCY_METRIC, since=since, quantile=0.95)
+        median = client.telemetry_kpis(device=device, metric=LATENCY_METRIC, since=since,
+                                       quantile=0.5)  # fmt: skip
+        tail = client.telemetry_kpis(device=device, metric=LATENCY_METRIC, since=since,
+                                     quantile=0.95)  # fmt: skip
     except ApiError:
         return {}
     out: dict[str, Observed] = {}
@@ -110,6 +120,11 @@ def copy_fleet(
     devices = [d for d in client.list_devices(selector=selector)
                if d.get("enrollment") == "approved"]  # fmt: skip
     observed = _observed(client, since)
+    for device_id, recent in _since_release_change(client, devices, since).items():
+        if recent is None:  # its class's behaviour stands in
+            observed.pop(device_id, None)
+        else:
+            observed[device_id] = recent
     by_class: dict[str, list[Observed]] = {}
     for device in devices:
         if device["id"] in observed:
@@ -143,6 +158,27 @@ def copy_fleet(
             seed=int(device["id"].encode().hex()[-12:], 16) if device["id"] else 0,
         ))  # fmt: skip
     return fleet
+
+
+def _since_release_change(
+    client: FleetClient, devices: list[dict[str, Any]], since: str
+) -> dict[str, Observed | None]:
+    """What devices whose live release changed within `since` show since the change (the
+    windows before it are another release's); None where nothing is known since. At most
+    MAX_RECENT_CHANGES devices are read one by one; the others get None too."""
+    window_start = datetime.now(UTC) - parse_duration(since)
+    out: dict[str, Observed | None] = {}
+    changed = []
+    for device in devices:
+        active = (device.get("release_status") or {}).get("active") or {}
+        started = active.get("since")
+        if started and datetime.fromisoformat(started) > window_start:
+            changed.append((device["id"], started))
+    for device_id, started in changed[:MAX_RECENT_CHANGES]:
+        out[device_id] = _observed(client, started, device_id).get(device_id)
+    for device_id, _ in changed[MAX_RECENT_CHANGES:]:
+        out[device_id] = None
+    return out
 
 
 def release_facts(client: FleetClient, release: str) -> ReleaseFacts | None:

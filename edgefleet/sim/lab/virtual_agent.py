@@ -20,7 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from edgefleet.core.install import HealthSample, HealthVerdictState, judge_health
+from edgefleet.core.install import (
+    FAILED_PROBES_TO_GIVE_UP,
+    HealthSample,
+    HealthVerdictState,
+    judge_health,
+)
 from edgefleet.core.rollout import InstallReport
 from edgefleet.core.service_manifest import HealthCriteria
 from edgefleet.sim.lab.fleet_model import LabDevice
@@ -137,6 +142,13 @@ class VirtualAgent:
         errors = noisy_count(self._rng, requests, serving.error_percent() / 100)
         samples = [HealthSample(0.0, True, "HTTP 200", 0, 0),
                    HealthSample(window_s, True, "HTTP 200", requests, errors)]  # fmt: skip
+        bad = self._bad_model(assignment.release)
+        if bad is not None and self._rng.random() < bad.self_test_failure():
+            # The service's health check runs the model on a fixed input (the example
+            # inference server's self-test); when that input is one the model gets wrong,
+            # every probe fails, whatever the traffic.
+            samples = [HealthSample(float(i), False, "HTTP 503: self-test failed", 0, 0)
+                       for i in range(FAILED_PROBES_TO_GIVE_UP)]  # fmt: skip
         criteria = HealthCriteria(http_path="/healthz", window_s=window_s,
                                   max_error_rate=facts.max_error_percent / 100,
                                   min_requests=facts.min_requests)  # fmt: skip
