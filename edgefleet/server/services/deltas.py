@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Offer a delta only when it is at most this fraction of the full blob.
 DEFAULT_MARGIN = 0.8
+MAX_PENDING_DELTAS = 32  # pairs scheduled or being computed at once
 
 
 class DeltaState(StrEnum):
@@ -101,6 +102,10 @@ class DeltaService:
             return current
         pair = (current.from_sha256, current.to_sha256)
         with self._lock:
+            if pair not in self._running and len(self._running) >= MAX_PENDING_DELTAS:
+                # Bounded work: the device downloads in full and may ask again later.
+                return DeltaStatus(DeltaState.UNAVAILABLE, *pair, reason=(
+                    f"{MAX_PENDING_DELTAS} deltas are being computed; try later"))  # fmt: skip
             if pair not in self._running:
                 self.path(*pair).parent.mkdir(parents=True, exist_ok=True)
                 future = self._executor().submit(
