@@ -191,9 +191,9 @@ def render_release_section(
 def stamp_active_since(
     previous: Mapping[str, Any], status: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
-    """A device's reported release status with `active.since`: when the control plane first
-    saw the live release (`now` when it changed, else the time already known). Telemetry
-    from before it belongs to another release."""
+    """A device's reported release status with `active_since`: when the control plane
+    first saw the live release (`now` when it changed, else the time already known).
+    Telemetry from before it belongs to another release."""
     out = dict(status)
     active = status.get("active")
     if not active:
@@ -201,7 +201,6 @@ def stamp_active_since(
     before = previous.get("active") or {}
     same = (before.get("name"), before.get("version")) == (active.get("name"),
                                                            active.get("version"))  # fmt: skip
-    out["active"] = {**active, "since": before.get("since") if same and before.get("since")
-                     else now.isoformat()}  # fmt: skip
+    known = previous.get("active_since")
+    out["active_since"] = known if same and known else now.isoformat()
     return out
-

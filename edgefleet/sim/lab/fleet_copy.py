@@ -5,7 +5,7 @@ what their telemetry says about their workloads, through the operator client.
 Devices are grouped into classes by hardware (`aarch64/npu/2048MB`). A device's model
 behaviour comes from its own telemetry over the last `since` (median and p95 of
 `inference.latency_ms`, request rate, error rate) — only since its live release changed,
-when that was within `since` (`release_status.active.since`) — or its class's median when
+when that was within `since` (`release_status.active_since`) — or its class's median when
 it has none, or the defaults. The control plane does not know the network a device sits
 behind, so links get the default conditions; a profile given as well adds its bad model,
 faults and workloads.
@@ -170,8 +170,7 @@ def _since_release_change(
     out: dict[str, Observed | None] = {}
     changed = []
     for device in devices:
-        active = (device.get("release_status") or {}).get("active") or {}
-        started = active.get("since")
+        started = (device.get("release_status") or {}).get("active_since")
         if started and datetime.fromisoformat(started) > window_start:
             changed.append((device["id"], started))
     for device_id, started in changed[:MAX_RECENT_CHANGES]:
