@@ -201,3 +201,4 @@ def test_a_draining_node_migrates_its_replica_through_every_step(fleet: Fleet) -
     assert m.checkpoint_sha256 is not None and m.generation > generation
     assert fleet.where() == (other, m.generation)  # committed at the reserved generation
     assert "workloads" not in fleet.desired(node)  # the source stops its copy
+    assert not fleet.blobs.exists(m.checkpoint_sha256)  # the restored archive is deleted

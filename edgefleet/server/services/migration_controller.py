@@ -149,6 +149,8 @@ class MigrationController:
             return []
         for device_id in refreshed:
             self._watch.notify(device_id)
+        if not saved.active:
+            self._forget_archive(saved)
         step = saved.steps[-1] if saved.steps else None
         log.info("migration %s", saved.state, extra={
             "migration": saved.id, "workload": saved.workload, "replica": saved.replica,
@@ -156,6 +158,20 @@ class MigrationController:
             "detail": step.detail if step else "",
         })  # fmt: skip
         return [saved]
+
+    def _forget_archive(self, m: Migration) -> None:
+        """A finished migration's state archive is no longer needed (the target restored
+        it, or the source kept running): delete the blob unless something else still uses
+        it. A crash before this leaves a blob behind, never a missing one."""
+        sha256 = m.checkpoint_sha256
+        if sha256 is None:
+            return
+        with self._db.read() as tx:
+            users = [o for o in tx.migrations.with_checkpoint(sha256) if o.active]
+            if users or tx.artifacts.uses_blob(sha256):
+                return
+        self._blobs.delete(sha256)
+        log.info("state archive deleted", extra={"migration": m.id, "sha256": sha256})
 
     def _commit(self, tx: Transaction, m: Migration) -> None:
         """The replica now belongs to the target, at the generation its copy runs with."""

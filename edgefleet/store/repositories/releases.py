@@ -52,6 +52,11 @@ class ArtifactRepository:
             raise NotFound(f"no artifact {ref}", code="artifact_not_found")
         return artifact
 
+    def uses_blob(self, sha256: str) -> bool:
+        """Whether any artifact's file is this blob."""
+        found = self._c.execute(select(artifacts.c.name).where(artifacts.c.sha256 == sha256))
+        return found.first() is not None
+
     def all(self, name: str | None = None) -> list[Artifact]:
         query = select(artifacts).order_by(artifacts.c.name, artifacts.c.created_at)
         if name is not None:
