@@ -37,12 +37,12 @@ from edgefleet.agent.release_service import (
     pick_free_port,
     service_spec,
 )
+from edgefleet.agent.release_verification import ReleaseRefused, verified_targets
 from edgefleet.agent.sandbox import check_models
 from edgefleet.agent.slots import SlotName, Slots
 from edgefleet.agent.supervisor import HealthState, Supervisor
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s
-from edgefleet.core.compat import evaluate_compatibility, parse_requirements
 from edgefleet.core.install import (
     HealthSample,
     HealthVerdictState,
@@ -214,43 +214,13 @@ class Installer:
 
     async def _verified_targets(self, section: dict[str, Any]) -> list[TargetInfo]:
         """Signed facts for every file of the release, checked against this device."""
-        from edgefleet.security.tuf_client import TufClient
-
-        await self._ensure_trust_anchor()
-        loop = asyncio.get_running_loop()
-
-        def fetch(url: str) -> bytes:
-            return asyncio.run_coroutine_threadsafe(self._link.fetch(url), loop).result(120)
-
-        client = TufClient(self._tuf_dir, fetch)
-        paths = [t["path"] for t in section["targets"]]
         try:
-            infos = await asyncio.to_thread(client.verify_targets, paths)
-        except Unavailable:
-            raise
-        except EdgefleetError as e:
-            raise InstallFailed(f"release metadata refused: {e.message}") from None
-        for info in infos:
-            target = info.release_target
-            if (target.release_name, target.release_version) != (section["name"],
-                                                                  section["version"]):
-                raise InstallFailed(f"signed target {info.path} belongs to another release")
-            verdict = evaluate_compatibility(
-                parse_requirements(list(target.requirements)), self._inventory(), self._labels()
-            )
-            if not verdict.compatible:
-                raise InstallFailed(f"incompatible: {target.artifact_name}: {verdict.reason}")
-        return infos
-
-    async def _ensure_trust_anchor(self) -> None:
-        from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TufClient
-
-        if (self._tuf_dir / ENROLLMENT_ROOT).exists():
-            return
-        # Enrolled before the fleet had a root of trust: trust on first use, said loudly.
-        root = await self._link.fetch("/v1/tuf/1.root.json")
-        TufClient.store_enrollment_root(self._tuf_dir, root)
-        log.warning("pinned the fleet's first TUF root on first use (trust on first use)")
+            return await verified_targets(
+                self._tuf_dir, self._link, section["name"], section["version"],
+                [t["path"] for t in section["targets"]], self._inventory(), self._labels(),
+            )  # fmt: skip
+        except ReleaseRefused as e:
+            raise InstallFailed(e.message) from None
 
     async def _download(self, infos: list[TargetInfo]) -> None:
         self._update(bytes_total=sum(i.length_bytes for i in infos), bytes_done=0)

@@ -1,5 +1,5 @@
 """The releases a device's workload replicas run, fetched and verified the way the installer
-does it: every file looked up in signed TUF metadata (python-tuf), compatibility checked
+does it (`release_verification`): every file looked up in signed TUF metadata, compatibility checked
 against this device, downloaded resumably through `Delivery` and verified against the
 signed length and hashes. A migration's target does this before it starts (pre-staging).
 
@@ -28,21 +28,14 @@ from typing import Any
 
 from edgefleet.agent.delivery import Delivery
 from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.release_verification import ReleaseRefused, verified_targets
 from edgefleet.atomicfile import write_json_atomically
 from edgefleet.clock import Clock
-from edgefleet.core.compat import evaluate_compatibility, parse_requirements
-from edgefleet.errors import EdgefleetError, InvalidInput, Unavailable
+from edgefleet.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 RELEASE_FILE = "release.json"
-
-
-class ReleaseRefused(EdgefleetError):
-    """This device will not run the release (metadata, compatibility, hashes); the reason is
-    reported with the replica."""
-
-    code = "release_refused"
 
 
 @dataclass(frozen=True)
@@ -101,7 +94,10 @@ class ReleaseCache:
             return await self._fetch(name, version, [str(t["path"]) for t in release["targets"]])
 
     async def _fetch(self, name: str, version: str, paths: list[str]) -> FetchedRelease:
-        infos = await self._verified(name, version, paths)
+        infos = await verified_targets(
+            self._tuf_dir, self._link, name, version, paths, self._inventory(), self._labels(),
+            pinned_in=self._enrollment_tuf_dir,
+        )
         try:
             await self._delivery.fetch(infos, {}, lambda _done: None)
         except InvalidInput as e:
@@ -126,39 +122,3 @@ class ReleaseCache:
         })  # fmt: skip
         log.info("workload release fetched", extra={"release": f"{name}@{version}"})
         return FetchedRelease(name, version, directory, files, kinds)
-
-    async def _verified(self, name: str, version: str, paths: list[str]) -> list[Any]:
-        # python-tuf loads with the first release fetched, not in an idle agent.
-        from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TufClient
-
-        if not (self._tuf_dir / ENROLLMENT_ROOT).exists():
-            anchor = self._enrollment_tuf_dir / ENROLLMENT_ROOT
-            if anchor.exists():
-                root = anchor.read_bytes()
-            else:
-                root = await self._link.fetch("/v1/tuf/1.root.json")
-                log.warning("pinned the fleet's first TUF root on first use (trust on first "
-                            "use)")
-            TufClient.store_enrollment_root(self._tuf_dir, root)
-        loop = asyncio.get_running_loop()
-
-        def fetch(url: str) -> bytes:
-            return asyncio.run_coroutine_threadsafe(self._link.fetch(url), loop).result(120)
-
-        client = TufClient(self._tuf_dir, fetch)
-        try:
-            infos = await asyncio.to_thread(client.verify_targets, paths)
-        except Unavailable:
-            raise
-        except EdgefleetError as e:
-            raise ReleaseRefused(f"release metadata refused: {e.message}") from None
-        for info in infos:
-            target = info.release_target
-            if (target.release_name, target.release_version) != (name, version):
-                raise ReleaseRefused(f"signed target {info.path} belongs to another release")
-            verdict = evaluate_compatibility(
-                parse_requirements(list(target.requirements)), self._inventory(), self._labels()
-            )
-            if not verdict.compatible:
-                raise ReleaseRefused(f"incompatible: {target.artifact_name}: {verdict.reason}")
-        return infos

@@ -45,8 +45,9 @@ import httpx
 
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.release_service import pick_free_port
+from edgefleet.agent.release_verification import ReleaseRefused
 from edgefleet.agent.supervisor import HealthCheckSpec, ServiceSpec, Supervisor
-from edgefleet.agent.workload_artifacts import FetchedRelease, ReleaseCache, ReleaseRefused
+from edgefleet.agent.workload_artifacts import FetchedRelease, ReleaseCache
 from edgefleet.agent.workload_state import archive_state, restore_state
 from edgefleet.atomicfile import write_json_atomically
 from edgefleet.clock import Clock
