@@ -67,6 +67,22 @@ def install_report(
     return InstallReport.PENDING
 
 
+def already_runs(device: Device, name: str, version: str) -> bool:
+    """Whether `device` is assigned `name@version` and reports it installed and live:
+    assigning it again would only reinstall it."""
+    assignment = device.release_assignment
+    status = device.release_status or {}
+    active = status.get("active") or {}
+    return (
+        assignment is not None
+        and not assignment.stage_only
+        and (assignment.name, assignment.version) == (name, version)
+        and status.get("serial") == assignment.serial
+        and status.get("state") == "installed"
+        and (active.get("name"), active.get("version")) == (name, version)
+    )
+
+
 def device_time_zone(inventory: Mapping[str, Any]) -> str | None:
     """The IANA zone the device reports in `location.timezone`, if any."""
     location = inventory.get("location")

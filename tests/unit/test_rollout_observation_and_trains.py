@@ -28,6 +28,7 @@ from edgefleet.core.rollout import (
 )
 from edgefleet.core.rollout_observation import (
     CurrentAssignment,
+    already_runs,
     device_time_zone,
     install_report,
     observe,
@@ -174,3 +175,23 @@ def test_a_train_update_keeps_the_releases_already_started() -> None:
     check_train_update(old, swapped, started=0)
     with pytest.raises(Conflict, match="may only append"):
         check_train_update(old, swapped, started=1)
+
+
+def test_a_device_already_runs_a_release_only_when_assigned_installed_and_live() -> None:
+    running = device(
+        release_assignment=ReleaseAssignment("vision", "1.0.0", False, 3),
+        release_status={"name": "vision", "version": "1.0.0", "serial": 3,
+                        "state": "installed", "active": {"name": "vision", "version": "1.0.0"}},
+    )  # fmt: skip
+    assert already_runs(running, "vision", "1.0.0")
+    assert not already_runs(running, "vision", "2.0.0")
+    status = running.release_status
+    assert not already_runs(replace(running, release_status={**status, "serial": 2}),
+                            "vision", "1.0.0")  # an older assignment's report  # fmt: skip
+    assert not already_runs(replace(running, release_status={**status, "state": "failed"}),
+                            "vision", "1.0.0")  # fmt: skip
+    assert not already_runs(replace(running, release_status={**status, "active": None}),
+                            "vision", "1.0.0")  # fmt: skip
+    staged = replace(running, release_assignment=ReleaseAssignment("vision", "1.0.0", True, 3))
+    assert not already_runs(staged, "vision", "1.0.0")
+

@@ -34,7 +34,6 @@ from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
 from edgefleet.core.compat import CompatVerdict
-from edgefleet.core.device import Device
 from edgefleet.core.release import Ref, Release
 from edgefleet.core.rollout import FINAL_STATES, DeviceState, Rollout, RolloutDevice, RolloutState
 from edgefleet.core.rollout_actions import (
@@ -48,7 +47,7 @@ from edgefleet.core.rollout_actions import (
     apply_decision,
 )
 from edgefleet.core.rollout_decision import decide
-from edgefleet.core.rollout_observation import CurrentAssignment, observe
+from edgefleet.core.rollout_observation import CurrentAssignment, already_runs, observe
 from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
 from edgefleet.errors import Conflict, EdgefleetError
 from edgefleet.security.rbac import SYSTEM
@@ -300,7 +299,7 @@ class RolloutController:
                     tx, Ref(loaded.release.name, loaded.release.version)
                 )
                 device = tx.devices.get(action.device_id)
-                if _already_runs(device, release):
+                if already_runs(device, release.name, release.version):
                     saved = device  # its last report already confirms the assignment
                 else:
                     saved = assign_release_to_device(tx, device, release)
@@ -383,22 +382,6 @@ def _records(
             )
         )
     return out
-
-
-def _already_runs(device: Device, release: Release) -> bool:
-    """Whether `device` is assigned `release` and reports it installed and live: assigning
-    it again would only reinstall it."""
-    assignment = device.release_assignment
-    status = device.release_status or {}
-    active = status.get("active") or {}
-    return (
-        assignment is not None
-        and not assignment.stage_only
-        and (assignment.name, assignment.version) == (release.name, release.version)
-        and status.get("serial") == assignment.serial
-        and status.get("state") == "installed"
-        and (active.get("name"), active.get("version")) == (release.name, release.version)
-    )
 
 
 def _stored_fields(device: RolloutDevice) -> RolloutDevice:
