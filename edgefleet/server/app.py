@@ -110,7 +110,8 @@ def build_services(
 
 async def _housekeeping_forever(svc: Services) -> None:
     """Forget expired nonces; re-sign TUF timestamp/snapshot before they expire; roll up
-    and prune telemetry; now and then, check KPI distributions for drift."""
+    and prune telemetry; keep the delta cache within its size; now and then, check KPI
+    distributions for drift."""
     interval_s = svc.settings.housekeeping_interval_s
     analysis_every = max(1, round(svc.settings.telemetry_analysis_interval_s / interval_s))
     runs = 0
@@ -121,6 +122,7 @@ async def _housekeeping_forever(svc: Services) -> None:
             ("nonces", svc.device_link.prune_nonces),
             ("tuf-refresh", svc.trust.refresh_if_due),
             ("telemetry-retention", svc.telemetry.roll_up_and_prune),
+            ("delta-cache", lambda: svc.deltas.prune(svc.settings.delta_cache_bytes)),
         ]
         if runs % analysis_every == 0:
             jobs.append(("telemetry-analysis", svc.alerts.analyze))

@@ -34,6 +34,10 @@ class ServerSettings(BaseSettings):
     max_blob_bytes: int = Field(
         4 * 1024**3, ge=1024, description="Largest artifact file accepted."
     )
+    delta_cache_bytes: int = Field(
+        2 * 1024**3, ge=0,
+        description="Disk kept for computed deltas; the least recently used go first.",
+    )
     long_poll_max_s: float = Field(
         30.0, gt=0, le=300, description="Longest a desired-state long poll is held open."
     )
@@ -44,7 +48,7 @@ class ServerSettings(BaseSettings):
     housekeeping_interval_s: float = Field(
         60.0, gt=0, le=3600,
         description="Seconds between background housekeeping runs (nonces, TUF refresh, "
-        "telemetry rollups and retention).",
+        "telemetry rollups and retention, delta cache).",
     )
     telemetry_raw_retention_days: float = Field(
         7.0, gt=0, le=3650,

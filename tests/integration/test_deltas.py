@@ -4,6 +4,7 @@ falls back to the full download and still ends on a verified model."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from onnx import numpy_helper
 
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
+from edgefleet.errors import ApiError
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from tests.conftest import AgentFactory
 from tests.releases import Trust, free_port, publish
@@ -88,3 +90,20 @@ def test_device_rebuilds_from_a_delta_and_reports_bytes_saved(
     third = wait_for(lambda: installed(admin, agent, "3.0.0"), timeout_s=90, what="v3")
     assert third["bytes_saved"] == 0
     assert "delta not used; downloading in full" in agent.log()
+
+
+def test_a_delta_between_blobs_that_are_not_versions_of_one_artifact_is_refused(
+    server: ServerProcess, admin: FleetClient, tmp_path: Path,
+) -> None:
+    """Naming two stored blobs must not make the server compute anything for them."""
+    shas = []
+    for i in range(2):
+        blob = tmp_path / f"blob{i}"
+        blob.write_bytes(bytes([i]) * 4096)
+        shas.append(hashlib.sha256(blob.read_bytes()).hexdigest())
+        admin.put_blob(blob, shas[-1])
+    with pytest.raises(ApiError) as refused:
+        admin._call("GET", f"/v1/blobs/{shas[1]}/delta/{shas[0]}")
+    assert refused.value.status == 404 and refused.value.code == "delta_unavailable"
+    assert "not two versions of one artifact" in refused.value.message
+    assert not (server.data_dir / "deltas" / shas[1]).exists()

@@ -91,18 +91,26 @@ def download_delta(
     svc: Services = Depends(services),
 ) -> Response:
     svc.workloads.guard_blob_read(who, validate_sha256(sha256), validate_sha256(from_sha256))
+    svc.releases.guard_delta_pair(from_sha256, sha256)
     status = svc.deltas.request(from_sha256, sha256)
     if status.state is DeltaState.PENDING:
         return JSONResponse({"state": status.state.value}, status_code=202,
                             headers={"retry-after": str(DELTA_RETRY_AFTER_S)})
+    unavailable = NotFound(f"no delta from {from_sha256[:12]} to {sha256[:12]}: "
+                           f"{status.state.value} {status.reason}".strip(),
+                           code="delta_unavailable")  # fmt: skip
     if status.state is not DeltaState.READY:
-        raise NotFound(f"no delta from {from_sha256[:12]} to {sha256[:12]}: "
-                       f"{status.state.value} {status.reason}".strip(), code="delta_unavailable")
+        raise unavailable
+    svc.deltas.touch(status.from_sha256, status.to_sha256)
     path = svc.deltas.path(status.from_sha256, status.to_sha256)
-    size = path.stat().st_size
     header = request.headers.get("range")
-    start, end = parse_range_header(header, size) if header else (0, size)
-    response = _ranged(BlobReader(path, start, end, size), header is not None)
+    try:
+        size = path.stat().st_size
+        start, end = parse_range_header(header, size) if header else (0, size)
+        reader = BlobReader(path, start, end, size)
+    except FileNotFoundError:  # the cache evicted it a moment ago
+        raise unavailable from None
+    response = _ranged(reader, header is not None)
     response.headers["x-edgefleet-target-size"] = str(status.target_size)
     return response
 

@@ -5,10 +5,14 @@ creation is CPU-heavy; the API never waits for it), and kept in DATA_DIR/deltas/
 It is offered only when it is smaller than the full blob by a margin; otherwise devices
 download the blob. Pairs are scheduled when a release is assigned, from the versions the
 devices report running, so most deltas are ready before the first device asks.
+
+The cache is bounded: housekeeping forgets pairs whose blobs are gone and then the least
+recently served deltas until the rest fits the configured size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -84,8 +88,13 @@ class DeltaService:
         pair = (validate_sha256(from_sha256), validate_sha256(to_sha256))
         meta = self._meta_path(*pair)
         if meta.exists():
-            recorded = json.loads(meta.read_text())
+            try:
+                recorded = json.loads(meta.read_text())
+            except FileNotFoundError:  # pruned just now
+                recorded = {"state": DeltaState.UNAVAILABLE.value, "reason": "pruned"}
             state = DeltaState(recorded["state"])
+            if state is DeltaState.READY and not self.path(*pair).exists():
+                state, recorded = DeltaState.UNAVAILABLE, {"reason": "pruned"}
             return DeltaStatus(state, *pair, recorded.get("delta_size"),
                                recorded.get("target_size"), recorded.get("reason", ""))
         with self._lock:
@@ -134,6 +143,53 @@ class DeltaService:
         write_json_atomically(self._meta_path(*pair), record)
         with self._lock:
             self._running.pop(pair, None)
+
+    def touch(self, from_sha256: str, to_sha256: str) -> None:
+        """Mark the pair's delta as just served (the cache evicts the least recent)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path(from_sha256, to_sha256))
+
+    def prune(self, max_bytes: int) -> int:
+        """Forget pairs whose base or target blob (or ready delta) is gone, then the least
+        recently served deltas until the cache holds at most `max_bytes`; returns the pairs
+        removed."""
+        with self._lock:
+            busy = set(self._running)
+        entries: list[tuple[float, int, tuple[str, str]]] = []
+        removed = 0
+        for meta in self._cache.glob("*/*.json"):
+            pair = (meta.stem, meta.parent.name)
+            if pair in busy:
+                continue
+            delta = self.path(*pair)
+            if not (self._blobs.exists(pair[0]) and self._blobs.exists(pair[1])):
+                self._forget(pair)
+                removed += 1
+                continue
+            try:
+                stat = delta.stat()
+            except FileNotFoundError:  # nothing kept, or a ready delta removed by hand
+                if self.status(*pair).reason == "pruned":
+                    self._forget(pair)
+                    removed += 1
+                continue
+            entries.append((stat.st_mtime, stat.st_size, pair))
+        total = sum(size for _, size, _ in entries)
+        for _, size, pair in sorted(entries):
+            if total <= max_bytes:
+                break
+            self._forget(pair)
+            total -= size
+            removed += 1
+        return removed
+
+    def _forget(self, pair: tuple[str, str]) -> None:
+        """Remove a pair: its delta first, so a meta never claims a missing READY delta
+        for long (status() re-checks the file, below, for the moment in between)."""
+        self.path(*pair).unlink(missing_ok=True)
+        self._meta_path(*pair).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._cache.joinpath(pair[1]).rmdir()  # only when empty
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:

@@ -233,6 +233,16 @@ class ReleaseService:
         for from_sha, to_sha in sorted(pairs):
             self._deltas.request(from_sha, to_sha)
 
+    def guard_delta_pair(self, from_sha256: str, to_sha256: str) -> None:
+        """Deltas are made only between two versions of one artifact: a request naming any
+        two stored blobs must not make the server spend CPU and disk on them."""
+        with self._db.read() as tx:
+            shared = (tx.artifacts.names_of_blob(from_sha256)
+                      & tx.artifacts.names_of_blob(to_sha256))  # fmt: skip
+        if not shared:
+            raise NotFound(f"no delta from {from_sha256[:12]} to {to_sha256[:12]}: they are "
+                           "not two versions of one artifact", code="delta_unavailable")
+
     def delta_stats(self, ctx: OperatorContext, name: str, compute: bool) -> list[dict[str, Any]]:
         """Deltas between versions of artifact `name`: every pair already computed or asked
         for, plus each pair of consecutive versions (scheduled when `compute`)."""

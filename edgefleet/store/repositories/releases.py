@@ -57,6 +57,11 @@ class ArtifactRepository:
         found = self._c.execute(select(artifacts.c.name).where(artifacts.c.sha256 == sha256))
         return found.first() is not None
 
+    def names_of_blob(self, sha256: str) -> set[str]:
+        """The names of the artifacts whose file is this blob (versions may share one)."""
+        found = self._c.execute(select(artifacts.c.name).where(artifacts.c.sha256 == sha256))
+        return {row.name for row in found}
+
     def all(self, name: str | None = None) -> list[Artifact]:
         query = select(artifacts).order_by(artifacts.c.name, artifacts.c.created_at)
         if name is not None:
