@@ -10,8 +10,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from edgefleet.clock import SystemClock
 from edgefleet.sim.blueprint import DeviceBlueprint
 from edgefleet.sim.device import FleetSettings, VirtualDevice
@@ -21,6 +19,7 @@ from edgefleet.sim.network import NetworkConditions
 from edgefleet.sim.profile import DeviceClass, Region, Zone
 from edgefleet.sim.runtime import StatsdSender
 from edgefleet.sim.traffic import TrafficStats
+from edgefleet.transport.http_client import HttpClient
 
 CONFORMANCE_CLASS = DeviceClass(
     "conformance",
@@ -76,7 +75,7 @@ class VirtualAgentProcess:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         statsd = StatsdSender()
-        async with httpx.AsyncClient(base_url=self.settings.server_url, timeout=60) as client:
+        async with HttpClient() as client:
             device = VirtualDevice(self.blueprint, self.settings, client, SystemClock(),
                                    self.stats, statsd)  # fmt: skip
             device.start()

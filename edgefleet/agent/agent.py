@@ -19,11 +19,10 @@ import json
 import logging
 import random
 from dataclasses import replace
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.agent.hardware import Hardware
+from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.installer import Installer
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.node_status import NodeStatus
@@ -38,6 +37,9 @@ from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
 from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
 from edgefleet.security.keys import DeviceKey
 from edgefleet.transport.messages import Transport
+
+if TYPE_CHECKING:
+    from edgefleet.transport.http_client import LocalHttp
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,15 @@ class Agent:
         runtime: Runtime,
         rng: random.Random | None = None,
         host_metrics: HostReader | None = None,
-        probe_client: httpx.AsyncClient | None = None,
+        probe_client: LocalHttp | None = None,
+        install_helper: InstallHelper | None = None,
     ) -> None:
         """`host_metrics` reads the host for telemetry and `probe_client` carries the
-        supervisor's HTTP health probes; both default to the real machine (the simulator
-        injects its own, beside its Hardware and Runtime)."""
+        supervisor's HTTP health probes and the workloads' checkpoint hooks; both default to
+        the real machine (the simulator injects its own, beside its Hardware and Runtime).
+        `install_helper` verifies release metadata and applies deltas for the installer and
+        the workloads' release cache: a short-lived child process per job unless given (the
+        simulator runs them in process)."""
         self.settings = settings
         self._clock = clock
         self._transport = transport
@@ -87,6 +93,7 @@ class Agent:
         self.last_error: str | None = None
         self._runtime = runtime
         self.supervisor = Supervisor(runtime, clock, self._rng, http_client=probe_client)
+        helper = install_helper or ChildProcessHelper()
         self.installer = Installer(
             self._data_dir,
             self.link,
@@ -102,6 +109,7 @@ class Agent:
             crash_at=settings.fault_kill_at,
             rng=self._rng,
             sandbox_runtime=runtime,
+            helper=helper,
         )
         self.telemetry = TelemetryPipeline(
             settings, self.link, clock, lambda: self.state.enrollment == "approved", self._rng,
@@ -118,6 +126,7 @@ class Agent:
             on_change=self._report_now.set,
             statsd_address=lambda: self.telemetry.statsd_address,
             max_backoff_s=settings.max_backoff_s,
+            helper=helper,
         )
         self.node_status = NodeStatus(clock, settings.advertise_address,
                                       settings.simulated_battery)  # fmt: skip
@@ -181,11 +190,7 @@ class Agent:
             self.settings.heartbeat_interval_s,
         )
         if answer.get("trusted_root"):
-            from edgefleet.security.tuf_client import TufClient  # python-tuf: not while idle
-
-            TufClient.store_enrollment_root(
-                self._data_dir / "tuf", json.dumps(answer["trusted_root"]).encode()
-            )
+            await self.installer.pin_enrollment_root(json.dumps(answer["trusted_root"]).encode())
         self.state = replace(
             self.state,
             server_url=self.settings.server_url,

@@ -81,6 +81,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
 
     add("--server", "URL", "Control plane URL", envvar="EDGEFLEET_SERVER", required=True)
     add("--data-dir", "DIR", "Key and state", envvar="EDGEFLEET_DATA_DIR", required=True)
+    add("--ca-file", "PEM",
+        "CA certificates to check an https control plane against [system trust store]",
+        envvar="EDGEFLEET_CA_FILE")  # fmt: skip
     add("--enroll-token", "TOKEN", "Needed only until the device is enrolled",
         envvar="EDGEFLEET_ENROLL_TOKEN")  # fmt: skip
     add("--name", "NAME", "Device name [host name]")
@@ -138,6 +141,7 @@ def settings_from_args(
     return AgentSettings(
         server_url=args.server,
         data_dir=Path(args.data_dir),
+        ca_file=Path(args.ca_file) if args.ca_file else None,
         enroll_token=args.enroll_token,
         name=args.name or socket.gethostname(),
         labels=parse_label_assignments(args.label),
@@ -170,6 +174,7 @@ async def run_agent(settings: AgentSettings) -> None:
 
     from edgefleet.agent.agent import Agent
     from edgefleet.agent.hardware import HostHardware
+    from edgefleet.agent.heap import trim_heap_forever
     from edgefleet.agent.process_runtime import HostRuntime
     from edgefleet.clock import SystemClock
     from edgefleet.transport.http import HttpTransport
@@ -178,22 +183,18 @@ async def run_agent(settings: AgentSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    trimmer = asyncio.create_task(trim_heap_forever())
     agent = Agent(
         settings,
         clock=SystemClock(),
-        transport=HttpTransport(settings.server_url),
+        transport=HttpTransport(settings.server_url, ca_file=settings.ca_file),
         hardware=HostHardware(settings.data_dir, list(settings.accelerators)),
         runtime=HostRuntime(),
     )
-    await agent.run(stop)
-
-
-def skip_httpx_cli() -> None:
-    """httpx imports its command-line client, and with it rich, click and pygments (about
-    5 MB), whenever those are installed, as they are beside typer. The agent never calls it:
-    marking the module missing makes httpx take its own fallback (a stub `httpx.main`)."""
-    if "httpx" not in sys.modules:
-        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    try:
+        await agent.run(stop)
+    finally:
+        trimmer.cancel()
 
 
 def _print_error(error: EdgefleetError) -> None:
@@ -211,7 +212,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     """`python -m edgefleet.agent [flags]`: parse, run, and exit 1 with one line on an
     edgefleet error (2 for usage errors, 130 on Ctrl-C)."""
     args = build_parser().parse_args(argv)
-    skip_httpx_cli()
     import asyncio
 
     from edgefleet.errors import EdgefleetError

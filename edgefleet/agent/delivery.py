@@ -4,7 +4,10 @@ For each file: when the live slot holds an earlier version of the same artifact,
 server for a delta and rebuild the new file from it (apply_delta checks the result's
 sha256 against the signed hash); on any trouble, or when the server has no worthwhile
 delta, download the full file, resuming a partial one with HTTP Range. Either way the
-file must match its TUF target (length and hashes) before it is used.
+file must match its TUF target (length and hashes) before it is used: the agent hashes
+every file itself. The delta codec (numpy) runs in the install helper
+(`install_helper.py`), so it never stays loaded in the agent; a helper that fails is a
+delta that failed.
 """
 
 from __future__ import annotations
@@ -14,15 +17,12 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from edgefleet.agent.install_helper import InstallHelper
 from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.release_verification import VerifiedFile, verify_file
 from edgefleet.clock import Clock
 from edgefleet.errors import EdgefleetError
-
-# python-tuf and the delta codec load on the first download, not in an idle agent.
-if TYPE_CHECKING:
-    from edgefleet.security.tuf_client import TargetInfo
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,14 @@ DELTA_PENDING_POLLS = 15
 
 
 class Delivery:
-    def __init__(self, downloads: Path, link: ControlPlaneLink, clock: Clock) -> None:
+    def __init__(
+        self, downloads: Path, link: ControlPlaneLink, clock: Clock, helper: InstallHelper
+    ) -> None:
         self._downloads = downloads
         self._downloads.mkdir(parents=True, exist_ok=True)
         self._link = link
         self._clock = clock
+        self._helper = helper
 
     def path(self, sha256: str) -> Path:
         """Where a verified file waits until it is copied into a slot."""
@@ -46,7 +49,7 @@ class Delivery:
 
     async def fetch(
         self,
-        infos: list[TargetInfo],
+        infos: list[VerifiedFile],
         bases: Mapping[str, tuple[str, Path]],
         progress: Callable[[int], None],
     ) -> int:
@@ -56,7 +59,7 @@ class Delivery:
         saved = 0
         for info in infos:
             final = self.path(info.sha256)
-            base = bases.get(info.release_target.artifact_name)
+            base = bases.get(info.artifact_name)
             if not final.exists() and base is not None and base[0] != info.sha256:
                 saved += await self._try_delta(info, base[1], base[0], final)
             if not final.exists():
@@ -66,7 +69,7 @@ class Delivery:
         return saved
 
     async def _download_full(
-        self, info: TargetInfo, final: Path, done_before: int, progress: Callable[[int], None]
+        self, info: VerifiedFile, final: Path, done_before: int, progress: Callable[[int], None]
     ) -> None:
         part = self._downloads / f"{info.sha256}.part"
         tracker = asyncio.create_task(self._track(part, done_before, progress))
@@ -74,8 +77,6 @@ class Delivery:
             await self._link.download_blob(info.sha256, part)
         finally:
             tracker.cancel()
-        from edgefleet.security.tuf_client import verify_file
-
         try:
             verify_file(info, part)
         except EdgefleetError:
@@ -84,12 +85,9 @@ class Delivery:
         os.replace(part, final)
 
     async def _try_delta(
-        self, info: TargetInfo, base: Path, base_sha256: str, final: Path
+        self, info: VerifiedFile, base: Path, base_sha256: str, final: Path
     ) -> int:
         """Rebuild `final` from `base` and a delta; 0 and no `final` when that fails."""
-        from edgefleet.artifacts.delta import apply_delta
-        from edgefleet.security.tuf_client import verify_file
-
         patch = self._downloads / f"{info.sha256}.from-{base_sha256}.delta"
         rebuilt = self._downloads / f"{info.sha256}.rebuilt"
         try:
@@ -99,8 +97,7 @@ class Delivery:
                 await self._clock.sleep(DELTA_PENDING_WAIT_S)
             else:
                 return 0
-            await asyncio.to_thread(apply_delta, base, patch, rebuilt,
-                                    expected_sha256=info.sha256)
+            await self._helper.apply_delta(base, patch, rebuilt, info.sha256)
             verify_file(info, rebuilt)
             os.replace(rebuilt, final)
             saved = max(0, info.length_bytes - patch.stat().st_size)

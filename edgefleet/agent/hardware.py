@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
-from importlib import metadata
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,10 +33,25 @@ def _memory_mb() -> int:
 
 
 def _package_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+    """The installed version of distribution `name`, from its `.dist-info/METADATA` on
+    sys.path (importlib.metadata would cost the idle agent ~1.5 MB of email/zipfile/csv
+    modules for this one read at start-up)."""
+    folded = re.sub(r"[-_.]+", "_", name).lower()
+    for entry in sys.path:
+        try:
+            found = [d for d in Path(entry or ".").glob("*.dist-info")
+                     if re.sub(r"[-_.]+", "_", d.name.split("-")[0]).lower() == folded]
+        except OSError:
+            continue
+        for dist in found:
+            try:
+                head = (dist / "METADATA").read_text(errors="replace").split("\n\n", 1)[0]
+            except OSError:
+                continue
+            match = re.search(r"^Version:[ \t]*(\S+)", head, re.MULTILINE)
+            if match:
+                return match.group(1)
+    return None
 
 
 def _os_version() -> str:

@@ -11,6 +11,10 @@ installer resumes from the journal with `core.install.resume_action`, so the dev
 ends on a working slot. Failures before the switch leave the live slot untouched
 (`failed`); an assignment that failed or rolled back is not retried until the operator
 assigns again (a new serial).
+
+Verifying metadata and applying deltas run in the install helper (`install_helper.py`): by
+default a short-lived child process per job, so python-tuf, cryptography and numpy never
+stay in the agent; the simulator passes an `InProcessHelper`.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgefleet.agent.delivery import Delivery
+from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.journal import InstallRecord, Journal
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.process_runtime import Runtime
@@ -37,7 +42,7 @@ from edgefleet.agent.release_service import (
     pick_free_port,
     service_spec,
 )
-from edgefleet.agent.release_verification import ReleaseRefused, verified_targets
+from edgefleet.agent.release_verification import ReleaseRefused, VerifiedFile, verified_targets
 from edgefleet.agent.sandbox import check_models
 from edgefleet.agent.slots import SlotName, Slots
 from edgefleet.agent.supervisor import HealthState, Supervisor
@@ -52,16 +57,11 @@ from edgefleet.core.install import (
     resume_action,
     transition,
 )
-from edgefleet.core.service_manifest import HealthCriteria, parse_service_manifest
+from edgefleet.core.service_manifest import HealthCriteria
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, Unavailable
-
-# python-tuf and PyYAML load when an install starts, not in an idle agent.
-if TYPE_CHECKING:
-    from edgefleet.security.tuf_client import TargetInfo
 
 log = logging.getLogger(__name__)
 
-MAX_MANIFEST_BYTES = 64 * 1024
 
 
 class InstallFailed(EdgefleetError):
@@ -88,10 +88,14 @@ class Installer:
         crash_at: InstallState | None = None,
         rng: random.Random | None = None,
         sandbox_runtime: Runtime | None = None,
+        helper: InstallHelper | None = None,
     ) -> None:
+        """`helper` runs metadata checks and deltas: a child process per job unless given
+        (the simulator passes an `InProcessHelper`)."""
         self.slots = Slots(data_dir / "release")
         self.journal = Journal(data_dir / "release" / "journal.json")
-        self._delivery = Delivery(data_dir / "downloads", link, clock)
+        self._helper = helper or ChildProcessHelper()
+        self._delivery = Delivery(data_dir / "downloads", link, clock, self._helper)
         self._logs = data_dir / "logs"
         self._tuf_dir = data_dir / "tuf"
         self._tuf_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +168,11 @@ class Installer:
     async def stop(self) -> None:
         await self._supervisor.stop_all()
 
+    async def pin_enrollment_root(self, root: bytes) -> None:
+        """Keep the TUF root received at enrollment as this device's trust anchor (through
+        the helper: python-tuf parses it). Conflict if another root is pinned already."""
+        await self._helper.pin_root(self._tuf_dir, root)
+
     # The state machine.
 
     async def _reconcile(self, section: dict[str, Any] | None) -> None:
@@ -212,17 +221,17 @@ class Installer:
             log.warning("install refused", extra={"release": section["name"],
                                                   "reason": e.message})
 
-    async def _verified_targets(self, section: dict[str, Any]) -> list[TargetInfo]:
+    async def _verified_targets(self, section: dict[str, Any]) -> list[VerifiedFile]:
         """Signed facts for every file of the release, checked against this device."""
         try:
             return await verified_targets(
-                self._tuf_dir, self._link, section["name"], section["version"],
+                self._helper, self._tuf_dir, self._link, section["name"], section["version"],
                 [t["path"] for t in section["targets"]], self._inventory(), self._labels(),
             )  # fmt: skip
         except ReleaseRefused as e:
             raise InstallFailed(e.message) from None
 
-    async def _download(self, infos: list[TargetInfo]) -> None:
+    async def _download(self, infos: list[VerifiedFile]) -> None:
         self._update(bytes_total=sum(i.length_bytes for i in infos), bytes_done=0)
         try:
             saved = await self._delivery.fetch(infos, self._live_files(), self._progress)
@@ -245,7 +254,7 @@ class Installer:
                 for name, file in manifest["files"].items() if name in shas}
 
     async def _fill_standby_slot(
-        self, section: dict[str, Any], infos: list[TargetInfo]
+        self, section: dict[str, Any], infos: list[VerifiedFile]
     ) -> SlotName:
         slot = self.slots.standby()
         directory = self.slots.clear(slot)
@@ -253,11 +262,10 @@ class Installer:
         kinds: dict[str, str] = {}
         shas: dict[str, str] = {}
         for info in infos:
-            target = info.release_target
-            shutil.copyfile(self._delivery.path(info.sha256), directory / target.file_name)
-            files[target.artifact_name] = target.file_name
-            kinds[target.artifact_name] = target.artifact_kind
-            shas[target.artifact_name] = info.sha256
+            shutil.copyfile(self._delivery.path(info.sha256), directory / info.file_name)
+            files[info.artifact_name] = info.file_name
+            kinds[info.artifact_name] = info.artifact_kind
+            shas[info.artifact_name] = info.sha256
         models = [directory / files[n] for n, k in kinds.items() if k == "onnx-model"]
         verdict = await check_models(
             models,
@@ -271,7 +279,10 @@ class Installer:
         service = None
         for name, kind in kinds.items():
             if kind == "service":
-                service = _read_manifest(directory / files[name])
+                try:
+                    service = await self._helper.read_manifest(directory / files[name])
+                except InvalidInput as e:
+                    raise InstallFailed(f"service manifest refused: {e.message}") from None
         port = pick_free_port() if service and service.get("port") == "auto" else None
         self.slots.write_manifest(slot, {
             "release": section["name"], "version": section["version"],
@@ -407,15 +418,3 @@ def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"name": slot_manifest["release"], "version": slot_manifest["version"], "port": port}
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
-    if path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise InstallFailed("service manifest is too large")
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-        parse_service_manifest(raw)
-    except (yaml.YAMLError, UnicodeDecodeError, InvalidInput) as e:
-        raise InstallFailed(f"service manifest refused: {e}") from None
-    result: dict[str, Any] = raw
-    return result

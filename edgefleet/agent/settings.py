@@ -15,6 +15,9 @@ class AgentSettings:
     server_url: str
     data_dir: Path
     enroll_token: str | None = None
+    # CA certificates an https control plane's certificate is checked against (PEM); None:
+    # the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured).
+    ca_file: Path | None = None
     name: str = "device"
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_interval_s: float = 15.0
@@ -52,6 +55,9 @@ class AgentSettings:
                 f"bad setting server (--server / EDGEFLEET_SERVER): {self.server_url!r} "
                 "is not an http(s) URL"
             )
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise SettingsError(f"bad setting ca_file (--ca-file / EDGEFLEET_CA_FILE): "
+                                f"{self.ca_file} is not a file")
         checks = [
             ("heartbeat_interval", 1 <= self.heartbeat_interval_s <= 3600, "1..3600 seconds"),
             ("long_poll", 1 <= self.long_poll_s <= 300, "1..300 seconds"),

@@ -12,10 +12,10 @@ One asyncio task per service runs its lifecycle::
 
 Processes are started through the `Runtime` port and every wait goes through the injected
 `Clock`, so the simulator can drive a supervisor with fake processes and fake time. HTTP
-health checks go through an httpx.AsyncClient that can be injected too (a MockTransport
-answers them in the simulator). A health check is an HTTP GET (any 2xx is healthy; a JSON
-body with integer `requests` and `errors` counters is passed on, the installer computes an
-error rate from them) or a command (exit code 0 is healthy).
+health checks go through a `LocalHttp` client that can be injected too (in the simulator
+the simulated service answers, without a socket). A health check is an HTTP GET (any 2xx
+is healthy; a JSON body with integer `requests` and `errors` counters is passed on, the
+installer computes an error rate from them) or a command (exit code 0 is healthy).
 """
 
 from __future__ import annotations
@@ -30,20 +30,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.agent.process_runtime import ProcessHandle, ProcessSpec, Runtime
 from edgefleet.clock import Clock
 from edgefleet.core.restart_policy import RestartPolicy, decide_restart, describe_exit
-from edgefleet.errors import NotFound
+from edgefleet.errors import InvalidInput, NotFound, Unavailable
+
+if TYPE_CHECKING:
+    from edgefleet.transport.http_client import LocalHttp
 
 log = logging.getLogger(__name__)
 
 # While a service starts, probe at least this often so it is seen running soon after it is.
 STARTING_PROBE_INTERVAL_S = 0.5
 _DETAIL_CHARS = 200
+# A health answer is a small JSON document: a longer body is a failing probe.
+MAX_PROBE_BODY_BYTES = 1024 * 1024
 
 
 class ServiceState(StrEnum):
@@ -164,7 +167,7 @@ class Supervisor:
         clock: Clock,
         rng: random.Random,
         *,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: LocalHttp | None = None,
     ) -> None:
         self._runtime = runtime
         self._clock = clock
@@ -231,10 +234,12 @@ class Supervisor:
             self._http_client = None
 
     @property
-    def _http(self) -> httpx.AsyncClient:
+    def http(self) -> LocalHttp:
+        """The client of HTTP health probes (and of the workloads' checkpoint hooks)."""
         if self._http_client is None:
-            # Probes go to loopback services: never through a proxy from the environment.
-            self._http_client = httpx.AsyncClient(trust_env=False)
+            from edgefleet.transport.http_client import HttpClient
+
+            self._http_client = HttpClient(max_body_bytes=MAX_PROBE_BODY_BYTES)
         return self._http_client
 
     # -- queries ----------------------------------------------------------------------------
@@ -427,17 +432,19 @@ class Supervisor:
 
     async def _probe_http(self, url: str, timeout_s: float) -> HealthProbe:
         try:
-            response = await self._http.get(url, timeout=timeout_s)
-        except httpx.HTTPError as e:
-            why = str(e) or type(e).__name__
-            return HealthProbe(HealthState.FAILING, f"GET {url}: {why}"[:_DETAIL_CHARS])
-        body = _json_object(response.content)
+            response = await self.http.get(url, timeout_s=timeout_s)
+        except (Unavailable, InvalidInput) as e:
+            detail = e.message if e.message.startswith("GET ") else f"GET {url}: {e.message}"
+            return HealthProbe(HealthState.FAILING, detail[:_DETAIL_CHARS])
+        body = _json_object(response.body)
         requests, errors = _counter(body, "requests"), _counter(body, "errors")
-        if response.is_success:
-            return HealthProbe(HealthState.OK, f"HTTP {response.status_code}", requests, errors)
+        status = response.status
+        if 200 <= status < 300:
+            return HealthProbe(HealthState.OK, f"HTTP {status}", requests, errors)
         reason = body.get("reason")
-        text = " ".join((reason if isinstance(reason, str) else response.text).split())
-        detail = f"HTTP {response.status_code}: {text}" if text else f"HTTP {response.status_code}"
+        text = reason if isinstance(reason, str) else response.body.decode("utf-8", "replace")
+        text = " ".join(text.split())
+        detail = f"HTTP {status}: {text}" if text else f"HTTP {status}"
         return HealthProbe(HealthState.FAILING, detail[:_DETAIL_CHARS], requests, errors)
 
     async def _probe_command(self, spec: ServiceSpec, check: HealthCheckSpec) -> HealthProbe:

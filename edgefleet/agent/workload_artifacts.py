@@ -11,7 +11,8 @@ signed length and hashes. A migration's target does this before it starts (pre-s
                                                 never write the same metadata files at once
 
 A release directory is complete once `release.json` is written (last, atomically); a
-release already there is used as is.
+release already there is used as is. Metadata checks run in the install helper, as the
+installer's do (`install_helper.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.agent.delivery import Delivery
+from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.release_verification import ReleaseRefused, verified_targets
 from edgefleet.atomicfile import write_json_atomically
@@ -59,13 +61,17 @@ class ReleaseCache:
         clock: Clock,
         inventory: Callable[[], Mapping[str, Any]],
         labels: Callable[[], Mapping[str, str]],
+        helper: InstallHelper | None = None,
     ) -> None:
+        """`helper` runs metadata checks: a child process per check unless given (the
+        simulator passes an `InProcessHelper`)."""
         self._root = root / "releases"
         self._root.mkdir(parents=True, exist_ok=True)
         self._enrollment_tuf_dir = enrollment_tuf_dir
         self._tuf_dir = root / "tuf"
         self._tuf_dir.mkdir(parents=True, exist_ok=True)
-        self._delivery = Delivery(root / "downloads", link, clock)
+        self._helper = helper or ChildProcessHelper()
+        self._delivery = Delivery(root / "downloads", link, clock, self._helper)
         self._link = link
         self._inventory = inventory
         self._labels = labels
@@ -95,8 +101,8 @@ class ReleaseCache:
 
     async def _fetch(self, name: str, version: str, paths: list[str]) -> FetchedRelease:
         infos = await verified_targets(
-            self._tuf_dir, self._link, name, version, paths, self._inventory(), self._labels(),
-            pinned_in=self._enrollment_tuf_dir,
+            self._helper, self._tuf_dir, self._link, name, version, paths, self._inventory(),
+            self._labels(), pinned_in=self._enrollment_tuf_dir,
         )
         try:
             await self._delivery.fetch(infos, {}, lambda _done: None)
@@ -108,17 +114,16 @@ class ReleaseCache:
         files: dict[str, str] = {}
         kinds: dict[str, str] = {}
         for info in infos:
-            target = info.release_target
-            shutil.copyfile(self._delivery.path(info.sha256), directory / target.file_name)
-            files[target.artifact_name] = target.file_name
-            kinds[target.artifact_name] = target.artifact_kind
+            shutil.copyfile(self._delivery.path(info.sha256), directory / info.file_name)
+            files[info.artifact_name] = info.file_name
+            kinds[info.artifact_name] = info.artifact_kind
         for info in infos:
             with_path = self._delivery.path(info.sha256)
             if with_path.exists():
                 os.unlink(with_path)
         write_json_atomically(directory / RELEASE_FILE, {
             "name": name, "version": version, "files": files, "kinds": kinds,
-            "sha256": {i.release_target.artifact_name: i.sha256 for i in infos},
+            "sha256": {i.artifact_name: i.sha256 for i in infos},
         })  # fmt: skip
         log.info("workload release fetched", extra={"release": f"{name}@{version}"})
         return FetchedRelease(name, version, directory, files, kinds)

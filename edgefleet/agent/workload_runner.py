@@ -41,8 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
+from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.release_service import pick_free_port
 from edgefleet.agent.release_verification import ReleaseRefused
@@ -69,6 +68,7 @@ from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, NotFound, U
 # agent without workloads does not hold them.
 if TYPE_CHECKING:
     from edgefleet.core.workload import Workload
+    from edgefleet.transport.http_client import LocalHttp
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,6 @@ RECONCILE_INTERVAL_S = 5.0  # full passes without a change, to retry what failed
 HOOK_TIMEOUT_S = 5.0
 RETRY_MIN_S = 1.0
 RUNNER_FILE = "runner.json"
-MAX_MANIFEST_BYTES = 64 * 1024
 
 Key = tuple[str, int]
 
@@ -121,11 +120,15 @@ class WorkloadRunner:
         on_change: Callable[[], None] = lambda: None,
         statsd_address: Callable[[], str | None] = lambda: None,
         max_backoff_s: float = 60.0,
+        helper: InstallHelper | None = None,
     ) -> None:
+        """`helper` verifies the releases replicas run (see ReleaseCache)."""
         self._root = data_dir / "workloads"
         self._root.mkdir(parents=True, exist_ok=True)
         self._logs = data_dir / "logs"
-        self._cache = ReleaseCache(self._root, data_dir / "tuf", link, clock, inventory, labels)
+        self._helper = helper or ChildProcessHelper()
+        self._cache = ReleaseCache(self._root, data_dir / "tuf", link, clock, inventory, labels,
+                                   self._helper)  # fmt: skip
         self._link = link
         self._clock = clock
         self._supervisor = supervisor
@@ -229,7 +232,8 @@ class WorkloadRunner:
                                    "staged; waits for the control plane to confirm it")
                 return
             if copy.spec is None or copy.spec_for != entry:
-                copy.spec, copy.spec_for = self._spec(copy), entry
+                manifest = await _service_manifest(copy.releases or [], self._helper)
+                copy.spec, copy.spec_for = self._spec(copy, manifest), entry
             await self._supervisor.ensure(copy.spec)
             copy.started = True
             copy.failures = 0
@@ -268,13 +272,12 @@ class WorkloadRunner:
 
     # -- one replica's process -----------------------------------------------------------
 
-    def _spec(self, copy: _Copy) -> ServiceSpec:
+    def _spec(self, copy: _Copy, manifest: ServiceManifest | None) -> ServiceSpec:
         from edgefleet.core.workload import parse_workload
 
         entry, releases = copy.entry, copy.releases or []
         spec = parse_workload(dict(entry.document))
         files = {name: str(r.path_of(name)) for r in releases for name in r.files}
-        manifest = _service_manifest(releases)
         command = spec.command or (manifest.command if manifest is not None else ())
         if not command:
             raise InvalidInput(f"workload {spec.name} has no command and no service manifest")
@@ -341,7 +344,7 @@ class WorkloadRunner:
         to try again on the next pass (the control plane is unreachable)."""
         copy = self._copies.get(entry.key)
         if copy is not None and copy.started and copy.port is not None:
-            await _checkpoint_hook(copy.port)
+            await _checkpoint_hook(self._supervisor.http, copy.port)
         archive = self._root / "checkpoints" / f"{migration}.tar.gz"
         try:
             sha256, size = await asyncio.to_thread(
@@ -409,19 +412,14 @@ def _key(entry: ReplicaEntry) -> str:
     return f"{entry.workload}/{entry.replica}@{entry.generation}"
 
 
-def _service_manifest(releases: list[FetchedRelease]) -> ServiceManifest | None:
-    import yaml
-
+async def _service_manifest(
+    releases: list[FetchedRelease], helper: InstallHelper
+) -> ServiceManifest | None:
+    """The first service manifest among the releases (read by the install helper)."""
     for release in releases:
         for name, kind in sorted(release.kinds.items()):
             if kind == "service":
-                path = release.path_of(name)
-                if path.stat().st_size > MAX_MANIFEST_BYTES:
-                    raise InvalidInput("service manifest is too large")
-                try:
-                    return parse_service_manifest(yaml.safe_load(path.read_text()))
-                except (yaml.YAMLError, UnicodeDecodeError) as e:
-                    raise InvalidInput(f"service manifest refused: {e}") from None
+                return parse_service_manifest(await helper.read_manifest(release.path_of(name)))
     return None
 
 
@@ -461,15 +459,14 @@ def _health(
     return None
 
 
-async def _checkpoint_hook(port: int) -> None:
+async def _checkpoint_hook(http: LocalHttp, port: int) -> None:
     """Ask the running copy to write its state out; whatever it answers, go on."""
     try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            response = await client.post(f"http://127.0.0.1:{port}/checkpoint",
-                                         timeout=HOOK_TIMEOUT_S)  # fmt: skip
-        log.info("checkpoint hook answered", extra={"status": response.status_code})
-    except httpx.HTTPError as e:
-        log.info("checkpoint hook unavailable; archiving as is", extra={"error": repr(e)})
+        response = await http.post(f"http://127.0.0.1:{port}/checkpoint",
+                                   timeout_s=HOOK_TIMEOUT_S)  # fmt: skip
+        log.info("checkpoint hook answered", extra={"status": response.status})
+    except Unavailable as e:
+        log.info("checkpoint hook unavailable; archiving as is", extra={"error": e.message})
 
 
 async def _pause(clock: Clock, seconds: float, wake: asyncio.Event) -> None:

@@ -27,7 +27,7 @@ State is plain frozen data (store it as JSON, run it in the server or a simulato
 from __future__ import annotations
 
 import math
-import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -118,8 +118,8 @@ def new_detector(config: DetectorConfig | None = None) -> DetectorState:
 def _center_and_spread(state: DetectorState) -> tuple[float, float]:
     config = state.config
     if config.kind is DetectorKind.ROBUST_Z:
-        center = statistics.median(state.history)
-        spread = MAD_TO_STD * statistics.median(abs(x - center) for x in state.history)
+        center = _median(state.history)
+        spread = MAD_TO_STD * _median([abs(x - center) for x in state.history])
     else:
         center, spread = state.mean, math.sqrt(state.variance)
     floor = config.min_spread + config.min_relative_spread * abs(center)
@@ -195,3 +195,11 @@ def step(
         f"({config.kind}, {config.direction})",
     )
     return replace(state, phase=AlertPhase.OPEN, streak=0, opened_at=now), event
+
+
+def _median(values: Sequence[float]) -> float:
+    """The median (the statistics module would bring fractions and decimal into the agent,
+    which imports this module for its policy)."""
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

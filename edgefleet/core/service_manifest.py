@@ -28,6 +28,8 @@ from typing import Any
 
 from edgefleet.errors import InvalidInput
 
+MAX_MANIFEST_BYTES = 64 * 1024  # a service manifest file, on the server and on devices
+
 DEFAULT_HEALTH_WINDOW_S = 60.0
 _PLACEHOLDER_RE = re.compile(r"\{([a-z]+)(?::([A-Za-z0-9._-]+))?\}")
 _KNOWN = {"python", "slot", "artifact", "port"}

@@ -8,7 +8,8 @@ The device keeps a metadata directory under its data dir::
 
 `verify_target` runs python-tuf's `Updater` (root rotation, timestamp, snapshot, targets,
 with signature thresholds, expiry and rollback checks) and returns the signed facts about
-one target; `verify_file` checks a downloaded file against them. Metadata is fetched
+one target (the agent checks downloaded files against them; it runs this module in its
+install helper's child process: `agent/release_verification.py`). Metadata is fetched
 through a caller-supplied `fetch(url)`, so the agent's authenticated transport carries it;
 fetch returns bytes, or an iterable of chunks so that an endless response is cut off at
 the size limit before it is in memory. NotFound (or an ApiError with a status) from fetch
@@ -41,7 +42,6 @@ from edgefleet.errors import (
     ApiError,
     Conflict,
     EdgefleetError,
-    InvalidInput,
     NotFound,
     Unauthenticated,
     Unavailable,
@@ -126,17 +126,6 @@ class TargetInfo:
     def from_target_file(cls, target: TargetFile) -> TargetInfo:
         custom = target.custom if isinstance(target.custom, dict) else {}
         return cls(target.path, target.length, dict(target.hashes), custom)
-
-
-def verify_file(target: TargetInfo, path: Path) -> None:
-    """Raise InvalidInput `hash_mismatch` unless the file has the target's length and hashes."""
-    with path.open("rb") as f:
-        try:
-            target.to_target_file().verify_length_and_hashes(f)
-        except tuf_errors.LengthOrHashMismatchError as e:
-            raise InvalidInput(
-                f"{path.name} does not match {target.path}: {e}", code="hash_mismatch"
-            ) from None
 
 
 class TufClient:

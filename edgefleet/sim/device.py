@@ -2,8 +2,8 @@
 simulated processes and a simulated network in front of real HTTP.
 
     VirtualDevice ── Agent(settings, clock, transport=SimTransport(HttpTransport(shared
-                     │      client)), hardware=SimHardware, runtime=SimRuntime,
-                     │      host_metrics=SimHardware, probe_client=SimRuntime's)
+                     │      HttpClient)), hardware=SimHardware, runtime=SimRuntime,
+                     │      host_metrics=SimHardware, probe_client=SimRuntime's SimProbes)
                      ├─ crash()     cancel the agent's task; `start()` again builds a new
                      │              Agent from the same data directory (key, state, journal)
                      ├─ kill()      node death: the agent and its processes are gone
@@ -27,19 +27,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-import httpx
-
 from edgefleet.agent.agent import Agent
+from edgefleet.agent.install_helper import InProcessHelper
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.clock import Clock
 from edgefleet.sim.blueprint import DeviceBlueprint
 from edgefleet.sim.hardware import SimHardware
 from edgefleet.sim.model_behaviour import BadModel
 from edgefleet.sim.network import NetworkModel
-from edgefleet.sim.runtime import SimRuntime, StatsdSender
+from edgefleet.sim.runtime import SimProbes, SimRuntime, StatsdSender
 from edgefleet.sim.traffic import TrafficStats
 from edgefleet.sim.transport import SimTransport
 from edgefleet.transport.http import HttpTransport
+from edgefleet.transport.http_client import HttpClient
 
 BATTERY_FILE = "sim-battery"
 BATTERY_STEP_PERCENT = 0.1
@@ -84,7 +84,7 @@ class VirtualDevice:
         self,
         blueprint: DeviceBlueprint,
         settings: FleetSettings,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         clock: Clock,
         stats: TrafficStats,
         statsd: StatsdSender,
@@ -112,7 +112,7 @@ class VirtualDevice:
         self.agent: Agent | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
-        self._probe_client: httpx.AsyncClient | None = None
+        self._probe_client: SimProbes | None = None
         self.starts = 0
         self.crashes = 0
         self._battery_written = -1.0
@@ -196,6 +196,7 @@ class VirtualDevice:
             rng=random.Random(self._agent_seed + self.starts),
             host_metrics=self.hardware,
             probe_client=self._probe_client,
+            install_helper=InProcessHelper(),
         )
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self.agent.run(self._stop), name=self.blueprint.name)

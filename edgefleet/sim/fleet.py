@@ -25,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from edgefleet.client import FleetClient
 from edgefleet.clock import Clock, SystemClock
 from edgefleet.errors import EdgefleetError
@@ -35,13 +33,13 @@ from edgefleet.sim.device import DevicePhase, FleetSettings, VirtualDevice
 from edgefleet.sim.faults import FaultEvent, FaultKind
 from edgefleet.sim.runtime import StatsdSender
 from edgefleet.sim.traffic import TrafficStats
+from edgefleet.transport.http_client import HttpClient
 
 log = logging.getLogger(__name__)
 
 APPROVE_INTERVAL_S = 2.0
 BATTERY_CHECK_S = 5.0
 SNAPSHOT_INTERVAL_S = 1.0
-REQUEST_TIMEOUT_S = 60.0
 MAX_EXECUTOR_THREADS = 128
 
 
@@ -162,11 +160,11 @@ class VirtualFleet:
             ThreadPoolExecutor(max_workers=min(MAX_EXECUTOR_THREADS, max(8, count // 4)),
                                thread_name_prefix="sim-executor")
         )  # fmt: skip
-        client = httpx.AsyncClient(
-            base_url=self._settings.server_url,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=count + 16),
-            timeout=REQUEST_TIMEOUT_S,
-            headers={"user-agent": "edgefleet-agent (simulated)"},
+        # No limit on open connections: every device holds a long poll.
+        client = HttpClient(
+            max_connections=None,
+            max_idle_connections=count + 16,
+            user_agent="edgefleet-agent (simulated)",
         )
         statsd = StatsdSender()
         self.devices = {

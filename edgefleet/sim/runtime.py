@@ -8,8 +8,8 @@ the injected clock:
   real child does, so the agent's own `sandbox.check_models` reads the verdict;
 - a health-check command exits 0 while the service is up;
 - anything else is the release's service: a simulated model server that comes up after
-  `start_s`, answers the supervisor's HTTP health probe (through `probe_client()`, an
-  httpx client over a MockTransport) with its `requests`/`errors` counters, serves
+  `start_s`, answers the supervisor's HTTP health probe (through `probe_client()`, a
+  `LocalHttp` that never opens a socket) with its `requests`/`errors` counters, serves
   Poisson-distributed requests with the class's latency distribution and error rate — or
   the bad model's, when its release (read from the slot it runs from) is a bad one — and
   pushes `inference.requests`, `inference.errors` and `inference.latency_ms` to the agent's
@@ -29,13 +29,14 @@ import socket
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from edgefleet.agent.process_runtime import ProcessSpec
 from edgefleet.agent.slots import MANIFEST as SLOT_MANIFEST
 from edgefleet.clock import Clock
+from edgefleet.errors import Unavailable
 from edgefleet.sim.model_behaviour import BadModel, ModelBehaviour, is_bad_release, poisson, serve
+from edgefleet.transport.messages import TransportResponse
 
 log = logging.getLogger(__name__)
 
@@ -222,16 +223,34 @@ class SimRuntime:
         processes, self._processes = self._processes, []
         await asyncio.gather(*(p.terminate(0) for p in processes))
 
-    # Health probes.
+    def probe_client(self) -> SimProbes:
+        """The client the agent's supervisor probes this device's services with."""
+        return SimProbes(self)
 
-    async def _answer_probe(self, request: httpx.Request) -> httpx.Response:
-        server = self.server_on(request.url.port)
+
+class SimProbes:
+    """The `LocalHttp` port of a virtual device: its simulated services answer health probes
+    (and checkpoint hooks) without a socket; a port no service is up on refuses."""
+
+    def __init__(self, runtime: SimRuntime) -> None:
+        self._runtime = runtime
+
+    def _server(self, method: str, url: str) -> ModelServer:
+        server = self._runtime.server_on(urlsplit(url).port)
         if server is None or not server.up:
-            raise httpx.ConnectError("connection refused (simulated)", request=request)
+            raise Unavailable(f"{method} {url}: cannot connect: connection refused (simulated)")
+        return server
+
+    async def get(self, url: str, *, timeout_s: float) -> TransportResponse:
+        server = self._server("GET", url)
         body = {"status": "ok", "reason": "", "requests": server.requests,
                 "errors": server.errors, "model_path": server.release or ""}  # fmt: skip
-        return httpx.Response(200, json=body)
+        return TransportResponse(200, json.dumps(body).encode(),
+                                 {"content-type": "application/json"})  # fmt: skip
 
-    def probe_client(self) -> httpx.AsyncClient:
-        """The client the agent's supervisor probes this device's services with."""
-        return httpx.AsyncClient(transport=httpx.MockTransport(self._answer_probe))
+    async def post(self, url: str, body: bytes = b"", *, timeout_s: float) -> TransportResponse:
+        self._server("POST", url)
+        return TransportResponse(200, b'{"status": "ok"}', {"content-type": "application/json"})
+
+    async def aclose(self) -> None:
+        pass

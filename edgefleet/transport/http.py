@@ -1,16 +1,16 @@
-"""HTTP transport (the default): httpx over HTTP/1.1 with keep-alive."""
+"""HTTP transport (the default): the `Transport` port over the agent's own HTTP/1.1 client
+(`http_client.HttpClient`: keep-alive, at most 4 connections, standard library only)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-
-from edgefleet.errors import Unavailable
+from edgefleet.transport.http_client import HttpClient
 from edgefleet.transport.messages import TransportResponse
 
-DOWNLOAD_CHUNK_BYTES = 1 << 16
+_DEFAULT_HEADERS = {"content-type": "application/json"}
 
 
 class HttpTransport:
@@ -19,17 +19,15 @@ class HttpTransport:
         base_url: str,
         *,
         max_connections: int = 4,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
+        ca_file: Path | None = None,
     ) -> None:
-        """`client`: share a pool with other transports (the simulator); it must have
-        `base_url` set, and close() then leaves it open for its owner."""
+        """`client`: share a pool with other transports (the simulator); close() then leaves
+        it open for its owner. `ca_file`: the CAs an https control plane's certificate is
+        verified against (default: the system's trust store)."""
         self.base_url = base_url.rstrip("/")
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            base_url=self.base_url,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=2),
-            headers={"user-agent": "edgefleet-agent"},
-        )
+        self._client = client or HttpClient(max_connections=max_connections, ca_file=ca_file)
 
     async def request(
         self,
@@ -39,19 +37,13 @@ class HttpTransport:
         headers: Mapping[str, str],
         timeout_s: float,
     ) -> TransportResponse:
-        try:
-            response = await self._client.request(
-                method,
-                target,
-                content=body or None,
-                headers={"content-type": "application/json", **headers},
-                timeout=timeout_s,
-            )
-        except httpx.TimeoutException as e:
-            raise Unavailable(f"{self.base_url}: request timed out ({type(e).__name__})") from e
-        except httpx.TransportError as e:
-            raise Unavailable(f"{self.base_url}: {e or type(e).__name__}") from e
-        return TransportResponse(response.status_code, response.content, dict(response.headers))
+        return await self._client.request(
+            method,
+            self.base_url + target,
+            body=body,
+            headers={**_DEFAULT_HEADERS, **headers},
+            timeout_s=timeout_s,
+        )
 
     async def download(
         self,
@@ -60,22 +52,18 @@ class HttpTransport:
         destination: Path,
         timeout_s: float,
     ) -> TransportResponse:
-        try:
-            async with self._client.stream(
-                "GET", target, headers=dict(headers), timeout=timeout_s
-            ) as response:
-                if response.status_code not in (200, 206):
-                    body = await response.aread()
-                    return TransportResponse(response.status_code, body, dict(response.headers))
-                mode = "ab" if response.status_code == 206 else "wb"
-                with destination.open(mode) as sink:
-                    async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
-                        sink.write(chunk)
-                return TransportResponse(response.status_code, b"", dict(response.headers))
-        except httpx.TimeoutException as e:
-            raise Unavailable(f"{self.base_url}: download timed out ({type(e).__name__})") from e
-        except httpx.TransportError as e:
-            raise Unavailable(f"{self.base_url}: {e or type(e).__name__}") from e
+        async with self._client.stream(
+            "GET", self.base_url + target, headers=headers, timeout_s=timeout_s
+        ) as response:
+            if response.status not in (200, 206):
+                body = await response.read()
+                return TransportResponse(response.status, body, response.headers)
+            # A 206 continues the partial file; a 200 is the whole file from its start.
+            async with contextlib.aclosing(response.iter_bytes()) as pieces:
+                with destination.open("ab" if response.status == 206 else "wb") as sink:
+                    async for piece in pieces:
+                        sink.write(piece)
+            return TransportResponse(response.status, b"", response.headers)
 
     async def close(self) -> None:
         if self._owns_client:

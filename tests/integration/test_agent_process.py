@@ -1,7 +1,8 @@
 """The agent's own process, as `edgefleet agent` starts it: lean imports, flags and errors.
 
-An idle agent on a constrained device must not carry the operator CLI or the libraries that
-only installs, model checks and deltas need (bench/agent/idle.py measures what that saves).
+An idle agent on a constrained device must not carry the operator CLI, the libraries that
+only installs, model checks and deltas need, or httpx and its stack (it speaks HTTP with
+edgefleet.transport.http_client); bench/agent/idle.py measures what that saves.
 """
 
 from __future__ import annotations
@@ -14,23 +15,40 @@ from pathlib import Path
 from tests.cli_runner import run_cli
 
 # Loaded by the operator CLI, or only while installing a release, checking a model, applying
-# a delta or running a workload: never by an idle agent.
+# a delta or running a workload: never by an idle agent. httpx and its dependencies: never
+# by the agent at all.
 NOT_WHILE_IDLE = [
     "typer", "rich", "click", "pygments", "pydantic", "pydantic_settings",
+    "httpx", "httpcore", "anyio", "h11", "h2", "idna", "certifi", "sniffio",
     "tuf", "securesystemslib", "yaml", "numpy", "onnx", "onnxruntime",
     "edgefleet.cli", "edgefleet.server", "edgefleet.store", "edgefleet.artifacts.delta",
     "edgefleet.core.workload", "tarfile",
 ]  # fmt: skip
 
 # Runs the real entry point (`python -m edgefleet.agent`) up to its first network step (it
-# is not enrolled and has no token, so it stops there), then lists what it had imported.
+# is not enrolled and has no token, so it stops there), sends a request with the agent's
+# transport (plain and TLS, both refused), then lists what it had imported.
 PROBE = """
-import json, runpy, sys
+import asyncio, json, runpy, sys
 sys.argv = ["edgefleet.agent", *sys.argv[1:]]
 try:
     runpy.run_module("edgefleet.agent", run_name="__main__", alter_sys=True)
 except SystemExit as e:
     code = e.code
+
+from edgefleet.errors import Unavailable
+from edgefleet.transport.http import HttpTransport
+
+async def exchange(url):
+    transport = HttpTransport(url)
+    try:
+        await transport.request("GET", "/healthz", b"", {}, 5)
+    except Unavailable:
+        pass
+    await transport.close()
+
+for url in ("http://127.0.0.1:9", "https://127.0.0.1:9"):
+    asyncio.run(exchange(url))
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
@@ -46,6 +64,7 @@ def test_the_agent_process_does_not_import_what_an_idle_agent_never_uses(
     assert result["code"] == 1, proc.stderr
     assert "this agent is not enrolled" in proc.stderr  # it got as far as connecting
     assert "edgefleet.agent.agent" in result["modules"]
+    assert "edgefleet.transport.http_client" in result["modules"]
     loaded = {m for m in result["modules"] for p in NOT_WHILE_IDLE if m == p or
               m.startswith(p + ".")}  # fmt: skip
     assert not loaded, f"the idle agent imports {sorted(loaded)}"

@@ -8,30 +8,14 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
 from edgefleet.errors import ApiError
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from tests.conftest import AgentFactory
-from tests.releases import Trust, free_port, publish
-
-
-def fine_tuned(model: onnx.ModelProto, scale: float, seed: int) -> onnx.ModelProto:
-    """Every weight nudged a little, as a fine-tune does."""
-    rng = np.random.default_rng(seed)
-    tuned = onnx.ModelProto()
-    tuned.CopyFrom(model)
-    for i, tensor in enumerate(tuned.graph.initializer):
-        values = numpy_helper.to_array(tensor)
-        nudged = values + rng.normal(0, scale * float(values.std() or 1), values.shape)
-        tuned.graph.initializer[i].CopyFrom(
-            numpy_helper.from_array(nudged.astype(values.dtype), tensor.name))
-    return tuned
+from tests.releases import Trust, fine_tuned, free_port, publish
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 from edgefleet.agent.command import FAULT_ENV, build_parser, settings_from_args
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.core.install import InstallState
+from edgefleet.errors import SettingsError
 
 REQUIRED = ["--server", "http://cp:8080", "--data-dir", "/var/lib/edgefleet", "--name", "d1"]
 
@@ -79,3 +80,30 @@ def test_a_bad_environment_value_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser({"EDGEFLEET_STATSD_PORT": "eighty"}).parse_args(REQUIRED)
     assert exit_.value.code == 2
+
+
+def test_a_ca_file_reaches_the_settings_and_a_missing_one_is_refused(tmp_path: Path) -> None:
+    ca = tmp_path / "fleet-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert settings([*REQUIRED, "--ca-file", str(ca)]).ca_file == ca
+    assert settings(REQUIRED, {"EDGEFLEET_CA_FILE": str(ca)}).ca_file == ca
+    with pytest.raises(SettingsError, match=r"ca_file .* is not a file"):
+        settings([*REQUIRED, "--ca-file", str(tmp_path / "missing.pem")])
+
+
+def test_the_installed_version_of_a_package_is_read_from_its_metadata() -> None:
+    from importlib import metadata
+
+    from edgefleet.agent.hardware import _package_version
+
+    for name in ("onnxruntime", "PyYAML", "msgpack"):
+        assert _package_version(name) == metadata.version(name)
+    assert _package_version("no-such-package-here") is None
+
+
+def test_the_heap_is_trimmed_where_the_c_library_can() -> None:
+    import platform
+
+    from edgefleet.agent.heap import trim_heap
+
+    assert trim_heap() is (platform.libc_ver()[0] == "glibc")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from securesystemslib.signer import CryptoSigner
@@ -24,6 +25,13 @@ from tuf.api.metadata import (
     Timestamp,
 )
 
+from edgefleet.agent.release_verification import (
+    ReleaseRefused,
+    VerifiedFile,
+    VerifyRequest,
+    check_release,
+    verify_file,
+)
 from edgefleet.errors import (
     Conflict,
     EdgefleetError,
@@ -34,7 +42,7 @@ from edgefleet.errors import (
     Unauthenticated,
     Unavailable,
 )
-from edgefleet.security.tuf_client import TufClient, verify_file
+from edgefleet.security.tuf_client import TufClient
 from edgefleet.security.tuf_keys import generate_signing_key
 from edgefleet.security.tuf_metadata import (
     MAX_TARGETS_BYTES,
@@ -66,6 +74,7 @@ class World:
     timestamp_key: CryptoSigner = field(default_factory=generate_signing_key)
     served: dict[str, bytes | Iterator[bytes]] = field(default_factory=dict)
     fetched: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.repo = TufRepository(
@@ -177,9 +186,61 @@ def test_a_signed_release_verifies_and_carries_its_custom_fields(world: World) -
     assert info.release_target == target
     assert info.custom["requirements"] == ["arch=aarch64", "runtime=onnxruntime>=1.17"]
 
+
+
+# --- the agent's check of a release (run by its install helper) -------------------------
+
+DEVICE = {"hardware": {"arch": "aarch64"}, "software": {"onnxruntime": "1.18.0"}}
+
+
+def check(world: World, *paths: str, version: str = "1.0.0",
+          inventory: dict[str, Any] | None = None) -> list[VerifiedFile]:
+    request = VerifyRequest(world.tmp / "device", "vision", version, paths,
+                            DEVICE if inventory is None else inventory)
+    return check_release(request, world.fetch, world.warnings.append)
+
+
+def test_the_agent_check_returns_each_file_and_verifies_its_download(world: World) -> None:
+    target = world.release("1.0.0", b"model v1")
+    [file] = check(world, target.path)
+    assert file == VerifiedFile(target.path, len(b"model v1"), {"sha256": target.sha256},
+                                "detector", "onnx-model", "model.onnx")
+    assert VerifiedFile.from_wire(file.to_wire(), target.path) == file
     artifact = world.tmp / "download"
     artifact.write_bytes(b"model v1")
-    verify_file(info, artifact)
+    verify_file(file, artifact)
+    for bad in (b"model v2", b"model v1 plus a payload", b"model v9"):
+        artifact.write_bytes(bad)
+        assert refused(lambda: verify_file(file, artifact), InvalidInput) == "hash_mismatch"
+
+
+def test_the_agent_check_refuses_other_releases_and_incompatible_devices(world: World) -> None:
+    target = world.release("1.0.0", b"model v1")
+    with pytest.raises(ReleaseRefused, match="belongs to another release"):
+        check(world, target.path, version="2.0.0")
+    with pytest.raises(ReleaseRefused, match="incompatible: detector"):
+        check(world, target.path, inventory={**DEVICE, "hardware": {"arch": "x86_64"}})
+    with pytest.raises(ReleaseRefused, match="release metadata refused"):
+        check(world, "releases/vision/1.0.0/other.onnx")
+
+
+def test_the_agent_check_pins_the_first_root_on_first_use(world: World) -> None:
+    target = world.release("1.0.0", b"model v1")
+    fresh = world.tmp / "fresh-device"
+    request = VerifyRequest(fresh, "vision", "1.0.0", (target.path,), DEVICE)
+    assert [f.path for f in check_release(request, world.fetch, world.warnings.append)] == [
+        target.path
+    ]
+    assert "1.root.json" in world.fetched and "trust on first use" in world.warnings[0]
+    assert (fresh / "enrollment_root.json").exists()
+
+
+def test_verified_facts_that_could_name_a_file_outside_its_directory_are_refused() -> None:
+    good = VerifiedFile("releases/a/1.0.0/m.onnx", 3, {"sha256": "0" * 64}, "m", "file", "m.onnx")
+    for change in ({"file_name": "../m.onnx"}, {"path": "releases/a/1.0.0/x"},
+                   {"hashes": {"sha256": "nope"}}, {"length_bytes": -1}, {"artifact_kind": 3}):
+        with pytest.raises(InvalidInput):
+            VerifiedFile.from_wire({**good.to_wire(), **change}, good.path)
 
 
 def test_consistent_snapshot_file_names_are_served(world: World) -> None:
@@ -221,15 +282,6 @@ def test_nothing_published_yet_is_unavailable(world: World) -> None:
 
 
 # --- tampering ---------------------------------------------------------------------------
-
-
-def test_a_tampered_target_file_is_refused(world: World) -> None:
-    info = world.client.verify_target(world.release("1.0.0", b"model v1").path)
-    for bad in (b"model v2", b"model v1 plus a payload"):
-        (world.tmp / "download").write_bytes(bad)
-        assert refused(lambda: verify_file(info, world.tmp / "download"), InvalidInput) == (
-            "hash_mismatch"
-        )
 
 
 def test_unsigned_timestamp_is_refused(world: World) -> None:

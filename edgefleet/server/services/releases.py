@@ -36,7 +36,7 @@ from edgefleet.core.release import (
     validate_name,
 )
 from edgefleet.core.selector import parse_selector
-from edgefleet.core.service_manifest import parse_service_manifest
+from edgefleet.core.service_manifest import MAX_MANIFEST_BYTES, parse_service_manifest
 from edgefleet.core.versions import parse_version
 from edgefleet.errors import Conflict, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
@@ -45,8 +45,6 @@ from edgefleet.server.services.deltas import DeltaService, DeltaState
 from edgefleet.server.services.desired import save_device
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
-
-MAX_MANIFEST_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
