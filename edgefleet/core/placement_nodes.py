@@ -113,7 +113,21 @@ def update_drain(
     thresholds: Sequence[DrainThreshold],
 ) -> DrainState:
     """Whether the node is drained now, from the forecast of its sampled metrics."""
-    decision = decide_drain(node_id, trends_of(samples), now, horizon_s, thresholds)
+    return drain_from_trends(previous, node_id, trends_of(samples), now, horizon_s,
+                             thresholds)  # fmt: skip
+
+
+def drain_from_trends(
+    previous: DrainState,
+    node_id: str,
+    trends: Mapping[str, Trend],
+    now: datetime,
+    horizon_s: float,
+    thresholds: Sequence[DrainThreshold],
+) -> DrainState:
+    """`update_drain` from trends already fitted (they change only with new samples, so a
+    controller that judges every node every second fits them once per heartbeat)."""
+    decision = decide_drain(node_id, trends, now, horizon_s, thresholds)
     if decision.drain:
         since = previous.since if previous.draining else now
         return DrainState(True, decision.reason, since, decision.crosses_at)

@@ -8,7 +8,8 @@ since it was read (the next tick judges again), so it never overwrites fresher n
 A tick runs every `controller_interval_s` over the whole fleet, so it keeps the nodes it
 decoded: it reads every node's (reported_at, state) and decodes again only the rows where
 either moved (a heartbeat, or a verdict stored by another replica); judging a node it
-already holds is arithmetic.
+already holds is arithmetic. A node's metric trends (the drain forecast's input) are fitted
+once per new set of samples, not on every tick.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from edgefleet.clock import Clock
+from edgefleet.core.failover import Trend
 from edgefleet.core.failure_detector import Liveness
 from edgefleet.core.liveness import evaluate_liveness
-from edgefleet.core.node_health import NodeHealth
-from edgefleet.core.placement_nodes import update_drain
+from edgefleet.core.node_health import NodeHealth, Sample
+from edgefleet.core.placement_nodes import drain_from_trends, trends_of
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
@@ -46,6 +48,8 @@ class LivenessController:
         self.watching_since: datetime = clock.now()
         # device -> the node as last read or written, with the marker it was read at
         self._known: dict[str, tuple[tuple[datetime | None, str], NodeHealth]] = {}
+        # device -> the samples its trends were fitted from, and those trends
+        self._trends: dict[str, tuple[tuple[Sample, ...], dict[str, Trend]]] = {}
 
     def _load(self) -> list[NodeHealth]:
         """Every node, decoding only rows changed since the last tick."""
@@ -58,7 +62,16 @@ class LivenessController:
             self._known[device_id] = ((health.reported_at, health.state.value), health)
         for device_id in self._known.keys() - markers.keys():
             del self._known[device_id]
+            self._trends.pop(device_id, None)
         return [self._known[d][1] for d in sorted(markers) if d in self._known]
+
+    def _trends_of(self, health: NodeHealth) -> dict[str, Trend]:
+        samples = health.samples
+        cached = self._trends.get(health.device_id)
+        if cached is None or (cached[0] is not samples and cached[0] != samples):
+            cached = (samples, trends_of(samples))
+            self._trends[health.device_id] = cached
+        return cached[1]
 
     def tick(self) -> list[LivenessChange]:
         """Judge every node now; returns the changes written."""
@@ -71,8 +84,8 @@ class LivenessController:
             )
             drain = health.drain
             if health.samples and judged.state is not Liveness.DEAD:
-                drain = update_drain(drain, health.device_id, health.samples, now,
-                                     settings.drain_horizon_s, settings.drain_thresholds())
+                drain = drain_from_trends(drain, health.device_id, self._trends_of(health), now,
+                                          settings.drain_horizon_s, settings.drain_thresholds())
             if judged.state is health.state and drain.draining == health.drain.draining:
                 continue
             updated = replace(health, liveness=judged, drain=drain)
