@@ -12,7 +12,8 @@ signed length and hashes. A migration's target does this before it starts (pre-s
 
 A release directory is complete once `release.json` is written (last, atomically); a
 release already there is used as is. Metadata checks run in the install helper, as the
-installer's do (`install_helper.py`).
+installer's do (`install_helper.py`), and so does reading the release's service manifest,
+once, into `release.json`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class FetchedRelease:
     directory: Path
     files: Mapping[str, str]  # artifact name -> file name
     kinds: Mapping[str, str]  # artifact name -> kind
+    service: Mapping[str, Any] | None = None  # its service manifest, read once when fetched
 
     def path_of(self, artifact: str) -> Path:
         return self.directory / self.files[artifact]
@@ -84,17 +86,21 @@ class ReleaseCache:
             raw = json.loads((directory / RELEASE_FILE).read_text())
         except (OSError, ValueError):
             return None
-        return FetchedRelease(name, version, directory, raw["files"], raw["kinds"])
+        return FetchedRelease(name, version, directory, raw["files"], raw["kinds"],
+                              raw.get("service"))  # fmt: skip
 
     async def ensure(self, release: Mapping[str, Any]) -> FetchedRelease:
         """The release on disk, fetched and verified if it is not there yet. Raises
         ReleaseRefused (permanent for this release) or Unavailable (retry later)."""
         name, version = str(release["name"]), str(release["version"])
         found = self.find(name, version)
-        if found is not None:
+        if found is not None and not _lacks_manifest(found):
             return found
         async with self._lock:
             found = self.find(name, version)
+            if found is not None and _lacks_manifest(found):
+                # Fetched by an agent that did not keep the manifest in release.json.
+                found = await self._record_manifest(found)
             if found is not None:
                 return found
             return await self._fetch(name, version, [str(t["path"]) for t in release["targets"]])
@@ -121,9 +127,33 @@ class ReleaseCache:
             with_path = self._delivery.path(info.sha256)
             if with_path.exists():
                 os.unlink(with_path)
+        fetched = FetchedRelease(name, version, directory, files, kinds)
+        service = await self._read_manifest(fetched)
         write_json_atomically(directory / RELEASE_FILE, {
             "name": name, "version": version, "files": files, "kinds": kinds,
-            "sha256": {i.artifact_name: i.sha256 for i in infos},
+            "sha256": {i.artifact_name: i.sha256 for i in infos}, "service": service,
         })  # fmt: skip
         log.info("workload release fetched", extra={"release": f"{name}@{version}"})
-        return FetchedRelease(name, version, directory, files, kinds)
+        return replace(fetched, service=service)
+
+    async def _read_manifest(self, release: FetchedRelease) -> dict[str, Any] | None:
+        """The release's service manifest, validated (by the install helper: PyYAML stays
+        out of the agent); None without one. ReleaseRefused when it is refused."""
+        for name, kind in sorted(release.kinds.items()):
+            if kind == "service":
+                try:
+                    return await self._helper.read_manifest(release.path_of(name))
+                except InvalidInput as e:
+                    raise ReleaseRefused(f"service manifest refused: {e.message}") from None
+        return None
+
+    async def _record_manifest(self, release: FetchedRelease) -> FetchedRelease:
+        path = release.directory / RELEASE_FILE
+        raw = json.loads(path.read_text())
+        raw["service"] = await self._read_manifest(release)
+        write_json_atomically(path, raw)
+        return replace(release, service=raw["service"])
+
+
+def _lacks_manifest(release: FetchedRelease) -> bool:
+    return release.service is None and "service" in release.kinds.values()

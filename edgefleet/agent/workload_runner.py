@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
+from edgefleet.agent.install_helper import InstallHelper
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.release_service import pick_free_port
 from edgefleet.agent.release_verification import ReleaseRefused
@@ -64,8 +64,8 @@ from edgefleet.core.workload_section import (
 )
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, NotFound, Unavailable
 
-# Workload specs (and PyYAML for service manifests) load with the first replica: an idle
-# agent without workloads does not hold them.
+# Workload specs load with the first replica: an idle agent without workloads does not
+# hold them. (Service manifests are read by the install helper when a release is fetched.)
 if TYPE_CHECKING:
     from edgefleet.core.workload import Workload
     from edgefleet.transport.http_client import LocalHttp
@@ -126,9 +126,8 @@ class WorkloadRunner:
         self._root = data_dir / "workloads"
         self._root.mkdir(parents=True, exist_ok=True)
         self._logs = data_dir / "logs"
-        self._helper = helper or ChildProcessHelper()
         self._cache = ReleaseCache(self._root, data_dir / "tuf", link, clock, inventory, labels,
-                                   self._helper)  # fmt: skip
+                                   helper)  # fmt: skip
         self._link = link
         self._clock = clock
         self._supervisor = supervisor
@@ -232,8 +231,7 @@ class WorkloadRunner:
                                    "staged; waits for the control plane to confirm it")
                 return
             if copy.spec is None or copy.spec_for != entry:
-                manifest = await _service_manifest(copy.releases or [], self._helper)
-                copy.spec, copy.spec_for = self._spec(copy, manifest), entry
+                copy.spec, copy.spec_for = self._spec(copy), entry
             await self._supervisor.ensure(copy.spec)
             copy.started = True
             copy.failures = 0
@@ -272,12 +270,13 @@ class WorkloadRunner:
 
     # -- one replica's process -----------------------------------------------------------
 
-    def _spec(self, copy: _Copy, manifest: ServiceManifest | None) -> ServiceSpec:
+    def _spec(self, copy: _Copy) -> ServiceSpec:
         from edgefleet.core.workload import parse_workload
 
         entry, releases = copy.entry, copy.releases or []
         spec = parse_workload(dict(entry.document))
         files = {name: str(r.path_of(name)) for r in releases for name in r.files}
+        manifest = _service_manifest(releases)
         command = spec.command or (manifest.command if manifest is not None else ())
         if not command:
             raise InvalidInput(f"workload {spec.name} has no command and no service manifest")
@@ -412,14 +411,11 @@ def _key(entry: ReplicaEntry) -> str:
     return f"{entry.workload}/{entry.replica}@{entry.generation}"
 
 
-async def _service_manifest(
-    releases: list[FetchedRelease], helper: InstallHelper
-) -> ServiceManifest | None:
-    """The first service manifest among the releases (read by the install helper)."""
+def _service_manifest(releases: list[FetchedRelease]) -> ServiceManifest | None:
+    """The first service manifest among the releases (read when each was fetched)."""
     for release in releases:
-        for name, kind in sorted(release.kinds.items()):
-            if kind == "service":
-                return parse_service_manifest(await helper.read_manifest(release.path_of(name)))
+        if release.service is not None:
+            return parse_service_manifest(release.service)
     return None
 
 

@@ -5,6 +5,7 @@ answers nonsense or names files it should not) fails closed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import stat
 import sys
@@ -245,3 +246,24 @@ def test_a_failed_manifest_child_refuses_the_manifest(tmp_path: Path) -> None:
     helper = ChildProcessHelper(python=fake_python(tmp_path, "import sys; sys.exit(2)"))
     with pytest.raises(InvalidInput, match="service manifest unread"):
         asyncio.run(helper.read_manifest(tmp_path / "service.yaml"))
+
+
+def test_a_release_fetched_before_manifests_were_kept_gets_its_manifest_recorded(
+    tmp_path: Path,
+) -> None:
+    """release.json written by an earlier agent has no `service`: it is read once, kept."""
+    from edgefleet.agent.workload_artifacts import RELEASE_FILE, ReleaseCache
+    from edgefleet.clock import SystemClock
+
+    cache = ReleaseCache(tmp_path, tmp_path / "tuf", None, SystemClock(),  # type: ignore[arg-type]
+                         dict, dict, InProcessHelper())  # fmt: skip
+    directory = tmp_path / "releases" / "vision@1.0.0"
+    directory.mkdir(parents=True)
+    (directory / "service.yaml").write_text("command: ['{python}', '-m', 'app']\n")
+    (directory / RELEASE_FILE).write_text(json.dumps({
+        "name": "vision", "version": "1.0.0", "files": {"svc": "service.yaml"},
+        "kinds": {"svc": "service"}, "sha256": {}}))  # fmt: skip
+    release = asyncio.run(cache.ensure({"name": "vision", "version": "1.0.0", "targets": []}))
+    assert release.service == {"command": ["{python}", "-m", "app"]}
+    assert json.loads((directory / RELEASE_FILE).read_text())["service"] == release.service
+    assert cache.find("vision", "1.0.0") == release
