@@ -48,7 +48,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     """The agent's flags. A flag with an environment variable takes its default from it (an
     empty variable counts as unset, as in the rest of the CLI)."""
     env = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog="Proxies: HTTPS_PROXY / HTTP_PROXY (http:// URLs, user:password@ allowed) and "
+        "NO_PROXY (hosts, domains, IPs, CIDR blocks, *) are honoured; loopback never uses one.",
+        allow_abbrev=False,
+    )
 
     def add(
         flag: str,
@@ -135,13 +141,16 @@ def settings_from_args(
     from edgefleet.agent.settings import AgentSettings
     from edgefleet.core.install import InstallState
     from edgefleet.core.labels import parse_label_assignments
+    from edgefleet.transport.http_proxy import ProxySettings
 
     env = os.environ if environ is None else environ
     fault = env.get(FAULT_ENV)
+    proxies = ProxySettings.from_environ(env)
     return AgentSettings(
         server_url=args.server,
         data_dir=Path(args.data_dir),
         ca_file=Path(args.ca_file) if args.ca_file else None,
+        proxies=proxies if proxies.configured else None,
         enroll_token=args.enroll_token,
         name=args.name or socket.gethostname(),
         labels=parse_label_assignments(args.label),
@@ -187,7 +196,9 @@ async def run_agent(settings: AgentSettings) -> None:
     agent = Agent(
         settings,
         clock=SystemClock(),
-        transport=HttpTransport(settings.server_url, ca_file=settings.ca_file),
+        transport=HttpTransport(
+            settings.server_url, ca_file=settings.ca_file, proxies=settings.proxies
+        ),
         hardware=HostHardware(settings.data_dir, list(settings.accelerators)),
         runtime=HostRuntime(),
     )

@@ -7,6 +7,7 @@ cannot be reached, ApiError with the server's code otherwise.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,21 @@ class ControlPlaneLink:
         timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> TransportResponse:
         body = json.dumps(payload).encode() if payload is not None else b""
-        headers = sign_request(self._key, method, target, body, self.device_id, self._clock.now())
-        headers.update(extra_headers or {})
+        headers = self._signed(method, target, body, extra_headers or {})
         return await self._transport.request(method, target, body, headers, timeout_s)
+
+    def _signed(
+        self, method: str, target: str, body: bytes, extra: dict[str, str]
+    ) -> Callable[[], dict[str, str]]:
+        """The request's headers, signed anew (fresh timestamp and nonce) at every attempt
+        the transport makes to send it."""
+
+        def headers() -> dict[str, str]:
+            signed = sign_request(self._key, method, target, body, self.device_id,
+                                  self._clock.now())  # fmt: skip
+            return {**signed, **extra}
+
+        return headers
 
     @staticmethod
     def _json(response: TransportResponse) -> Any:
@@ -78,8 +91,11 @@ class ControlPlaneLink:
         workloads: dict[str, Any] | None = None,
         node: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        payload: dict[str, Any] = {"applied_generation": applied_generation,
-                                   "inventory": inventory, "release": release}
+        payload: dict[str, Any] = {
+            "applied_generation": applied_generation,
+            "inventory": inventory,
+            "release": release,
+        }
         # Sent only when there is something to say, so older servers still take the report.
         if workloads is not None:
             payload["workloads"] = workloads
@@ -107,8 +123,7 @@ class ControlPlaneLink:
     async def _send_bytes(
         self, method: str, target: str, body: bytes, extra: dict[str, str], timeout_s: float
     ) -> TransportResponse:
-        headers = sign_request(self._key, method, target, body, self.device_id, self._clock.now())
-        headers.update(extra)
+        headers = self._signed(method, target, body, extra)
         return await self._transport.request(method, target, body, headers, timeout_s)
 
     async def download_blob(self, sha256: str, destination: Path) -> None:
@@ -128,11 +143,8 @@ class ControlPlaneLink:
         longer): it is removed and the error raised, so the next attempt starts over.
         """
         offset = destination.stat().st_size if destination.exists() else 0
-        headers = sign_request(self._key, "GET", target, b"", self.device_id, self._clock.now())
-        if offset:
-            headers["range"] = f"bytes={offset}-"
-        response = await self._transport.download(target, headers, destination,
-                                                  DOWNLOAD_TIMEOUT_S)
+        headers = self._signed("GET", target, b"", {"range": f"bytes={offset}-"} if offset else {})
+        response = await self._transport.download(target, headers, destination, DOWNLOAD_TIMEOUT_S)
         if response.status == 416:
             destination.unlink(missing_ok=True)
         if response.status >= 400:
@@ -153,13 +165,8 @@ class ControlPlaneLink:
     async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> dict[str, Any]:
         """POST one telemetry batch (wire bytes); `{"acked_through_seq", "stored_windows"}`.
         `dropped_through_seq`: every batch up to it that the server lacks is gone here."""
-        target = (
-            f"/v1/devices/{self.device_id}/telemetry?dropped_through_seq={dropped_through_seq}"
-        )
-        headers = sign_request(
-            self._key, "POST", target, payload, self.device_id, self._clock.now()
-        )
-        headers["content-type"] = TELEMETRY_CONTENT_TYPE
+        target = f"/v1/devices/{self.device_id}/telemetry?dropped_through_seq={dropped_through_seq}"
+        headers = self._signed("POST", target, payload, {"content-type": TELEMETRY_CONTENT_TYPE})
         response = await self._transport.request(
             "POST", target, payload, headers, REQUEST_TIMEOUT_S
         )

@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 from edgefleet.core.install import InstallState
 from edgefleet.errors import SettingsError
+from edgefleet.transport.http_proxy import ProxySettings
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class AgentSettings:
     # CA certificates an https control plane's certificate is checked against (PEM); None:
     # the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured).
     ca_file: Path | None = None
+    # Forward proxies (HTTPS_PROXY / HTTP_PROXY / NO_PROXY); None: direct connections.
+    proxies: ProxySettings | None = None
     name: str = "device"
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_interval_s: float = 15.0

@@ -16,14 +16,13 @@ the real request took.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 from edgefleet.clock import Clock
 from edgefleet.errors import Unavailable
 from edgefleet.sim.network import NetworkModel
 from edgefleet.sim.traffic import TrafficStats, request_kind
-from edgefleet.transport.messages import Transport, TransportResponse
+from edgefleet.transport.messages import Headers, Transport, TransportResponse
 
 
 class SimTransport:
@@ -49,7 +48,7 @@ class SimTransport:
         method: str,
         target: str,
         body: bytes,
-        headers: Mapping[str, str],
+        headers: Headers,
         timeout_s: float,
     ) -> TransportResponse:
         kind = request_kind(target)
@@ -69,7 +68,7 @@ class SimTransport:
     async def download(
         self,
         target: str,
-        headers: Mapping[str, str],
+        headers: Headers,
         destination: Path,
         timeout_s: float,
     ) -> TransportResponse:

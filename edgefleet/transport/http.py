@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from pathlib import Path
 
 from edgefleet.transport.http_client import HttpClient
-from edgefleet.transport.messages import TransportResponse
+from edgefleet.transport.http_proxy import ProxySettings
+from edgefleet.transport.messages import Headers, TransportResponse, resolve_headers
 
 _DEFAULT_HEADERS = {"content-type": "application/json"}
 
@@ -21,34 +21,38 @@ class HttpTransport:
         max_connections: int = 4,
         client: HttpClient | None = None,
         ca_file: Path | None = None,
+        proxies: ProxySettings | None = None,
     ) -> None:
         """`client`: share a pool with other transports (the simulator); close() then leaves
         it open for its owner. `ca_file`: the CAs an https control plane's certificate is
-        verified against (default: the system's trust store)."""
+        verified against (default: the system's trust store). `proxies`: forward proxies
+        (default: none, direct connections)."""
         self.base_url = base_url.rstrip("/")
         self._owns_client = client is None
-        self._client = client or HttpClient(max_connections=max_connections, ca_file=ca_file)
+        self._client = client or HttpClient(
+            max_connections=max_connections, ca_file=ca_file, proxies=proxies
+        )
 
     async def request(
         self,
         method: str,
         target: str,
         body: bytes,
-        headers: Mapping[str, str],
+        headers: Headers,
         timeout_s: float,
     ) -> TransportResponse:
         return await self._client.request(
             method,
             self.base_url + target,
             body=body,
-            headers={**_DEFAULT_HEADERS, **headers},
+            headers=lambda: {**_DEFAULT_HEADERS, **resolve_headers(headers)},
             timeout_s=timeout_s,
         )
 
     async def download(
         self,
         target: str,
-        headers: Mapping[str, str],
+        headers: Headers,
         destination: Path,
         timeout_s: float,
     ) -> TransportResponse:

@@ -17,12 +17,19 @@ discarded, never reused. HTTP error statuses are responses like any other.
 
 A request that fails on a *reused* keep-alive connection before any byte of a response came
 back (the server closed the idle connection as the request went out) is sent once more on a
-fresh connection, when that is safe: the method is idempotent, or nothing was sent.
+fresh connection, when that is safe: the method is idempotent, or nothing was sent. Headers
+may be given as a function, called for every attempt: a signed request gets a fresh
+signature (and nonce) for the second one, which the server would otherwise refuse as a
+replay.
 
 TLS verifies the server's certificate and host name, against `ca_file` when given, else the
 system's trust store (OpenSSL's default paths; `SSL_CERT_FILE` and `SSL_CERT_DIR` are
 honoured). `ssl` is imported, and the context built, with the first https connection.
-Proxies from the environment are not used.
+
+With `proxies` (`http_proxy.ProxySettings`, usually from HTTPS_PROXY / HTTP_PROXY /
+NO_PROXY), connections to an origin go through its proxy: https through a CONNECT tunnel
+(certificate and host name still verified against the origin), http as absolute-form
+requests. A proxy's refusal (407, 403, 502 ...) raises `Unavailable` quoting its status.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from edgefleet.errors import Unavailable
-from edgefleet.transport.http_connection import Connection
+from edgefleet.transport.http_connection import Connection, TunnelRefused
+from edgefleet.transport.http_proxy import Proxy, ProxySettings
 from edgefleet.transport.http_wire import (
     IDEMPOTENT_METHODS,
     Origin,
@@ -46,7 +54,7 @@ from edgefleet.transport.http_wire import (
     merge_headers,
     split_url,
 )
-from edgefleet.transport.messages import TransportResponse
+from edgefleet.transport.messages import Headers, TransportResponse, resolve_headers
 
 if TYPE_CHECKING:
     import ssl
@@ -147,9 +155,11 @@ class HttpClient:
         user_agent: str = "edgefleet-agent",
         ca_file: Path | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        proxies: ProxySettings | None = None,
     ) -> None:
         """Limits are per origin; `max_connections=None` for no limit (the simulator's
-        pool, shared by every virtual device of a process)."""
+        pool, shared by every virtual device of a process). `proxies`: None connects
+        directly."""
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None)")
         self._max_connections = max_connections
@@ -158,6 +168,7 @@ class HttpClient:
         self._user_agent = user_agent
         self._ca_file = ca_file
         self._max_body_bytes = max_body_bytes
+        self._proxies = proxies
         self._tls: ssl.SSLContext | None = None
         self._pools: dict[Origin, _Pool] = {}
         self._closed = False
@@ -184,7 +195,7 @@ class HttpClient:
         url: str,
         *,
         body: bytes = b"",
-        headers: Mapping[str, str] | None = None,
+        headers: Headers | None = None,
         timeout_s: float,
     ) -> TransportResponse:
         """One exchange, the response body read into memory (at most `max_body_bytes`)."""
@@ -200,7 +211,7 @@ class HttpClient:
         url: str,
         *,
         body: bytes = b"",
-        headers: Mapping[str, str] | None = None,
+        headers: Headers | None = None,
         timeout_s: float,
     ) -> AsyncIterator[HttpResponse]:
         """One exchange: the response with its status and headers, its body still to read.
@@ -209,13 +220,22 @@ class HttpClient:
             raise RuntimeError("the HTTP client is closed")
         origin, target = split_url(url)
         label = f"{method} {origin}{target}"
-        fields = merge_headers({"user-agent": self._user_agent}, headers or {})
-        head = encode_request_head(method, target, origin, fields, len(body))
+        proxy = self._proxy_for(origin)
+        fixed: dict[str, str] = {"user-agent": self._user_agent}
+        if proxy is not None and not origin.tls:
+            target = f"{origin}{target}"  # absolute form: the proxy forwards it
+            fixed.update(proxy.headers())
+
+        def head() -> bytes:
+            fields = merge_headers(fixed, {} if headers is None else resolve_headers(headers))
+            return encode_request_head(method, target, origin, fields, len(body))
+
+        first = head()  # a request that cannot be written fails here, before any I/O
         progress = _Progress()
         try:
             async with asyncio.timeout(timeout_s):
                 connection, response_head = await self._exchange(
-                    origin, method, head, body, label, progress
+                    origin, proxy, method, (first, head), body, label, progress
                 )
                 response = HttpResponse(label, connection, response_head)
                 try:
@@ -226,24 +246,29 @@ class HttpClient:
         except TimeoutError as e:
             raise Unavailable(f"{label}: timed out after {timeout_s:g} s {progress.step}") from e
 
+    def _proxy_for(self, origin: Origin) -> Proxy | None:
+        return None if self._proxies is None else self._proxies.for_origin(origin)
+
     async def _exchange(
         self,
         origin: Origin,
+        proxy: Proxy | None,
         method: str,
-        head: bytes,
+        heads: tuple[bytes, Callable[[], bytes]],
         body: bytes,
         label: str,
         progress: _Progress,
     ) -> tuple[Connection, ResponseHead]:
         """Send the request and read the response head, on a pooled connection or a new
-        one; once more on a fresh connection when a reused one failed safely."""
+        one; once more on a fresh connection (its head written anew) when a reused one
+        failed safely."""
         fresh = False
         while True:
             progress.step = "waiting for a free connection"
-            connection = await self._acquire(origin, fresh, label, progress)
+            connection = await self._acquire(origin, proxy, fresh, label, progress)
             try:
                 progress.step = "sending the request"
-                await connection.send(head, body)
+                await connection.send(heads[1]() if fresh else heads[0], body)
                 progress.step = "waiting for the response"
                 return connection, await connection.read_head(method)
             except ProtocolError as e:
@@ -265,7 +290,7 @@ class HttpClient:
     # -- the pool ---------------------------------------------------------------------------
 
     async def _acquire(
-        self, origin: Origin, fresh: bool, label: str, progress: _Progress
+        self, origin: Origin, proxy: Proxy | None, fresh: bool, label: str, progress: _Progress
     ) -> Connection:
         """An idle connection to `origin`, or a new one once there is room for it. `fresh`:
         never an idle one (they are closed: after one failed, the others are suspect)."""
@@ -289,14 +314,21 @@ class HttpClient:
                 raise
         pool.open += 1
         progress.step = f"connecting to {origin.authority}"
+        if proxy is not None:
+            progress.step += f" through the proxy {proxy.origin.authority}"
         try:
             tls = self._tls_context() if origin.tls else None
-            return await Connection.open(origin, tls)
+            return await Connection.open(origin, tls, proxy)
         except BaseException as e:
             pool.open -= 1
             pool.wake_one()
+            if isinstance(e, TunnelRefused):
+                raise Unavailable(f"{label}: {e}") from e
+            if isinstance(e, ProtocolError):
+                raise Unavailable(f"{label}: the proxy's answer: {e}") from e
             if isinstance(e, OSError | EOFError):
-                raise Unavailable(f"{label}: cannot connect: {_describe(e)}") from e
+                via = "" if proxy is None else f" through the proxy {proxy.origin.authority}"
+                raise Unavailable(f"{label}: cannot connect{via}: {_describe(e)}") from e
             raise
 
     def _release(self, connection: Connection, reusable: bool) -> None:

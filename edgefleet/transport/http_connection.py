@@ -1,5 +1,6 @@
 """One HTTP/1.1 connection over asyncio streams: open it (TCP, or TLS through the stdlib
-`ssl` module), send a request, read the response head and then its body in pieces.
+`ssl` module; directly or through a forward proxy, tunnelled with CONNECT for TLS), send a
+request, read the response head and then its body in pieces.
 
 A connection is reusable only after a response was read to its end with keep-alive on
 both sides; whoever holds it decides (`HttpClient` returns it to its pool or closes it).
@@ -34,9 +35,15 @@ from edgefleet.transport.http_wire import (
 if TYPE_CHECKING:
     import ssl
 
+    from edgefleet.transport.http_proxy import Proxy
+
 CHUNK_BYTES = 1 << 16  # the largest piece of a body handed out at once
 STREAM_LIMIT_BYTES = 1 << 16  # the stream reader's buffer (and longest line it looks for)
 MAX_INFORMATIONAL = 8  # 1xx responses skipped before the final one
+
+
+class TunnelRefused(ConnectionError):
+    """A proxy answered CONNECT with something other than 2xx."""
 
 
 class Connection:
@@ -52,17 +59,50 @@ class Connection:
         self.idle_since_s = time.monotonic()
 
     @classmethod
-    async def open(cls, origin: Origin, tls: ssl.SSLContext | None) -> Connection:
+    async def open(
+        cls, origin: Origin, tls: ssl.SSLContext | None, proxy: Proxy | None = None
+    ) -> Connection:
         """Connect (and complete the TLS handshake, verifying the server's certificate
-        against `tls` and its name against the origin's host)."""
+        against `tls` and its name against the origin's host). Through `proxy`: a TCP
+        connection to the proxy, and for TLS a CONNECT tunnel to the origin first, so that
+        the handshake and everything after it run end to end with the origin."""
+        if proxy is None:
+            reader, writer = await asyncio.open_connection(
+                origin.host,
+                origin.port,
+                ssl=tls,
+                server_hostname=origin.host if tls is not None else None,
+                limit=STREAM_LIMIT_BYTES,
+            )
+            return cls(origin, reader, writer)
         reader, writer = await asyncio.open_connection(
-            origin.host,
-            origin.port,
-            ssl=tls,
-            server_hostname=origin.host if tls is not None else None,
-            limit=STREAM_LIMIT_BYTES,
+            proxy.origin.host, proxy.origin.port, limit=STREAM_LIMIT_BYTES
         )
-        return cls(origin, reader, writer)
+        connection = cls(origin, reader, writer)
+        try:
+            if tls is not None:
+                await connection._tunnel(proxy)
+                await writer.start_tls(tls, server_hostname=origin.host)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    async def _tunnel(self, proxy: Proxy) -> None:
+        """Ask the proxy for a tunnel to the origin (RFC 9110 9.3.6)."""
+        host = f"[{self.origin.host}]" if ":" in self.origin.host else self.origin.host
+        authority = f"{host}:{self.origin.port}"  # CONNECT always names the port
+        fields = [("host", authority), *proxy.headers().items()]
+        lines = [f"CONNECT {authority} HTTP/1.1", *(f"{n}: {v}" for n, v in fields)]
+        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+        await self._writer.drain()
+        head = await self._read_one_head("CONNECT")
+        if not 200 <= head.status < 300:
+            raise TunnelRefused(
+                f"proxy {proxy.origin.authority} refused the tunnel to {authority}: "
+                f"{head.status} {head.reason}".rstrip()
+            )
+        self.received_any = False
 
     @property
     def reused(self) -> bool:

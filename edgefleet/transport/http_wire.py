@@ -194,7 +194,8 @@ def build_response_head(
     length: int | None = None
     if status == 101:
         raise ProtocolError("unexpected 101 Switching Protocols")
-    if method == "HEAD" or 100 <= status < 200 or status in (204, 304):
+    tunnel = method == "CONNECT" and 200 <= status < 300  # the tunnel starts right after
+    if method == "HEAD" or tunnel or 100 <= status < 200 or status in (204, 304):
         framing = Framing.NONE
     elif encoding is not None:
         if lengths:

@@ -7,12 +7,20 @@ Shared by the agent's transports and the operator client, so both read the serve
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from edgefleet.errors import ApiError
+
+# Header fields, or a function giving them anew for each attempt to send a request (a signed
+# request needs a fresh nonce if the transport sends it a second time).
+Headers = Mapping[str, str] | Callable[[], Mapping[str, str]]
+
+
+def resolve_headers(headers: Headers) -> Mapping[str, str]:
+    return headers() if callable(headers) else headers
 
 
 @dataclass(frozen=True)
@@ -47,14 +55,14 @@ class Transport(Protocol):
         method: str,
         target: str,
         body: bytes,
-        headers: Mapping[str, str],
+        headers: Headers,
         timeout_s: float,
     ) -> TransportResponse: ...
 
     async def download(
         self,
         target: str,
-        headers: Mapping[str, str],
+        headers: Headers,
         destination: Path,
         timeout_s: float,
     ) -> TransportResponse:

@@ -9,7 +9,7 @@ import contextlib
 import datetime
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,6 +213,20 @@ async def test_a_get_that_meets_a_dying_keep_alive_connection_is_retried_once() 
     assert server.connections == 2
 
 
+async def test_a_retried_request_gets_its_headers_anew() -> None:
+    """A signed request's retry needs a fresh signature: the server saw the first nonce."""
+    attempts = iter(range(1, 10))
+    async with scripted(lambda r: ok()) as server, HttpClient() as client:
+        server.answer = drop_second_request_on_a_connection(server)
+        await client.get(server.url, timeout_s=5)
+        response = await client.request(
+            "GET", server.url, headers=lambda: {"x-attempt": str(next(attempts))}, timeout_s=5
+        )
+    assert response.status == 200
+    assert [r.headers.get("x-attempt") for r in server.requests] == [None, "1", "2"]
+    assert server.connections == 2
+
+
 async def test_a_post_that_was_sent_is_never_sent_twice() -> None:
     async with scripted(lambda r: ok()) as server, HttpClient() as client:
         server.answer = drop_second_request_on_a_connection(server)
@@ -346,7 +360,7 @@ class Certificates:
     server: ssl.SSLContext
 
 
-def make_certificates(directory: Path, names: list[x509.GeneralName]) -> Certificates:
+def make_certificates(directory: Path, names: Sequence[x509.GeneralName]) -> Certificates:
     """A CA of the test's own and a server certificate it signs for `names`."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())

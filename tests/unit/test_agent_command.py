@@ -107,3 +107,11 @@ def test_the_heap_is_trimmed_where_the_c_library_can() -> None:
     from edgefleet.agent.heap import trim_heap
 
     assert trim_heap() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_proxy_variables_reach_the_settings() -> None:
+    got = settings(REQUIRED, {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": ".lan"})
+    assert got.proxies is not None and got.proxies.https is not None
+    assert got.proxies.https.origin.authority == "proxy:3128"
+    with pytest.raises(SettingsError, match="bad proxy in HTTPS_PROXY"):
+        settings(REQUIRED, {"HTTPS_PROXY": "ftp://proxy"})
