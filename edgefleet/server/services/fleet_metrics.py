@@ -9,7 +9,7 @@ from collections import Counter as Tally
 from edgefleet import __version__
 from edgefleet.clock import Clock
 from edgefleet.core.alerts import AlertKind
-from edgefleet.core.device import ConnectionStatus
+from edgefleet.core.device import ConnectionStatus, classify_connection
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.store import Database
@@ -25,10 +25,15 @@ class FleetMetricsService:
     def families(self) -> list[MetricFamily]:
         now = self._clock.now()
         with self._db.read() as tx:
-            devices = tx.devices.all()
+            facts = tx.devices.connection_facts()
             open_alerts = tx.alerts.count_open_by_kind()
-            cursors = tx.telemetry.cursors()
-        by_status = Tally((d.enrollment.value, d.connection(now).value) for d in devices)
+            uploading, batches, dropped_windows, dropped_batches_total = (
+                tx.telemetry.fleet_totals()
+            )
+        by_status = Tally(
+            (enrollment, classify_connection(last_seen, now, interval_s).value)
+            for enrollment, last_seen, interval_s in facts
+        )
         fleet = MetricFamily(
             "edgefleet_devices",
             "gauge",
@@ -48,25 +53,25 @@ class FleetMetricsService:
             "gauge",
             "Devices that have uploaded at least one telemetry batch.",
         )
-        reporting.add(len(cursors))
+        reporting.add(uploading)
         stored = MetricFamily(
             "edgefleet_telemetry_stored_batches",
             "gauge",
             "Telemetry batches stored over the fleet's life (all replicas).",
         )
-        stored.add(sum(c.batches_stored for c in cursors.values()))
+        stored.add(batches)
         dropped = MetricFamily(
             "edgefleet_telemetry_device_dropped_windows",
             "gauge",
             "Windows devices report having dropped from full queues, summed over the fleet.",
         )
-        dropped.add(sum(c.dropped_windows_total for c in cursors.values()))
+        dropped.add(dropped_windows)
         dropped_batches = MetricFamily(
             "edgefleet_telemetry_device_dropped_batches",
             "gauge",
             "Batches devices report having dropped from full queues, summed over the fleet.",
         )
-        dropped_batches.add(sum(c.dropped_batches_total for c in cursors.values()))
+        dropped_batches.add(dropped_batches_total)
         info = MetricFamily("edgefleet_build_info", "gauge", "The running edgefleet version.")
         info.add(1, {"version": __version__})
         started = MetricFamily(

@@ -130,6 +130,12 @@ class DeviceRepository:
         rows = self._c.execute(select(devices).order_by(devices.c.created_at, devices.c.id))
         return [_to_device(r) for r in rows]
 
+    def connection_facts(self) -> list[tuple[str, datetime | None, float]]:
+        """(enrollment, last_seen, heartbeat_interval_s) of every device: what fleet counts
+        by status need, without decoding any device's documents."""
+        columns = (devices.c.enrollment, devices.c.last_seen, devices.c.heartbeat_interval_s)
+        return [(r[0], r[1], r[2]) for r in self._c.execute(select(*columns))]
+
     def count(self) -> int:
         return int(self._c.execute(select(func.count()).select_from(devices)).scalar_one())
 

@@ -128,8 +128,19 @@ class TelemetryRepository:
         ).first()
         return _to_cursor(row) if row else None
 
-    def cursors(self) -> dict[str, IngestCursor]:
-        return {r.device_id: _to_cursor(r) for r in self._c.execute(select(telemetry_cursors))}
+    def fleet_totals(self) -> tuple[int, int, int, int]:
+        """Over every device's cursor: (devices that uploaded, batches stored, windows and
+        batches the devices dropped from full queues), summed by the database."""
+        c = telemetry_cursors.c
+        row = self._c.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(c.batches_stored), 0),
+                func.coalesce(func.sum(c.dropped_windows_total), 0),
+                func.coalesce(func.sum(c.dropped_batches_total), 0),
+            )
+        ).one()
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
     def save_cursor(self, device_id: str, seen: IngestCursor | None, new: IngestCursor) -> None:
         """Write `new` if the stored cursor is still `seen` (None: there was none): two
