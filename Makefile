@@ -28,6 +28,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict edgefleet/core edgefleet/security edgefleet/errors.py
 	$(BIN)/mypy edgefleet
+	$(BIN)/mypy tests
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

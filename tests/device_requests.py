@@ -49,7 +49,9 @@ class RawDevice:
         body, headers = self.signed(method, target, payload)
         return self.send(method, target, body, headers)
 
-    def enroll(self, token: str, name: str = "raw", labels: dict[str, str] | None = None):
+    def enroll(
+        self, token: str, name: str = "raw", labels: dict[str, str] | None = None
+    ) -> httpx.Response:
         payload = {
             "enrollment_token": token,
             "public_key": self.key.public_key_b64,

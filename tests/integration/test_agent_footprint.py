@@ -58,6 +58,7 @@ def test_after_verified_installs_and_a_delta_the_agent_holds_no_heavy_libraries(
     admin.assign_release("lean", "2.0.0", device=agent.device_id)
     second = wait_for(lambda: installed(admin, agent, "2.0.0"), timeout_s=90,
                       what="2.0.0 installed")  # fmt: skip
+    assert second is not None
     assert second["bytes_saved"] > 0 and "rebuilt from a delta" in agent.log()
     assert "trust on first use" in agent.log()
     assert heavy_libraries(agent.proc.pid) == []

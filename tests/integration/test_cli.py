@@ -55,6 +55,7 @@ def test_label_and_approve_commands(env: dict[str, str], agents: AgentFactory) -
     token = run_cli("enrollment-tokens", "create", "-o", "json", env=env).json()["token"]
     agent = agents("cli-pending", token)
     device_id = wait_for(lambda: agent.device_id, what="enrollment")
+    assert device_id is not None
     approved = run_cli("devices", "approve", device_id, "-o", "json", env=env)
     assert approved.json()[0]["enrollment"] == "approved"
     labelled = run_cli("devices", "label", "cli-pending", "tier=gold", "canary=yes", env=env)
@@ -92,8 +93,9 @@ def test_wrong_role_unreachable_server_and_missing_server(env: dict[str, str]) -
         run_cli("devices", "list", env={"EDGEFLEET_CONFIG": "/nonexistent/config.toml"}),
         "no server given",
     )
-    assert_one_line_error(run_cli("devices", "list", env={**env, "EDGEFLEET_TOKEN": "x"}),
-                          "invalid API token")
+    assert_one_line_error(
+        run_cli("devices", "list", env={**env, "EDGEFLEET_TOKEN": "x"}), "invalid API token"
+    )
 
 
 def test_login_saves_a_private_config_used_afterwards(

@@ -34,7 +34,10 @@ def installed(admin: FleetClient, agent: AgentProcess, version: str) -> dict[str
 
 
 def test_device_rebuilds_from_a_delta_and_reports_bytes_saved(
-    server: ServerProcess, admin: FleetClient, agents: AgentFactory, trust: Trust,
+    server: ServerProcess,
+    admin: FleetClient,
+    agents: AgentFactory,
+    trust: Trust,
     tmp_path: Path,
 ) -> None:
     token = admin.create_enrollment_token(auto_approve=True)["token"]
@@ -45,12 +48,15 @@ def test_device_rebuilds_from_a_delta_and_reports_bytes_saved(
     publish(admin, tmp_path, "tuned", "1.0.0", base, port, trust.targets_keys)
     admin.assign_release("tuned", "1.0.0", device=agent.device_id)
     first = wait_for(lambda: installed(admin, agent, "1.0.0"), timeout_s=60, what="v1")
+    assert first is not None
     assert first["bytes_saved"] == 0
 
-    v2 = publish(admin, tmp_path, "tuned", "2.0.0", fine_tuned(base, 1e-3, 1), port,
-                 trust.targets_keys)
+    v2 = publish(
+        admin, tmp_path, "tuned", "2.0.0", fine_tuned(base, 1e-3, 1), port, trust.targets_keys
+    )
     admin.assign_release("tuned", "2.0.0", device=agent.device_id)
     second = wait_for(lambda: installed(admin, agent, "2.0.0"), timeout_s=90, what="v2")
+    assert second is not None
     model = next(f for f in v2["files"] if f["kind"] == "onnx-model")
     assert second["bytes_saved"] > model["size_bytes"] * 0.2
     assert "rebuilt from a delta" in agent.log()
@@ -60,8 +66,9 @@ def test_device_rebuilds_from_a_delta_and_reports_bytes_saved(
     assert pair["state"] == "ready" and pair["delta_size"] < model["size_bytes"]
 
     # A damaged cached delta: the device refuses it and downloads the full model instead.
-    v3 = publish(admin, tmp_path, "tuned", "3.0.0", fine_tuned(base, 1e-3, 2), port,
-                 trust.targets_keys)
+    v3 = publish(
+        admin, tmp_path, "tuned", "3.0.0", fine_tuned(base, 1e-3, 2), port, trust.targets_keys
+    )
     new_sha = next(f["sha256"] for f in v3["files"] if f["kind"] == "onnx-model")
     old_sha = model["sha256"]
     cached = server.data_dir / "deltas" / new_sha / f"{old_sha}.delta"
@@ -72,12 +79,15 @@ def test_device_rebuilds_from_a_delta_and_reports_bytes_saved(
     cached.write_bytes(bytes(data))
     admin.assign_release("tuned", "3.0.0", device=agent.device_id)
     third = wait_for(lambda: installed(admin, agent, "3.0.0"), timeout_s=90, what="v3")
+    assert third is not None
     assert third["bytes_saved"] == 0
     assert "delta not used; downloading in full" in agent.log()
 
 
 def test_a_delta_between_blobs_that_are_not_versions_of_one_artifact_is_refused(
-    server: ServerProcess, admin: FleetClient, tmp_path: Path,
+    server: ServerProcess,
+    admin: FleetClient,
+    tmp_path: Path,
 ) -> None:
     """Naming two stored blobs must not make the server compute anything for them."""
     shas = []

@@ -76,6 +76,7 @@ def test_agent_converges_through_long_poll_not_heartbeat(
     # A 60 s heartbeat: anything that arrives sooner came through the long poll.
     agent = agents("slow-heart", token, heartbeat_interval_s=60)
     device_id = wait_for(lambda: agent.state().get("applied_generation") and agent.device_id)
+    assert device_id is not None
     applied = agent.state()["applied_generation"]
 
     admin.label_device(device_id, {"zone": "b"}, [])
@@ -93,6 +94,7 @@ def test_heartbeat_interval_change_reaches_agent(admin: FleetClient, agents: Age
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     agent = agents("retuned", token, heartbeat_interval_s=30)
     device_id = wait_for(lambda: agent.state().get("applied_generation") and agent.device_id)
+    assert device_id is not None
     admin.configure_device(device_id, 1)
     wait_for(
         lambda: agent.state()["desired"]["agent"]["heartbeat_interval_s"] == 1,

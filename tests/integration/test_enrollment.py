@@ -25,6 +25,7 @@ def test_pending_device_is_refused_until_approved_then_reports(
     agent = agents("cam-pending", token, labels={"region": "eu", "kind": "camera"})
 
     device = wait_for(lambda: device_named(admin, "cam-pending"), what="enrollment")
+    assert device is not None
     assert device["enrollment"] == "pending"
     assert device["labels"] == {"region": "eu", "kind": "camera"}
     wait_for(lambda: "device_pending" in agent.log(), what="agent to be told it is pending")
@@ -52,6 +53,7 @@ def test_auto_approve_token_admits_device_directly(
         lambda: (d := device_named(admin, "gw-auto")) and d["in_sync"] and d,
         what="auto-approved device in sync",
     )
+    assert device is not None
     assert device["enrollment"] == "approved"
     assert agent.device_id == device["id"]
 
@@ -62,6 +64,7 @@ def test_key_file_is_private_and_restart_keeps_identity(
     created = admin.create_enrollment_token(auto_approve=True, max_uses=1)
     agent = agents("kiosk-restart", created["token"])
     device = wait_for(lambda: device_named(admin, "kiosk-restart"), what="enrollment")
+    assert device is not None
     key_mode = stat.S_IMODE(os.stat(agent.data_dir / "device.key").st_mode)
     assert key_mode == 0o600
 
@@ -79,12 +82,16 @@ def test_reject_and_revoke_refuse_the_device_without_crashing_the_agent(
     token = admin.create_enrollment_token()["token"]
     rejected = agents("rogue", token)
     device = wait_for(lambda: device_named(admin, "rogue"), what="enrollment")
+    assert device is not None
     admin.change_enrollment(device["id"], "reject")
     wait_for(lambda: "device_rejected" in rejected.log(), what="agent told it is rejected")
     assert rejected.running
 
     good = agents("gate-1", admin.create_enrollment_token(auto_approve=True)["token"])
-    good_id = wait_for(lambda: (d := device_named(admin, "gate-1")) and d["in_sync"] and d["id"])
+    good_id = wait_for(
+        lambda: d["id"] if (d := device_named(admin, "gate-1")) and d["in_sync"] else None
+    )
+    assert good_id is not None
     admin.change_enrollment(good_id, "revoke")
     wait_for(lambda: "device_revoked" in good.log(), what="agent told it is revoked")
     assert good.running

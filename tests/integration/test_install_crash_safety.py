@@ -6,6 +6,7 @@ deterministically."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,22 @@ def killed(agent: AgentProcess) -> bool:
     return not agent.running and agent.proc is not None and agent.proc.returncode == -9
 
 
+def installed(admin: FleetClient, agent: AgentProcess, version: str) -> bool:
+    s = status(admin, agent)
+    return s.get("version") == version and s.get("state") == "installed"
+
+
+def active_version(admin: FleetClient, agent: AgentProcess) -> Any:
+    """The version in the active slot, once the agent has written its state."""
+    return agent.state() and (status(admin, agent).get("active") or {}).get("version")
+
+
 def test_sigkill_at_every_install_step_ends_installed_or_rolled_back(
     admin: FleetClient, fleet: Any, trust: Trust, port: int, tmp_path: Path
 ) -> None:
     agent = fleet()
     wait_for(lambda: agent.state().get("applied_generation"), what="enrolled and in sync")
-    publish(admin, tmp_path, "crash", "1.0.0", build_mlp(4, 8, 3, seed=1), port,
-            trust.targets_keys)
+    publish(admin, tmp_path, "crash", "1.0.0", build_mlp(4, 8, 3, seed=1), port, trust.targets_keys)
     admin.assign_release("crash", "1.0.0", device=agent.device_id)
     wait_for(lambda: status(admin, agent).get("state") == "installed", timeout_s=60)
     agent.stop()
@@ -78,24 +88,29 @@ def test_sigkill_at_every_install_step_ends_installed_or_rolled_back(
     steps = ["downloading", "verifying", "staged", "installing", "health-check"]
     for minor, step in enumerate(steps, start=1):
         version = f"1.{minor}.0"
-        publish(admin, tmp_path, "crash", version, build_mlp(4, 8, 3, seed=10 + minor), port,
-                trust.targets_keys)
+        publish(
+            admin,
+            tmp_path,
+            "crash",
+            version,
+            build_mlp(4, 8, 3, seed=10 + minor),
+            port,
+            trust.targets_keys,
+        )
         crashing = fleet(fault=step)
         admin.assign_release("crash", version, device=crashing.device_id)
-        wait_for(lambda a=crashing: killed(a), timeout_s=60, what=f"SIGKILL at {step}")
+        wait_for(partial(killed, crashing), timeout_s=60, what=f"SIGKILL at {step}")
         # After the crash the device must still serve something that works, or be about to.
         restarted = fleet()
         wait_for(
-            lambda a=restarted, v=version: (s := status(admin, a)).get("version") == v
-            and s.get("state") == "installed",
+            partial(installed, admin, restarted, version),
             timeout_s=90,
             what=f"install of {version} to finish after a kill at {step}",
         )
         health = wait_for(lambda: serving(port), what="the service answering")
+        assert health is not None
         assert health["status"] == "ok", f"after a kill at {step}: {health}"
-        slot_version = wait_for(
-            lambda a=restarted: a.state() and (status(admin, a).get("active") or {}).get("version")
-        )
+        slot_version = wait_for(partial(active_version, admin, restarted))
         assert slot_version == version
         restarted.stop()
 
@@ -105,14 +120,14 @@ def test_bad_release_killed_in_health_window_is_rolled_back(
 ) -> None:
     agent = fleet()
     wait_for(lambda: agent.state().get("applied_generation"), what="enrolled and in sync")
-    publish(admin, tmp_path, "nan", "1.0.0", build_mlp(4, 8, 3, seed=21), port,
-            trust.targets_keys)
+    publish(admin, tmp_path, "nan", "1.0.0", build_mlp(4, 8, 3, seed=21), port, trust.targets_keys)
     admin.assign_release("nan", "1.0.0", device=agent.device_id)
     wait_for(lambda: status(admin, agent).get("state") == "installed", timeout_s=60)
     agent.stop()
 
-    publish(admin, tmp_path, "nan", "2.0.0", build_nan_mlp(4, 8, 3, seed=22), port,
-            trust.targets_keys)
+    publish(
+        admin, tmp_path, "nan", "2.0.0", build_nan_mlp(4, 8, 3, seed=22), port, trust.targets_keys
+    )
     # The health window is interrupted twice: the release is then judged unhealthy instead
     # of being retried forever.
     first = fleet(fault="health-check")
@@ -122,12 +137,14 @@ def test_bad_release_killed_in_health_window_is_rolled_back(
     wait_for(lambda: killed(second), timeout_s=60, what="second kill in the health window")
     third = fleet()
     final = wait_for(
-        lambda: (s := status(admin, third)).get("state") == "rolled-back" and s,
+        lambda: s if (s := status(admin, third)).get("state") == "rolled-back" else None,
         timeout_s=60,
         what="rollback after repeated interruptions",
     )
+    assert final is not None
     assert final["version"] == "2.0.0"
     assert "restarted repeatedly" in final["reason"]
     assert final["active"] == {"name": "nan", "version": "1.0.0", "port": port}
     health = wait_for(lambda: serving(port), what="v1 serving again")
+    assert health is not None
     assert health["status"] == "ok"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp
 from edgefleet.client import FleetClient
 from edgefleet.core.rollout_spec import parse_rollout_spec
-from edgefleet.localfleet import ServerProcess, wait_for
+from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.sim.lab.rehearsal import Rehearsal
 from edgefleet.sim.lab.scenario import scenario_from_server
 from edgefleet.sim.model_behaviour import BadModel
@@ -95,6 +96,11 @@ def decisions_of_lab(rehearsal: Rehearsal) -> dict[str, Any]:
     }
 
 
+def applied_generation(agent: AgentProcess) -> Any:
+    """The generation the agent applied: falsy until it follows its desired state."""
+    return agent.state().get("applied_generation")
+
+
 @pytest.mark.slow
 def test_the_rehearsal_and_the_real_rollout_agree(
     server: ServerProcess, admin: FleetClient, agents: AgentFactory, trust: Trust,
@@ -107,7 +113,7 @@ def test_the_rehearsal_and_the_real_rollout_agree(
         for i in range(4)
     ]  # fmt: skip
     for agent in fleet:
-        wait_for(lambda a=agent: a.state().get("applied_generation"), what="agent in sync")
+        wait_for(partial(applied_generation, agent), what="agent in sync")
     wait_for(lambda: sum(d["status"] == "online" for d in admin.list_devices(selector="kind=agree"))
              == 4, what="fleet online")  # fmt: skip
     runs = [("agree-good", "1.0.0", build_mlp(4, 8, 3, seed=1), False),

@@ -40,16 +40,22 @@ def release_state(admin: FleetClient, agent: AgentProcess) -> dict[str, Any]:
     return admin.get_device(agent.device_id or "")["release_status"]
 
 
-def wait_release(admin: FleetClient, agent: AgentProcess, version: str, state: str,
-                 timeout_s: float = 60) -> dict[str, Any]:
+def wait_release(
+    admin: FleetClient, agent: AgentProcess, version: str, state: str, timeout_s: float = 60
+) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         status = release_state(admin, agent)
         if status.get("version") == version and status.get("state") == state:
             return status
         return None
 
-    return wait_for(reached, timeout_s=timeout_s,
-                    what=f"release {version} {state} (now {release_state(admin, agent)})")
+    status = wait_for(
+        reached,
+        timeout_s=timeout_s,
+        what=f"release {version} {state} (now {release_state(admin, agent)})",
+    )
+    assert status is not None
+    return status
 
 
 def health(port: int) -> dict[str, Any]:
@@ -61,8 +67,9 @@ def test_release_installs_serves_and_a_bad_one_rolls_back(
     admin: FleetClient, device: AgentProcess, trust: Trust, tmp_path: Path
 ) -> None:
     port = free_port()
-    publish(admin, tmp_path, "vision", "1.0.0", build_mlp(4, 8, 3, seed=1), port,
-            trust.targets_keys)
+    publish(
+        admin, tmp_path, "vision", "1.0.0", build_mlp(4, 8, 3, seed=1), port, trust.targets_keys
+    )
     admin.assign_release("vision", "1.0.0", device=device.device_id)
     status = wait_release(admin, device, "1.0.0", "installed")
     assert status["active"] == {"name": "vision", "version": "1.0.0", "port": port}
@@ -72,8 +79,9 @@ def test_release_installs_serves_and_a_bad_one_rolls_back(
     answer = httpx.post(f"http://127.0.0.1:{port}/infer", json={"input": [[1, 2, 3, 4]]}).json()
     assert len(answer["outputs"]["y"][0]) == 3
 
-    publish(admin, tmp_path, "vision", "2.0.0", build_nan_mlp(4, 8, 3, seed=2), port,
-            trust.targets_keys)
+    publish(
+        admin, tmp_path, "vision", "2.0.0", build_nan_mlp(4, 8, 3, seed=2), port, trust.targets_keys
+    )
     admin.assign_release("vision", "2.0.0", device=device.device_id)
     status = wait_release(admin, device, "2.0.0", "rolled-back")
     assert "not finite" in status["reason"]
@@ -81,8 +89,9 @@ def test_release_installs_serves_and_a_bad_one_rolls_back(
     wait_for(lambda: health(port)["status"] == "ok", what="v1 serving again")
     assert "/slots/a/" in health(port)["model_path"]
 
-    publish(admin, tmp_path, "vision", "3.0.0", build_mlp(4, 8, 3, seed=3), port,
-            trust.targets_keys)
+    publish(
+        admin, tmp_path, "vision", "3.0.0", build_mlp(4, 8, 3, seed=3), port, trust.targets_keys
+    )
     admin.assign_release("vision", "3.0.0", device=device.device_id)
     wait_release(admin, device, "3.0.0", "installed")
     wait_for(lambda: "/slots/b/" in health(port)["model_path"], what="v3 serving from slot b")
@@ -92,8 +101,9 @@ def test_stage_only_delivers_then_activate_installs(
     admin: FleetClient, device: AgentProcess, trust: Trust, tmp_path: Path
 ) -> None:
     port = free_port()
-    publish(admin, tmp_path, "staged", "1.0.0", build_mlp(4, 8, 3, seed=4), port,
-            trust.targets_keys)
+    publish(
+        admin, tmp_path, "staged", "1.0.0", build_mlp(4, 8, 3, seed=4), port, trust.targets_keys
+    )
     admin.assign_release("staged", "1.0.0", device=device.device_id, stage_only=True)
     wait_release(admin, device, "1.0.0", "staged")
     with pytest.raises(httpx.ConnectError):
@@ -109,8 +119,16 @@ def test_stage_only_delivers_then_activate_installs(
 def test_incompatible_unsigned_and_invalid_are_refused(
     admin: FleetClient, device: AgentProcess, trust: Trust, tmp_path: Path
 ) -> None:
-    publish(admin, tmp_path, "riscv-only", "1.0.0", build_mlp(4, 8, 3, seed=5), free_port(),
-            trust.targets_keys, requires=["arch=riscv64"])
+    publish(
+        admin,
+        tmp_path,
+        "riscv-only",
+        "1.0.0",
+        build_mlp(4, 8, 3, seed=5),
+        free_port(),
+        trust.targets_keys,
+        requires=["arch=riscv64"],
+    )
     with pytest.raises(ApiError) as refused:
         admin.assign_release("riscv-only", "1.0.0", device=device.device_id)
     assert refused.value.code == "incompatible_device"
@@ -135,17 +153,22 @@ def test_incompatible_unsigned_and_invalid_are_refused(
 
 
 def test_tampered_blob_is_refused_and_the_device_keeps_its_slot(
-    server: ServerProcess, admin: FleetClient, device: AgentProcess, trust: Trust,
+    server: ServerProcess,
+    admin: FleetClient,
+    device: AgentProcess,
+    trust: Trust,
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    publish(admin, tmp_path, "guarded", "1.0.0", build_mlp(4, 8, 3, seed=7), port,
-            trust.targets_keys)
+    publish(
+        admin, tmp_path, "guarded", "1.0.0", build_mlp(4, 8, 3, seed=7), port, trust.targets_keys
+    )
     admin.assign_release("guarded", "1.0.0", device=device.device_id)
     wait_release(admin, device, "1.0.0", "installed")
 
-    release = publish(admin, tmp_path, "guarded", "2.0.0", build_mlp(4, 8, 3, seed=8), port,
-                      trust.targets_keys)
+    release = publish(
+        admin, tmp_path, "guarded", "2.0.0", build_mlp(4, 8, 3, seed=8), port, trust.targets_keys
+    )
     model_sha = next(f["sha256"] for f in release["files"] if f["kind"] == "onnx-model")
     blob = BlobStore(server.data_dir / "blobs").path(model_sha)
     assert blob.exists()

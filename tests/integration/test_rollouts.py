@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ def trust(server: ServerProcess) -> Trust:
         return Trust.install(client)
 
 
+def applied_generation(agent: AgentProcess) -> Any:
+    """The generation the agent applied: falsy until it follows its desired state."""
+    return agent.state().get("applied_generation")
+
+
 @pytest.fixture(scope="module")
 def fleet(
     server: ServerProcess, trust: Trust, tmp_path_factory: pytest.TempPathFactory
@@ -94,7 +100,7 @@ def fleet(
         for i in range(4)
     ]  # fmt: skip
     for agent in agents:
-        wait_for(lambda a=agent: a.state().get("applied_generation"), timeout_s=60,
+        wait_for(partial(applied_generation, agent), timeout_s=60,
                  what=f"{agent.name} in sync")  # fmt: skip
     yield agents
     for agent in factory.agents:
@@ -128,8 +134,10 @@ def wait_final(admin: FleetClient, rollout_id: str, timeout_s: float = 240) -> d
         status = admin.get_rollout(rollout_id)
         return status if status["state"] in FINAL else None
 
-    return wait_for(final, timeout_s=timeout_s, interval_s=0.5,
-                    what=f"rollout {rollout_id} to finish")  # fmt: skip
+    status = wait_for(final, timeout_s=timeout_s, interval_s=0.5,
+                      what=f"rollout {rollout_id} to finish")  # fmt: skip
+    assert status is not None
+    return status
 
 
 def served_requests(admin: FleetClient, since: str) -> dict[str, float]:
@@ -199,8 +207,9 @@ def test_good_release_in_waves_then_bad_release_rolled_back_after_the_canary(
         # Also a KPI gate: the canary's error rate against its own baseline on 1.0.0.
         # It reads the same windows, so with the same minimum both gates decide together.
         kpi = {"kpi": "error_rate_pct", "max_increase": 5, "min_devices": 1, "min_samples": 40}
-        bad = admin.create_rollout(rollout_manifest("vision-bad", releases["bad"],
-                                                    gates={**GATES, "kpis": [kpi]}))
+        bad = admin.create_rollout(
+            rollout_manifest("vision-bad", releases["bad"], gates={**GATES, "kpis": [kpi]})
+        )
         bad_id = bad["rollout"]["id"]
         status = wait_final(admin, bad_id)
         assert traffic.sent > 0
@@ -225,13 +234,23 @@ def test_good_release_in_waves_then_bad_release_rolled_back_after_the_canary(
     report = admin.rollout_report(bad_id)
     assert report["rollout"]["state"] == "rolled-back"
     assert [a["kind"] for a in report["rollback"]["actions"]] == [
-        "start-rollback", "revert-release", "finish-rollback"]
-    assert [e["device_id"] for e in report["timeline"] if e["kind"] == "assign-release"] == [
-        canary]
+        "start-rollback",
+        "revert-release",
+        "finish-rollback",
+    ]
+    assert [e["device_id"] for e in report["timeline"] if e["kind"] == "assign-release"] == [canary]
     markdown = run_cli("rollouts", "report", bad_id, env=cli_env(server))
     assert markdown.code == 0, markdown.stderr
-    for needle in ("# Rollout vision-bad", "rolled-back", "workload_error_rate", "fail",
-                   "≤ 5%", "## Rollback", "revert-release", "## Timeline"):
+    for needle in (
+        "# Rollout vision-bad",
+        "rolled-back",
+        "workload_error_rate",
+        "fail",
+        "≤ 5%",
+        "## Rollback",
+        "revert-release",
+        "## Timeline",
+    ):
         assert needle in markdown.stdout
     assert f"{errors['measured']:.3g}%" in markdown.stdout
 
@@ -246,7 +265,8 @@ def test_a_server_killed_mid_rollout_resumes_without_reassigning_or_skipping_a_g
     strategy = {**STRATEGY, "soak": "6s"}
     with ReleaseTraffic(server.client, FLEET):
         created = admin.create_rollout(
-            rollout_manifest("vision-next", releases["next"], strategy=strategy))
+            rollout_manifest("vision-next", releases["next"], strategy=strategy)
+        )
         rollout_id = created["rollout"]["id"]
 
         def second_wave_soaking() -> dict[str, Any] | None:
@@ -256,6 +276,7 @@ def test_a_server_killed_mid_rollout_resumes_without_reassigning_or_skipping_a_g
 
         killed_at = wait_for(second_wave_soaking, timeout_s=180, interval_s=0.2,
                              what="the second wave to soak")  # fmt: skip
+        assert killed_at is not None
         server.kill()  # SIGKILL: no shutdown of any kind
         server.start()
         with server.client() as client:
@@ -344,8 +365,13 @@ def test_bad_manifests_are_refused_naming_the_field_and_trains_wait_for_releases
     }))  # fmt: skip
     applied = run_cli("apply", "-f", str(train), env=env)
     assert applied.code == 0 and "releasetrain/vision-future created" in applied.stdout
-    wait_for(lambda: "waiting for vision@9.0.0 to be created and signed"
-             in admin.get_release_train("vision-future")["reason"], what="the train to wait")
+    wait_for(
+        lambda: (
+            "waiting for vision@9.0.0 to be created and signed"
+            in admin.get_release_train("vision-future")["reason"]
+        ),
+        what="the train to wait",
+    )
     listed = run_cli("trains", "list", "-o", "json", env=env).json()
     assert [t["name"] for t in listed] == ["vision-future"] and listed[0]["state"] == "running"
     again = run_cli("apply", "-f", str(train), env=env)

@@ -72,6 +72,7 @@ def test_enroll_approve_heartbeat_follow_and_install(
     agent = make_agent(name, token)
 
     pending = wait_for(lambda: device_of(admin, name), what="device enrolled")
+    assert pending is not None
     assert pending["enrollment"] == "pending"
     wait_for(lambda: agent.state().get("enrollment") == "pending", what="agent sees pending")
     device_id = pending["id"]
@@ -102,5 +103,6 @@ def test_enroll_approve_heartbeat_follow_and_install(
         return status if status.get("state") == "installed" else None
 
     status = wait_for(installed, timeout_s=90, what="release installed")
+    assert status is not None
     assert status["version"] == "1.0.0" and status["bytes_done"] == status["bytes_total"] > 0
     assert status["active"]["name"] == release

@@ -11,6 +11,7 @@ def test_stopped_agent_goes_stale_then_offline(admin: FleetClient, agents: Agent
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     agent = agents("fading", token, heartbeat_interval_s=1)
     device_id = wait_for(lambda: agent.device_id, what="enrollment")
+    assert device_id is not None
     wait_for(lambda: admin.get_device(device_id)["status"] == "online", what="online")
     assert agent.stop() == 0, "SIGTERM stops the agent cleanly"
     wait_for(lambda: admin.get_device(device_id)["status"] == "stale", what="stale")

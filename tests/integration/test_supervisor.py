@@ -274,6 +274,9 @@ class BrokenRuntime:
     async def spawn(self, spec: ProcessSpec) -> ProcessHandle:
         raise RuntimeError("driver exploded")
 
+    async def close(self) -> None:
+        pass  # it never started anything
+
 
 async def test_a_failing_runtime_stops_the_service_with_the_reason() -> None:
     async with Supervisor(BrokenRuntime(), SystemClock(), random.Random(0)) as supervisor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,10 @@ def server_acked(server: ServerProcess, agent: AgentProcess) -> int:
         return int(client.telemetry_status(agent.device_id or "")["acked_through_seq"])
 
 
+def acked_at_least(server: ServerProcess, agent: AgentProcess, seq: int) -> bool:
+    return server_acked(server, agent) >= seq
+
+
 def test_exactly_once_through_a_server_outage_an_agent_kill_and_a_full_queue(
     own_server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -47,28 +52,42 @@ def test_exactly_once_through_a_server_outage_an_agent_kill_and_a_full_queue(
         with server.client() as admin:
             admin.set_telemetry_policy(fast_policy(host_window_s=1, inference_window_s=1))
             steady = start_agent(factory, admin, "steady")
-            small = start_agent(factory, admin, "small-queue",
-                                ["--telemetry-queue-max-rows", "3"])
+            small = start_agent(factory, admin, "small-queue", ["--telemetry-queue-max-rows", "3"])
         for agent in (steady, small):
-            wait_for(lambda a=agent: server_acked(server, a) >= 2, timeout_s=20,
-                     what="uploads before the outage")
+            wait_for(
+                partial(acked_at_least, server, agent, 2),
+                timeout_s=20,
+                what="uploads before the outage",
+            )
 
         server.stop()
         before_outage = queue_counters(steady)["next_seq"]
         time.sleep(2)  # the agents keep collecting and retrying
         steady.kill()  # SIGKILL, mid-outage
         steady.start()
-        wait_for(lambda: queue_counters(steady)["next_seq"] > before_outage + 3, timeout_s=20,
-                 what="batches queued during the outage")
-        wait_for(lambda: queue_counters(small)["dropped_batches_total"] >= 2, timeout_s=20,
-                 what="the small queue to overflow")
+        wait_for(
+            lambda: queue_counters(steady)["next_seq"] > before_outage + 3,
+            timeout_s=20,
+            what="batches queued during the outage",
+        )
+        wait_for(
+            lambda: queue_counters(small)["dropped_batches_total"] >= 2,
+            timeout_s=20,
+            what="the small queue to overflow",
+        )
         server.start()  # same port, same database
 
         during = queue_counters(steady)["next_seq"] - 1
-        wait_for(lambda: server_acked(server, steady) >= during, timeout_s=30,
-                 what="the steady agent to catch up")
-        wait_for(lambda: server_acked(server, small) >= queue_counters(small)["next_seq"] - 2,
-                 timeout_s=30, what="the small agent to catch up")
+        wait_for(
+            lambda: server_acked(server, steady) >= during,
+            timeout_s=30,
+            what="the steady agent to catch up",
+        )
+        wait_for(
+            lambda: server_acked(server, small) >= queue_counters(small)["next_seq"] - 2,
+            timeout_s=30,
+            what="the small agent to catch up",
+        )
 
         # Stop the steady agent so the server's tables and its own status stop moving
         # between the two reads below; its queue keeps whatever it did not send yet.
@@ -99,15 +118,19 @@ def test_exactly_once_through_a_server_outage_an_agent_kill_and_a_full_queue(
             def drops_reported() -> dict | None:
                 status = admin.telemetry_status(small.device_id or "")
                 device = queue_counters(small)
-                same = all(status[k] == device[k]
-                           for k in ("dropped_batches_total", "dropped_windows_total"))
+                same = all(
+                    status[k] == device[k]
+                    for k in ("dropped_batches_total", "dropped_windows_total")
+                )
                 return status if same else None
 
             small_status = wait_for(drops_reported, timeout_s=20, what="drops reported")
+            assert small_status is not None
             assert small_status["dropped_batches_total"] >= 2
             acked = small_status["acked_through_seq"]
-            small_stored = {r[0] for r in stored_windows(server.db_path, small.device_id or "")
-                            if r[0] <= acked}
+            small_stored = {
+                r[0] for r in stored_windows(server.db_path, small.device_id or "") if r[0] <= acked
+            }
             assert len(small_stored) + small_status["dropped_batches_total"] == acked
             metrics = admin.prometheus_metrics()
             assert "edgefleet_telemetry_device_dropped_batches " in metrics

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,11 @@ def fleet(
         admin.delete_workload(workload["name"])
 
 
+def applied_generation(agent: AgentProcess) -> Any:
+    """The generation the agent applied: falsy until it follows its desired state."""
+    return agent.state().get("applied_generation")
+
+
 def start_agents(
     admin: FleetClient, agents: AgentFactory, specs: dict[str, dict[str, Any]]
 ) -> dict[str, AgentProcess]:
@@ -76,7 +82,7 @@ def start_agents(
             args += ["--simulated-battery", spec["battery"]]
         started[name] = agents(name, token, labels=spec.get("labels"), extra_args=args)
     for agent in started.values():
-        wait_for(lambda a=agent: a.state().get("applied_generation"), what=f"{agent.name} sync")
+        wait_for(partial(applied_generation, agent), what=f"{agent.name} sync")
     return started
 
 
@@ -113,17 +119,27 @@ def placement(admin: FleetClient, name: str) -> list[dict[str, Any]]:
 
 
 def wait_running(
-    admin: FleetClient, name: str, replica: int = 0, not_on: str | None = None,
+    admin: FleetClient,
+    name: str,
+    replica: int = 0,
+    not_on: str | None = None,
     timeout_s: float = 60,
 ) -> dict[str, Any]:
     """The placement row of a replica once it runs healthy (on another node than `not_on`)."""
+
     def running() -> dict[str, Any] | None:
         row = placement(admin, name)[replica]
         ok = row["state"] == "running" and row["health"] == "ok"
         return row if ok and row["node_id"] != not_on else None
 
-    return wait_for(running, timeout_s=timeout_s, interval_s=0.2,
-                    what=f"{name}[{replica}] running (now {placement(admin, name)[replica]})")
+    row = wait_for(
+        running,
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        what=f"{name}[{replica}] running (now {placement(admin, name)[replica]})",
+    )
+    assert row is not None
+    return row
 
 
 def copies(agent: AgentProcess, workload: str) -> int:
@@ -182,8 +198,12 @@ def test_placement_respects_labels_regions_and_residency(
     spread = {wait_running(admin, "spread", r)["node_id"] for r in (0, 1)}
     assert spread == {ids["pl-eu-a"], ids["pl-eu-b"]}  # residency eu, one per zone
     assert wait_running(admin, "gold")["node_id"] == ids["pl-eu-a"]  # selector tier=gold
-    apac = wait_for(lambda: placement(admin, "apac")[0]["action"] == "unplaceable"
-                    and placement(admin, "apac")[0], what="apac reported unplaceable")
+    apac = wait_for(
+        lambda: (
+            placement(admin, "apac")[0]["action"] == "unplaceable" and placement(admin, "apac")[0]
+        ),
+        what="apac reported unplaceable",
+    )
     assert apac["node_id"] is None
     assert "residency in (apac)" in apac["reason"]
 
@@ -234,8 +254,13 @@ def test_failover_within_residency_and_fencing_of_the_returning_node(
     moved = wait_running(admin, "roam", not_on=berlin.device_id)
     assert moved["node_id"] == newyork.device_id
     assert "cross-region failover eu-west -> us-east" in moved["last_move"]["reason"]
-    stranded = wait_for(lambda: placement(admin, "eu-only")[0]["action"] == "unplaceable"
-                        and placement(admin, "eu-only")[0], what="eu-only unplaceable")
+    stranded = wait_for(
+        lambda: (
+            placement(admin, "eu-only")[0]["action"] == "unplaceable"
+            and placement(admin, "eu-only")[0]
+        ),
+        what="eu-only unplaceable",
+    )
     assert "residency in (eu)" in stranded["reason"]  # never across a residency boundary
     assert copies(newyork, "eu-only") == 0
 
@@ -290,9 +315,11 @@ def test_planned_migration_moves_state_and_shifts_traffic_then_abort_returns_to_
     assert started.code == 0, started.stderr
     migration_id = started.json()["id"]
     seen: list[int] = []
+    target_id = target.device_id
+    assert target_id is not None
 
     def completed() -> bool:
-        weight = endpoint_weights(admin, "infer").get(target.device_id)
+        weight = endpoint_weights(admin, "infer").get(target_id)
         if weight and (not seen or seen[-1] != weight):
             seen.append(weight)
         return bool(admin.workload_migrations("infer")[0]["state"] == "completed")
@@ -301,8 +328,16 @@ def test_planned_migration_moves_state_and_shifts_traffic_then_abort_returns_to_
     assert seen[:3] == [10, 50, 100]
     [done] = [m for m in admin.workload_migrations("infer") if m["id"] == migration_id]
     steps = [s["state"] for s in done["steps"]]
-    assert steps == ["prestaging", "checkpointing", "transferring", "starting", "shifting",
-                     "shifting", "draining", "completed"]
+    assert steps == [
+        "prestaging",
+        "checkpointing",
+        "transferring",
+        "starting",
+        "shifting",
+        "shifting",
+        "draining",
+        "completed",
+    ]
     assert done["checkpoint"]["size_bytes"] > 0
     # The state archive is the workload's data: a viewer may not even ask for it; once the
     # migration completed it is deleted (an operator, who may ask, finds it gone).

@@ -5,9 +5,11 @@ real database with a fixed clock (exactly-once ingest, detection, drift, retenti
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +23,7 @@ from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import AlertFilter, AlertService
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.desired import render_device
-from edgefleet.server.services.telemetry import TelemetryService
+from edgefleet.server.services.telemetry import IngestResult, TelemetryService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
@@ -54,8 +56,19 @@ def timing(start_s: int, values: list[float], length_s: int = 60, tags: tuple = 
     sketch = DDSketch()
     for v in values:
         sketch.add(v)
-    return Window(LATENCY, MetricKind.TIMING, tags, start_s, length_s, len(values),
-                  sum(values), min(values), max(values), values[-1], sketch)
+    return Window(
+        LATENCY,
+        MetricKind.TIMING,
+        tags,
+        start_s,
+        length_s,
+        len(values),
+        sum(values),
+        min(values),
+        max(values),
+        values[-1],
+        sketch,
+    )
 
 
 def gauge(start_s: int, value: float, name: str = "host.cpu.percent") -> Window:
@@ -92,8 +105,7 @@ def test_windows_round_trip_with_sketches_and_tags(db: Database) -> None:
 
 
 def test_cursor_updates_are_conditional(db: Database) -> None:
-    first = IngestCursor(acked_through_seq=1, batches_stored=1, windows_stored=3,
-                         last_batch_at=T0)
+    first = IngestCursor(acked_through_seq=1, batches_stored=1, windows_stored=3, last_batch_at=T0)
     with db.transaction() as tx:
         tx.telemetry.save_cursor("d-1", None, first)
     with pytest.raises(Conflict), db.transaction() as tx:
@@ -118,8 +130,7 @@ def test_policy_versions_and_alerts(db: Database) -> None:
     with db.transaction() as tx:
         tx.alerts.insert(alert)
         assert tx.alerts.count_open_by_kind() == {"anomaly": 1}
-        tx.alerts.close(replace(alert, status=AlertStatus.CLOSED, closed_at=T0,
-                                close_reason="ok"))
+        tx.alerts.close(replace(alert, status=AlertStatus.CLOSED, closed_at=T0, close_reason="ok"))
     with pytest.raises(Conflict), db.transaction() as tx:
         tx.alerts.close(alert)
     with db.read() as tx:
@@ -129,7 +140,9 @@ def test_policy_versions_and_alerts(db: Database) -> None:
         assert tx.alerts.get("al-1").close_reason == "ok"
 
 
-def services(db: Database, tmp_path: Path, clock: FixedClock, **settings: object):
+def services(
+    db: Database, tmp_path: Path, clock: FixedClock, **settings: Any
+) -> tuple[TelemetryService, AlertService, ServerMetrics]:
     config = ServerSettings(data_dir=tmp_path, **settings)
     metrics = ServerMetrics()
     watch = DesiredStateWatch()
@@ -140,8 +153,13 @@ def services(db: Database, tmp_path: Path, clock: FixedClock, **settings: object
     )
 
 
-def upload(telemetry: TelemetryService, db: Database, device_id: str, batch: Batch,
-           dropped_through: int = 0):
+def upload(
+    telemetry: TelemetryService,
+    db: Database,
+    device_id: str,
+    batch: Batch,
+    dropped_through: int = 0,
+) -> IngestResult:
     with db.read() as tx:
         device = tx.devices.get(device_id)
     return telemetry.ingest(device, encode_batch(batch), dropped_through)
@@ -169,8 +187,7 @@ def test_ingest_stores_each_sequence_once_and_refusals_store_nothing(
         telemetry.ingest(device, b"\x28\xb5\x2f\xfd garbage", 0)
     assert corrupt.value.code == "corrupt_batch"
     # The device dropped 2..4 on overflow and says so: the server steps over the gap.
-    fifth = Batch(5, (gauge(T0_S + 120, 12.0),), dropped_batches_total=3,
-                  dropped_windows_total=7)
+    fifth = Batch(5, (gauge(T0_S + 120, 12.0),), dropped_batches_total=3, dropped_windows_total=7)
     assert upload(telemetry, db, "d-1", fifth, dropped_through=4).acked_through_seq == 5
     cursor = telemetry.cursor("d-1")
     assert (cursor.acked_through_seq, cursor.batches_stored, cursor.windows_stored) == (5, 2, 3)
@@ -182,7 +199,9 @@ def test_ingest_stores_each_sequence_once_and_refusals_store_nothing(
     assert metrics.batches_refused.value("corrupt_batch") == 1
 
 
-def latency_batches(first_seq: int, first_start_s: int, levels: list[float], seed: int = 1):
+def latency_batches(
+    first_seq: int, first_start_s: int, levels: list[float], seed: int = 1
+) -> Iterator[Batch]:
     rng = random.Random(seed)
     for i, level in enumerate(levels):
         values = [level * (1 + 0.05 * rng.random()) for _ in range(20)]
@@ -224,9 +243,7 @@ def test_a_degrading_kpi_opens_an_alert_and_makes_the_device_sample_finer(
     assert metrics.alerts_closed.value("anomaly") == 1
 
 
-def test_drift_against_own_baseline_and_against_cohort_peers(
-    db: Database, tmp_path: Path
-) -> None:
+def test_drift_against_own_baseline_and_against_cohort_peers(db: Database, tmp_path: Path) -> None:
     clock = FixedClock(T0 + timedelta(hours=2))
     telemetry, alerts, _ = services(db, tmp_path, clock)
     telemetry.set_policy(ADMIN, {
@@ -264,8 +281,9 @@ def test_retention_rolls_raw_windows_into_hours_then_prunes(db: Database, tmp_pa
     windows = [timing(T0_S + 60 * i, [float(i + 1)]) for i in range(120)]  # two hours
     upload(telemetry, db, "d-1", Batch(1, tuple(windows[:90])))
     upload(telemetry, db, "d-1", Batch(2, tuple(windows[90:])))
-    before = telemetry.query(VIEWER, LATENCY, T0, T0 + timedelta(hours=2), device="d-1",
-                             quantile=0.5, step_s=3600)
+    before = telemetry.query(
+        VIEWER, LATENCY, T0, T0 + timedelta(hours=2), device="d-1", quantile=0.5, step_s=3600
+    )
     clock.at = T0 + timedelta(days=1, minutes=90)  # the first hour and a half are past
     counts = telemetry.roll_up_and_prune()
     assert counts["windows_rolled_up"] == 90 and counts["rollups_written"] == 2
@@ -273,8 +291,9 @@ def test_retention_rolls_raw_windows_into_hours_then_prunes(db: Database, tmp_pa
     assert telemetry.roll_up_and_prune()["windows_rolled_up"] == 30  # merged into hour 2
     with db.read() as tx:
         assert tx.telemetry.batch_window_counts("d-1") == {}
-    after = telemetry.query(VIEWER, LATENCY, T0, T0 + timedelta(hours=2), device="d-1",
-                            quantile=0.5, step_s=3600)
+    after = telemetry.query(
+        VIEWER, LATENCY, T0, T0 + timedelta(hours=2), device="d-1", quantile=0.5, step_s=3600
+    )
     assert [(p.start_s, p.count, p.sum, p.min, p.max, p.quantile)
             for p in after.series[0].points] == [
         (p.start_s, p.count, p.sum, p.min, p.max, p.quantile) for p in before.series[0].points
@@ -291,8 +310,18 @@ def test_queries_and_kpi_summaries(db: Database, tmp_path: Path) -> None:
     for name, level in (("d-1", 10.0), ("d-2", 20.0)):
         windows = [timing(T0_S + 60 * i, [level, level * 2]) for i in range(10)]
         windows += [
-            Window("inference.requests", MetricKind.COUNTER, (), T0_S + 60 * i, 60, 5, 50.0,
-                   10.0, 10.0, 10.0)
+            Window(
+                "inference.requests",
+                MetricKind.COUNTER,
+                (),
+                T0_S + 60 * i,
+                60,
+                5,
+                50.0,
+                10.0,
+                10.0,
+                10.0,
+            )
             for i in range(10)
         ]
         windows += [
@@ -301,8 +330,9 @@ def test_queries_and_kpi_summaries(db: Database, tmp_path: Path) -> None:
             for i in range(10)
         ]  # fmt: skip
         upload(telemetry, db, name, Batch(1, tuple(windows)))
-    result = telemetry.query(VIEWER, LATENCY, T0, clock.now(), selector="site=a",
-                             quantile=0.95, step_s=300)
+    result = telemetry.query(
+        VIEWER, LATENCY, T0, clock.now(), selector="site=a", quantile=0.95, step_s=300
+    )
     assert [s.device_id for s in result.series] == ["d-1", "d-2"]
     assert [p.count for p in result.series[0].points] == [10, 10]
     assert result.summary is not None and result.summary.count == 40

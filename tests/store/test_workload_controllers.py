@@ -67,15 +67,27 @@ class Fleet:
     def add_device(self, device_id: str) -> None:
         with self.db.transaction() as tx:
             # Heartbeating every 0.5 s, as `tick` does (liveness judges by that interval).
-            tx.devices.insert(Device(device_id, device_id, f"key-{device_id}",
-                                     EnrollmentState.APPROVED, {}, INVENTORY, None, T0,
-                                     heartbeat_interval_s=0.5))
+            tx.devices.insert(
+                Device(
+                    device_id,
+                    device_id,
+                    f"key-{device_id}",
+                    EnrollmentState.APPROVED,
+                    {},
+                    INVENTORY,
+                    None,
+                    T0,
+                    heartbeat_interval_s=0.5,
+                )
+            )
 
     def heartbeat(self, device_id: str, **node: Any) -> None:
         with self.db.read() as tx:
             device = tx.devices.get(device_id)
-        reports = {"replicas": self.copies.get(device_id, []),
-                   "checkpoints": self.checkpoints.get(device_id, [])}
+        reports = {
+            "replicas": self.copies.get(device_id, []),
+            "checkpoints": self.checkpoints.get(device_id, []),
+        }
         self.link.report(device, 0, INVENTORY, {}, reports,
                          {"address": "127.0.0.1", "scheduled": True, **node})  # fmt: skip
 
@@ -182,7 +194,8 @@ def test_a_draining_node_migrates_its_replica_through_every_step(fleet: Fleet) -
     states: list[MigrationState] = []
     for _ in range(60):
         level = max(1.0, level - 2)
-        fleet.tick(**{node: {"power_source": "battery", "battery_pct": level}})
+        on_battery: dict[str, Any] = {node: {"power_source": "battery", "battery_pct": level}}
+        fleet.tick(**on_battery)
         with fleet.db.read() as tx:
             found = tx.migrations.of_workload("det")
         if found and (not states or states[-1] is not found[0].state):

@@ -87,7 +87,7 @@ def model_pairs(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 @settings(max_examples=40)
 @given(model_pairs())
-def test_onnx_models_round_trip(pair: tuple[bytes, bytes]):
+def test_onnx_models_round_trip(pair: tuple[bytes, bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _round_trip(*pair, Path(tmp))
 
@@ -115,7 +115,7 @@ def edited_files(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 @settings(max_examples=60)
 @given(edited_files())
-def test_plain_files_round_trip(pair: tuple[bytes, bytes]):
+def test_plain_files_round_trip(pair: tuple[bytes, bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         _round_trip(*pair, Path(tmp))
 
@@ -123,13 +123,13 @@ def test_plain_files_round_trip(pair: tuple[bytes, bytes]):
 @pytest.mark.parametrize(
     ("old", "new"), [(b"", b""), (b"", b"new"), (b"old", b""), (b"same", b"same")]
 )
-def test_empty_and_identical_files_round_trip(tmp_path: Path, old: bytes, new: bytes):
+def test_empty_and_identical_files_round_trip(tmp_path: Path, old: bytes, new: bytes) -> None:
     _round_trip(old, new, tmp_path)
 
 
 def test_a_large_file_is_matched_through_a_bounded_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     # Shrink the limits so a small file exercises what a big one does: several segments,
     # unchanged pieces copied, and a window that must follow content shifted by an insert.
     monkeypatch.setattr(delta, "MAX_SEGMENT_BYTES", 8 << 10)
@@ -142,7 +142,7 @@ def test_a_large_file_is_matched_through_a_bounded_window(
     assert patch.stat().st_size < 8000
 
 
-def test_unchanged_tensors_cost_nothing(tmp_path: Path):
+def test_unchanged_tensors_cost_nothing(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     arrays = {f"w{i}": rng.standard_normal((64, 64)).astype(np.float32) for i in range(4)}
     changed = {**arrays, "w2": arrays["w2"] + np.float32(1e-3)}
@@ -164,7 +164,7 @@ def _low_rank_pair(seed: int = 8) -> tuple[dict[str, np.ndarray], dict[str, np.n
 
 def test_a_low_rank_update_is_predicted_and_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     old, new = _low_rank_pair()
     patch = _round_trip(_model(old), _model(new), tmp_path)
     with delta.DeltaReader(patch) as reader:
@@ -175,7 +175,7 @@ def test_a_low_rank_update_is_predicted_and_round_trips(
     assert read_delta_info(patch).delta_size < 0.85 * read_delta_info(unpredicted).delta_size
 
 
-def test_a_version_1_delta_is_still_applied(made: dict[str, Path]):
+def test_a_version_1_delta_is_still_applied(made: dict[str, Path]) -> None:
     def to_version_1(doc: dict[str, Any]) -> None:
         for op in doc["ops"]:
             if op[0] == 2:
@@ -189,7 +189,7 @@ def test_a_version_1_delta_is_still_applied(made: dict[str, Path]):
     assert made["out"].read_bytes() == made["new"].read_bytes()
 
 
-def test_an_unknown_version_is_refused(made: dict[str, Path]):
+def test_an_unknown_version_is_refused(made: dict[str, Path]) -> None:
     data = bytearray(made["patch"].read_bytes()[:-32])
     data[8:10] = (9).to_bytes(2, "little")
     made["patch"].write_bytes(bytes(data) + hashlib.sha256(data).digest())
@@ -229,7 +229,7 @@ def _set_predictor(index: int, value: Any) -> Callable[[dict[str, Any]], None]:
 )
 def test_a_hostile_predictor_is_refused(
     predicted: dict[str, Path], change: Callable[[dict[str, Any]], None]
-):
+) -> None:
     _rewrite_header(predicted["patch"], change)
     _refused(predicted, "corrupt_delta")
 
@@ -270,7 +270,7 @@ _SHARED_FIXTURE = [HealthCheck.function_scoped_fixture]
 
 @settings(max_examples=60, suppress_health_check=_SHARED_FIXTURE)
 @given(st.data())
-def test_a_damaged_delta_is_refused_and_leaves_nothing(made: dict[str, Path], data: Any):
+def test_a_damaged_delta_is_refused_and_leaves_nothing(made: dict[str, Path], data: Any) -> None:
     good = made["patch"].read_bytes()
     damaged = bytearray(good)
     damaged[data.draw(st.integers(0, len(good) - 1))] ^= data.draw(st.integers(1, 255))
@@ -288,7 +288,7 @@ def test_a_damaged_delta_is_refused_and_leaves_nothing(made: dict[str, Path], da
 
 @settings(max_examples=40, suppress_health_check=_SHARED_FIXTURE)
 @given(st.data())
-def test_a_truncated_delta_is_refused(made: dict[str, Path], data: Any):
+def test_a_truncated_delta_is_refused(made: dict[str, Path], data: Any) -> None:
     good = made["patch"].read_bytes()
     made["patch"].write_bytes(good[: data.draw(st.integers(0, len(good) - 1))])
     try:
@@ -297,12 +297,12 @@ def test_a_truncated_delta_is_refused(made: dict[str, Path], data: Any):
         made["patch"].write_bytes(good)
 
 
-def test_a_delta_for_another_base_is_refused_before_writing(made: dict[str, Path]):
+def test_a_delta_for_another_base_is_refused_before_writing(made: dict[str, Path]) -> None:
     made["old"].write_bytes(made["old"].read_bytes()[:-1] + b"\x00")
     _refused(made, "delta_base_mismatch")
 
 
-def test_an_existing_output_survives_a_refusal(made: dict[str, Path]):
+def test_an_existing_output_survives_a_refusal(made: dict[str, Path]) -> None:
     made["out"].parent.mkdir()
     made["out"].write_bytes(b"the installed model")
     with pytest.raises(InvalidInput):
@@ -311,11 +311,11 @@ def test_an_existing_output_survives_a_refusal(made: dict[str, Path]):
     assert [p.name for p in made["out"].parent.iterdir()] == ["model.onnx"]
 
 
-def test_a_delta_to_another_target_is_refused(made: dict[str, Path]):
+def test_a_delta_to_another_target_is_refused(made: dict[str, Path]) -> None:
     _refused(made, "delta_target_mismatch", expected="ab" * 32)
 
 
-def test_a_malformed_expected_hash_is_refused(made: dict[str, Path]):
+def test_a_malformed_expected_hash_is_refused(made: dict[str, Path]) -> None:
     _refused(made, "invalid_sha256", expected="not-a-hash")
 
 
@@ -330,7 +330,7 @@ def _rewrite_header(patch: Path, change: Callable[[dict[str, Any]], None]) -> No
     patch.write_bytes(body + hashlib.sha256(body).digest())
 
 
-def test_a_delta_that_does_not_produce_its_hash_leaves_nothing(made: dict[str, Path]):
+def test_a_delta_that_does_not_produce_its_hash_leaves_nothing(made: dict[str, Path]) -> None:
     # Claim a target the operations do not build: only the final hash can catch this.
     wrong = hashlib.sha256(b"something else").digest()
     _rewrite_header(made["patch"], lambda doc: doc["target"].__setitem__(1, wrong))
@@ -355,12 +355,12 @@ def _set_op(index: int, value: list[Any]) -> Callable[[dict[str, Any]], None]:
 )
 def test_a_hostile_header_is_refused(
     made: dict[str, Path], change: Callable[[dict[str, Any]], None]
-):
+) -> None:
     _rewrite_header(made["patch"], change)
     _refused(made, "corrupt_delta")
 
 
-def test_applying_needs_no_onnx(made: dict[str, Path]):
+def test_applying_needs_no_onnx(made: dict[str, Path]) -> None:
     script = (
         "import sys; sys.modules['onnx'] = None\n"
         "from pathlib import Path\n"
@@ -372,7 +372,7 @@ def test_applying_needs_no_onnx(made: dict[str, Path]):
     assert made["out"].read_bytes() == made["new"].read_bytes()
 
 
-def test_applying_a_delta_of_plain_files_needs_no_numpy(tmp_path: Path):
+def test_applying_a_delta_of_plain_files_needs_no_numpy(tmp_path: Path) -> None:
     old, new = tmp_path / "old.cfg", tmp_path / "new.cfg"
     old.write_bytes(b"threshold = 0.5\n" * 100)
     new.write_bytes(b"threshold = 0.7\n" * 100)
@@ -389,7 +389,7 @@ def test_applying_a_delta_of_plain_files_needs_no_numpy(tmp_path: Path):
     assert out.read_bytes() == new.read_bytes()
 
 
-def test_a_tensor_delta_without_numpy_is_refused_cleanly(made: dict[str, Path]):
+def test_a_tensor_delta_without_numpy_is_refused_cleanly(made: dict[str, Path]) -> None:
     script = (
         "import sys; sys.modules['numpy'] = None\n"
         "from pathlib import Path\n"

@@ -21,7 +21,7 @@ def _files(tmp_path: Path) -> tuple[Path, Path]:
     return old, new
 
 
-def test_create_then_apply_rebuilds_the_new_file(tmp_path: Path):
+def test_create_then_apply_rebuilds_the_new_file(tmp_path: Path) -> None:
     old, new = _files(tmp_path)
     patch, out = tmp_path / "p.efd", tmp_path / "rebuilt.txt"
     created = runner.invoke(app, ["create", str(old), str(new), "-o", str(patch)])
@@ -37,7 +37,7 @@ def test_create_then_apply_rebuilds_the_new_file(tmp_path: Path):
     assert report["delta_size"] < new.stat().st_size / 100
 
 
-def test_apply_refuses_a_hash_other_than_the_expected_one(tmp_path: Path):
+def test_apply_refuses_a_hash_other_than_the_expected_one(tmp_path: Path) -> None:
     old, new = _files(tmp_path)
     patch, out = tmp_path / "p.efd", tmp_path / "rebuilt.txt"
     runner.invoke(app, ["create", str(old), str(new), "-o", str(patch), "--fast"])
@@ -50,7 +50,7 @@ def test_apply_refuses_a_hash_other_than_the_expected_one(tmp_path: Path):
     assert not out.exists()
 
 
-def test_info_describes_a_delta(tmp_path: Path):
+def test_info_describes_a_delta(tmp_path: Path) -> None:
     old, new = _files(tmp_path)
     patch = tmp_path / "p.efd"
     runner.invoke(app, ["create", str(old), str(new), "-o", str(patch)])

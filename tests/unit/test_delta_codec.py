@@ -71,19 +71,19 @@ def chunk_pairs(draw: st.DrawFn) -> tuple[ElementKind, bytes | None, bytes, int]
 @given(chunk_pairs(), st.booleans())
 def test_every_chunk_round_trips(
     pair: tuple[ElementKind, bytes | None, bytes, int], thorough: bool
-):
+) -> None:
     kind, old, new, count = pair
     blob = encode_chunk(kind, new, old, thorough=thorough)
     assert decode_chunk(kind, blob, old, count) == new
 
 
-def test_an_unchanged_chunk_costs_a_few_bytes():
+def test_an_unchanged_chunk_costs_a_few_bytes() -> None:
     kind = KINDS["f32"]
     data = _values(kind, np.random.default_rng(1), 10_000).tobytes()
     assert len(encode_chunk(kind, data, data)) < 16
 
 
-def test_a_requantized_int8_tensor_is_predicted_from_its_old_codes():
+def test_a_requantized_int8_tensor_is_predicted_from_its_old_codes() -> None:
     kind = KINDS["i8"]
     rng = np.random.default_rng(2)
     real = rng.standard_normal(50_000) * 0.05
@@ -98,7 +98,7 @@ def test_a_requantized_int8_tensor_is_predicted_from_its_old_codes():
 @given(chunk_pairs(), st.data())
 def test_a_damaged_chunk_is_refused_or_caught_by_the_final_hash(
     pair: tuple[ElementKind, bytes | None, bytes, int], data: st.DataObject
-):
+) -> None:
     # A chunk carries no checksum of its own (the delta's and the output's hashes do that
     # job), so damage must either be refused with corrupt_delta or decode to other bytes.
     kind, old, new, count = pair
@@ -115,7 +115,7 @@ def test_a_damaged_chunk_is_refused_or_caught_by_the_final_hash(
 
 def _model_bytes() -> tuple[bytes, dict[str, np.ndarray]]:
     rng = np.random.default_rng(3)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "w": rng.standard_normal((16, 8)).astype(np.float32),
         "q": rng.integers(-128, 127, (32,), dtype=np.int8),
         "h": rng.standard_normal((4, 4)).astype(np.float16),
@@ -135,7 +135,7 @@ def _model_bytes() -> tuple[bytes, dict[str, np.ndarray]]:
     return model.SerializeToString(), {**arrays, "packed": np.array([1, 2, 3], np.float32)}
 
 
-def test_onnx_layout_finds_every_payload_by_byte_offset():
+def test_onnx_layout_finds_every_payload_by_byte_offset() -> None:
     data, arrays = _model_bytes()
     spans = {s.name: s for s in find_tensor_spans(data)}
     assert set(spans) == set(arrays)
@@ -149,13 +149,13 @@ def test_onnx_layout_finds_every_payload_by_byte_offset():
 @pytest.mark.parametrize(
     "data", [b"", b"\x00" * 100, b"hello world, this is not a model", bytes(range(256)) * 8]
 )
-def test_onnx_layout_finds_nothing_in_other_files(data: bytes):
+def test_onnx_layout_finds_nothing_in_other_files(data: bytes) -> None:
     assert find_tensor_spans(data) == []
 
 
 @settings(max_examples=60)
 @given(st.integers(0, 10_000), st.binary(min_size=1, max_size=8))
-def test_onnx_layout_survives_damaged_models(position: int, junk: bytes):
+def test_onnx_layout_survives_damaged_models(position: int, junk: bytes) -> None:
     data, _ = _model_bytes()
     at = position % len(data)
     damaged = data[:at] + junk + data[at + len(junk) :]
@@ -188,13 +188,13 @@ def predicted_chunks(draw: st.DrawFn) -> tuple[ElementKind, bytes, bytes, bytes,
 @given(predicted_chunks(), st.booleans())
 def test_a_predicted_chunk_round_trips(
     chunk: tuple[ElementKind, bytes, bytes, bytes, int], thorough: bool
-):
+) -> None:
     kind, old, new, predicted, count = chunk
     blob = encode_chunk(kind, new, old, thorough=thorough, predicted=predicted)
     assert decode_chunk(kind, blob, old, count, predicted) == new
 
 
-def test_a_good_prediction_shrinks_a_chunk_and_is_needed_to_decode_it():
+def test_a_good_prediction_shrinks_a_chunk_and_is_needed_to_decode_it() -> None:
     kind = KINDS["f32"]
     rng = np.random.default_rng(4)
     old = (rng.standard_normal(20_000) * 0.05).astype(np.float32)

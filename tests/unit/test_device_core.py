@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -61,7 +62,7 @@ def test_only_approved_devices_have_access(state: str, code: str) -> None:
     assert refused.value.code == code
 
 
-def token(**changes: object) -> EnrollmentToken:
+def token(**changes: Any) -> EnrollmentToken:
     base = EnrollmentToken("enr-1", "", False, None, None, 0, False, "admin", T0)
     return replace(base, **changes)
 
@@ -95,7 +96,7 @@ def test_connection_thresholds() -> None:
     assert classify_connection(T0, T0 + timedelta(seconds=151), 15) is ConnectionStatus.OFFLINE
 
 
-def device(**changes: object) -> Device:
+def device(**changes: Any) -> Device:
     base = Device("d-1", "cam", "key", EnrollmentState.APPROVED, {"a": "1"}, {}, None, T0)
     return replace(base, **changes)
 
@@ -119,18 +120,33 @@ def test_generation_moves_only_when_the_spec_changes() -> None:
 
 def test_release_section_is_part_of_the_spec() -> None:
     base = refresh_desired(device(), None)
-    artifact = Artifact("detector", "1.0.0", ArtifactKind.ONNX_MODEL, "ab" * 32, 10,
-                        "model.onnx", (), {}, "admin", T0)
+    artifact = Artifact(
+        "detector",
+        "1.0.0",
+        ArtifactKind.ONNX_MODEL,
+        "ab" * 32,
+        10,
+        "model.onnx",
+        (),
+        {},
+        "admin",
+        T0,
+    )
     release = Release("vision", "1.0.0", (artifact.ref,), "admin", T0, targets_version=1)
     assignment = ReleaseAssignment("vision", "1.0.0", stage_only=True, serial=1)
     section = render_release_section(assignment, release, [artifact])
     staged = refresh_desired(base, section)
     assert staged.desired_generation == base.desired_generation + 1
-    assert staged.desired["release"]["targets"] == [{
-        "path": "releases/vision/1.0.0/model.onnx", "artifact": "detector",
-        "kind": "onnx-model", "file_name": "model.onnx", "sha256": "ab" * 32,
-        "length_bytes": 10,
-    }]
+    assert staged.desired["release"]["targets"] == [
+        {
+            "path": "releases/vision/1.0.0/model.onnx",
+            "artifact": "detector",
+            "kind": "onnx-model",
+            "file_name": "model.onnx",
+            "sha256": "ab" * 32,
+            "length_bytes": 10,
+        }
+    ]
     activated = render_release_section(replace(assignment, stage_only=False), release, [artifact])
     assert refresh_desired(staged, activated).desired_generation == staged.desired_generation + 1
     assert refresh_desired(staged, None).desired_generation == staged.desired_generation + 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,8 +32,12 @@ seeds = st.binary(min_size=32, max_size=32)
 messages = st.binary(max_size=4096)
 
 
-def pkcs8(key: object, encryption: object = None, form: object = None) -> bytes:
-    return key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+def pkcs8(
+    key: PrivateKeyTypes,
+    encryption: serialization.KeySerializationEncryption | None = None,
+    form: serialization.PrivateFormat | None = None,
+) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM,
         form or serialization.PrivateFormat.PKCS8,
         encryption or serialization.NoEncryption(),
@@ -40,9 +45,7 @@ def pkcs8(key: object, encryption: object = None, form: object = None) -> bytes:
 
 
 def raw_public(key: ed25519.Ed25519PrivateKey) -> str:
-    raw = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode()
 
 
@@ -142,9 +145,7 @@ def test_a_key_of_another_algorithm_is_refused_naming_it(tmp_path: Path, algorit
         ),
     ],
 )  # fmt: skip
-def test_malformed_key_files_are_refused_clearly(
-    tmp_path: Path, content: bytes, says: str
-) -> None:
+def test_malformed_key_files_are_refused_clearly(tmp_path: Path, content: bytes, says: str) -> None:
     path = tmp_path / "device.key"
     path.write_bytes(content)
     path.chmod(0o600)
@@ -196,8 +197,11 @@ def test_libcrypto_is_found_by_name_too_and_one_without_ed25519_is_refused(
 
     load_libcrypto.cache_clear()
     libc = ctypes.util.find_library("c") or "libc.so.6"
-    monkeypatch.setattr(libcrypto, "_candidates", lambda: iter([(libc, "the C library"),
-                                                                 ("no-such-lib.so", "nothing")]))
+    monkeypatch.setattr(
+        libcrypto,
+        "_candidates",
+        lambda: iter([(libc, "the C library"), ("no-such-lib.so", "nothing")]),
+    )
     with pytest.raises(SettingsError, match=r"OpenSSL.s libcrypto 1\.1\.1 or newer") as refused:
         DeviceKey.generate()
     assert "the C library (no raw Ed25519 keys" in refused.value.message

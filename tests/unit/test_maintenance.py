@@ -22,8 +22,10 @@ from edgefleet.core.maintenance import (
 from edgefleet.errors import InvalidInput
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def window(cron: str, duration_s: float, zone: str = "device") -> MaintenanceWindow:

@@ -50,7 +50,7 @@ def plans(draw: st.DrawFn) -> WavePlan:
     ids = draw(st.lists(DEVICE_IDS, unique=True, max_size=12))
     cuts = sorted(draw(st.lists(st.integers(0, len(ids)), max_size=4)))
     bounds = [0, *cuts, len(ids)]
-    waves = []
+    waves: list[Wave] = []
     for start, end in itertools.pairwise(bounds):
         if end > start:
             label = draw(st.sampled_from(["1", "5%", "rest", "100%"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +54,7 @@ class Fleet:
         self,
         n: int = 10,
         *,
-        zones: dict[str, str | None] | None = None,
+        zones: Mapping[str, str | None] | None = None,
         incompatible: tuple[str, ...] = (),
         **spec: Any,
     ) -> None:

@@ -100,9 +100,14 @@ def test_observe_refreshes_every_observed_field_and_keeps_the_stored_ones() -> N
 
 # Release trains.
 
-TRAIN = {"kind": "ReleaseTrain", "metadata": {"name": "vision"},
-         "spec": {"releases": ["vision@1.1.0", "vision@1.2.0-rc.1"],
-                  "rollout": {"target": "kind=camera", "strategy": {"waves": [1, "100%"]}}}}
+TRAIN: dict[str, Any] = {
+    "kind": "ReleaseTrain",
+    "metadata": {"name": "vision"},
+    "spec": {
+        "releases": ["vision@1.1.0", "vision@1.2.0-rc.1"],
+        "rollout": {"target": "kind=camera", "strategy": {"waves": [1, "100%"]}},
+    },
+}
 
 
 def test_a_train_manifest_and_the_rollouts_it_makes() -> None:
@@ -171,7 +176,8 @@ def test_a_train_update_keeps_the_releases_already_started() -> None:
                                                         "vision@1.3.0"]}})  # fmt: skip
     check_train_update(old, longer, started=2)
     swapped = parse_release_train(
-        {**TRAIN, "spec": {**TRAIN["spec"], "releases": ["vision@1.2.0-rc.1", "vision@1.1.0"]}})
+        {**TRAIN, "spec": {**TRAIN["spec"], "releases": ["vision@1.2.0-rc.1", "vision@1.1.0"]}}
+    )
     check_train_update(old, swapped, started=0)
     with pytest.raises(Conflict, match="may only append"):
         check_train_update(old, swapped, started=1)
@@ -194,4 +200,3 @@ def test_a_device_already_runs_a_release_only_when_assigned_installed_and_live()
                             "vision", "1.0.0")  # fmt: skip
     staged = replace(running, release_assignment=ReleaseAssignment("vision", "1.0.0", True, 3))
     assert not already_runs(staged, "vision", "1.0.0")
-

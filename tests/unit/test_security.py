@@ -7,6 +7,7 @@ import stat
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,8 +109,11 @@ def chain(n: int) -> list[AuditRecord]:
     for i in range(n):
         previous = records[-1] if records else None
         at = (NOW + timedelta(seconds=i)).isoformat()
-        records.append(chain_record(previous, at, "admin", "device.approve", f"device/{i}",
-                                    f"req-{i:08d}", {"i": i}))
+        records.append(
+            chain_record(
+                previous, at, "admin", "device.approve", f"device/{i}", f"req-{i:08d}", {"i": i}
+            )
+        )
     return records
 
 
@@ -120,10 +124,16 @@ def test_intact_chain_verifies() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("actor", "mallory"), ("action", "device.reject"), ("target", "device/x"),
-     ("details", {"i": 99}), ("at", "2020-01-01T00:00:00Z"), ("request_id", "forged-000")],
+    [
+        ("actor", "mallory"),
+        ("action", "device.reject"),
+        ("target", "device/x"),
+        ("details", {"i": 99}),
+        ("at", "2020-01-01T00:00:00Z"),
+        ("request_id", "forged-000"),
+    ],
 )
-def test_any_edited_field_is_detected(field: str, value: object) -> None:
+def test_any_edited_field_is_detected(field: str, value: Any) -> None:
     records = chain(5)
     records[2] = replace(records[2], **{field: value})
     verdict = verify_chain(records)

@@ -17,8 +17,8 @@ from edgefleet.telemetry.windows import MetricKind
 from edgefleet.telemetry.wire import STATIC_NAMES
 
 
-class FakePsutil:
-    """Stands in for psutil: a battery-powered board with one thermal zone."""
+class BarePsutil:
+    """Stands in for psutil on a mains-powered box where psutil lacks sensors_temperatures."""
 
     Error = type("Error", (Exception,), {})
 
@@ -31,11 +31,8 @@ class FakePsutil:
     def virtual_memory(self) -> Any:
         return SimpleNamespace(used=1_400_000_512, percent=35.04)
 
-    def sensors_temperatures(self) -> dict[str, list[Any]]:
-        return {"cpu_thermal": [SimpleNamespace(current=51.234)], "x": [SimpleNamespace(current=0)]}
-
     def sensors_battery(self) -> Any:
-        return SimpleNamespace(percent=64.4444, power_plugged=False)
+        return None
 
     def net_io_counters(self) -> Any:
         recv, sent = self.net.pop(0)
@@ -43,6 +40,16 @@ class FakePsutil:
 
     def Process(self) -> Any:  # psutil spells it so
         raise self.Error("no such process")
+
+
+class FakePsutil(BarePsutil):
+    """Stands in for psutil: a battery-powered board with one thermal zone."""
+
+    def sensors_temperatures(self) -> dict[str, list[Any]]:
+        return {"cpu_thermal": [SimpleNamespace(current=51.234)], "x": [SimpleNamespace(current=0)]}
+
+    def sensors_battery(self) -> Any:
+        return SimpleNamespace(percent=64.4444, power_plugged=False)
 
 
 def by_name(points: list[Any]) -> dict[str, Any]:
@@ -81,13 +88,6 @@ def test_readings_are_rounded_and_interval_metrics_start_on_the_second_call(
     assert second[hm.NET_RX_BYTES].kind is MetricKind.COUNTER
     third = by_name(collector.collect())
     assert hm.NET_RX_BYTES not in third  # counters went backwards: no made-up interval
-
-
-class BarePsutil(FakePsutil):
-    sensors_temperatures = None  # as on platforms where psutil lacks the function
-
-    def sensors_battery(self) -> Any:
-        return None  # a mains-powered box
 
 
 def test_a_platform_without_sensors_is_fine(tmp_path: Path) -> None:

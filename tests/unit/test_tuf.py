@@ -100,6 +100,12 @@ class World:
             return self.served[name]
         return self.repo.read_metadata(name)
 
+    def fetch_bytes(self, url: str) -> bytes:
+        """`fetch` for the agent's check of a release, which takes whole files only."""
+        data = self.fetch(url)
+        assert isinstance(data, bytes), f"{url} is served as chunks"
+        return data
+
     def release(
         self,
         version: str,
@@ -187,24 +193,31 @@ def test_a_signed_release_verifies_and_carries_its_custom_fields(world: World) -
     assert info.custom["requirements"] == ["arch=aarch64", "runtime=onnxruntime>=1.17"]
 
 
-
 # --- the agent's check of a release (run by its install helper) -------------------------
 
 DEVICE = {"hardware": {"arch": "aarch64"}, "software": {"onnxruntime": "1.18.0"}}
 
 
-def check(world: World, *paths: str, version: str = "1.0.0",
-          inventory: dict[str, Any] | None = None) -> list[VerifiedFile]:
-    request = VerifyRequest(world.tmp / "device", "vision", version, paths,
-                            DEVICE if inventory is None else inventory)
-    return check_release(request, world.fetch, world.warnings.append)
+def check(
+    world: World, *paths: str, version: str = "1.0.0", inventory: dict[str, Any] | None = None
+) -> list[VerifiedFile]:
+    request = VerifyRequest(
+        world.tmp / "device", "vision", version, paths, DEVICE if inventory is None else inventory
+    )
+    return check_release(request, world.fetch_bytes, world.warnings.append)
 
 
 def test_the_agent_check_returns_each_file_and_verifies_its_download(world: World) -> None:
     target = world.release("1.0.0", b"model v1")
     [file] = check(world, target.path)
-    assert file == VerifiedFile(target.path, len(b"model v1"), {"sha256": target.sha256},
-                                "detector", "onnx-model", "model.onnx")
+    assert file == VerifiedFile(
+        target.path,
+        len(b"model v1"),
+        {"sha256": target.sha256},
+        "detector",
+        "onnx-model",
+        "model.onnx",
+    )
     assert VerifiedFile.from_wire(file.to_wire(), target.path) == file
     artifact = world.tmp / "download"
     artifact.write_bytes(b"model v1")
@@ -228,7 +241,7 @@ def test_the_agent_check_pins_the_first_root_on_first_use(world: World) -> None:
     target = world.release("1.0.0", b"model v1")
     fresh = world.tmp / "fresh-device"
     request = VerifyRequest(fresh, "vision", "1.0.0", (target.path,), DEVICE)
-    assert [f.path for f in check_release(request, world.fetch, world.warnings.append)] == [
+    assert [f.path for f in check_release(request, world.fetch_bytes, world.warnings.append)] == [
         target.path
     ]
     assert "1.root.json" in world.fetched and "trust on first use" in world.warnings[0]
@@ -237,8 +250,13 @@ def test_the_agent_check_pins_the_first_root_on_first_use(world: World) -> None:
 
 def test_verified_facts_that_could_name_a_file_outside_its_directory_are_refused() -> None:
     good = VerifiedFile("releases/a/1.0.0/m.onnx", 3, {"sha256": "0" * 64}, "m", "file", "m.onnx")
-    for change in ({"file_name": "../m.onnx"}, {"path": "releases/a/1.0.0/x"},
-                   {"hashes": {"sha256": "nope"}}, {"length_bytes": -1}, {"artifact_kind": 3}):
+    for change in (
+        {"file_name": "../m.onnx"},
+        {"path": "releases/a/1.0.0/x"},
+        {"hashes": {"sha256": "nope"}},
+        {"length_bytes": -1},
+        {"artifact_kind": 3},
+    ):
         with pytest.raises(InvalidInput):
             VerifiedFile.from_wire({**good.to_wire(), **change}, good.path)
 
