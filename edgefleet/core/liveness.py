@@ -59,6 +59,10 @@ RELIABILITY_HALF_LIFE_S = 3600.0
 # hosting nodes each heartbeats less often.
 HOSTING_HEARTBEAT_S = 1.0
 MAX_HOSTING_HEARTBEATS_PER_S = 50.0
+# A slowed hosting interval is rounded up to one of these (x 10**k: the R10 preferred
+# numbers), so it changes only when the number of hosting nodes moves by ~25%; each change
+# re-renders every hosting node (services/desired.refresh_hosting_nodes).
+_INTERVAL_STEPS = (1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 8.0)
 
 
 def hosting_heartbeat_s(
@@ -72,10 +76,26 @@ def hosting_heartbeat_s(
     send at most `max_per_s` heartbeats a second; never slower than the node's own
     `configured_s`.
 
+    The slowed interval is rounded up to a step of a fixed ladder (never faster than the cap
+    allows), so it does not change with every node that starts or stops hosting.
+
     >>> hosting_heartbeat_s(15.0, 3), hosting_heartbeat_s(15.0, 200), hosting_heartbeat_s(2.0, 500)
     (1.0, 4.0, 2.0)
+    >>> hosting_heartbeat_s(15.0, 51), hosting_heartbeat_s(15.0, 62), hosting_heartbeat_s(15.0, 63)
+    (1.25, 1.25, 1.6)
     """
-    return min(configured_s, max(fastest_s, hosting_nodes / max_per_s))
+    return min(configured_s, max(fastest_s, _step_at_least(hosting_nodes / max_per_s)))
+
+
+def _step_at_least(seconds: float) -> float:
+    """The smallest ladder step (x 10**k) that is at least `seconds`."""
+    if seconds <= 0:
+        return 0.0
+    scale = 10.0 ** math.floor(math.log10(seconds))
+    for step in (*_INTERVAL_STEPS, 10.0):
+        if step * scale >= seconds * (1 - 1e-12):
+            return round(step * scale, 12)
+    return 10.0 * scale
 
 
 def detector_settings(interval_s: float | None) -> DetectorSettings:

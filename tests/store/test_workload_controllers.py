@@ -17,8 +17,9 @@ from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.failure_detector import Liveness
 from edgefleet.core.migration import MigrationState, MigrationTrigger
+from edgefleet.core.placement import Assignment, Placement
 from edgefleet.core.workload_record import WorkloadRecord
-from edgefleet.server.services.desired import refresh_device
+from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
@@ -169,6 +170,47 @@ def test_the_hosting_node_is_told_to_heartbeat_at_the_hosting_interval(fleet: Fl
             refresh_device(tx, device_id)
     assert fleet.desired(node)["agent"]["heartbeat_interval_s"] == 1.0  # hosts the replica
     assert fleet.desired(other)["agent"]["heartbeat_interval_s"] == 15.0
+
+
+def test_when_the_hosting_interval_steps_every_hosting_node_is_re_rendered(
+    db: Database, tmp_path: Path
+) -> None:
+    """Past 50 hosting nodes the interval slows so that they send 50 heartbeats a second in
+    all; the nodes already hosting must slow down too, not only the newcomer."""
+    fleet = Fleet(db, tmp_path)
+    ids = [f"n{i:02d}" for i in range(51)]
+    with db.transaction() as tx:
+        tx.workloads.insert(WorkloadRecord("det", DOC, (), "op", T0, "op", T0))
+    for device_id in ids:
+        fleet.add_device(device_id)
+        with db.transaction() as tx:  # at the agent's default of 15 s
+            tx.devices.update(replace(tx.devices.get(device_id), heartbeat_interval_s=15.0))
+
+    def place(count: int) -> Placement:
+        with db.transaction() as tx:
+            record = tx.placement.load()
+            placement = Placement(
+                tuple(Assignment("det", i, ids[i], i + 1) for i in range(count)), count
+            )
+            tx.placement.save(record, placement, [], T0)
+            return record.placement
+
+    place(50)
+    with db.transaction() as tx:
+        for device_id in ids[:50]:
+            refresh_device(tx, device_id)
+    intervals = {d: fleet.desired(d)["agent"]["heartbeat_interval_s"] for d in ids[:50]}
+    assert set(intervals.values()) == {1.0}
+
+    before = place(51)
+    with db.transaction() as tx:
+        assert refresh_device(tx, ids[50])
+        after = tx.placement.load().placement
+        refreshed = refresh_hosting_nodes(tx, before, after, {ids[50]})
+    assert refreshed == ids[:50]
+    assert {fleet.desired(d)["agent"]["heartbeat_interval_s"] for d in ids} == {1.25}
+    with db.transaction() as tx:  # within a step, nothing else is re-rendered
+        assert refresh_hosting_nodes(tx, after, after, set()) == []
 
 
 def test_a_dead_nodes_replica_fails_over_and_the_node_is_fenced(fleet: Fleet) -> None:

@@ -4,6 +4,7 @@ declare the fleet dead, reliability decays while dead and recovers while alive."
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -142,3 +143,14 @@ def test_hosting_nodes_heartbeat_fast_until_the_fleet_rate_cap() -> None:
     assert hosting_heartbeat_s(15.0, 500) == 10.0  # 50 heartbeats a second in all
     assert hosting_heartbeat_s(15.0, 5000) == 15.0  # never slower than configured
     assert hosting_heartbeat_s(0.5, 3) == 0.5
+
+
+def test_the_slowed_hosting_interval_moves_in_steps_and_keeps_the_cap() -> None:
+    seen: list[float] = []
+    for nodes in range(1, 20_001):
+        interval = hosting_heartbeat_s(math.inf, nodes)
+        assert nodes / interval <= 50.0 + 1e-9  # the fleet-wide cap holds
+        assert interval < 1.3 * max(1.0, nodes / 50)  # at most one step slower than needed
+        assert not seen or interval >= seen[-1]  # never faster with more hosting nodes
+        seen.append(interval)
+    assert len(set(seen)) == 27  # 1, 1.25 ... 8, 10 ... 80, 100 ... 400 s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from edgefleet.core.alerts import anomalous_metrics
@@ -74,6 +75,10 @@ def workloads_section(
     )
 
 
+def _hosting_nodes(placement: Placement) -> set[str]:
+    return {a.node_id for a in placement.assignments if a.node_id is not None}
+
+
 def render_device(tx: Transaction, device: Device) -> Device:
     """`device` with its desired state re-rendered from every input (not saved). A device
     that hosts replicas heartbeats at the hosting interval, so its death is seen quickly."""
@@ -81,7 +86,7 @@ def render_device(tx: Transaction, device: Device) -> Device:
     workloads = workloads_section(tx, device.id, placement)
     interval = None
     if workloads is not None:
-        hosting = len({a.node_id for a in placement.assignments if a.node_id is not None})
+        hosting = len(_hosting_nodes(placement))
         interval = hosting_heartbeat_s(device.heartbeat_interval_s, max(1, hosting))
     return refresh_desired(
         device,
@@ -95,6 +100,20 @@ def render_device(tx: Transaction, device: Device) -> Device:
 def save_device(tx: Transaction, device: Device) -> Device:
     """Write `device` (optimistic check) with its desired state re-rendered."""
     return tx.devices.update(render_device(tx, device))
+
+
+def refresh_hosting_nodes(
+    tx: Transaction, before: Placement, after: Placement, done: set[str]
+) -> list[str]:
+    """When the placement change moved the hosting interval (the number of hosting nodes
+    crossed a step), re-render every node that hosts under `after` and is not in `done`;
+    the ids whose desired state changed."""
+    def level(placement: Placement) -> float:
+        return hosting_heartbeat_s(math.inf, max(1, len(_hosting_nodes(placement))))
+
+    if level(before) == level(after):
+        return []
+    return [d for d in sorted(_hosting_nodes(after) - done) if refresh_device(tx, d)]
 
 
 def refresh_device(tx: Transaction, device_id: str) -> bool:

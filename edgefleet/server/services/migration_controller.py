@@ -35,7 +35,7 @@ from edgefleet.core.migration import (
 from edgefleet.core.placement import Assignment, Placement
 from edgefleet.core.placement_record import with_assignment
 from edgefleet.errors import EdgefleetError
-from edgefleet.server.services.desired import refresh_device
+from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.fleet_view import FleetView, load_view
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.server.workload_settings import WorkloadSettings
@@ -140,9 +140,14 @@ class MigrationController:
                 if new is None or new == m:
                     return []
                 saved = tx.migrations.update(new)
+                before = None
                 if saved.state is MigrationState.COMPLETED:
-                    self._commit(tx, saved)
+                    before = self._commit(tx, saved)
                 refreshed = [d for d in (saved.source, saved.target) if refresh_device(tx, d)]
+                if before is not None:
+                    done = {saved.source, saved.target}
+                    after = tx.placement.load().placement
+                    refreshed += refresh_hosting_nodes(tx, before, after, done)
         except EdgefleetError as e:
             log.warning("migration step failed; will retry",
                         extra={"migration": migration_id, "error": e.message})
@@ -173,13 +178,15 @@ class MigrationController:
         self._blobs.delete(sha256)
         log.info("state archive deleted", extra={"migration": m.id, "sha256": sha256})
 
-    def _commit(self, tx: Transaction, m: Migration) -> None:
-        """The replica now belongs to the target, at the generation its copy runs with."""
+    def _commit(self, tx: Transaction, m: Migration) -> Placement:
+        """The replica now belongs to the target, at the generation its copy runs with;
+        returns the placement before."""
         record = tx.placement.load()
         moved = Assignment(m.workload, m.replica, m.target, m.generation)
         placement = with_assignment(record.placement, moved)
         now = self._clock.now()
         tx.placement.save(record, placement, list(record.decisions), now)
+        return record.placement
 
 
 def _unless_changed(decided: Migration, _tx: Transaction, stored: Migration) -> Migration | None:

@@ -40,7 +40,7 @@ from edgefleet.core.placement import (
     violated_constraint,
 )
 from edgefleet.core.placement_record import decision_key, decision_to_dict
-from edgefleet.server.services.desired import refresh_device
+from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.fleet_view import FleetView, load_view
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.server.workload_settings import WorkloadSettings
@@ -112,6 +112,7 @@ class PlacementController:
                     busy.add((m.workload, m.replica))
                     created.append(m)
             refreshed = [d for d in sorted(affected) if refresh_device(tx, d)]
+            refreshed += refresh_hosting_nodes(tx, current, plan.placement, affected)
         for device_id in refreshed:
             self._watch.notify(device_id)
         result = PlacementTick(plan.moves, plan.unplaceable, tuple(created), tuple(refreshed))
