@@ -179,6 +179,7 @@ def settings_from_args(
 async def run_agent(settings: AgentSettings) -> None:
     """Run the agent on this machine until SIGINT or SIGTERM."""
     import asyncio
+    import logging
     import signal
 
     from edgefleet.agent.agent import Agent
@@ -193,6 +194,10 @@ async def run_agent(settings: AgentSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     trimmer = asyncio.create_task(trim_heap_forever())
+    if settings.proxies is not None:
+        logging.getLogger("edgefleet.agent").info(
+            "using forward proxies", extra=settings.proxies.describe()
+        )
     agent = Agent(
         settings,
         clock=SystemClock(),

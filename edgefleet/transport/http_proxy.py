@@ -101,6 +101,17 @@ class ProxySettings:
             exceptions=tuple(exceptions),
         )
 
+    def describe(self) -> dict[str, str]:
+        """For the log: where each scheme goes and the exceptions, never the credentials."""
+
+        def where(proxy: Proxy | None) -> str:
+            if proxy is None:
+                return "direct"
+            return proxy.origin.authority + (" (with credentials)" if proxy.authorization else "")
+
+        exceptions = "*" if self.every_host_excepted else str(len(self.exceptions))
+        return {"https": where(self.https), "http": where(self.http), "no_proxy": exceptions}
+
     @property
     def configured(self) -> bool:
         """Whether any request could go through a proxy."""

@@ -152,7 +152,11 @@ def test_an_agent_enrolls_and_reports_through_the_proxy(
         tmp_path / "behind-proxy",
         token,
         "behind-proxy",
-        env={"HTTP_PROXY": forward_proxy.url, "NO_PROXY": "", "REQUEST_METHOD": ""},
+        env={
+            "HTTP_PROXY": forward_proxy.url.replace("http://", "http://edge:s3cret@"),
+            "NO_PROXY": "",
+            "REQUEST_METHOD": "",
+        },
     )
     agent.start()
     try:
@@ -167,6 +171,10 @@ def test_an_agent_enrolls_and_reports_through_the_proxy(
         targets = [s.target for s in forward_proxy.seen]
         assert f"{url}/v1/enroll" in targets
         assert f"{url}/v1/devices/{device['id']}/report" in targets
+        assert {s.authorization for s in forward_proxy.seen} == {"Basic ZWRnZTpzM2NyZXQ="}
+        log = agent.log()
+        assert "using forward proxies" in log and "(with credentials)" in log
+        assert "s3cret" not in log
     finally:
         agent.stop()
 

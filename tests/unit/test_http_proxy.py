@@ -122,3 +122,14 @@ def test_a_connect_success_has_no_body_to_read() -> None:
     assert head.framing is Framing.NONE
     refused = build_response_head(("1.1", 407, "Proxy Auth"), [("content-length", "5")], "CONNECT")
     assert refused.length == 5
+
+
+def test_the_description_for_the_log_never_shows_credentials() -> None:
+    settings = ProxySettings.from_environ(
+        {"HTTPS_PROXY": "http://edge:s3cret@proxy:3128", "NO_PROXY": "a.example,10.0.0.0/8"}
+    )
+    assert settings.describe() == {
+        "https": "proxy:3128 (with credentials)",
+        "http": "direct",
+        "no_proxy": "2",
+    }
