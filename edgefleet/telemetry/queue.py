@@ -7,6 +7,11 @@ rows and bytes: to make room it drops the oldest batches and adds them to cumula
 totals, which every later batch carries to the server. `pending` reads the oldest unacked
 batches in order; `ack(up_to_seq)` deletes them once the server has stored them.
 
+The batch being uploaded is never evicted (`sending`): were it dropped while on its way,
+the server could store it and the device count it as dropped too. An append that would
+need to evict it stores its batch anyway, over the bounds by that one batch until the
+upload's acknowledgement deletes it (or a later append evicts it, once it is not in flight).
+
 The server acknowledges the highest *contiguous* sequence it stored; batches dropped here
 leave gaps. `QueueStatus.dropped_through_seq` is the highest sequence number ever dropped,
 which the uploader sends along so the server can step over the gap instead of waiting.
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -93,6 +99,7 @@ class TelemetryQueue:
         self.max_rows = max_rows
         self._encode = encoder
         self._lock = threading.Lock()
+        self._in_flight: int | None = None  # the batch being uploaded: never evicted
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -122,6 +129,17 @@ class TelemetryQueue:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def sending(self, seq: int) -> Iterator[None]:
+        """Mark batch `seq` as on its way to the server while the block runs."""
+        with self._lock:
+            self._in_flight = seq
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight = None
 
     def _counters(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT name, value FROM counter").fetchall())
@@ -178,6 +196,8 @@ class TelemetryQueue:
                     "SELECT seq, windows, bytes FROM batch WHERE seq > ? ORDER BY seq LIMIT 1",
                     (dropped_through,),
                 ).fetchone()
+                if old_seq == self._in_flight:
+                    break  # over the bounds by the batch in flight, until it is acknowledged
                 victims += 1
                 rows -= 1
                 used -= old_bytes

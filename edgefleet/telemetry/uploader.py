@@ -64,11 +64,14 @@ class TelemetryUploader:
         return None if declared >= batch.seq else declared
 
     async def _upload(self, batch: QueuedBatch) -> bool:
-        declared = await self._declared_through(batch)
-        if declared is None:
-            return False  # evicted by an overflow while we were sending earlier ones
+        # In flight from before the check: an overflow may evict it until then, not after
+        # (a batch the server stores must not also be counted as dropped).
         try:
-            answer = await self._link.upload_telemetry(batch.payload, declared)
+            with self._queue.sending(batch.seq):
+                declared = await self._declared_through(batch)
+                if declared is None:
+                    return False  # evicted by an overflow while we were sending earlier ones
+                answer = await self._link.upload_telemetry(batch.payload, declared)
             acked = int(answer["acked_through_seq"])
         except ApiError as e:
             if e.code in _RESYNC_CODES:

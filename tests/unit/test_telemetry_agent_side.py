@@ -144,6 +144,34 @@ def test_uploader_delivers_each_batch_once_through_outages_and_lost_answers(
     asyncio.run(scenario())
 
 
+def test_an_overflow_during_an_upload_never_counts_the_stored_batch_as_dropped(
+    tmp_path: Path,
+) -> None:
+    """The queue fills while batch 1 is on its way: it is stored, so it is not a drop."""
+    queue: TelemetryQueue
+
+    class FillingServer(LedgerServer):
+        async def upload_telemetry(self, payload: bytes, through: int) -> dict[str, Any]:
+            if decode_batch(payload).seq == 1:
+                await asyncio.to_thread(queue.append, [window(2)])
+            return await super().upload_telemetry(payload, through)
+
+    async def scenario() -> None:
+        server = FillingServer()
+        with TelemetryQueue.in_data_dir(tmp_path, max_rows=2) as filling:
+            nonlocal queue
+            queue = filling
+            uploader = TelemetryUploader(queue, server)
+            queue.append([window(0)])
+            queue.append([window(1)])
+            assert await uploader.upload_pending() == 3
+            assert server.stored == [1, 2, 3]
+            assert queue.status().dropped_batches_total == 0
+            assert server.cursor.dropped_batches_total == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_server_restored_from_backup_is_told_what_is_gone(tmp_path: Path) -> None:
     async def scenario() -> None:
         server = LedgerServer()

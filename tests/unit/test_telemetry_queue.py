@@ -85,6 +85,20 @@ def test_a_full_queue_drops_the_oldest_and_reports_the_drops(tmp_path: Path) -> 
     assert decode_batch(pending[0].payload).dropped_batches_total == 0
 
 
+def test_the_batch_in_flight_is_never_evicted(tmp_path: Path) -> None:
+    with open_queue(tmp_path, max_rows=2) as queue:
+        queue.append(windows(1))
+        queue.append(windows(1))
+        with queue.sending(1):
+            queue.append(windows(1))  # full: batch 1 would go, but it is on its way
+            assert [p.seq for p in queue.pending()] == [1, 2, 3]
+            assert queue.status().dropped_batches_total == 0
+        queue.append(windows(1))  # no longer in flight: the oldest go, counted
+        status = queue.status()
+        assert [p.seq for p in queue.pending()] == [3, 4]
+        assert (status.dropped_batches_total, status.dropped_through_seq) == (2, 2)
+
+
 def test_the_byte_bound_holds(tmp_path: Path) -> None:
     with open_queue(tmp_path) as probe:
         probe.append(windows(3))
