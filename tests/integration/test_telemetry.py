@@ -172,34 +172,11 @@ def test_queries_return_the_aggregates_of_what_the_workload_pushed(
     assert kpis["kpis"][agent.device_id]["error_rate_pct"]["samples"] == 300
 
     env = cli_env(server)
-    table = run_cli(
-        "telemetry",
-        "query",
-        "--device",
-        agent.name,
-        "--metric",
-        LATENCY,
-        "--since",
-        "10m",
-        "--quantile",
-        "0.95",
-        env=env,
-    )
+    query = ["telemetry", "query", "--device", agent.name, "--metric", LATENCY, "--since", "10m"]
+    table = run_cli(*query, "--quantile", "0.95", env=env)
     assert table.code == 0, table.stderr
     assert "P95" in table.stdout and any(c in table.stdout for c in "▁▂▃▄▅▆▇█")
-    as_json = run_cli(
-        "telemetry",
-        "query",
-        "--device",
-        agent.name,
-        "--metric",
-        LATENCY,
-        "--since",
-        "10m",
-        "-o",
-        "json",
-        env=env,
-    )
+    as_json = run_cli(*query, "-o", "json", env=env)
     assert as_json.json()["summary"]["count"] == 300
     fleet = run_cli("telemetry", "query", "--selector", "", "--metric", LATENCY, env=env)
     assert fleet.code == 0 and agent.name in fleet.stdout

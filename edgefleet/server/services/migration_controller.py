@@ -140,14 +140,13 @@ class MigrationController:
                 if new is None or new == m:
                     return []
                 saved = tx.migrations.update(new)
-                before = None
+                moved = None
                 if saved.state is MigrationState.COMPLETED:
-                    before = self._commit(tx, saved)
+                    moved = self._commit(tx, saved)
                 refreshed = [d for d in (saved.source, saved.target) if refresh_device(tx, d)]
-                if before is not None:
+                if moved is not None:
                     done = {saved.source, saved.target}
-                    after = tx.placement.load().placement
-                    refreshed += refresh_hosting_nodes(tx, before, after, done)
+                    refreshed += refresh_hosting_nodes(tx, *moved, done)
         except EdgefleetError as e:
             log.warning("migration step failed; will retry",
                         extra={"migration": migration_id, "error": e.message})
@@ -178,15 +177,15 @@ class MigrationController:
         self._blobs.delete(sha256)
         log.info("state archive deleted", extra={"migration": m.id, "sha256": sha256})
 
-    def _commit(self, tx: Transaction, m: Migration) -> Placement:
+    def _commit(self, tx: Transaction, m: Migration) -> tuple[Placement, Placement]:
         """The replica now belongs to the target, at the generation its copy runs with;
-        returns the placement before."""
+        returns the placement before and after."""
         record = tx.placement.load()
         moved = Assignment(m.workload, m.replica, m.target, m.generation)
         placement = with_assignment(record.placement, moved)
         now = self._clock.now()
         tx.placement.save(record, placement, list(record.decisions), now)
-        return record.placement
+        return record.placement, placement
 
 
 def _unless_changed(decided: Migration, _tx: Transaction, stored: Migration) -> Migration | None:
