@@ -43,6 +43,21 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for uvicorn to listen on (port 0 picks a free one).
+
+    Created as IPPROTO_TCP, not the default protocol 0: accepted sockets inherit the number,
+    and asyncio sets TCP_NODELAY only on sockets that say they are TCP. Without it a response
+    written in two segments (head, then body) waited for the client's delayed ACK: ~40 ms on
+    every request of a kept-alive connection after its first.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
 def serve(settings: ServerSettings) -> None:
     """Run the control plane until SIGINT/SIGTERM. Writes the bound URL to DATA_DIR/server.url
     (useful with --port 0)."""
@@ -61,9 +76,7 @@ def serve(settings: ServerSettings) -> None:
         )
         if created:
             log.info("created bootstrap admin token", extra={"token_id": created.id})
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+    sock = listening_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
     config = uvicorn.Config(
