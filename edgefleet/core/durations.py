@@ -9,6 +9,8 @@ from edgefleet.errors import InvalidInput
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+# Longer than anything an operator means (and than date arithmetic can hold near year 9999).
+MAX_DURATION = timedelta(days=36_500)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -21,7 +23,7 @@ def parse_duration(text: str) -> timedelta:
     if not s:
         raise InvalidInput("empty duration: expected e.g. 30s, 15m, 24h, 7d")
     if re.fullmatch(r"\d+(?:\.\d+)?", s):
-        return timedelta(seconds=float(s))
+        return _bounded(float(s), text)
     pos = 0
     total = 0.0
     for m in _PART_RE.finditer(s):
@@ -31,7 +33,13 @@ def parse_duration(text: str) -> timedelta:
         pos = m.end()
     if pos != len(s):
         raise InvalidInput(f"invalid duration {text!r}: expected e.g. 30s, 15m, 24h, 7d, 1h30m")
-    return timedelta(seconds=total)
+    return _bounded(total, text)
+
+
+def _bounded(seconds: float, text: str) -> timedelta:
+    if seconds > MAX_DURATION.total_seconds():
+        raise InvalidInput(f"duration {text[:40]!r} is too long: at most {MAX_DURATION.days}d")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(seconds: float) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.core.device import ConnectionStatus, Device
+from edgefleet.core.durations import MAX_DURATION
 from edgefleet.core.enrollment import EnrollmentState, EnrollmentToken
 from edgefleet.core.group import Group
 from edgefleet.core.install import InstallState
@@ -15,6 +16,10 @@ from edgefleet.core.release import Artifact, ArtifactKind, Release
 from edgefleet.security.audit import AuditRecord
 from edgefleet.security.rbac import Role
 from edgefleet.security.tokens import ApiToken
+
+# The largest integer a database column holds (SQLite and PostgreSQL BIGINT): the bound of
+# every sequence number and cursor a request may carry.
+SQL_INTEGER_MAX = 2**63 - 1
 
 
 class Strict(BaseModel):
@@ -27,8 +32,10 @@ class Strict(BaseModel):
 class Hardware(Strict):
     arch: str = Field(max_length=32, description="Machine architecture, e.g. x86_64, aarch64.")
     cpu_count: int = Field(ge=1, le=4096)
-    memory_mb: int = Field(ge=0)
-    disk_mb: int = Field(ge=0, description="Free space in the agent's data dir.")
+    memory_mb: int = Field(ge=0, le=SQL_INTEGER_MAX)
+    disk_mb: int = Field(
+        ge=0, le=SQL_INTEGER_MAX, description="Free space in the agent's data dir."
+    )
     accelerators: list[str] = Field(default_factory=list, max_length=16)
 
 
@@ -91,12 +98,14 @@ class ReleaseStatusReport(Strict):
 
     name: str = Field(max_length=64)
     version: str = Field(max_length=64)
-    serial: int = Field(ge=0)
+    serial: int = Field(ge=0, le=SQL_INTEGER_MAX)
     state: InstallState
     reason: str = Field("", max_length=1000)
-    bytes_done: int = Field(0, ge=0)
-    bytes_total: int = Field(0, ge=0)
-    bytes_saved: int = Field(0, ge=0, description="Download bytes saved by deltas.")
+    bytes_done: int = Field(0, ge=0, le=SQL_INTEGER_MAX)
+    bytes_total: int = Field(0, ge=0, le=SQL_INTEGER_MAX)
+    bytes_saved: int = Field(
+        0, ge=0, le=SQL_INTEGER_MAX, description="Download bytes saved by deltas."
+    )
     active: ActiveRelease | None = Field(None, description="The release running now.")
     updated_at: datetime | None = None
 
@@ -106,18 +115,19 @@ class ReplicaStatusReport(Strict):
 
     workload: str = Field(max_length=64)
     replica: int = Field(ge=0, le=1000)
-    generation: int = Field(ge=0)
+    generation: int = Field(ge=0, le=SQL_INTEGER_MAX)
     phase: str = Field("run", pattern=r"^(run|stage)$")
     state: str = Field(
         pattern=r"^(fetching|staged|starting|running|backoff|stopped|failed)$",
         description="fetching, staged, starting, running, backoff, stopped or failed",
     )
     health: str = Field("unknown", pattern=r"^(ok|failing|unknown)$")
-    restarts: int = Field(0, ge=0)
+    restarts: int = Field(0, ge=0, le=SQL_INTEGER_MAX)
     port: int | None = Field(None, ge=1, le=65535, description="Where its service listens")
     detail: str = Field("", max_length=500)
-    restored_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
-                                        description="State archive unpacked before the start")
+    restored_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="State archive unpacked before the start"
+    )
     migration: str | None = Field(None, max_length=32)
 
 
@@ -126,7 +136,7 @@ class CheckpointReport(Strict):
 
     migration: str = Field(max_length=32)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    size_bytes: int | None = Field(None, ge=0)
+    size_bytes: int | None = Field(None, ge=0, le=SQL_INTEGER_MAX)
     error: str = Field("", max_length=500)
 
 
@@ -143,13 +153,14 @@ class NodeStatusReport(Strict):
     battery_pct: float | None = Field(None, ge=0, le=100)
     cpu_load: float | None = Field(None, ge=0, description="1-minute load average / CPUs")
     scheduled: bool = Field(
-        True, description="Sent on the heartbeat schedule; false for an extra report sent at "
-        "once on a change (it proves life but is no heartbeat interval)"
+        True,
+        description="Sent on the heartbeat schedule; false for an extra report sent at "
+        "once on a change (it proves life but is no heartbeat interval)",
     )
 
 
 class ReportRequest(Strict):
-    applied_generation: int = Field(ge=0)
+    applied_generation: int = Field(ge=0, le=SQL_INTEGER_MAX)
     inventory: Inventory
     release: ReleaseStatusReport | None = None
     workloads: WorkloadsReport | None = None
@@ -214,7 +225,7 @@ class ConfigureRequest(Strict):
 class CreateApiTokenRequest(Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
     role: Role
-    expires_in_s: float | None = Field(None, gt=0)
+    expires_in_s: float | None = Field(None, gt=0, le=MAX_DURATION.total_seconds())
 
 
 class ApiTokenOut(BaseModel):
@@ -252,8 +263,8 @@ class WhoAmI(BaseModel):
 class CreateEnrollmentTokenRequest(Strict):
     description: str = Field("", max_length=256)
     auto_approve: bool = False
-    expires_in_s: float | None = Field(None, gt=0)
-    max_uses: int | None = Field(None, ge=1)
+    expires_in_s: float | None = Field(None, gt=0, le=MAX_DURATION.total_seconds())
+    max_uses: int | None = Field(None, ge=1, le=SQL_INTEGER_MAX)
 
 
 class EnrollmentTokenOut(BaseModel):
@@ -572,4 +583,3 @@ class MigrateRequest(Strict):
     selector: str | None = Field(
         None, max_length=4096, description="Or: the best node matching this label selector"
     )
-

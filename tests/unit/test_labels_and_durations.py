@@ -52,6 +52,16 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["1180591620717411303424", "9" * 400 + "d", "36501d", "1e999"])
+def test_durations_beyond_a_century_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_duration(text)
+
+
+def test_a_century_is_the_longest_duration() -> None:
+    assert parse_duration("36500d") == timedelta(days=36_500)
+
+
 @given(st.integers(min_value=0, max_value=10**7))
 def test_formatted_durations_parse_back_close(seconds: int) -> None:
     back = parse_duration(format_duration(seconds)).total_seconds()

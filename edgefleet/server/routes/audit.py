@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from edgefleet.server.auth import Services, operator, services
-from edgefleet.server.schemas import AuditRecordOut
+from edgefleet.server.schemas import SQL_INTEGER_MAX, AuditRecordOut
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
     response_model=list[AuditRecordOut],
 )
 def list_audit(
-    after: int = Query(0, ge=0, description="Return records with seq greater than this"),
+    after: int = Query(
+        0, ge=0, le=SQL_INTEGER_MAX, description="Return records with seq greater than this"
+    ),
     limit: int = Query(100, ge=1, le=1000),
     tail: int | None = Query(None, ge=1, le=1000, description="The newest N records instead"),
     ctx: OperatorContext = Depends(operator),

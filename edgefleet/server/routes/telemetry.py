@@ -14,6 +14,7 @@ from edgefleet.core.telemetry_ingest import IngestCursor
 from edgefleet.errors import InvalidInput
 from edgefleet.server.auth import Services, operator, services, signed_device
 from edgefleet.server.schemas import (
+    SQL_INTEGER_MAX,
     KpiReadingOut,
     KpiSummaryOut,
     TelemetryAck,
@@ -43,7 +44,10 @@ async def upload(
     request: Request,
     device_id: str,
     dropped_through_seq: int = Query(
-        0, ge=0, description="Every batch up to here the server lacks is gone on the device"
+        0,
+        ge=0,
+        le=SQL_INTEGER_MAX,
+        description="Every batch up to here the server lacks is gone on the device",
     ),
     device: Device = Depends(signed_device),
     svc: Services = Depends(services),
@@ -182,9 +186,11 @@ def kpis(
     ctx: OperatorContext = Depends(operator),
     svc: Services = Depends(services),
 ) -> KpiSummaryOut:
-    devices = svc.devices.list_devices(ctx, selector) if device is None else [
-        svc.devices.get(ctx, device)
-    ]
+    devices = (
+        svc.devices.list_devices(ctx, selector)
+        if device is None
+        else [svc.devices.get(ctx, device)]
+    )
     now = svc.telemetry.now()
     summary = svc.telemetry.kpi_summary(
         [d.id for d in devices], metric, parse_time(since, now, now), parse_time(until, now, now),
