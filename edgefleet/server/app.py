@@ -14,6 +14,7 @@ from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock, SystemClock
 from edgefleet.security.tuf_metadata import MAX_TARGETS_BYTES
 from edgefleet.server.auth import Services
+from edgefleet.server.compression import ResponseCompressionMiddleware
 from edgefleet.server.error_handlers import install_error_handlers
 from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
 from edgefleet.server.middleware import RequestContextMiddleware
@@ -181,6 +182,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     )
     app.state.services = svc
     install_error_handlers(app)
+    app.add_middleware(ResponseCompressionMiddleware)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

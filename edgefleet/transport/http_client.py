@@ -6,7 +6,8 @@ so the long-running agent process does not carry httpx and its dependencies.
        ├─ stream(method, url, ...)  an async context: status and headers, then the body in
        │                            pieces; the connection returns to the pool only after
        │                            the body was read to its end
-       ├─ request(...)              the same, body read into memory (bounded)
+       ├─ request(...)              the same, body read into memory (bounded); asks for
+       │                            gzip and decodes it (JSON answers shrink ~5x)
        └─ get(url) / post(url)      the `LocalHttp` port: health probes, checkpoint hooks
 
 One `timeout_s` covers a whole exchange: waiting for a free connection, connecting, the TLS
@@ -50,6 +51,7 @@ from edgefleet.transport.http_wire import (
     Origin,
     ProtocolError,
     ResponseHead,
+    decode_gzip,
     encode_request_head,
     merge_headers,
     split_url,
@@ -109,7 +111,8 @@ class HttpResponse:
         self.complete = True
 
     async def read(self, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
-        """The whole body; Unavailable when it is longer than `max_bytes`."""
+        """The whole body, decoded when it came gzip-encoded; Unavailable when it (or what it
+        decodes to) is longer than `max_bytes`."""
         if self._head.length is not None and self._head.length > max_bytes:
             raise Unavailable(f"{self._label}: response body over {max_bytes} bytes")
         received, size = [], 0
@@ -119,7 +122,13 @@ class HttpResponse:
                 if size > max_bytes:
                     raise Unavailable(f"{self._label}: response body over {max_bytes} bytes")
                 received.append(piece)
-        return b"".join(received)
+        body = b"".join(received)
+        if self.headers.get("content-encoding", "").strip().lower() == "gzip":
+            try:
+                return decode_gzip(body, max_bytes)
+            except ProtocolError as e:
+                raise Unavailable(f"{self._label}: {e}") from e
+        return body
 
 
 class _Pool:
@@ -199,8 +208,8 @@ class HttpClient:
         timeout_s: float,
     ) -> TransportResponse:
         """One exchange, the response body read into memory (at most `max_body_bytes`)."""
-        async with self.stream(method, url, body=body, headers=headers,
-                               timeout_s=timeout_s) as response:  # fmt: skip
+        async with self.stream(method, url, body=body, headers=headers, timeout_s=timeout_s,
+                               accept_gzip=True) as response:  # fmt: skip
             content = await response.read(self._max_body_bytes)
         return TransportResponse(response.status, content, response.headers)
 
@@ -213,15 +222,19 @@ class HttpClient:
         body: bytes = b"",
         headers: Headers | None = None,
         timeout_s: float,
+        accept_gzip: bool = False,
     ) -> AsyncIterator[HttpResponse]:
         """One exchange: the response with its status and headers, its body still to read.
-        The timeout runs until the context is left."""
+        The timeout runs until the context is left. With `accept_gzip` the request says
+        `Accept-Encoding: gzip` (then read the body with `read`, which decodes it)."""
         if self._closed:
             raise RuntimeError("the HTTP client is closed")
         origin, target = split_url(url)
         label = f"{method} {origin}{target}"
         proxy = self._proxy_for(origin)
         fixed: dict[str, str] = {"user-agent": self._user_agent}
+        if accept_gzip:
+            fixed["accept-encoding"] = "gzip"
         if proxy is not None and not origin.tls:
             target = f"{origin}{target}"  # absolute form: the proxy forwards it
             fixed.update(proxy.headers())

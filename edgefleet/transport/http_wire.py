@@ -16,6 +16,7 @@ send (a bad URL, a header with a line break) raises `InvalidInput` before any I/
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,6 +44,28 @@ _TEXT_FIELD = re.compile(r"^[\t\x20-\x7e]*$")
 
 class ProtocolError(Exception):
     """A response that breaks HTTP/1.1 (or this client's limits)."""
+
+
+def decode_gzip(data: bytes, max_bytes: int) -> bytes:
+    """A gzip-encoded body (`Content-Encoding: gzip`) decoded, refusing more than `max_bytes`
+    of output (a small body may inflate enormously), a corrupt or truncated stream, and
+    anything after it.
+
+    >>> decode_gzip(bytes.fromhex("1f8b0800000000000203cb48cdc9c9070086a6103605000000"), 64)
+    b'hello'
+    """
+    decoder = zlib.decompressobj(wbits=31)  # 31: expect a gzip header and trailer
+    try:
+        decoded = decoder.decompress(data, max_bytes + 1)
+    except zlib.error as e:
+        raise ProtocolError(f"corrupt gzip body: {e}") from e
+    if len(decoded) > max_bytes:
+        raise ProtocolError(f"gzip body decodes to over {max_bytes} bytes")
+    if not decoder.eof:
+        raise ProtocolError("truncated gzip body")
+    if decoder.unused_data:
+        raise ProtocolError("data after the gzip body")
+    return decoded
 
 
 @dataclass(frozen=True)

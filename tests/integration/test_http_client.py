@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import gzip
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -289,6 +290,45 @@ async def test_a_body_over_the_limit_is_refused() -> None:
         HttpClient(max_body_bytes=1000) as client,
     ):
         with pytest.raises(Unavailable, match="response body over 1000 bytes"):
+            await client.get(server.url, timeout_s=5)
+
+
+# -- gzip-encoded answers -------------------------------------------------------------------
+
+
+def gzipped(body: bytes) -> Answer:
+    return ok(gzip.compress(body), "content-encoding: gzip")
+
+
+async def test_requests_ask_for_gzip_and_get_the_body_decoded() -> None:
+    document = b'{"generation": 7, "padding": "' + b"a" * 5000 + b'"}'
+    async with scripted(lambda r: gzipped(document)) as server, HttpClient() as client:
+        response = await client.get(server.url, timeout_s=5)
+        assert response.body == document
+        assert response.headers["content-encoding"] == "gzip"
+        async with client.stream("GET", server.url, timeout_s=5) as streamed:
+            raw = b"".join([piece async for piece in streamed.iter_bytes()])
+    assert server.requests[0].headers["accept-encoding"] == "gzip"
+    assert "accept-encoding" not in server.requests[1].headers  # downloads: bytes as stored
+    assert gzip.decompress(raw) == document
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"not gzip at all", "corrupt gzip body"),
+        (gzip.compress(b"x" * 100)[:-12], "truncated gzip body"),
+        (gzip.compress(b"x" * 100) + b"junk", "data after the gzip body"),
+        (gzip.compress(b"x" * 5000), "gzip body decodes to over 1000 bytes"),
+    ],
+)
+async def test_bad_or_inflating_gzip_bodies_are_unavailable(raw: bytes, message: str) -> None:
+    answer = ok(raw, "content-encoding: gzip")
+    async with (
+        scripted(lambda r: answer) as server,
+        HttpClient(max_body_bytes=1000) as client,
+    ):
+        with pytest.raises(Unavailable, match=message):
             await client.get(server.url, timeout_s=5)
 
 
