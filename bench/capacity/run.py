@@ -108,10 +108,13 @@ class MetricsSampler(threading.Thread):
 
 
 class CpuSampler:
-    """CPU seconds (user + system, children included) of some processes, every second."""
+    """CPU seconds (user + system, children included) of some processes, every second. A
+    child that exits keeps counting with the last CPU time read from it (the simulator's
+    enrollment workers come and go)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._last: dict[str, dict[int, float]] = {name: {} for name in pids}
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -119,16 +122,17 @@ class CpuSampler:
     def _read(self) -> dict[str, float]:
         out = {}
         for name, process in self._processes.items():
+            last = self._last[name]
             try:
-                total = sum(process.cpu_times()[:2])
-                for child in process.children(recursive=True):
-                    try:
-                        total += sum(child.cpu_times()[:2])
-                    except psutil.Error:
-                        continue
+                family = [process, *process.children(recursive=True)]
             except psutil.Error:
-                total = self.samples[-1][1].get(name, 0.0) if self.samples else 0.0
-            out[name] = total
+                family = []
+            for member in family:
+                try:
+                    last[member.pid] = sum(member.cpu_times()[:2])
+                except psutil.Error:
+                    continue
+            out[name] = sum(last.values())
         return out
 
     def _run(self) -> None:

@@ -242,3 +242,21 @@ def policy_from_document(document: Mapping[str, Any]) -> TelemetryPolicy:
     if policy.min_window_s > policy.max_window_s:
         raise _bad("min_window_s", "at most max_window_s")
     return policy
+
+
+def read_telemetry_section(
+    section: Mapping[str, Any] | None,
+) -> tuple[TelemetryPolicy, frozenset[str]]:
+    """What the agent follows: the section's policy and anomalous metrics, or the default
+    policy when the control plane sent none (InvalidInput if it sent a broken one)."""
+    if not section:
+        return default_policy(), frozenset()
+    raw_policy = section.get("policy")
+    policy = policy_from_document(raw_policy) if raw_policy else default_policy()
+    metrics = section.get("anomalous_metrics") or []
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise InvalidInput(
+            "telemetry section anomalous_metrics: expected a list of metric names",
+            code="bad_policy",
+        )
+    return policy, frozenset(metrics)

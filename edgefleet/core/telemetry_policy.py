@@ -16,6 +16,7 @@ generation, so it reaches the agent through the long poll without a redeploy.
 >>> section = render_telemetry_section(default_fleet_policy(), {"inference.latency_ms"})
 >>> section["anomalous_metrics"]
 ['inference.latency_ms']
+>>> from edgefleet.core.sampling import read_telemetry_section
 >>> read_telemetry_section(section)[1]
 frozenset({'inference.latency_ms'})
 """
@@ -84,21 +85,3 @@ def render_telemetry_section(
         "policy": policy_to_document(policy.sampling),
         "anomalous_metrics": sorted(set(anomalous_metrics)),
     }
-
-
-def read_telemetry_section(
-    section: Mapping[str, Any] | None,
-) -> tuple[TelemetryPolicy, frozenset[str]]:
-    """What the agent follows: the section's policy and anomalous metrics, or the default
-    policy when the control plane sent none (InvalidInput if it sent a broken one)."""
-    if not section:
-        return default_policy(), frozenset()
-    raw_policy = section.get("policy")
-    policy = policy_from_document(raw_policy) if raw_policy else default_policy()
-    metrics = section.get("anomalous_metrics") or []
-    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-        raise InvalidInput(
-            "telemetry section anomalous_metrics: expected a list of metric names",
-            code="bad_policy",
-        )
-    return policy, frozenset(metrics)

@@ -28,8 +28,8 @@ from edgefleet.core.sampling import (
     TelemetryPolicy,
     decide_sampling,
     default_policy,
+    read_telemetry_section,
 )
-from edgefleet.core.telemetry_policy import read_telemetry_section
 from edgefleet.errors import InvalidInput
 from edgefleet.telemetry.host_metrics import condition_from_points
 from edgefleet.telemetry.queue import TelemetryQueue

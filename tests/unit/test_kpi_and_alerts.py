@@ -41,11 +41,11 @@ from edgefleet.core.kpi import (
     kpi_value,
     parse_detection,
 )
+from edgefleet.core.sampling import read_telemetry_section
 from edgefleet.core.telemetry_policy import (
     default_fleet_policy,
     fleet_policy_to_document,
     parse_fleet_policy,
-    read_telemetry_section,
     render_telemetry_section,
 )
 from edgefleet.errors import IllegalTransition, InvalidInput
