@@ -5,7 +5,9 @@ are JSON that gzip halves; operator listings shrink 4-20x (audit records 4x, the
 document 7x, a device list 20x). Only whole answers (one body message) of at least
 `MIN_BYTES` in a compressible media type are compressed, so heartbeat answers (a few dozen
 bytes) cost no CPU, and blobs, deltas and checkpoints (binary, ranged, already compressed or
-incompressible) pass through untouched, as does anything streamed.
+incompressible) pass through untouched, as does anything streamed. An answer marked
+`Cache-Control: no-store` (a newly minted token's secret) is never compressed: the length
+of a compressed secret beside text an attacker chose can betray it (BREACH).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class ResponseCompressionMiddleware:
 
 
 def _compressible(headers: list[tuple[bytes, bytes]]) -> bool:
-    media = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-    encoded = any(k.lower() == b"content-encoding" for k, _ in headers)
-    return not encoded and COMPRESSIBLE.match(media.lower()) is not None
+    fields = {k.lower(): v.lower() for k, v in headers}
+    if b"content-encoding" in fields or b"no-store" in fields.get(b"cache-control", b""):
+        return False
+    return COMPRESSIBLE.match(fields.get(b"content-type", b"")) is not None

@@ -13,6 +13,7 @@ import pytest
 
 from edgefleet.client import FleetClient
 from edgefleet.localfleet import ServerProcess
+from edgefleet.server.compression import MIN_BYTES
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,19 @@ def test_small_and_binary_answers_are_sent_as_they_are(
     answer = raw_get(server, f"/v1/blobs/{sha256}", "gzip")
     assert "content-encoding" not in answer.headers
     assert answer.body == blob.read_bytes()
+
+
+def test_a_new_secret_is_never_compressed_nor_cached(server: ServerProcess) -> None:
+    headers = {"authorization": f"Bearer {server.admin_token}", "accept-encoding": "gzip"}
+    chosen = {"description": "token=efe_" + "a" * 240}  # text a requester picked, beside the secret
+    with httpx.stream("POST", f"{server.url}/v1/enrollment-tokens", json=chosen,
+                      headers=headers, timeout=30) as answer:  # fmt: skip
+        body = b"".join(answer.iter_raw())
+    assert answer.status_code == 201
+    assert len(body) >= MIN_BYTES  # would be compressed but for the secret
+    assert "content-encoding" not in answer.headers
+    assert answer.headers["cache-control"] == "no-store"
+    assert json.loads(body)["token"]
+    api = httpx.post(f"{server.url}/v1/tokens", json={"name": "ci", "role": "viewer"},
+                     headers=headers, timeout=30)  # fmt: skip
+    assert api.headers["cache-control"] == "no-store"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from edgefleet.server.auth import Services, operator, services
 from edgefleet.server.schemas import (
@@ -17,6 +17,11 @@ from edgefleet.server.schemas import (
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
+
+
+# An answer carrying a new secret: no cache may keep it, and it is never compressed (a
+# compressed secret beside attacker-chosen text leaks through the length: BREACH).
+SECRET_HEADERS = {"cache-control": "no-store"}
 
 
 def _seconds(value: float | None) -> timedelta | None:
@@ -32,9 +37,11 @@ def whoami(ctx: OperatorContext = Depends(operator)) -> WhoAmI:
 @router.post("/tokens", status_code=201, summary="Create an API token (admin)")
 def create_api_token(
     body: CreateApiTokenRequest,
+    response: Response,
     ctx: OperatorContext = Depends(operator),
     svc: Services = Depends(services),
 ) -> ApiTokenOut:
+    response.headers.update(SECRET_HEADERS)
     expires_in = _seconds(body.expires_in_s)
     token, secret = svc.tokens.create_api_token(ctx, body.name, body.role, expires_in)
     return ApiTokenOut.of(token, secret)
@@ -57,9 +64,11 @@ def revoke_api_token(
 @router.post("/enrollment-tokens", status_code=201, summary="Create an enrollment token")
 def create_enrollment_token(
     body: CreateEnrollmentTokenRequest,
+    response: Response,
     ctx: OperatorContext = Depends(operator),
     svc: Services = Depends(services),
 ) -> EnrollmentTokenOut:
+    response.headers.update(SECRET_HEADERS)
     token, secret = svc.tokens.create_enrollment_token(
         ctx, body.description, body.auto_approve, _seconds(body.expires_in_s), body.max_uses
     )
