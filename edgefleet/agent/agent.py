@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEARTBEAT_JITTER = 0.1
+# A heartbeat carries the inventory (~350 bytes of JSON) only when it changed since the last
+# one the control plane took, and at least this often in case the server lost it (a restored
+# backup): an unchanged inventory is most of a heartbeat's body, 240 times an hour. Only a
+# server that answered a report carrying it with `inventory_optional` (older ones need it
+# every time) is sent reports without it.
+INVENTORY_REFRESH_S = 3600.0
 _NOT_APPROVED = {"device_pending", "device_rejected", "device_revoked"}
 
 
@@ -72,6 +78,9 @@ class Agent:
         self._transport = transport
         self._hardware = hardware
         self._rng = rng or random.Random()
+        self._reported_inventory: dict[str, Any] | None = None  # as the server last took it
+        self._inventory_due_s = 0.0  # monotonic time by which to send it again regardless
+        self._inventory_optional = False  # the server said reports may leave it out
         self._data_dir = settings.data_dir
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._key = DeviceKey.load_or_create(self._data_dir / KEY_FILE)
@@ -224,11 +233,22 @@ class Agent:
     async def _heartbeat_once(self, *, scheduled: bool = False) -> None:
         """Report now; `scheduled` when this is the periodic heartbeat (the control plane's
         failure detector learns the schedule's intervals only)."""
-        answer = await self.link.report(
-            self.state.applied_generation, self._inventory(), self.installer.report(),
-            workloads=self.workloads.report(),
-            node={**self.node_status.report(), "scheduled": scheduled},
+        inventory = self._inventory()
+        now_s = self._clock.monotonic()
+        send_inventory = (
+            not self._inventory_optional
+            or inventory != self._reported_inventory
+            or now_s >= self._inventory_due_s
         )
+        answer = await self.link.report(
+            self.state.applied_generation, inventory if send_inventory else None,
+            self.installer.report(), workloads=self.workloads.report(),
+            node={**self.node_status.report(), "scheduled": scheduled},
+        )  # fmt: skip
+        if send_inventory:
+            self._reported_inventory = inventory
+            self._inventory_due_s = now_s + INVENTORY_REFRESH_S
+            self._inventory_optional = answer.get("inventory_optional") is True
         self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
         self._failures = 0
         self.last_error = None

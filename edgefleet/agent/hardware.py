@@ -61,6 +61,12 @@ def _os_version() -> str:
         return platform.release()
 
 
+# Free disk is reported in steps of this many MiB, rounded down: fine enough for release
+# requirements (`min_disk_mb`), coarse enough that the inventory, which heartbeats carry only
+# when it changed, does not change with every log line the device writes.
+DISK_STEP_MB = 64
+
+
 class HostHardware:
     """The machine the agent runs on. Static facts are read once; free disk every call."""
 
@@ -82,6 +88,7 @@ class HostHardware:
 
     def inventory(self) -> dict[str, Any]:
         free_mb = shutil.disk_usage(self._data_dir).free // (1024 * 1024)
+        free_mb -= free_mb % DISK_STEP_MB
         return {
             "hardware": {**self._static, "disk_mb": int(free_mb)},
             "software": dict(self._software),

@@ -86,16 +86,15 @@ class ControlPlaneLink:
     async def report(
         self,
         applied_generation: int,
-        inventory: dict[str, Any],
+        inventory: dict[str, Any] | None,
         release: dict[str, Any] | None = None,
         workloads: dict[str, Any] | None = None,
         node: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "applied_generation": applied_generation,
-            "inventory": inventory,
-            "release": release,
-        }
+        """A heartbeat; `inventory` None: unchanged since the last one the server took."""
+        payload: dict[str, Any] = {"applied_generation": applied_generation, "release": release}
+        if inventory is not None:
+            payload["inventory"] = inventory
         # Sent only when there is something to say, so older servers still take the report.
         if workloads is not None:
             payload["workloads"] = workloads

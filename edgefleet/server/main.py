@@ -84,6 +84,7 @@ def serve(settings: ServerSettings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=settings.keep_alive_s,
         lifespan="on",
     )
     server = _Server(config, app.state.services.watch.close)

@@ -161,7 +161,9 @@ class NodeStatusReport(Strict):
 
 class ReportRequest(Strict):
     applied_generation: int = Field(ge=0, le=SQL_INTEGER_MAX)
-    inventory: Inventory
+    inventory: Inventory | None = Field(
+        None, description="Omitted when unchanged since the last report the server took."
+    )
     release: ReleaseStatusReport | None = None
     workloads: WorkloadsReport | None = None
     node: NodeStatusReport | None = None
@@ -170,6 +172,11 @@ class ReportRequest(Strict):
 class ReportResponse(BaseModel):
     desired_generation: int
     heartbeat_interval_s: float
+    inventory_optional: bool | None = Field(
+        None,
+        description="In answer to a report with an inventory: later reports may leave it out "
+        "while it is unchanged (older servers never say so).",
+    )
 
 
 # Operator API.

@@ -41,6 +41,11 @@ class ServerSettings(BaseSettings):
     long_poll_max_s: float = Field(
         30.0, gt=0, le=300, description="Longest a desired-state long poll is held open."
     )
+    keep_alive_s: int = Field(
+        75, ge=1, le=3600,
+        description="Seconds an idle kept-alive connection stays open (longer than the agent's "
+        "50 s, so agents reuse one connection across heartbeats and close it first).",
+    )
     max_clock_skew_s: int = Field(
         300, ge=5, le=3600, description="Largest accepted gap between device and server clocks."
     )

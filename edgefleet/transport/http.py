@@ -11,6 +11,12 @@ from edgefleet.transport.http_proxy import ProxySettings
 from edgefleet.transport.messages import Headers, TransportResponse, resolve_headers
 
 _DEFAULT_HEADERS = {"content-type": "application/json"}
+# How long the agent keeps an idle connection to the control plane: longer than a heartbeat
+# interval (15 s by default), so heartbeats and telemetry reuse one connection instead of
+# opening (with https: handshaking) a new one each time; shorter than the server's
+# `keep_alive_s` (75 s) and than the idle timeouts of common load balancers (60 s and up),
+# so the agent, not the server, closes an idle connection and a request rarely races a close.
+CONTROL_PLANE_KEEPALIVE_S = 50.0
 
 
 class HttpTransport:
@@ -30,7 +36,10 @@ class HttpTransport:
         self.base_url = base_url.rstrip("/")
         self._owns_client = client is None
         self._client = client or HttpClient(
-            max_connections=max_connections, ca_file=ca_file, proxies=proxies
+            max_connections=max_connections,
+            keepalive_s=CONTROL_PLANE_KEEPALIVE_S,
+            ca_file=ca_file,
+            proxies=proxies,
         )
 
     async def request(

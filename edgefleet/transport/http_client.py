@@ -64,8 +64,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-# Below the 5 s after which uvicorn (and many servers) close an idle keep-alive connection,
-# so that a request rarely races the server's close.
+# Below the 5 s after which uvicorn (and many servers) close an idle keep-alive connection by
+# default, so that a request rarely races the server's close (the agent's connection to the
+# control plane, whose server keeps them longer, uses `http.CONTROL_PLANE_KEEPALIVE_S`).
 DEFAULT_KEEPALIVE_S = 4.0
 
 

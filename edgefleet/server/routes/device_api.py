@@ -54,7 +54,11 @@ async def enroll(
     )
 
 
-@router.post("/devices/{device_id}/report", summary="Heartbeat with inventory and status")
+@router.post(
+    "/devices/{device_id}/report",
+    summary="Heartbeat with inventory and status",
+    response_model_exclude_none=True,
+)
 async def report(
     device_id: str,
     body: ReportRequest,
@@ -66,7 +70,7 @@ async def report(
         svc.device_link.report,
         device,
         body.applied_generation,
-        body.inventory.model_dump(),
+        body.inventory.model_dump() if body.inventory else device.inventory,
         status,
         body.workloads.model_dump(mode="json") if body.workloads else None,
         body.node.model_dump(mode="json") if body.node else None,
@@ -77,6 +81,7 @@ async def report(
     return ReportResponse(
         desired_generation=saved.desired_generation,
         heartbeat_interval_s=heartbeat_interval_of(saved),
+        inventory_optional=True if body.inventory else None,
     )
 
 
