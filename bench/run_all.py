@@ -187,6 +187,17 @@ def agent_figures(r: dict[str, Any]) -> list[Figure]:
     return [*figures, Figure("where the RSS goes, no release (MB)", top)]  # fmt: skip
 
 
+def traffic_figures(r: dict[str, Any]) -> list[Figure]:
+    return [
+        Figure("bytes per hour sent / received by one idle agent",
+               f"{r['up_bytes_per_hour']:,} / {r['down_bytes_per_hour']:,}"),
+        Figure("new connections per hour (each a TLS handshake on https)",
+               f"{r['connections_per_hour']:g}"),
+        Figure("heartbeats carrying the inventory",
+               f"{r['heartbeats_with_inventory']} of {r['heartbeats']}"),
+    ]  # fmt: skip
+
+
 def delta_figures(r: dict[str, Any]) -> list[Figure]:
     pairs = [p for p in r["pairs"] if p.get("size_vs_best_peer") is not None]
     if not pairs:
@@ -231,6 +242,10 @@ BENCHMARKS = [
               "one real agent process, idle: RSS and CPU, and where the RSS goes",
               "enrolled, in sync, CLI defaults; with no release, then after installing two "
               "signed releases (one from a delta)", agent_figures),
+    Benchmark("traffic", "agent/traffic.py", "agent_traffic.json",
+              "what one idle agent costs on the wire: bytes each way, connections, requests",
+              "server + one agent (CLI defaults) on loopback http through a counting TCP relay",
+              traffic_figures),
     Benchmark("delta", "delta/run.py", "delta.json",
               "model delta size and speed vs bsdiff4, xdelta3, zstd --patch-from",
               "synthetic ONNX model pairs", delta_figures),
