@@ -313,9 +313,9 @@ def render_markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", action="append", default=[])
-    parser.add_argument("--skip", action="append", default=[])
-    parser.add_argument("--reuse", action="append", default=[],
+    parser.add_argument("--only", action="extend", nargs="+", default=[], metavar="NAME")
+    parser.add_argument("--skip", action="extend", nargs="+", default=[], metavar="NAME")
+    parser.add_argument("--reuse", action="extend", nargs="+", default=[], metavar="NAME",
                         help="report this benchmark's last result instead of running it")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
