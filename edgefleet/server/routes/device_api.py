@@ -70,7 +70,7 @@ async def report(
         svc.device_link.report,
         device,
         body.applied_generation,
-        body.inventory.model_dump() if body.inventory else device.inventory,
+        body.inventory.model_dump() if body.inventory else None,
         status,
         body.workloads.model_dump(mode="json") if body.workloads else None,
         body.node.model_dump(mode="json") if body.node else None,

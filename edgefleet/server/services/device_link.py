@@ -166,12 +166,14 @@ class DeviceLinkService:
         self,
         device: Device,
         applied_generation: int,
-        inventory: Mapping[str, Any],
+        inventory: Mapping[str, Any] | None,
         release_status: Mapping[str, Any],
         workloads: Mapping[str, Any] | None = None,
         node: Mapping[str, Any] | None = None,
     ) -> Device:
-        """Store a heartbeat; refuses a report from the future (applied > desired). Its
+        """Store a heartbeat (`inventory` None: unchanged, the stored one is kept, so a
+        concurrent report that changed it is never overwritten with an older copy); refuses
+        a report from the future (applied > desired). Its
         arrival feeds the node's failure detector; `workloads` (replica copies and
         checkpoints) and `node` (address, power, load) feed the workload controllers."""
         if applied_generation > device.desired_generation:
@@ -188,7 +190,8 @@ class DeviceLinkService:
             interval_s = heartbeat_interval_of(device)
         with self._db.transaction() as tx:
             status = stamp_active_since(device.release_status or {}, release_status, now)
-            tx.devices.record_report(device.id, now, dict(inventory), applied_generation, status)
+            tx.devices.record_report(device.id, now, None if inventory is None else dict(inventory),
+                                     applied_generation, status)  # fmt: skip
             tx.node_health.put_report(record_node_report(
                 tx.node_health.find(device.id), device.id, now,
                 (workloads or {}).get("replicas", []), (workloads or {}).get("checkpoints", []),

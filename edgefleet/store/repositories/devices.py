@@ -19,15 +19,17 @@ ID_CHUNK = 500  # ids per IN (...) list, well under every backend's parameter li
 # Statements every device request runs, built once: building one and computing its cache
 # key costs more than SQLite takes to run it.
 _FIND = select(devices).where(devices.c.id == bindparam("b_id"))
-_RECORD_REPORT = (
+_RECORD_HEARTBEAT = (
     update(devices)
     .where(devices.c.id == bindparam("b_id"))
     .values(
         last_seen=bindparam("b_last_seen", type_=devices.c.last_seen.type),
-        inventory=bindparam("b_inventory", type_=devices.c.inventory.type),
         applied_generation=bindparam("b_applied", type_=devices.c.applied_generation.type),
         release_status=bindparam("b_release_status", type_=devices.c.release_status.type),
     )
+)
+_RECORD_REPORT = _RECORD_HEARTBEAT.values(
+    inventory=bindparam("b_inventory", type_=devices.c.inventory.type)
 )
 
 
@@ -162,13 +164,15 @@ class DeviceRepository:
         self,
         device_id: str,
         seen_at: datetime,
-        inventory: dict[str, Any],
+        inventory: dict[str, Any] | None,
         applied_generation: int,
         release_status: dict[str, Any],
     ) -> None:
-        """Store what a heartbeat reported; touches only device-owned columns."""
-        self._c.execute(
-            _RECORD_REPORT,
-            {"b_id": device_id, "b_last_seen": seen_at, "b_inventory": inventory,
-             "b_applied": applied_generation, "b_release_status": release_status},
-        )  # fmt: skip
+        """Store what a heartbeat reported; touches only device-owned columns. `inventory`
+        None: unchanged, the stored one is kept."""
+        values = {"b_id": device_id, "b_last_seen": seen_at, "b_applied": applied_generation,
+                  "b_release_status": release_status}  # fmt: skip
+        if inventory is None:
+            self._c.execute(_RECORD_HEARTBEAT, values)
+        else:
+            self._c.execute(_RECORD_REPORT, {**values, "b_inventory": inventory})
