@@ -113,7 +113,7 @@ class Prober:
 
     def send(self, method: str, path: str, target: str, body: bytes, auth: bool, what: str) -> None:
         headers = {"content-type": "application/json"}
-        if auth and (path.startswith("/v1/devices/{device_id}") or path == "/v1/enroll"):
+        if auth and ("{device_id}" in path or path == "/v1/enroll"):  # device routes
             key, device_id = self.device.key, self.device.id
             headers |= sign_request(key, method, target, body, device_id, datetime.now(UTC))
         elif auth:
