@@ -23,7 +23,6 @@ class Relay:
         self.url = ""
         self._writers: list[asyncio.StreamWriter] = []
         self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
