@@ -197,8 +197,15 @@ class FleetClient:
         params = {"compute": "true" if compute else None}
         return self._call("GET", f"/v1/artifacts/{_seg(name)}/deltas", params=params)
 
-    def create_release(self, name: str, version: str, artifacts: list[str]) -> dict[str, Any]:
-        body = {"name": name, "version": version, "artifacts": artifacts}
+    def create_release(
+        self, name: str, version: str, artifacts: list[str],
+        service: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a release; `service` (file name, manifest text) is created with it as the
+        artifact NAME-service@VERSION, both or neither."""
+        body: dict[str, Any] = {"name": name, "version": version, "artifacts": artifacts}
+        if service is not None:
+            body["service"] = {"file_name": service[0], "content": service[1]}
         return self._call("POST", "/v1/releases", json=body)
 
     def list_releases(self) -> list[dict[str, Any]]:

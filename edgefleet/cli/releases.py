@@ -158,19 +158,26 @@ def create_release(
     version: str = typer.Option(..., help="SemVer"),
     artifact: list[str] = typer.Option([], help="NAME@VERSION, repeatable"),
     service_file: Path = typer.Option(
-        None, help="A service manifest (YAML) saying how to run the release; pushed as the "
-        "artifact NAME-service@VERSION"
+        None, help="A service manifest (YAML) saying how to run the release; stored as the "
+        "artifact NAME-service@VERSION together with the release (a refused release "
+        "leaves neither behind)"
     ),
     output: Output = OutputOpt,
 ) -> None:
     """Create a release: artifacts that ship together. Sign it next."""
-    refs = list(artifact)
+    service = None if service_file is None else (service_file.name, _read_text(service_file))
     with ctx.obj.client() as client:
-        if service_file is not None:
-            pushed = push_file(client, service_file, f"{name}-service", version,
-                               ArtifactKind.SERVICE, [])
-            refs.append(f"{pushed['name']}@{pushed['version']}")
-        emit_object(client.create_release(name, version, refs), output, RELEASE_COLUMNS)
+        emit_object(client.create_release(name, version, list(artifact), service), output,
+                    RELEASE_COLUMNS)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text") from None
 
 
 @releases_app.command("list")

@@ -13,6 +13,7 @@ from edgefleet.core.enrollment import EnrollmentState, EnrollmentToken
 from edgefleet.core.group import Group
 from edgefleet.core.install import InstallState
 from edgefleet.core.release import Artifact, ArtifactKind, Release
+from edgefleet.core.service_manifest import MAX_MANIFEST_BYTES
 from edgefleet.security.audit import AuditRecord
 from edgefleet.security.rbac import Role
 from edgefleet.security.tokens import ApiToken
@@ -70,7 +71,12 @@ class Inventory(Strict):
 class EnrollRequest(Strict):
     enrollment_token: str = Field(min_length=1, max_length=256)
     public_key: str = Field(min_length=1, max_length=64, description="Base64 raw Ed25519 key.")
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Unique among devices that are not revoked; no control, zero-width or bidi "
+        "characters, no whitespace at either end (compared in NFC).",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     inventory: Inventory
     heartbeat_interval_s: float | None = Field(
@@ -404,10 +410,20 @@ class ArtifactOut(BaseModel):
         )
 
 
+class ServiceFileIn(Strict):
+    file_name: str = Field(min_length=1, max_length=128)
+    content: str = Field(max_length=MAX_MANIFEST_BYTES, description="The manifest (YAML) text")
+
+
 class CreateReleaseRequest(Strict):
     name: str = Field(min_length=1, max_length=64)
     version: str = Field(min_length=1, max_length=64)
-    artifacts: list[str] = Field(min_length=1, max_length=64, description="NAME@VERSION each")
+    artifacts: list[str] = Field(default_factory=list, max_length=64,
+                                 description="NAME@VERSION each")
+    service: ServiceFileIn | None = Field(
+        None, description="The release's service manifest, created with the release as the "
+        "artifact NAME-service@VERSION (both or neither)"
+    )
 
 
 class ReleaseOut(BaseModel):
@@ -476,6 +492,18 @@ class TelemetryCursorOut(BaseModel):
     dropped_batches_total: int = Field(description="As last reported by the device.")
     dropped_windows_total: int
     last_batch_at: datetime | None
+    clock_skew_s: int | None = Field(
+        description="The device's clock minus the server's when its last batch arrived "
+        "(positive: ahead)."
+    )
+    shifted_batches: int = Field(
+        description="Batches whose windows were moved onto the server's clock "
+        "(docs/telemetry.md, Device clocks)."
+    )
+    shifted_windows: int
+    last_shift_s: int = Field(description="How far the last moved batch was moved.")
+    largest_shift_s: int = Field(description="The largest move in magnitude, with its sign.")
+    last_shift_reason: str | None = Field(description="Why the last moved batch was moved.")
 
 
 class TelemetryPointOut(BaseModel):

@@ -21,6 +21,7 @@ from edgefleet.server.schemas import (
     SkippedDevice,
 )
 from edgefleet.server.services.audit import OperatorContext
+from edgefleet.server.services.releases import ServiceFile
 
 router = APIRouter(prefix="/v1", tags=["artifacts and releases"])
 
@@ -64,7 +65,8 @@ def show_artifact(
     return ArtifactOut.of(svc.releases.get_artifact(ctx, Ref(name, version)))
 
 
-@router.post("/releases", status_code=201, summary="Create a release from artifacts")
+@router.post("/releases", status_code=201,
+             summary="Create a release from artifacts (and its service manifest)")
 def create_release(
     body: CreateReleaseRequest,
     ctx: OperatorContext = Depends(operator),
@@ -72,7 +74,9 @@ def create_release(
 ) -> ReleaseOut:
     ref = parse_ref(f"{body.name}@{body.version}", "release")
     artifacts = [parse_ref(a) for a in body.artifacts]
-    return ReleaseOut.of(svc.releases.create_release(ctx, ref, artifacts))
+    service = (None if body.service is None
+               else ServiceFile(body.service.file_name, body.service.content.encode()))
+    return ReleaseOut.of(svc.releases.create_release(ctx, ref, artifacts, service))
 
 
 @router.get("/releases", summary="List releases", response_model=list[ReleaseOut])

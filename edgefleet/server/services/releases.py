@@ -2,15 +2,20 @@
 
 Pushing an artifact stores its file in the content-addressed blob store and records what
 the server learned from it (ONNX facts, a validated service manifest). A release batches
-artifacts; once signed (see trust.py) it can be assigned to devices, each checked against
-the artifacts' compatibility requirements with the one pure function devices use too.
+artifacts, and may bring its service manifest along: that artifact and the release are
+created in one transaction, so a refused release leaves neither behind. Once signed (see
+trust.py) a release can be assigned to devices, each checked against the artifacts'
+compatibility requirements with the one pure function devices use too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, BinaryIO
 
 import yaml
@@ -58,6 +63,15 @@ class Skipped:
 class AssignmentResult:
     assigned: list[Device]
     skipped: list[Skipped]
+
+
+@dataclass(frozen=True)
+class ServiceFile:
+    """A release's service manifest, sent with the release: it becomes the artifact
+    `NAME-service@VERSION`."""
+
+    file_name: str
+    content: bytes
 
 
 class ReleaseService:
@@ -132,13 +146,7 @@ class ReleaseService:
         return {}
 
     def _read_manifest(self, sha256: str) -> Any:
-        if self.blobs.size_bytes(sha256) > MAX_MANIFEST_BYTES:
-            raise InvalidInput(f"a service manifest is at most {MAX_MANIFEST_BYTES} bytes")
-        try:
-            return yaml.safe_load(self.blobs.path(sha256).read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise InvalidInput(f"service manifest is not valid YAML: {e}",
-                               code="invalid_service_manifest") from None
+        return read_service_manifest(self.blobs, sha256)
 
     def list_artifacts(self, ctx: OperatorContext, name: str | None = None) -> list[Artifact]:
         ctx.require(Permission.FLEET_READ)
@@ -152,18 +160,57 @@ class ReleaseService:
 
     # Releases.
 
-    def create_release(self, ctx: OperatorContext, ref: Ref, artifacts: Sequence[Ref]) -> Release:
+    def create_release(
+        self,
+        ctx: OperatorContext,
+        ref: Ref,
+        artifacts: Sequence[Ref],
+        service: ServiceFile | None = None,
+    ) -> Release:
+        """Create a release of existing artifacts, plus its service manifest as the new
+        artifact `NAME-service@VERSION` when `service` is given: both or neither."""
         ctx.require(Permission.RELEASES_WRITE)
         now = self._clock.now()
-        release = Release(ref.name, ref.version, tuple(artifacts), ctx.actor, now)
+        manifest = None if service is None else self._service_artifact(ctx, ref, service, now)
+        members_refs = tuple(artifacts) + (() if manifest is None else (manifest.ref,))
+        release = Release(ref.name, ref.version, members_refs, ctx.actor, now)
         with self._db.transaction() as tx:
-            members = [tx.artifacts.get(a) for a in artifacts]
+            if manifest is not None:
+                tx.artifacts.insert(manifest)
+                record_action(tx, ctx, "artifact.push", f"artifact/{manifest.ref}", now,
+                              {"sha256": manifest.sha256, "kind": manifest.kind.value,
+                               "size_bytes": manifest.size_bytes})
+            members = [tx.artifacts.get(a) for a in members_refs]
             check_release_artifacts(members)
             _check_manifest_references(members)
             tx.releases.insert(release)
             record_action(tx, ctx, "release.create", f"release/{ref}", now,
-                          {"artifacts": [str(a) for a in artifacts]})
+                          {"artifacts": [str(a) for a in members_refs]})
+            if service is not None and manifest is not None:
+                # Last, once every check passed: a refused release writes no blob either.
+                self.blobs.put(io.BytesIO(service.content), expected_sha256=manifest.sha256)
         return release
+
+    def _service_artifact(
+        self, ctx: OperatorContext, ref: Ref, service: ServiceFile, now: datetime
+    ) -> Artifact:
+        """The artifact a release's service manifest becomes, validated (not stored)."""
+        ctx.require(Permission.ARTIFACTS_WRITE)
+        validate_file_name(service.file_name)
+        if len(service.content) > MAX_MANIFEST_BYTES:
+            raise InvalidInput(f"a service manifest is at most {MAX_MANIFEST_BYTES} bytes")
+        return Artifact(
+            name=validate_name(f"{ref.name}-service", "artifact"),
+            version=ref.version,
+            kind=ArtifactKind.SERVICE,
+            sha256=hashlib.sha256(service.content).hexdigest(),
+            size_bytes=len(service.content),
+            file_name=service.file_name,
+            requirements=(),
+            facts=_manifest_facts(service.content),
+            created_by=ctx.actor,
+            created_at=now,
+        )
 
     def list_releases(self, ctx: OperatorContext) -> list[Release]:
         ctx.require(Permission.FLEET_READ)
@@ -363,6 +410,27 @@ def incompatibility(artifacts: Sequence[Artifact], device: Device) -> str | None
     return "; ".join(reasons) or None
 
 
+def read_service_manifest(blobs: BlobStore, sha256: str) -> Any:
+    """A stored service manifest as its YAML loads (validate with parse_service_manifest)."""
+    if blobs.size_bytes(sha256) > MAX_MANIFEST_BYTES:
+        raise InvalidInput(f"a service manifest is at most {MAX_MANIFEST_BYTES} bytes")
+    try:
+        return yaml.safe_load(blobs.path(sha256).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"service manifest is not valid YAML: {e}",
+                           code="invalid_service_manifest") from None
+
+
+def _manifest_facts(data: bytes) -> dict[str, Any]:
+    """What the server records about a service manifest: the validated manifest."""
+    try:
+        raw = yaml.safe_load(data.decode())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"service manifest is not valid YAML: {e}",
+                           code="invalid_service_manifest") from None
+    return {"manifest": _manifest_dict(raw)}
+
+
 def _manifest_dict(raw: Any) -> dict[str, Any]:
     manifest = parse_service_manifest(raw)
     return {
@@ -376,6 +444,11 @@ def _manifest_dict(raw: Any) -> dict[str, Any]:
             "min_requests": manifest.health.min_requests,
         },
         "artifacts": sorted(manifest.artifact_names()),
+        "parameters": {
+            name: {"type": p.type.value, "default": p.default, "minimum": p.minimum,
+                   "maximum": p.maximum, "enum": list(p.choices) or None, "pattern": p.pattern}
+            for name, p in manifest.parameters.items()
+        },
     }
 
 
