@@ -7,6 +7,7 @@ directory and a log file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -64,7 +65,8 @@ class ManagedProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL if it does not exit; returns the exit status."""
+        """SIGTERM, then SIGKILL if it does not exit; returns the exit status. Whatever is
+        left in its process group is killed too."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -74,12 +76,22 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._kill_group()
         return self.proc.returncode
 
     def kill(self) -> None:
+        """SIGKILL, and to whatever is left in its process group."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._kill_group()
+
+    def _kill_group(self) -> None:
+        # The group id is the process's pid (start_new_session); processes that left the
+        # group on purpose (an agent's workloads, each in a session of its own) are spared.
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -149,12 +161,12 @@ class AgentProcess(ManagedProcess):
             "--name", name, "--heartbeat-interval", str(heartbeat_interval_s),
             "--max-backoff", str(max_backoff_s), "--log-level", log_level,
         ]
-        if enroll_token:
-            args += ["--enroll-token", enroll_token]
         for k, v in (labels or {}).items():
             args += ["--label", f"{k}={v}"]
         args += extra_args or []
-        super().__init__(args, data_dir.parent / f"{data_dir.name}.log", env)
+        # In the environment, as a supervisor passes it: never on a command line.
+        token = {"EDGEFLEET_ENROLL_TOKEN": enroll_token} if enroll_token else {}
+        super().__init__(args, data_dir.parent / f"{data_dir.name}.log", {**token, **(env or {})})
 
     def state(self) -> dict[str, Any]:
         path = self.data_dir / "agent-state.json"

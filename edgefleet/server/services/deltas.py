@@ -1,13 +1,19 @@
 """Delta service: computes and caches deltas between artifact versions, off the API path.
 
-A delta from blob A to blob B is made once, in a separate low-priority process (delta
-creation is CPU-heavy; the API never waits for it), and kept in DATA_DIR/deltas/B/A.delta.
+A delta from blob A to blob B is made once, in a child process of its own at lower CPU
+priority (delta creation is CPU-heavy; the API never waits for it; one child at a time,
+`delta_child.py`), and kept in DATA_DIR/deltas/B/A.delta.
 It is offered only when it is smaller than the full blob by a margin; otherwise devices
 download the blob. Pairs are scheduled when a release is assigned, from the versions the
 devices report running, so most deltas are ready before the first device asks.
 
 The cache is bounded: housekeeping forgets pairs whose blobs are gone and then the least
 recently served deltas until the rest fits the configured size.
+
+No process outlives the server: `close()` kills the child at work and waits for it, and the
+child dies with the server if the server is killed. Plain subprocesses rather than a
+multiprocessing pool: a pool's worker and its resource tracker (started for the pool's
+semaphores) were left running, reparented to init, after a SIGTERM or a SIGKILL.
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ import contextlib
 import functools
 import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import edgefleet
 from edgefleet.artifacts.blobstore import BlobStore, validate_sha256
-from edgefleet.artifacts.delta import create_delta
 from edgefleet.atomicfile import write_json_atomically
+from edgefleet.server.services.delta_child import MODULE as CHILD_MODULE
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +67,8 @@ class DeltaStatus:
         return self.delta_size / self.target_size
 
 
-def _lower_priority() -> None:
-    os.nice(10)
-
-
-def _create(old: str, new: str, out: str) -> tuple[int, int]:
-    info = create_delta(Path(old), Path(new), Path(out))
-    return info.delta_size, info.target_size
+class _Stopped(Exception):
+    """The service closed while the pair was being computed (nothing is recorded)."""
 
 
 class DeltaService:
@@ -75,7 +78,9 @@ class DeltaService:
         self._margin = margin
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], Future[tuple[int, int]]] = {}
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self._closed = False
 
     def path(self, from_sha256: str, to_sha256: str) -> Path:
         return self._cache / to_sha256 / f"{from_sha256}.delta"
@@ -118,7 +123,7 @@ class DeltaService:
             if pair not in self._running:
                 self.path(*pair).parent.mkdir(parents=True, exist_ok=True)
                 future = self._executor().submit(
-                    _create,
+                    self._create,
                     str(self._blobs.path(pair[0])),
                     str(self._blobs.path(pair[1])),
                     str(self.path(*pair)),
@@ -127,7 +132,35 @@ class DeltaService:
                 future.add_done_callback(functools.partial(self._finished, pair))
         return DeltaStatus(DeltaState.PENDING, *pair)
 
+    def _create(self, old: str, new: str, out: str) -> tuple[int, int]:
+        """Compute one delta in a child process; its sizes (delta, target)."""
+        with self._lock:  # close() kills what is registered here, and nothing starts after
+            if self._closed:
+                raise _Stopped
+            child = subprocess.Popen(
+                [sys.executable, "-m", CHILD_MODULE, str(os.getpid()), old, new, out],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=_child_env(),
+            )  # fmt: skip
+            self._children.add(child)
+        try:
+            stdout, stderr = child.communicate()
+        finally:
+            with self._lock:
+                self._children.discard(child)
+        if self._closed:
+            raise _Stopped
+        if child.returncode != 0:
+            lines = stderr.decode(errors="replace").strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"exited with {child.returncode}")
+        answer = json.loads(stdout)
+        return int(answer["delta_size"]), int(answer["target_size"])
+
     def _finished(self, pair: tuple[str, str], future: Future[tuple[int, int]]) -> None:
+        if future.cancelled() or isinstance(future.exception(), _Stopped):
+            with self._lock:  # computed anew when asked after a restart
+                self._running.pop(pair, None)
+            return
         try:
             delta_size, target_size = future.result()
             worthwhile = delta_size <= self._margin * target_size
@@ -191,17 +224,34 @@ class DeltaService:
         with contextlib.suppress(OSError):
             self._cache.joinpath(pair[1]).rmdir()  # only when empty
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            # A separate process at lower priority: creation never competes with the API
-            # for the interpreter, and the OS favours the API for CPU.
-            self._pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_lower_priority,
-            )
+            # One thread waiting on one child at a time: creation never competes with the
+            # API for the interpreter, and the OS favours the API for CPU (the child's nice).
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta")
         return self._pool
 
     def close(self) -> None:
+        """Drop the queued pairs, kill the child at work and wait for it to exit."""
+        with self._lock:
+            self._closed = True
+            children = list(self._children)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()  # it ignores SIGTERM; a half-written delta is a temporary file
+            child.wait()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _child_env() -> dict[str, str]:
+    """The server's environment without its settings (the admin token among them); the
+    child imports edgefleet even when the server runs from a source tree, and numpy's math
+    libraries get one thread (the child has one core's worth of work)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEFLEET_")}
+    package_root = str(Path(edgefleet.__file__).resolve().parent.parent)
+    python_path = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return {**env, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip

@@ -1,0 +1,48 @@
+"""The server process: nothing it starts outlives it, whether it is stopped or killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from edgefleet.artifacts.model_builder import build_mlp, save_model
+from edgefleet.cli.releases import push_file
+from edgefleet.core.release import ArtifactKind
+from edgefleet.localfleet import ServerProcess, wait_for
+from tests.conftest import ADMIN_TOKEN
+from tests.releases import fine_tuned
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Still running (a zombie has exited; its parent only has not reaped it)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_no_delta_worker_outlives_the_server(tmp_path: Path, signum: int) -> None:
+    server = ServerProcess(tmp_path / "data", ADMIN_TOKEN)
+    server.start()
+    try:
+        base = build_mlp(256, 1024, 64, seed=3)
+        with server.client() as admin:
+            for version, model in (("1.0.0", base), ("2.0.0", fine_tuned(base, 1e-3, 1))):
+                path = save_model(model, tmp_path / f"model-{version}.onnx")
+                push_file(admin, path, "model", version, ArtifactKind.ONNX_MODEL, [])
+            admin.delta_stats("model", compute=True)
+        assert server.proc is not None
+        leader = psutil.Process(server.proc.pid)
+        started = wait_for(lambda: leader.children(recursive=True), interval_s=0.02,
+                           what="the server to start computing the delta")  # fmt: skip
+        os.kill(leader.pid, signum)
+        server.proc.wait(timeout=15)
+        wait_for(lambda: not any(_alive(p) for p in started), timeout_s=5,
+                 what=f"the server's children {[p.pid for p in started]} to exit")  # fmt: skip
+    finally:
+        server.stop()
