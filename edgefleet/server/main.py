@@ -62,7 +62,10 @@ def serve(settings: ServerSettings) -> None:
     """Run the control plane until SIGINT/SIGTERM. Writes the bound URL to DATA_DIR/server.url
     (useful with --port 0)."""
     configure(settings.log_level)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Owner only: the data dir holds the database (token hashes), the server's TUF signing
+    # keys and the blobs. A data dir made by an earlier version is tightened.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
     db = Database(settings.resolved_database_url())
     db.migrate()
     app = create_app(settings, db)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,6 +91,11 @@ class Database:
         except (ImportError, ValueError) as e:
             raise SettingsError(f"database_url {url!r} is not usable: {e}") from e
         if self.engine.dialect.name == "sqlite":
+            if _is_sqlite_file(url) and self.engine.url.database:
+                try:
+                    restrict_sqlite_files(Path(self.engine.url.database))
+                except OSError as e:
+                    raise SettingsError(f"database_url {url!r} is not usable: {e}") from e
             _configure_sqlite(self.engine)
 
     @property
@@ -146,6 +152,21 @@ def _is_sqlite_file(url: str) -> bool:
     """A SQLite database in a file (an in-memory one has a single-connection pool)."""
     path = url.partition("://")[2].lstrip("/").partition("?")[0]
     return bool(path) and path != ":memory:" and "mode=memory" not in url
+
+
+def restrict_sqlite_files(path: Path) -> None:
+    """Make the database file and its -wal and -shm files readable by their owner only.
+
+    The file is created (empty, mode 0600) when it does not exist, so SQLite never creates
+    it with the umask's mode; SQLite gives the -wal and -shm files it creates the database
+    file's mode. Files left readable by an earlier version are tightened.
+    """
+    if str(path).startswith("file:"):  # a URI filename: SQLite opens it as it says
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(file, 0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -1,9 +1,11 @@
-"""The server process: nothing it starts outlives it, whether it is stopped or killed."""
+"""The server process: its data dir is its owner's alone, and nothing it starts outlives
+it, whether it is stopped or killed."""
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 from pathlib import Path
 
 import psutil
@@ -15,6 +17,34 @@ from edgefleet.core.release import ArtifactKind
 from edgefleet.localfleet import ServerProcess, wait_for
 from tests.conftest import ADMIN_TOKEN
 from tests.releases import fine_tuned
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_data_dir_and_the_database_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = ServerProcess(data, ADMIN_TOKEN)
+    database = [server.db_path, data / "edgefleet.db-wal", data / "edgefleet.db-shm"]
+    os.chmod(data, 0o755)  # as a umask of 022 makes it
+    server.start()
+    try:
+        assert _mode(data) == 0o700
+        assert {f.name: _mode(f) for f in database} == {f.name: 0o600 for f in database}
+    finally:
+        server.stop()
+
+    # A data dir left readable by an earlier version is tightened at start.
+    for path in (data, *database):
+        if path.exists():
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    server.start()
+    try:
+        assert _mode(data) == 0o700
+        assert {f.name: _mode(f) for f in database} == {f.name: 0o600 for f in database}
+    finally:
+        server.stop()
 
 
 def _alive(process: psutil.Process) -> bool:
