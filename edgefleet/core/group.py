@@ -9,7 +9,7 @@ from datetime import datetime
 
 from edgefleet.errors import InvalidInput
 
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Group:
 
 def validate_group_name(name: str) -> str:
     """Group names are DNS labels: lowercase letters, digits and '-', at most 64."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid group name {name!r}: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 64 characters"

@@ -15,14 +15,14 @@ from edgefleet.errors import InvalidInput
 
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
 _PREFIX = r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?"
-KEY_RE = re.compile(rf"^(?:{_PREFIX}/)?{_NAME}$")
-VALUE_RE = re.compile(rf"^(?:{_NAME})?$")
+KEY_RE = re.compile(rf"(?:{_PREFIX}/)?{_NAME}")
+VALUE_RE = re.compile(rf"(?:{_NAME})?")
 MAX_LABELS = 64
 
 
 def validate_label_key(key: str) -> str:
     """Return `key` if it is a legal label key, else raise InvalidInput naming it."""
-    if not KEY_RE.match(key):
+    if not KEY_RE.fullmatch(key):
         raise InvalidInput(
             f"invalid label key {key!r}: use letters, digits, '-', '_', '.', "
             "at most 63 characters, optionally prefixed by 'domain/'"
@@ -32,7 +32,7 @@ def validate_label_key(key: str) -> str:
 
 def validate_label_value(key: str, value: str) -> str:
     """Return `value` if it is a legal value for `key`, else raise InvalidInput."""
-    if not VALUE_RE.match(value):
+    if not VALUE_RE.fullmatch(value):
         raise InvalidInput(
             f"invalid value {value!r} for label {key!r}: use letters, digits, '-', '_', '.', "
             "at most 63 characters, starting and ending with a letter or digit"

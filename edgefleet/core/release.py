@@ -18,8 +18,8 @@ from typing import Any
 from edgefleet.core.versions import parse_version
 from edgefleet.errors import InvalidInput
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
 class ArtifactKind(StrEnum):
@@ -30,7 +30,7 @@ class ArtifactKind(StrEnum):
 
 def validate_name(name: str, what: str) -> str:
     """Artifact and release names: letters, digits, '.', '_', '-', at most 64."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid {what} name {name!r}: use letters, digits, '.', '_' and '-' "
             "(at most 64, starting with a letter or digit)"
@@ -39,7 +39,7 @@ def validate_name(name: str, what: str) -> str:
 
 
 def validate_file_name(name: str) -> str:
-    if not _FILE_RE.match(name):
+    if not _FILE_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid file name {name!r}: use letters, digits, '.', '_', '+' and '-' "
             "(at most 128, no directories)"

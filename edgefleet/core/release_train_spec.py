@@ -42,7 +42,7 @@ from edgefleet.core.rollout_spec import ReleaseRef, parse_rollout_spec
 from edgefleet.errors import Conflict, InvalidInput
 
 MAX_TRAIN_RELEASES = 200
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 _SPEC_KEYS = frozenset({"releases", "rollout", "allow_insufficient_data", "description"})
 
 
@@ -98,7 +98,7 @@ def parse_release_train(data: Mapping[str, object]) -> ReleaseTrainSpec:
     if parts.name is None:
         raise InvalidInput(f"{parts.name_path}: required (the train's name)")
     name = read_string(parts.name, parts.name_path)
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"{parts.name_path}: invalid train name {name!r}: use lowercase letters, digits "
             "and '-', at most 40 characters"

@@ -67,9 +67,9 @@ MAX_WAVES = 100
 MAX_SOAK_S = 30 * 86400
 MAX_ATTEMPTS = 100
 
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_RELEASE_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?$")
-_RELEASE_VERSION_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+-]{0,126})$")
+_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_RELEASE_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?")
+_RELEASE_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,126}")
 _SPEC_KEYS = frozenset(
     {
         "release",
@@ -104,7 +104,11 @@ class ReleaseRef:
     def parse(cls, text: str) -> ReleaseRef:
         """`detector@2.1.0` -> ReleaseRef('detector', '2.1.0')."""
         name, at, version = text.strip().partition("@")
-        if not at or not _RELEASE_NAME_RE.match(name) or not _RELEASE_VERSION_RE.match(version):
+        if (
+            not at
+            or not _RELEASE_NAME_RE.fullmatch(name)
+            or not _RELEASE_VERSION_RE.fullmatch(version)
+        ):
             raise InvalidInput(
                 f"invalid release {text!r}: expected name@version, e.g. detector@2.1.0"
             )
@@ -287,7 +291,7 @@ def parse_rollout_spec(data: Mapping[str, object]) -> RolloutSpec:
     name = None
     if raw_name is not None:
         name = read_string(raw_name, name_path)
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise InvalidInput(
                 f"{name_path}: invalid rollout name {name!r}: use lowercase letters, digits "
                 "and '-', at most 63 characters"

@@ -56,8 +56,8 @@ from edgefleet.errors import InvalidInput
 
 MAX_REPLICAS = 1000
 MIN_PRIORITY, MAX_PRIORITY = -1_000_000, 1_000_000
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_REF_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,126}[a-z0-9])?(?:@[A-Za-z0-9._+-]{1,64})?$")
+_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_REF_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,126}[a-z0-9])?(?:@[A-Za-z0-9._+-]{1,64})?")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SPEC_KEYS = frozenset(
     {
@@ -163,7 +163,7 @@ class Workload:
 
 def validate_workload_name(name: str, path: str = "name") -> str:
     """Workload names are DNS labels: lowercase letters, digits and '-', at most 63."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"{path}: invalid workload name {name!r}: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters"
@@ -350,7 +350,7 @@ def _state_dir(value: object, path: str) -> str | None:
 
 def _artifact_ref(value: object, path: str) -> str:
     ref = _string(value, path)
-    if not _REF_RE.match(ref):
+    if not _REF_RE.fullmatch(ref):
         raise InvalidInput(f"{path}: invalid release ref {ref!r}: expected release[@version]")
     return ref
 

@@ -26,7 +26,7 @@ HEADER_NONCE = "x-edgefleet-nonce"
 HEADER_SIGNATURE = "x-edgefleet-signature"
 SIGNED_HEADERS = (HEADER_DEVICE, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
 
-_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 DEFAULT_MAX_SKEW_S = 300
 
 
@@ -82,7 +82,7 @@ def read_signed_headers(headers: Mapping[str, str]) -> SignedRequest:
     except ValueError:
         raise Unauthenticated(f"{HEADER_TIMESTAMP} is not an integer") from None
     nonce = headers[HEADER_NONCE]
-    if not _NONCE_RE.match(nonce):
+    if not _NONCE_RE.fullmatch(nonce):
         raise Unauthenticated(f"{HEADER_NONCE} must be 16-64 URL-safe characters")
     try:
         signature = base64.b64decode(headers[HEADER_SIGNATURE], validate=True)

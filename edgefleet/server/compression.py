@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MIN_BYTES = 512  # a desired-state document is 0.5-1 KB and halves; smaller gains little
 LEVEL = 6
-COMPRESSIBLE = re.compile(rb"^(application/(json|problem\+json)|text/[a-z.+-]+)\s*(;|$)")
+COMPRESSIBLE = re.compile(rb"(application/(json|problem\+json)|text/[a-z.+-]+)\s*(;|\Z)")
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

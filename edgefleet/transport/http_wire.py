@@ -34,12 +34,12 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRAC
 _FRAMING_FIELDS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_STATUS_LINE = re.compile(rb"^HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?$")
-_FIELD_VALUE = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
-_CHUNK_SIZE = re.compile(rb"^([0-9A-Fa-f]{1,15})[\t ]*(?:;.*)?$")
-_REQUEST_TARGET = re.compile(r"^/[!-~]*$")  # printable ASCII, no spaces
-_TEXT_FIELD = re.compile(r"^[\t\x20-\x7e]*$")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[\t ]*(?:;.*)?")
+_REQUEST_TARGET = re.compile(r"/[!-~]*")  # printable ASCII, no spaces
+_TEXT_FIELD = re.compile(r"[\t\x20-\x7e]*")
 
 
 class ProtocolError(Exception):
@@ -103,7 +103,7 @@ def split_url(url: str) -> tuple[Origin, str]:
     if not parts.hostname or parts.username is not None or parts.password is not None:
         raise InvalidInput(f"bad URL {url!r}: it needs a host and no user information")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if not _REQUEST_TARGET.match(target):
+    if not _REQUEST_TARGET.fullmatch(target):
         raise InvalidInput(f"bad URL {url!r}: the path must be printable ASCII without spaces")
     return Origin(scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]), target
 
@@ -115,11 +115,11 @@ def encode_request_head(
 
     Content-Length is sent with every body, and as 0 for an empty POST, PUT or PATCH (a
     server may otherwise wait for a body or refuse the request with 411)."""
-    if not _TOKEN.match(method.encode()):
+    if not _TOKEN.fullmatch(method.encode()):
         raise InvalidInput(f"bad HTTP method {method!r}")
     lines = [f"{method} {target} HTTP/1.1", f"host: {origin.authority}"]
     for name, value in headers:
-        if not _TOKEN.match(name.encode()) or not _TEXT_FIELD.match(value):
+        if not _TOKEN.fullmatch(name.encode()) or not _TEXT_FIELD.fullmatch(value):
             raise InvalidInput(f"bad request header {name!r}: a token name and printable ASCII")
         if name.lower() in _FRAMING_FIELDS:
             raise InvalidInput(f"request header {name!r} is set by the HTTP client")
@@ -153,7 +153,7 @@ def strip_line_end(line: bytes, what: str) -> bytes:
 
 def parse_status_line(line: bytes) -> tuple[str, int, str]:
     """(HTTP version, status, reason phrase) of a status line."""
-    match = _STATUS_LINE.match(strip_line_end(line, "status line"))
+    match = _STATUS_LINE.fullmatch(strip_line_end(line, "status line"))
     if match is None:
         shown = line[:60].decode("latin-1").strip()
         raise ProtocolError(f"malformed status line {shown!r}")
@@ -166,11 +166,11 @@ def parse_header_field(line: bytes) -> tuple[str, str]:
     if line[:1] in (b" ", b"\t"):
         raise ProtocolError("obsolete line folding in a header field")
     name, colon, value = line.partition(b":")
-    if not colon or not _TOKEN.match(name):
+    if not colon or not _TOKEN.fullmatch(name):
         shown = line[:60].decode("latin-1")
         raise ProtocolError(f"malformed header field {shown!r}")
     value = value.strip(b" \t")
-    if not _FIELD_VALUE.match(value):
+    if not _FIELD_VALUE.fullmatch(value):
         raise ProtocolError(f"header field {name.decode()!r} has control characters")
     return name.decode("ascii").lower(), value.decode("latin-1")
 
@@ -237,7 +237,7 @@ def build_response_head(
 
 def parse_chunk_size(line: bytes) -> int:
     """The size of the next chunk of a chunked body; chunk extensions are ignored."""
-    match = _CHUNK_SIZE.match(strip_line_end(line, "chunk-size line"))
+    match = _CHUNK_SIZE.fullmatch(strip_line_end(line, "chunk-size line"))
     if match is None:
         shown = line[:40].decode("latin-1").strip()
         raise ProtocolError(f"malformed chunk-size line {shown!r}")
