@@ -9,7 +9,9 @@ A put streams into a temporary file while hashing, checks the expected size and 
 given, fsyncs, then renames into place and fsyncs the directory: a crash at any instant
 leaves either the whole blob or nothing under `blobs/`. `remove_partial_puts()` sweeps the
 leftovers of crashed puts (call it once at start-up). Reads serve byte ranges for HTTP
-`Range` requests, so an interrupted download resumes where it stopped.
+`Range` requests, so an interrupted download resumes where it stopped. `receive()` takes a
+blob chunk by chunk (`IncomingBlob`), for a request body whose sender is only known to be
+genuine once the whole body has been hashed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ def validate_sha256(sha256: str) -> str:
             code="invalid_sha256",
         )
     return sha256
+
+
+def check_digest(sha256: str, expected_sha256: str) -> None:
+    """InvalidInput `hash_mismatch` unless the bytes received hash to what was announced."""
+    if sha256 != expected_sha256:
+        raise InvalidInput(f"blob sha256 is {sha256}, expected {expected_sha256}",
+                           code="hash_mismatch")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -193,18 +202,29 @@ class BlobStore:
                     f"blob has {size} bytes, expected {expected_size_bytes}",
                     code="size_mismatch",
                 )
-            if expected_sha256 is not None and digest != expected_sha256:
-                raise InvalidInput(
-                    f"blob sha256 is {digest}, expected {expected_sha256}", code="hash_mismatch"
-                )
-            final = self.path(digest)
-            if not final.exists():
-                self._make_shard_dirs(final.parent)
-                os.replace(tmp, final)
-                _fsync_dir(final.parent)
+            if expected_sha256 is not None:
+                check_digest(digest, expected_sha256)
+            self._install(tmp, digest)
             return BlobInfo(digest, size)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def receive(self, limit_bytes: int, refusal: PayloadTooLarge | None = None) -> IncomingBlob:
+        """A blob to be written chunk by chunk (a request body as it arrives), at most
+        `limit_bytes` long (else `refusal` is raised); it joins the store only when
+        committed."""
+        limit_bytes = min(limit_bytes, self.max_blob_bytes)
+        refusal = refusal or PayloadTooLarge(f"blob is over the limit of {limit_bytes} bytes")
+        tmp = self._tmp / f"{secrets.token_hex(8)}.part"
+        return IncomingBlob(self, tmp, limit_bytes, refusal)
+
+    def _install(self, tmp: Path, sha256: str) -> None:
+        """Rename a complete, fsynced temporary file into place as blob `sha256`."""
+        final = self.path(sha256)
+        if not final.exists():
+            self._make_shard_dirs(final.parent)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
 
     def open_range(self, sha256: str, start: int = 0, end: int | None = None) -> BlobReader:
         """Open bytes [start, end) of a blob (end defaults to its size) for streaming.
@@ -241,6 +261,78 @@ class BlobStore:
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+class IncomingBlob:
+    """A blob being received: each chunk goes to a temporary file while it is hashed, so
+    nothing is held in memory. `commit` checks the hash and moves the file into the store;
+    closing without a commit deletes it.
+
+        with store.receive(limit) as incoming:
+            for chunk in body:
+                incoming.write(chunk)        # PayloadTooLarge past the limit
+            ... decide from incoming.sha256 ...
+            info = incoming.commit(expected_sha256)
+    """
+
+    def __init__(
+        self, store: BlobStore, tmp: Path, limit_bytes: int, refusal: PayloadTooLarge
+    ) -> None:
+        self._store = store
+        self._tmp = tmp
+        self.limit_bytes = limit_bytes
+        self._refusal = refusal
+        self.size_bytes = 0
+        self._hasher = hashlib.sha256()
+        self._fd: int | None = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+
+    @property
+    def sha256(self) -> str:
+        return self._hasher.hexdigest()
+
+    def write(self, chunk: bytes) -> None:
+        """Append a chunk; the refusal (and the file gone) once over the limit."""
+        if self._fd is None:
+            raise ValueError("write to a closed IncomingBlob")
+        self.size_bytes += len(chunk)
+        if self.size_bytes > self.limit_bytes:
+            self.close()
+            raise self._refusal
+        self._hasher.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def commit(self, expected_sha256: str) -> BlobInfo:
+        """Store the received bytes as blob `expected_sha256`; InvalidInput
+        `hash_mismatch` (and nothing stored) when they hash to something else."""
+        if self._fd is None:
+            raise ValueError("commit of a closed IncomingBlob")
+        try:
+            check_digest(self.sha256, expected_sha256)
+            os.fsync(self._fd)
+            self._store._install(self._tmp, expected_sha256)
+            return BlobInfo(expected_sha256, self.size_bytes)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Forget the bytes received (after a commit, the file is already in the store)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> IncomingBlob:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _chunks_of(source: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:

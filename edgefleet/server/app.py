@@ -36,6 +36,7 @@ from edgefleet.server.routes import (
 )
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService
+from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
@@ -79,10 +80,11 @@ def build_services(
     trains = ReleaseTrainService(db, clock, lambda: controller.wake())
     controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
     workload_settings = workload_settings or load_workload_settings()
+    checkpoints = CheckpointService(db, clock, blobs, workload_settings)
     controllers = WorkloadControllers(
         workload_settings,
         LivenessController(db, clock, workload_settings),
-        MigrationController(db, clock, workload_settings, watch, blobs),
+        MigrationController(db, clock, workload_settings, watch, blobs, checkpoints),
         PlacementController(db, clock, workload_settings, watch),
     )
     return Services(
@@ -101,7 +103,8 @@ def build_services(
         alerts=AlertService(db, clock, watch, server_metrics),
         fleet_metrics=FleetMetricsService(db, clock, server_metrics),
         workload_settings=workload_settings,
-        workloads=WorkloadService(db, clock, watch, blobs, workload_settings.max_checkpoint_bytes),
+        workloads=WorkloadService(db, clock, watch, blobs),
+        checkpoints=checkpoints,
         workload_controllers=controllers,
         rollouts=RolloutService(db, clock, controller.wake),
         release_trains=trains,
@@ -111,8 +114,8 @@ def build_services(
 
 async def _housekeeping_forever(svc: Services) -> None:
     """Forget expired nonces; re-sign TUF timestamp/snapshot before they expire; roll up
-    and prune telemetry; keep the delta cache within its size; now and then, check KPI
-    distributions for drift."""
+    and prune telemetry; keep the delta cache within its size; forget state archives no
+    migration took up; now and then, check KPI distributions for drift."""
     interval_s = svc.settings.housekeeping_interval_s
     analysis_every = max(1, round(svc.settings.telemetry_analysis_interval_s / interval_s))
     runs = 0
@@ -124,6 +127,7 @@ async def _housekeeping_forever(svc: Services) -> None:
             ("tuf-refresh", svc.trust.refresh_if_due),
             ("telemetry-retention", svc.telemetry.roll_up_and_prune),
             ("delta-cache", lambda: svc.deltas.prune(svc.settings.delta_cache_bytes)),
+            ("checkpoint-archives", svc.checkpoints.forget_unused),
         ]
         if runs % analysis_every == 0:
             jobs.append(("telemetry-analysis", svc.alerts.analyze))
@@ -186,12 +190,13 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        streamed=(("PUT", "/v1/blobs/"),),
+        # Streamed bodies are bounded by their routes, which for checkpoints read no byte
+        # before the device's signed headers passed.
+        streamed=(("PUT", "/v1/blobs/"), ("PUT", "/v1/checkpoints/")),
         larger=(
             ("POST", "/v1/releases/", MAX_TARGETS_BYTES),
             ("PUT", "/v1/trust/root", MAX_TARGETS_BYTES),
             ("POST", "/v1/trust/root", MAX_TARGETS_BYTES),
-            ("PUT", "/v1/checkpoints/", svc.workload_settings.max_checkpoint_bytes),
         ),
     )
     app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)

@@ -11,11 +11,12 @@ from starlette.concurrency import run_in_threadpool
 from edgefleet.core.device import Device
 from edgefleet.errors import Unauthenticated
 from edgefleet.security.rbac import Permission
-from edgefleet.security.request_signing import read_signed_headers
+from edgefleet.security.request_signing import SignedRequest, read_signed_headers
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService, OperatorContext
+from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
@@ -53,6 +54,7 @@ class Services:
     fleet_metrics: FleetMetricsService
     workload_settings: WorkloadSettings
     workloads: WorkloadService
+    checkpoints: CheckpointService
     workload_controllers: WorkloadControllers
     rollouts: RolloutService
     release_trains: ReleaseTrainService
@@ -104,6 +106,35 @@ async def _authenticate_device(request: Request, device_id: str | None) -> Devic
 async def signed_device(request: Request, device_id: str) -> Device:
     """Dependency: the approved device that signed this request for `device_id`."""
     return await _authenticate_device(request, device_id)
+
+
+@dataclass(frozen=True)
+class DeviceUpload:
+    """A signed device request whose headers passed every check that needs no body; the
+    body is still unread, and the signature over it still to be verified."""
+
+    device: Device
+    signed: SignedRequest
+    method: str
+    target: str
+    device_link: DeviceLinkService
+
+    async def verify(self, body_sha256: str) -> Device:
+        """The device, once the signature over the streamed body's sha256 holds (and its
+        nonce is recorded); Unauthenticated otherwise."""
+        return await run_in_threadpool(self.device_link.authenticate_digest, self.signed,
+                                       self.method, self.target, body_sha256,
+                                       self.device.id)  # fmt: skip
+
+
+async def signed_device_upload(request: Request, device_id: str) -> DeviceUpload:
+    """Dependency for a large device upload: the device, its approval, the timestamp, the
+    nonce and the path are checked before a byte of the body is read (the signature covers
+    the body's hash, so the route streams the body to disk and then calls `verify`)."""
+    signed = read_signed_headers(request.headers)
+    link = services(request).device_link
+    device = await run_in_threadpool(link.admit, signed, device_id)
+    return DeviceUpload(device, signed, request.method, request_target(request), link)
 
 
 async def device_or_operator(request: Request) -> Device | OperatorContext:

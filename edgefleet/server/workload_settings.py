@@ -73,6 +73,11 @@ class WorkloadSettings(BaseSettings):
     max_checkpoint_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest state archive a device may upload."
     )
+    checkpoint_quota_bytes: int = Field(
+        1024**3, ge=1024, description="Most bytes of state archives one device may have "
+        "stored at a time; an archive goes when its migration ends, or when no migration "
+        "took it up within migration_step_timeout_s."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> WorkloadSettings:

@@ -31,6 +31,7 @@ from edgefleet.errors import EdgefleetError, SettingsError, StoreError
 from edgefleet.store.repositories.alerts import AlertRepository
 from edgefleet.store.repositories.api_tokens import ApiTokenRepository
 from edgefleet.store.repositories.audit import AuditRepository
+from edgefleet.store.repositories.checkpoints import CheckpointArchiveRepository
 from edgefleet.store.repositories.devices import DeviceRepository
 from edgefleet.store.repositories.enrollment_tokens import EnrollmentTokenRepository
 from edgefleet.store.repositories.groups import GroupRepository
@@ -67,6 +68,7 @@ class Transaction:
         self.placement = PlacementRepository(connection)
         self.node_health = NodeHealthRepository(connection)
         self.migrations = MigrationRepository(connection)
+        self.checkpoint_archives = CheckpointArchiveRepository(connection)
         self.rollouts = RolloutRepository(connection)
         self.release_trains = ReleaseTrainRepository(connection)
 

@@ -69,6 +69,10 @@ devices = Table(
     Column("release_status", JSON, nullable=False),
 )
 Index("ix_devices_name", devices.c.name)
+# One device per name among those not revoked (revoking a device frees its name).
+_NOT_REVOKED = devices.c.enrollment != "revoked"
+Index("uq_devices_live_name", devices.c.name, unique=True,
+      sqlite_where=_NOT_REVOKED, postgresql_where=_NOT_REVOKED)  # fmt: skip
 
 api_tokens = Table(
     "api_tokens",
@@ -172,6 +176,14 @@ telemetry_cursors = Table(
     Column("dropped_batches_total", BigInteger, nullable=False),
     Column("dropped_windows_total", BigInteger, nullable=False),
     Column("last_batch_at", UTCDateTime, nullable=True),
+    # The device's clock as its uploads showed it, and the windows moved onto server time.
+    Column("clock_skew_s", BigInteger, nullable=True),
+    Column("newest_window_end_s", BigInteger, nullable=True),
+    Column("shifted_batches", BigInteger, nullable=False),
+    Column("shifted_windows", BigInteger, nullable=False),
+    Column("last_shift_s", BigInteger, nullable=False),
+    Column("largest_shift_s", BigInteger, nullable=False),
+    Column("last_shift_reason", Text, nullable=True),
 )
 
 # One row per window as the device sent it: (device, batch sequence, position in the batch)
@@ -409,3 +421,14 @@ migrations = Table(
 )
 Index("ix_migrations_state", migrations.c.state)
 Index("ix_migrations_workload", migrations.c.workload)
+
+checkpoint_archives = Table(
+    "checkpoint_archives",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("stored_at", UTCDateTime, nullable=False),
+)
+Index("ix_checkpoint_archives_sha256", checkpoint_archives.c.sha256)
+Index("ix_checkpoint_archives_stored_at", checkpoint_archives.c.stored_at)

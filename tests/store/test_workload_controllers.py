@@ -5,6 +5,7 @@ moves it with its reserved generation."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from edgefleet.artifacts.blobstore import BlobStore
+from edgefleet.artifacts.blobstore import BlobInfo, BlobStore
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.failure_detector import Liveness
 from edgefleet.core.migration import MigrationState, MigrationTrigger
 from edgefleet.core.placement import Assignment, Placement
 from edgefleet.core.workload_record import WorkloadRecord
+from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.liveness import LivenessController
@@ -33,7 +35,7 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 INVENTORY = {"hardware": {"cpu_count": 2, "memory_mb": 4096},
              "location": {"region": "eu", "zone": "eu-a"}}  # fmt: skip
 DOC = {"kind": "Workload", "metadata": {"name": "det"}, "spec": {
-    "command": ["run"], "resources": {"cpu_millicores": 500, "memory_mb": 256},
+    "resources": {"cpu_millicores": 500, "memory_mb": 256},
     "state_dir": "/var/lib/det", "service": {"port": "auto"}}}  # fmt: skip
 
 
@@ -61,7 +63,9 @@ class Fleet:
         self.liveness = LivenessController(db, self.clock, settings)
         self.placement = PlacementController(db, self.clock, settings, watch)
         self.blobs = BlobStore(tmp_path / "blobs")
-        self.migrations = MigrationController(db, self.clock, settings, watch, self.blobs)
+        self.archives = CheckpointService(db, self.clock, self.blobs, settings)
+        self.migrations = MigrationController(db, self.clock, settings, watch, self.blobs,
+                                              self.archives)  # fmt: skip
         self.copies: dict[str, list[dict[str, Any]]] = {}
         self.checkpoints: dict[str, list[dict[str, Any]]] = {}
 
@@ -110,10 +114,17 @@ class Fleet:
             self.checkpoints[d.id] = []
             for e in entries:
                 if e.get("checkpoint"):
-                    info = self.blobs.put([f"state of {e['workload']}".encode()])
+                    info = self.upload(d.id, f"state of {e['workload']}".encode())
                     self.checkpoints[d.id].append({
                         "migration": e["checkpoint"]["migration"], "sha256": info.sha256,
                         "size_bytes": info.size_bytes})  # fmt: skip
+
+    def upload(self, device_id: str, archive: bytes) -> BlobInfo:
+        """What the checkpoint route does with an authenticated upload."""
+        sha256 = hashlib.sha256(archive).hexdigest()
+        with self.archives.receive(device_id, sha256, len(archive)) as incoming:
+            incoming.write(archive)
+            return self.archives.store(device_id, sha256, incoming)
 
     def tick(self, seconds: float = 0.5, *, silent: frozenset[str] = frozenset(),
              **node: Any) -> None:  # fmt: skip
@@ -257,3 +268,19 @@ def test_a_draining_node_migrates_its_replica_through_every_step(fleet: Fleet) -
     assert fleet.where() == (other, m.generation)  # committed at the reserved generation
     assert "workloads" not in fleet.desired(node)  # the source stops its copy
     assert not fleet.blobs.exists(m.checkpoint_sha256)  # the restored archive is deleted
+    with fleet.db.read() as tx:  # and no longer counts against the source's quota
+        assert tx.checkpoint_archives.bytes_of(node) == 0
+
+
+def test_an_archive_no_migration_takes_up_is_forgotten_after_the_step_timeout(
+    fleet: Fleet,
+) -> None:
+    parked = fleet.upload("a", b"parked, never reported for a migration")
+    fleet.clock.at += timedelta(seconds=119)
+    assert fleet.archives.forget_unused() == 0
+    assert fleet.blobs.exists(parked.sha256)
+    fleet.clock.at += timedelta(seconds=2)  # past migration_step_timeout_s (120 s)
+    assert fleet.archives.forget_unused() == 1
+    assert not fleet.blobs.exists(parked.sha256)
+    with fleet.db.read() as tx:
+        assert tx.checkpoint_archives.bytes_of("a") == 0

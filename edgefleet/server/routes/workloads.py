@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from edgefleet.artifacts.blobstore import validate_sha256
 from edgefleet.core.device import Device
 from edgefleet.core.endpoints import Endpoint
 from edgefleet.core.failure_detector import phi
@@ -20,11 +21,12 @@ from edgefleet.core.placement_record import decision_to_dict
 from edgefleet.core.workload_record import WorkloadRecord
 from edgefleet.errors import InvalidInput
 from edgefleet.server.auth import (
+    DeviceUpload,
     Services,
     device_or_operator,
     operator,
     services,
-    signed_device,
+    signed_device_upload,
 )
 from edgefleet.server.schemas import ApplyWorkloadRequest, MigrateRequest
 from edgefleet.server.services.audit import OperatorContext
@@ -281,9 +283,16 @@ async def upload_checkpoint(
     device_id: str,
     sha256: str,
     request: Request,
-    device: Device = Depends(signed_device),
+    upload: DeviceUpload = Depends(signed_device_upload),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    archive = await request.body()
-    info = await run_in_threadpool(svc.workloads.store_checkpoint, device.id, sha256, archive)
+    validate_sha256(sha256)
+    declared = request.headers.get("content-length")
+    size = int(declared) if declared and declared.isdigit() else None
+    incoming = await run_in_threadpool(svc.checkpoints.receive, upload.device.id, sha256, size)
+    with incoming:  # on any failure, the bytes received so far are deleted
+        async for chunk in request.stream():
+            incoming.write(chunk)
+        device = await upload.verify(incoming.sha256)
+        info = await run_in_threadpool(svc.checkpoints.store, device.id, sha256, incoming)
     return {"sha256": info.sha256, "size_bytes": info.size_bytes}

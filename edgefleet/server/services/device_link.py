@@ -7,6 +7,7 @@ desired-state document.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from edgefleet.clock import Clock
 from edgefleet.core.desired import desired_document, heartbeat_interval_of
 from edgefleet.core.device import Device
+from edgefleet.core.device_names import validate_device_name
 from edgefleet.core.enrollment import (
     EnrollmentState,
     check_device_access,
@@ -23,14 +25,20 @@ from edgefleet.core.enrollment import (
 from edgefleet.core.labels import validate_labels
 from edgefleet.core.node_health import record_report as record_node_report
 from edgefleet.core.release import stamp_active_since
+from edgefleet.core.rollout_observation import stamp_last_good
 from edgefleet.errors import Conflict, Forbidden, Unauthenticated
 from edgefleet.security.keys import decode_public_key, device_id_for
-from edgefleet.security.request_signing import SignedRequest, verify_signed_request
+from edgefleet.security.request_signing import (
+    SignedRequest,
+    check_fresh,
+    verify_signed_digest,
+    verify_signed_request,
+)
 from edgefleet.security.tokens import hash_secret
 from edgefleet.server.services.audit import DeviceContext, record_action
 from edgefleet.server.services.desired import render_device
 from edgefleet.server.settings import ServerSettings
-from edgefleet.store import Database
+from edgefleet.store import Database, Transaction
 
 MAX_CACHED_KEYS = 200_000
 
@@ -57,7 +65,8 @@ class DeviceLinkService:
         heartbeat_interval_s: float | None,
     ) -> Device:
         """Admit a device, or return it unchanged if this key already enrolled (idempotent,
-        so an agent that crashed before saving the answer can simply ask again)."""
+        so an agent that crashed before saving the answer can simply ask again; its name
+        is then its own). A name another device holds is refused (409 device_name_taken)."""
         now = self._clock.now()
         decode_public_key(public_key)
         device_id = device_id_for(public_key)
@@ -70,6 +79,7 @@ class DeviceLinkService:
         verify_signed_request(
             signed, public_key, method, target, body, now, self._settings.max_clock_skew_s
         )
+        name = validate_device_name(name)
         labels = validate_labels(labels)
         with self._db.transaction() as tx:
             tx.nonces.remember(device_id, signed.nonce, self._nonce_expiry(signed))
@@ -115,25 +125,58 @@ class DeviceLinkService:
     ) -> Device:
         """The approved device that signed this request; refuses forged, stale, replayed,
         cross-device and not-approved requests with the reason."""
+        body_sha256 = hashlib.sha256(body).hexdigest()
+        return self.authenticate_digest(signed, method, target, body_sha256, path_device_id)
+
+    def authenticate_digest(
+        self,
+        signed: SignedRequest,
+        method: str,
+        target: str,
+        body_sha256: str,
+        path_device_id: str | None,
+    ) -> Device:
+        """`authenticate` for a body known by its sha256 (hex), hashed while it streamed."""
         now = self._clock.now()
         public_key = self._public_keys.get(signed.device_id)
         if public_key is not None:
             # Forged and stale requests are refused before any database work.
-            self._verify(signed, public_key, method, target, body, path_device_id, now)
+            self._verify(signed, public_key, method, target, body_sha256, path_device_id, now)
         # One transaction reads the device (its enrollment, fresh every time) and records
         # the nonce, as before once the signature and the device id are checked.
         with self._db.transaction() as tx:
-            device = tx.devices.find(signed.device_id)
-            if device is None:
-                raise Unauthenticated(
-                    f"unknown device {signed.device_id!r}: enroll first", code="unknown_device"
-                )
+            device = self._known_device(tx, signed)
             if public_key is None:
-                self._verify(signed, device.public_key, method, target, body, path_device_id,
-                             now)  # fmt: skip
+                self._verify(signed, device.public_key, method, target, body_sha256,
+                             path_device_id, now)  # fmt: skip
                 self._remember_key(device)
             tx.nonces.remember(device.id, signed.nonce, self._nonce_expiry(signed))
         check_device_access(device.enrollment)
+        return device
+
+    def admit(self, signed: SignedRequest, path_device_id: str) -> Device:
+        """What can be checked of a signed request before its body is read (the signature
+        covers the body's hash): fresh, for the signer's own path, from a known approved
+        device, with an unused nonce. A large body is read only after this, and
+        `authenticate_digest` over its hash then decides."""
+        check_fresh(signed, self._clock.now(), self._settings.max_clock_skew_s)
+        self._check_path(signed, path_device_id)
+        with self._db.read() as tx:
+            device = self._known_device(tx, signed)
+            replayed = tx.nonces.used(device.id, signed.nonce)
+        check_device_access(device.enrollment)
+        if replayed:
+            raise Unauthenticated("request nonce was already used: replayed request refused",
+                                  code="replayed_request")  # fmt: skip
+        return device
+
+    @staticmethod
+    def _known_device(tx: Transaction, signed: SignedRequest) -> Device:
+        device = tx.devices.find(signed.device_id)
+        if device is None:
+            raise Unauthenticated(
+                f"unknown device {signed.device_id!r}: enroll first", code="unknown_device"
+            )
         return device
 
     def _verify(
@@ -142,13 +185,16 @@ class DeviceLinkService:
         public_key: str,
         method: str,
         target: str,
-        body: bytes,
+        body_sha256: str,
         path_device_id: str | None,
         now: datetime,
     ) -> None:
-        verify_signed_request(
-            signed, public_key, method, target, body, now, self._settings.max_clock_skew_s
-        )
+        verify_signed_digest(signed, public_key, method, target, body_sha256, now,
+                             self._settings.max_clock_skew_s)  # fmt: skip
+        self._check_path(signed, path_device_id)
+
+    @staticmethod
+    def _check_path(signed: SignedRequest, path_device_id: str | None) -> None:
         if path_device_id is not None and path_device_id != signed.device_id:
             raise Forbidden(
                 f"device {signed.device_id} may not act for device {path_device_id}",
@@ -189,7 +235,8 @@ class DeviceLinkService:
         if applied_generation == device.desired_generation:
             interval_s = heartbeat_interval_of(device)
         with self._db.transaction() as tx:
-            status = stamp_active_since(device.release_status or {}, release_status, now)
+            stored = device.release_status or {}
+            status = stamp_last_good(stored, stamp_active_since(stored, release_status, now))
             tx.devices.record_report(device.id, now, None if inventory is None else dict(inventory),
                                      applied_generation, status)  # fmt: skip
             tx.node_health.put_report(record_node_report(

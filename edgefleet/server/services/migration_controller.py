@@ -35,6 +35,7 @@ from edgefleet.core.migration import (
 from edgefleet.core.placement import Assignment, Placement
 from edgefleet.core.placement_record import with_assignment
 from edgefleet.errors import EdgefleetError
+from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.fleet_view import FleetView, load_view
 from edgefleet.server.watch import DesiredStateWatch
@@ -52,12 +53,14 @@ class MigrationController:
         settings: WorkloadSettings,
         watch: DesiredStateWatch,
         blobs: BlobStore,
+        checkpoints: CheckpointService,
     ) -> None:
         self._db = db
         self._clock = clock
         self._settings = settings
         self._watch = watch
         self._blobs = blobs
+        self._checkpoints = checkpoints
 
     def tick(self) -> list[Migration]:
         """Admit and advance; returns the migrations that changed."""
@@ -165,17 +168,11 @@ class MigrationController:
 
     def _forget_archive(self, m: Migration) -> None:
         """A finished migration's state archive is no longer needed (the target restored
-        it, or the source kept running): delete the blob unless something else still uses
-        it. A crash before this leaves a blob behind, never a missing one."""
-        sha256 = m.checkpoint_sha256
-        if sha256 is None:
-            return
-        with self._db.read() as tx:
-            users = [o for o in tx.migrations.with_checkpoint(sha256) if o.active]
-            if users or tx.artifacts.uses_blob(sha256):
-                return
-        self._blobs.delete(sha256)
-        log.info("state archive deleted", extra={"migration": m.id, "sha256": sha256})
+        it, or the source kept running), nor does it count against the source's quota any
+        more. A crash before this leaves a blob behind (the checkpoint sweep takes it),
+        never a missing one."""
+        if m.checkpoint_sha256 is not None:
+            self._checkpoints.forget(m.checkpoint_sha256)
 
     def _commit(self, tx: Transaction, m: Migration) -> tuple[Placement, Placement]:
         """The replica now belongs to the target, at the generation its copy runs with;

@@ -8,14 +8,13 @@ replicas may need a new spec); the placement controller places it on its next ti
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from edgefleet.artifacts.blobstore import BlobInfo, BlobStore, validate_sha256
+from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock
 from edgefleet.core.device import Device
 from edgefleet.core.endpoints import Endpoint, ReplicaCopy, service_endpoints
@@ -31,14 +30,16 @@ from edgefleet.core.node_health import NodeHealth
 from edgefleet.core.placement import Explanation, Node, Topology, explain
 from edgefleet.core.release import ArtifactKind
 from edgefleet.core.selector import parse_selector
+from edgefleet.core.service_manifest import parse_service_manifest, resolve_parameters
 from edgefleet.core.workload import parse_workload
 from edgefleet.core.workload_record import WorkloadRecord, resolve_release_ref
-from edgefleet.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from edgefleet.errors import Conflict, Forbidden, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import refresh_device
 from edgefleet.server.services.fleet_view import FleetView, load_view
 from edgefleet.server.services.placement_controller import new_migration_id
+from edgefleet.server.services.releases import read_service_manifest
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
 
@@ -85,14 +86,12 @@ class ServiceEndpoints:
 
 class WorkloadService:
     def __init__(
-        self, db: Database, clock: Clock, watch: DesiredStateWatch, blobs: BlobStore,
-        max_checkpoint_bytes: int,
-    ) -> None:  # fmt: skip
+        self, db: Database, clock: Clock, watch: DesiredStateWatch, blobs: BlobStore
+    ) -> None:
         self._db = db
         self._clock = clock
         self._watch = watch
         self._blobs = blobs
-        self._max_checkpoint_bytes = max_checkpoint_bytes
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -109,14 +108,22 @@ class WorkloadService:
         with self._db.transaction() as tx:
             releases = tx.releases.all()
             refs = tuple(resolve_release_ref(ref, releases) for ref in spec.artifacts)
-            if not spec.command:
-                kinds = {a.kind for ref in refs for a in map(tx.artifacts.get,
-                                                              tx.releases.get(ref).artifacts)}
-                if ArtifactKind.SERVICE not in kinds:
-                    raise InvalidInput(
-                        "spec.command: required unless a release in spec.artifacts carries a "
-                        "service manifest (an artifact of kind service)"
-                    )
+            services = [
+                artifact
+                for ref in refs
+                for artifact in map(tx.artifacts.get, tx.releases.get(ref).artifacts)
+                if artifact.kind is ArtifactKind.SERVICE
+            ]
+            if not services:
+                raise InvalidInput(
+                    "spec.artifacts: a workload runs what a signed release's service manifest "
+                    "says, and none of these releases carries one (an artifact of kind service)",
+                    code="unsigned_command",
+                )
+            # The device runs the first manifest, as it finds them in this order.
+            manifest = parse_service_manifest(read_service_manifest(self._blobs,
+                                                                    services[0].sha256))
+            resolve_parameters(manifest, spec.parameters)
             existing = tx.workloads.find(spec.name)
             if existing is None:
                 record = WorkloadRecord(spec.name, dict(document), refs, ctx.actor, now,
@@ -278,17 +285,6 @@ class WorkloadService:
                                code="no_migration")  # fmt: skip
         self._notify(refreshed)
         return aborted
-
-    def store_checkpoint(self, device_id: str, sha256: str, archive: bytes) -> BlobInfo:
-        """Keep a device's state archive (content-addressed) until its migration's target
-        downloads it; the device then reports it for its migration."""
-        if len(archive) > self._max_checkpoint_bytes:
-            raise PayloadTooLarge(f"state archive of {len(archive)} bytes is over the limit "
-                                  f"of {self._max_checkpoint_bytes} bytes")  # fmt: skip
-        info = self._blobs.put(io.BytesIO(archive), expected_sha256=validate_sha256(sha256))
-        log.info("checkpoint stored", extra={"device_id": device_id, "sha256": sha256,
-                                             "size_bytes": info.size_bytes})
-        return info
 
     def guard_blob_read(self, who: Device | OperatorContext, *sha256s: str) -> None:
         """A workload's state archive is its data, subject to its residency: only the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from edgefleet.errors import Unauthenticated
@@ -47,6 +47,13 @@ class NonceRepository:
                 "request nonce was already used: replayed request refused",
                 code="replayed_request",
             )
+
+    def used(self, device_id: str, nonce: str) -> bool:
+        """Whether this device already used this nonce (within its expiry)."""
+        query = select(device_nonces.c.nonce).where(
+            device_nonces.c.device_id == device_id, device_nonces.c.nonce == nonce
+        )
+        return self._c.execute(query).first() is not None
 
     def prune(self, now: datetime) -> int:
         """Forget nonces whose timestamps could no longer pass the skew check."""
