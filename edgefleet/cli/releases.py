@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from edgefleet.cli.output import Column, Output, console, emit_list, emit_object, print_json
+from edgefleet.cli.signing import (
+    FILE_HELP,
+    ROOT_FILE_HELP,
+    local_files,
+    release_files,
+    show_review,
+    verified_published,
+)
+from edgefleet.core.durations import parse_duration
 from edgefleet.core.release import ArtifactKind, parse_ref
 from edgefleet.errors import InvalidInput
+from edgefleet.security.signing_review import review_targets
 from edgefleet.security.tuf_keys import load_signing_key
-from edgefleet.security.tuf_metadata import sign_metadata, summarize_metadata
+from edgefleet.security.tuf_metadata import parse_targets, sign_metadata, summarize_metadata
 
 artifacts_app = typer.Typer(help="Versioned files: ONNX models, plain files, service specs.",
                             no_args_is_help=True)
@@ -20,6 +31,9 @@ releases_app = typer.Typer(help="Batches of artifacts that ship together, signed
                            no_args_is_help=True)
 
 OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
+# How far the staged expiry may sit from now + the lifetime asked for: the server's clock
+# and this machine's may differ a little.
+EXPIRY_TOLERANCE = timedelta(hours=1)
 
 
 def _size(n: int) -> str:
@@ -205,19 +219,38 @@ def sign_release(
     ctx: typer.Context,
     ref: str,
     key: list[Path] = typer.Option(..., help="Targets signing key file, repeatable"),
-    expires: str = typer.Option(None, help="Targets metadata lifetime [90d]"),
+    expires: str = typer.Option("90d", help="Targets metadata lifetime"),
+    root_file: Path = typer.Option(None, help=ROOT_FILE_HELP),
+    file: list[Path] = typer.Option([], help=FILE_HELP),
     output: Output = OutputOpt,
 ) -> None:
-    """Stage the release's targets metadata, sign it here with your targets key(s), and
-    publish it. The keys never leave this machine."""
+    """Stage the release's targets metadata, check it, sign it here with your targets
+    key(s), and publish it; the keys never leave this machine. The staged metadata must be
+    the published targets (verified from your trusted root) plus exactly this release's
+    files, the next version, with the lifetime asked for: the files it adds are shown,
+    anything else is refused before signing."""
     parsed = parse_ref(ref, "release")
+    lifetime = parse_duration(expires)
     signers = [load_signing_key(k) for k in key]
+    mine = local_files(file)
     with ctx.obj.client() as client:
+        published = verified_published(ctx, client, root_file)
+        expected = release_files(client, parsed)
         metadata = client.stage_release(parsed.name, parsed.version, expires)
+        now = datetime.now(UTC)
+        review = review_targets(
+            parse_targets(metadata),
+            None if published.targets is None else published.targets.signed,
+            expected,
+            now=now,
+            expires_within=(now + lifetime - EXPIRY_TOLERANCE, now + lifetime + EXPIRY_TOLERANCE),
+            local_files=mine,
+        )
+        show_review(review.lines(), output)
         for signer in signers:
             metadata = sign_metadata(metadata, signer)
-        published = client.publish_release(parsed.name, parsed.version, metadata)
-    emit_object(published, output, RELEASE_COLUMNS)
+        published_release = client.publish_release(parsed.name, parsed.version, metadata)
+    emit_object(published_release, output, RELEASE_COLUMNS)
 
 
 @releases_app.command("stage")

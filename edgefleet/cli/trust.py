@@ -14,9 +14,21 @@ from typing import Any
 
 import typer
 
+from edgefleet.atomicfile import write_atomically
 from edgefleet.cli.output import Column, Output, console, emit_object, print_json
+from edgefleet.cli.signing import (
+    FILE_HELP,
+    ROOT_FILE_HELP,
+    local_files,
+    release_files,
+    show_review,
+    trust_store,
+    verified_published,
+)
 from edgefleet.core.durations import parse_duration
+from edgefleet.core.release import parse_ref
 from edgefleet.errors import InvalidInput
+from edgefleet.security.signing_review import MAX_LIFETIME, review_root, review_targets
 from edgefleet.security.tuf_keys import (
     generate_signing_key,
     load_public_key,
@@ -29,6 +41,7 @@ from edgefleet.security.tuf_metadata import (
     RoleKeys,
     build_next_root,
     build_root,
+    parse_metadata,
     parse_targets,
     sign_metadata,
     summarize_metadata,
@@ -98,7 +111,11 @@ def init(
         for signer in signers:
             root = sign_metadata(root, signer)
         result = client.initialize_trust(json.loads(root))
-    console.print(f"trust initialized: root v{result['root_version']}")
+        store = trust_store(ctx, client)
+        store.start(root)
+    console.print(f"trust initialized: root v{result['root_version']}; kept as this "
+                  f"machine's trusted root in {store.root_path} (signers elsewhere pass a "
+                  "copy with --root-file)")
 
 
 @trust_app.command("rotate")
@@ -114,10 +131,12 @@ def rotate(
     ),
     new_targets_threshold: int = typer.Option(None, help="New targets threshold"),
     expires: str = typer.Option("365d", help="Lifetime of the new root"),
+    root_file: Path = typer.Option(None, help=ROOT_FILE_HELP),
 ) -> None:
     """Rotate root and/or targets keys: the next root is signed by the current and the new
     root keys; when targets keys change, the current targets are re-signed with the new
-    ones in the same step, so devices never see a gap."""
+    ones in the same step, so devices never see a gap. The current root and targets are
+    the ones verified from your trusted root, never the server's word."""
     old = [load_signing_key(k) for k in root_key]
     new = [load_signing_key(k) for k in new_root_key]
     targets_signers = [load_signing_key(k) for k in new_targets_key]
@@ -125,7 +144,7 @@ def rotate(
         status = client.trust_status()
         if not status["initialized"]:
             raise InvalidInput("trust is not initialized yet: run `edgefleet trust init`")
-        current = client.tuf_metadata(f"{status['root_version']}.root.json")
+        published = verified_published(ctx, client, root_file)
         root_role = None
         if new:
             threshold = new_root_threshold or len(new)
@@ -134,15 +153,15 @@ def rotate(
         if targets_signers:
             threshold = new_targets_threshold or len(targets_signers)
             targets_role = RoleKeys(tuple(s.public_key for s in targets_signers), threshold)
-        root = build_next_root(current, expires=_expiry(expires), root=root_role,
+        root = build_next_root(published.root_bytes, expires=_expiry(expires), root=root_role,
                                targets=targets_role)
         for signer in [*old, *new]:
             root = sign_metadata(root, signer)
         targets = None
-        if targets_role is not None and status.get("targets_version"):
-            targets_raw = client.tuf_metadata(f"{status['targets_version']}.targets.json")
-            targets = _resigned(targets_raw, targets_signers)
+        if targets_role is not None and published.targets_bytes is not None:
+            targets = _resigned(published.targets_bytes, targets_signers)
         result = client.rotate_root(json.loads(root), json.loads(targets) if targets else None)
+        trust_store(ctx, client).keep_root(root)
     console.print(f"root rotated to v{result['root_version']}")
 
 
@@ -158,16 +177,56 @@ def _resigned(targets: bytes, signers: list[Any]) -> bytes:
 
 @trust_app.command("sign")
 def sign_file(
+    ctx: typer.Context,
     metadata_file: Path = typer.Argument(..., help="Root or targets metadata (JSON)"),
     key: list[Path] = typer.Option(..., help="Signing key file, repeatable"),
+    release: str = typer.Option(
+        None, help="NAME@VERSION: the release that targets metadata adds (required for "
+        "targets)"
+    ),
+    root_file: Path = typer.Option(None, help=ROOT_FILE_HELP),
+    file: list[Path] = typer.Option([], help=FILE_HELP),
 ) -> None:
-    """Add your signature(s) to a metadata file in place (for thresholds above 1)."""
-    metadata = metadata_file.read_bytes()
+    """Add your signature(s) to a metadata file in place (for thresholds above 1), once it
+    checks out against what the server publishes, verified from your trusted root: targets
+    must be the published ones plus exactly the files of --release, the next version,
+    expiring within 5 years; a root must be the next version of the trusted root (its
+    changes of keys, thresholds and expiry are shown). Anything else is refused and the
+    file is left as it was."""
+    metadata = _read_metadata(metadata_file)
+    md = parse_metadata(metadata)
+    mine = local_files(file)
+    with ctx.obj.client() as client:
+        published = verified_published(ctx, client, root_file)
+        now = datetime.now(UTC)
+        if md.signed.type == "root":
+            lines = review_root(md, published.root.signed, now=now,
+                                latest_expiry=now + MAX_LIFETIME).lines()
+        elif md.signed.type == "targets":
+            if release is None:
+                raise InvalidInput("targets metadata: name the release it adds with "
+                                   "--release NAME@VERSION")
+            expected = release_files(client, parse_ref(release, "release"))
+            lines = review_targets(
+                md, None if published.targets is None else published.targets.signed,
+                expected, now=now, expires_within=(now, now + MAX_LIFETIME), local_files=mine,
+            ).lines()
+        else:
+            raise InvalidInput(f"{md.signed.type} metadata is signed by the server, not by "
+                               "operators", code="invalid_metadata")
+    show_review(lines)
     for path in key:
         metadata = sign_metadata(metadata, load_signing_key(path))
-    metadata_file.write_bytes(metadata)
+    write_atomically(metadata_file, metadata)
     summary = summarize_metadata(metadata)
     console.print(f"{summary.role} v{summary.version}: signed by {len(summary.signed_by)} key(s)")
+
+
+def _read_metadata(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"cannot read {path}: {e.strerror}") from None
 
 
 STATUS_FIELDS = [

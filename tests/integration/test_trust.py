@@ -16,6 +16,7 @@ from edgefleet.client import FleetClient
 from edgefleet.core.release import ArtifactKind
 from edgefleet.errors import ApiError
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
+from edgefleet.security.trust_store import TrustStore
 from edgefleet.security.tuf_keys import load_signing_key
 from edgefleet.security.tuf_metadata import sign_metadata
 from tests.cli_runner import CliResult, run_cli
@@ -34,8 +35,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def cli(server: ServerProcess, *args: str) -> CliResult:
-    return run_cli(*args, env={"EDGEFLEET_SERVER": server.url, "EDGEFLEET_TOKEN": ADMIN_TOKEN})
+def cli(server: ServerProcess, *args: str, machine: str = "admin") -> CliResult:
+    """The CLI on one operator's machine (its own config directory and trust store)."""
+    config = server.data_dir.parent / "operators" / machine / "config.toml"
+    return run_cli(*args, env={"EDGEFLEET_SERVER": server.url, "EDGEFLEET_TOKEN": ADMIN_TOKEN,
+                               "EDGEFLEET_CONFIG": str(config)})
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +86,13 @@ def test_below_threshold_is_refused_and_multi_party_signing_publishes(
 
     staged = tmp_path / "targets.json"
     assert cli(server, "releases", "stage", "quorum@1.0.0", "-o", str(staged)).code == 0
+    root = TrustStore.for_server(server.data_dir.parent / "operators" / "admin",
+                                 server.url).root_path
     for signer in ("alice", "bob"):  # each on their own machine, passing the file along
-        signed = run_cli("trust", "sign", str(staged), "--key", str(initialized[signer]))
+        signed = cli(server, "trust", "sign", str(staged), "--key", str(initialized[signer]),
+                     "--release", "quorum@1.0.0", "--root-file", str(root), machine=signer)
         assert signed.code == 0, signed.stderr
+        assert "+ releases/quorum/1.0.0/1.0.0.onnx" in signed.stdout
     submitted = cli(server, "releases", "submit", "quorum@1.0.0", str(staged), "-o", "json")
     assert submitted.code == 0, submitted.stderr
     assert submitted.json()["signed"] is True
