@@ -37,7 +37,8 @@ console = Console()
 
 SERVICE_MANIFEST = """\
 command: ["{python}", "-m", "edgefleet.workloads.inference_server",
-          "--model", "{artifact:detector}", "--port", "{port}"]
+          "--model", "{artifact:detector}", "--port", "{port}",
+          "--state-dir", "{state_dir}"]
 port: auto
 health: {http: /healthz, window_s: 5, interval_s: 0.5}
 """
@@ -68,7 +69,8 @@ detection:
 # cleanly and only the fleet's error-rate gate, fed by real traffic, can catch it.
 ROLLOUT_SERVICE_MANIFEST = """\
 command: ["{python}", "-m", "edgefleet.workloads.inference_server",
-          "--model", "{artifact:detector}", "--port", "{port}"]
+          "--model", "{artifact:detector}", "--port", "{port}",
+          "--state-dir", "{state_dir}"]
 port: auto
 health: {http: /healthz, window_s: 1, interval_s: 0.5, min_requests: 1000000}
 """
@@ -91,9 +93,7 @@ WORKLOAD = """\
 kind: Workload
 metadata: {name: detector-api}
 spec:
-  artifacts: [vision@3.0.0]
-  command: ["{python}", "-m", "edgefleet.workloads.inference_server",
-            "--model", "{artifact:detector}", "--port", "{port}", "--state-dir", "{state_dir}"]
+  artifacts: [vision@3.0.0]             # its signed service manifest says what runs
   resources: {cpu_millicores: 250, memory_mb: 512}
   service: {port: auto}
   health_check: {http: /healthz, interval_s: 0.5, timeout_s: 0.5}

@@ -88,15 +88,18 @@ def publish(
     requires: list[str] | None = None,
     window_s: float = 2,
     expires: str | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Push a model and a service manifest, create the release, sign it with `signers`."""
+    """Push a model and a service manifest (the inference server's unless `manifest` is
+    given), create the release, sign it with `signers`."""
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = save_model(model, workdir / f"{name}-{version}.onnx")
     model_name = f"{name}-model"
     push_file(client, model_path, model_name, version, ArtifactKind.ONNX_MODEL, requires or [])
-    manifest = workdir / f"{name}-{version}-service.json"
-    manifest.write_text(service_manifest(port, model_name, window_s))
-    push_file(client, manifest, f"{name}-service", version, ArtifactKind.SERVICE, [])
+    service = workdir / f"{name}-{version}-service.json"
+    service.write_text(json.dumps(manifest) if manifest is not None
+                       else service_manifest(port, model_name, window_s))  # fmt: skip
+    push_file(client, service, f"{name}-service", version, ArtifactKind.SERVICE, [])
     client.create_release(name, version, [f"{model_name}@{version}", f"{name}-service@{version}"])
     staged = client.stage_release(name, version, expires)
     for signer in signers:

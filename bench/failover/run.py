@@ -72,9 +72,6 @@ TARGET_S = 10.0
 def workload(name: str, selector: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "artifacts": ["vision@1.0.0"],
-        "command": ["{python}", "-m", "edgefleet.workloads.inference_server",
-                    "--model", "{artifact:vision-model}", "--port", "{port}",
-                    "--state-dir", "{state_dir}"],
         "resources": {"cpu_millicores": 250, "memory_mb": 1024},
         "service": {"port": "auto"},
         "health_check": {"http": "/healthz"},

@@ -18,9 +18,11 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from edgefleet.agent.desired_check import DesiredStateCheck
 from edgefleet.agent.hardware import Hardware
 from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.installer import Installer
@@ -35,6 +37,7 @@ from edgefleet.agent.workload_runner import WorkloadRunner
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
 from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
+from edgefleet.security.desired_signature import DesiredStateRefused
 from edgefleet.security.keys import DeviceKey
 from edgefleet.transport.messages import Transport
 
@@ -139,6 +142,9 @@ class Agent:
         )
         self.node_status = NodeStatus(clock, settings.advertise_address,
                                       settings.simulated_battery)  # fmt: skip
+        self._desired_check = DesiredStateCheck(
+            self.installer.tuf_dir, helper, self.link.fetch, clock, lambda: self.device_id
+        )
 
     @property
     def device_id(self) -> str:
@@ -151,10 +157,14 @@ class Agent:
         """Run until `stop` is set; never raises for server or network trouble.
 
         The installer runs beside the connection: a health window or a rollback finishes
-        even while the control plane is unreachable.
+        even while the control plane is unreachable. Every wait on the link races `stop`,
+        so a dead link does not hold a stop up for a request's timeout. Telemetry stops
+        last: the services first, then the pipeline cuts everything they sent into the
+        on-disk queue.
         """
         await self.telemetry.start()  # before the installer starts a service that uses it
-        telemetry = asyncio.create_task(self.telemetry.run(stop))
+        telemetry_stop = asyncio.Event()
+        telemetry = asyncio.create_task(self.telemetry.run(telemetry_stop))
         self.installer.want(self.state.desired.get("release"),
                             authoritative=self.state.applied_generation > 0)
         installing = asyncio.create_task(self.installer.run())
@@ -164,9 +174,7 @@ class Agent:
         try:
             while not stop.is_set():
                 try:
-                    if self.state.device_id is None:
-                        await self._enroll()
-                    await self._connected(stop)
+                    await self._until_stopped(self._connect(), stop)
                 except (ApiError, Unavailable) as e:
                     await self._back_off(e, stop)
                 if installing.done():
@@ -179,11 +187,31 @@ class Agent:
             installing.cancel()
             running_workloads.cancel()
             await asyncio.gather(installing, running_workloads, return_exceptions=True)
-            stop.set()  # telemetry cuts its open windows into the queue and stops
-            await asyncio.gather(telemetry, return_exceptions=True)
             await self.supervisor.aclose()
             await self._runtime.close()
+            telemetry_stop.set()  # what the stopped services measured goes into the queue
+            await asyncio.gather(telemetry, return_exceptions=True)
             await self._transport.close()
+
+    @staticmethod
+    async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+        """Run `work` until it returns or raises, or until `stop` is set (it is cancelled)."""
+        working = asyncio.create_task(work)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            working.cancel()
+            stopping.cancel()
+            await asyncio.gather(working, stopping, return_exceptions=True)
+        if not working.cancelled():
+            working.result()  # re-raise its failure
+
+    async def _connect(self) -> None:
+        """Enroll if needed, then stay connected until a failure."""
+        if self.state.device_id is None:
+            await self._enroll()
+        await self._connected()
 
     async def _enroll(self) -> None:
         token = self.settings.enroll_token
@@ -210,7 +238,7 @@ class Agent:
         self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
         log.info("enrolled", extra=self._log_extra(enrollment=answer["enrollment"]))
 
-    async def _connected(self, stop: asyncio.Event) -> None:
+    async def _connected(self) -> None:
         await self._heartbeat_once()
         if self.state.enrollment != "approved":
             self.state = replace(self.state, enrollment="approved")
@@ -219,7 +247,6 @@ class Agent:
         tasks = [
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._desired_loop()),
-            asyncio.create_task(stop.wait()),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -269,10 +296,22 @@ class Agent:
             # which workload replicas this device still owns.
             fresh = self.state.desired and self._desired_confirmed
             known = self.state.applied_generation if fresh else None
-            document = await self.link.desired(known, self.settings.long_poll_s)
+            signed = await self.link.desired(known, self.settings.long_poll_s)
+            if signed is None:
+                self._desired_confirmed = True
+                continue
+            try:
+                document = await self._desired_check.verified(
+                    signed, self.state.applied_generation if self.state.desired else 0)
+            except DesiredStateRefused as e:
+                # Keep following what was verified before; ask again after a pause.
+                self.last_error = f"{e.code}: {e.message}"
+                log.warning("desired state refused", extra=self._log_extra(
+                    code=e.code, reason=e.message))  # fmt: skip
+                await self._clock.sleep(self.settings.min_backoff_s)
+                continue
             self._desired_confirmed = True
-            if document is not None:
-                self._apply(document)
+            self._apply(document)
 
     def _apply(self, document: dict[str, Any]) -> None:
         """Converge to `document` and record it as applied (atomically, on disk)."""
@@ -296,8 +335,10 @@ class Agent:
     async def _back_off(self, error: EdgefleetError, stop: asyncio.Event) -> None:
         code = error.code
         if code == "unknown_device":
-            # The control plane has no record of us (e.g. its data was reset): enroll again.
-            self.state = replace(self.state, device_id=None, enrollment=None)
+            # The control plane has no record of us (e.g. its data was reset): enroll again,
+            # and count its generations afresh.
+            self.state = replace(self.state, device_id=None, enrollment=None,
+                                 applied_generation=0)
             self.state.save(self._data_dir)
         if code in _NOT_APPROVED and self.state.enrollment != code.removeprefix("device_"):
             self.state = replace(self.state, enrollment=code.removeprefix("device_"))

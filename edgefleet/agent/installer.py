@@ -57,7 +57,11 @@ from edgefleet.core.install import (
     resume_action,
     transition,
 )
-from edgefleet.core.service_manifest import HealthCriteria
+from edgefleet.core.service_manifest import (
+    HealthCriteria,
+    parse_service_manifest,
+    resolve_parameters,
+)
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
@@ -167,6 +171,11 @@ class Installer:
 
     async def stop(self) -> None:
         await self._supervisor.stop_all()
+
+    @property
+    def tuf_dir(self) -> Path:
+        """python-tuf's metadata directory, anchored in the root pinned at enrollment."""
+        return self._tuf_dir
 
     async def pin_enrollment_root(self, root: bytes) -> None:
         """Keep the TUF root received at enrollment as this device's trust anchor (through
@@ -281,6 +290,9 @@ class Installer:
             if kind == "service":
                 try:
                     service = await self._helper.read_manifest(directory / files[name])
+                    # Run as this device's release service, every parameter takes its
+                    # default: one without is for workloads only.
+                    resolve_parameters(parse_service_manifest(service), {})
                 except InvalidInput as e:
                     raise InstallFailed(f"service manifest refused: {e.message}") from None
         port = pick_free_port() if service and service.get("port") == "auto" else None
@@ -377,8 +389,10 @@ class Installer:
             with contextlib.suppress(EdgefleetError):
                 await self._supervisor.remove(SERVICE_NAME)
             return
+        state_dir = self._logs.parent / "release-state"
+        state_dir.mkdir(parents=True, exist_ok=True)
         spec = service_spec(manifest, self.slots.path(slot), slot_manifest, self._logs,
-                            self._statsd_address())
+                            self._statsd_address(), state_dir)
         await self._supervisor.ensure(spec)
 
     # Bookkeeping.

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgefleet.clock import Clock
 from edgefleet.errors import ApiError
+from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_HEADER
 from edgefleet.security.keys import DeviceKey, device_id_for
 from edgefleet.security.request_signing import sign_request
 from edgefleet.transport.messages import Transport, TransportResponse, error_from_response
@@ -21,6 +23,14 @@ REQUEST_TIMEOUT_S = 15.0
 TELEMETRY_CONTENT_TYPE = "application/x-edgefleet-telemetry"
 # A whole artifact may take a while on a slow link; progress is kept between attempts.
 DOWNLOAD_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class SignedDocument:
+    """A document's exact bytes and the signature header that came with them."""
+
+    body: bytes
+    signature: str | None
 
 
 class ControlPlaneLink:
@@ -150,16 +160,18 @@ class ControlPlaneLink:
             raise error_from_response(response.status, response.body)
         return response
 
-    async def desired(self, known_generation: int | None, wait_s: float) -> dict[str, Any] | None:
-        """The desired-state document, or None if it stayed at `known_generation` for the
-        whole wait (long poll)."""
+    async def desired(self, known_generation: int | None, wait_s: float) -> SignedDocument | None:
+        """The desired-state document as sent, with its signature (the agent verifies it
+        before acting), or None if it stayed at `known_generation` for the whole wait
+        (long poll)."""
         target = f"/v1/devices/{self.device_id}/desired?wait={wait_s:g}"
         headers = {} if known_generation is None else {"if-none-match": f'"{known_generation}"'}
         response = await self._send("GET", target, None, headers, timeout_s=wait_s + 10)
         if response.status == 304:
             return None
-        result: dict[str, Any] = self._json(response)
-        return result
+        if response.status >= 400:
+            raise error_from_response(response.status, response.body)
+        return SignedDocument(response.body, response.headers.get(DESIRED_SIGNATURE_HEADER))
 
     async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> dict[str, Any]:
         """POST one telemetry batch (wire bytes); `{"acked_through_seq", "stored_windows"}`.

@@ -14,6 +14,7 @@ from edgefleet.core.service_manifest import (
     ServiceManifest,
     expand_placeholders,
     parse_service_manifest,
+    resolve_parameters,
 )
 
 SERVICE_NAME = "release"
@@ -39,16 +40,20 @@ def service_spec(
     slot_manifest: Mapping[str, Any],
     log_dir: Path,
     statsd_address: str | None,
+    state_dir: Path,
 ) -> ServiceSpec:
     """How to run `manifest` from `slot_dir`: placeholders expanded, artifact paths in env.
     A `port: auto` service uses the port chosen when its slot was filled; EDGEFLEET_STATSD
-    names the agent's KPI endpoint when it has one."""
+    names the agent's KPI endpoint when it has one. A release's service has no workload to
+    set its parameters: each takes its signed default (InvalidInput if one has none)."""
     files = {name: str(slot_dir / file) for name, file in slot_manifest["files"].items()}
     python = sys.executable
     port = slot_manifest.get("port") if manifest.auto_port else manifest.port
+    parameters = resolve_parameters(manifest, {})
 
     def expand(word: str) -> str:
-        return expand_placeholders(word, python, str(slot_dir), files, port)
+        return expand_placeholders(word, python, str(slot_dir), files, port, str(state_dir),
+                                   parameters)  # fmt: skip
 
     env = {key: expand(value) for key, value in manifest.env.items()}
     env["EDGEFLEET_SLOT"] = str(slot_dir)

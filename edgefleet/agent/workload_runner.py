@@ -55,6 +55,7 @@ from edgefleet.core.service_manifest import (
     ServiceManifest,
     expand_placeholders,
     parse_service_manifest,
+    resolve_parameters,
 )
 from edgefleet.core.workload_section import (
     ReplicaEntry,
@@ -277,19 +278,21 @@ class WorkloadRunner:
         spec = parse_workload(dict(entry.document))
         files = {name: str(r.path_of(name)) for r in releases for name in r.files}
         manifest = _service_manifest(releases)
-        command = spec.command or (manifest.command if manifest is not None else ())
-        if not command:
-            raise InvalidInput(f"workload {spec.name} has no command and no service manifest")
+        if manifest is None:
+            raise InvalidInput(f"workload {spec.name}: none of its releases carries a signed "
+                               "service manifest; nothing to run")  # fmt: skip
+        # Checked here again: the device runs only what the signed manifest allows,
+        # whatever the control plane accepted.
+        parameters = resolve_parameters(manifest, spec.parameters)
         copy.port = self._port(entry, spec, manifest)
         state_dir = self.state_dir(entry.workload)
-        slot = str(releases[0].directory) if releases else str(state_dir)
+        slot = str(releases[0].directory)
 
         def expand(word: str) -> str:
-            return expand_placeholders(word.replace("{state_dir}", str(state_dir)),
-                                       sys.executable, slot, files, copy.port)  # fmt: skip
+            return expand_placeholders(word, sys.executable, slot, files, copy.port,
+                                       str(state_dir), parameters)  # fmt: skip
 
-        base_env = dict(manifest.env) if manifest is not None and not spec.command else {}
-        env = {k: expand(v) for k, v in {**base_env, **spec.env}.items()}
+        env = {k: expand(v) for k, v in manifest.env.items()}
         env.update({
             "EDGEFLEET_WORKLOAD": spec.name, "EDGEFLEET_REPLICA": str(entry.replica),
             "EDGEFLEET_GENERATION": str(entry.generation), "EDGEFLEET_STATE_DIR": str(state_dir),
@@ -307,7 +310,7 @@ class WorkloadRunner:
             env.setdefault("EDGEFLEET_STATSD", statsd)
         return ServiceSpec(
             name=service_name(entry.workload, entry.replica),
-            command=tuple(expand(w) for w in command),
+            command=tuple(expand(w) for w in manifest.command),
             env=env,
             cwd=state_dir,
             log_path=self._logs / f"workload-{entry.workload}-{entry.replica}.log",
@@ -320,15 +323,10 @@ class WorkloadRunner:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _port(
-        self, entry: ReplicaEntry, spec: Workload, manifest: ServiceManifest | None
-    ) -> int | None:
-        auto = spec.auto_port or (spec.service_port is None and not spec.command
-                                  and manifest is not None and manifest.auto_port)  # fmt: skip
+    def _port(self, entry: ReplicaEntry, spec: Workload, manifest: ServiceManifest) -> int | None:
+        auto = spec.auto_port or (spec.service_port is None and manifest.auto_port)
         if not auto:
-            if spec.service_port is not None:
-                return spec.service_port
-            return manifest.port if manifest is not None and not spec.command else None
+            return spec.service_port if spec.service_port is not None else manifest.port
         key = _key(entry)
         port = self._persisted.ports.get(key)
         if port is None:
@@ -421,37 +419,28 @@ def _service_manifest(releases: list[FetchedRelease]) -> ServiceManifest | None:
 
 def _health(
     spec: Workload,
-    manifest: ServiceManifest | None,
+    manifest: ServiceManifest,
     port: int | None,
     expand: Callable[[str], str],
 ) -> HealthCheckSpec | None:
-    from edgefleet.core.workload import HealthCheckKind
-
-    check = spec.health_check
-    if check is not None:
-        if check.kind is HealthCheckKind.HTTP:
-            if port is None:
-                raise InvalidInput(f"workload {spec.name}: an HTTP health check needs a port")
-            return HealthCheckSpec(http_url=f"http://127.0.0.1:{port}{check.http_path}",
-                                   interval_s=check.interval_s, timeout_s=check.timeout_s,
-                                   failure_threshold=check.failure_threshold,
-                                   restart_on_failure=True)  # fmt: skip
-        return HealthCheckSpec(command=tuple(expand(w) for w in check.command),
-                               interval_s=check.interval_s, timeout_s=check.timeout_s,
-                               failure_threshold=check.failure_threshold,
-                               restart_on_failure=True)  # fmt: skip
-    if manifest is not None and not spec.command:
-        criteria = manifest.health
-        if criteria.http_path is not None and port is not None:
-            return HealthCheckSpec(http_url=f"http://127.0.0.1:{port}{criteria.http_path}",
-                                   interval_s=criteria.interval_s,
-                                   timeout_s=max(1.0, criteria.interval_s),
-                                   restart_on_failure=True)  # fmt: skip
-        if criteria.command:
-            return HealthCheckSpec(command=tuple(expand(w) for w in criteria.command),
-                                   interval_s=criteria.interval_s,
-                                   timeout_s=max(1.0, criteria.interval_s),
-                                   restart_on_failure=True)  # fmt: skip
+    """The signed manifest's check; a workload's `health_check` may set how often and,
+    for an HTTP check, which path, never a command."""
+    check, criteria = spec.health_check, manifest.health
+    http_path = check.http_path if check is not None and check.http_path else criteria.http_path
+    timing: dict[str, Any] = (
+        {"interval_s": check.interval_s, "timeout_s": check.timeout_s,
+         "failure_threshold": check.failure_threshold}
+        if check is not None
+        else {"interval_s": criteria.interval_s, "timeout_s": max(1.0, criteria.interval_s)}
+    )  # fmt: skip
+    if http_path is not None:
+        if port is None:
+            raise InvalidInput(f"workload {spec.name}: an HTTP health check needs a port")
+        return HealthCheckSpec(http_url=f"http://127.0.0.1:{port}{http_path}",
+                               restart_on_failure=True, **timing)  # fmt: skip
+    if criteria.command:
+        return HealthCheckSpec(command=tuple(expand(w) for w in criteria.command),
+                               restart_on_failure=True, **timing)  # fmt: skip
     return None
 
 

@@ -7,9 +7,8 @@ its path (`spec.resources.cpu_millicores: ...`)::
     kind: Workload
     metadata: {name: detector}
     spec:
-      artifacts: [camera-models@3]          # release refs: release[@version]
-      command: [python, -m, detector.serve]
-      env: {MODEL: /models/yolo.onnx}
+      artifacts: [camera-models@3]          # signed releases: release[@version]
+      parameters: {threads: 2}              # only what their service manifest declares
       resources: {cpu_millicores: 500, memory_mb: 256, accelerator: {kind: npu, count: 1}}
       replicas: 2
       priority: 100                         # higher is placed first and may displace lower
@@ -31,6 +30,12 @@ its path (`spec.resources.cpu_millicores: ...`)::
       slo: {latency_ms: 50}
 
 The flat form (the `spec` keys at the top level next to `name`) is accepted too.
+
+What runs is never written here: the release's signed service manifest says the command,
+its environment and its health check, and declares the parameters a workload may set
+(`core.service_manifest`). A document with `command`, `env` or `health_check.command` is
+refused, so neither an operator token nor the control plane can make a device run a
+program its operators' keys did not sign.
 """
 
 from __future__ import annotations
@@ -58,23 +63,25 @@ MAX_REPLICAS = 1000
 MIN_PRIORITY, MAX_PRIORITY = -1_000_000, 1_000_000
 _NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _REF_RE = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,126}[a-z0-9])?(?:@[A-Za-z0-9._+-]{1,64})?")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PARAMETER_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
+MAX_PARAMETERS = 64
 _SPEC_KEYS = frozenset(
     {
-        "artifacts", "command", "env", "resources", "replicas", "priority", "constraints",
+        "artifacts", "parameters", "resources", "replicas", "priority", "constraints",
         "preferences", "state_dir", "service", "service_port", "health_check", "slo",
+        # Refused with their own reason below: what runs comes from a signed release.
+        "command", "env",
     }
 )  # fmt: skip
+_UNSIGNED = (
+    "a workload cannot set what runs: the release's signed service manifest says it "
+    "(declare a parameter there for what a workload may choose)"
+)
 
 
 class AffinityScope(StrEnum):
     NODE = "node"
     ZONE = "zone"
-
-
-class HealthCheckKind(StrEnum):
-    HTTP = "http"
-    COMMAND = "command"
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,10 @@ class Preferences:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    kind: HealthCheckKind
+    """How often the agent checks a replica, and (optionally) an HTTP path to probe
+    instead of the one the service manifest names."""
+
     http_path: str | None = None
-    command: tuple[str, ...] = ()
     interval_s: float = 5.0
     timeout_s: float = 2.0
     failure_threshold: int = 3
@@ -144,8 +152,7 @@ class Workload:
     name: str
     resources: Resources
     artifacts: tuple[str, ...] = ()
-    command: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    parameters: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     replicas: int = 1
     priority: int = 0
     constraints: HardConstraints = field(default_factory=HardConstraints)
@@ -182,6 +189,9 @@ def parse_workload(data: object) -> Workload:
     spec, prefix, name_path = parts.spec, parts.prefix, parts.name_path
     raw_name = parts.name
     name = validate_workload_name(_string(raw_name, name_path), name_path)
+    for key in ("command", "env"):
+        if key in spec:
+            raise InvalidInput(f"{prefix}{key}: {_UNSIGNED}", code="unsigned_command")
     if "resources" not in spec:
         raise InvalidInput(f"{prefix}resources: required (cpu_millicores and memory_mb)")
     port = spec.get("service_port")
@@ -200,8 +210,7 @@ def parse_workload(data: object) -> Workload:
             _artifact_ref(ref, f"{prefix}artifacts[{i}]")
             for i, ref in enumerate(read_list(spec.get("artifacts", []), f"{prefix}artifacts"))
         ),
-        command=_command(spec.get("command", []), f"{prefix}command"),
-        env=_env(spec.get("env", {}), f"{prefix}env"),
+        parameters=_parameters(spec.get("parameters", {}), f"{prefix}parameters"),
         resources=_resources(spec["resources"], f"{prefix}resources"),
         replicas=read_int(spec.get("replicas", 1), f"{prefix}replicas", 0, MAX_REPLICAS),
         priority=read_int(spec.get("priority", 0), f"{prefix}priority", MIN_PRIORITY, MAX_PRIORITY),
@@ -318,25 +327,20 @@ def _health_check(value: object, path: str) -> HealthCheck | None:
     if value is None:
         return None
     data = read_mapping(value, path)
-    check_keys(
-        data, frozenset({"http", "command", "interval_s", "timeout_s", "failure_threshold"}), path
-    )
-    if ("http" in data) == ("command" in data):
-        raise InvalidInput(f"{path}: give exactly one of 'http' (a path) or 'command'")
+    if "command" in data:
+        raise InvalidInput(f"{path}.command: {_UNSIGNED}", code="unsigned_command")
+    check_keys(data, frozenset({"http", "interval_s", "timeout_s", "failure_threshold"}), path)
     interval_s = _number(data.get("interval_s", 5.0), f"{path}.interval_s", positive=True)
     timeout_s = _number(data.get("timeout_s", 2.0), f"{path}.timeout_s", positive=True)
     if timeout_s > interval_s:
         raise InvalidInput(f"{path}.timeout_s: {timeout_s} is longer than interval_s")
     threshold = read_int(data.get("failure_threshold", 3), f"{path}.failure_threshold", 1, 100)
+    http_path = None
     if "http" in data:
         http_path = _string(data["http"], f"{path}.http")
-        if not http_path.startswith("/"):
+        if not http_path.startswith("/") or any(c in http_path for c in "\r\n \t"):
             raise InvalidInput(f"{path}.http: expected a path starting with '/'")
-        return HealthCheck(HealthCheckKind.HTTP, http_path, (), interval_s, timeout_s, threshold)
-    command = _command(data["command"], f"{path}.command")
-    if not command:
-        raise InvalidInput(f"{path}.command: must not be empty")
-    return HealthCheck(HealthCheckKind.COMMAND, None, command, interval_s, timeout_s, threshold)
+    return HealthCheck(http_path, interval_s, timeout_s, threshold)
 
 
 def _state_dir(value: object, path: str) -> str | None:
@@ -355,26 +359,20 @@ def _artifact_ref(value: object, path: str) -> str:
     return ref
 
 
-def _command(value: object, path: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise InvalidInput(f"{path}: expected a list of arguments, not one string")
-    args = read_list(value, path)
-    for i, arg in enumerate(args):
-        if not isinstance(arg, str):  # kept verbatim: whitespace may matter to the program
-            raise InvalidInput(f"{path}[{i}]: expected a string, got {arg!r}")
-    return tuple(str(arg) for arg in args)
-
-
-def _env(value: object, path: str) -> dict[str, str]:
+def _parameters(value: object, path: str) -> dict[str, str | int | float | bool]:
+    """The values a workload gives its release's declared parameters; checked against the
+    declarations where the manifest is known (server at apply time, device before run)."""
     data = read_mapping(value, path)
-    env: dict[str, str] = {}
+    if len(data) > MAX_PARAMETERS:
+        raise InvalidInput(f"{path}: at most {MAX_PARAMETERS} parameters")
+    out: dict[str, str | int | float | bool] = {}
     for key, raw in data.items():
-        if not _ENV_RE.match(key):
-            raise InvalidInput(f"{path}.{key}: invalid environment variable name")
-        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
-            raise InvalidInput(f"{path}.{key}: expected a string, got {type(raw).__name__}")
-        env[key] = str(raw)
-    return env
+        if not isinstance(key, str) or not _PARAMETER_RE.fullmatch(key):
+            raise InvalidInput(f"{path}.{key}: invalid parameter name")
+        if not isinstance(raw, str | int | float | bool):
+            raise InvalidInput(f"{path}.{key}: expected a string, number or boolean")
+        out[key] = raw
+    return out
 
 
 def _token_set(value: object, path: str) -> frozenset[str]:

@@ -10,12 +10,15 @@ OpenSSL 1.1.1 and later have raw Ed25519 keys::
     EVP_MD_CTX_new; EVP_DigestSignInit(ctx, NULL, NULL, NULL, pkey);
       EVP_DigestSign(ctx, sig, &siglen, data, len); EVP_MD_CTX_free   one signature
     EVP_PKEY_free(pkey)                                               when the key goes
+    EVP_PKEY_new_raw_public_key; EVP_DigestVerifyInit; EVP_DigestVerify
+                                                                      a signature checked
 
 The library is the libcrypto `_ssl` links against (found through the extension, whose
 dependencies ctypes searches), else `ctypes.util.find_library("crypto")`, else the usual
 sonames. A libcrypto without those functions, or one that cannot make an Ed25519 key (a
-restricted build), raises SettingsError. Only signing lives here: the control plane
-verifies with `cryptography` (security/keys.py).
+restricted build), raises SettingsError. The agent also verifies here the control plane's
+signature on its desired state (security/desired_signature.py); the control plane verifies
+device signatures with `cryptography` (security/keys.py).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ _FUNCTIONS: dict[str, tuple[Any, list[Any]]] = {
         c_int,
         [c_void_p, POINTER(c_ubyte), POINTER(c_size_t), c_char_p, c_size_t],
     ),
+    "EVP_PKEY_new_raw_public_key": (c_void_p, [c_int, c_void_p, c_char_p, c_size_t]),
+    "EVP_DigestVerifyInit": (c_int, [c_void_p, c_void_p, c_void_p, c_void_p, c_void_p]),
+    "EVP_DigestVerify": (c_int, [c_void_p, c_char_p, c_size_t, c_char_p, c_size_t]),
     "ERR_get_error": (c_ulong, []),
     "ERR_error_string_n": (None, [c_ulong, c_char_p, c_size_t]),
     "ERR_clear_error": (None, []),
@@ -63,6 +69,9 @@ class _LibCrypto:
     EVP_MD_CTX_free: Any
     EVP_DigestSignInit: Any
     EVP_DigestSign: Any
+    EVP_PKEY_new_raw_public_key: Any
+    EVP_DigestVerifyInit: Any
+    EVP_DigestVerify: Any
     ERR_get_error: Any
     ERR_error_string_n: Any
     ERR_clear_error: Any
@@ -165,3 +174,28 @@ class Ed25519SigningKey:
             return bytes(signature[: length.value])
         finally:
             lib.EVP_MD_CTX_free(ctx)
+
+
+def ed25519_verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
+    """Whether `signature` is `public_key`'s Ed25519 signature of `data`."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    lib = load_libcrypto()
+    pkey = lib.EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, None, public_key, PUBLIC_KEY_BYTES)
+    if not pkey:
+        lib.ERR_clear_error()
+        return False
+    ctx = lib.EVP_MD_CTX_new()
+    try:
+        if not ctx:
+            raise MemoryError("libcrypto could not allocate a verification context")
+        ok: bool = (
+            lib.EVP_DigestVerifyInit(ctx, None, None, None, pkey) == 1
+            and lib.EVP_DigestVerify(ctx, signature, len(signature), data, len(data)) == 1
+        )
+        lib.ERR_clear_error()  # a bad signature queues an error that is not news
+        return ok
+    finally:
+        if ctx:
+            lib.EVP_MD_CTX_free(ctx)
+        lib.EVP_PKEY_free(pkey)

@@ -24,6 +24,7 @@ from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.releases import Trust, free_port, publish
 
 RELEASE = "vision@1.0.0"
+FILES_RELEASE = "files@1.0.0"
 BERLIN = ("52.52", "13.40")
 MUNICH = ("48.14", "11.58")
 NEW_YORK = ("40.71", "-74.01")
@@ -44,12 +45,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process.stop()
 
 
+# What the two releases run: their signed service manifests (a workload only names one).
+INFERENCE_SERVICE = {
+    "command": ["{python}", "-m", "edgefleet.workloads.inference_server",
+                "--model", "{artifact:vision-model}", "--port", "{port}",
+                "--state-dir", "{state_dir}"],
+    "port": "auto",
+    "health": {"http": "/healthz", "interval_s": 0.5},
+}  # fmt: skip
+FILES_SERVICE = {
+    "command": ["{python}", "-m", "http.server", "{port}", "--bind", "127.0.0.1",
+                "--directory", "{state_dir}"],
+    "port": "auto",
+    "health": {"http": "/", "interval_s": 0.5},
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def release(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
     with server.client() as client:
         trust = Trust.install(client)
-        publish(client, tmp_path_factory.mktemp("release"), "vision", "1.0.0",
-                build_mlp(4, 8, 3, seed=1), free_port(), trust.targets_keys)  # fmt: skip
+        workdir = tmp_path_factory.mktemp("release")
+        publish(client, workdir, "vision", "1.0.0", build_mlp(4, 8, 3, seed=1), free_port(),
+                trust.targets_keys, manifest=INFERENCE_SERVICE)  # fmt: skip
+        publish(client, workdir, "files", "1.0.0", build_mlp(4, 8, 3, seed=2), free_port(),
+                trust.targets_keys, manifest=FILES_SERVICE)  # fmt: skip
     return RELEASE
 
 
@@ -89,9 +109,7 @@ def start_agents(
 def http_workload(name: str, **spec: Any) -> dict[str, Any]:
     """A light stateful workload: Python's HTTP server over its state directory."""
     return {"kind": "Workload", "metadata": {"name": name}, "spec": {
-        "artifacts": [RELEASE],
-        "command": ["{python}", "-m", "http.server", "{port}", "--bind", "127.0.0.1",
-                    "--directory", "{state_dir}"],
+        "artifacts": [FILES_RELEASE],
         "resources": {"cpu_millicores": 100, "memory_mb": 256},
         "service": {"port": "auto"},
         "health_check": {"http": "/", "interval_s": 0.5, "timeout_s": 0.5},
@@ -103,9 +121,6 @@ def http_workload(name: str, **spec: Any) -> dict[str, Any]:
 def inference_workload(name: str) -> dict[str, Any]:
     return {"kind": "Workload", "metadata": {"name": name}, "spec": {
         "artifacts": [RELEASE],
-        "command": ["{python}", "-m", "edgefleet.workloads.inference_server",
-                    "--model", "{artifact:vision-model}", "--port", "{port}",
-                    "--state-dir", "{state_dir}"],
         "resources": {"cpu_millicores": 250, "memory_mb": 1024},
         "service": {"port": "auto"},
         "health_check": {"http": "/healthz", "interval_s": 0.5, "timeout_s": 0.5},
@@ -179,14 +194,13 @@ def test_placement_respects_labels_regions_and_residency(
     manifest = tmp_path / "gold.yaml"
     manifest.write_text(
         "kind: Workload\nmetadata: {name: gold}\nspec:\n"
-        "  artifacts: [vision@1.0.0]\n"
-        "  command: ['{python}', '-m', 'http.server', '{port}', '--bind', '127.0.0.1']\n"
+        "  artifacts: [files@1.0.0]\n"
         "  resources: {cpu_millicores: 100, memory_mb: 256}\n"
         "  service: {port: auto}\n"
         "  constraints: {selector: 'tier=gold', regions: [eu-west]}\n"
         "---\n"
         "kind: Workload\nmetadata: {name: apac}\nspec:\n"
-        "  command: ['{python}', '-m', 'http.server', '{port}']\n"
+        "  artifacts: [files@1.0.0]\n"
         "  resources: {cpu_millicores: 100, memory_mb: 256}\n"
         "  constraints: {residency: [apac]}\n"
     )

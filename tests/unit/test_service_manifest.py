@@ -6,7 +6,11 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.service_manifest import expand_placeholders, parse_service_manifest
+from edgefleet.core.service_manifest import (
+    expand_placeholders,
+    parse_service_manifest,
+    resolve_parameters,
+)
 from edgefleet.errors import InvalidInput
 
 GOOD: dict[str, Any] = {
@@ -64,3 +68,73 @@ def test_placeholders_expand() -> None:
     )
     with pytest.raises(InvalidInput, match="unknown artifact 'labels'"):
         expand_placeholders("{artifact:labels}", "p", "s", artifacts, 1)
+
+
+PARAMETERS: dict[str, Any] = {
+    **GOOD,
+    "command": [*GOOD["command"], "--threads", "{param:threads}", "--mode", "{param:mode}"],
+    "env": {"TAG": "{param:tag}", "FAST": "{param:fast}", "RATIO": "{param:ratio}"},
+    "parameters": {
+        "threads": {"type": "integer", "minimum": 1, "maximum": 8, "default": 1},
+        "mode": {"type": "string", "enum": ["fast", "accurate"], "default": "fast"},
+        "tag": {"type": "string", "pattern": "[a-z0-9-]{1,16}"},
+        "fast": {"type": "boolean", "default": False},
+        "ratio": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+    },
+}
+
+
+def test_declared_parameters_resolve_with_defaults_and_bounds() -> None:
+    manifest = parse_service_manifest(PARAMETERS)
+    assert resolve_parameters(manifest, {"tag": "cam-1"}) == {
+        "threads": "1", "mode": "fast", "tag": "cam-1", "fast": "false", "ratio": "0.5"}
+    values = resolve_parameters(manifest, {"tag": "x", "threads": 8, "fast": True})
+    word = expand_placeholders("{param:threads}/{param:fast}", "p", "s", {}, 1, None, values)
+    assert word == "8/true"
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({}, "parameters.tag: required"),
+        ({"tag": "x", "threads": 9}, "parameters.threads: 9 is above the maximum 8"),
+        ({"tag": "x", "threads": 1.5}, "parameters.threads: expected an integer"),
+        ({"tag": "x", "mode": "turbo"}, "not one of fast, accurate"),
+        ({"tag": "x; rm -rf /"}, "does not match the pattern"),
+        ({"tag": "x\n"}, "control characters are not allowed"),
+        ({"tag": "a", "fast": "yes"}, "expected true or false"),
+        ({"tag": "a", "script": "x"}, "parameters.script: not a parameter"),
+        ({"tag": "a", "ratio": float("nan")}, "parameters.ratio"),
+    ],
+)
+def test_parameters_out_of_their_signed_bounds_are_refused(
+    values: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        resolve_parameters(parse_service_manifest(PARAMETERS), values)
+    assert fragment in refused.value.message
+    assert refused.value.code == "invalid_parameter"
+
+
+@pytest.mark.parametrize(
+    ("declaration", "fragment"),
+    [
+        ({"type": "string"}, "declares an enum or a pattern"),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "larger than maximum"),
+        ({"type": "integer", "default": 99, "maximum": 8}, "default"),
+        ({"type": "list"}, "type: must be one of"),
+        ({"type": "integer", "enum": ["a"]}, "for string parameters"),
+        ({"type": "string", "pattern": "("}, "not a regular expression"),
+    ],
+)
+def test_bad_parameter_declarations_name_the_field(
+    declaration: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_service_manifest({**GOOD, "parameters": {"p": declaration}})
+    assert fragment in refused.value.message
+
+
+def test_a_placeholder_must_name_a_declared_parameter() -> None:
+    with pytest.raises(InvalidInput, match="names no declared parameter"):
+        parse_service_manifest({**GOOD, "command": ["srv", "{param:nope}"]})

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from edgefleet.core.workload import (
     AffinityScope,
     GeoPoint,
-    HealthCheckKind,
     Workload,
     parse_workload,
 )
@@ -24,8 +23,7 @@ kind: Workload
 metadata: {name: detector}
 spec:
   artifacts: [camera-models@3]
-  command: [python, -m, detector.serve]
-  env: {MODEL: /models/yolo.onnx, THREADS: 2}
+  parameters: {threads: 2, mode: fast}
   resources: {cpu_millicores: 500, memory_mb: 256, accelerator: {kind: npu, count: 1}}
   replicas: 2
   priority: 100
@@ -57,8 +55,7 @@ def test_the_documented_manifest_parses_into_every_field() -> None:
     w = parse_workload(manifest())
     assert w.name == "detector"
     assert w.artifacts == ("camera-models@3",)
-    assert w.command == ("python", "-m", "detector.serve")
-    assert w.env == {"MODEL": "/models/yolo.onnx", "THREADS": "2"}
+    assert w.parameters == {"threads": 2, "mode": "fast"}
     assert (w.resources.cpu_millicores, w.resources.memory_mb) == (500, 256)
     assert (w.resources.accelerators, w.resources.accelerator_kind) == (1, "npu")
     assert (w.replicas, w.priority) == (2, 100)
@@ -81,7 +78,7 @@ def test_the_documented_manifest_parses_into_every_field() -> None:
     assert w.state_dir == "/var/lib/detector" and w.stateful
     assert w.service_port == 8080
     assert w.health_check is not None
-    assert (w.health_check.kind, w.health_check.http_path) == (HealthCheckKind.HTTP, "/healthz")
+    assert w.health_check.http_path == "/healthz" and w.health_check.failure_threshold == 3
     assert w.slo_latency_ms == 50
 
 
@@ -109,12 +106,29 @@ def test_accelerator_forms(accelerator: object, expected: tuple[int, str | None]
     assert (r.accelerators, r.accelerator_kind) == expected
 
 
-def test_a_command_health_check() -> None:
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spec.command", ["python", "-c", "import os; os.system('id')"]),
+        ("spec.env", {"LD_PRELOAD": "/tmp/evil.so"}),
+        ("spec.health_check", {"command": ["sh", "-c", "id"]}),
+    ],
+)
+def test_a_workload_cannot_say_what_runs(path: str, value: object) -> None:
+    """Commands, environments and check commands come only from a signed manifest."""
     data = manifest()
-    data["spec"]["health_check"] = {"command": ["curl", "-f", "localhost"]}
+    set_path(data, path, value)
+    with pytest.raises(InvalidInput) as refused:
+        parse_workload(data)
+    assert refused.value.code == "unsigned_command"
+    assert refused.value.message.startswith(path if "health" not in path else f"{path}.command")
+
+
+def test_a_health_check_may_set_only_its_timing_and_path() -> None:
+    data = manifest()
+    data["spec"]["health_check"] = {"interval_s": 2, "timeout_s": 1}
     check = parse_workload(data).health_check
-    assert check is not None and check.kind is HealthCheckKind.COMMAND
-    assert check.command == ("curl", "-f", "localhost")
+    assert check is not None and check.http_path is None and check.interval_s == 2
 
 
 def set_path(data: dict[str, Any], path: str, value: object) -> None:
@@ -150,11 +164,12 @@ DELETE = object()
         ("spec.state_dir", "relative/dir", "spec.state_dir"),
         ("spec.state_dir", "/var/../etc", "spec.state_dir"),
         ("spec.service", {"port": 70000}, "spec.service.port"),
-        ("spec.health_check", {"http": "/h", "command": ["x"]}, "spec.health_check"),
+        ("spec.health_check", {"http": "/h", "command": ["x"]}, "spec.health_check.command"),
         ("spec.health_check", {"http": "healthz"}, "spec.health_check.http"),
         ("spec.health_check", {"http": "/h", "timeout_s": 9}, "spec.health_check.timeout_s"),
         ("spec.slo", {"latency_ms": -1}, "spec.slo.latency_ms"),
-        ("spec.env", {"1BAD": "x"}, "spec.env.1BAD"),
+        ("spec.parameters", {"1BAD": "x"}, "spec.parameters.1BAD"),
+        ("spec.parameters", {"threads": [1]}, "spec.parameters.threads"),
         ("spec.command", "python serve.py", "spec.command"),
         ("spec.artifacts", ["Not A Ref"], "spec.artifacts[0]"),
         ("spec.replcas", 2, "spec.replcas: unknown field"),
@@ -179,7 +194,7 @@ json_values = st.recursive(
 )
 spec_keys = st.sampled_from(
     ["resources", "replicas", "priority", "constraints", "preferences", "state_dir", "service",
-     "health_check", "slo", "env", "command", "artifacts"]
+     "health_check", "slo", "parameters", "artifacts"]
 )  # fmt: skip
 
 

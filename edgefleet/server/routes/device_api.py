@@ -1,7 +1,9 @@
 """Device API: enrollment, heartbeats, and the long-polled desired-state document.
 
 Every route but /v1/enroll requires a request signed by an approved device; /v1/enroll
-requires a request signed by the key being enrolled (proof of possession).
+requires a request signed by the key being enrolled (proof of possession). The
+desired-state document goes out with the control plane's signature over its exact bytes,
+by the online key the operators' root names (security/desired_signature.py).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import asyncio
 import contextlib
 import json
 import time
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.desired import heartbeat_interval_of
 from edgefleet.core.device import Device
+from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_HEADER
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.auth import Services, request_target, services, signed_device
 from edgefleet.server.error_handlers import request_id_of
@@ -111,7 +114,7 @@ async def desired(
             doc = await run_in_threadpool(svc.device_link.desired, device.id)
             etag = f'"{doc["generation"]}"'
             if known is None or doc["generation"] != known:
-                return JSONResponse(doc, headers={"etag": etag})
+                return _signed_document(svc, doc, etag)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or svc.watch.closed:  # closed: the server is shutting down
                 return Response(status_code=304, headers={"etag": etag})
@@ -120,3 +123,13 @@ async def desired(
             svc.watch.note(device.id, doc["generation"])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=remaining)
+
+
+def _signed_document(svc: Services, doc: dict[str, Any], etag: str) -> Response:
+    """The document as JSON bytes with the control plane's signature over exactly them."""
+    body = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    headers = {"etag": etag}
+    signature = svc.trust.sign_desired(body)
+    if signature is not None:
+        headers[DESIRED_SIGNATURE_HEADER] = signature
+    return Response(body, media_type="application/json", headers=headers)

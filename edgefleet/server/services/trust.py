@@ -2,7 +2,8 @@
 
 Operators hold the root and targets keys; the server holds the snapshot and timestamp
 keys (files under DATA_DIR/tuf/keys, created on first start) and re-signs those two roles
-when they are half-way to expiry. A release is *signed* once every one of its files is a
+when they are half-way to expiry. The timestamp key also signs each device's desired-state
+document (security/desired_signature.py). A release is *signed* once every one of its files is a
 target in the published targets metadata.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from edgefleet.clock import Clock
 from edgefleet.core.release import Artifact, Ref, Release, target_path
 from edgefleet.errors import Conflict, InvalidInput
+from edgefleet.security.desired_signature import sign_desired
 from edgefleet.security.rbac import Permission
 from edgefleet.security.tuf_keys import load_or_create_signing_key, public_key_to_dict
 from edgefleet.security.tuf_metadata import ReleaseTarget, parse_root, parse_targets
@@ -84,6 +86,13 @@ class TrustService:
             "targets_expires": targets.signed.expires.isoformat() if targets else None,
             "targets": len(targets.signed.targets) if targets else 0,
         }
+
+    def sign_desired(self, body: bytes) -> str | None:
+        """The signature header for a device's desired-state document, or None before the
+        fleet has a root (nothing then chains the online key to the operators')."""
+        if not self.repository.initialized:
+            return None
+        return sign_desired(body, self._timestamp)
 
     def root_bytes(self) -> bytes | None:
         """The newest root for enrolling devices, or None before initialization."""

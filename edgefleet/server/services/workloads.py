@@ -16,7 +16,6 @@ from typing import Any
 
 from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock
-from edgefleet.core.device import Device
 from edgefleet.core.endpoints import Endpoint, ReplicaCopy, service_endpoints
 from edgefleet.core.failure_detector import Liveness
 from edgefleet.core.migration import (
@@ -33,7 +32,7 @@ from edgefleet.core.selector import parse_selector
 from edgefleet.core.service_manifest import parse_service_manifest, resolve_parameters
 from edgefleet.core.workload import parse_workload
 from edgefleet.core.workload_record import WorkloadRecord, resolve_release_ref
-from edgefleet.errors import Conflict, Forbidden, InvalidInput, NotFound
+from edgefleet.errors import Conflict, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import refresh_device
@@ -285,24 +284,6 @@ class WorkloadService:
                                code="no_migration")  # fmt: skip
         self._notify(refreshed)
         return aborted
-
-    def guard_blob_read(self, who: Device | OperatorContext, *sha256s: str) -> None:
-        """A workload's state archive is its data, subject to its residency: only the
-        migration's source and target devices, and operators who may manage workloads, read
-        it (or build deltas from it). Other blobs are not restricted here."""
-        with self._db.read() as tx:
-            holders = [m for sha in sha256s for m in tx.migrations.with_checkpoint(sha)]
-        if not holders:
-            return
-        archive = f"blob is the state archive of migration {holders[0].id}"
-        if isinstance(who, OperatorContext):
-            try:
-                who.require(Permission.WORKLOADS_WRITE)
-            except Forbidden as e:
-                raise Forbidden(f"{archive}: {e.message}") from None
-            return
-        if not any(who.id in (m.source, m.target) for m in holders):
-            raise Forbidden(f"{archive}: only its source and target devices may read it")
 
     def migrations(
         self, ctx: OperatorContext, name: str
