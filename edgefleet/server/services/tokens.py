@@ -1,23 +1,41 @@
-"""Token service: operators' API tokens (roles) and devices' enrollment tokens."""
+"""Token service: operators' API tokens (roles) and devices' enrollment tokens.
+
+Minted tokens are found by their SHA-256; the admin token a person chose is stored salted
+(`security/tokens.py` says why) and checked only when no SHA-256 matches, one such check at
+a time: a flood of unknown tokens costs at most one scrypt at once (the others are told to
+retry, 503 `auth_busy`) instead of every request thread. A chosen secret that verified is
+remembered by its SHA-256 in this process's memory (not in the database), so its later
+requests cost one lookup too.
+
+Data dirs of earlier versions hold the admin token as unsalted SHA-256; it is salted at the
+next start with EDGEFLEET_ADMIN_TOKEN set, or at its next successful use.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
 from edgefleet.core.enrollment import EnrollmentToken
-from edgefleet.errors import InvalidInput, Unauthenticated
+from edgefleet.errors import InvalidInput, Unauthenticated, Unavailable
 from edgefleet.security.rbac import SYSTEM, Permission, Principal, Role
 from edgefleet.security.tokens import (
     API_TOKEN_PREFIX,
     ENROLLMENT_TOKEN_PREFIX,
     ApiToken,
+    hash_chosen_secret,
     hash_secret,
+    is_minted_secret,
     new_id,
     new_secret,
+    verify_chosen_secret,
 )
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.store import Database
+
+log = logging.getLogger(__name__)
 
 # Writing last_used_at on every request would turn reads into writes; once a minute is enough.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -28,14 +46,26 @@ class TokenService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        self._chosen_check = threading.Lock()
+        self._verified: dict[str, str] = {}  # SHA-256 of a chosen secret -> its token id
 
     def bootstrap_admin(self, secret: str, request_id: str) -> ApiToken | None:
-        """Install `secret` as an admin token when the data dir has no token at all."""
+        """Install `secret` as an admin token when the data dir has no token at all; salt
+        its stored hash when an earlier version stored it unsalted."""
         if len(secret) < 16:
             raise InvalidInput("EDGEFLEET_ADMIN_TOKEN must be at least 16 characters")
         now = self._clock.now()
+        digest = hash_secret(secret)
+        with self._db.read() as tx:
+            if tx.api_tokens.count() > 0 and tx.api_tokens.find_by_hash(digest) is None:
+                return None  # the usual restart: nothing to do, and no slow hash to compute
+        salted = hash_chosen_secret(secret)  # slow: not inside the write transaction
         with self._db.transaction() as tx:
             if tx.api_tokens.count() > 0:
+                legacy = tx.api_tokens.find_by_hash(digest)
+                if legacy is not None:
+                    tx.api_tokens.set_secret_hash(legacy.id, salted)
+                    log.info("stored the admin token's hash salted", extra={"token_id": legacy.id})
                 return None
             token = ApiToken(
                 id=new_id("tok"),
@@ -46,7 +76,7 @@ class TokenService:
                 expires_at=None,
                 revoked=False,
             )
-            tx.api_tokens.insert(token, hash_secret(secret))
+            tx.api_tokens.insert(token, salted)
             ctx = OperatorContext(SYSTEM, request_id)
             record_action(tx, ctx, "api-token.create", f"api-token/{token.id}", now,
                           {"name": token.name, "role": token.role.value})
@@ -55,8 +85,15 @@ class TokenService:
     def authenticate(self, secret: str) -> Principal:
         """The principal behind a bearer secret, or Unauthenticated with the reason."""
         now = self._clock.now()
+        digest = hash_secret(secret)
         with self._db.read() as tx:
-            token = tx.api_tokens.find_by_hash(hash_secret(secret))
+            token = tx.api_tokens.find_by_hash(digest)
+            if token is None and digest in self._verified:
+                token = tx.api_tokens.get(self._verified[digest])
+        if token is None:
+            token = self._check_chosen(secret, digest)
+        elif not is_minted_secret(secret):  # a chosen secret stored by an earlier version
+            self._salt(token, secret)
         if token is None:
             raise Unauthenticated("invalid API token", code="invalid_token")
         if token.revoked:
@@ -67,6 +104,31 @@ class TokenService:
             with self._db.transaction() as tx:
                 tx.api_tokens.mark_used(token.id, now)
         return Principal(token_id=token.id, name=token.name, role=token.role)
+
+    def _check_chosen(self, secret: str, digest: str) -> ApiToken | None:
+        """The token whose chosen secret this is, checked against each salted hash."""
+        with self._db.read() as tx:
+            candidates = tx.api_tokens.with_chosen_secrets()
+        if not candidates:
+            return None
+        if not self._chosen_check.acquire(blocking=False):
+            raise Unavailable("another unknown API token is being checked; retry in a moment",
+                              code="auth_busy")  # fmt: skip
+        try:
+            for token, stored in candidates:
+                if verify_chosen_secret(secret, stored):
+                    self._verified[digest] = token.id
+                    return token
+        finally:
+            self._chosen_check.release()
+        return None
+
+    def _salt(self, token: ApiToken, secret: str) -> None:
+        salted = hash_chosen_secret(secret)
+        with self._db.transaction() as tx:
+            tx.api_tokens.set_secret_hash(token.id, salted)
+        self._verified[hash_secret(secret)] = token.id
+        log.info("stored the admin token's hash salted", extra={"token_id": token.id})
 
     def create_api_token(
         self, ctx: OperatorContext, name: str, role: Role, expires_in: timedelta | None

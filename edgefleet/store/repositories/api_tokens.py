@@ -1,4 +1,5 @@
-"""API tokens table: operators' bearer credentials, stored as hashes."""
+"""API tokens table: operators' bearer credentials, stored as hashes (`security/tokens.py`
+says which)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import Connection, Row, func, insert, select, update
 
 from edgefleet.errors import NotFound
 from edgefleet.security.rbac import Role
-from edgefleet.security.tokens import ApiToken
+from edgefleet.security.tokens import CHOSEN_SECRET_MARK, ApiToken
 from edgefleet.store.tables import api_tokens
 
 
@@ -50,6 +51,18 @@ class ApiTokenRepository:
             select(api_tokens).where(api_tokens.c.secret_hash == secret_hash)
         ).first()
         return _to_token(row) if row else None
+
+    def with_chosen_secrets(self) -> list[tuple[ApiToken, str]]:
+        """Tokens whose secret a person chose, each with its stored (salted) hash."""
+        rows = self._c.execute(
+            select(api_tokens).where(api_tokens.c.secret_hash.contains(CHOSEN_SECRET_MARK))
+        )
+        return [(_to_token(r), r.secret_hash) for r in rows]
+
+    def set_secret_hash(self, token_id: str, secret_hash: str) -> None:
+        self._c.execute(
+            update(api_tokens).where(api_tokens.c.id == token_id).values(secret_hash=secret_hash)
+        )
 
     def get(self, token_id: str) -> ApiToken:
         row = self._c.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()

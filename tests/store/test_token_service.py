@@ -1,0 +1,40 @@
+"""The token service over each backend: a chosen admin token is found without a lookup key,
+and unknown tokens cannot make the server run more than one slow hash at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgefleet.clock import SystemClock
+from edgefleet.errors import Unauthenticated, Unavailable
+from edgefleet.security.rbac import Role
+from edgefleet.server.services.tokens import TokenService
+from edgefleet.store import Database
+
+CHOSEN = "an admin token a person chose"
+
+
+def test_a_chosen_admin_token_authenticates_and_a_stranger_does_not(db: Database) -> None:
+    tokens = TokenService(db, SystemClock())
+    assert tokens.bootstrap_admin(CHOSEN, "req-1") is not None
+    assert tokens.bootstrap_admin(CHOSEN, "req-2") is None  # only into an empty table
+    assert tokens.authenticate(CHOSEN).role is Role.ADMIN
+    assert tokens.authenticate(CHOSEN).role is Role.ADMIN  # remembered: no second scrypt
+    other_replica = TokenService(db, SystemClock())
+    assert other_replica.authenticate(CHOSEN).role is Role.ADMIN
+    with pytest.raises(Unauthenticated) as refused:
+        tokens.authenticate(CHOSEN + "?")
+    assert refused.value.code == "invalid_token"
+
+
+def test_unknown_tokens_are_checked_against_chosen_secrets_one_at_a_time(db: Database) -> None:
+    tokens = TokenService(db, SystemClock())
+    with tokens._chosen_check:  # another request is running scrypt
+        with pytest.raises(Unauthenticated):  # no chosen secret stored: nothing to check
+            tokens.authenticate("some unknown token")
+        tokens.bootstrap_admin(CHOSEN, "req-1")
+        with pytest.raises(Unavailable) as busy:
+            tokens.authenticate("some unknown token")
+        assert busy.value.code == "auth_busy"
+    with pytest.raises(Unauthenticated):
+        tokens.authenticate("some unknown token")
