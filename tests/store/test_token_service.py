@@ -3,6 +3,9 @@ and unknown tokens cannot make the server run more than one slow hash at a time.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import pytest
 
 from edgefleet.clock import SystemClock
@@ -29,12 +32,27 @@ def test_a_chosen_admin_token_authenticates_and_a_stranger_does_not(db: Database
 
 def test_unknown_tokens_are_checked_against_chosen_secrets_one_at_a_time(db: Database) -> None:
     tokens = TokenService(db, SystemClock())
-    with tokens._chosen_check:  # another request is running scrypt
-        with pytest.raises(Unauthenticated):  # no chosen secret stored: nothing to check
-            tokens.authenticate("some unknown token")
-        tokens.bootstrap_admin(CHOSEN, "req-1")
-        with pytest.raises(Unavailable) as busy:
-            tokens.authenticate("some unknown token")
-        assert busy.value.code == "auth_busy"
+    tokens._checks["f" * 64] = Future()  # another request's token is being checked
+    with pytest.raises(Unauthenticated):  # no chosen secret stored: nothing to check
+        tokens.authenticate("some unknown token")
+    tokens.bootstrap_admin(CHOSEN, "req-1")
+    with pytest.raises(Unavailable) as busy:
+        tokens.authenticate("some unknown token")
+    assert busy.value.code == "auth_busy"
+    del tokens._checks["f" * 64]
     with pytest.raises(Unauthenticated):
         tokens.authenticate("some unknown token")
+
+
+def test_concurrent_first_requests_with_the_chosen_token_share_one_check(db: Database) -> None:
+    tokens = TokenService(db, SystemClock())
+    tokens.bootstrap_admin(CHOSEN, "req-1")
+    start = threading.Barrier(6)
+
+    def authenticate() -> Role:
+        start.wait()
+        return tokens.authenticate(CHOSEN).role
+
+    with ThreadPoolExecutor(6) as pool:
+        roles = list(pool.map(lambda _: authenticate(), range(6)))
+    assert roles == [Role.ADMIN] * 6

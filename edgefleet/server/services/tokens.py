@@ -2,10 +2,11 @@
 
 Minted tokens are found by their SHA-256; the admin token a person chose is stored salted
 (`security/tokens.py` says why) and checked only when no SHA-256 matches, one such check at
-a time: a flood of unknown tokens costs at most one scrypt at once (the others are told to
-retry, 503 `auth_busy`) instead of every request thread. A chosen secret that verified is
-remembered by its SHA-256 in this process's memory (not in the database), so its later
-requests cost one lookup too.
+a time: a flood of unknown tokens costs at most one scrypt at once instead of every request
+thread (a different token meanwhile is told to retry, 503 `auth_busy`; the same one waits
+for that check's answer, so an admin's concurrent first requests all succeed). A chosen
+secret that verified is remembered by its SHA-256 in this process's memory (not in the
+database), so its later requests cost one lookup too.
 
 Data dirs of earlier versions hold the admin token as unsalted SHA-256; it is salted at the
 next start with EDGEFLEET_ADMIN_TOKEN set, or at its next successful use.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
@@ -46,7 +48,8 @@ class TokenService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self._chosen_check = threading.Lock()
+        self._checks_lock = threading.Lock()
+        self._checks: dict[str, Future[ApiToken | None]] = {}  # by SHA-256: at most one
         self._verified: dict[str, str] = {}  # SHA-256 of a chosen secret -> its token id
 
     def bootstrap_admin(self, secret: str, request_id: str) -> ApiToken | None:
@@ -111,17 +114,29 @@ class TokenService:
             candidates = tx.api_tokens.with_chosen_secrets()
         if not candidates:
             return None
-        if not self._chosen_check.acquire(blocking=False):
-            raise Unavailable("another unknown API token is being checked; retry in a moment",
-                              code="auth_busy")  # fmt: skip
+        with self._checks_lock:
+            check = self._checks.get(digest)
+            running = check is not None
+            if check is None:
+                if self._checks:
+                    raise Unavailable("another unknown API token is being checked; retry in "
+                                      "a moment", code="auth_busy")  # fmt: skip
+                check = self._checks[digest] = Future()
+        if running:  # the same secret, being checked for a concurrent request
+            return check.result()
         try:
-            for token, stored in candidates:
-                if verify_chosen_secret(secret, stored):
-                    self._verified[digest] = token.id
-                    return token
+            found = next((t for t, stored in candidates if verify_chosen_secret(secret, stored)),
+                         None)  # fmt: skip
+            if found is not None:
+                self._verified[digest] = found.id
+            check.set_result(found)
+            return found
+        except BaseException as e:
+            check.set_exception(e)
+            raise
         finally:
-            self._chosen_check.release()
-        return None
+            with self._checks_lock:
+                del self._checks[digest]
 
     def _salt(self, token: ApiToken, secret: str) -> None:
         salted = hash_chosen_secret(secret)
