@@ -1,6 +1,7 @@
 """A TCP relay on a thread of its own, between a client and the control plane: counts the
 connections made through it and the bytes each way, and keeps what went upstream, so a test
-or a benchmark can see exactly what a device put on the wire."""
+or a benchmark can see exactly what a device put on the wire. `blackholed` makes it a link
+that died without a reset: bytes are swallowed, connections accepted and never answered."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Relay:
         self.connections = 0
         self.streams: list[bytearray] = []  # what went upstream, one per connection
         self.downstream_bytes = 0
+        self.blackholed = False  # set and cleared from any thread
         self.url = ""
         self._writers: list[asyncio.StreamWriter] = []
         self._loop = asyncio.new_event_loop()
@@ -53,6 +55,13 @@ class Relay:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.blackholed:
+            self._writers.append(writer)
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(65536):
+                    pass
+            writer.close()
+            return
         upstream_reader, upstream_writer = await asyncio.open_connection(self._host, self._port)
         self._writers += [writer, upstream_writer]
         stream = bytearray()
@@ -65,6 +74,8 @@ class Relay:
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                if self.blackholed:
+                    continue
                 if keep is not None:
                     keep += data
                 else:

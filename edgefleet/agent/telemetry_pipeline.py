@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 STATSD_ADDRESS_FILE = "statsd.address"
 STATSD_HOST = "127.0.0.1"
+# At stop, datagrams still waiting in the StatsD socket are read until none came for this
+# long (the event loop reads one datagram per turn).
+STATSD_DRAIN_QUIET_S = 0.05
 
 
 class HostReader(Protocol):
@@ -119,13 +122,16 @@ class TelemetryPipeline:
                                                 "queue": str(self.queue.path)})
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Collect and upload until `stop` is set; then cut what is open into the queue."""
+        """Collect and upload until `stop` is set; then take in the StatsD datagrams already
+        sent and cut what is open into the queue (set `stop` after the services measured
+        have stopped, and nothing they counted is lost)."""
         uploading = asyncio.create_task(self._upload_loop())
         try:
             await self._collect_loop(stop)
         finally:
             uploading.cancel()
             await asyncio.gather(uploading, return_exceptions=True)
+            await self._drain_statsd()
             await self._flush()
             if self._statsd is not None:
                 self._statsd.close()
@@ -154,6 +160,16 @@ class TelemetryPipeline:
             # windows are lost, the next batch tries again.
             log.error("telemetry batch could not be queued",
                       extra={"windows": len(windows), "code": e.code, "error": e.message})
+
+    async def _drain_statsd(self) -> None:
+        if self._statsd is None:
+            return
+        while True:
+            seen = self._statsd.stats.datagrams
+            # Real time, not the clock: this waits for the event loop to read a socket.
+            await asyncio.sleep(STATSD_DRAIN_QUIET_S)
+            if self._statsd.stats.datagrams == seen:
+                return
 
     async def _flush(self) -> None:
         self.collector.close_all(self._clock.now())
