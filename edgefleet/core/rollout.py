@@ -154,14 +154,16 @@ class RolloutDevice:
     attempts: int = 0  # assignments of the release so far
     assigned_at: datetime | None = None  # the last AssignRelease or RevertRelease
     retry_at: datetime | None = None
-    previous_release: str | None = None  # what it had before the first attempt
+    previous_release: str | None = None  # what it last ran successfully before the first
+    # attempt: where a rollback returns it (None: no release)
     reason: str = ""
     # Observed.
     report: InstallReport = InstallReport.PENDING
     healthy: bool = True  # online and its workloads healthy
     time_zone: str | None = None  # IANA name, for maintenance windows in "device" time
     compatibility: CompatVerdict = field(default_factory=CompatVerdict)
-    current_release: str | None = None  # its desired release before this rollout
+    current_release: str | None = None  # the release it last ran successfully (its reports)
+    desired_release: str | None = None  # the release its desired state names
 
     @property
     def touched(self) -> bool:

@@ -28,10 +28,12 @@ The rules, in the order they are applied until nothing more changes:
    Insufficient data: keep soaking up to the wait, re-evaluating, then promote or fail per
    `insufficient_data.then`.
 6. *Roll back*: every device that was ever assigned the release (updating, installed,
-   failed or waiting to retry) gets its previous release again, ignoring windows, the rate
-   limit and max_unavailable — a rollback is an emergency. The rollout is rolled back once
-   each has reported its previous release, and fails if one did not within
-   `install_timeout` (its desired state still names the previous release).
+   failed or waiting to retry) gets its previous release again — the one it last ran
+   successfully before the rollout, not the one its desired state named (a device that
+   failed to install that one still runs the one before), or no release when it ran none —
+   ignoring windows, the rate limit and max_unavailable: a rollback is an emergency. The
+   rollout is rolled back once each has reported its previous release, and fails if one
+   did not within `install_timeout` (its desired state still names the previous release).
 """
 
 from __future__ import annotations
@@ -255,12 +257,19 @@ def _roll_back(
             and device.assigned_at < started
         )
         if device.state not in (*_REVERTED_STATES, DeviceState.ROLLBACK_FAILED) or retry_failed:
-            previous = device.previous_release or "no release"
+            release = rollout.spec.release
+            if device.previous_release is None:
+                target = (
+                    "no release: it had run none successfully before the rollout, so "
+                    f"{release} leaves its desired state"
+                )
+            else:
+                target = f"{device.previous_release}, the release it last ran successfully"
             reverts.append(
                 RevertRelease(
                     device_id,
                     device.previous_release,
-                    f"revert {rollout.spec.release} to {previous} (was {device.state})",
+                    f"revert {release} to {target} (was {device.state})",
                 )
             )
     if reverts:

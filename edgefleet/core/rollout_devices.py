@@ -129,6 +129,20 @@ def _window_check(rollout: Rollout, device: RolloutDevice, now: datetime) -> tup
     return False, f"outside its maintenance window in {zone or 'UTC'}{note}{when}"
 
 
+def _rollback_note(device: RolloutDevice) -> str:
+    """Where a rollback would take a device about to get its first attempt, when that is not
+    the release its desired state names (it failed to install that one)."""
+    if device.touched or device.desired_release in (None, device.current_release):
+        return ""
+    named = f"its desired state names {device.desired_release}"
+    if device.current_release is None:
+        return f"; a rollback leaves it no release: it ran none successfully ({named})"
+    return (
+        f"; a rollback returns it to {device.current_release}, the release it last ran "
+        f"successfully ({named})"
+    )
+
+
 def _due(device: RolloutDevice, now: datetime) -> bool:
     if device.state is DeviceState.RETRY_WAIT:
         return device.retry_at is None or device.retry_at <= now
@@ -180,7 +194,8 @@ def assign_due_devices(
                 wave.index,
                 device.attempts + 1,
                 f"wave {wave.index + 1}/{len(plan.waves)} ({wave.label}): install "
-                f"{rollout.spec.release}, attempt {device.attempts + 1} of {max_attempts}{note}",
+                f"{rollout.spec.release}, attempt {device.attempts + 1} of {max_attempts}{note}"
+                f"{_rollback_note(device)}",
             )
         )
         rate_left -= 1

@@ -18,6 +18,19 @@ the revert counts as done once the device has applied that generation.
 <InstallReport.INSTALLED: 'installed'>
 >>> install_report(current, {**status, "serial": 6}, applied_generation=12)
 <InstallReport.PENDING: 'pending'>
+
+A rollback returns a device to the release it *last ran successfully*, not to the one its
+desired state named: a device assigned a release it failed to install is still assigned it,
+but runs the one before. The control plane stamps that release into the stored status as
+`last_good` on every report (`stamp_last_good`), because a report alone cannot tell it while
+a new release is being switched in and judged:
+
+>>> v1 = {"name": "det", "version": "1.0.0", "port": 8080}
+>>> seen = stamp_last_good({}, {"name": "det", "version": "1.0.0", "state": "installed",
+...                             "active": v1})
+>>> failed = {"name": "det", "version": "2.0.0", "state": "rolled-back", "active": v1}
+>>> last_good_release(stamp_last_good(seen, failed))
+'det@1.0.0'
 """
 
 from __future__ import annotations
@@ -34,6 +47,8 @@ from edgefleet.core.rollout import InstallReport, RolloutDevice
 
 # Install states of the agent that end an attempt without the release running.
 _FAILED_STATES = frozenset({"failed", "rolled-back"})
+# Install states in which the live slot holds a release its health window has not judged.
+_SWITCHING_STATES = frozenset({"installing", "health-check"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,49 @@ def install_report(
     if state in _FAILED_STATES:
         return InstallReport.FAILED
     return InstallReport.PENDING
+
+
+def stamp_last_good(previous: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:
+    """The reported release status with `last_good` — `{name, version}` of the release the
+    device last ran successfully, or None when it has none to go back to — from this report
+    and the stored status `previous` (no `last_good` there: not known yet).
+
+    - `installed`: the live release came through its health window;
+    - `installing`, `health-check`: the live release is not judged yet; the last good one
+      stays what it was;
+    - `rolled-back` with no slot to go back to: the failed release stays live but stopped,
+      so there is none (the live release is the failed one, and was not the last good);
+    - otherwise (rolled back to the slot that ran before; `failed` or not switched yet, so
+      the live slot did not change): the live release — unless none was good before, as
+      when the agent went back to a slot that had itself failed;
+    - no live release at all (none installed yet, or taken away): nothing is stamped.
+    """
+    out = {k: v for k, v in status.items() if k != "last_good"}
+    active = status.get("active")
+    if not active:
+        return out
+    live = {"name": active.get("name"), "version": active.get("version")}
+    state = status.get("state")
+    remembered, known = "last_good" in previous, previous.get("last_good")
+    failed_live = (live["name"], live["version"]) == (status.get("name"), status.get("version"))
+    stopped = state == "rolled-back" and failed_live and known != live
+    if state == "installed":
+        out["last_good"] = live
+    elif state in _SWITCHING_STATES:
+        if remembered:
+            out["last_good"] = known
+    else:
+        out["last_good"] = None if stopped or (remembered and known is None) else live
+    return out
+
+
+def last_good_release(release_status: Mapping[str, Any]) -> str | None:
+    """`name@version` of the release the device last ran successfully (`stamp_last_good`),
+    or None: it ran none, or the control plane has not learnt which yet."""
+    last_good = release_status.get("last_good")
+    if not isinstance(last_good, Mapping):
+        return None
+    return f"{last_good.get('name')}@{last_good.get('version')}"
 
 
 def already_runs(device: Device, name: str, version: str) -> bool:
@@ -121,5 +179,6 @@ def observe(
         healthy=is_healthy(device, now),
         time_zone=device_time_zone(device.inventory),
         compatibility=compatibility,
-        current_release=desired_release_of(device),
+        current_release=last_good_release(device.release_status or {}),
+        desired_release=desired_release_of(device),
     )

@@ -8,7 +8,9 @@ the example inference workload, and inference traffic driven at every device tha
 - the server killed with SIGKILL mid-rollout resumes after a restart without re-assigning a
   device or skipping a gate;
 - a device is in at most one active rollout (refusal, then --supersede);
-- pause, resume, abort from the CLI.
+- pause, resume, abort from the CLI;
+- a rollback returns a device to the release it last ran successfully, not to one it was
+  assigned and failed to install.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgefleet.artifacts.model_builder import build_faulty_mlp, build_mlp, save_model
+from edgefleet.artifacts.model_builder import build_faulty_mlp, build_mlp, build_nan_mlp, save_model
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
 from edgefleet.core.release import ArtifactKind
@@ -442,3 +444,61 @@ def test_a_device_already_running_the_release_is_not_reinstalled(
     after = admin.get_device(device.device_id or "")
     assert after["desired"]["release"]["serial"] == first["desired"]["release"]["serial"]
     assert after["release_status"] == first["release_status"]  # nothing was reinstalled
+
+
+@pytest.mark.slow
+def test_a_rollback_returns_a_device_to_the_release_it_last_ran_not_the_one_it_failed(
+    server: ServerProcess, admin: FleetClient, agents: AgentFactory, trust: Trust,
+    releases: dict[str, str], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The device is assigned 2.4.0, which fails its health window (NaN model): the agent
+    goes back to 1.0.0 and stays assigned 2.4.0. A rollout of the bad 3.0.0 reaches it and
+    its gate fails: the rollback returns it to 1.0.0, the release it last ran successfully
+    (returning it to 2.4.0 failed again and left it serving 3.0.0: `rollback incomplete`)."""
+    token = admin.create_enrollment_token(auto_approve=True)["token"]
+    agent = agents("rlast-0", token, {"kind": "camera", "fleet": "last-good"},
+                   extra_args=FAST_AGENT_ARGS)  # fmt: skip
+    wait_for(lambda: agent.state().get("applied_generation"), what="agent in sync")
+    device_id = agent.device_id or ""
+
+    def reported() -> tuple[str | None, str | None, str | None]:
+        """(release of the current assignment, its install state, the release running)."""
+        status = admin.get_device(device_id)["release_status"] or {}
+        active = status.get("active") or {}
+        running = f"{active['name']}@{active['version']}" if active else None
+        return f"{status.get('name')}@{status.get('version')}", status.get("state"), running
+
+    admin.assign_release("vision", "1.0.0", device=device_id)
+    wait_for(lambda: reported() == ("vision@1.0.0", "installed", "vision@1.0.0"),
+             timeout_s=120, what="1.0.0 installed")  # fmt: skip
+    with server.client() as client:
+        publish(client, trust, tmp_path / "failing", "2.4.0", build_nan_mlp(4, 8, 3, seed=14))
+    admin.assign_release("vision", "2.4.0", device=device_id)
+    wait_for(lambda: reported() == ("vision@2.4.0", "rolled-back", "vision@1.0.0"),
+             timeout_s=120, what="2.4.0 rolled back by the agent, 1.0.0 live")  # fmt: skip
+
+    # A gate that cannot get its data (no traffic): after the wait the wave fails.
+    gates = {"workload_error_rate": {"max_percent": 5, "min_devices": 1, "min_requests": 40},
+             "insufficient_data": {"wait": "2s", "then": "fail"}}  # fmt: skip
+    manifest = {"kind": "Rollout", "metadata": {"name": "last-good"},
+                "spec": {"release": releases["bad"], "target": "fleet=last-good",
+                         "strategy": {"waves": [1], "soak": "1s", "install_timeout": "3m"},
+                         "gates": gates, "retries": {"max_attempts": 1}}}  # fmt: skip
+    rollout_id = admin.create_rollout(manifest)["rollout"]["id"]
+    status = wait_final(admin, rollout_id)
+
+    assert status["state"] == "rolled-back", status["reason"]
+    assert [d["state"] for d in status["devices"]] == ["rolled-back"]
+    assert status["gates"][-1]["verdict"] == "insufficient-data"
+    assert reported() == ("vision@1.0.0", "installed", "vision@1.0.0")
+    assert admin.get_device(device_id)["release"]["version"] == "1.0.0"
+    timeline = admin.rollout_report(rollout_id)["timeline"]
+    (assigned,) = [e for e in timeline if e["kind"] == "assign-release"]
+    assert assigned["reason"].endswith(
+        "a rollback returns it to vision@1.0.0, the release it last ran successfully "
+        "(its desired state names vision@2.4.0)"
+    )
+    (revert,) = [e for e in timeline if e["kind"] == "revert-release"]
+    assert revert["reason"].startswith(
+        "revert vision@3.0.0 to vision@1.0.0, the release it last ran successfully"
+    )

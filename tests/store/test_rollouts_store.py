@@ -35,7 +35,7 @@ from edgefleet.core.rollout import (
     RolloutState,
     desired_release,
 )
-from edgefleet.core.rollout_observation import CurrentAssignment
+from edgefleet.core.rollout_observation import CurrentAssignment, stamp_last_good
 from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
 from edgefleet.core.rollout_spec import parse_rollout_spec
 from edgefleet.errors import Conflict, IllegalTransition, InvalidInput, NotFound
@@ -139,7 +139,8 @@ INSTALL_GATE = {"install_failure_rate": {"max_percent": 0, "min_devices": 1}}
 
 class Agents:
     """Stands in for agents: each heartbeat reports the device's desired release installed
-    (or failed, for releases in `bad`), and the devices stay online."""
+    and live (or failed, for releases in `bad`: the live release stays what it was), and the
+    devices stay online. The control plane stamps each report as the device API does."""
 
     def __init__(self, db: Database, clock: FixedClock, bad: tuple[str, ...] = ()) -> None:
         self.db = db
@@ -155,14 +156,17 @@ class Agents:
                 if assignment is not None and status.get("serial") != assignment.serial:
                     release = f"{assignment.name}@{assignment.version}"
                     failed = release in self.bad
+                    live = {"name": assignment.name, "version": assignment.version}
                     status = {
                         "name": assignment.name,
                         "version": assignment.version,
                         "serial": assignment.serial,
                         "state": "failed" if failed else "installed",
                         "reason": "",
+                        "active": status.get("active") if failed else live,
                     }
                     self.installs.setdefault(device.id, []).append((release, assignment.serial))
+                status = stamp_last_good(device.release_status, status)
                 tx.devices.record_report(device.id, self.clock.now(), dict(device.inventory),
                                          device.desired_generation, status)  # fmt: skip
 

@@ -651,7 +651,9 @@ def test_rollback_after_success_reverts_every_device() -> None:
     fleet.rollout = apply_command(fleet.rollout, OperatorCommand.ROLLBACK, fleet.now, actor="ops")
     decision = fleet.step(1)
     assert len(decision.reverts) == 3
-    assert decision.reverts[0].reason == "revert det@2.0.0 to det@1.0.0 (was installed)"
+    assert decision.reverts[0].reason == (
+        "revert det@2.0.0 to det@1.0.0, the release it last ran successfully (was installed)"
+    )
     fleet.install_updating()
     assert fleet.step(60).state is RolloutState.ROLLED_BACK
 

@@ -85,10 +85,12 @@ def device(**changes: Any) -> Device:
 def test_observe_refreshes_every_observed_field_and_keeps_the_stored_ones() -> None:
     stored = RolloutDevice("d-1", attempts=2, reason="wave 1", healthy=False)
     verdict = CompatVerdict((RequirementFailure("arch=aarch64", "device arch is x86_64"),))
-    seen = observe(stored, CURRENT, device(), verdict, T0 + timedelta(seconds=20))
+    reported = device(release_status=status(last_good={"name": "det", "version": "2.0.0"}))
+    seen = observe(stored, CURRENT, reported, verdict, T0 + timedelta(seconds=20))
     assert (seen.attempts, seen.reason) == (2, "wave 1")
     assert seen.report is InstallReport.INSTALLED and seen.healthy
-    assert seen.time_zone == "Asia/Kolkata" and seen.current_release == "det@1.0.0"
+    assert seen.time_zone == "Asia/Kolkata"
+    assert (seen.current_release, seen.desired_release) == ("det@2.0.0", "det@1.0.0")
     assert seen.compatibility == verdict
     late = observe(stored, CURRENT, device(), verdict, T0 + timedelta(seconds=31))
     assert not late.healthy  # more than three heartbeats missed

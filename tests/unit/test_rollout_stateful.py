@@ -6,7 +6,8 @@ commands, and checks the promises of the rollout engine after every decision:
 - `max_unavailable` is never exceeded by an assignment;
 - the rate limit holds over every sliding minute;
 - a failed gate always stops promotion (until an operator resumes and the gates pass);
-- a rollback reaches every device that got the release;
+- a rollback reaches every device that got the release, and returns each to the release it
+  last ran successfully before its first attempt, whatever it reported since;
 - maintenance windows, retries and skipped devices are respected;
 - the same inputs give the same decision.
 """
@@ -122,6 +123,7 @@ class RolloutMachine(RuleBasedStateMachine):
         self.ever_assigned: set[str] = set()
         self.blocked_wave: int | None = None  # a gate failed here; no promotion until resume
         self.published: dict[str, str | None] = {}  # what the controller last published
+        self.last_good_at_first: dict[str, str | None] = {}  # when first assigned
 
     # --- the world changes, then the engine decides -----------------------------------------
 
@@ -162,6 +164,7 @@ class RolloutMachine(RuleBasedStateMachine):
                 compatibility=INCOMPATIBLE
                 if data.draw(st.integers(0, 5)) == 0
                 else CompatVerdict(),
+                current_release=data.draw(st.sampled_from(["det@1.0.0", "det@0.9.0", None])),
             )
         self.decide_and_apply()
 
@@ -231,6 +234,8 @@ class RolloutMachine(RuleBasedStateMachine):
         for action in decision.actions:
             if isinstance(action, AssignRelease | RevertRelease):
                 self.published[action.device_id] = action.release
+            if isinstance(action, RevertRelease):
+                assert action.release == self.last_good_at_first[action.device_id]
         assert decision.changed_device_ids == {d for d in devices if devices[d] != inputs[d]}
         for device_id, rec in devices.items():
             wanted = desired_release(after, rec)
@@ -262,6 +267,9 @@ class RolloutMachine(RuleBasedStateMachine):
             zone = usable_time_zone(inputs[action.device_id].time_zone)
             assert forced or any_window_open(self.spec.maintenance_windows, zone, self.now)
         self.ever_assigned |= set(ids)
+        for action in decision.assignments:
+            if action.attempt == 1:
+                self.last_good_at_first[action.device_id] = inputs[action.device_id].current_release
         # max_unavailable: assignments never push the count past the limit.
         planned = plan.device_ids
         limit = self.spec.strategy.max_unavailable_of(len(planned))

@@ -1,6 +1,8 @@
 """Copying a real fleet into the lab (`lab rehearse --fleet-from URL`): its devices with their
-ids, labels, inventory, time zones, locations, current releases and connection status, and
-what their telemetry says about their workloads, through the operator client.
+ids, labels, inventory, time zones, locations, current releases (the one each last ran
+successfully, `release_status.last_good`, as the rollout controller reads it) and
+connection status, and what their telemetry says about their workloads, through the
+operator client.
 
 Devices are grouped into classes by hardware (`aarch64/npu/2048MB`). A device's model
 behaviour comes from its own telemetry over the last `since` (median and p95 of
@@ -26,6 +28,7 @@ from typing import Any
 from edgefleet.client import FleetClient
 from edgefleet.core.compat import parse_requirements
 from edgefleet.core.durations import parse_duration
+from edgefleet.core.rollout_observation import last_good_release
 from edgefleet.core.rollout_spec import ReleaseRef
 from edgefleet.errors import ApiError
 from edgefleet.sim.hardware import HardwareSpec
@@ -138,7 +141,6 @@ def copy_fleet(
         name = class_of(inventory)
         own = observed.get(device["id"])
         behaviour = _behaviour([own]) if own else class_behaviour.get(name, ModelBehaviour())
-        release = device.get("release")
         fleet.append(LabDevice(
             id=device["id"],
             name=device.get("name") or device["id"],
@@ -151,7 +153,7 @@ def copy_fleet(
             behaviour=behaviour,
             hardware=_hardware(inventory),
             heartbeat_interval_s=float(device.get("heartbeat_interval_s") or 30.0),
-            current_release=f"{release['name']}@{release['version']}" if release else None,
+            current_release=last_good_release(device.get("release_status") or {}),
             latitude=location.get("latitude"),
             longitude=location.get("longitude"),
             online=device.get("status") == "online",
