@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from edgefleet.core.telemetry_clock import ClockRecord
+
 
 @dataclass(frozen=True)
 class IngestCursor:
@@ -39,6 +41,7 @@ class IngestCursor:
     dropped_batches_total: int = 0
     dropped_windows_total: int = 0
     last_batch_at: datetime | None = None
+    clock: ClockRecord = ClockRecord()  # the device's clock and the windows moved for it
 
 
 class IngestVerdict(StrEnum):
