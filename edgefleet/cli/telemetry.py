@@ -198,6 +198,22 @@ def kpis(
     ])  # fmt: skip
 
 
+def _clock(skew_s: int | None) -> str:
+    if skew_s is None:
+        return "-"
+    if skew_s == 0:
+        return "in step with the server at its last upload"
+    return (f"{abs(skew_s)} s {'ahead of' if skew_s > 0 else 'behind'} the server "
+            "at its last upload")
+
+
+def _moved(s: dict[str, Any]) -> str:
+    if not s["shifted_batches"]:
+        return "none"
+    return (f"{s['shifted_windows']} windows in {s['shifted_batches']} batches; "
+            f"last by {s['last_shift_s']:+d} s, largest {s['largest_shift_s']:+d} s")
+
+
 STATUS_FIELDS = [
     Column("DEVICE", lambda s: s["device_id"]),
     Column("ACKED THROUGH", lambda s: s["acked_through_seq"]),
@@ -206,12 +222,16 @@ STATUS_FIELDS = [
     Column("DROPPED (DEVICE)", lambda s: f"{s['dropped_batches_total']} batches, "
                                          f"{s['dropped_windows_total']} windows"),
     Column("LAST BATCH", lambda s: ago(s["last_batch_at"])),
+    Column("DEVICE CLOCK", lambda s: _clock(s["clock_skew_s"])),
+    Column("WINDOWS MOVED", _moved),
+    Column("LAST MOVE", lambda s: s["last_shift_reason"] or "-"),
 ]
 
 
 @app.command("status")
 def status(ctx: typer.Context, device: str, output: Output = OutputOpt) -> None:
-    """Ingest status of one device: what is stored, what it reports having dropped."""
+    """Ingest status of one device: what is stored, what it reports having dropped, how far
+    its clock was off and which windows were moved onto the server's clock."""
     with ctx.obj.client() as client:
         emit_object(client.telemetry_status(device), output, STATUS_FIELDS)
 

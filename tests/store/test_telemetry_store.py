@@ -159,10 +159,13 @@ def upload(
     device_id: str,
     batch: Batch,
     dropped_through: int = 0,
+    ahead_s: int = 0,
 ) -> IngestResult:
+    """Upload `batch` signed by a device whose clock is `ahead_s` ahead of the server's."""
     with db.read() as tx:
         device = tx.devices.get(device_id)
-    return telemetry.ingest(device, encode_batch(batch), dropped_through)
+    signed_at_s = int(telemetry.now().timestamp()) + ahead_s
+    return telemetry.ingest(device, encode_batch(batch), dropped_through, signed_at_s)
 
 
 def test_ingest_stores_each_sequence_once_and_refusals_store_nothing(
@@ -184,7 +187,7 @@ def test_ingest_stores_each_sequence_once_and_refusals_store_nothing(
     with db.read() as tx:
         device = tx.devices.get("d-1")
     with pytest.raises(InvalidInput) as corrupt:
-        telemetry.ingest(device, b"\x28\xb5\x2f\xfd garbage", 0)
+        telemetry.ingest(device, b"\x28\xb5\x2f\xfd garbage", 0, T0_S)
     assert corrupt.value.code == "corrupt_batch"
     # The device dropped 2..4 on overflow and says so: the server steps over the gap.
     fifth = Batch(5, (gauge(T0_S + 120, 12.0),), dropped_batches_total=3, dropped_windows_total=7)
@@ -199,6 +202,31 @@ def test_ingest_stores_each_sequence_once_and_refusals_store_nothing(
     assert metrics.batches_refused.value("corrupt_batch") == 1
 
 
+def test_a_wrong_device_clock_is_undone_and_no_window_is_stored_in_the_future(
+    db: Database, tmp_path: Path
+) -> None:
+    clock = FixedClock(T0 + timedelta(hours=1))
+    now_s = int(clock.now().timestamp())
+    telemetry, _, _ = services(db, tmp_path, clock)
+    add_device(db, "d-1")
+    # 4 minutes ahead, within the signing tolerance: stored at the server's times.
+    ahead = Batch(1, (gauge(now_s + 240 - 180, 1.0), gauge(now_s + 240 - 120, 2.0)))
+    upload(telemetry, db, "d-1", ahead, ahead_s=240)
+    # Stamped 10 minutes ahead, sent once the clock was right: bounded by the arrival.
+    stamped_ahead = Batch(2, (gauge(now_s + 600 - 60, 3.0),))
+    upload(telemetry, db, "d-1", stamped_ahead)
+    with db.read() as tx:
+        stored = tx.telemetry.windows(["d-1"], ["host.cpu.percent"], 0, 2 * now_s)
+    assert [(dw.window.start_s, dw.window.last) for dw in stored] == [
+        (now_s - 180, 1.0), (now_s - 120, 2.0), (now_s - 60, 3.0),
+    ]  # fmt: skip
+    clock_record = telemetry.cursor("d-1").clock
+    assert (clock_record.skew_s, clock_record.newest_end_s) == (0, now_s)
+    assert (clock_record.shifted_batches, clock_record.shifted_windows) == (2, 3)
+    assert (clock_record.last_shift_s, clock_record.largest_shift_s) == (-600, -600)
+    assert "600 s after the batch arrived" in (clock_record.last_reason or "")
+
+
 def latency_batches(
     first_seq: int, first_start_s: int, levels: list[float], seed: int = 1
 ) -> Iterator[Batch]:
@@ -211,7 +239,7 @@ def latency_batches(
 def test_a_degrading_kpi_opens_an_alert_and_makes_the_device_sample_finer(
     db: Database, tmp_path: Path
 ) -> None:
-    clock = FixedClock(T0)
+    clock = FixedClock(T0 + timedelta(minutes=15))  # after the last window: none in the future
     telemetry, alerts, metrics = services(db, tmp_path, clock)
     telemetry.set_policy(ADMIN, {
         "sets": [{"name": "inference", "prefixes": ["inference."], "window_s": 60}],
@@ -273,7 +301,7 @@ def test_drift_against_own_baseline_and_against_cohort_peers(db: Database, tmp_p
 
 
 def test_retention_rolls_raw_windows_into_hours_then_prunes(db: Database, tmp_path: Path) -> None:
-    clock = FixedClock(T0)
+    clock = FixedClock(T0 + timedelta(hours=2))  # the uploads arrive after their windows
     telemetry, _, _ = services(
         db, tmp_path, clock, telemetry_raw_retention_days=1, telemetry_rollup_retention_days=3
     )

@@ -12,7 +12,9 @@ from edgefleet.core.device import Device
 from edgefleet.core.durations import parse_duration
 from edgefleet.core.telemetry_ingest import IngestCursor
 from edgefleet.errors import InvalidInput
-from edgefleet.server.auth import Services, operator, services, signed_device
+from edgefleet.security.rbac import Permission
+from edgefleet.security.request_signing import read_signed_headers
+from edgefleet.server.auth import Services, requires, services, signed_device
 from edgefleet.server.schemas import (
     SQL_INTEGER_MAX,
     KpiReadingOut,
@@ -59,7 +61,11 @@ async def upload(
             code="unsupported_content_type",
         )
     body = await request.body()
-    result = await run_in_threadpool(svc.telemetry.ingest, device, body, dropped_through_seq)
+    # Authentication has checked the signed timestamp; it shows the device's clock.
+    signed_at_s = read_signed_headers(request.headers).timestamp
+    result = await run_in_threadpool(
+        svc.telemetry.ingest, device, body, dropped_through_seq, signed_at_s
+    )
     return TelemetryAck(
         acked_through_seq=result.acked_through_seq, stored_windows=result.stored_windows
     )
@@ -74,6 +80,12 @@ def _cursor_out(device_id: str, cursor: IngestCursor) -> TelemetryCursorOut:
         dropped_batches_total=cursor.dropped_batches_total,
         dropped_windows_total=cursor.dropped_windows_total,
         last_batch_at=cursor.last_batch_at,
+        clock_skew_s=cursor.clock.skew_s,
+        shifted_batches=cursor.clock.shifted_batches,
+        shifted_windows=cursor.clock.shifted_windows,
+        last_shift_s=cursor.clock.last_shift_s,
+        largest_shift_s=cursor.clock.largest_shift_s,
+        last_shift_reason=cursor.clock.last_reason,
     )
 
 
@@ -137,7 +149,7 @@ def query(
     until: str | None = Query(None, description="Default now"),
     quantile: float | None = Query(None, ge=0, le=1, description="e.g. 0.95 (timings)"),
     step: str | None = Query(None, description="Bucket length, e.g. 60 or 5m [automatic]"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> TelemetryQueryOut:
     now = svc.telemetry.now()
@@ -183,7 +195,7 @@ def kpis(
     since: str = Query("1h"),
     until: str | None = Query(None),
     quantile: float = Query(0.95, ge=0, le=1),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> KpiSummaryOut:
     devices = (
@@ -213,11 +225,13 @@ def kpis(
 
 @router.get(
     "/devices/{device}",
-    summary="Ingest status of one device: cursor, stored counts, reported drops",
+    summary="Ingest status of one device: cursor, stored counts, reported drops, its clock",
     response_model=TelemetryCursorOut,
 )
 def status(
-    device: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    device: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> TelemetryCursorOut:
     found, cursor = svc.telemetry.status(ctx, device)
     return _cursor_out(found.id, cursor)
@@ -227,7 +241,7 @@ def status(
 def metric_names(
     device: str,
     since: str = Query("24h"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> list[str]:
     now = svc.telemetry.now()
@@ -245,7 +259,8 @@ def _policy_out(record: PolicyRecord) -> TelemetryPolicyOut:
 
 @router.get("/policy", summary="The fleet telemetry policy", response_model=TelemetryPolicyOut)
 def get_policy(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> TelemetryPolicyOut:
     return _policy_out(svc.telemetry.policy(ctx))
 
@@ -257,7 +272,7 @@ def get_policy(
 )
 def put_policy(
     body: TelemetryPolicyIn,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.TELEMETRY_WRITE)),
     svc: Services = Depends(services),
 ) -> TelemetryPolicyOut:
     return _policy_out(svc.telemetry.set_policy(ctx, body.document))

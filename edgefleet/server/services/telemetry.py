@@ -2,18 +2,19 @@
 retention (hourly rollups, pruning).
 
 Ingest is one transaction per batch: decode and validate everything first (nothing is
-written from a bad batch), then check the device's cursor (core.telemetry_ingest), store the
-windows, advance the cursor, feed the KPI detectors and open or close alerts. A refused batch
-raises from the error tree with a precise code: `corrupt_batch`, `bad_batch_schema`,
-`unsupported_batch_version` (400), `batch_too_large` (413), `duplicate_batch` and
-`sequence_gap` (409), `bad_dropped_through` (400).
+written from a bad batch), then check the device's cursor (core.telemetry_ingest), move the
+windows onto the server's clock (core.telemetry_clock: a device's wrong clock is undone, and
+no window is stored in the future), store them, advance the cursor, feed the KPI detectors
+and open or close alerts. A refused batch raises from the error tree with a precise code:
+`corrupt_batch`, `bad_batch_schema`, `unsupported_batch_version` (400), `batch_too_large`
+(413), `duplicate_batch` and `sequence_gap` (409), `bad_dropped_through` (400).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from edgefleet.core.kpi import (
     kpi_reading,
 )
 from edgefleet.core.selector import parse_selector
+from edgefleet.core.telemetry_clock import MIN_SKEW_S, place_batch, record_placement
 from edgefleet.core.telemetry_ingest import (
     IngestCursor,
     IngestVerdict,
@@ -130,11 +132,14 @@ class TelemetryService:
 
     # Device side.
 
-    def ingest(self, device: Device, body: bytes, dropped_through_seq: int) -> IngestResult:
-        """Store one batch exactly once (see the module docstring for refusals)."""
+    def ingest(
+        self, device: Device, body: bytes, dropped_through_seq: int, signed_at_s: int
+    ) -> IngestResult:
+        """Store one batch exactly once (see the module docstring for refusals), its windows
+        moved onto the server's clock (`signed_at_s`: the request's signed timestamp)."""
         self._metrics.batch_bytes.inc(amount=len(body))
         try:
-            result, alerts_changed = self._ingest(device, body, dropped_through_seq)
+            result, alerts_changed = self._ingest(device, body, dropped_through_seq, signed_at_s)
         except EdgefleetError as e:
             self._metrics.batches_refused.inc(e.code)
             raise
@@ -145,7 +150,7 @@ class TelemetryService:
         return result
 
     def _ingest(
-        self, device: Device, body: bytes, dropped_through_seq: int
+        self, device: Device, body: bytes, dropped_through_seq: int, signed_at_s: int
     ) -> tuple[IngestResult, bool]:
         batch = decode_batch(body)
         now = self._clock.now()
@@ -158,16 +163,23 @@ class TelemetryService:
                 raise Conflict(decision.reason, code="duplicate_batch")
             if decision.verdict is IngestVerdict.GAP:
                 raise Conflict(decision.reason, code="sequence_gap")
+            seen = cursor or IngestCursor()
+            placement = place_batch(
+                max((w.end_s for w in batch.windows), default=None), signed_at_s, now,
+                seen.clock.newest_end_s,
+            )  # fmt: skip
+            windows: Sequence[Window] = batch.windows
+            if placement.shift_s:
+                windows = [replace(w, start_s=w.start_s + placement.shift_s) for w in windows]
             advanced = advance_cursor(
-                cursor or IngestCursor(), batch.seq, len(batch.windows),
+                seen, batch.seq, len(windows),
                 batch.dropped_batches_total, batch.dropped_windows_total, now,
             )  # fmt: skip
-            tx.telemetry.save_cursor(device.id, cursor, advanced)
-            tx.telemetry.insert_windows(device.id, batch.seq, batch.windows)
+            clock = record_placement(seen.clock, placement, len(windows))
+            tx.telemetry.save_cursor(device.id, cursor, replace(advanced, clock=clock))
+            tx.telemetry.insert_windows(device.id, batch.seq, windows)
             detection = tx.telemetry.fleet_policy().detection
-            changed = detect_on_ingest(
-                tx, device.id, batch.windows, detection, self._metrics, now
-            )
+            changed = detect_on_ingest(tx, device.id, windows, detection, self._metrics, now)
             if changed:
                 save_device(tx, tx.devices.get(device.id))
         if dropped_through_seq > (cursor.acked_through_seq if cursor else 0):
@@ -175,6 +187,14 @@ class TelemetryService:
                 "device_id": device.id, "seq": batch.seq,
                 "dropped_through_seq": dropped_through_seq,
                 "dropped_batches_total": batch.dropped_batches_total})  # fmt: skip
+        if placement.shift_s and windows:
+            # A second or so is a window cut short and rounded up, not a wrong clock.
+            level = logging.WARNING if abs(placement.shift_s) >= MIN_SKEW_S else logging.INFO
+            log.log(level, "telemetry windows moved onto server time", extra={
+                "device_id": device.id, "seq": batch.seq, "shift_s": placement.shift_s,
+                "skew_s": placement.skew_s, "windows": len(windows),
+                "corrections": ",".join(placement.corrections),
+                "reason": placement.reason})  # fmt: skip
         return IngestResult(decision.acked_through_seq, len(batch.windows)), changed
 
     def cursor(self, device_id: str) -> IngestCursor:

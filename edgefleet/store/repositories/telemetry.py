@@ -17,6 +17,7 @@ import msgpack
 from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from edgefleet.core.telemetry_clock import ClockRecord
 from edgefleet.core.telemetry_ingest import IngestCursor
 from edgefleet.core.telemetry_policy import (
     FleetTelemetryPolicy,
@@ -102,6 +103,15 @@ def _to_cursor(row: Row[Any]) -> IngestCursor:
         dropped_batches_total=row.dropped_batches_total,
         dropped_windows_total=row.dropped_windows_total,
         last_batch_at=row.last_batch_at,
+        clock=ClockRecord(
+            skew_s=row.clock_skew_s,
+            newest_end_s=row.newest_window_end_s,
+            shifted_batches=row.shifted_batches,
+            shifted_windows=row.shifted_windows,
+            last_shift_s=row.last_shift_s,
+            largest_shift_s=row.largest_shift_s,
+            last_reason=row.last_shift_reason,
+        ),
     )
 
 
@@ -113,6 +123,13 @@ def _cursor_values(cursor: IngestCursor) -> dict[str, Any]:
         "dropped_batches_total": cursor.dropped_batches_total,
         "dropped_windows_total": cursor.dropped_windows_total,
         "last_batch_at": cursor.last_batch_at,
+        "clock_skew_s": cursor.clock.skew_s,
+        "newest_window_end_s": cursor.clock.newest_end_s,
+        "shifted_batches": cursor.clock.shifted_batches,
+        "shifted_windows": cursor.clock.shifted_windows,
+        "last_shift_s": cursor.clock.last_shift_s,
+        "largest_shift_s": cursor.clock.largest_shift_s,
+        "last_shift_reason": cursor.clock.last_reason,
     }
 
 
