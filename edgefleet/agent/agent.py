@@ -226,8 +226,13 @@ class Agent:
             self._inventory(),
             self.settings.heartbeat_interval_s,
         )
-        if answer.get("trusted_root"):
-            await self.installer.pin_enrollment_root(json.dumps(answer["trusted_root"]).encode())
+        root = answer.get("trusted_root")
+        pinned = self._pinned_root()
+        if root or pinned:
+            await self.installer.pin_enrollment_root(
+                json.dumps(root).encode() if root else None, pinned=pinned,
+                rotations=[json.dumps(r).encode() for r in answer.get("root_rotations") or []],
+            )  # fmt: skip
         self.state = replace(
             self.state,
             server_url=self.settings.server_url,
@@ -237,6 +242,17 @@ class Agent:
         self.state.save(self._data_dir)
         self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
         log.info("enrolled", extra=self._log_extra(enrollment=answer["enrollment"]))
+
+    def _pinned_root(self) -> bytes | None:
+        """The root pinned out of band (--root-file), which the enrollment root must be or
+        chain from; None when the agent takes the root it is handed."""
+        if self.settings.root_file is None:
+            return None
+        try:
+            return self.settings.root_file.read_bytes()
+        except OSError as e:
+            raise SettingsError(f"bad setting root_file (--root-file / EDGEFLEET_ROOT_FILE): "
+                                f"{e.strerror}: {self.settings.root_file}") from None
 
     async def _connected(self) -> None:
         await self._heartbeat_once()

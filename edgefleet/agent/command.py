@@ -90,6 +90,10 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     add("--ca-file", "PEM",
         "CA certificates to check an https control plane against [system trust store]",
         envvar="EDGEFLEET_CA_FILE")  # fmt: skip
+    add("--root-file", "PATH",
+        "The fleet's TUF root (root.json), pinned out of band: enrollment is refused unless "
+        "the control plane's root is this one or chains from it [the root it hands over]",
+        envvar="EDGEFLEET_ROOT_FILE")  # fmt: skip
     add("--enroll-token", "TOKEN", "Needed only until the device is enrolled",
         envvar="EDGEFLEET_ENROLL_TOKEN")  # fmt: skip
     add("--name", "NAME", "Device name [host name]")
@@ -150,6 +154,7 @@ def settings_from_args(
         server_url=args.server,
         data_dir=Path(args.data_dir),
         ca_file=Path(args.ca_file) if args.ca_file else None,
+        root_file=Path(args.root_file) if args.root_file else None,
         proxies=proxies if proxies.configured else None,
         enroll_token=args.enroll_token,
         name=args.name or socket.gethostname(),

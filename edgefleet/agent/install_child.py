@@ -129,7 +129,13 @@ def _apply_delta(args: Mapping[str, Any], channel: Channel) -> Any:
 def _pin_root(args: Mapping[str, Any], channel: Channel) -> Any:
     from edgefleet.security.tuf_client import TufClient
 
-    TufClient.store_enrollment_root(Path(args["tuf_dir"]), base64.b64decode(args["root"]))
+    def decoded(value: Any) -> bytes | None:
+        return None if value is None else base64.b64decode(value)
+
+    rotations = [base64.b64decode(r) for r in args.get("rotations") or []]
+    anchor = TufClient.enrollment_anchor(decoded(args["root"]), decoded(args.get("pinned")),
+                                         rotations)  # fmt: skip
+    TufClient.store_enrollment_root(Path(args["tuf_dir"]), anchor)
     return None
 
 

@@ -9,7 +9,9 @@ cache and delivery call:
     verify_release(request, fetch)   release_verification.check_release: signed facts of
                                      every file, or ReleaseRefused / Unavailable / ApiError
     apply_delta(base, delta, out, expected_sha256)   artifacts.delta.apply_delta
-    pin_root(tuf_dir, root)          keep the root received at enrollment as the anchor
+    pin_root(tuf_dir, root, pinned=, rotations=)   keep the root received at enrollment as
+                                     the anchor, once it is checked against the root pinned
+                                     out of band (`TufClient.enrollment_anchor`)
     read_manifest(path)              a service manifest (PyYAML), validated; InvalidInput
 
 `ChildProcessHelper` (the real agent's) runs each job in a short-lived child,
@@ -37,7 +39,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,7 +89,10 @@ class InstallHelper(Protocol):
     async def apply_delta(self, base: Path, delta: Path, out: Path, expected_sha256: str) -> None:
         ...
 
-    async def pin_root(self, tuf_dir: Path, root: bytes) -> None: ...
+    async def pin_root(
+        self, tuf_dir: Path, root: bytes | None, *, pinned: bytes | None = None,
+        rotations: Sequence[bytes] = (),
+    ) -> None: ...
 
     async def read_manifest(self, path: Path) -> dict[str, Any]: ...
 
@@ -130,8 +135,12 @@ class ChildProcessHelper:
                 "expected_sha256": expected_sha256}  # fmt: skip
         await self._run("apply_delta", args, self._delta_timeout_s)
 
-    async def pin_root(self, tuf_dir: Path, root: bytes) -> None:
-        args = {"tuf_dir": str(tuf_dir), "root": base64.b64encode(root).decode()}
+    async def pin_root(
+        self, tuf_dir: Path, root: bytes | None, *, pinned: bytes | None = None,
+        rotations: Sequence[bytes] = (),
+    ) -> None:
+        args = {"tuf_dir": str(tuf_dir), "root": _b64(root), "pinned": _b64(pinned),
+                "rotations": [_b64(r) for r in rotations]}  # fmt: skip
         try:
             await self._run("pin_root", args, PIN_TIMEOUT_S)
         except InstallHelperFailed as e:
@@ -256,10 +265,14 @@ class InProcessHelper:
 
         await asyncio.to_thread(apply_delta, base, delta, out, expected_sha256=expected_sha256)
 
-    async def pin_root(self, tuf_dir: Path, root: bytes) -> None:
+    async def pin_root(
+        self, tuf_dir: Path, root: bytes | None, *, pinned: bytes | None = None,
+        rotations: Sequence[bytes] = (),
+    ) -> None:
         from edgefleet.security.tuf_client import TufClient
 
-        TufClient.store_enrollment_root(tuf_dir, root)
+        anchor = TufClient.enrollment_anchor(root, pinned, rotations)
+        TufClient.store_enrollment_root(tuf_dir, anchor)
 
     async def read_manifest(self, path: Path) -> dict[str, Any]:
         return await asyncio.to_thread(read_service_manifest, path)
@@ -312,6 +325,10 @@ async def _tail(stream: asyncio.StreamReader) -> str:
     while chunk := await stream.read(64 * 1024):
         kept = (kept + chunk)[-STDERR_TAIL_BYTES:]
     return kept.decode("utf-8", "replace")
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
 
 
 def _child_env() -> dict[str, str]:

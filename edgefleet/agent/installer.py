@@ -26,7 +26,7 @@ import os
 import random
 import shutil
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,10 +177,14 @@ class Installer:
         """python-tuf's metadata directory, anchored in the root pinned at enrollment."""
         return self._tuf_dir
 
-    async def pin_enrollment_root(self, root: bytes) -> None:
+    async def pin_enrollment_root(
+        self, root: bytes | None, *, pinned: bytes | None = None, rotations: Sequence[bytes] = ()
+    ) -> None:
         """Keep the TUF root received at enrollment as this device's trust anchor (through
-        the helper: python-tuf parses it). Conflict if another root is pinned already."""
-        await self._helper.pin_root(self._tuf_dir, root)
+        the helper: python-tuf parses it), checked against the root pinned out of band if
+        there is one (Unauthenticated `tuf_root_not_pinned`). Conflict if another root is
+        pinned already."""
+        await self._helper.pin_root(self._tuf_dir, root, pinned=pinned, rotations=rotations)
 
     # The state machine.
 

@@ -19,6 +19,9 @@ class AgentSettings:
     # CA certificates an https control plane's certificate is checked against (PEM); None:
     # the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured).
     ca_file: Path | None = None
+    # The fleet's TUF root, pinned out of band: the root handed over at enrollment must be
+    # this one or chain from it. None: the agent trusts the root it is handed.
+    root_file: Path | None = None
     # Forward proxies (HTTPS_PROXY / HTTP_PROXY / NO_PROXY); None: direct connections.
     proxies: ProxySettings | None = None
     name: str = "device"
@@ -61,6 +64,9 @@ class AgentSettings:
         if self.ca_file is not None and not self.ca_file.is_file():
             raise SettingsError(f"bad setting ca_file (--ca-file / EDGEFLEET_CA_FILE): "
                                 f"{self.ca_file} is not a file")
+        if self.root_file is not None and not self.root_file.is_file():
+            raise SettingsError(f"bad setting root_file (--root-file / EDGEFLEET_ROOT_FILE): "
+                                f"{self.root_file} is not a file")
         checks = [
             ("heartbeat_interval", 1 <= self.heartbeat_interval_s <= 3600, "1..3600 seconds"),
             ("long_poll", 1 <= self.long_poll_s <= 300, "1..300 seconds"),

@@ -6,6 +6,10 @@ The device keeps a metadata directory under its data dir::
     root_history/K.root.json   roots python-tuf has verified since (rotations)
     root.json, timestamp.json, snapshot.json, targets.json   python-tuf's trusted cache
 
+`enrollment_anchor` decides what is kept at enrollment: the root the control plane hands
+over, which must be the root pinned out of band (`agent --root-file`) or chain from it when
+one is pinned.
+
 `verify_target` runs python-tuf's `Updater` (root rotation, timestamp, snapshot, targets,
 with signature thresholds, expiry and rollback checks) and returns the signed facts about
 one target (the agent checks downloaded files against them; it runs this module in its
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Root
 from tuf.ngclient import (
     FetcherInterface,
     TargetFile,
@@ -42,6 +47,7 @@ from edgefleet.errors import (
     ApiError,
     Conflict,
     EdgefleetError,
+    InvalidInput,
     NotFound,
     Unauthenticated,
     Unavailable,
@@ -151,6 +157,33 @@ class TufClient:
         self._fetcher = CallableFetcher(fetch, max_response_bytes=limit)
 
     @staticmethod
+    def enrollment_anchor(
+        handed: bytes | None, pinned: bytes | None, rotations: Sequence[bytes] = ()
+    ) -> bytes:
+        """The root to keep at enrollment, given the root the control plane handed over, the
+        root pinned out of band (`agent --root-file`) and the control plane's later roots.
+
+        Without a pinned root, the handed one. With one: the handed root when it is the
+        pinned root or chains from it (each next version signed by a threshold of the
+        previous root's keys and of its own, as python-tuf checks a rotation), or the pinned
+        root itself when the control plane has none yet. Unauthenticated
+        `tuf_root_not_pinned` otherwise; InvalidInput when the pinned file is not a root.
+        """
+        if pinned is None:
+            if handed is None:
+                raise NotFound("the control plane has no root of trust", code="tuf_no_root")
+            return handed
+        anchor = parse_root(pinned)
+        if handed is None:
+            return pinned
+        try:
+            newest = parse_root(handed)
+        except InvalidInput as e:
+            raise _not_pinned(f"it handed over no valid root ({e.message})") from None
+        _check_root_chain(anchor, newest, rotations)
+        return handed
+
+    @staticmethod
     def store_enrollment_root(metadata_dir: Path, root: bytes, *, replace: bool = False) -> None:
         """Keep the root received at enrollment as the trust anchor.
 
@@ -210,6 +243,49 @@ class TufClient:
                 bootstrap=anchor,
             )
         )
+
+
+def _check_root_chain(
+    anchor: Metadata[Root], newest: Metadata[Root], rotations: Sequence[bytes]
+) -> None:
+    """Unauthenticated unless `newest` is `anchor` or chains from it through `rotations`."""
+    pinned_version, newest_version = anchor.signed.version, newest.signed.version
+    if newest_version < pinned_version:
+        raise _not_pinned(f"its root v{newest_version} is older than the pinned "
+                          f"v{pinned_version}")  # fmt: skip
+    if newest_version - pinned_version > MAX_ROOT_ROTATIONS:
+        raise _not_pinned(f"its root v{newest_version} is more than {MAX_ROOT_ROTATIONS} "
+                          f"rotations after the pinned v{pinned_version}")  # fmt: skip
+    by_version: dict[int, Metadata[Root]] = {newest_version: newest}
+    for raw in rotations:
+        try:
+            root = parse_root(raw)
+        except InvalidInput:
+            continue  # a version the chain needs is then missing, said below
+        by_version.setdefault(root.signed.version, root)
+    trusted = anchor
+    for version in range(pinned_version + 1, newest_version + 1):
+        following = by_version.get(version)
+        if following is None:
+            raise _not_pinned(f"it did not hand over root v{version}, between the pinned "
+                              f"v{pinned_version} and its v{newest_version}")  # fmt: skip
+        result = following.signed.get_root_verification_result(
+            trusted.signed, following.signed_bytes, following.signatures
+        )
+        if not result.verified:
+            raise _not_pinned(
+                f"its root v{version} is signed by {len(result.first.signed)}/"
+                f"{result.first.threshold} keys of root v{version - 1} and "
+                f"{len(result.second.signed)}/{result.second.threshold} of its own")
+        trusted = following
+    if trusted.signed_bytes != newest.signed_bytes:  # the same version, other content
+        raise _not_pinned(f"its root v{newest_version} is not the pinned one")
+
+
+def _not_pinned(reason: str) -> Unauthenticated:
+    return Unauthenticated(
+        f"the control plane's TUF root does not chain from the pinned root (--root-file): "
+        f"{reason}", code="tuf_root_not_pinned")
 
 
 def _translated(call: Callable[[], R]) -> R:

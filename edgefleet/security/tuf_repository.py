@@ -95,6 +95,11 @@ class TufRepository:
     def root(self) -> Metadata[Root]:
         return parse_root(self.root_bytes())
 
+    def root_rotations(self) -> list[bytes]:
+        """Every root after the first, oldest first: what chains the first to the newest."""
+        return [(self.directory / f"{version}.root.json").read_bytes()
+                for version in range(2, self._root_version() + 1)]  # fmt: skip
+
     def read_metadata(self, filename: str) -> bytes:
         """A metadata file as devices fetch it (`GET /v1/tuf/{filename}`); NotFound if absent."""
         if not _SERVED_RE.fullmatch(filename):

@@ -91,6 +91,12 @@ class EnrollResponse(BaseModel):
     trusted_root: dict[str, Any] | None = Field(
         None, description="The TUF root metadata devices pin (absent before trust is set up)."
     )
+    root_rotations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Every root after the first, oldest first (the last is trusted_root): "
+        "a device that pinned an earlier root out of band checks that trusted_root chains "
+        "from it.",
+    )
 
 
 class ActiveRelease(Strict):

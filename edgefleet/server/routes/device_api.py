@@ -54,6 +54,7 @@ async def enroll(
         enrollment=device.enrollment,
         heartbeat_interval_s=device.heartbeat_interval_s,
         trusted_root=json.loads(root) if root else None,
+        root_rotations=[json.loads(r) for r in svc.trust.root_rotations()],
     )
 
 

@@ -98,6 +98,10 @@ class TrustService:
         """The newest root for enrolling devices, or None before initialization."""
         return self.repository.root_bytes() if self.repository.initialized else None
 
+    def root_rotations(self) -> list[bytes]:
+        """The roots after the first, for enrolling devices that pinned an earlier one."""
+        return self.repository.root_rotations()
+
     def metadata(self, filename: str) -> bytes:
         return self.repository.read_metadata(filename)
 
