@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 FAULT_ENV = "EDGEFLEET_FAULT_KILL_AT"
 # Lossy-link testing: this share of periodic heartbeats is dropped before it is sent.
 HEARTBEAT_LOSS_ENV = "EDGEFLEET_FAULT_HEARTBEAT_LOSS"
+ENROLL_TOKEN_ENV = "EDGEFLEET_ENROLL_TOKEN"
+ENROLL_TOKEN_FLAG = "--enroll-token"
 
 DESCRIPTION = "Run the device agent: enroll, heartbeat, follow the desired state."
 PROG = "edgefleet agent"
@@ -94,8 +96,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "The fleet's TUF root (root.json), pinned out of band: enrollment is refused unless "
         "the control plane's root is this one or chains from it [the root it hands over]",
         envvar="EDGEFLEET_ROOT_FILE")  # fmt: skip
-    add("--enroll-token", "TOKEN", "Needed only until the device is enrolled",
-        envvar="EDGEFLEET_ENROLL_TOKEN")  # fmt: skip
+    add(ENROLL_TOKEN_FLAG, "TOKEN",
+        "Needed only until the device is enrolled; the agent moves it off its command line "
+        "at start", envvar=ENROLL_TOKEN_ENV)  # fmt: skip
     add("--name", "NAME", "Device name [host name]")
     add("--label", "K=V", "Label, repeatable (at enrollment)", short="-l", repeatable=True)
     add("--heartbeat-interval", "S", "Seconds between heartbeats", type=float, default=15.0)
@@ -131,8 +134,41 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "Tests and demos only: report a battery at START%%, draining DRAIN points per "
         "minute (e.g. 80:6), or at the percentage written in PATH (read at every report)",
         envvar="EDGEFLEET_SIMULATED_BATTERY")  # fmt: skip
+    add("--service-user", "NAME",
+        "User the release service and workloads run as when the agent runs as root "
+        "('root' to keep them root) [edgefleet-svc if it exists]",
+        envvar="EDGEFLEET_SERVICE_USER")  # fmt: skip
     add("--log-level", "LEVEL", default="info", envvar="EDGEFLEET_LOG_LEVEL")
     return parser
+
+
+def without_enroll_token(
+    argv: Sequence[str], environ: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]] | None:
+    """`argv` and `environ` with --enroll-token's value moved into EDGEFLEET_ENROLL_TOKEN,
+    or None when `argv` carries no token: a command line is readable by every user of the
+    machine (/proc/PID/cmdline), the environment only by the process's own.
+
+    >>> without_enroll_token(["--enroll-token=efe_x", "--name", "d1"], {})
+    (['--name', 'd1'], {'EDGEFLEET_ENROLL_TOKEN': 'efe_x'})
+    """
+    kept: list[str] = []
+    token: str | None = None
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            kept += [word, *words]
+        elif word == ENROLL_TOKEN_FLAG:
+            token = next(words, None)
+            if token is None:
+                kept.append(word)  # the parser reports the missing value
+        elif word.startswith(ENROLL_TOKEN_FLAG + "="):
+            token = word.removeprefix(ENROLL_TOKEN_FLAG + "=")
+        else:
+            kept.append(word)
+    if token is None:
+        return None
+    return kept, {**environ, ENROLL_TOKEN_ENV: token}
 
 
 def settings_from_args(
@@ -178,6 +214,7 @@ def settings_from_args(
         advertise_address=args.advertise_address,
         simulated_battery=args.simulated_battery,
         fault_heartbeat_loss=float(env.get(HEARTBEAT_LOSS_ENV) or 0),
+        service_user=args.service_user,
     )
 
 
@@ -190,19 +227,25 @@ async def run_agent(settings: AgentSettings) -> None:
     from edgefleet.agent.agent import Agent
     from edgefleet.agent.hardware import HostHardware
     from edgefleet.agent.heap import trim_heap_forever
-    from edgefleet.agent.process_runtime import HostRuntime
+    from edgefleet.agent.process_runtime import HostRuntime, open_data_dir_to, resolve_service_user
     from edgefleet.clock import SystemClock
     from edgefleet.transport.http import HttpTransport
 
+    service_user = resolve_service_user(settings.service_user, os.geteuid())
+    log = logging.getLogger("edgefleet.agent")
+    if service_user is not None:
+        open_data_dir_to(service_user, settings.data_dir)
+        log.info("services run as", extra={"user": service_user.name, "uid": service_user.uid})
+    elif os.geteuid() == 0 and settings.service_user is None:
+        log.warning("services run as root: create the user edgefleet-svc or pass "
+                    "--service-user (EDGEFLEET_SERVICE_USER)")  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     trimmer = asyncio.create_task(trim_heap_forever())
     if settings.proxies is not None:
-        logging.getLogger("edgefleet.agent").info(
-            "using forward proxies", extra=settings.proxies.describe()
-        )
+        log.info("using forward proxies", extra=settings.proxies.describe())
     agent = Agent(
         settings,
         clock=SystemClock(),
@@ -210,7 +253,7 @@ async def run_agent(settings: AgentSettings) -> None:
             settings.server_url, ca_file=settings.ca_file, proxies=settings.proxies
         ),
         hardware=HostHardware(settings.data_dir, list(settings.accelerators)),
-        runtime=HostRuntime(),
+        runtime=HostRuntime(service_user=service_user),
     )
     try:
         await agent.run(stop)
@@ -231,8 +274,19 @@ def _color(stream: object) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m edgefleet.agent [flags]`: parse, run, and exit 1 with one line on an
-    edgefleet error (2 for usage errors, 130 on Ctrl-C)."""
+    edgefleet error (2 for usage errors, 130 on Ctrl-C).
+
+    Started with the enrollment token on its command line, the process first replaces
+    itself (same process id) with one that gets it in its environment instead. Once read,
+    the token leaves the environment, so no process the agent starts inherits it."""
+    if argv is None:
+        handed_over = without_enroll_token(sys.argv[1:], os.environ)
+        if handed_over is not None:
+            # The interpreter and its options, then `-m edgefleet.agent` (or the script).
+            start = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv) + 1]
+            os.execve(sys.executable, [*start, *handed_over[0]], handed_over[1])
     args = build_parser().parse_args(argv)
+    os.environ.pop(ENROLL_TOKEN_ENV, None)
     import asyncio
 
     from edgefleet.errors import EdgefleetError

@@ -50,6 +50,7 @@ from edgefleet.agent.install_child import (
     error_to_wire,
     read_service_manifest,
 )
+from edgefleet.agent.process_runtime import inherited_environment
 from edgefleet.agent.release_verification import (
     METADATA_FETCH_TIMEOUT_S,
     ReleaseRefused,
@@ -333,8 +334,9 @@ def _b64(data: bytes | None) -> str | None:
 
 def _child_env() -> dict[str, str]:
     # The child must import edgefleet even when the agent runs from a source tree; numpy's
-    # math libraries get one thread (a delta is applied chunk by chunk anyway).
+    # math libraries get one thread (a delta is applied chunk by chunk anyway). Like the
+    # runtime's children it sees none of the agent's secrets (the enrollment token).
     package_root = str(Path(edgefleet.__file__).resolve().parent.parent)
     python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip
+    return {**inherited_environment(os.environ), "PYTHONPATH": python_path,
+            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip

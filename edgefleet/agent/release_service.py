@@ -57,6 +57,7 @@ def service_spec(
 
     env = {key: expand(value) for key, value in manifest.env.items()}
     env["EDGEFLEET_SLOT"] = str(slot_dir)
+    env["EDGEFLEET_STATE_DIR"] = str(state_dir)  # under a service user, the one it may write
     for name, path in files.items():
         env[f"EDGEFLEET_ARTIFACT_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}"] = path
     models = [files[n] for n, kind in slot_manifest["kinds"].items() if kind == "onnx-model"]

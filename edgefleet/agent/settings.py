@@ -53,6 +53,9 @@ class AgentSettings:
     advertise_address: str = "127.0.0.1"
     simulated_battery: str | None = None
     fault_heartbeat_loss: float = 0.0
+    # Who the release service and workloads run as (a user name); None: the default
+    # (edgefleet-svc when the agent runs as root and that user exists).
+    service_user: str | None = None
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.server_url)
@@ -82,6 +85,8 @@ class AgentSettings:
             ("telemetry_queue_max_rows", self.telemetry_queue_max_rows >= 1, "at least 1"),
             ("advertise_address", 0 < len(self.advertise_address) <= 255, "a host name or IP"),
             ("fault_heartbeat_loss", 0 <= self.fault_heartbeat_loss < 1, "0 <= loss < 1"),
+            ("service_user", self.service_user is None or 0 < len(self.service_user) <= 32,
+             "a user name"),
         ]
         for key, ok, expected in checks:
             if not ok:

@@ -4,7 +4,8 @@ The command replaces this process (same process id, same arguments) with
 `python -OO -m edgefleet.agent`, so the long-running agent does not carry the operator CLI
 (nor its own docstrings: -OO keeps about 0.7 MB of them out of the idle agent; the agent
 relies on no assert and reads no docstring). Its flags and `--help` live in
-edgefleet.agent.command.
+edgefleet.agent.command. An enrollment token given with --enroll-token is handed over in
+the environment instead, off the new process's command line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 import typer
 
-from edgefleet.agent.command import FAULT_ENV, HEARTBEAT_LOSS_ENV
+from edgefleet.agent.command import FAULT_ENV, HEARTBEAT_LOSS_ENV, without_enroll_token
 
 __all__ = ["FAULT_ENV", "HEARTBEAT_LOSS_ENV", "agent"]
 
@@ -28,4 +29,5 @@ def agent(ctx: typer.Context) -> None:
     `edgefleet agent --help`."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-OO", "-m", "edgefleet.agent", *ctx.args])
+    args, env = without_enroll_token(ctx.args, os.environ) or (ctx.args, dict(os.environ))
+    os.execve(sys.executable, [sys.executable, "-OO", "-m", "edgefleet.agent", *args], env)

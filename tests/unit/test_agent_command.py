@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.agent.command import FAULT_ENV, build_parser, settings_from_args
+from edgefleet.agent.command import (
+    FAULT_ENV,
+    build_parser,
+    settings_from_args,
+    without_enroll_token,
+)
+from edgefleet.agent.process_runtime import ServiceUser, resolve_service_user
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.core.install import InstallState
 from edgefleet.errors import SettingsError
@@ -115,3 +121,47 @@ def test_proxy_variables_reach_the_settings() -> None:
     assert got.proxies.https.origin.authority == "proxy:3128"
     with pytest.raises(SettingsError, match="bad proxy in HTTPS_PROXY"):
         settings(REQUIRED, {"HTTPS_PROXY": "ftp://proxy"})
+
+
+def test_the_service_user_comes_from_the_flag_or_the_environment() -> None:
+    assert settings([*REQUIRED, "--service-user", "svc"]).service_user == "svc"
+    assert settings(REQUIRED, {"EDGEFLEET_SERVICE_USER": "env-svc"}).service_user == "env-svc"
+    assert settings(REQUIRED).service_user is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--enroll-token", "efe_x", "--name", "d1"], (["--name", "d1"], "efe_x")),
+        (["-l", "a=b", "--enroll-token=efe_y"], (["-l", "a=b"], "efe_y")),
+        (["--", "--enroll-token", "efe_z"], None),  # not a flag after --
+        (["--name", "d1"], None),
+        (["--enroll-token"], None),  # no value: left for the parser to refuse
+    ],
+)
+def test_the_enrollment_token_moves_off_the_command_line(
+    argv: list[str], expected: tuple[list[str], str] | None
+) -> None:
+    moved = without_enroll_token(argv, {"PATH": "/bin"})
+    if expected is None:
+        assert moved is None
+        return
+    assert moved is not None
+    args, env = moved
+    assert (args, env) == (expected[0], {"PATH": "/bin", "EDGEFLEET_ENROLL_TOKEN": expected[1]})
+    assert build_parser(env).parse_args([*REQUIRED, *args]).enroll_token == expected[1]
+
+
+def test_who_services_run_as() -> None:
+    root = ServiceUser.named("root")
+    assert (root.uid, root.environment()["USER"]) == (0, "root")
+    # Named explicitly: that user, or nobody else's when it is the agent's own.
+    assert resolve_service_user("root", euid=0) is None
+    with pytest.raises(SettingsError, match="no user 'no-such-user-here'"):
+        resolve_service_user("no-such-user-here", euid=0)
+    with pytest.raises(SettingsError, match="needs the agent to run as root"):
+        resolve_service_user("root", euid=12345)
+    # Not named: as the agent's own user unless it is root (then edgefleet-svc, if present).
+    assert resolve_service_user(None, euid=12345) is None
+    default = resolve_service_user(None, euid=0)
+    assert default is None or default.name == "edgefleet-svc"
