@@ -275,3 +275,22 @@ def test_the_release_service_runs_as_the_service_user_without_the_agents_secrets
         assert data_dir.stat().st_mode & 0o777 == 0o711
     finally:
         agent.stop()
+
+
+def test_the_agent_started_directly_moves_the_token_off_its_command_line(tmp_path: Path) -> None:
+    token = f"efe_{uuid.uuid4().hex}"
+    log = tmp_path / "agent.log"
+    with log.open("wb") as output:
+        agent = subprocess.Popen(
+            [PY, "-m", "edgefleet.agent", "--server", "http://127.0.0.1:9", "--data-dir",
+             str(tmp_path / "data"), "--statsd-port", "0", "--enroll-token", token],
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        # It tries to enroll (with the token) against a server that is not there.
+        wait_for(lambda: "retry_in_s=" in log.read_text(), what="the agent to try to enroll")
+        assert token.encode() not in Path(f"/proc/{agent.pid}/cmdline").read_bytes()
+        assert b"edgefleet.agent" in Path(f"/proc/{agent.pid}/cmdline").read_bytes()
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
