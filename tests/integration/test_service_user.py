@@ -30,6 +30,13 @@ from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from tests.releases import Trust, free_port, publish
 
 PY = sys.executable
+# A replica's signed service: Python's HTTP server over its state directory.
+FILES_SERVICE = {
+    "command": ["{python}", "-m", "http.server", "{port}", "--bind", "127.0.0.1",
+                "--directory", "{state_dir}"],
+    "port": "auto",
+    "health": {"http": "/", "interval_s": 0.5},
+}  # fmt: skip
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="switching to a service user needs root (run the tests as root)"
 )
@@ -215,7 +222,7 @@ def uids_of(pid: int) -> set[int]:
 
 
 @needs_root
-def test_the_release_service_runs_as_the_service_user_without_the_agents_secrets(
+def test_the_release_service_and_a_replica_run_as_the_service_user_without_secrets(
     server: ServerProcess, admin: FleetClient, trust: Trust, service_user: ServiceUser,
     service_python: ServicePython, reachable_dir: Path,
 ) -> None:  # fmt: skip
@@ -273,6 +280,22 @@ def test_the_release_service_runs_as_the_service_user_without_the_agents_secrets
         listing = run_as(service_user, service_python, f"import os; os.listdir({str(data_dir)!r})")
         assert "PermissionError" in listing.stderr
         assert data_dir.stat().st_mode & 0o777 == 0o711
+
+        # A workload replica: the same user, and its state directory is its own.
+        publish(admin, reachable_dir / "release", "files", "1.0.0", build_mlp(4, 8, 3, seed=2),
+                free_port(), trust.targets_keys, manifest=FILES_SERVICE)  # fmt: skip
+        admin.apply_workload({"kind": "Workload", "metadata": {"name": "files"}, "spec": {
+            "artifacts": ["files@1.0.0"], "resources": {"cpu_millicores": 100, "memory_mb": 256},
+            "service": {"port": "auto"}, "state_dir": "/var/lib/files"}})  # fmt: skip
+        state_dir = data_dir / "workloads" / "state" / "files"
+        replica = wait_for(lambda: processes_of(f"--directory\0{state_dir}"), timeout_s=90,
+                           what="the workload replica to start")[0]  # fmt: skip
+        assert uids_of(replica) == {service_user.uid}
+        assert state_dir.stat().st_uid == service_user.uid
+        assert not [k for k in environ_of(replica) if k in ("EDGEFLEET_ENROLL_TOKEN",
+                    "EDGEFLEET_ADMIN_TOKEN", "HTTPS_PROXY")]  # fmt: skip
+        note = f"open({str(state_dir / 'note')!r}, 'w').write('x')"
+        assert run_as(service_user, service_python, note).returncode == 0
     finally:
         agent.stop()
 
