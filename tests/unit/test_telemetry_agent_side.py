@@ -200,7 +200,8 @@ def test_the_release_service_is_told_where_the_agents_statsd_endpoint_is(tmp_pat
     manifest = parse_service_manifest({"command": ["{python}", "-m", "app"], "port": 9000})
     slot = {"files": {"model": "m.onnx"}, "kinds": {"model": "onnx-model"}}
     logs = tmp_path / "logs"
-    spec = service_spec(manifest, tmp_path / "slot", slot, logs, None)
+    spec = service_spec(manifest, tmp_path / "slot", slot, logs, None, tmp_path / "state")
     assert "EDGEFLEET_STATSD" not in spec.env  # no endpoint (telemetry not started)
-    explicit = service_spec(manifest, tmp_path / "slot", slot, logs, "127.0.0.1:40125")
+    explicit = service_spec(manifest, tmp_path / "slot", slot, logs, "127.0.0.1:40125",
+                            tmp_path / "state")
     assert explicit.env["EDGEFLEET_STATSD"] == "127.0.0.1:40125"
