@@ -50,12 +50,13 @@ class RawDevice:
         return self.send(method, target, body, headers)
 
     def enroll(
-        self, token: str, name: str = "raw", labels: dict[str, str] | None = None
+        self, token: str, name: str | None = None, labels: dict[str, str] | None = None
     ) -> httpx.Response:
+        """Enroll as `name` (default: a name of its own; names are unique in a fleet)."""
         payload = {
             "enrollment_token": token,
             "public_key": self.key.public_key_b64,
-            "name": name,
+            "name": name or f"raw-{self.id[2:12]}",
             "labels": labels or {},
             "inventory": INVENTORY,
         }

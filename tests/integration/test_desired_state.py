@@ -17,7 +17,7 @@ from tests.device_requests import RawDevice
 def device(server: ServerProcess, admin: FleetClient) -> RawDevice:
     raw = RawDevice(server.url)
     token = admin.create_enrollment_token(auto_approve=True)["token"]
-    assert raw.enroll(token, name="poller", labels={"tier": "a"}).status_code == 200
+    assert raw.enroll(token, labels={"tier": "a"}).status_code == 200
     return raw
 
 

@@ -25,7 +25,8 @@ def tokens(server: ServerProcess) -> dict[str, str]:
 @pytest.fixture
 def pending_device(server: ServerProcess, admin: FleetClient) -> str:
     raw = RawDevice(server.url)
-    raw.enroll(admin.create_enrollment_token()["token"], name="role-target")
+    enrolled = raw.enroll(admin.create_enrollment_token()["token"])  # a name of its own
+    assert enrolled.status_code == 200, enrolled.text
     return raw.id
 
 

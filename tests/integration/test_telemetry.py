@@ -53,7 +53,7 @@ def cli_env(server: ServerProcess) -> dict[str, str]:
 def device(server: ServerProcess, admin: FleetClient) -> RawDevice:
     raw = RawDevice(server.url)
     token = admin.create_enrollment_token(auto_approve=True)["token"]
-    assert raw.enroll(token, name="raw-telemetry").status_code == 200
+    assert raw.enroll(token).status_code == 200
     return raw
 
 

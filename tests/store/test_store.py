@@ -55,12 +55,12 @@ def test_device_round_trip_keeps_values_and_utc(db: Database) -> None:
 def test_resolve_by_id_or_unique_name(db: Database) -> None:
     with db.transaction() as tx:
         tx.devices.insert(new_device("d-1", "cam"))
-        tx.devices.insert(new_device("d-2", "twin"))
-        tx.devices.insert(new_device("d-3", "twin"))
+        tx.devices.insert(replace(new_device("d-2", "twin"), enrollment=EnrollmentState.REVOKED))
+        tx.devices.insert(replace(new_device("d-3", "twin"), enrollment=EnrollmentState.REVOKED))
     with db.read() as tx:
         assert tx.devices.resolve("cam").id == "d-1"
         assert tx.devices.resolve("d-2").id == "d-2"
-        with pytest.raises(Conflict, match="more than one"):
+        with pytest.raises(Conflict, match="use the device id"):
             tx.devices.resolve("twin")
         with pytest.raises(NotFound):
             tx.devices.resolve("ghost")

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from edgefleet.core.device import Device
+from edgefleet.core.device_names import normalize_device_name
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.release import ReleaseAssignment
 from edgefleet.errors import Conflict, NotFound
@@ -96,19 +98,36 @@ class DeviceRepository:
         return device
 
     def resolve(self, id_or_name: str) -> Device:
-        """A device by id, or by name when exactly one device has that name."""
+        """A device by id, else by name: the device that holds it (names are unique among
+        devices that are not revoked), else the one revoked device that had it."""
         device = self.find(id_or_name)
         if device is not None:
             return device
-        rows = self._c.execute(select(devices).where(devices.c.name == id_or_name).limit(2)).all()
-        if len(rows) > 1:
+        name = normalize_device_name(id_or_name)
+        holder = self.name_holder(name)
+        if holder is not None:
+            return holder
+        query = select(devices.c.id).where(devices.c.name == name)
+        ids = list(self._c.execute(query.order_by(devices.c.id).limit(6)).scalars())
+        if len(ids) > 1:
+            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
             raise Conflict(
-                f"more than one device is named {id_or_name!r}; use the device id",
+                f"no device holds the name {name!r}; revoked devices had it ({shown}): "
+                "use the device id",
                 code="ambiguous_device",
             )
-        if not rows:
-            raise NotFound(f"no device with id or name {id_or_name!r}", code="device_not_found")
-        return _to_device(rows[0])
+        if not ids:
+            raise NotFound(f"no device with id or name {name!r}", code="device_not_found")
+        return self.get(ids[0])
+
+    def name_holder(self, name: str) -> Device | None:
+        """The device that is not revoked named `name` (stored names are NFC)."""
+        row = self._c.execute(
+            select(devices).where(
+                devices.c.name == name, devices.c.enrollment != EnrollmentState.REVOKED.value
+            )
+        ).first()
+        return _to_device(row) if row else None
 
     def desired_generations(self, device_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
         """(desired generation, enrollment state) of each of these devices that exists, in
@@ -142,7 +161,23 @@ class DeviceRepository:
         return int(self._c.execute(select(func.count()).select_from(devices)).scalar_one())
 
     def insert(self, device: Device) -> Device:
-        self._c.execute(insert(devices).values(**_values(device)))
+        """Store a new device; Conflict (`device_name_taken`) if a device that is not revoked
+        already holds its name, found first or by the unique index in a race."""
+        taken = Conflict(
+            f"device name {device.name!r} is taken by another device: choose another name "
+            "(a revoked device frees its name)",
+            code="device_name_taken",
+        )
+        if self.name_holder(device.name) is not None:
+            raise taken
+        try:
+            # A savepoint, so a lost race leaves the transaction usable for the error path.
+            with self._c.begin_nested():
+                self._c.execute(insert(devices).values(**_values(device)))
+        except IntegrityError:
+            if self.name_holder(device.name) is not None:
+                raise taken from None
+            raise
         return device
 
     def update(self, device: Device) -> Device:
