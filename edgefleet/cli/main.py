@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from edgefleet import __version__
 from edgefleet.cli import (
@@ -120,7 +121,11 @@ def run() -> None:
     try:
         app()
     except EdgefleetError as e:
-        error_console.print(f"[red]error:[/red] {e.message} [dim]({e.code})[/dim]", highlight=False)
+        # The message may quote what the server stored or was sent: text, never markup.
+        error_console.print(
+            f"[red]error:[/red] {escape(e.message)} [dim]({escape(e.code)})[/dim]",
+            highlight=False,
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

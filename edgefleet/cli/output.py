@@ -1,4 +1,9 @@
-"""Rendering for the CLI: rich tables for people, `-o json` for scripts (stable fields)."""
+"""Rendering for the CLI: rich tables for people, `-o json` for scripts (stable fields).
+
+Strings printed for people show their hidden characters escaped (`\\x1b`, `\\u202e`:
+`core.hidden_characters`), so a name, label, inventory field or error message from the
+server cannot repaint the terminal or reorder what it shows. JSON output is exact.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,22 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgefleet.core.durations import format_duration
+from edgefleet.core.hidden_characters import escape_hidden
 
-console = Console()
-error_console = Console(stderr=True, soft_wrap=True)
+
+class VisibleConsole(Console):
+    """A console that prints every string with its hidden characters escaped (line breaks
+    and tabs of multi-line messages stay)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(escape_hidden(text, keep="\n\t"), **kwargs)
+
+
+console = VisibleConsole()
+error_console = VisibleConsole(stderr=True, soft_wrap=True)
 
 
 class Output(StrEnum):
@@ -58,7 +74,7 @@ def emit_list(rows: Sequence[dict[str, Any]], output: Output, columns: Sequence[
     for column in columns:
         table.add_column(column.header, style=column.style, overflow="fold")
     for row in rows:
-        table.add_row(*(str(column.value(row)) for column in columns))
+        table.add_row(*(escape_hidden(str(column.value(row))) for column in columns))
     console.print(table)
     if not rows:
         console.print("[dim](none)[/dim]")
@@ -72,7 +88,7 @@ def emit_object(obj: dict[str, Any], output: Output, fields: Sequence[Column]) -
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for field in fields:
-        table.add_row(field.header, str(field.value(obj)))
+        table.add_row(field.header, escape_hidden(str(field.value(obj))))
     console.print(table)
 
 

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from edgefleet.cli.output import styled
 from edgefleet.core.durations import format_duration
+from edgefleet.core.hidden_characters import escape_hidden
 
 BAR_WIDTH = 32
 # Bar segments in drawing order: (name, device states, character, style).
@@ -71,7 +72,7 @@ def render_status(status: Mapping[str, Any]) -> RenderableType:
         f"[bold]{status['name']}[/bold] ({status['id']}) · {status['release']} → "
         f"'{status['target'] or '*'}' · {styled(status['state'])}"
     )
-    summary = Text(status["summary"], style="italic")
+    summary = Text(escape_hidden(status["summary"]), style="italic")
     waves = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("WAVE", "SIZE", "PROGRESS", "INSTALLED", "IN PROGRESS", "FAILED", "SKIPPED",
                    "ROLLED BACK", "SOAK", "GATES"):  # fmt: skip

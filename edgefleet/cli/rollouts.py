@@ -21,6 +21,7 @@ from edgefleet.cli.output import (
     styled,
 )
 from edgefleet.cli.rollout_view import is_final, render_status
+from edgefleet.core.hidden_characters import escape_hidden
 from edgefleet.errors import InvalidInput
 
 app = typer.Typer(help="Fleet rollouts: waves, health gates, windows, rollback.",
@@ -327,7 +328,8 @@ def report(
         if output is ReportFormat.JSON:
             print_json(client.rollout_report(rollout))
         else:
-            sys.stdout.write(client.rollout_report_markdown(rollout))
+            markdown = client.rollout_report_markdown(rollout)
+            sys.stdout.write(escape_hidden(markdown, keep="\n\t"))
 
 
 TRAIN_COLUMNS = [
