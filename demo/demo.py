@@ -221,6 +221,9 @@ class Demo:
             **os.environ,
             "EDGEFLEET_SERVER": self.server.url,
             "EDGEFLEET_TOKEN": self.server.admin_token,
+            # The operator's config and trust store (the root `trust init` keeps) live with
+            # the demo, not in the user's own config directory.
+            "EDGEFLEET_CONFIG": str(self.workdir / "operator" / "config.toml"),
             "COLUMNS": str(max(120, shutil.get_terminal_size().columns)),
         }
 
