@@ -76,3 +76,23 @@ def refresh_desired(
     if generation == device.desired_generation:
         return device
     return replace(device, desired=spec, desired_generation=generation)
+
+
+def blobs_named(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The sha256 of every blob a desired-state spec names: the files of its release, the
+    files of the releases of the replicas it lists, and the state archives they restore
+    from. A device may download exactly these.
+
+    >>> spec = {"release": {"targets": [{"sha256": "a1"}]}, "workloads": {"replicas": [
+    ...     {"releases": [{"targets": [{"sha256": "b2"}]}], "restore": {"sha256": "c3"}}]}}
+    >>> sorted(blobs_named(spec))
+    ['a1', 'b2', 'c3']
+    """
+    named = {str(t["sha256"]) for t in (spec.get("release") or {}).get("targets", [])}
+    for replica in (spec.get("workloads") or {}).get("replicas", []):
+        for release in replica.get("releases", []):
+            named.update(str(t["sha256"]) for t in release.get("targets", []))
+        restore = replica.get("restore")
+        if restore and restore.get("sha256"):
+            named.add(str(restore["sha256"]))
+    return frozenset(named)

@@ -18,6 +18,7 @@ from edgefleet.server.compression import ResponseCompressionMiddleware
 from edgefleet.server.error_handlers import install_error_handlers
 from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
 from edgefleet.server.middleware import RequestContextMiddleware
+from edgefleet.server.openapi import declare_auth
 from edgefleet.server.routes import (
     alerts,
     audit,
@@ -36,6 +37,7 @@ from edgefleet.server.routes import (
 )
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService
+from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
@@ -105,6 +107,7 @@ def build_services(
         workload_settings=workload_settings,
         workloads=WorkloadService(db, clock, watch, blobs),
         checkpoints=checkpoints,
+        blob_access=BlobAccess(db),
         workload_controllers=controllers,
         rollouts=RolloutService(db, clock, controller.wake),
         release_trains=trains,
@@ -202,9 +205,11 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)
     # The device routes first: every device calls them, and routes are matched in order (no
     # device route's method and path overlaps an operator route's).
-    app.include_router(device_api.router)
-    app.include_router(telemetry.device_router)
-    for module in (health, devices, tokens, groups, audit, blobs, releases, trust, telemetry,
-                   alerts, metrics, rollouts, workloads):
-        app.include_router(module.router)
+    routers = [device_api.router, telemetry.device_router]
+    routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
+                                             releases, trust, telemetry, alerts, metrics,
+                                             rollouts, workloads)]  # fmt: skip
+    for router in routers:
+        declare_auth(router)
+        app.include_router(router)
     return app

@@ -16,6 +16,7 @@ from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService, OperatorContext
+from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
@@ -55,6 +56,7 @@ class Services:
     workload_settings: WorkloadSettings
     workloads: WorkloadService
     checkpoints: CheckpointService
+    blob_access: BlobAccess
     workload_controllers: WorkloadControllers
     rollouts: RolloutService
     release_trains: ReleaseTrainService
@@ -80,6 +82,34 @@ def operator(request: Request) -> OperatorContext:
         raise Unauthenticated("Authorization header must be 'Bearer TOKEN'", code="bad_auth_scheme")
     principal = services(request).tokens.authenticate(secret.strip())
     return OperatorContext(principal, request_id_of(request))
+
+
+class OperatorAuth:
+    """Dependency: the operator behind the bearer token, holding `permission` (None: any
+    role may call the route). The route's OpenAPI operation shows it as `x-permission`."""
+
+    def __init__(self, permission: Permission | None) -> None:
+        self.permission = permission
+
+    def __call__(self, request: Request) -> OperatorContext:
+        ctx = operator(request)
+        if self.permission is not None:
+            ctx.require(self.permission)
+        return ctx
+
+
+_REQUIRES = {permission: OperatorAuth(permission) for permission in Permission}
+any_operator = OperatorAuth(None)
+
+
+def requires(permission: Permission) -> OperatorAuth:
+    """The dependency of an operator route that needs `permission`."""
+    return _REQUIRES[permission]
+
+
+def no_credentials() -> None:
+    """Dependency that declares a route open to anyone (health, metrics, enrollment: the
+    enrollment token and the key's signature are checked by the service)."""
 
 
 def request_target(request: Request) -> str:
@@ -137,11 +167,17 @@ async def signed_device_upload(request: Request, device_id: str) -> DeviceUpload
     return DeviceUpload(device, signed, request.method, request_target(request), link)
 
 
-async def device_or_operator(request: Request) -> Device | OperatorContext:
-    """Dependency for shared downloads (blobs, TUF metadata): an operator with a bearer
-    token, or any approved device with a signed request."""
-    if "authorization" in request.headers:
-        ctx = await run_in_threadpool(operator, request)
-        ctx.require(Permission.FLEET_READ)
-        return ctx
-    return await _authenticate_device(request, None)
+class DeviceOrOperatorAuth:
+    """Dependency for shared downloads (blobs, TUF metadata, endpoints): an operator with a
+    bearer token holding `permission`, or any approved device with a signed request."""
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    async def __call__(self, request: Request) -> Device | OperatorContext:
+        if "authorization" in request.headers:
+            return await run_in_threadpool(requires(self.permission), request)
+        return await _authenticate_device(request, None)
+
+
+device_or_operator = DeviceOrOperatorAuth(Permission.FLEET_READ)

@@ -66,7 +66,8 @@ def send_chunked(url: str, target: str, headers: dict[str, str], total: int) -> 
     closes); returns how many body bytes were sent and the answer."""
     parts = urlsplit(url)
     head = [f"PUT {target} HTTP/1.1", f"host: {parts.netloc}", "transfer-encoding: chunked",
-            "content-type: application/octet-stream", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+            "content-type: application/octet-stream"]  # fmt: skip
+    head += [f"{name}: {value}" for name, value in headers.items()]
     chunk = f"{MIB:x}\r\n".encode() + b"\0" * MIB + b"\r\n"
     sent = 0
     answer = b""

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Query
 
 from edgefleet.core.alerts import Alert
 from edgefleet.core.durations import parse_duration
-from edgefleet.server.auth import Services, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import AlertOut
 from edgefleet.server.services.alerts import AlertFilter
 from edgefleet.server.services.audit import OperatorContext
@@ -37,7 +38,7 @@ def list_alerts(
     all: bool = Query(False, description="Include alerts closed within `closed_within`"),
     closed_within: str = Query("24h", description="How far back closed alerts are listed"),
     device: str | None = Query(None, description="Only this device (id or name)"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> list[AlertOut]:
     wanted = AlertFilter(all, parse_duration(closed_within).total_seconds(), device)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
-from edgefleet.server.auth import Services, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import SQL_INTEGER_MAX, AuditRecordOut
 from edgefleet.server.services.audit import OperatorContext
 
@@ -22,7 +23,7 @@ def list_audit(
     ),
     limit: int = Query(100, ge=1, le=1000),
     tail: int | None = Query(None, ge=1, le=1000, description="The newest N records instead"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.AUDIT_READ)),
     svc: Services = Depends(services),
 ) -> list[AuditRecordOut]:
     records = svc.audit.latest(ctx, tail) if tail else svc.audit.page(ctx, after, limit)

@@ -14,7 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from edgefleet.artifacts.blobstore import BlobReader, parse_range_header, validate_sha256
 from edgefleet.core.device import Device
 from edgefleet.errors import NotFound, PayloadTooLarge
-from edgefleet.server.auth import Services, device_or_operator, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, device_or_operator, requires, services
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.deltas import DeltaState
 
@@ -28,7 +29,7 @@ DELTA_RETRY_AFTER_S = 2
 async def upload_blob(
     sha256: str,
     request: Request,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.ARTIFACTS_WRITE)),
     svc: Services = Depends(services),
 ) -> dict[str, object]:
     validate_sha256(sha256)
@@ -53,7 +54,7 @@ def blob_exists(
     svc: Services = Depends(services),
 ) -> Response:
     blobs = svc.releases.blobs
-    svc.workloads.guard_blob_read(who, validate_sha256(sha256))
+    svc.blob_access.guard_read(who, validate_sha256(sha256))
     if not blobs.exists(sha256):
         return Response(status_code=404)
     headers = {"content-length": str(blobs.size_bytes(sha256)), "accept-ranges": "bytes"}
@@ -68,7 +69,7 @@ def download_blob(
     svc: Services = Depends(services),
 ) -> Response:
     blobs = svc.releases.blobs
-    svc.workloads.guard_blob_read(who, validate_sha256(sha256))
+    svc.blob_access.guard_read(who, validate_sha256(sha256))
     size = blobs.size_bytes(sha256)
     header = request.headers.get("range")
     start, end = parse_range_header(header, size) if header else (0, size)
@@ -90,7 +91,7 @@ def download_delta(
     who: Device | OperatorContext = Depends(device_or_operator),
     svc: Services = Depends(services),
 ) -> Response:
-    svc.workloads.guard_blob_read(who, validate_sha256(sha256), validate_sha256(from_sha256))
+    svc.blob_access.guard_read(who, validate_sha256(sha256), validate_sha256(from_sha256))
     svc.releases.guard_delta_pair(from_sha256, sha256)
     status = svc.deltas.request(from_sha256, sha256)
     if status.state is DeltaState.PENDING:

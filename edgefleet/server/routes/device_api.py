@@ -21,14 +21,15 @@ from edgefleet.core.desired import heartbeat_interval_of
 from edgefleet.core.device import Device
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_HEADER
 from edgefleet.security.request_signing import read_signed_headers
-from edgefleet.server.auth import Services, request_target, services, signed_device
+from edgefleet.server.auth import Services, no_credentials, request_target, services, signed_device
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.schemas import EnrollRequest, EnrollResponse, ReportRequest, ReportResponse
 
 router = APIRouter(prefix="/v1", tags=["device API"])
 
 
-@router.post("/enroll", summary="Enroll a device with an enrollment token")
+@router.post("/enroll", summary="Enroll a device with an enrollment token",
+             dependencies=[Depends(no_credentials)])
 async def enroll(
     request: Request, body: EnrollRequest, svc: Services = Depends(services)
 ) -> EnrollResponse:

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Query
 from edgefleet.core.device import ConnectionStatus
 from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState
 from edgefleet.core.labels import make_label_change
-from edgefleet.server.auth import Services, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import ConfigureRequest, DeviceOut, LabelRequest
 from edgefleet.server.services.audit import OperatorContext
 
@@ -20,7 +21,7 @@ def list_devices(
     group: str | None = Query(None, description="Only devices matching this group's selector"),
     status: ConnectionStatus | None = None,
     enrollment: EnrollmentState | None = None,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> list[DeviceOut]:
     found = svc.devices.list_devices(ctx, selector, group, status, enrollment)
@@ -30,14 +31,18 @@ def list_devices(
 
 @router.get("/{device}", summary="Show one device (by id or unique name)")
 def show_device(
-    device: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    device: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> DeviceOut:
     return DeviceOut.of(svc.devices.get(ctx, device), svc.devices.now())
 
 
 def _enrollment_route(action: EnrollmentAction) -> None:
     def change(
-        device: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+        device: str,
+        ctx: OperatorContext = Depends(requires(Permission.DEVICES_WRITE)),
+        svc: Services = Depends(services),
     ) -> DeviceOut:
         return DeviceOut.of(svc.devices.change_enrollment(ctx, device, action), svc.devices.now())
 
@@ -58,7 +63,7 @@ for _action in EnrollmentAction:
 def label_device(
     device: str,
     body: LabelRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.DEVICES_WRITE)),
     svc: Services = Depends(services),
 ) -> DeviceOut:
     change = make_label_change(body.set, body.remove)
@@ -69,7 +74,7 @@ def label_device(
 def configure_device(
     device: str,
     body: ConfigureRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.DEVICES_WRITE)),
     svc: Services = Depends(services),
 ) -> DeviceOut:
     saved = svc.devices.configure(ctx, device, body.heartbeat_interval_s)

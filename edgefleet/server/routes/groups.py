@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from edgefleet.server.auth import Services, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import CreateGroupRequest, GroupOut
 from edgefleet.server.services.audit import OperatorContext
 
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/v1/groups", tags=["groups"])
 @router.post("", status_code=201, summary="Create a group")
 def create_group(
     body: CreateGroupRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.GROUPS_WRITE)),
     svc: Services = Depends(services),
 ) -> GroupOut:
     return GroupOut.of(svc.devices.create_group(ctx, body.name, body.selector, body.description))
@@ -22,14 +23,17 @@ def create_group(
 
 @router.get("", summary="List groups", response_model=list[GroupOut])
 def list_groups(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> list[GroupOut]:
     return [GroupOut.of(g) for g in svc.devices.list_groups(ctx)]
 
 
 @router.get("/{name}", summary="Show a group and the devices it matches now")
 def show_group(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> GroupOut:
     group, members = svc.devices.get_group(ctx, name)
     return GroupOut.of(group, [d.id for d in members])
@@ -37,7 +41,9 @@ def show_group(
 
 @router.delete("/{name}", status_code=204, summary="Delete a group")
 def delete_group(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.GROUPS_WRITE)),
+    svc: Services = Depends(services),
 ) -> Response:
     svc.devices.delete_group(ctx, name)
     return Response(status_code=204)

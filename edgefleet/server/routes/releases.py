@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.durations import parse_duration
 from edgefleet.core.release import Ref, parse_ref
-from edgefleet.server.auth import Services, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import (
     ArtifactOut,
     AssignRequest,
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["artifacts and releases"])
 @router.post("/artifacts", status_code=201, summary="Register an uploaded blob as an artifact")
 def create_artifact(
     body: CreateArtifactRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.ARTIFACTS_WRITE)),
     svc: Services = Depends(services),
 ) -> ArtifactOut:
     artifact = svc.releases.register_artifact(
@@ -41,7 +42,7 @@ def create_artifact(
 @router.get("/artifacts", summary="List artifacts", response_model=list[ArtifactOut])
 def list_artifacts(
     name: str | None = Query(None, description="Only versions of this artifact"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> list[ArtifactOut]:
     return [ArtifactOut.of(a) for a in svc.releases.list_artifacts(ctx, name)]
@@ -51,7 +52,7 @@ def list_artifacts(
 def artifact_deltas(
     name: str,
     compute: bool = Query(False, description="Schedule consecutive pairs not computed yet"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> list[dict[str, Any]]:
     return svc.releases.delta_stats(ctx, name, compute)
@@ -59,7 +60,7 @@ def artifact_deltas(
 
 @router.get("/artifacts/{name}/{version}", summary="Show one artifact version")
 def show_artifact(
-    name: str, version: str, ctx: OperatorContext = Depends(operator),
+    name: str, version: str, ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> ArtifactOut:
     return ArtifactOut.of(svc.releases.get_artifact(ctx, Ref(name, version)))
@@ -69,7 +70,7 @@ def show_artifact(
              summary="Create a release from artifacts (and its service manifest)")
 def create_release(
     body: CreateReleaseRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.RELEASES_WRITE)),
     svc: Services = Depends(services),
 ) -> ReleaseOut:
     ref = parse_ref(f"{body.name}@{body.version}", "release")
@@ -81,14 +82,15 @@ def create_release(
 
 @router.get("/releases", summary="List releases", response_model=list[ReleaseOut])
 def list_releases(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> list[ReleaseOut]:
     return [ReleaseOut.of(r) for r in svc.releases.list_releases(ctx)]
 
 
 @router.get("/releases/{name}/{version}", summary="Show a release and its files")
 def show_release(
-    name: str, version: str, ctx: OperatorContext = Depends(operator),
+    name: str, version: str, ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> ReleaseOut:
     release, files = svc.releases.get_release(ctx, Ref(name, version))
@@ -105,7 +107,7 @@ def stage_release(
     name: str,
     version: str,
     expires: str | None = Query(None, description="Targets lifetime, e.g. 90d"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.RELEASES_WRITE)),
     svc: Services = Depends(services),
 ) -> Response:
     lifetime = parse_duration(expires) if expires else None
@@ -121,7 +123,7 @@ async def publish_release(
     name: str,
     version: str,
     request: Request,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.RELEASES_WRITE)),
     svc: Services = Depends(services),
 ) -> ReleaseOut:
     signed = await request.body()
@@ -136,7 +138,7 @@ def assign_release(
     name: str,
     version: str,
     body: AssignRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.DEVICES_WRITE)),
     svc: Services = Depends(services),
 ) -> AssignResponse:
     result = svc.releases.assign(
@@ -152,6 +154,8 @@ def assign_release(
 
 @router.post("/devices/{device}/activate", summary="Install a release delivered --stage-only")
 def activate(
-    device: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    device: str,
+    ctx: OperatorContext = Depends(requires(Permission.DEVICES_WRITE)),
+    svc: Services = Depends(services),
 ) -> DeviceOut:
     return DeviceOut.of(svc.releases.activate(ctx, device), svc.devices.now())

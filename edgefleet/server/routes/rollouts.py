@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from edgefleet.core.rollout import OperatorCommand
-from edgefleet.server.auth import Services, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import (
     ApplyReleaseTrainRequest,
     CreateRolloutRequest,
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["rollouts"])
 )
 def create_rollout(
     body: CreateRolloutRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
 ) -> Response:
     created = svc.rollouts.create(ctx, body.manifest, supersede=body.supersede)
@@ -44,7 +45,7 @@ def create_rollout(
 @router.get("/rollouts", summary="List rollouts, newest first")
 def list_rollouts(
     active: bool = Query(False, description="Only rollouts not finished yet"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> list[dict[str, Any]]:
     return svc.rollouts.list_rollouts(ctx, active_only=active)
@@ -52,7 +53,9 @@ def list_rollouts(
 
 @router.get("/rollouts/{rollout}", summary="A rollout's status: waves, gates, devices")
 def show_rollout(
-    rollout: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    rollout: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
     return svc.rollouts.status(ctx, rollout)
 
@@ -65,7 +68,7 @@ def show_rollout(
 def rollout_report(
     rollout: str,
     format: Literal["json", "markdown"] = Query("json", description="json or markdown"),
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> Response:
     report = svc.rollouts.report(ctx, rollout)
@@ -79,7 +82,7 @@ def command_rollout(
     rollout: str,
     command: OperatorCommand,
     body: RolloutCommandRequest | None = None,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
     record = svc.rollouts.command(ctx, rollout, command, body.note if body else "")
@@ -89,7 +92,7 @@ def command_rollout(
 @router.put("/release-trains", summary="Create or update a release train from a manifest")
 def apply_release_train(
     body: ApplyReleaseTrainRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
     record, action = svc.release_trains.apply(ctx, body.manifest)
@@ -98,13 +101,16 @@ def apply_release_train(
 
 @router.get("/release-trains", summary="List release trains")
 def list_release_trains(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> list[dict[str, Any]]:
     return [train_view(t) for t in svc.release_trains.list_trains(ctx)]
 
 
 @router.get("/release-trains/{name}", summary="Show a release train")
 def show_release_train(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
     return train_view(svc.release_trains.get(ctx, name))

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Response
 
-from edgefleet.server.auth import Services, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, any_operator, requires, services
 from edgefleet.server.schemas import (
     ApiTokenOut,
     CreateApiTokenRequest,
@@ -29,7 +30,7 @@ def _seconds(value: float | None) -> timedelta | None:
 
 
 @router.get("/whoami", summary="The caller's token and role")
-def whoami(ctx: OperatorContext = Depends(operator)) -> WhoAmI:
+def whoami(ctx: OperatorContext = Depends(any_operator)) -> WhoAmI:
     p = ctx.principal
     return WhoAmI(token_id=p.token_id, name=p.name, role=p.role)
 
@@ -38,7 +39,7 @@ def whoami(ctx: OperatorContext = Depends(operator)) -> WhoAmI:
 def create_api_token(
     body: CreateApiTokenRequest,
     response: Response,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_WRITE)),
     svc: Services = Depends(services),
 ) -> ApiTokenOut:
     response.headers.update(SECRET_HEADERS)
@@ -49,14 +50,17 @@ def create_api_token(
 
 @router.get("/tokens", summary="List API tokens (admin)", response_model=list[ApiTokenOut])
 def list_api_tokens(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_READ)),
+    svc: Services = Depends(services),
 ) -> list[ApiTokenOut]:
     return [ApiTokenOut.of(t) for t in svc.tokens.list_api_tokens(ctx)]
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke an API token (admin)")
 def revoke_api_token(
-    token_id: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    token_id: str,
+    ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_WRITE)),
+    svc: Services = Depends(services),
 ) -> ApiTokenOut:
     return ApiTokenOut.of(svc.tokens.revoke_api_token(ctx, token_id))
 
@@ -65,7 +69,7 @@ def revoke_api_token(
 def create_enrollment_token(
     body: CreateEnrollmentTokenRequest,
     response: Response,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.ENROLLMENT_TOKENS_WRITE)),
     svc: Services = Depends(services),
 ) -> EnrollmentTokenOut:
     response.headers.update(SECRET_HEADERS)
@@ -81,13 +85,16 @@ def create_enrollment_token(
     response_model=list[EnrollmentTokenOut],
 )
 def list_enrollment_tokens(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> list[EnrollmentTokenOut]:
     return [EnrollmentTokenOut.of(t) for t in svc.tokens.list_enrollment_tokens(ctx)]
 
 
 @router.delete("/enrollment-tokens/{token_id}", summary="Revoke an enrollment token")
 def revoke_enrollment_token(
-    token_id: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    token_id: str,
+    ctx: OperatorContext = Depends(requires(Permission.ENROLLMENT_TOKENS_WRITE)),
+    svc: Services = Depends(services),
 ) -> EnrollmentTokenOut:
     return EnrollmentTokenOut.of(svc.tokens.revoke_enrollment_token(ctx, token_id))

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Response
 
 from edgefleet.core.device import Device
 from edgefleet.errors import InvalidInput
-from edgefleet.server.auth import Services, device_or_operator, operator, services
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, device_or_operator, requires, services
 from edgefleet.server.schemas import SetRootRequest
 from edgefleet.server.services.audit import OperatorContext
 
@@ -17,14 +18,16 @@ router = APIRouter(prefix="/v1", tags=["trust (TUF)"])
 
 @router.get("/trust", summary="Trust status: root version, roles, thresholds, targets")
 def trust_status(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> dict[str, object]:
     return svc.trust.status(ctx)
 
 
 @router.get("/trust/online-keys", summary="The server's snapshot and timestamp public keys")
 def online_keys(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> dict[str, object]:
     return svc.trust.online_keys(ctx)
 
@@ -32,7 +35,7 @@ def online_keys(
 @router.post("/trust/root", status_code=201, summary="Install the first root (admin)")
 def initialize_root(
     body: SetRootRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.TRUST_ADMIN)),
     svc: Services = Depends(services),
 ) -> dict[str, object]:
     if body.targets is not None:
@@ -43,7 +46,7 @@ def initialize_root(
 @router.put("/trust/root", summary="Rotate to the next root (admin)")
 def rotate_root(
     body: SetRootRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.TRUST_ADMIN)),
     svc: Services = Depends(services),
 ) -> dict[str, object]:
     targets = json.dumps(body.targets).encode() if body.targets is not None else None

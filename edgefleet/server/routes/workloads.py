@@ -20,11 +20,12 @@ from edgefleet.core.placement import Explanation
 from edgefleet.core.placement_record import decision_to_dict
 from edgefleet.core.workload_record import WorkloadRecord
 from edgefleet.errors import InvalidInput
+from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import (
     DeviceUpload,
     Services,
     device_or_operator,
-    operator,
+    requires,
     services,
     signed_device_upload,
 )
@@ -160,7 +161,7 @@ def apply_workload(
     name: str,
     body: ApplyWorkloadRequest,
     response: Response,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.WORKLOADS_WRITE)),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
     meta = body.document.get("metadata")
@@ -175,21 +176,26 @@ def apply_workload(
 
 @router.get("/workloads", summary="List workloads with where their replicas run")
 def list_workloads(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> list[dict[str, Any]]:
     return [_status_out(s) for s in svc.workloads.list_workloads(ctx)]
 
 
 @router.get("/workloads/{name}", summary="Show a workload: spec, placement, status")
 def show_workload(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
     return _status_out(svc.workloads.get(ctx, name))
 
 
 @router.delete("/workloads/{name}", status_code=204, summary="Delete a workload")
 def delete_workload(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.WORKLOADS_WRITE)),
+    svc: Services = Depends(services),
 ) -> Response:
     svc.workloads.delete(ctx, name)
     return Response(status_code=204)
@@ -200,7 +206,7 @@ def delete_workload(
 def migrate_workload(
     name: str,
     body: MigrateRequest,
-    ctx: OperatorContext = Depends(operator),
+    ctx: OperatorContext = Depends(requires(Permission.WORKLOADS_WRITE)),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
     migration = svc.workloads.migrate(ctx, name, body.replica, body.to, body.selector)
@@ -210,7 +216,9 @@ def migrate_workload(
 @router.post("/workloads/{name}/migrations/abort",
              summary="Abort the workload's migrations: replicas return to their sources")
 def abort_migrations(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.WORKLOADS_WRITE)),
+    svc: Services = Depends(services),
 ) -> list[dict[str, Any]]:
     aborted = svc.workloads.abort(ctx, name)
     names = svc.workloads.device_names()
@@ -219,7 +227,9 @@ def abort_migrations(
 
 @router.get("/workloads/{name}/migrations", summary="The workload's migrations, newest first")
 def list_migrations(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> list[dict[str, Any]]:
     found, names = svc.workloads.migrations(ctx, name)
     return [migration_out(m, names) for m in found]
@@ -227,7 +237,9 @@ def list_migrations(
 
 @router.get("/placements/{name}", summary="Where each replica is placed, and why")
 def show_placement(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
     status = svc.workloads.get(ctx, name)
     out = _status_out(status)
@@ -237,7 +249,9 @@ def show_placement(
 @router.get("/placements/{name}/explain",
             summary="Each candidate node's score terms, or why it was excluded")
 def explain_placement(
-    name: str, ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> dict[str, Any]:
     result, names = svc.workloads.explain(ctx, name)
     return _explanation_out(result, names)
@@ -245,7 +259,8 @@ def explain_placement(
 
 @router.get("/nodes", summary="Nodes as the workload controllers see them")
 def list_nodes(
-    ctx: OperatorContext = Depends(operator), svc: Services = Depends(services)
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
 ) -> list[dict[str, Any]]:
     now = svc.workloads.now()
     out = []

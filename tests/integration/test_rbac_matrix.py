@@ -1,0 +1,86 @@
+"""Roles against a real server: every operator operation in `/openapi.json` by every role of
+the role table (`security/rbac.py`). Each operation's required permission comes from the
+`x-permission` the server derives from the route's own authentication dependency, so the
+matrix has one source: a role holding the permission is let through (whatever the dummy
+input then earns, never 401/403), any other gets 403 `insufficient_role`. An operation
+without a declared authentication fails here, so a new route cannot skip the table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from edgefleet.client import FleetClient
+from edgefleet.localfleet import ServerProcess
+from edgefleet.security.rbac import ROLE_PERMISSIONS, Permission, Role
+from edgefleet.server.openapi import ANY_ROLE
+
+CALLERS = {"operator", "device", "none"}
+
+
+@pytest.fixture(scope="module")
+def spec(server: ServerProcess) -> dict[str, Any]:
+    answer = httpx.get(f"{server.url}/openapi.json")
+    assert answer.status_code == 200
+    document: dict[str, Any] = answer.json()
+    return document
+
+
+def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            yield method.upper(), path, op
+
+
+def refused_for_role(method: str, answer: httpx.Response) -> bool:
+    if answer.status_code != 403:
+        return False
+    return method == "HEAD" or answer.json()["error"]["code"] == "insufficient_role"
+
+
+def test_every_operation_declares_who_may_call_it(spec: dict[str, Any]) -> None:
+    ops = list(operations(spec))
+    assert len(ops) > 50
+    problems = []
+    for method, path, op in ops:
+        callers = op.get("x-auth")
+        if not callers or not set(callers) <= CALLERS:
+            problems.append(f"{method} {path}: x-auth {callers!r}")
+        elif "operator" in callers:
+            permission = op.get("x-permission")
+            if permission != ANY_ROLE and permission not in set(Permission):
+                problems.append(f"{method} {path}: x-permission {permission!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_each_role_calls_exactly_what_the_role_table_allows(
+    server: ServerProcess, admin: FleetClient, spec: dict[str, Any]
+) -> None:
+    tokens = {role: admin.create_api_token(f"matrix-{role}", role.value)["token"]
+              for role in Role}  # fmt: skip
+    checked = 0
+    problems = []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for method, path, op in operations(spec):
+            if "operator" not in op.get("x-auth", ()):
+                continue
+            target = path
+            for param in op.get("parameters", []):
+                if param["in"] == "path":
+                    target = target.replace("{" + param["name"] + "}", "matrix-none")
+            permission = op["x-permission"]
+            for role, token in tokens.items():
+                allowed = permission == ANY_ROLE or Permission(permission) in ROLE_PERMISSIONS[role]
+                headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+                answer = http.request(method, target, content=b"{}", headers=headers)
+                checked += 1
+                seen = f"{method} {path} as {role.value} ({permission}): {answer.status_code}"
+                if allowed and answer.status_code in (401, 403):
+                    problems.append(f"{seen}, should be allowed: {answer.text[:200]}")
+                elif not allowed and not refused_for_role(method, answer):
+                    problems.append(f"{seen}, should be 403: {answer.text[:200]}")
+    assert checked > 100
+    assert not problems, "\n".join(problems)
