@@ -55,6 +55,8 @@ def test_a_refused_create_leaves_no_service_artifact_and_the_same_command_then_s
     stored = admin.get_artifact("atomic-service", "1.0.0")
     assert stored["file_name"] == "service.json"
     assert stored["size_bytes"] == service.stat().st_size
+    again = cli(server, *create)
+    assert again.code == 1 and "release atomic@1.0.0 already exists" in again.stderr
 
 
 def test_a_service_manifest_naming_an_artifact_outside_the_release_creates_nothing(

@@ -175,6 +175,7 @@ class ReleaseService:
         members_refs = tuple(artifacts) + (() if manifest is None else (manifest.ref,))
         release = Release(ref.name, ref.version, members_refs, ctx.actor, now)
         with self._db.transaction() as tx:
+            tx.releases.insert(release)  # first: a taken version is named as such
             if manifest is not None:
                 tx.artifacts.insert(manifest)
                 record_action(tx, ctx, "artifact.push", f"artifact/{manifest.ref}", now,
@@ -183,7 +184,6 @@ class ReleaseService:
             members = [tx.artifacts.get(a) for a in members_refs]
             check_release_artifacts(members)
             _check_manifest_references(members)
-            tx.releases.insert(release)
             record_action(tx, ctx, "release.create", f"release/{ref}", now,
                           {"artifacts": [str(a) for a in members_refs]})
             if service is not None and manifest is not None:
