@@ -11,6 +11,7 @@ import pytest
 from edgefleet.clock import SystemClock
 from edgefleet.errors import Unauthenticated, Unavailable
 from edgefleet.security.rbac import Role
+from edgefleet.server.services import tokens as token_service
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.store import Database
 
@@ -56,3 +57,21 @@ def test_concurrent_first_requests_with_the_chosen_token_share_one_check(db: Dat
     with ThreadPoolExecutor(6) as pool:
         roles = list(pool.map(lambda _: authenticate(), range(6)))
     assert roles == [Role.ADMIN] * 6
+
+
+def test_a_remembered_chosen_token_costs_no_slow_hash(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once verified, the admin token is one indexed lookup per request: no scrypt to
+    verify it and none to store it salted again (each took ~0.4 s per request)."""
+    tokens = TokenService(db, SystemClock())
+    tokens.bootstrap_admin(CHOSEN, "req-1")
+    tokens.authenticate(CHOSEN)
+    slow: list[str] = []
+    for name in ("hash_chosen_secret", "verify_chosen_secret"):
+        real = getattr(token_service, name)
+        monkeypatch.setattr(token_service, name,
+                            lambda *a, _n=name, _f=real: slow.append(_n) or _f(*a))  # fmt: skip
+    for _ in range(3):
+        assert tokens.authenticate(CHOSEN).role is Role.ADMIN
+    assert slow == []

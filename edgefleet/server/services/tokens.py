@@ -91,11 +91,12 @@ class TokenService:
         digest = hash_secret(secret)
         with self._db.read() as tx:
             token = tx.api_tokens.find_by_hash(digest)
+            unsalted = token is not None and not is_minted_secret(secret)
             if token is None and digest in self._verified:
                 token = tx.api_tokens.get(self._verified[digest])
         if token is None:
             token = self._check_chosen(secret, digest)
-        elif not is_minted_secret(secret):  # a chosen secret stored by an earlier version
+        elif unsalted:  # a chosen secret stored by an earlier version
             self._salt(token, secret)
         if token is None:
             raise Unauthenticated("invalid API token", code="invalid_token")
@@ -171,10 +172,12 @@ class TokenService:
         with self._db.read() as tx:
             return tx.api_tokens.all()
 
-    def revoke_api_token(self, ctx: OperatorContext, token_id: str) -> ApiToken:
+    def revoke_api_token(self, ctx: OperatorContext, id_or_name: str) -> ApiToken:
+        """Revoke a token by id, or by name when one token that is not revoked has it."""
         ctx.require(Permission.API_TOKENS_WRITE)
         now = self._clock.now()
         with self._db.transaction() as tx:
+            token_id = tx.api_tokens.resolve(id_or_name).id
             tx.api_tokens.revoke(token_id)
             record_action(tx, ctx, "api-token.revoke", f"api-token/{token_id}", now)
             return tx.api_tokens.get(token_id)
