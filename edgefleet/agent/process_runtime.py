@@ -24,9 +24,10 @@ What a child may know and touch:
 
 - Its environment is what its spec sets, laid over a short allow-list of the agent's own
   variables (`inherited_environment`: PATH, locale, time zone, TMPDIR, Python's search
-  path and output settings, the library search path, the TLS trust store). Nothing else passes: not the agent's
-  EDGEFLEET_* variables (the enrollment token), not proxy variables (they may carry
-  credentials; a service that needs a proxy sets one in its own spec).
+  path and output settings, the library search path, the TLS trust store). Nothing else
+  passes: not the agent's EDGEFLEET_* variables (the enrollment token), not proxy
+  variables (they may carry credentials; a service that needs a proxy sets one in its own
+  spec).
 - With a `ServiceUser` (the agent runs as root), every process runs as that user:
   setgroups([]), setgid and setuid in the child before exec. It reads what is readable by
   others (release files are written 0644; the device key and the agent's state are 0600)

@@ -23,7 +23,7 @@ stored once or not at all, whatever fails and however often the device retries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -41,7 +41,8 @@ class IngestCursor:
     dropped_batches_total: int = 0
     dropped_windows_total: int = 0
     last_batch_at: datetime | None = None
-    clock: ClockRecord = ClockRecord()  # the device's clock and the windows moved for it
+    # The device's clock and the windows moved for it.
+    clock: ClockRecord = field(default_factory=ClockRecord)
 
 
 class IngestVerdict(StrEnum):
