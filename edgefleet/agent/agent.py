@@ -115,6 +115,7 @@ class Agent:
             labels=lambda: dict(self.state.desired.get("labels", settings.labels)),
             on_change=self._report_now.set,
             statsd_address=lambda: self.telemetry.statsd_address,
+            otlp_address=lambda: self.telemetry.otlp_address,
             sandbox_memory_limit_mb=settings.sandbox_memory_limit_mb,
             sandbox_timeout_s=settings.sandbox_timeout_s,
             max_backoff_s=settings.max_backoff_s,
@@ -137,6 +138,7 @@ class Agent:
             labels=lambda: dict(self.state.desired.get("labels", settings.labels)),
             on_change=self._report_now.set,
             statsd_address=lambda: self.telemetry.statsd_address,
+            otlp_address=lambda: self.telemetry.otlp_address,
             max_backoff_s=settings.max_backoff_s,
             helper=helper,
         )

@@ -46,6 +46,15 @@ def _bounded_float(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _port_or_off(text: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number or 'off'") from None
+
+
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The agent's flags. A flag with an environment variable takes its default from it (an
     empty variable counts as unset, as in the rest of the CLI)."""
@@ -117,6 +126,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     add("--statsd-port", "PORT",
         "Loopback UDP port of the workloads' StatsD endpoint (0: any free port)",
         type=int, default=8125, envvar="EDGEFLEET_STATSD_PORT")  # fmt: skip
+    add("--otlp-port", "PORT",
+        "Loopback TCP port of the workloads' OTLP/HTTP metrics endpoint (0: any free port; "
+        "off: none)", type=_port_or_off, default=4318, envvar="EDGEFLEET_OTLP_PORT")  # fmt: skip
     add("--telemetry-sample-interval", "S", "Seconds between host metric readings",
         type=float, default=10.0)  # fmt: skip
     add("--telemetry-batch-interval", "S",
@@ -206,6 +218,7 @@ def settings_from_args(
         sandbox_memory_limit_mb=args.sandbox_memory_limit,
         sandbox_timeout_s=args.sandbox_timeout,
         statsd_port=args.statsd_port,
+        otlp_port=args.otlp_port,
         telemetry_sample_interval_s=args.telemetry_sample_interval,
         telemetry_batch_interval_s=args.telemetry_batch_interval,
         telemetry_queue_max_bytes=args.telemetry_queue_max_bytes,

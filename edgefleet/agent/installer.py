@@ -86,6 +86,7 @@ class Installer:
         *,
         on_change: Callable[[], None] = lambda: None,
         statsd_address: Callable[[], str | None] = lambda: None,
+        otlp_address: Callable[[], str | None] = lambda: None,
         sandbox_memory_limit_mb: int = 1024,
         sandbox_timeout_s: float = 60.0,
         max_backoff_s: float = 60.0,
@@ -110,6 +111,7 @@ class Installer:
         self._labels = labels
         self._on_change = on_change
         self._statsd_address = statsd_address
+        self._otlp_address = otlp_address
         self._sandbox_memory_limit_mb = sandbox_memory_limit_mb
         self._sandbox_timeout_s = sandbox_timeout_s
         self._max_backoff_s = max_backoff_s
@@ -396,7 +398,7 @@ class Installer:
         state_dir = self._logs.parent / "release-state"
         state_dir.mkdir(parents=True, exist_ok=True)
         spec = service_spec(manifest, self.slots.path(slot), slot_manifest, self._logs,
-                            self._statsd_address(), state_dir)
+                            self._statsd_address(), state_dir, self._otlp_address())
         await self._supervisor.ensure(spec)
 
     # Bookkeeping.

@@ -16,6 +16,7 @@ from edgefleet.core.service_manifest import (
     parse_service_manifest,
     resolve_parameters,
 )
+from edgefleet.telemetry.otlp_receiver import otlp_env
 
 SERVICE_NAME = "release"
 
@@ -41,11 +42,13 @@ def service_spec(
     log_dir: Path,
     statsd_address: str | None,
     state_dir: Path,
+    otlp_address: str | None = None,
 ) -> ServiceSpec:
     """How to run `manifest` from `slot_dir`: placeholders expanded, artifact paths in env.
     A `port: auto` service uses the port chosen when its slot was filled; EDGEFLEET_STATSD
-    names the agent's KPI endpoint when it has one. A release's service has no workload to
-    set its parameters: each takes its signed default (InvalidInput if one has none)."""
+    and the OTLP variables (`otlp_env`) name the agent's KPI endpoints when it has them. A
+    release's service has no workload to set its parameters: each takes its signed default
+    (InvalidInput if one has none)."""
     files = {name: str(slot_dir / file) for name, file in slot_manifest["files"].items()}
     python = sys.executable
     port = slot_manifest.get("port") if manifest.auto_port else manifest.port
@@ -67,6 +70,8 @@ def service_spec(
         env["EDGEFLEET_SERVICE_PORT"] = str(port)
     if statsd_address:
         env.setdefault("EDGEFLEET_STATSD", statsd_address)
+    for key, value in otlp_env(otlp_address).items():
+        env.setdefault(key, value)
     health = None
     criteria = manifest.health
     if criteria.http_path is not None:

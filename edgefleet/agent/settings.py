@@ -41,6 +41,8 @@ class AgentSettings:
     # Telemetry: the workloads' StatsD endpoint on loopback (0: any free port), how often the
     # host is read, how often closed windows are cut into a queued batch, the queue bounds.
     statsd_port: int = 8125
+    # The workloads' OTLP/HTTP metrics endpoint on loopback (0: any free port; None: off).
+    otlp_port: int | None = 4318
     telemetry_sample_interval_s: float = 10.0
     telemetry_batch_interval_s: float = 60.0
     telemetry_queue_max_bytes: int = 16 * 1024 * 1024
@@ -76,6 +78,8 @@ class AgentSettings:
             ("min_backoff", 0 < self.min_backoff_s <= self.max_backoff_s, "0 < min <= max"),
             ("max_backoff", self.max_backoff_s <= 3600, "at most 3600 seconds"),
             ("statsd_port", 0 <= self.statsd_port <= 65535, "0..65535 (0: any free port)"),
+            ("otlp_port", self.otlp_port is None or 0 <= self.otlp_port <= 65535,
+             "0..65535 (0: any free port) or off"),
             ("telemetry_sample_interval",
              0.2 <= self.telemetry_sample_interval_s <= 3600, "0.2..3600 seconds"),
             ("telemetry_batch_interval",

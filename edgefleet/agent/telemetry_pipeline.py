@@ -1,7 +1,8 @@
 """The agent's telemetry pipeline: collector, StatsD endpoint, on-disk queue and uploader.
 
-    StatsD (loopback UDP) ─┐
-    host metrics ──────────┴▶ TelemetryCollector ─▶ TelemetryQueue (data dir, SQLite)
+    StatsD (loopback UDP) ──────┐
+    OTLP/HTTP (loopback TCP) ───┤
+    host metrics ───────────────┴▶ TelemetryCollector ─▶ TelemetryQueue (data dir, SQLite)
                                                          │
                            control plane ◀── TelemetryUploader (signed POSTs, acks)
 
@@ -14,7 +15,10 @@ while the control plane is away; the queue is bounded and counts what it drops.
 The StatsD endpoint listens on `127.0.0.1:<statsd_port>` (0: any free port). If the port is
 taken (another agent on the machine), it falls back to a free one with a warning. The bound
 address is written to `<data dir>/statsd.address`, and the release service gets it as
-EDGEFLEET_STATSD in its environment.
+EDGEFLEET_STATSD in its environment. The OTLP/HTTP metrics endpoint (`otlp_port`, default
+4318, None: off) falls back the same way; its address is in `<data dir>/otlp.address`, and
+workloads get it as EDGEFLEET_OTLP and OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, so an
+OpenTelemetry SDK exports its metrics to the agent without configuration.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from edgefleet.core.backoff import backoff_delay_s
 from edgefleet.errors import EdgefleetError
 from edgefleet.telemetry.collector import TelemetryCollector
 from edgefleet.telemetry.host_metrics import HostMetricsCollector
+from edgefleet.telemetry.otlp_receiver import OtlpReceiver, start_otlp_receiver
 from edgefleet.telemetry.queue import TelemetryQueue
 from edgefleet.telemetry.statsd import StatsdServer, start_statsd_server
 from edgefleet.telemetry.uploader import TelemetryUploader
@@ -43,6 +48,7 @@ from edgefleet.telemetry.windows import MetricPoint
 log = logging.getLogger(__name__)
 
 STATSD_ADDRESS_FILE = "statsd.address"
+OTLP_ADDRESS_FILE = "otlp.address"
 STATSD_HOST = "127.0.0.1"
 # At stop, datagrams still waiting in the StatsD socket are read until none came for this
 # long (the event loop reads one datagram per turn).
@@ -92,11 +98,16 @@ class TelemetryPipeline:
         self.uploader = TelemetryUploader(self.queue, link)
         self._host: HostReader = host or HostMetricsCollector(settings.data_dir)
         self._statsd: StatsdServer | None = None
+        self._otlp: OtlpReceiver | None = None
         self._upload_now = asyncio.Event()
 
     @property
     def statsd_address(self) -> str | None:
         return None if self._statsd is None else f"{STATSD_HOST}:{self._statsd.port}"
+
+    @property
+    def otlp_address(self) -> str | None:
+        return None if self._otlp is None else f"{STATSD_HOST}:{self._otlp.port}"
 
     def apply(self, section: Mapping[str, Any] | None) -> None:
         """Follow the desired state's `telemetry` section (None: the default policy)."""
@@ -104,7 +115,8 @@ class TelemetryPipeline:
             self._upload_now.set()  # a shorter upload interval takes effect now
 
     async def start(self) -> None:
-        """Bind the StatsD endpoint (before any workload starts, so it gets the address)."""
+        """Bind the StatsD and OTLP endpoints (before any workload starts, so it gets the
+        addresses)."""
         port = self._settings.statsd_port
         try:
             self._statsd = await start_statsd_server(
@@ -118,7 +130,19 @@ class TelemetryPipeline:
             )
         address = self.statsd_address or ""
         write_atomically(self._data_dir / STATSD_ADDRESS_FILE, (address + "\n").encode())
-        log.info("telemetry collecting", extra={"statsd": address,
+        otlp_port = self._settings.otlp_port
+        (self._data_dir / OTLP_ADDRESS_FILE).unlink(missing_ok=True)
+        if otlp_port is not None:
+            aggregator = self.collector.aggregator
+            try:
+                self._otlp = await start_otlp_receiver(aggregator, self._clock, port=otlp_port)
+            except OSError as e:
+                log.warning("OTLP port unavailable; using a free one instead",
+                            extra={"port": otlp_port, "error": str(e)})
+                self._otlp = await start_otlp_receiver(aggregator, self._clock, port=0)
+            write_atomically(self._data_dir / OTLP_ADDRESS_FILE,
+                             f"{self.otlp_address}\n".encode())  # fmt: skip
+        log.info("telemetry collecting", extra={"statsd": address, "otlp": self.otlp_address,
                                                 "queue": str(self.queue.path)})
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -135,6 +159,8 @@ class TelemetryPipeline:
             await self._flush()
             if self._statsd is not None:
                 self._statsd.close()
+            if self._otlp is not None:
+                self._otlp.close()
             self.queue.close()
 
     async def _collect_loop(self, stop: asyncio.Event) -> None:

@@ -64,6 +64,7 @@ from edgefleet.core.workload_section import (
     parse_workloads_section,
 )
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, NotFound, Unavailable
+from edgefleet.telemetry.otlp_receiver import otlp_env
 
 # Workload specs load with the first replica: an idle agent without workloads does not
 # hold them. (Service manifests are read by the install helper when a release is fetched.)
@@ -120,6 +121,7 @@ class WorkloadRunner:
         labels: Callable[[], Mapping[str, str]],
         on_change: Callable[[], None] = lambda: None,
         statsd_address: Callable[[], str | None] = lambda: None,
+        otlp_address: Callable[[], str | None] = lambda: None,
         max_backoff_s: float = 60.0,
         helper: InstallHelper | None = None,
     ) -> None:
@@ -134,6 +136,7 @@ class WorkloadRunner:
         self._supervisor = supervisor
         self._on_change = on_change
         self._statsd_address = statsd_address
+        self._otlp_address = otlp_address
         self._max_backoff_s = max_backoff_s
         self._entries: tuple[ReplicaEntry, ...] = ()
         self._fresh = False
@@ -308,6 +311,8 @@ class WorkloadRunner:
         statsd = self._statsd_address()
         if statsd:
             env.setdefault("EDGEFLEET_STATSD", statsd)
+        for key, value in otlp_env(self._otlp_address()).items():
+            env.setdefault(key, value)
         return ServiceSpec(
             name=service_name(entry.workload, entry.replica),
             command=tuple(expand(w) for w in manifest.command),

@@ -159,6 +159,7 @@ class VirtualDevice:
             longitude=round(b.longitude, 5),
             accelerators=b.device_class.hardware.accelerators,
             statsd_port=0,
+            otlp_port=None,  # simulated workloads send StatsD; no socket per device
             telemetry_sample_interval_s=s.telemetry_sample_interval_s,
             telemetry_batch_interval_s=s.telemetry_batch_interval_s,
             simulated_battery=None if self.hardware.battery_percent() is None

@@ -169,7 +169,8 @@ class StatsdServer:
         self._transport.close()
 
 
-def _check_loopback(host: str) -> None:
+def check_loopback(host: str, key: str) -> None:
+    """Refuse (SettingsError naming `key`) an address that is not loopback."""
     if host == "localhost":
         return
     try:
@@ -178,7 +179,7 @@ def _check_loopback(host: str) -> None:
         loopback = False
     if not loopback:
         raise SettingsError(
-            f"bad setting statsd_host: {host!r} is not a loopback address; the KPI endpoint "
+            f"bad setting {key}: {host!r} is not a loopback address; the KPI endpoint "
             "only listens to workloads on this device"
         )
 
@@ -187,7 +188,7 @@ async def start_statsd_server(
     aggregator: Aggregator, clock: Clock, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
 ) -> StatsdServer:
     """Listen for StatsD datagrams on loopback `host:port` (port 0: any free port)."""
-    _check_loopback(host)
+    check_loopback(host, "statsd_host")
     stats = StatsdStats()
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(

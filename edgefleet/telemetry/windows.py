@@ -14,7 +14,7 @@ sampling decision's `window_s_for`); returning None switches a metric off.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -62,6 +62,17 @@ class MetricPoint:
     value: float
     tags: Tags = ()
     weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """Timings aggregated elsewhere (a histogram a workload exported): (value, count) pairs
+    standing for its observations, and their exact sum."""
+
+    name: str
+    tags: Tags
+    values: tuple[tuple[float, int], ...]
+    total: float
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,17 @@ class _OpenWindow:
         if self.sketch is not None:
             self.sketch.add(value, weight)
 
+    def add_many(self, values: Sequence[tuple[float, int]], total: float) -> None:
+        """Observations given as (value, count) pairs whose exact sum is `total`."""
+        for value, weight in values:
+            self.count += weight
+            self.min = min(self.min, value)
+            self.max = max(self.max, value)
+            self.last = value
+            if self.sketch is not None:
+                self.sketch.add(value, weight)
+        self._add_to_sum(total, 1)
+
     def _add_to_sum(self, value: float, weight: int) -> None:
         # Inputs are usually short decimals (psutil's 12.3, StatsD text "0.045"). Summing them
         # as scaled integers gives the exactly rounded sum instead of accumulated float error,
@@ -227,28 +249,46 @@ class Aggregator:
         if not math.isfinite(point.value) or point.weight <= 0:
             self.rejected[RejectReason.BAD_VALUE] += 1
             return
+        window = self._window_for(point.name, point.kind, point.tags, now)
+        if window is not None:
+            window.add(float(point.value), point.weight)
+            self.accepted += 1
+
+    def add_distribution(self, distribution: Distribution, now: datetime) -> None:
+        """Fold pre-aggregated timings, received at `now`, into their series' window."""
+        values = distribution.values
+        if (not values or not math.isfinite(distribution.total)
+                or any(not math.isfinite(v) or n <= 0 for v, n in values)):  # fmt: skip
+            self.rejected[RejectReason.BAD_VALUE] += 1
+            return
+        window = self._window_for(distribution.name, MetricKind.TIMING, distribution.tags, now)
+        if window is not None:
+            window.add_many(values, distribution.total)
+            self.accepted += 1
+
+    def _window_for(
+        self, name: str, kind: MetricKind, tags: Tags, now: datetime
+    ) -> _OpenWindow | None:
+        """The open window of a series at `now` (started if due); None, counted, if refused."""
         now_s = now.timestamp()
-        key = (point.name, point.tags)
+        key = (name, tags)
         entry = self._open.get(key)
         if entry is not None:
-            kind, window = entry
-            if kind is not point.kind:
+            open_kind, window = entry
+            if open_kind is not kind:
                 self.rejected[RejectReason.KIND_CONFLICT] += 1
-                return
-            if now_s >= window.end_s:
-                self._close(key)
-                entry = None
-        if entry is None:
-            window_s = self._window_s_for(point.name)
-            if window_s is None:
-                self.rejected[RejectReason.INACTIVE] += 1
-                return
-            if len(self._open) >= self._max_series:
-                self.rejected[RejectReason.SERIES_LIMIT] += 1
-                return
-            window = self._start(key, point.kind, window_s, now_s)
-        window.add(float(point.value), point.weight)
-        self.accepted += 1
+                return None
+            if now_s < window.end_s:
+                return window
+            self._close(key)
+        window_s = self._window_s_for(name)
+        if window_s is None:
+            self.rejected[RejectReason.INACTIVE] += 1
+            return None
+        if len(self._open) >= self._max_series:
+            self.rejected[RejectReason.SERIES_LIMIT] += 1
+            return None
+        return self._start(key, kind, window_s, now_s)
 
     def _start(self, key: SeriesKey, kind: MetricKind, window_s: int, now_s: float) -> _OpenWindow:
         if not 1 <= window_s <= MAX_WINDOW_S:

@@ -39,14 +39,14 @@ def test_every_flag_reaches_the_settings() -> None:
         "--sandbox-timeout", "20", "--statsd-port", "0", "--telemetry-sample-interval", "1",
         "--telemetry-batch-interval", "2", "--telemetry-queue-max-bytes", "65536",
         "--telemetry-queue-max-rows", "7", "--advertise-address", "10.0.0.5",
-        "--simulated-battery", "80:6",
+        "--simulated-battery", "80:6", "--otlp-port", "0",
     ])  # fmt: skip
     assert got == AgentSettings(
         server_url="http://cp:8080", data_dir=Path("/var/lib/edgefleet"), name="d1",
         enroll_token="efe_x", labels={"site": "berlin", "tier": "edge"},
         heartbeat_interval_s=5.0, region="eu", zone="eu-1", timezone="Europe/Berlin",
         latitude=-33.9, longitude=151.2, accelerators=("npu", "gpu"), max_backoff_s=30.0,
-        sandbox_memory_limit_mb=256, sandbox_timeout_s=20.0, statsd_port=0,
+        sandbox_memory_limit_mb=256, sandbox_timeout_s=20.0, statsd_port=0, otlp_port=0,
         telemetry_sample_interval_s=1.0, telemetry_batch_interval_s=2.0,
         telemetry_queue_max_bytes=65536, telemetry_queue_max_rows=7,
         advertise_address="10.0.0.5", simulated_battery="80:6",
@@ -57,11 +57,11 @@ def test_environment_fills_in_flags_and_an_empty_variable_is_unset() -> None:
     env = {
         "EDGEFLEET_SERVER": "http://from-env:1", "EDGEFLEET_DATA_DIR": "/d",
         "EDGEFLEET_STATSD_PORT": "9125", "EDGEFLEET_REGION": "", FAULT_ENV: "staged",
-        "EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.25",
+        "EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.25", "EDGEFLEET_OTLP_PORT": "off",
     }  # fmt: skip
     got = settings(["--name", "d1"], env)
     assert (got.server_url, got.data_dir) == ("http://from-env:1", Path("/d"))
-    assert (got.statsd_port, got.region) == (9125, None)
+    assert (got.statsd_port, got.otlp_port, got.region) == (9125, None, None)
     assert (got.fault_kill_at, got.fault_heartbeat_loss) == (InstallState.STAGED, 0.25)
     assert settings([*REQUIRED], env).server_url == "http://cp:8080"  # the flag wins
 
@@ -73,6 +73,7 @@ def test_environment_fills_in_flags_and_an_empty_variable_is_unset() -> None:
         [*REQUIRED, "--latitude", "91"],
         [*REQUIRED, "--longitude", "east"],
         [*REQUIRED, "--statsd-port", "x"],
+        [*REQUIRED, "--otlp-port", "on"],
         [*REQUIRED, "--heartbeat", "5"],  # no abbreviations, as in the rest of the CLI
     ],
 )

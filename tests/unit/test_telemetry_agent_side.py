@@ -205,3 +205,16 @@ def test_the_release_service_is_told_where_the_agents_statsd_endpoint_is(tmp_pat
     explicit = service_spec(manifest, tmp_path / "slot", slot, logs, "127.0.0.1:40125",
                             tmp_path / "state")
     assert explicit.env["EDGEFLEET_STATSD"] == "127.0.0.1:40125"
+    assert "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" not in explicit.env  # no OTLP endpoint
+
+
+def test_the_release_service_is_told_where_the_agents_otlp_endpoint_is(tmp_path: Path) -> None:
+    manifest = parse_service_manifest({"command": ["{python}", "-m", "app"], "port": 9000,
+                                       "env": {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json"}})
+    slot = {"files": {"model": "m.onnx"}, "kinds": {"model": "onnx-model"}}
+    spec = service_spec(manifest, tmp_path / "slot", slot, tmp_path / "logs", None,
+                        tmp_path / "state", "127.0.0.1:4318")  # fmt: skip
+    assert spec.env["EDGEFLEET_OTLP"] == "http://127.0.0.1:4318"
+    assert spec.env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] == "http://127.0.0.1:4318/v1/metrics"
+    # What the release's own manifest sets wins.
+    assert spec.env["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] == "http/json"
