@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+LEVELS = ("debug", "info", "warning", "error")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -33,7 +34,19 @@ class LogfmtFormatter(logging.Formatter):
         return line
 
 
+def check_level(level: str) -> str:
+    """`level` in lower case, or ValueError naming the levels there are.
+
+    >>> check_level("DEBUG")
+    'debug'
+    """
+    if level.lower() not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(LEVELS)}")
+    return level.lower()
+
+
 def configure(level: str) -> None:
+    """Logfmt lines on stderr at `level` (one of LEVELS, already checked)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()

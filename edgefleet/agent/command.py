@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from edgefleet.agent.settings import AgentSettings
@@ -46,6 +46,23 @@ def _bounded_float(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _log_level(text: str) -> str:
+    from edgefleet.logfmt import check_level
+
+    try:
+        return check_level(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line like every other edgefleet command's."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_line(message, f"usage; see {PROG} --help")
+        sys.exit(2)
+
+
 def _port_or_off(text: str) -> int | None:
     if text.strip().lower() == "off":
         return None
@@ -59,7 +76,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     """The agent's flags. A flag with an environment variable takes its default from it (an
     empty variable counts as unset, as in the rest of the CLI)."""
     env = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description=DESCRIPTION,
         epilog="Proxies: HTTPS_PROXY / HTTP_PROXY (http:// URLs, user:password@ allowed) and "
@@ -150,7 +167,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "User the release service and workloads run as when the agent runs as root "
         "('root' to keep them root) [edgefleet-svc if it exists]",
         envvar="EDGEFLEET_SERVICE_USER")  # fmt: skip
-    add("--log-level", "LEVEL", default="info", envvar="EDGEFLEET_LOG_LEVEL")
+    add("--log-level", "LEVEL", "debug, info, warning or error", type=_log_level,
+        default="info", envvar="EDGEFLEET_LOG_LEVEL")  # fmt: skip
     return parser
 
 
@@ -242,8 +260,14 @@ async def run_agent(settings: AgentSettings) -> None:
     from edgefleet.agent.heap import trim_heap_forever
     from edgefleet.agent.process_runtime import HostRuntime, open_data_dir_to, resolve_service_user
     from edgefleet.clock import SystemClock
+    from edgefleet.errors import SettingsError
     from edgefleet.transport.http import HttpTransport
 
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SettingsError(f"data dir {settings.data_dir} is not usable (--data-dir or "
+                            f"EDGEFLEET_DATA_DIR): {e.strerror}") from e  # fmt: skip
     service_user = resolve_service_user(settings.service_user, os.geteuid())
     log = logging.getLogger("edgefleet.agent")
     if service_user is not None:
@@ -274,10 +298,14 @@ async def run_agent(settings: AgentSettings) -> None:
         trimmer.cancel()
 
 
-def _print_error(error: EdgefleetError) -> None:
+def _print_line(message: str, code: str) -> None:
     """One line on stderr, as every other edgefleet command prints errors."""
     red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if _color(sys.stderr) else ("",) * 3
-    print(f"{red}error:{reset} {error.message} {dim}({error.code}){reset}", file=sys.stderr)
+    print(f"{red}error:{reset} {message} {dim}({code}){reset}", file=sys.stderr)
+
+
+def _print_error(error: EdgefleetError) -> None:
+    _print_line(error.message, error.code)
 
 
 def _color(stream: object) -> bool:
@@ -310,6 +338,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(run_agent(settings_from_args(args)))
     except EdgefleetError as e:
         _print_error(e)
+        sys.exit(1)
+    except ModuleNotFoundError as e:  # an install without the `agent` extra
+        from edgefleet.extras import missing_dependency
+
+        missing = missing_dependency(e, PROG, prefer="agent")
+        if missing is None:
+            raise
+        _print_error(missing)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -7,6 +7,7 @@ status 1 (2 for usage errors, as click does); tracebacks are never shown.
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -16,11 +17,13 @@ from edgefleet import __version__
 from edgefleet.cli import (
     audit,
     bench,
+    config,
     delta,
     devices,
     lab,
     releases,
     rollouts,
+    server,
     sim,
     telemetry,
     tokens,
@@ -30,20 +33,29 @@ from edgefleet.cli import (
 from edgefleet.cli.agent import CONTEXT_SETTINGS as AGENT_CONTEXT_SETTINGS
 from edgefleet.cli.agent import agent
 from edgefleet.cli.apply import apply
-from edgefleet.cli.context import CliContext, default_config_path, write_config
-from edgefleet.cli.output import console, error_console
-from edgefleet.cli.server import server
+from edgefleet.cli.context import (
+    DEFAULT_CONTEXT,
+    CliContext,
+    Context,
+    default_config_path,
+    read_config,
+    write_config,
+)
+from edgefleet.cli.output import Output, console, error_console, print_json
 from edgefleet.client import FleetClient
-from edgefleet.errors import EdgefleetError
+from edgefleet.errors import EdgefleetError, SettingsError
+from edgefleet.extras import missing_dependency
 
 app = typer.Typer(
     name="edgefleet",
     help="Edge orchestration for fleets of devices serving ML models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
     rich_markup_mode="rich",
 )
+VERSION_TIMEOUT_S = 5.0
+# The variable under which the shell asks the command for completions (click's convention).
+COMPLETE_VAR = "_EDGEFLEET_COMPLETE"
 
 
 def _version(value: bool) -> None:
@@ -59,30 +71,46 @@ def main(
         None, "--server", envvar="EDGEFLEET_SERVER", help="Control plane URL"
     ),
     token: str = typer.Option(None, "--token", envvar="EDGEFLEET_TOKEN", help="API token"),
+    context: str = typer.Option(
+        None, "--context", envvar="EDGEFLEET_CONTEXT", help="Context of the config file to use"
+    ),
     config: Path = typer.Option(
-        None, "--config", envvar="EDGEFLEET_CONFIG", help="Config file with server and token"
+        None, "--config", envvar="EDGEFLEET_CONFIG", help="Config file with the contexts"
     ),
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version"
+        False, "--version", callback=_version, is_eager=True, help="Print the CLI's version"
     ),
 ) -> None:
     """Operator commands read --server/--token, then EDGEFLEET_SERVER/EDGEFLEET_TOKEN,
-    then the config file written by `edgefleet login`."""
-    ctx.obj = CliContext(server_url, token, config or default_config_path())
+    then the current context of the config file (`edgefleet login`, `edgefleet config`)."""
+    ctx.obj = CliContext(server_url, token, config or default_config_path(), context)
 
 
 @app.command()
 def login(
     ctx: typer.Context,
-    server_url: str = typer.Option(..., "--server", help="Control plane URL"),
-    token: str = typer.Option(..., "--token", help="API token", prompt=True, hide_input=True),
+    server_url: str = typer.Option(
+        None, "--server", envvar="EDGEFLEET_SERVER", help="Control plane URL [the context's]"
+    ),
+    token: str = typer.Option(
+        ..., "--token", envvar="EDGEFLEET_TOKEN", help="API token", prompt=True, hide_input=True
+    ),
+    context: str = typer.Option(
+        None, "--context", help="Context to save them in [the current one, else default]"
+    ),
 ) -> None:
-    """Check a server and token, then save them in the config file (mode 0600)."""
-    with FleetClient(server_url, token) as client:
+    """Check a server and token, then save them as a context of the config file (mode
+    0600) and make it the current one."""
+    config = read_config(ctx.obj.config_path)
+    name = context or ctx.obj.context_name or config.current or DEFAULT_CONTEXT
+    url = server_url or ctx.obj.server or config.contexts.get(name, Context()).server
+    if not url:
+        raise SettingsError("login needs --server URL (or EDGEFLEET_SERVER)")
+    with FleetClient(url, token) as client:
         who = client.whoami()
-    write_config(ctx.obj.config_path, server_url, token)
-    console.print(f"logged in to {server_url} as {who['name']} (role {who['role']})")
-    console.print(f"saved to {ctx.obj.config_path}")
+    write_config(ctx.obj.config_path, config.with_context(name, Context(url, token)).using(name))
+    console.print(f"logged in to {url} as {who['name']} (role {who['role']})")
+    console.print(f"saved to {ctx.obj.config_path} as context {name}")
 
 
 @app.command()
@@ -93,7 +121,55 @@ def whoami(ctx: typer.Context) -> None:
     console.print(f"{who['name']} ({who['token_id']}), role {who['role']}")
 
 
-app.command(name="server")(server)
+@app.command()
+def version(
+    ctx: typer.Context,
+    output: Output = typer.Option(Output.TABLE, "--output", "-o", help="table or json"),
+) -> None:
+    """Show the CLI's version and the control plane's (without a reachable server, says
+    why)."""
+    shown: dict[str, str | None] = {"client": __version__, "server": None,
+                                    "server_url": None, "server_error": None}  # fmt: skip
+    try:
+        url, token = ctx.obj.resolved()
+        shown["server_url"] = url
+        with FleetClient(url, token, timeout_s=VERSION_TIMEOUT_S) as client:
+            shown["server"] = str(client.health().get("version") or "unknown")
+    except EdgefleetError as e:  # offline, or no server configured: the client's still shows
+        shown["server_error"] = e.message
+    if output is Output.JSON:
+        print_json(shown)
+        return
+    console.print(f"client  {__version__}", highlight=False)
+    if shown["server"] is not None:
+        console.print(f"server  {shown['server']} ({shown['server_url']})", highlight=False)
+    else:
+        console.print(f"server  unknown: {shown['server_error']}", highlight=False)
+
+
+class Shell(StrEnum):
+    BASH = "bash"
+    ZSH = "zsh"
+    FISH = "fish"
+    POWERSHELL = "powershell"
+
+
+@app.command()
+def completion(shell: Shell = typer.Argument(..., help="bash, zsh, fish or powershell")) -> None:
+    """Print the shell completion script for SHELL.
+
+    bash: `source <(edgefleet completion bash)` in ~/.bashrc
+    zsh:  `edgefleet completion zsh > "${fpath[1]}/_edgefleet"`
+    fish: `edgefleet completion fish > ~/.config/fish/completions/edgefleet.fish`
+    """
+    from typer.completion import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="edgefleet", complete_var=COMPLETE_VAR,
+                                     shell=shell.value))  # fmt: skip
+
+
+app.add_typer(server.app, name="server")
+app.add_typer(config.app, name="config")
 app.command(name="agent", context_settings=AGENT_CONTEXT_SETTINGS, add_help_option=False)(agent)
 app.add_typer(devices.app, name="devices")
 app.add_typer(devices.groups_app, name="groups")
@@ -118,14 +194,60 @@ app.add_typer(bench.app, name="bench")
 
 
 def run() -> None:
+    """The `edgefleet` command: every mistake ends in one line on stderr, never a traceback."""
     try:
-        app()
+        status = app(standalone_mode=False)
+    except typer.TyperException as e:  # click's usage errors (2) and file errors (1)
+        sys.exit(_print_usage_error(e))
+    except typer.Abort:
+        _print_error(EdgefleetError("aborted", code="aborted"))
+        sys.exit(1)
     except EdgefleetError as e:
-        # The message may quote what the server stored or was sent: text, never markup.
-        error_console.print(
-            f"[red]error:[/red] {escape(e.message)} [dim]({escape(e.code)})[/dim]",
-            highlight=False,
-        )
+        _print_error(e)
+        sys.exit(1)
+    except ModuleNotFoundError as e:
+        missing = missing_dependency(e, "this command", prefer="cli")
+        if missing is None:
+            raise
+        _print_error(missing)
+        sys.exit(1)
+    except OSError as e:  # a file or directory the command was pointed at
+        _print_error(EdgefleetError(_describe_os_error(e), code="os_error"))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _print_error(error: EdgefleetError) -> None:
+    # The message may quote what the server stored or was sent: text, never markup.
+    error_console.print(
+        f"[red]error:[/red] {escape(error.message)} [dim]({escape(error.code)})[/dim]",
+        highlight=False,
+    )
+
+
+def _print_usage_error(error: typer.TyperException) -> int:
+    """One line naming the mistake and where help is; returns the exit status."""
+    message = error.format_message()
+    status = getattr(error, "exit_code", 2)
+    if not message.strip() or "\n" in message:
+        # No arguments: the command's help, which rich has printed already (else it is the
+        # message).
+        if message.strip():
+            sys.stderr.write(message.rstrip("\n") + "\n")
+        return status
+    ctx = getattr(error, "ctx", None)
+    where = f"; see {ctx.command_path} --help" if ctx is not None else ""
+    error_console.print(
+        f"[red]error:[/red] {escape(message)} [dim](usage{escape(where)})[/dim]",
+        highlight=False,
+    )
+    return status
+
+
+def _describe_os_error(error: OSError) -> str:
+    """`cannot open /x: Permission denied` rather than `[Errno 13] Permission denied: '/x'`."""
+    if error.filename is None:
+        return error.strerror or str(error)
+    return f"cannot use {error.filename}: {error.strerror or error}"

@@ -1,30 +1,65 @@
-"""`edgefleet server`: run the control plane."""
+"""`edgefleet server`: run the control plane; `edgefleet server bootstrap-token`: mint an
+admin API token in its database, on its machine."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
+from edgefleet.cli.output import Output, print_json
+from edgefleet.errors import SettingsError
+from edgefleet.extras import missing_dependency
 
+app = typer.Typer(invoke_without_command=True)
+
+
+@contextmanager
+def _server_extra(command: str) -> Iterator[None]:
+    """Imports of the control plane: without the `server` extra, one line saying so."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        missing = missing_dependency(e, command, prefer="server")
+        if missing is None:
+            raise
+        raise missing from e
+
+DATA_DIR_HELP = "Database and blobs"
+DATABASE_URL_HELP = "SQLAlchemy URL [SQLite in the data dir]"
+
+
+@app.callback()
 def server(
-    data_dir: Path = typer.Option(..., envvar="EDGEFLEET_DATA_DIR", help="Database and blobs"),
+    ctx: typer.Context,
+    data_dir: Path = typer.Option(None, envvar="EDGEFLEET_DATA_DIR", help=DATA_DIR_HELP),
     host: str = typer.Option(None, envvar="EDGEFLEET_HOST", help="Listen address [127.0.0.1]"),
     port: int = typer.Option(None, envvar="EDGEFLEET_PORT", help="Listen port, 0 = any [8080]"),
     database_url: str = typer.Option(
-        None, envvar="EDGEFLEET_DATABASE_URL", help="SQLAlchemy URL [SQLite in the data dir]"
+        None, envvar="EDGEFLEET_DATABASE_URL", help=DATABASE_URL_HELP
     ),
     heartbeat_interval: float = typer.Option(
         None, envvar="EDGEFLEET_HEARTBEAT_INTERVAL_S", help="Default device heartbeat [15]"
     ),
-    log_level: str = typer.Option(None, envvar="EDGEFLEET_LOG_LEVEL", help="[info]"),
+    log_level: str = typer.Option(
+        None, envvar="EDGEFLEET_LOG_LEVEL", help="debug, info, warning or error [info]"
+    ),
 ) -> None:
     """Run the control plane (operator API, device API) until interrupted.
 
-    The first admin token comes from EDGEFLEET_ADMIN_TOKEN when the data dir is new.
+    The first admin token comes from EDGEFLEET_ADMIN_TOKEN while the data dir has no token.
+    Later it is ignored (the server says so): `bootstrap-token` mints another one.
     """
-    from edgefleet.server.main import serve
-    from edgefleet.server.settings import load_server_settings
+    if ctx.invoked_subcommand is not None:
+        return
+    if data_dir is None:
+        raise typer.BadParameter("required (or EDGEFLEET_DATA_DIR)", ctx=ctx,
+                                 param_hint="'--data-dir'")  # fmt: skip
+    with _server_extra("edgefleet server"):
+        from edgefleet.server.main import serve
+        from edgefleet.server.settings import load_server_settings
 
     settings = load_server_settings(
         data_dir=data_dir,
@@ -35,3 +70,52 @@ def server(
         log_level=log_level,
     )
     serve(settings)
+
+
+@app.command("bootstrap-token")
+def bootstrap_token(
+    data_dir: Path = typer.Option(..., envvar="EDGEFLEET_DATA_DIR", help="The server's data dir"),
+    database_url: str = typer.Option(
+        None, envvar="EDGEFLEET_DATABASE_URL", help=DATABASE_URL_HELP
+    ),
+    name: str = typer.Option("local-bootstrap", help="Name of the new token"),
+    expires: str = typer.Option(None, help="Lifetime, e.g. 1d (default: never)"),
+    output: Output = typer.Option(
+        Output.TABLE, "--output", "-o", help="table: the secret alone; json: the token object"
+    ),
+) -> None:
+    """Mint an admin API token in the server's database; print it once.
+
+    For admin access on the server's machine, running server or not; audited as a local
+    bootstrap.
+    """
+    from edgefleet.clock import SystemClock, isoformat_utc
+    from edgefleet.core.durations import parse_duration
+
+    with _server_extra("edgefleet server bootstrap-token"):
+        from edgefleet.server.services.admin_access import AdminAccess
+        from edgefleet.server.services.tokens import TokenService
+        from edgefleet.server.settings import load_server_settings
+        from edgefleet.store import Database
+
+    lifetime = parse_duration(expires) if expires else None
+    settings = load_server_settings(data_dir=data_dir, database_url=database_url)
+    if settings.database_url is None and not (data_dir / "edgefleet.db").is_file():
+        raise SettingsError(f"no control plane database in {data_dir} (edgefleet.db): give "
+                            "the server's --data-dir, or its --database-url")  # fmt: skip
+    db = Database(settings.resolved_database_url())
+    try:
+        clock = SystemClock()
+        token, secret = AdminAccess(db, TokenService(db, clock), clock).mint_local_admin(
+            name, lifetime
+        )
+    finally:
+        db.dispose()
+    if output is Output.JSON:
+        print_json({"id": token.id, "name": token.name, "role": token.role.value,
+                    "expires_at": isoformat_utc(token.expires_at) if token.expires_at else None,
+                    "token": secret})  # fmt: skip
+        return
+    typer.echo(f"minted admin token {token.id} ({token.name}); the secret below is shown "
+               "only once", err=True)  # fmt: skip
+    typer.echo(secret)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import gc
 import logging
 import socket
-import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import uvicorn
 
 from edgefleet.atomicfile import write_atomically
+from edgefleet.clock import SystemClock
+from edgefleet.errors import SettingsError
 from edgefleet.logfmt import configure
 from edgefleet.server.app import create_app
+from edgefleet.server.services.admin_access import AdminAccess, AdminTokenCheck, AdminTokenState
 from edgefleet.server.settings import ServerSettings
 from edgefleet.store import Database
 
@@ -54,18 +57,55 @@ def listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as e:  # in use, not an address of this machine, a privileged port
+        sock.close()
+        reason = e.strerror or str(e)
+        raise SettingsError(f"cannot listen on {host}:{port} (--host/--port or "
+                            f"EDGEFLEET_HOST/EDGEFLEET_PORT): {reason}",
+                            code="cannot_listen") from e  # fmt: skip
     return sock
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data dir, owner only: it holds the database (token hashes), the server's
+    TUF signing keys and the blobs. A data dir made by an earlier version is tightened."""
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data_dir.chmod(0o700)
+    except OSError as e:
+        raise SettingsError(f"data dir {data_dir} is not usable (--data-dir or "
+                            f"EDGEFLEET_DATA_DIR): {e.strerror or e}") from e  # fmt: skip
+
+
+def log_admin_token_check(check: AdminTokenCheck, settings: ServerSettings) -> None:
+    """One line for what EDGEFLEET_ADMIN_TOKEN did at this start, a warning when nobody can
+    administer the control plane or the variable was ignored."""
+    recover = f"edgefleet server bootstrap-token --data-dir {settings.data_dir}"
+    if settings.database_url:
+        recover += " --database-url URL"
+    if check.state is AdminTokenState.CREATED:
+        log.info("created the admin token EDGEFLEET_ADMIN_TOKEN names",
+                 extra={"token_id": check.token_id})  # fmt: skip
+    elif check.state is AdminTokenState.IN_USE:
+        log.info("EDGEFLEET_ADMIN_TOKEN is an admin token of this data dir",
+                 extra={"token_id": check.token_id})  # fmt: skip
+    elif check.state is AdminTokenState.IGNORED:
+        log.warning("EDGEFLEET_ADMIN_TOKEN is ignored: it counts only while the data dir has "
+                    "no API token", extra={"reason": check.reason, "recover": recover})
+    elif check.state is AdminTokenState.NO_ADMIN:
+        log.warning("nobody can administer this control plane: set EDGEFLEET_ADMIN_TOKEN "
+                    "before the first start, or mint an admin token on this machine",
+                    extra={"reason": check.reason, "recover": recover})
 
 
 def serve(settings: ServerSettings) -> None:
     """Run the control plane until SIGINT/SIGTERM. Writes the bound URL to DATA_DIR/server.url
     (useful with --port 0)."""
     configure(settings.log_level)
-    # Owner only: the data dir holds the database (token hashes), the server's TUF signing
-    # keys and the blobs. A data dir made by an earlier version is tightened.
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o700)
+    prepare_data_dir(settings.data_dir)
+    sock = listening_socket(settings.host, settings.port)  # first: a port in use fails fast
     db = Database(settings.resolved_database_url())
     db.migrate()
     app = create_app(settings, db)
@@ -73,13 +113,10 @@ def serve(settings: ServerSettings) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    if settings.admin_token is not None:
-        created = app.state.services.tokens.bootstrap_admin(
-            settings.admin_token.get_secret_value(), request_id=f"bootstrap-{uuid.uuid4().hex}"
-        )
-        if created:
-            log.info("created bootstrap admin token", extra={"token_id": created.id})
-    sock = listening_socket(settings.host, settings.port)
+    admin = AdminAccess(db, app.state.services.tokens, SystemClock()).check_at_start(
+        settings.admin_token.get_secret_value() if settings.admin_token is not None else None
+    )
+    log_admin_token_check(admin, settings)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
     config = uvicorn.Config(

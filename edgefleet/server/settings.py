@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgefleet.errors import SettingsError
+from edgefleet.logfmt import check_level
 
 
 class ServerSettings(BaseSettings):
@@ -72,6 +73,11 @@ class ServerSettings(BaseSettings):
     telemetry_max_query_windows: int = Field(
         200_000, ge=1000, description="Most stored windows one telemetry query may read."
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        return check_level(level)
 
     def resolved_database_url(self) -> str:
         if self.database_url:
