@@ -140,6 +140,24 @@ class FleetClient:
     def revoke_enrollment_token(self, token_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/enrollment-tokens/{_seg(token_id)}")
 
+    # hawkBit DDI
+
+    def create_ddi_target(self, controller_id: str, labels: dict[str, str]) -> dict[str, Any]:
+        """An approved DDI device; the answer carries its TargetToken (`token`) once."""
+        body = {"controller_id": controller_id, "labels": labels}
+        return self._call("POST", "/v1/ddi/targets", json=body)
+
+    def create_ddi_gateway_token(self, description: str = "", auto_approve: bool = False
+                                 ) -> dict[str, Any]:  # fmt: skip
+        body = {"description": description, "auto_approve": auto_approve}
+        return self._call("POST", "/v1/ddi/gateway-tokens", json=body)
+
+    def list_ddi_gateway_tokens(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/ddi/gateway-tokens")
+
+    def revoke_ddi_gateway_token(self, token_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/ddi/gateway-tokens/{_seg(token_id)}")
+
     # Groups
 
     def create_group(self, name: str, selector: str, description: str = "") -> dict[str, Any]:

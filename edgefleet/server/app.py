@@ -23,6 +23,7 @@ from edgefleet.server.routes import (
     alerts,
     audit,
     blobs,
+    ddi,
     device_api,
     devices,
     groups,
@@ -39,6 +40,7 @@ from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService
 from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.checkpoints import CheckpointService
+from edgefleet.server.services.ddi import DdiService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
@@ -77,7 +79,8 @@ def build_services(
     trust.reconcile_signed_releases()
     server_metrics = ServerMetrics()
     deltas = DeltaService(blobs, settings.data_dir / "deltas")
-    releases = ReleaseService(db, blobs, clock, watch, deltas)
+    releases = ReleaseService(db, blobs, clock, watch, deltas,
+                              ddi_releases=settings.ddi_release_names())
     telemetry_service = TelemetryService(db, clock, watch, server_metrics, settings)
     trains = ReleaseTrainService(db, clock, lambda: controller.wake())
     controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
@@ -112,6 +115,7 @@ def build_services(
         rollouts=RolloutService(db, clock, controller.wake),
         release_trains=trains,
         rollout_controller=controller,
+        ddi=DdiService(db, clock, settings, blobs, controller.wake),
     )
 
 
@@ -205,7 +209,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)
     # The device routes first: every device calls them, and routes are matched in order (no
     # device route's method and path overlaps an operator route's).
-    routers = [device_api.router, telemetry.device_router]
+    routers = [device_api.router, telemetry.device_router, ddi.router, ddi.operator_router]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
                                              rollouts, workloads)]  # fmt: skip

@@ -18,6 +18,7 @@ from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService, OperatorContext
 from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.checkpoints import CheckpointService
+from edgefleet.server.services.ddi import DdiService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
@@ -61,6 +62,7 @@ class Services:
     rollouts: RolloutService
     release_trains: ReleaseTrainService
     rollout_controller: RolloutController
+    ddi: DdiService
 
 
 def services(request: Request) -> Services:

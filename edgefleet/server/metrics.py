@@ -51,6 +51,21 @@ class Counter:
         return family
 
 
+class Gauge:
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name = name
+        self.help = help_text
+        self._value = 0.0
+
+    def set(self, value: float) -> None:
+        self._value = value
+
+    def family(self) -> MetricFamily:
+        family = MetricFamily(self.name, "gauge", self.help)
+        family.add(self._value)
+        return family
+
+
 class Histogram:
     def __init__(
         self,
@@ -135,12 +150,33 @@ class ServerMetrics:
             "Background housekeeping job runs, by job and result (ok, error).",
             ("job", "result"),
         )
+        self.otlp_exported_windows = Counter(
+            "edgefleet_otlp_exported_windows_total",
+            "Telemetry windows exported to the OTLP collector (one data point each).",
+        )
+        self.otlp_dropped_windows = Counter(
+            "edgefleet_otlp_dropped_windows_total",
+            "Telemetry windows not exported, by reason: queue_full (the export queue was "
+            "full), rejected (the collector refused them).",
+            ("reason",),
+        )
+        for reason in ("queue_full", "rejected"):
+            self.otlp_dropped_windows.inc(reason, amount=0)
+        self.otlp_export_requests = Counter(
+            "edgefleet_otlp_export_requests_total",
+            "OTLP export requests, by result: ok, retry (sent again later), rejected.",
+            ("result",),
+        )
+        self.otlp_queued_windows = Gauge(
+            "edgefleet_otlp_queued_windows", "Telemetry windows waiting to be exported."
+        )
 
     def families(self) -> list[MetricFamily]:
-        counters = [
+        counters: list[Counter | Gauge] = [
             self.http_requests, self.batches_accepted, self.batches_refused,
             self.windows_accepted, self.batch_bytes, self.alerts_opened, self.alerts_closed,
-            self.housekeeping_runs,
+            self.housekeeping_runs, self.otlp_exported_windows, self.otlp_dropped_windows,
+            self.otlp_export_requests, self.otlp_queued_windows,
         ]  # fmt: skip
         return [*(c.family() for c in counters), self.http_duration.family()]
 

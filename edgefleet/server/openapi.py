@@ -24,8 +24,9 @@ from edgefleet.server.auth import (
     signed_device,
     signed_device_upload,
 )
+from edgefleet.server.ddi_auth import ddi_target, ddi_target_enrolling
 
-_DEVICE_AUTH = (signed_device, signed_device_upload)
+_DEVICE_AUTH = (signed_device, signed_device_upload, ddi_target, ddi_target_enrolling)
 ANY_ROLE = "authenticated"
 
 

@@ -73,11 +73,24 @@ class ServerSettings(BaseSettings):
     telemetry_max_query_windows: int = Field(
         200_000, ge=1000, description="Most stored windows one telemetry query may read."
     )
+    ddi_tenant: str = Field(
+        "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        description="The hawkBit DDI tenant that new DDI targets and gateway tokens belong "
+        "to (/ddi/TENANT/controller/v1/...).",
+    )
+    ddi_releases: str = Field(
+        "", description="Comma-separated names of the releases DDI devices may be assigned "
+        "(DDI clients verify hashes over TLS, not TUF signatures); empty: none.",
+    )
 
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, level: str) -> str:
         return check_level(level)
+
+    def ddi_release_names(self) -> frozenset[str]:
+        """The release names of `ddi_releases`."""
+        return frozenset(n.strip() for n in self.ddi_releases.split(",") if n.strip())
 
     def resolved_database_url(self) -> str:
         if self.database_url:

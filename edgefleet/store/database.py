@@ -32,6 +32,7 @@ from edgefleet.store.repositories.alerts import AlertRepository
 from edgefleet.store.repositories.api_tokens import ApiTokenRepository
 from edgefleet.store.repositories.audit import AuditRepository
 from edgefleet.store.repositories.checkpoints import CheckpointArchiveRepository
+from edgefleet.store.repositories.ddi import DdiRepository
 from edgefleet.store.repositories.devices import DeviceRepository
 from edgefleet.store.repositories.enrollment_tokens import EnrollmentTokenRepository
 from edgefleet.store.repositories.groups import GroupRepository
@@ -71,6 +72,7 @@ class Transaction:
         self.checkpoint_archives = CheckpointArchiveRepository(connection)
         self.rollouts = RolloutRepository(connection)
         self.release_trains = ReleaseTrainRepository(connection)
+        self.ddi = DdiRepository(connection)
 
 
 class Database:

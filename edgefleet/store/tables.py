@@ -432,3 +432,41 @@ checkpoint_archives = Table(
 )
 Index("ix_checkpoint_archives_sha256", checkpoint_archives.c.sha256)
 Index("ix_checkpoint_archives_stored_at", checkpoint_archives.c.stored_at)
+
+# hawkBit DDI: which devices are DDI targets (tenant, controller id, the TargetToken's
+# hash), the GatewayTokens of a tenant, and the sha1/md5 of blobs DDI clients check.
+
+ddi_targets = Table(
+    "ddi_targets",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("controller_id", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=True, unique=True),
+    Column("gateway_token_id", String(64), nullable=True),
+    Column("config_received_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+Index("uq_ddi_targets_controller", ddi_targets.c.tenant, ddi_targets.c.controller_id,
+      unique=True)  # fmt: skip
+
+ddi_gateway_tokens = Table(
+    "ddi_gateway_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("description", String(256), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("auto_approve", Boolean, nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+ddi_hashes = Table(
+    "ddi_hashes",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("sha1", String(40), nullable=False),
+    Column("md5", String(32), nullable=False),
+)

@@ -29,6 +29,7 @@ from edgefleet.core.compat import (
     evaluate_compatibility,
     parse_requirements,
 )
+from edgefleet.core.ddi import ddi_refusal
 from edgefleet.core.device import Device
 from edgefleet.core.release import (
     Artifact,
@@ -82,12 +83,15 @@ class ReleaseService:
         clock: Clock,
         watch: DesiredStateWatch,
         deltas: DeltaService,
+        *,
+        ddi_releases: frozenset[str] = frozenset(),
     ) -> None:
         self._db = db
         self.blobs = blobs
         self._clock = clock
         self._watch = watch
         self._deltas = deltas
+        self._ddi_releases = ddi_releases  # the releases DDI devices may be assigned
 
     # Blobs and artifacts.
 
@@ -252,7 +256,10 @@ class ReleaseService:
                 else [d for d in tx.devices.all() if parsed.matches(d.labels)]
             )
             for target in targets:
-                reason = incompatibility(artifacts, target)
+                refusal = ddi_refusal(target, ref.name, self._ddi_releases)
+                if refusal is not None and device is not None:
+                    raise Conflict(f"device {target.id}: {refusal}", code="ddi_release_not_allowed")
+                reason = refusal or incompatibility(artifacts, target)
                 if reason is not None:
                     if device is not None:
                         raise Conflict(f"device {target.id} is incompatible with {ref}: {reason}",
@@ -272,6 +279,17 @@ class ReleaseService:
             self._watch.notify(saved.id)
         self.request_deltas(delta_pairs)
         return AssignmentResult(assigned, skipped)
+
+    def compatibility(
+        self, artifacts: Sequence[Artifact], device: Device, release_name: str
+    ) -> CompatVerdict:
+        """`compatibility_of`, and the DDI rule: a DDI device takes only the releases the
+        `ddi_releases` setting lists."""
+        verdict = compatibility_of(artifacts, device)
+        refusal = ddi_refusal(device, release_name, self._ddi_releases)
+        if refusal is None:
+            return verdict
+        return CompatVerdict((*verdict.failures, RequirementFailure("ddi", refusal)))
 
     def request_deltas(self, pairs: set[tuple[str, str]]) -> None:
         """Deltas from what devices run now, computed in the background before they ask."""

@@ -57,7 +57,6 @@ from edgefleet.server.services.releases import (
     ReleaseService,
     assign_release_to_device,
     clear_release_of_device,
-    compatibility_of,
     delta_pairs_for,
     signed_release,
 )
@@ -240,7 +239,8 @@ class RolloutController:
             if device is None:  # never deleted today; an absent device is simply unhealthy
                 devices[device_id] = replace(base.device, healthy=False)
                 continue
-            verdict = compatibility_of(artifacts, device) if release else CompatVerdict()
+            verdict = (self._releases.compatibility(artifacts, device, ref.name) if release
+                       else CompatVerdict())  # fmt: skip
             devices[device_id] = observe(base.device, base.assignment, device, verdict, now)
         return _Loaded(record, stored, devices, release, left_out)
 

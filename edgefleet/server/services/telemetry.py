@@ -13,7 +13,7 @@ and open or close alerts. A refused batch raises from the error tree with a prec
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -126,6 +126,12 @@ class TelemetryService:
         self._watch = watch
         self._metrics = metrics
         self._settings = settings
+        self._on_stored: Callable[[Device, Sequence[Window]], None] | None = None
+
+    def on_stored(self, callback: Callable[[Device, Sequence[Window]], None]) -> None:
+        """Hand each stored batch's windows (on the server's clock) to `callback` after its
+        transaction (the OTLP exporter's queue, which never blocks)."""
+        self._on_stored = callback
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -139,10 +145,14 @@ class TelemetryService:
         moved onto the server's clock (`signed_at_s`: the request's signed timestamp)."""
         self._metrics.batch_bytes.inc(amount=len(body))
         try:
-            result, alerts_changed = self._ingest(device, body, dropped_through_seq, signed_at_s)
+            result, alerts_changed, stored = self._ingest(
+                device, body, dropped_through_seq, signed_at_s
+            )
         except EdgefleetError as e:
             self._metrics.batches_refused.inc(e.code)
             raise
+        if self._on_stored is not None:
+            self._on_stored(device, stored)
         self._metrics.batches_accepted.inc()
         self._metrics.windows_accepted.inc(amount=result.stored_windows)
         if alerts_changed:
@@ -151,7 +161,7 @@ class TelemetryService:
 
     def _ingest(
         self, device: Device, body: bytes, dropped_through_seq: int, signed_at_s: int
-    ) -> tuple[IngestResult, bool]:
+    ) -> tuple[IngestResult, bool, Sequence[Window]]:
         batch = decode_batch(body)
         now = self._clock.now()
         with self._db.transaction() as tx:
@@ -195,7 +205,7 @@ class TelemetryService:
                 "skew_s": placement.skew_s, "windows": len(windows),
                 "corrections": ",".join(placement.corrections),
                 "reason": placement.reason})  # fmt: skip
-        return IngestResult(decision.acked_through_seq, len(batch.windows)), changed
+        return IngestResult(decision.acked_through_seq, len(batch.windows)), changed, windows
 
     def cursor(self, device_id: str) -> IngestCursor:
         with self._db.read() as tx:
