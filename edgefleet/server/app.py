@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from edgefleet import __version__
 from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock, SystemClock
+from edgefleet.errors import SettingsError
 from edgefleet.security.tuf_metadata import MAX_TARGETS_BYTES
 from edgefleet.server.auth import Services
 from edgefleet.server.compression import ResponseCompressionMiddleware
@@ -47,6 +48,7 @@ from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
+from edgefleet.server.services.otlp_export import OtlpExporter, parse_headers
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
@@ -164,9 +166,30 @@ async def _recheck_long_polls_forever(svc: Services) -> None:
         svc.watch.wake_changed(generations)
 
 
+def otlp_exporter(settings: ServerSettings, metrics: ServerMetrics) -> OtlpExporter | None:
+    """The exporter of stored windows to the OTLP collector, if one is configured."""
+    if settings.otlp_endpoint is None:
+        return None
+    headers_text = settings.otlp_headers.get_secret_value() if settings.otlp_headers else ""
+    try:
+        headers = parse_headers(headers_text)
+    except ValueError as e:
+        raise SettingsError(
+            f"bad setting otlp_headers (env EDGEFLEET_OTLP_HEADERS): {e}"
+        ) from None
+    return OtlpExporter(
+        settings.otlp_endpoint, headers, metrics,
+        queue_max_windows=settings.otlp_queue_max_windows,
+        batch_max_windows=settings.otlp_batch_max_windows, timeout_s=settings.otlp_timeout_s,
+    )  # fmt: skip
+
+
 def create_app(settings: ServerSettings, db: Database, clock: Clock | None = None) -> FastAPI:
     """The control-plane app over an already migrated database."""
     svc = build_services(settings, db, clock or SystemClock())
+    exporter = otlp_exporter(settings, svc.metrics)
+    if exporter is not None:
+        svc.telemetry.on_stored(exporter.offer)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -175,11 +198,14 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         rollouts_loop = asyncio.create_task(svc.rollout_controller.run_forever())
         workloads_loop = asyncio.create_task(svc.workload_controllers.run_forever())
         rechecks = asyncio.create_task(_recheck_long_polls_forever(svc))
+        tasks = [pruner, rollouts_loop, workloads_loop, rechecks]
+        if exporter is not None:
+            tasks.append(asyncio.create_task(exporter.run_forever()))
         try:
             yield
         finally:
             svc.watch.close()
-            for task in (pruner, rollouts_loop, workloads_loop, rechecks):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -73,6 +73,26 @@ class ServerSettings(BaseSettings):
     telemetry_max_query_windows: int = Field(
         200_000, ge=1000, description="Most stored windows one telemetry query may read."
     )
+    otlp_endpoint: str | None = Field(
+        None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Base URL of an OTLP/HTTP collector; stored telemetry windows are "
+        "exported to it (POST {endpoint}/v1/metrics, protobuf). Unset: no export.",
+    )
+    otlp_headers: SecretStr | None = Field(
+        None, description="Headers sent with every OTLP export, as key=value,key2=value2 "
+        "(the format of OTEL_EXPORTER_OTLP_HEADERS), e.g. authorization=Bearer TOKEN.",
+    )
+    otlp_queue_max_windows: int = Field(
+        100_000, ge=100,
+        description="Windows waiting for export at most; what does not fit is dropped and "
+        "counted (edgefleet_otlp_dropped_windows_total).",
+    )
+    otlp_batch_max_windows: int = Field(
+        2000, ge=1, le=100_000, description="Windows (data points) per OTLP export request."
+    )
+    otlp_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Time limit of one OTLP export request."
+    )
     ddi_tenant: str = Field(
         "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
         description="The hawkBit DDI tenant that new DDI targets and gateway tokens belong "
