@@ -24,6 +24,7 @@ from edgefleet.server.routes import (
     alerts,
     audit,
     blobs,
+    dashboard,
     ddi,
     device_api,
     devices,
@@ -35,12 +36,15 @@ from edgefleet.server.routes import (
     telemetry,
     tokens,
     trust,
+    ui,
     workloads,
 )
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService
 from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.checkpoints import CheckpointService
+from edgefleet.server.services.dashboard import DashboardService
+from edgefleet.server.services.dashboard_events import DashboardEvents
 from edgefleet.server.services.ddi import DdiService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
@@ -57,6 +61,7 @@ from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
+from edgefleet.server.services.ui_sessions import UiSessionService
 from edgefleet.server.services.workload_controllers import WorkloadControllers
 from edgefleet.server.services.workloads import WorkloadService
 from edgefleet.server.settings import ServerSettings
@@ -94,11 +99,13 @@ def build_services(
         MigrationController(db, clock, workload_settings, watch, blobs, checkpoints),
         PlacementController(db, clock, workload_settings, watch),
     )
+    token_service = TokenService(db, clock)
+    dashboard_service = DashboardService(db, clock, workload_settings)
     return Services(
         settings=settings,
         db=db,
         devices=DeviceService(db, clock, watch),
-        tokens=TokenService(db, clock),
+        tokens=token_service,
         device_link=DeviceLinkService(db, clock, settings),
         audit=AuditService(db),
         releases=releases,
@@ -118,6 +125,9 @@ def build_services(
         release_trains=trains,
         rollout_controller=controller,
         ddi=DdiService(db, clock, settings, blobs, controller.wake),
+        dashboard=dashboard_service,
+        dashboard_events=DashboardEvents(dashboard_service),
+        ui_sessions=UiSessionService(db, clock, token_service),
     )
 
 
@@ -238,7 +248,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     routers = [device_api.router, telemetry.device_router, ddi.router, ddi.operator_router]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
-                                             rollouts, workloads)]  # fmt: skip
+                                             rollouts, workloads, dashboard, ui)]  # fmt: skip
     for router in routers:
         declare_auth(router)
         app.include_router(router)

@@ -4,12 +4,13 @@ and devices (Ed25519-signed requests)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
-from edgefleet.errors import Unauthenticated
+from edgefleet.errors import Forbidden, Unauthenticated
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import SignedRequest, read_signed_headers
 from edgefleet.server.error_handlers import request_id_of
@@ -18,6 +19,8 @@ from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService, OperatorContext
 from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.checkpoints import CheckpointService
+from edgefleet.server.services.dashboard import DashboardService
+from edgefleet.server.services.dashboard_events import DashboardEvents
 from edgefleet.server.services.ddi import DdiService
 from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
@@ -30,6 +33,7 @@ from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
+from edgefleet.server.services.ui_sessions import UiSessionService
 from edgefleet.server.services.workload_controllers import WorkloadControllers
 from edgefleet.server.services.workloads import WorkloadService
 from edgefleet.server.settings import ServerSettings
@@ -63,6 +67,9 @@ class Services:
     release_trains: ReleaseTrainService
     rollout_controller: RolloutController
     ddi: DdiService
+    dashboard: DashboardService
+    dashboard_events: DashboardEvents
+    ui_sessions: UiSessionService
 
 
 def services(request: Request) -> Services:
@@ -70,10 +77,39 @@ def services(request: Request) -> Services:
     return result
 
 
+# The dashboard's session (`services/ui_sessions.py`) rides in this cookie (HttpOnly,
+# SameSite=Strict). A request it authenticates that changes something must also carry
+# CSRF_HEADER, which a page of another origin cannot add without a CORS preflight this
+# server never grants, and an Origin, when sent, of this very host.
+SESSION_COOKIE = "edgefleet_session"
+CSRF_HEADER = "x-edgefleet-csrf"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _session_operator(request: Request, secret: str) -> OperatorContext:
+    if request.method not in _SAFE_METHODS:
+        origin = request.headers.get("origin")
+        host = request.headers.get("host", "")
+        if request.headers.get(CSRF_HEADER) != "1" or (
+            origin is not None and urlsplit(origin).netloc != host
+        ):
+            raise Forbidden(
+                f"a change made with a dashboard session must come from the dashboard "
+                f"(header {CSRF_HEADER}: 1, same origin)",
+                code="csrf_check_failed",
+            )
+    principal = services(request).tokens.authenticate(secret)
+    return OperatorContext(principal, request_id_of(request))
+
+
 def operator(request: Request) -> OperatorContext:
-    """Dependency: the operator behind the request's bearer token."""
+    """Dependency: the operator behind the request's bearer token, or the dashboard session
+    in its cookie."""
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
+    session = request.cookies.get(SESSION_COOKIE)
+    if not header and session:
+        return _session_operator(request, session)
     if not header:
         raise Unauthenticated(
             "missing API token: send 'Authorization: Bearer TOKEN' "
