@@ -6,14 +6,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit integration bench clean system-deps
 
-# Debian tools some tests and benchmarks use (promtool, chromium, xdelta3, zstd, GNU time); CI installs
-# them, elsewhere the tests that need them skip with the reason.
-SYSTEM_TOOLS := promtool:prometheus chromium:chromium xdelta3:xdelta3 zstd:zstd /usr/bin/time:time
+# Debian tools some tests and benchmarks use (promtool, chromium, xdelta3, zstd, GNU time,
+# systemd-analyze for the units, haproxy for the compose stack's config); CI installs them,
+# elsewhere the tests that need them skip with the reason.
+SYSTEM_TOOLS := promtool:prometheus chromium:chromium xdelta3:xdelta3 zstd:zstd /usr/bin/time:time \
+	systemd-analyze:systemd haproxy:haproxy
 
+# rauc-hawkbit is the RAUC project's hawkBit DDI client, driven by the interop tests: they use
+# its DDI package, which needs only aiohttp (in the dev extra); its application's D-Bus stack
+# (gbulb, PyGObject) does not build without GLib headers, hence --no-deps.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'rauc-hawkbit==0.2.0'
 	touch $(STAMP)
 
 demo: $(STAMP)
