@@ -1,5 +1,5 @@
 """`python -m edgefleet.cli`: the same as the `edgefleet` command."""
 
-from edgefleet.cli.main import run
+from edgefleet.launcher import run
 
 run()

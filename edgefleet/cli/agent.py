@@ -1,21 +1,18 @@
 """`edgefleet agent`: run the device agent in a lean process of its own.
 
 The command replaces this process (same process id, same arguments) with
-`python -OO -m edgefleet.agent`, so the long-running agent does not carry the operator CLI
-(nor its own docstrings: -OO keeps about 0.7 MB of them out of the idle agent; the agent
-relies on no assert and reads no docstring). Its flags and `--help` live in
-edgefleet.agent.command. An enrollment token given with --enroll-token is handed over in
-the environment instead, off the new process's command line.
+`python -OO -m edgefleet.agent` (edgefleet.launcher.exec_agent), so the long-running agent
+does not carry the operator CLI. Its flags and `--help` live in edgefleet.agent.command. An
+enrollment token given with --enroll-token is handed over in the environment instead, off
+the new process's command line.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
 import typer
 
-from edgefleet.agent.command import FAULT_ENV, HEARTBEAT_LOSS_ENV, without_enroll_token
+from edgefleet.agent.command import FAULT_ENV, HEARTBEAT_LOSS_ENV
+from edgefleet.launcher import exec_agent
 
 __all__ = ["FAULT_ENV", "HEARTBEAT_LOSS_ENV", "agent"]
 
@@ -26,8 +23,5 @@ CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True,
 
 def agent(ctx: typer.Context) -> None:
     """Run the device agent: enroll, heartbeat, follow the desired state. Its flags:
-    `edgefleet agent --help`."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    args, env = without_enroll_token(ctx.args, os.environ) or (ctx.args, dict(os.environ))
-    os.execve(sys.executable, [sys.executable, "-OO", "-m", "edgefleet.agent", *args], env)
+    `edgefleet agent --help`; its systemd unit: `edgefleet agent install-service --help`."""
+    exec_agent(ctx.args)
