@@ -1,5 +1,6 @@
 """What `/metrics` exposes: this process's counters plus fleet aggregates read from the store
-at scrape time (devices by enrollment and connection status, open alerts, telemetry totals).
+at scrape time (devices by enrollment and connection status, open alerts, telemetry totals,
+active rollouts with their devices, waves and gates).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from edgefleet.core.alerts import AlertKind
 from edgefleet.core.device import ConnectionStatus, classify_connection
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.server.metrics import ServerMetrics
+from edgefleet.server.services.rollout_metrics import MAX_ROLLOUTS, rollout_families
 from edgefleet.store import Database
 from edgefleet.telemetry.prometheus import MetricFamily
 
@@ -30,6 +32,8 @@ class FleetMetricsService:
             uploading, batches, dropped_windows, dropped_batches_total = (
                 tx.telemetry.fleet_totals()
             )
+            rollouts = tx.rollouts.recent(active_only=True, limit=MAX_ROLLOUTS)
+            rollout_devices = tx.rollouts.state_counts([r.id for r in rollouts])
         by_status = Tally(
             (enrollment, classify_connection(last_seen, now, interval_s).value)
             for enrollment, last_seen, interval_s in facts
@@ -82,5 +86,5 @@ class FleetMetricsService:
         started.add(round(self._metrics.started_at_s, 3))
         return [
             info, started, fleet, alerts, reporting, stored, dropped, dropped_batches,
-            *self._metrics.families(),
+            *rollout_families(rollouts, rollout_devices), *self._metrics.families(),
         ]  # fmt: skip
