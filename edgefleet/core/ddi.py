@@ -47,11 +47,9 @@ from edgefleet.errors import InvalidInput
 # A DDI device has no key of its own: its `public_key` column holds this prefix and its id,
 # which no Ed25519 key decodes to, so a signed request in its name never verifies.
 DDI_KEY_PREFIX = "ddi:"
-DEFAULT_TENANT = "default"
 MAX_DETAILS_CHARS = 500
 
 _CONTROLLER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-_TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _FINAL = frozenset({InstallState.INSTALLED, InstallState.FAILED, InstallState.ROLLED_BACK})
 
 
@@ -105,14 +103,6 @@ def validate_controller_id(controller_id: str) -> str:
             code="invalid_controller_id",
         )
     return controller_id
-
-
-def validate_tenant(tenant: str) -> str:
-    if not _TENANT_RE.fullmatch(tenant):
-        raise InvalidInput(
-            f"invalid DDI tenant {tenant!r}: use letters, digits, '_' and '-' (at most 64)"
-        )
-    return tenant
 
 
 def is_ddi_device(device: Device) -> bool:
