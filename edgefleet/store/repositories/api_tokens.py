@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
 
-from edgefleet.errors import NotFound
+from edgefleet.errors import Conflict, NotFound
 from edgefleet.security.rbac import Role
 from edgefleet.security.tokens import CHOSEN_SECRET_MARK, ApiToken
 from edgefleet.store.tables import api_tokens
@@ -69,6 +69,28 @@ class ApiTokenRepository:
         if row is None:
             raise NotFound(f"no API token with id {token_id!r}", code="token_not_found")
         return _to_token(row)
+
+    def resolve(self, id_or_name: str) -> ApiToken:
+        """A token by id, else the one token that is not revoked named `id_or_name`
+        (Conflict `ambiguous_token` naming the ids when several are)."""
+        row = self._c.execute(select(api_tokens).where(api_tokens.c.id == id_or_name)).first()
+        if row is not None:
+            return _to_token(row)
+        named = self._c.execute(
+            select(api_tokens)
+            .where(api_tokens.c.name == id_or_name, api_tokens.c.revoked.is_(False))
+            .order_by(api_tokens.c.created_at)
+        ).all()
+        if len(named) > 1:
+            ids = ", ".join(r.id for r in named)
+            raise Conflict(
+                f"{len(named)} API tokens are named {id_or_name!r} ({ids}): use the token id",
+                code="ambiguous_token",
+            )
+        if not named:
+            raise NotFound(f"no API token with id or name {id_or_name!r}",
+                           code="token_not_found")  # fmt: skip
+        return _to_token(named[0])
 
     def all(self) -> list[ApiToken]:
         rows = self._c.execute(select(api_tokens).order_by(api_tokens.c.created_at))
