@@ -126,7 +126,9 @@ class RaucLikeApp:
         self.deployments.append(info)
         chunk = info["deployment"]["chunks"][0]
         artifact = chunk["artifacts"][0]
-        module, file_name = MODULE_HREF.search(artifact["_links"]["download"]["href"]).groups()
+        link = MODULE_HREF.search(artifact["_links"]["download"]["href"])
+        assert link is not None, artifact["_links"]
+        module, file_name = link.groups()
         target = self.workdir / file_name
         md5 = await self.ddi.softwaremodules[module].artifacts[file_name](str(target))
         sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
