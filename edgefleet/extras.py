@@ -30,7 +30,7 @@ def _normalized(name: str) -> str:
 
 def extras_providing(module: str, requirements: Iterable[str]) -> list[str] | None:
     """The extras whose requirements bring the top-level package of `module` (`[]` when the
-    base install does), or None when edgefleet does not depend on it at all.
+    base install does), or None when no install of edgefleet needs it (development tools).
 
     >>> extras_providing("uvicorn.config", ['uvicorn>=0.29; extra == "server"'])
     ['server']
@@ -43,12 +43,13 @@ def extras_providing(module: str, requirements: Iterable[str]) -> list[str] | No
         name = _NAME.match(line)
         if name is None or _normalized(name.group(1)) != wanted:
             continue
-        found = True
         extra = _EXTRA.search(line)
         if extra is None:
             return []
-        if extra.group(1) not in _AGGREGATES and extra.group(1) not in extras:
-            extras.append(extra.group(1))
+        if extra.group(1) not in _AGGREGATES:
+            found = True
+            if extra.group(1) not in extras:
+                extras.append(extra.group(1))
     return sorted(extras) if found else None
 
 

@@ -18,7 +18,6 @@ from edgefleet.cli import (
     audit,
     bench,
     config,
-    ddi,
     delta,
     devices,
     lab,
@@ -173,7 +172,6 @@ app.add_typer(server.app, name="server")
 app.add_typer(config.app, name="config")
 app.command(name="agent", context_settings=AGENT_CONTEXT_SETTINGS, add_help_option=False)(agent)
 app.add_typer(devices.app, name="devices")
-app.add_typer(ddi.app, name="ddi")
 app.add_typer(devices.groups_app, name="groups")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(tokens.enrollment_app, name="enrollment-tokens")
@@ -198,7 +196,7 @@ app.add_typer(bench.app, name="bench")
 def run() -> None:
     """The `edgefleet` command: every mistake ends in one line on stderr, never a traceback."""
     try:
-        status = app(standalone_mode=False)
+        status = app(prog_name="edgefleet", standalone_mode=False)
     except typer.TyperException as e:  # click's usage errors (2) and file errors (1)
         sys.exit(_print_usage_error(e))
     except typer.Abort:
