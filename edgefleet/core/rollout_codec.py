@@ -140,7 +140,7 @@ def gate_evaluation_from_json(data: Mapping[str, Any]) -> GateEvaluation:
 
 def plan_to_json(plan: WavePlan) -> dict[str, Any]:
     return {
-        "rollout_id": plan.rollout_id,
+        "rollout_id": plan.seed,  # the seed's old key (plans frozen before hold the id)
         "waves": [
             {"label": w.label, "device_ids": list(w.device_ids), "soak_s": w.soak_s}
             for w in plan.waves

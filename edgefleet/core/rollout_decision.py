@@ -91,7 +91,7 @@ def _start(rollout: Rollout, devices: Mapping[str, RolloutDevice]) -> list[Actio
     compatible = [d for d in sorted(devices) if devices[d].compatibility.compatible]
     skipped = [d for d in sorted(devices) if not devices[d].compatibility.compatible]
     strategy = rollout.spec.strategy
-    plan = plan_waves(rollout.id, compatible, strategy.waves, strategy.soak_s)
+    plan = plan_waves(rollout.spec.rollout_name, compatible, strategy.waves, strategy.soak_s)
     sizes = ", ".join(str(w.size) for w in plan.waves)
     actions: list[Action] = [
         StartRollout(

@@ -170,6 +170,16 @@ class RolloutSpec:
     name: str | None = None
     description: str = ""
 
+    @property
+    def rollout_name(self) -> str:
+        """The chosen name, else one derived from the release (`vision-1-2-0` for
+        vision@1.2.0). It also seeds the order of devices in the waves, so a dry run
+        plans the waves the rollout will have."""
+        if self.name:
+            return self.name
+        text = f"{self.release.name}-{self.release.version}".lower()
+        return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:63].rstrip("-") or "rollout"
+
 
 def _quantity(value: object, path: str) -> Quantity:
     try:

@@ -100,7 +100,7 @@ class Wave:
 class WavePlan:
     """The frozen membership of every wave of one rollout."""
 
-    rollout_id: str
+    seed: str  # what ranked the devices: the rollout's name
     waves: tuple[Wave, ...]
     wave_by_device: Mapping[str, int] = field(init=False, compare=False, repr=False)
 
@@ -133,9 +133,10 @@ class WavePlan:
         return sum(wave.size for wave in self.waves[: wave_index + 1])
 
 
-def device_rank(rollout_id: str, device_id: str) -> bytes:
-    """The sort key of `device_id` within `rollout_id`: SHA-256, stable across processes."""
-    return hashlib.sha256(f"{rollout_id}\x00{device_id}".encode()).digest()
+def device_rank(seed: str, device_id: str) -> bytes:
+    """The sort key of `device_id` in a rollout seeded by `seed` (its name): SHA-256,
+    stable across processes."""
+    return hashlib.sha256(f"{seed}\x00{device_id}".encode()).digest()
 
 
 def resolve_wave_sizes(waves: Sequence[WaveSpec], total: int) -> tuple[int, ...]:
@@ -156,13 +157,13 @@ def resolve_wave_sizes(waves: Sequence[WaveSpec], total: int) -> tuple[int, ...]
 
 
 def plan_waves(
-    rollout_id: str,
+    seed: str,
     device_ids: Iterable[str],
     waves: Sequence[WaveSpec],
     default_soak_s: float,
 ) -> WavePlan:
     """Cut the target, ordered by `device_rank`, at the cumulative wave sizes."""
-    ordered = sorted(set(device_ids), key=lambda d: (device_rank(rollout_id, d), d))
+    ordered = sorted(set(device_ids), key=lambda d: (device_rank(seed, d), d))
     planned: list[Wave] = []
     start = 0
     cuts = resolve_wave_sizes(waves, len(ordered))
@@ -173,4 +174,4 @@ def plan_waves(
             start = end
     if start < len(ordered):
         planned.append(Wave(len(planned), "rest", tuple(ordered[start:]), default_soak_s))
-    return WavePlan(rollout_id, tuple(planned))
+    return WavePlan(seed, tuple(planned))

@@ -126,6 +126,17 @@ class Database:
             yield Transaction(connection)
 
     @contextmanager
+    def rehearsal(self) -> Iterator[Transaction]:
+        """A write transaction that is always rolled back: what the writes would do, for a
+        dry run, leaving no trace (the audit chain included)."""
+        with self._translated(), self._writers, self.engine.connect() as connection:
+            outer = connection.begin()
+            try:
+                yield Transaction(connection)
+            finally:
+                outer.rollback()
+
+    @contextmanager
     def read(self) -> Iterator[Transaction]:
         """A read-only transaction (SQLite: deferred, so readers never wait on writers)."""
         with self._translated(), self.engine.connect() as connection:

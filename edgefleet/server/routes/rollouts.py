@@ -30,9 +30,15 @@ router = APIRouter(prefix="/v1", tags=["rollouts"])
 )
 def create_rollout(
     body: CreateRolloutRequest,
+    dry_run: bool = Query(
+        False, description="Decide everything, store nothing: answer 200 with the rollout, "
+        "its devices and its wave plan"
+    ),
     ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
 ) -> Response:
+    if dry_run:
+        return JSONResponse(svc.rollouts.dry_run(ctx, body.manifest, supersede=body.supersede))
     created = svc.rollouts.create(ctx, body.manifest, supersede=body.supersede)
     content = {
         "created": created.created,
@@ -92,11 +98,12 @@ def command_rollout(
 @router.put("/release-trains", summary="Create or update a release train from a manifest")
 def apply_release_train(
     body: ApplyReleaseTrainRequest,
+    dry_run: bool = Query(False, description="Decide everything, store nothing"),
     ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
-    record, action = svc.release_trains.apply(ctx, body.manifest)
-    return {"action": action, "train": train_view(record)}
+    record, action = svc.release_trains.apply(ctx, body.manifest, dry_run=dry_run)
+    return {"action": action, "train": train_view(record), "dry_run": dry_run}
 
 
 @router.get("/release-trains", summary="List release trains")

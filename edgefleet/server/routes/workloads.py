@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.artifacts.blobstore import validate_sha256
@@ -161,6 +161,7 @@ def apply_workload(
     name: str,
     body: ApplyWorkloadRequest,
     response: Response,
+    dry_run: bool = Query(False, description="Decide everything, store nothing"),
     ctx: OperatorContext = Depends(requires(Permission.WORKLOADS_WRITE)),
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
@@ -169,9 +170,9 @@ def apply_workload(
         else body.document.get("name")  # fmt: skip
     if given != name:
         raise InvalidInput(f"the manifest names workload {given!r}, the path {name!r}")
-    record, outcome = svc.workloads.apply(ctx, body.document)
-    response.status_code = 201 if outcome == "created" else 200
-    return {**_record_out(record), "outcome": outcome}
+    record, outcome = svc.workloads.apply(ctx, body.document, dry_run=dry_run)
+    response.status_code = 201 if outcome == "created" and not dry_run else 200
+    return {**_record_out(record), "outcome": outcome, "dry_run": dry_run}
 
 
 @router.get("/workloads", summary="List workloads with where their replicas run")

@@ -61,12 +61,15 @@ class ReleaseTrainService:
         self._clock = clock
         self._wake = wake
 
-    def apply(self, ctx: OperatorContext, manifest: Mapping[str, Any]) -> tuple[TrainRecord, str]:
-        """Create or update a train: (the train, "created" | "updated" | "unchanged")."""
+    def apply(
+        self, ctx: OperatorContext, manifest: Mapping[str, Any], *, dry_run: bool = False
+    ) -> tuple[TrainRecord, str]:
+        """Create or update a train: (the train, "created" | "updated" | "unchanged"). A dry
+        run decides the same in a transaction that is rolled back."""
         ctx.require(Permission.ROLLOUTS_WRITE)
         spec = parse_release_train(manifest)
         now = self._clock.now()
-        with self._db.transaction() as tx:
+        with self._db.rehearsal() if dry_run else self._db.transaction() as tx:
             old = tx.release_trains.find(spec.name)
             if old is None:
                 record = tx.release_trains.insert(
@@ -88,7 +91,8 @@ class ReleaseTrainService:
                 f"release-train/{spec.name}", now,
                 {"releases": [str(r) for r in spec.releases]},
             )  # fmt: skip
-        self._wake()
+        if not dry_run:
+            self._wake()
         return record, action
 
     def list_trains(self, ctx: OperatorContext) -> list[TrainRecord]:

@@ -14,7 +14,6 @@ transaction with its audit record, and wakes the controller.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -33,10 +32,11 @@ from edgefleet.core.rollout import (
 )
 from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
 from edgefleet.core.rollout_spec import RolloutSpec, parse_rollout_spec
+from edgefleet.core.waves import plan_waves
 from edgefleet.errors import Conflict, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
-from edgefleet.server.services.releases import signed_release
+from edgefleet.server.services.releases import compatibility_of, signed_release
 from edgefleet.server.services.rollout_report import (
     build_report,
     build_status,
@@ -58,12 +58,6 @@ class Created:
 
 def new_rollout_id() -> str:
     return f"ro-{secrets.token_hex(5)}"
-
-
-def default_name(spec: RolloutSpec) -> str:
-    """`vision-1-2-0` for a rollout of vision@1.2.0 without a name."""
-    text = f"{spec.release.name}-{spec.release.version}".lower()
-    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:63].rstrip("-") or "rollout"
 
 
 def parse_manifest(manifest: Mapping[str, Any], tx: Transaction) -> RolloutSpec:
@@ -103,7 +97,7 @@ def create_rollout(
     spec = parse_manifest(manifest, tx)
     ref = Ref(spec.release.name, spec.release.version)
     signed_release(tx, ref)
-    name = spec.name or default_name(spec)
+    name = spec.rollout_name
     # Only a name the operator chose identifies a rollout (re-applying its manifest is a
     # no-op); derived names may repeat (the same release to two targets).
     same_name = tx.rollouts.active_named(name) if spec.name else None
@@ -158,6 +152,31 @@ def create_rollout(
          "devices": len(targets), "superseded": superseded, "train": train},
     )  # fmt: skip
     return Created(record, created=True, superseded=tuple(superseded))
+
+
+def plan_preview(tx: Transaction, record: RolloutRecord) -> dict[str, Any]:
+    """The devices a rollout created in `tx` holds and the waves it would cut from them if
+    it started now: incompatible devices skipped, the rest ranked by the rollout's name
+    (`core.waves`), exactly as its start does."""
+    spec = record.rollout.spec
+    _, artifacts = signed_release(tx, Ref(spec.release.name, spec.release.version))
+    devices = [tx.devices.get(d) for d in sorted(tx.rollouts.claimed_by(record.id))]
+    verdicts = {d.id: compatibility_of(artifacts, d) for d in devices}
+    compatible = [d.id for d in devices if verdicts[d.id].compatible]
+    plan = plan_waves(spec.rollout_name, compatible, spec.strategy.waves, spec.strategy.soak_s)
+    names = {d.id: d.name for d in devices}
+    return {
+        "devices": [
+            {"id": d.id, "name": d.name, "wave": plan.wave_of(d.id),
+             "compatible": verdicts[d.id].compatible, "reason": verdicts[d.id].reason}
+            for d in devices
+        ],
+        "waves": [
+            {"index": w.index, "label": w.label, "size": w.size, "soak_s": w.soak_s,
+             "devices": [names[d] for d in w.device_ids]}
+            for w in plan.waves
+        ],
+    }  # fmt: skip
 
 
 def _conflict_message(tx: Transaction, holders: Mapping[str, str]) -> str:
@@ -223,6 +242,24 @@ class RolloutService:
             created = create_rollout(tx, ctx, manifest, now, supersede=supersede)
         self._wake()
         return created
+
+    def dry_run(
+        self, ctx: OperatorContext, manifest: Mapping[str, Any], *, supersede: bool = False
+    ) -> dict[str, Any]:
+        """What `create` would do, decided by the same code in a transaction that is rolled
+        back (nothing is stored, audited or woken): the rollout, what it would supersede, and
+        its devices and waves as it would start now."""
+        ctx.require(Permission.ROLLOUTS_WRITE)
+        with self._db.rehearsal() as tx:
+            created = create_rollout(tx, ctx, manifest, self._clock.now(), supersede=supersede)
+            preview = plan_preview(tx, created.record) if created.created else None
+        return {
+            "dry_run": True,
+            "created": created.created,
+            "superseded": list(created.superseded),
+            "rollout": rollout_summary(created.record),
+            "plan": preview,
+        }
 
     def list_rollouts(
         self, ctx: OperatorContext, *, active_only: bool = False

@@ -97,14 +97,16 @@ class WorkloadService:
 
     # -- declarations ------------------------------------------------------------------------
 
-    def apply(self, ctx: OperatorContext, document: Mapping[str, Any]) -> tuple[WorkloadRecord,
-                                                                               str]:
-        """Create or update a workload from its manifest: (record, created|updated|unchanged)."""
+    def apply(
+        self, ctx: OperatorContext, document: Mapping[str, Any], *, dry_run: bool = False
+    ) -> tuple[WorkloadRecord, str]:
+        """Create or update a workload from its manifest: (record, created|updated|unchanged).
+        A dry run decides the same in a transaction that is rolled back."""
         ctx.require(Permission.WORKLOADS_WRITE)
         spec = parse_workload(dict(document))
         now = self._clock.now()
         refreshed: list[str] = []
-        with self._db.transaction() as tx:
+        with self._db.rehearsal() if dry_run else self._db.transaction() as tx:
             releases = tx.releases.all()
             refs = tuple(resolve_release_ref(ref, releases) for ref in spec.artifacts)
             services = [
@@ -142,7 +144,8 @@ class WorkloadService:
                 "releases": [str(r) for r in refs],
             })  # fmt: skip
             refreshed = [d for d in _holders(tx, spec.name) if refresh_device(tx, d)]
-        self._notify(refreshed)
+        if not dry_run:
+            self._notify(refreshed)
         return record, outcome
 
     def delete(self, ctx: OperatorContext, name: str) -> None:
