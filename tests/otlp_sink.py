@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -30,7 +31,7 @@ class OtlpSink:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def points(self) -> list[tuple[dict[str, str], str, object]]:
+    def points(self) -> list[tuple[dict[str, str], str, Any]]:
         """(resource attributes, metric name, data point) of everything received."""
         found = []
         with self.lock:

@@ -67,7 +67,8 @@ def test_stored_windows_reach_the_collector_with_their_device(
 def check_export(admin: FleetClient, agents: AgentFactory, sink: OtlpSink) -> None:
     agent = start_agent(agents, admin, "export-cam", ["--label", "site=berlin"])
     lines = [f"inference.latency_ms:{v}|ms|#model:v1" for v in range(1, 101)]
-    lines += ["inference.requests:1|c|#model:v1"] * 100 + ["inference.queue_depth:25|g", "inference.queue_depth:24|g"]
+    lines += ["inference.requests:1|c|#model:v1"] * 100
+    lines += ["inference.queue_depth:25|g", "inference.queue_depth:24|g"]
     send_lines(statsd_port(agent), lines)
 
     def exported(name: str, total: float) -> list:
@@ -81,7 +82,7 @@ def check_export(admin: FleetClient, agents: AgentFactory, sink: OtlpSink) -> No
     requests = wait_for(lambda: exported("inference.requests", 100), timeout_s=20,
                         what="the request counts at the collector")  # fmt: skip
     stored = admin.telemetry_query("inference.requests", device=agent.name, since="10m",
-                                   step=1)  # fmt: skip
+                                   step="1")  # fmt: skip
     stored_starts = {p["start_s"] for p in stored["series"][0]["points"]}
     for point in requests:
         assert [(a.key, a.value.string_value) for a in point.attributes] == [("model", "v1")]
@@ -126,6 +127,7 @@ def test_a_collector_that_never_takes_anything_never_blocks_ingest(tmp_path: Pat
             text = wait_for(lambda: admin.prometheus_metrics() if metric_value(
                 admin.prometheus_metrics(), "edgefleet_otlp_export_requests_total",
                 '{result="retry"}') >= 1 else None, what="a retry")  # fmt: skip
+            assert text is not None
             dropped = metric_value(text, "edgefleet_otlp_dropped_windows_total",
                                    '{reason="queue_full"}')  # fmt: skip
             queued = metric_value(text, "edgefleet_otlp_queued_windows")

@@ -59,10 +59,11 @@ def test_an_opentelemetry_workload_reports_its_kpis_through_the_agent(
 
     requests = wait_for(lambda: stored("inference.requests", REQUESTS), timeout_s=30,
                         what="every request counted once")  # fmt: skip
-    assert requests["sum"] == REQUESTS
+    assert requests is not None and requests["sum"] == REQUESTS
     latency = wait_for(lambda: stored("inference.latency_ms", REQUESTS * (REQUESTS + 1) / 2),
                        timeout_s=30, what="every latency stored once")  # fmt: skip
-    assert latency["count"] == REQUESTS and latency["mean"] == (REQUESTS + 1) / 2
+    assert latency is not None and latency["count"] == REQUESTS
+    assert latency["mean"] == (REQUESTS + 1) / 2
     # The SDK's default buckets put the median (100.5 ms) in (75, 100] or (100, 250].
     assert 75 <= latency["quantile"] <= 250
     depth = admin.telemetry_query("inference.queue_depth", device=agent.name, since="10m")
