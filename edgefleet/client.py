@@ -116,6 +116,10 @@ class FleetClient:
     def list_api_tokens(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/tokens")
 
+    def delete_device(self, device: str) -> dict[str, Any]:
+        """Decommission a device (by id or name); the answer is the device as it was."""
+        return self._call("DELETE", f"/v1/devices/{_seg(device)}")
+
     def revoke_api_token(self, token_id: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/tokens/{_seg(token_id)}")
 
@@ -328,10 +332,14 @@ class FleetClient:
 
     # Rollouts and release trains
 
-    def create_rollout(self, manifest: dict[str, Any], supersede: bool = False) -> dict[str, Any]:
-        """Create a rollout; `created` is False when an identical one was already active."""
+    def create_rollout(
+        self, manifest: dict[str, Any], supersede: bool = False, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Create a rollout; `created` is False when an identical one was already active.
+        With `dry_run` nothing is stored: the answer adds the devices and the wave plan."""
         body = {"manifest": manifest, "supersede": supersede}
-        return self._call("POST", "/v1/rollouts", json=body)
+        params = {"dry_run": "true"} if dry_run else None
+        return self._call("POST", "/v1/rollouts", json=body, params=params)
 
     def list_rollouts(self, active: bool = False) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/rollouts", params={"active": "true" if active else None})
@@ -353,8 +361,11 @@ class FleetClient:
         data: bytes = self._call("GET", path, params={"format": "markdown"}, raw=True)
         return data.decode()
 
-    def apply_release_train(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self._call("PUT", "/v1/release-trains", json={"manifest": manifest})
+    def apply_release_train(
+        self, manifest: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any]:
+        params = {"dry_run": "true"} if dry_run else None
+        return self._call("PUT", "/v1/release-trains", json={"manifest": manifest}, params=params)
 
     def list_release_trains(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/release-trains")
@@ -364,14 +375,17 @@ class FleetClient:
 
     # Workloads, placements, migrations, service endpoints
 
-    def apply_workload(self, document: dict[str, Any]) -> dict[str, Any]:
-        """Create or update a workload from its manifest (either shape)."""
+    def apply_workload(self, document: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Create or update a workload from its manifest (either shape); with `dry_run`,
+        only say what would happen."""
         meta = document.get("metadata")
         name = meta.get("name") if "spec" in document and isinstance(meta, dict) else None
         name = name or document.get("name")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "invalid_input", "the manifest has no name (metadata.name)")
-        return self._call("PUT", f"/v1/workloads/{_seg(name)}", json={"document": document})
+        params = {"dry_run": "true"} if dry_run else None
+        return self._call("PUT", f"/v1/workloads/{_seg(name)}", json={"document": document},
+                          params=params)
 
     def list_workloads(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/workloads")

@@ -122,11 +122,17 @@ class DeviceState(StrEnum):
     ROLLING_BACK = "rolling-back"  # the previous release is assigned again
     ROLLED_BACK = "rolled-back"
     ROLLBACK_FAILED = "rollback-failed"
+    REMOVED = "removed"  # the device was deleted from the fleet; the rollout leaves it be
 
 
 # A wave is settled when each of its devices is in one of these.
 SETTLED_DEVICE_STATES = frozenset(
-    {DeviceState.INSTALLED, DeviceState.FAILED, DeviceState.SKIPPED_INCOMPATIBLE}
+    {
+        DeviceState.INSTALLED,
+        DeviceState.FAILED,
+        DeviceState.SKIPPED_INCOMPATIBLE,
+        DeviceState.REMOVED,
+    }
 )
 
 
@@ -167,8 +173,9 @@ class RolloutDevice:
 
     @property
     def touched(self) -> bool:
-        """The release has been assigned to it at least once (rollback must reach it)."""
-        return self.attempts > 0
+        """The release has been assigned to it at least once (rollback must reach it), and
+        it is still in the fleet."""
+        return self.attempts > 0 and self.state is not DeviceState.REMOVED
 
     @property
     def unavailable(self) -> bool:

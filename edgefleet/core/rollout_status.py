@@ -30,6 +30,7 @@ _COUNT_ORDER = (
     DeviceState.ROLLING_BACK,
     DeviceState.ROLLED_BACK,
     DeviceState.ROLLBACK_FAILED,
+    DeviceState.REMOVED,
 )
 
 

@@ -1,4 +1,4 @@
-"""Operator API for devices: list, show, approve/reject/revoke, label, configure."""
+"""Operator API for devices: list, show, approve/reject/revoke, label, configure, delete."""
 
 from __future__ import annotations
 
@@ -57,6 +57,21 @@ def _enrollment_route(action: EnrollmentAction) -> None:
 
 for _action in EnrollmentAction:
     _enrollment_route(_action)
+
+
+@router.delete(
+    "/{device}",
+    summary="Delete (decommission) a device, by id or name",
+    responses={404: {"description": "No such device"}},
+)
+def delete_device(
+    device: str,
+    ctx: OperatorContext = Depends(requires(Permission.DEVICES_WRITE)),
+    svc: Services = Depends(services),
+) -> DeviceOut:
+    """Forget the device's key, nonces, desired state, telemetry and liveness; release it
+    from rollouts and placement. The audit trail keeps its history; its name is free."""
+    return DeviceOut.of(svc.devices.delete(ctx, device), svc.devices.now())
 
 
 @router.post("/{device}/labels", summary="Set and remove labels")

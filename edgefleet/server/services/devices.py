@@ -10,12 +10,14 @@ from edgefleet.core.device import ConnectionStatus, Device
 from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState, transition
 from edgefleet.core.group import Group, validate_group_name
 from edgefleet.core.labels import LabelChange
+from edgefleet.core.rollout import DeviceState as RolloutDeviceState
+from edgefleet.core.rollout_record import TimelineEntry
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import save_device
 from edgefleet.server.watch import DesiredStateWatch
-from edgefleet.store import Database
+from edgefleet.store import Database, Transaction
 
 
 class DeviceService:
@@ -68,6 +70,44 @@ class DeviceService:
                           {"from": device.enrollment.value, "to": new_state.value})
         self._watch.notify(saved.id)
         return saved
+
+    def delete(self, ctx: OperatorContext, id_or_name: str) -> Device:
+        """Decommission a device: forget its key, nonces, desired state, telemetry and
+        liveness, release it from rollouts (its record in an active one says `removed`), so
+        placement moves its replicas and its name is free. The audit trail keeps its history;
+        its requests are refused from now on (401: the key is unknown)."""
+        ctx.require(Permission.DEVICES_WRITE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            device = tx.devices.resolve(id_or_name)
+            for rollout_id in set(tx.rollouts.claims([device.id]).values()):
+                self._remove_from_rollout(tx, rollout_id, device, ctx.actor, now)
+            tx.devices.delete(device.id)
+            tx.nonces.forget(device.id)
+            tx.node_health.forget(device.id)
+            tx.telemetry.forget_device(device.id)
+            record_action(tx, ctx, "device.delete", f"device/{device.id}", now,
+                          {"name": device.name, "enrollment": device.enrollment.value})
+        self._watch.notify(device.id)
+        return device
+
+    @staticmethod
+    def _remove_from_rollout(
+        tx: Transaction, rollout_id: str, device: Device, actor: str, now: datetime
+    ) -> None:
+        record = tx.rollouts.get(rollout_id)
+        # Bumps the rollout's version (a controller pass that read it before gives up) and
+        # makes it due, so the controller's next look at the store goes on without it.
+        tx.rollouts.update(replace(record, updated_at=now, due_at=now))
+        tx.rollouts.release(rollout_id, [device.id])
+        stored = tx.rollouts.devices(rollout_id).get(device.id)
+        if stored is not None:
+            removed = replace(stored.device, state=RolloutDeviceState.REMOVED,
+                              reason=f"device {device.name} deleted by {actor}")  # fmt: skip
+            tx.rollouts.put_devices(rollout_id, [replace(stored, device=removed)])
+        tx.rollouts.append_events(rollout_id, [TimelineEntry(
+            now, "device-removed", f"device {device.name} ({device.id}) deleted by {actor}",
+            actor=actor)])  # fmt: skip
 
     def relabel(self, ctx: OperatorContext, id_or_name: str, change: LabelChange) -> Device:
         ctx.require(Permission.DEVICES_WRITE)

@@ -236,7 +236,7 @@ class RolloutController:
         for device_id in ids:
             base = stored.get(device_id) or DeviceRecord(RolloutDevice(device_id))
             device = tx.devices.find(device_id)
-            if device is None:  # never deleted today; an absent device is simply unhealthy
+            if device is None:  # deleted: `DeviceService.delete` marked its record removed
                 devices[device_id] = replace(base.device, healthy=False)
                 continue
             verdict = (self._releases.compatibility(artifacts, device, ref.name) if release

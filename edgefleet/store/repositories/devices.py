@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from edgefleet.core.device import Device
@@ -179,6 +179,10 @@ class DeviceRepository:
                 raise taken from None
             raise
         return device
+
+    def delete(self, device_id: str) -> None:
+        """Remove a device's row: its key, labels, inventory and desired state."""
+        self._c.execute(delete(devices).where(devices.c.id == device_id))
 
     def update(self, device: Device) -> Device:
         """Write `device` if nobody changed it since it was read (optimistic check)."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from edgefleet.core.liveness import liveness_from_dict, liveness_to_dict
 from edgefleet.core.node_health import (
@@ -60,6 +60,10 @@ def _values(health: NodeHealth) -> dict[str, Any]:
 class NodeHealthRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+
+    def forget(self, device_id: str) -> None:
+        """Drop what liveness knew of a device that is deleted."""
+        self._c.execute(delete(node_health).where(node_health.c.device_id == device_id))
 
     def find(self, device_id: str) -> NodeHealth | None:
         row = self._c.execute(_FIND, {"b_id": device_id}).first()

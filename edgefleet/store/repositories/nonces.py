@@ -55,6 +55,10 @@ class NonceRepository:
         )
         return self._c.execute(query).first() is not None
 
+    def forget(self, device_id: str) -> None:
+        """Drop every nonce of a device that is deleted."""
+        self._c.execute(delete(device_nonces).where(device_nonces.c.device_id == device_id))
+
     def prune(self, now: datetime) -> int:
         """Forget nonces whose timestamps could no longer pass the skew check."""
         result = self._c.execute(delete(device_nonces).where(device_nonces.c.expires_at < now))
