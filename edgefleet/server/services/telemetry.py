@@ -12,6 +12,7 @@ and open or close alerts. A refused batch raises from the error tree with a prec
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,7 +38,7 @@ from edgefleet.core.telemetry_ingest import (
     decide_ingest,
 )
 from edgefleet.core.telemetry_policy import fleet_policy_to_document, parse_fleet_policy
-from edgefleet.errors import Conflict, EdgefleetError, InvalidInput
+from edgefleet.errors import Conflict, EdgefleetError, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import detect_on_ingest
@@ -272,6 +273,9 @@ class TelemetryService:
         with self._db.read() as tx:
             devices = self._devices(tx, device, selector)
             windows = self._read_windows(tx, [d.id for d in devices], [metric], since, until)
+            if not windows:
+                check_metric_known(metric, tx.telemetry.stored_metric_names(
+                    [d.id for d in devices]))  # fmt: skip
         step = choose_step_s((until - since).total_seconds(), step_s)
         by_device: dict[str, list[Window]] = {}
         for dw in windows:
@@ -440,3 +444,21 @@ def _readings(
         if reading is not None:
             out[spec.name] = reading
     return out
+
+
+def check_metric_known(metric: str, known: set[str]) -> None:
+    """Raise NotFound (`unknown_metric`) naming the closest stored names when the devices
+    have stored telemetry but never `metric` (a typo would otherwise answer zero points).
+
+    >>> check_metric_known("host.cpu_percent", {"host.cpu.percent", "inference.latency_ms"})
+    Traceback (most recent call last):
+    ...
+    edgefleet.errors.NotFound: unknown metric 'host.cpu_percent': did you mean host.cpu.percent?
+    """
+    if not known or metric in known:
+        return
+    close = difflib.get_close_matches(metric, sorted(known), n=3, cutoff=0.6)
+    hint = (f"did you mean {' or '.join(close)}?" if close
+            else f"these devices report {', '.join(sorted(known)[:10])}"
+            + (", ..." if len(known) > 10 else ""))  # fmt: skip
+    raise NotFound(f"unknown metric {metric!r}: {hint}", code="unknown_metric")

@@ -36,6 +36,8 @@ from edgefleet.telemetry.series import DeviceWindow
 from edgefleet.telemetry.sketch import DDSketch
 from edgefleet.telemetry.windows import MetricKind, Tags, Window
 
+NAME_QUERY_CHUNK = 500  # device ids per IN (...) list
+
 FLEET_POLICY = "fleet"
 
 
@@ -246,6 +248,17 @@ class TelemetryRepository:
             .distinct()
         )
         return sorted(r[0] for r in self._c.execute(query))
+
+    def stored_metric_names(self, device_ids: Sequence[str]) -> set[str]:
+        """Every metric name these devices have stored, in windows or hourly rollups."""
+        names: set[str] = set()
+        ids = list(device_ids)
+        for table in (telemetry_windows, telemetry_rollups):
+            for start in range(0, len(ids), NAME_QUERY_CHUNK):
+                chunk = ids[start : start + NAME_QUERY_CHUNK]
+                query = select(table.c.name).where(table.c.device_id.in_(chunk)).distinct()
+                names.update(r[0] for r in self._c.execute(query))
+        return names
 
     def devices_with_windows(self, names: Sequence[str], since_s: int) -> list[str]:
         query = (
