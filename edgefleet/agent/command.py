@@ -136,7 +136,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     add("--accelerator", "KIND", "e.g. npu, gpu (repeatable)", repeatable=True)
     add("--max-backoff", "S", "Longest wait between retries, seconds", type=float, default=60.0)
     add("--sandbox-memory-limit", "MB",
-        "Memory limit (MB) of the sandboxed model check before an install",
+        "Memory limit (MiB) of the sandboxed model check before an install",
         type=int, default=1024)  # fmt: skip
     add("--sandbox-timeout", "S", "Time limit (s) of the sandboxed check",
         type=float, default=60.0)  # fmt: skip

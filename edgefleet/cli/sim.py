@@ -35,7 +35,7 @@ def _progress_view(snapshot: Any, duration_s: float) -> Group:
         f"{format_duration(snapshot.elapsed_s)} / {format_duration(duration_s)}",
         f"faults played {snapshot.faults_played}",
         f"agent crashes {snapshot.crashes}",
-        f"simulator cpu {snapshot.cpu_s:.0f}s, rss {snapshot.max_rss_mb:.0f} MB",
+        f"simulator cpu {snapshot.cpu_s:.0f}s, rss {snapshot.max_rss_mb:.0f} MiB",
     )
     states = Table(box=None, header_style="bold", pad_edge=False)
     states.add_column("phase")
