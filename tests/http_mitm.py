@@ -1,14 +1,17 @@
 """A man in the middle on plain HTTP, on a thread of its own: forwards each request to the
 control plane and hands every response to `tamper`, which may rewrite it before the client
-sees it. The attack tests put it between a real agent and a real server."""
+sees it; `forgeries` rewrite the body of 200 answers by the path's ending. The attack tests
+put it between a real agent and a real server, and between the operators' CLI and a
+server (a control plane that lies)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from tests.relay import LoopbackListener
 
 
 @dataclass
@@ -24,40 +27,20 @@ class Exchange:
 
 
 Tamper = Callable[[Exchange], None]
+Forgery = Callable[[bytes], bytes]
 
 
-class HttpMitm:
+class HttpMitm(LoopbackListener):
     def __init__(self, server_url: str, tamper: Tamper | None = None) -> None:
-        self._host, port = server_url.removeprefix("http://").rsplit(":", 1)
-        self._port = int(port)
+        super().__init__(server_url)
         self.tamper = tamper
+        self.forgeries: dict[str, Forgery] = {}
         self.seen: list[Exchange] = []
-        self.url = ""
-        self._writers: list[asyncio.StreamWriter] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    def __enter__(self) -> HttpMitm:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=10)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-    async def _listen(self) -> None:
-        self._listener = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._listener.sockets[0].getsockname()[1]}"
-
-    async def _close(self) -> None:
-        self._listener.close()
-        for writer in self._writers:
-            writer.close()
-        await asyncio.gather(*(w.wait_closed() for w in self._writers), return_exceptions=True)
-        await self._listener.wait_closed()
+    @property
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request that went through."""
+        return [(e.method, e.target.split("?")[0]) for e in self.seen]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
@@ -67,7 +50,9 @@ class HttpMitm:
                 head = await reader.readuntil(b"\r\n\r\n")
                 request_line, headers = _parse_head(head)
                 method, target, _ = request_line.split(" ", 2)
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                body = await _read_body(reader, headers, "")
+                if headers.pop("transfer-encoding", None) is not None:
+                    headers["content-length"] = str(len(body))
                 headers.pop("accept-encoding", None)  # plain bodies, so they can be read
                 up_writer.write(_head(request_line, headers) + body)
                 await up_writer.drain()
@@ -79,6 +64,10 @@ class HttpMitm:
                                     response_headers, response_body)  # fmt: skip
                 if self.tamper is not None:
                     self.tamper(exchange)
+                path = target.split("?")[0]
+                for suffix, forge in self.forgeries.items():
+                    if exchange.status == 200 and path.endswith(suffix):
+                        exchange.body = forge(exchange.body)
                 self.seen.append(exchange)
                 out = dict(exchange.headers)
                 out.pop("transfer-encoding", None)

@@ -9,29 +9,24 @@ import asyncio
 import contextlib
 import json
 import threading
+from abc import ABC, abstractmethod
+from typing import Self
 
 
-class Relay:
-    """A TCP relay in front of the server, on a thread of its own: counts the connections
-    made through it and keeps every byte sent upstream."""
+class LoopbackListener(ABC):
+    """A listener on a loopback port, with an event loop on a thread of its own, in front
+    of the server at `server_url`; subclasses say what to do with each connection
+    (`_accept`) and register the streams to close in `_writers`."""
 
     def __init__(self, server_url: str) -> None:
         self._host, port = server_url.removeprefix("http://").rsplit(":", 1)
         self._port = int(port)
-        self.connections = 0
-        self.streams: list[bytearray] = []  # what went upstream, one per connection
-        self.downstream_bytes = 0
-        self.blackholed = False  # set and cleared from any thread
         self.url = ""
         self._writers: list[asyncio.StreamWriter] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    @property
-    def upstream_bytes(self) -> int:
-        return sum(len(stream) for stream in self.streams)
-
-    def __enter__(self) -> Relay:
+    def __enter__(self) -> Self:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=10)
         return self
@@ -52,6 +47,26 @@ class Relay:
             writer.close()
         await asyncio.gather(*(w.wait_closed() for w in self._writers), return_exceptions=True)
         await self._listener.wait_closed()
+
+    @abstractmethod
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one connection from the client."""
+
+
+class Relay(LoopbackListener):
+    """A TCP relay in front of the server, on a thread of its own: counts the connections
+    made through it and keeps every byte sent upstream."""
+
+    def __init__(self, server_url: str) -> None:
+        super().__init__(server_url)
+        self.connections = 0
+        self.streams: list[bytearray] = []  # what went upstream, one per connection
+        self.downstream_bytes = 0
+        self.blackholed = False  # set and cleared from any thread
+
+    @property
+    def upstream_bytes(self) -> int:
+        return sum(len(stream) for stream in self.streams)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

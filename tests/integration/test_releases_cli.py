@@ -1,6 +1,6 @@
 """Releases through the operator CLI against a real control plane: `releases create` with
 a service file is all or nothing, and signing refuses whatever the control plane slips
-into what it hands over (`ForgingProxy` plays a control plane that lies)."""
+into what it hands over (`HttpMitm` plays a control plane that lies)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from edgefleet.security.trust_store import TrustStore
 from edgefleet.security.tuf_metadata import ReleaseTarget
 from tests.cli_runner import CliResult, run_cli
 from tests.conftest import ADMIN_TOKEN
-from tests.forging_proxy import ForgingProxy
+from tests.http_mitm import HttpMitm
 from tests.releases import service_manifest
 
 
@@ -96,7 +96,7 @@ class Operators:
     """Operators' machines (each its own config and trust store) reaching the control plane
     through a proxy that can forge its answers."""
 
-    proxy: ForgingProxy
+    proxy: HttpMitm
     home: Path
     root_key: Path
     targets_key: Path
@@ -126,7 +126,7 @@ def operators(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[Operators]:
     """A root of trust set up through the proxy, and vision@1.0.0 signed and published."""
     home = tmp_path_factory.mktemp("operators")
-    with ForgingProxy(server.url) as proxy, server.client() as admin:
+    with HttpMitm(server.url) as proxy, server.client() as admin:
         team = Operators(proxy, home, home / "root.key", home / "targets.key")
         for role, path in (("root", team.root_key), ("targets", team.targets_key)):
             assert team.cli("keys", "generate", "--role", role, "-o", str(path)).code == 0
