@@ -16,8 +16,9 @@ from typing import Any
 
 import typer
 import yaml
+from rich.markup import escape
 
-from edgefleet.cli.output import Output, console, print_json
+from edgefleet.cli.output import Output, OutputOpt, console, emit_document, print_names
 from edgefleet.client import FleetClient
 from edgefleet.errors import InvalidInput
 
@@ -25,6 +26,7 @@ from edgefleet.errors import InvalidInput
 @dataclass(frozen=True)
 class ApplyOptions:
     supersede: bool = False  # Rollout: take over devices other active rollouts hold
+    dry_run: bool = False  # the control plane decides, stores nothing
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,20 @@ Handler = Callable[[FleetClient, dict[str, Any], ApplyOptions], Applied]
 
 
 def apply_rollout(client: FleetClient, doc: dict[str, Any], options: ApplyOptions) -> Applied:
-    answer = client.create_rollout(doc, supersede=options.supersede)
+    answer = client.create_rollout(doc, supersede=options.supersede, dry_run=options.dry_run)
     rollout = answer["rollout"]
-    detail = f"{rollout['id']}, {rollout['release']}, {rollout['state']}"
+    detail = f"{rollout['release']}, {rollout['state']}"
+    if not options.dry_run:
+        detail = f"{rollout['id']}, {detail}"
     if answer["superseded"]:
         detail += f"; superseded {', '.join(answer['superseded'])}"
+    plan = answer.get("plan")
+    if plan is not None:
+        waves = "; ".join(f"wave {w['index'] + 1} ({w['label']}): {', '.join(w['devices'])}"
+                          for w in plan["waves"])  # fmt: skip
+        skipped = sum(not d["compatible"] for d in plan["devices"])
+        detail += (f"; {len(plan['devices'])} device(s), {skipped} incompatible; "
+                   f"{waves or 'no wave'}")
     action = "created" if answer["created"] else "unchanged"
     return Applied("Rollout", rollout["name"], action, detail, answer)
 
@@ -52,14 +63,14 @@ def apply_rollout(client: FleetClient, doc: dict[str, Any], options: ApplyOption
 def apply_release_train(
     client: FleetClient, doc: dict[str, Any], options: ApplyOptions
 ) -> Applied:
-    answer = client.apply_release_train(doc)
+    answer = client.apply_release_train(doc, dry_run=options.dry_run)
     train = answer["train"]
     detail = f"{len(train['releases'])} release(s), {train['state']}: {train['reason']}"
     return Applied("ReleaseTrain", train["name"], answer["action"], detail, answer)
 
 
 def apply_workload(client: FleetClient, doc: dict[str, Any], options: ApplyOptions) -> Applied:
-    answer = client.apply_workload(doc)
+    answer = client.apply_workload(doc, dry_run=options.dry_run)
     detail = f"{answer['replicas']} replica(s), releases {', '.join(answer['releases']) or '-'}"
     return Applied("Workload", answer["name"], answer["outcome"], detail, answer)
 
@@ -113,28 +124,35 @@ def apply(
         False, "--supersede",
         help="Rollouts: abort active rollouts holding the same devices and take them over",
     ),
-    output: Output = typer.Option(Output.TABLE, "--output", "-o", help="table or json"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Ask the control plane what each document would do (a "
+        "rollout's devices and waves); nothing is stored or audited"
+    ),
+    output: Output = OutputOpt,
 ) -> None:
     """Create or update what the manifests in a file declare (Rollout, ReleaseTrain, ...)."""
     text = sys.stdin.read() if filename == "-" else _read(Path(filename))
     documents = read_documents(text, filename)
-    options = ApplyOptions(supersede=supersede)
+    options = ApplyOptions(supersede=supersede, dry_run=dry_run)
     results = []
     with ctx.obj.client() as client:
         for doc in documents:
             applied = HANDLERS[doc["kind"]](client, doc, options)
             results.append(applied)
-            if output is Output.TABLE:
+            if output is Output.NAME:
+                print_names([f"{applied.kind.lower()}/{applied.name}"])
+            elif not output.is_document:
+                would = " (dry run)" if dry_run else ""
                 console.print(
-                    f"{applied.kind.lower()}/{applied.name} [bold]{applied.action}[/bold]"
-                    + (f" ({applied.detail})" if applied.detail else ""),
+                    f"{applied.kind.lower()}/{applied.name} [bold]{applied.action}[/bold]{would}"
+                    + (f" ({escape(applied.detail)})" if applied.detail else ""),
                     highlight=False,
                 )
-    if output is Output.JSON:
-        print_json([
+    if output.is_document:
+        emit_document([
             {"kind": a.kind, "name": a.name, "action": a.action, "result": a.result}
             for a in results
-        ])  # fmt: skip
+        ], output)  # fmt: skip
 
 
 def _read(path: Path) -> str:

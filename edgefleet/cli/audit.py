@@ -7,13 +7,21 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli.output import Column, Output, console, emit_list, print_json
+from edgefleet.cli.output import (
+    Column,
+    Output,
+    OutputOpt,
+    console,
+    emit_document,
+    emit_list,
+    format_time,
+    print_names,
+)
 from edgefleet.errors import EdgefleetError, InvalidInput
 from edgefleet.security.audit import AuditRecord, ChainVerifier
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
 PAGE = 1000
 
 
@@ -32,12 +40,16 @@ def _details(details: dict[str, Any]) -> str:
 
 COLUMNS = [
     Column("SEQ", lambda r: r["seq"], "cyan"),
-    Column("TIME", lambda r: r["at"][:19].replace("T", " ")),
+    Column("TIME", lambda r: format_time(r["at"])),
     Column("ACTOR", lambda r: r["actor"]),
     Column("ACTION", lambda r: r["action"], "bold"),
     Column("TARGET", lambda r: r["target"]),
     Column("DETAILS", lambda r: _details(r["details"])),
     Column("REQUEST", lambda r: r["request_id"][:12]),
+]
+WIDE_COLUMNS = [
+    Column("REQUEST ID", lambda r: r["request_id"]),
+    Column("HASH", lambda r: r["hash"]),
 ]
 
 
@@ -47,9 +59,11 @@ def list_records(
     limit: int = typer.Option(20, min=1, max=1000, help="How many of the newest records"),
     output: Output = OutputOpt,
 ) -> None:
-    """Show the newest audit records (oldest first)."""
+    """Show the newest audit records (oldest first); `-o name` prints their sequence
+    numbers."""
     with ctx.obj.client() as client:
-        emit_list(client.audit_tail(limit), output, COLUMNS)
+        emit_list(client.audit_tail(limit), output, COLUMNS, wide=WIDE_COLUMNS,
+                  name=lambda r: str(r["seq"]))
 
 
 def _record(raw: dict[str, Any]) -> AuditRecord:
@@ -102,8 +116,10 @@ def verify(
         "problem": verifier.problem,
         "broken_at": verifier.broken_seq,
     }
-    if output is Output.JSON:
-        print_json(result)
+    if output.is_document:
+        emit_document(result, output)
+    elif output is Output.NAME:
+        print_names([str(result["head"])])
     elif verifier.ok:
         console.print(f"[green]audit chain OK[/green]: {verifier.count} records")
         console.print(f"anchor for next time: {result['head']}")

@@ -6,15 +6,19 @@ from typing import Any
 
 import typer
 
+from edgefleet.cli.examples import examples
 from edgefleet.cli.output import (
     Column,
     Output,
+    OutputOpt,
     ago,
     console,
+    emit_document,
     emit_list,
     emit_object,
     format_labels,
-    print_json,
+    format_time,
+    print_names,
     styled,
 )
 from edgefleet.core.labels import parse_label_change
@@ -22,8 +26,6 @@ from edgefleet.core.release import parse_ref
 
 app = typer.Typer(help="List, inspect, approve and label devices.", no_args_is_help=True)
 groups_app = typer.Typer(help="Named label selectors.", no_args_is_help=True)
-
-OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
 
 
 def _generation(d: dict[str, Any]) -> str:
@@ -40,6 +42,17 @@ DEVICE_COLUMNS = [
     Column("LAST SEEN", lambda d: ago(d["last_seen"])),
     Column("GEN", _generation),
 ]
+DEVICE_WIDE_COLUMNS = [
+    Column("ARCH", lambda d: d["inventory"].get("hardware", {}).get("arch") or "-"),
+    Column("AGENT", lambda d: d["inventory"].get("software", {}).get("agent_version") or "-"),
+    Column("RELEASE", lambda d: _running(d)),
+    Column("ENROLLED", lambda d: format_time(d["created_at"])),
+]
+
+
+def _running(d: dict[str, Any]) -> str:
+    status = d.get("release_status") or {}
+    return f"{status['name']}@{status['version']} {status['state']}" if status else "-"
 
 
 def _hardware(d: dict[str, Any]) -> str:
@@ -106,7 +119,7 @@ DEVICE_FIELDS = [
     Column("generation", lambda d: f"applied {d['applied_generation']}, "
            f"desired {d['desired_generation']}" + ("" if d["in_sync"] else " (converging)")),
     Column("release", lambda d: _release(d)),
-    Column("enrolled", lambda d: ago(d["created_at"])),
+    Column("enrolled", lambda d: format_time(d["created_at"])),
 ]
 
 
@@ -122,7 +135,7 @@ def list_devices(
     """List devices with their enrollment and connection status."""
     with ctx.obj.client() as client:
         rows = client.list_devices(selector, group, status, enrollment)
-    emit_list(rows, output, DEVICE_COLUMNS)
+    emit_list(rows, output, DEVICE_COLUMNS, wide=DEVICE_WIDE_COLUMNS)
 
 
 @app.command("show")
@@ -135,7 +148,7 @@ def show_device(ctx: typer.Context, device: str, output: Output = OutputOpt) -> 
 def _change_enrollment(ctx: typer.Context, devices: list[str], action: str, output: Output) -> None:
     with ctx.obj.client() as client:
         changed = [client.change_enrollment(d, action) for d in devices]
-    emit_list(changed, output, DEVICE_COLUMNS)
+    emit_list(changed, output, DEVICE_COLUMNS, wide=DEVICE_WIDE_COLUMNS)
 
 
 @app.command("approve")
@@ -154,6 +167,27 @@ def reject(ctx: typer.Context, devices: list[str], output: Output = OutputOpt) -
 def revoke(ctx: typer.Context, devices: list[str], output: Output = OutputOpt) -> None:
     """Revoke devices: their key is no longer accepted (they must re-enroll with a new key)."""
     _change_enrollment(ctx, devices, "revoke", output)
+
+
+@app.command("delete", epilog=examples(
+    "edgefleet devices delete cam-7",
+    "edgefleet devices list -l site=closed -o name | xargs edgefleet devices delete",
+))
+def delete(
+    ctx: typer.Context,
+    devices: list[str] = typer.Argument(..., metavar="ID|NAME..."),
+    output: Output = OutputOpt,
+) -> None:
+    """Decommission devices: their key, nonces, desired state and telemetry are forgotten,
+    they leave rollouts and placement, and their names are free. The audit log keeps their
+    history; a deleted agent is refused (it must enroll again as a new device)."""
+    with ctx.obj.client() as client:
+        deleted = [client.delete_device(d) for d in devices]
+    if output is Output.TABLE or output is Output.WIDE:
+        for d in deleted:
+            console.print(f"device {d['name']} ({d['id']}) deleted", highlight=False)
+        return
+    emit_list(deleted, output, DEVICE_COLUMNS)
 
 
 @app.command("label")
@@ -199,8 +233,11 @@ def set_release(
     ref = parse_ref(release, "release")
     with ctx.obj.client() as client:
         result = client.assign_release(ref.name, ref.version, device, selector, stage_only)
-    if output is Output.JSON:
-        print_json(result)
+    if output.is_document:
+        emit_document(result, output)
+        return
+    if output is Output.NAME:
+        print_names(result["assigned"])
         return
     console.print(f"assigned {ref} to {len(result['assigned'])} device(s)"
                   + (" (stage only)" if stage_only else ""))

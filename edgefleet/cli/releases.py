@@ -9,7 +9,15 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli.output import Column, Output, console, emit_list, emit_object, print_json
+from edgefleet.cli.output import (
+    Column,
+    Output,
+    OutputOpt,
+    console,
+    emit_list,
+    emit_object,
+    format_time,
+)
 from edgefleet.cli.signing import (
     FILE_HELP,
     ROOT_FILE_HELP,
@@ -30,7 +38,6 @@ artifacts_app = typer.Typer(help="Versioned files: ONNX models, plain files, ser
 releases_app = typer.Typer(help="Batches of artifacts that ship together, signed with TUF.",
                            no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
 # How far the staged expiry may sit from now + the lifetime asked for: the server's clock
 # and this machine's may differ a little.
 EXPIRY_TOLERANCE = timedelta(hours=1)
@@ -124,7 +131,7 @@ def show_artifact(ctx: typer.Context, ref: str, output: Output = OutputOpt) -> N
     with ctx.obj.client() as client:
         artifact = client.get_artifact(parsed.name, parsed.version)
     fields = [*ARTIFACT_COLUMNS, Column("SHA256 (full)", lambda a: a["sha256"]),
-              Column("CREATED", lambda a: f"{a['created_at'][:19]} by {a['created_by']}")]
+              Column("CREATED", lambda a: f"{format_time(a['created_at'])} by {a['created_by']}")]
     emit_object(artifact, output, fields)
 
 
@@ -207,8 +214,8 @@ def show_release(ctx: typer.Context, ref: str, output: Output = OutputOpt) -> No
     parsed = parse_ref(ref, "release")
     with ctx.obj.client() as client:
         release = client.get_release(parsed.name, parsed.version)
-    if output is Output.JSON:
-        print_json(release)
+    if output.is_document or output is Output.NAME:
+        emit_object(release, output, [], name=lambda r: f"{r['name']}@{r['version']}")
         return
     emit_object(release, output, RELEASE_COLUMNS)
     emit_list(release["files"], output, ARTIFACT_COLUMNS)

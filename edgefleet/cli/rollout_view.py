@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
-from edgefleet.cli.output import styled
+from edgefleet.cli.output import add_column, new_table, styled
 from edgefleet.core.durations import format_duration
 from edgefleet.core.hidden_characters import escape_hidden
 
@@ -21,7 +20,7 @@ SEGMENTS = (
     ("installed", ("installed",), "█", "green"),
     ("in progress", ("updating", "retry-wait", "rolling-back"), "█", "yellow"),
     ("failed", ("failed", "rollback-failed"), "█", "red"),
-    ("skipped", ("skipped-incompatible",), "█", "bright_black"),
+    ("skipped", ("skipped-incompatible", "removed"), "█", "bright_black"),
     ("rolled back", ("rolled-back",), "█", "magenta"),
     ("waiting", ("waiting", "outside-window"), "·", "bright_black"),
 )
@@ -73,10 +72,10 @@ def render_status(status: Mapping[str, Any]) -> RenderableType:
         f"'{status['target'] or '*'}' · {styled(status['state'])}"
     )
     summary = Text(escape_hidden(status["summary"]), style="italic")
-    waves = Table(box=None, header_style="bold", pad_edge=False)
+    waves = new_table()
     for column in ("WAVE", "SIZE", "PROGRESS", "INSTALLED", "IN PROGRESS", "FAILED", "SKIPPED",
                    "ROLLED BACK", "SOAK", "GATES"):  # fmt: skip
-        waves.add_column(column)
+        add_column(waves, column)
     for wave in status["waves"]:
         segments = dict(segment_counts(wave["counts"]))
         marker = "▶ " if wave["current"] and status["state"] not in _FINAL else "  "
@@ -100,9 +99,9 @@ def render_status(status: Mapping[str, Any]) -> RenderableType:
         parts.append(Text(f"{status['skipped']} device(s) skipped as incompatible",
                           style="bright_black"))  # fmt: skip
     if status["gates"]:
-        gates = Table(box=None, header_style="bold", pad_edge=False, title_justify="left")
+        gates = new_table(title_justify="left")
         for column in ("WAVE", "GATE", "VERDICT", "MEASURED", "THRESHOLD", "DEVICES", "SAMPLES"):
-            gates.add_column(column)
+            add_column(gates, column)
         for evaluation in status["gates"]:
             for result in evaluation["results"] or [{}]:
                 if not result:
@@ -119,6 +118,36 @@ def render_status(status: Mapping[str, Any]) -> RenderableType:
                     str(result["samples"]),
                 )
         parts += [Text(), Text("Gates", style="bold"), gates]
+    return Group(*parts)
+
+
+def render_plan(answer: Mapping[str, Any]) -> RenderableType:
+    """A dry run's answer: the rollout it would create, its waves (which devices in which)
+    and the devices skipped as incompatible."""
+    rollout = answer["rollout"]
+    verb = "would be created" if answer["created"] else "unchanged (already active)"
+    parts: list[RenderableType] = [Text(
+        f"rollout {rollout['name']} {verb} (dry run, nothing stored): {rollout['release']} "
+        f"→ '{rollout['target'] or '*'}'"
+    )]  # fmt: skip
+    if answer["superseded"]:
+        parts.append(Text(f"would supersede and abort: {', '.join(answer['superseded'])}"))
+    plan = answer.get("plan")
+    if plan is None:
+        return Group(*parts)
+    waves = new_table()
+    for column in ("WAVE", "SIZE", "SOAK", "DEVICES"):
+        add_column(waves, column)
+    for wave in plan["waves"]:
+        waves.add_row(f"{wave['index'] + 1} ({wave['label']})", str(wave["size"]),
+                      format_duration(wave["soak_s"]),
+                      escape_hidden(", ".join(wave["devices"])))  # fmt: skip
+    matched = len(plan["devices"])
+    parts += [Text(f"{matched} device(s) match; {len(plan['waves'])} wave(s):"), waves]
+    skipped = [d for d in plan["devices"] if not d["compatible"]]
+    for device in skipped:
+        parts.append(Text(escape_hidden(f"skipped {device['name']}: {device['reason']}"),
+                          style="bright_black"))  # fmt: skip
     return Group(*parts)
 
 

@@ -2,34 +2,56 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import typer
 from rich.live import Live
 
+from edgefleet.cli.examples import examples
 from edgefleet.cli.output import (
     Column,
     Output,
+    OutputOpt,
     ago,
     console,
+    emit_document,
     emit_list,
     emit_object,
+    error_console,
+    format_time,
     print_json,
+    print_names,
     styled,
 )
-from edgefleet.cli.rollout_view import is_final, render_status
+from edgefleet.cli.rollout_view import is_final, render_plan, render_status
+from edgefleet.client import FleetClient
 from edgefleet.core.hidden_characters import escape_hidden
-from edgefleet.errors import InvalidInput
+from edgefleet.errors import InvalidInput, Unavailable
 
 app = typer.Typer(help="Fleet rollouts: waves, health gates, windows, rollback.",
                   no_args_is_help=True)
 trains_app = typer.Typer(help="Release trains: each next release rolls out by itself once the "
                          "previous rollout passed its gates.", no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
+# How long `status --watch` keeps retrying while the control plane cannot be reached.
+RECONNECT_S = 30.0
+# `status --watch` exit statuses by the state the rollout ended in (0: succeeded).
+EXIT_STATUS = {"failed": 3, "rolled-back": 4, "aborted": 5}
+STATUS_EPILOG = (
+    examples(
+        "edgefleet rollouts status detector-2-1",
+        "edgefleet rollouts status detector-2-1 --watch && echo fleet updated",
+        "edgefleet rollouts status ro-1a2b3c4d5e --watch -o json | jq -c '{state, summary}'",
+    )
+    + "\n\n[bold]Exit status with --watch[/bold]\n"
+    "  0 succeeded · 3 failed · 4 rolled back · 5 aborted · 1 an error (unknown rollout, "
+    "control plane unreachable for 30 s)"
+)
 
 
 class ReportFormat(StrEnum):
@@ -64,6 +86,12 @@ ROLLOUT_COLUMNS = [
     Column("WAVE", _wave),
     Column("DEVICES", _progress),
     Column("CREATED", lambda r: ago(r["created_at"])),
+]
+ROLLOUT_WIDE_COLUMNS = [
+    Column("TARGET", lambda r: r["target"] or "(every device)"),
+    Column("TRAIN", lambda r: r["train"] or "-"),
+    Column("CREATED BY", lambda r: r["created_by"]),
+    Column("REASON", lambda r: r["reason"]),
 ]
 DEVICE_COLUMNS = [
     Column("DEVICE", lambda d: d["name"], "cyan"),
@@ -183,7 +211,10 @@ def create(
     deadline_action: str = typer.Option("fail", help="fail or force"),
     max_attempts: int = typer.Option(None, help="Installs tried per device [3]"),
     supersede: bool = typer.Option(False, help="Take over devices of other active rollouts"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the manifest, create nothing"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Ask the control plane what would happen: the devices and "
+        "the waves, nothing stored"
+    ),
     output: Output = OutputOpt,
 ) -> None:
     """Create a rollout from flags (the same as `edgefleet apply -f` with a Rollout)."""
@@ -196,13 +227,13 @@ def create(
         on_failure=on_failure, windows=window, deadline=deadline,
         deadline_action=deadline_action, max_attempts=max_attempts,
     )  # fmt: skip
-    if dry_run:
-        print_json(manifest)
-        return
     with ctx.obj.client() as client:
-        answer = client.create_rollout(manifest, supersede=supersede)
-    if output is Output.JSON:
-        print_json(answer)
+        answer = client.create_rollout(manifest, supersede=supersede, dry_run=dry_run)
+    if output.is_document or output is Output.NAME:
+        emit_object(answer["rollout"] if output is Output.NAME else answer, output, [])
+        return
+    if dry_run:
+        console.print(render_plan(answer))
         return
     r = answer["rollout"]
     verb = "created" if answer["created"] else "unchanged (already active)"
@@ -220,7 +251,8 @@ def list_rollouts(
 ) -> None:
     """List rollouts, newest first."""
     with ctx.obj.client() as client:
-        emit_list(client.list_rollouts(active), output, ROLLOUT_COLUMNS)
+        emit_list(client.list_rollouts(active), output, ROLLOUT_COLUMNS,
+                  wide=ROLLOUT_WIDE_COLUMNS)
 
 
 @app.command("show")
@@ -228,8 +260,8 @@ def show(ctx: typer.Context, rollout: str, output: Output = OutputOpt) -> None:
     """Show a rollout (by id or name) with each device's state and reason."""
     with ctx.obj.client() as client:
         status = client.get_rollout(rollout)
-    if output is Output.JSON:
-        print_json(status)
+    if output.is_document or output is Output.NAME:
+        emit_object(status, output, [])
         return
     fields = [
         Column("ID", lambda r: r["id"]),
@@ -241,43 +273,117 @@ def show(ctx: typer.Context, rollout: str, output: Output = OutputOpt) -> None:
         Column("WAVE", _wave),
         Column("ON FAILURE", lambda r: r["on_failure"]),
         Column("TRAIN", lambda r: r["train"] or "-"),
-        Column("CREATED", lambda r: f"{r['created_at'][:19]} by {r['created_by']}"),
+        Column("CREATED", lambda r: f"{format_time(r['created_at'])} by {r['created_by']}"),
     ]
     emit_object(status, output, fields)
     console.print()
     emit_list(status["devices"], output, DEVICE_COLUMNS)
 
 
-@app.command("status")
+def _fetch_through_drops(client: FleetClient, rollout: str) -> dict[str, Any]:
+    """The rollout's status, retried while the control plane is briefly unreachable."""
+    deadline = time.monotonic() + RECONNECT_S
+    while True:
+        try:
+            return client.get_rollout(rollout)
+        except Unavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _watch_lines(client: FleetClient, rollout: str, interval: float) -> Any:
+    """Each distinct status of the rollout until it ends (the first one at once)."""
+    current = _fetch_through_drops(client, rollout)
+    yield current
+    while not is_final(current):
+        time.sleep(max(0.2, interval))
+        latest = _fetch_through_drops(client, rollout)
+        if latest != current:
+            yield latest
+        current = latest
+
+
+def _exit_with_outcome(status: dict[str, Any]) -> None:
+    code = EXIT_STATUS.get(status["state"], 0)
+    if code:
+        error_console.print(
+            f"rollout {status['name']} ({status['id']}) ended {status['state']}: "
+            f"{status['reason']}", highlight=False, markup=False,
+        )  # fmt: skip
+        raise typer.Exit(code)
+
+
+@app.command("status", epilog=STATUS_EPILOG)
 def status(
     ctx: typer.Context,
-    rollout: str,
-    watch: bool = typer.Option(False, "--watch", "-w", help="Redraw until the rollout ends"),
-    interval: float = typer.Option(1.0, help="Seconds between redraws with --watch"),
+    rollout: str = typer.Argument(..., metavar="ID|NAME"),
+    watch: bool = typer.Option(
+        False, "--watch", "-w", help="Follow the rollout until it ends; the exit status says "
+        "how it ended"
+    ),
+    interval: float = typer.Option(1.0, metavar="SECONDS", help="Seconds between looks with "
+                                   "--watch"),
     output: Output = OutputOpt,
 ) -> None:
     """Progress per wave (installed / in progress / failed / skipped) and gate results."""
     with ctx.obj.client() as client:
-        current = client.get_rollout(rollout)
-        if output is Output.JSON:
-            print_json(current)
-            return
         if not watch:
-            console.print(render_status(current))
+            current = client.get_rollout(rollout)
+            if output is Output.TABLE or output is Output.WIDE:
+                console.print(render_status(current))
+            else:
+                emit_object(current, output, [])
             return
-        with Live(render_status(current), console=console, refresh_per_second=4,
-                  auto_refresh=sys.stdout.isatty()) as live:  # fmt: skip
-            while not is_final(current):
-                time.sleep(max(0.2, interval))
-                current = client.get_rollout(rollout)
-                live.update(render_status(current), refresh=True)
+        if output.is_document or output is Output.NAME:
+            current = _stream(client, rollout, interval, output)
+        elif console.is_terminal:
+            current = _redraw(client, rollout, interval)
+        else:
+            current = _log(client, rollout, interval)
+    _exit_with_outcome(current)
+
+
+def _stream(client: FleetClient, rollout: str, interval: float, output: Output) -> Any:
+    """One document per change: a JSON object per line, or YAML documents."""
+    current: dict[str, Any] = {}
+    for current in _watch_lines(client, rollout, interval):
+        if output is Output.JSON:
+            sys.stdout.write(json.dumps(current, sort_keys=True) + "\n")
+        elif output is Output.YAML:
+            sys.stdout.write("---\n")
+            emit_document(current, output)
+        else:
+            print_names([f"{current['name']} {current['state']}"])
+        sys.stdout.flush()
+    return current
+
+
+def _redraw(client: FleetClient, rollout: str, interval: float) -> Any:
+    lines = _watch_lines(client, rollout, interval)
+    current = next(lines)
+    with Live(render_status(current), console=console, refresh_per_second=4) as live:
+        for current in lines:
+            live.update(render_status(current), refresh=True)
+    return current
+
+
+def _log(client: FleetClient, rollout: str, interval: float) -> Any:
+    """Off a terminal: a line per change, then the final status."""
+    current: dict[str, Any] = {}
+    for current in _watch_lines(client, rollout, interval):
+        console.print(f"{format_time(datetime.now(UTC))} {current['state']}: "
+                      f"{current['summary']}", highlight=False, markup=False)  # fmt: skip
+        sys.stdout.flush()
+    console.print(render_status(current))
+    return current
 
 
 def _command(ctx: typer.Context, rollout: str, command: str, note: str, output: Output) -> None:
     with ctx.obj.client() as client:
         result = client.rollout_command(rollout, command, note)
-    if output is Output.JSON:
-        print_json(result)
+    if output.is_document or output is Output.NAME:
+        emit_object(result, output, [])
         return
     console.print(f"rollout {result['name']} ({result['id']}): {styled(result['state'])} — "
                   f"{result['reason']}", highlight=False)  # fmt: skip
@@ -340,13 +446,14 @@ TRAIN_COLUMNS = [
     Column("ROLLOUT", lambda t: t["rollout_id"] or "-"),
     Column("REASON", lambda t: t["reason"]),
 ]
+TRAIN_WIDE_COLUMNS = [Column("ALL RELEASES", lambda t: ", ".join(t["releases"]))]
 
 
 @trains_app.command("list")
 def list_trains(ctx: typer.Context, output: Output = OutputOpt) -> None:
     """List release trains (create and update them with `edgefleet apply -f`)."""
     with ctx.obj.client() as client:
-        emit_list(client.list_release_trains(), output, TRAIN_COLUMNS)
+        emit_list(client.list_release_trains(), output, TRAIN_COLUMNS, wide=TRAIN_WIDE_COLUMNS)
 
 
 @trains_app.command("show")
@@ -354,5 +461,4 @@ def show_train(ctx: typer.Context, name: str, output: Output = OutputOpt) -> Non
     """Show a release train: its releases, where it is, and why."""
     with ctx.obj.client() as client:
         train = client.get_release_train(name)
-    fields = [*TRAIN_COLUMNS, Column("ALL RELEASES", lambda t: ", ".join(t["releases"]))]
-    emit_object(train, output, fields)
+    emit_object(train, output, [*TRAIN_COLUMNS, *TRAIN_WIDE_COLUMNS])

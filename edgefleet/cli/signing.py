@@ -95,7 +95,7 @@ def local_files(paths: list[Path]) -> list[LocalFile]:
 
 def show_review(lines: list[str], output: Output = Output.TABLE) -> None:
     """The change about to be signed; on stderr when stdout carries JSON."""
-    target = error_console if output is Output.JSON else console
+    target = error_console if output.is_document else console
     for line in lines:
         target.print(line, highlight=False, markup=False)
 

@@ -10,9 +10,22 @@ from typing import Any
 
 import typer
 import yaml
-from rich.table import Table
 
-from edgefleet.cli.output import Column, Output, ago, console, emit_list, emit_object, print_json
+from edgefleet.cli.output import (
+    Column,
+    Output,
+    OutputOpt,
+    add_column,
+    ago,
+    console,
+    emit_document,
+    emit_list,
+    emit_object,
+    format_time,
+    new_table,
+    print_json,
+    print_names,
+)
 from edgefleet.errors import InvalidInput
 
 app = typer.Typer(help="Query device telemetry and manage the fleet telemetry policy.",
@@ -22,7 +35,6 @@ policy_app = typer.Typer(help="The fleet-wide telemetry policy (sampling and det
 alerts_app = typer.Typer(help="KPI anomalies, drift and cohort outliers.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
 SPARKS = "▁▂▃▄▅▆▇█"
 BAR_WIDTH = 24
 
@@ -90,16 +102,16 @@ def _render_series(result: dict[str, Any]) -> None:
         present = [v for v in values if v is not None]
         console.print(f"{label}  {sparkline(values)}  "
                       f"[dim]{_num(min(present))} .. {_num(max(present))}[/dim]")
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = new_table()
     for header in ("TIME", "COUNT", "MEAN", "MIN", "MAX"):
-        table.add_column(header, justify="right" if header != "TIME" else "left")
+        add_column(table, header, justify="right" if header != "TIME" else "left")
     if quantile is not None:
-        table.add_column(_q_label(quantile), justify="right")
-    table.add_column(label)
+        add_column(table, _q_label(quantile), justify="right")
+    add_column(table, label)
     high = max((v for v in values if v is not None), default=0.0)
     for point, value in zip(points, values, strict=True):
         row = [
-            point["time"][:19].replace("T", " "), str(point["count"]), _num(point["mean"]),
+            format_time(point["time"]), str(point["count"]), _num(point["mean"]),
             _num(point["min"]), _num(point["max"]),
         ]  # fmt: skip
         if quantile is not None:
@@ -117,12 +129,12 @@ def _render_devices(result: dict[str, Any]) -> None:
         f"[bold]{result['metric']}[/bold] on {len(result['series'])} devices, "
         f"step {result['step_s']}s"
     )
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = new_table()
     for header in ("DEVICE", "NAME", "COUNT", "MEAN", "MIN", "MAX"):
-        table.add_column(header)
+        add_column(table, header)
     if quantile is not None:
-        table.add_column(_q_label(quantile))
-    table.add_column("TREND")
+        add_column(table, _q_label(quantile))
+    add_column(table, "TREND")
     for series in result["series"]:
         summary = series["summary"]
         row = [series["device_id"], series["device_name"]]
@@ -160,8 +172,8 @@ def query(
         raise InvalidInput("give exactly one of --device and --selector")
     with ctx.obj.client() as client:
         result = client.telemetry_query(metric, device, selector, since, until, quantile, step)
-    if output is Output.JSON:
-        print_json(result)
+    if output.is_document or output is Output.NAME:
+        emit_object(result, output, [], name=lambda r: r["metric"])
     elif device is not None:
         _render_series(result)
     else:
@@ -182,8 +194,11 @@ def kpis(
         raise InvalidInput("give exactly one of --device and --selector")
     with ctx.obj.client() as client:
         result = client.telemetry_kpis(device, selector, since=since, until=until)
-    if output is Output.JSON:
-        print_json(result)
+    if output.is_document:
+        emit_document(result, output)
+        return
+    if output is Output.NAME:
+        print_names(sorted(result["kpis"]))
         return
     rows = [
         {"device": d, "kpi": k, **reading}
@@ -243,8 +258,8 @@ def metrics(
     """The metric names a device has reported."""
     with ctx.obj.client() as client:
         names = client.telemetry_metrics(device, since)
-    if output is Output.JSON:
-        print_json(names)
+    if output.is_document:
+        emit_document(names, output)
     else:
         for name in names:
             console.print(name)
@@ -253,7 +268,7 @@ def metrics(
 @policy_app.command("show")
 def policy_show(
     ctx: typer.Context,
-    output: str = typer.Option("yaml", "--output", "-o", help="yaml or json"),
+    output: str = typer.Option("yaml", "--output", "-o", metavar="FORMAT", help="yaml or json"),
 ) -> None:
     """The fleet telemetry policy in force (every default spelled out)."""
     with ctx.obj.client() as client:
@@ -282,8 +297,8 @@ def policy_set(
         raise InvalidInput(f"{file}: expected a mapping at the top")
     with ctx.obj.client() as client:
         record = client.set_telemetry_policy(document)
-    if output is Output.JSON:
-        print_json(record)
+    if output.is_document:
+        emit_document(record, output)
     else:
         sets = ", ".join(f"{s['name']} {s['window_s']}s" for s in record["document"]["sets"])
         console.print(f"telemetry policy version {record['version']} set: {sets}; "

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import typer
 
-from edgefleet.cli.output import Column, Output, ago, emit_list, emit_object
+from edgefleet.cli.output import (
+    Column,
+    Output,
+    OutputOpt,
+    ago,
+    emit_list,
+    emit_object,
+    format_time,
+)
 from edgefleet.core.durations import parse_duration
 from edgefleet.security.rbac import Role
 
 app = typer.Typer(help="Operators' API tokens (admin only).", no_args_is_help=True)
 enrollment_app = typer.Typer(help="Tokens that let devices enroll.", no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
 
 
 def _expiry(value: str | None) -> str:
-    return value[:19].replace("T", " ") if value else "never"
+    return format_time(value, missing="never")
 
 
 API_TOKEN_COLUMNS = [
@@ -25,6 +32,10 @@ API_TOKEN_COLUMNS = [
     Column("EXPIRES", lambda t: _expiry(t["expires_at"])),
     Column("REVOKED", lambda t: "yes" if t["revoked"] else "no"),
     Column("LAST USED", lambda t: ago(t["last_used_at"])),
+]
+API_TOKEN_WIDE_COLUMNS = [
+    Column("CREATED", lambda t: format_time(t["created_at"])),
+    Column("CREATED BY", lambda t: t["created_by"]),
 ]
 SECRET = Column("TOKEN", lambda t: t.get("token") or "-", "bold")
 
@@ -51,14 +62,19 @@ def create_api_token(
 def list_api_tokens(ctx: typer.Context, output: Output = OutputOpt) -> None:
     """List API tokens (never their secrets)."""
     with ctx.obj.client() as client:
-        emit_list(client.list_api_tokens(), output, API_TOKEN_COLUMNS)
+        emit_list(client.list_api_tokens(), output, API_TOKEN_COLUMNS, wide=API_TOKEN_WIDE_COLUMNS)
 
 
 @app.command("revoke")
-def revoke_api_token(ctx: typer.Context, token_id: str, output: Output = OutputOpt) -> None:
-    """Revoke an API token."""
+def revoke_api_token(
+    ctx: typer.Context,
+    token: str = typer.Argument(..., metavar="ID|NAME", help="The token's id, or its name"),
+    output: Output = OutputOpt,
+) -> None:
+    """Revoke an API token, by id or by name (a name several live tokens share is refused:
+    use the id)."""
     with ctx.obj.client() as client:
-        emit_object(client.revoke_api_token(token_id), output, API_TOKEN_COLUMNS)
+        emit_object(client.revoke_api_token(token), output, API_TOKEN_COLUMNS)
 
 
 def _uses(t: dict[str, object]) -> str:
@@ -72,6 +88,10 @@ ENROLLMENT_COLUMNS = [
     Column("USES", _uses),
     Column("EXPIRES", lambda t: _expiry(t["expires_at"])),
     Column("REVOKED", lambda t: "yes" if t["revoked"] else "no"),
+]
+ENROLLMENT_WIDE_COLUMNS = [
+    Column("CREATED", lambda t: format_time(t["created_at"])),
+    Column("CREATED BY", lambda t: t["created_by"]),
 ]
 
 
@@ -96,7 +116,8 @@ def create_enrollment_token(
 def list_enrollment_tokens(ctx: typer.Context, output: Output = OutputOpt) -> None:
     """List enrollment tokens (never their secrets)."""
     with ctx.obj.client() as client:
-        emit_list(client.list_enrollment_tokens(), output, ENROLLMENT_COLUMNS)
+        emit_list(client.list_enrollment_tokens(), output, ENROLLMENT_COLUMNS,
+                  wide=ENROLLMENT_WIDE_COLUMNS, name=lambda t: t["id"])
 
 
 @enrollment_app.command("revoke")

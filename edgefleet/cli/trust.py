@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from edgefleet.atomicfile import write_atomically
-from edgefleet.cli.output import Column, Output, console, emit_object, print_json
+from edgefleet.cli.output import Column, Output, console, emit_document, emit_object
 from edgefleet.cli.signing import (
     FILE_HELP,
     ROOT_FILE_HELP,
@@ -246,8 +246,8 @@ def status(ctx: typer.Context, output: Output = typer.Option(Output.TABLE, "-o",
     """Show the root of trust: versions, roles, thresholds, expiry."""
     with ctx.obj.client() as client:
         result = client.trust_status()
-    if output is Output.JSON:
-        print_json(result)
+    if output.is_document:
+        emit_document(result, output)
     elif not result["initialized"]:
         console.print("trust: not initialized (edgefleet trust init)")
     else:

@@ -10,10 +10,12 @@ import typer
 from edgefleet.cli.output import (
     Column,
     Output,
+    OutputOpt,
     console,
+    emit_document,
     emit_list,
     emit_object,
-    print_json,
+    format_time,
     styled,
 )
 from edgefleet.errors import InvalidInput
@@ -24,7 +26,6 @@ workloads_app = typer.Typer(
 )
 placements_app = typer.Typer(help="Where each replica runs and why.", no_args_is_help=True)
 
-OutputOpt = typer.Option(Output.TABLE, "--output", "-o", help="table or json")
 
 
 def _where(w: dict[str, Any]) -> str:
@@ -85,8 +86,8 @@ def show_workload(ctx: typer.Context, name: str, output: Output = OutputOpt) -> 
     """Show a workload: its spec, where its replicas run, their status, migrations."""
     with ctx.obj.client() as client:
         workload = client.get_workload(name)
-    if output is Output.JSON:
-        print_json(workload)
+    if output.is_document or output is Output.NAME:
+        emit_object(workload, output, [])
         return
     emit_object(workload, output, [
         Column("NAME", lambda w: w["name"]),
@@ -94,7 +95,7 @@ def show_workload(ctx: typer.Context, name: str, output: Output = OutputOpt) -> 
         Column("PRIORITY", lambda w: w["priority"]),
         Column("STATEFUL", lambda w: "yes" if w["stateful"] else "no"),
         Column("RELEASES", lambda w: ",".join(w["releases"]) or "-"),
-        Column("UPDATED", lambda w: f"{w['updated_at'][:19]} by {w['updated_by']}"),
+        Column("UPDATED", lambda w: f"{format_time(w['updated_at'])} by {w['updated_by']}"),
     ])  # fmt: skip
     console.print("\n[bold]Placement[/bold]")
     emit_list(workload["placement"], output, PLACEMENT_COLUMNS)
@@ -133,8 +134,8 @@ def migrate(
             emit_list(client.abort_migrations(name), output, MIGRATION_COLUMNS)
             return
         migration = client.migrate_workload(name, replica, to, selector)
-    if output is Output.JSON:
-        print_json(migration)
+    if output.is_document or output is Output.NAME:
+        emit_object(migration, output, [])
         return
     source = migration["source_name"] or migration["source"]
     target = migration["target_name"] or migration["target"]
@@ -148,15 +149,14 @@ def migrations(ctx: typer.Context, name: str, output: Output = OutputOpt) -> Non
     """A workload's migrations (newest first), each with its last reported step."""
     with ctx.obj.client() as client:
         found = client.workload_migrations(name)
-    if output is Output.JSON:
-        print_json(found)
-        return
     emit_list(found, output, MIGRATION_COLUMNS)
+    if output is not Output.TABLE and output is not Output.WIDE:
+        return
     for m in found[:1]:
         console.print(f"\n[bold]Steps of {m['id']}[/bold]")
         for step in m["steps"]:
-            console.print(f"  {step['at'][11:19]}  {step['state']:<13} {step['weight_pct']:>3}%  "
-                          f"{step['detail']}", highlight=False)
+            console.print(f"  {format_time(step['at'])}  {step['state']:<13} "
+                          f"{step['weight_pct']:>3}%  {step['detail']}", highlight=False)
 
 
 @workloads_app.command("endpoints")
@@ -198,10 +198,11 @@ def show_placement(ctx: typer.Context, workload: str, output: Output = OutputOpt
     """Where each replica of WORKLOAD is placed, at which generation, and why."""
     with ctx.obj.client() as client:
         placement = client.placement(workload)
-    if output is Output.JSON:
-        print_json(placement)
+    if output.is_document:
+        emit_document(placement, output)
         return
-    emit_list(placement["placement"], output, PLACEMENT_COLUMNS)
+    emit_list(placement["placement"], output, PLACEMENT_COLUMNS,
+              name=lambda p: p["node"] or p["node_id"] or "-")
 
 
 def _terms(row: dict[str, Any]) -> str:
@@ -217,8 +218,8 @@ def explain(ctx: typer.Context, workload: str, output: Output = OutputOpt) -> No
     excluded (naming the failing constraint)."""
     with ctx.obj.client() as client:
         result = client.explain_placement(workload)
-    if output is Output.JSON:
-        print_json(result)
+    if output.is_document:
+        emit_document(result, output)
         return
     for decision in result["decisions"]:
         console.print(f"[bold]replica {decision['replica']}[/bold]: {decision['action']}: "
