@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from edgefleet.core.device_names import validate_device_name
 from edgefleet.core.install import InstallState
-from edgefleet.errors import SettingsError
+from edgefleet.errors import InvalidInput, SettingsError
 from edgefleet.transport.http_proxy import ProxySettings
 
 
@@ -66,6 +67,10 @@ class AgentSettings:
                 f"bad setting server (--server / EDGEFLEET_SERVER): {self.server_url!r} "
                 "is not an http(s) URL"
             )
+        try:
+            validate_device_name(self.name)
+        except InvalidInput as e:  # the control plane would refuse it at every enrollment
+            raise SettingsError(f"bad setting name (--name): {e.message}") from None
         if self.ca_file is not None and not self.ca_file.is_file():
             raise SettingsError(f"bad setting ca_file (--ca-file / EDGEFLEET_CA_FILE): "
                                 f"{self.ca_file} is not a file")

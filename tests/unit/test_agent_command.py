@@ -166,3 +166,10 @@ def test_who_services_run_as() -> None:
     assert resolve_service_user(None, euid=12345) is None
     default = resolve_service_user(None, euid=0)
     assert default is None or default.name == "edgefleet-svc"
+
+
+@pytest.mark.parametrize("name", ["cam\u202e1", " cam-1", "cam\x1b[2J"])
+def test_a_name_the_control_plane_would_refuse_stops_the_agent_at_start(name: str) -> None:
+    """An agent with such a name would retry its refused enrollment forever."""
+    with pytest.raises(SettingsError, match=r"bad setting name \(--name\): invalid device name"):
+        settings([*REQUIRED, "--name", name])
