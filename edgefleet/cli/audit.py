@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from edgefleet.cli.help_text import describe
 from edgefleet.cli.output import (
     Column,
     Output,
@@ -125,3 +126,9 @@ def verify(
         console.print(f"anchor for next time: {result['head']}")
     if not verifier.ok:
         raise ChainBroken(f"audit chain broken: {verifier.problem}")
+
+
+describe(app, {
+    "list": ["edgefleet audit list --limit 50", "edgefleet audit list -o json | jq '.[].action'"],
+    "verify": ["edgefleet audit verify", "edgefleet audit verify --anchor 120:ab12..."],
+})  # fmt: skip

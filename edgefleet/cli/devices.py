@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from edgefleet.cli.examples import examples
+from edgefleet.cli.help_text import describe, examples
 from edgefleet.cli.output import (
     Column,
     Output,
@@ -175,7 +175,7 @@ def revoke(ctx: typer.Context, devices: list[str], output: Output = OutputOpt) -
 ))
 def delete(
     ctx: typer.Context,
-    devices: list[str] = typer.Argument(..., metavar="ID|NAME..."),
+    devices: list[str] = typer.Argument(..., metavar="ID|NAME"),
     output: Output = OutputOpt,
 ) -> None:
     """Decommission devices: their key, nonces, desired state and telemetry are forgotten,
@@ -296,3 +296,27 @@ def delete_group(ctx: typer.Context, name: str) -> None:
     with ctx.obj.client() as client:
         client.delete_group(name)
     typer.echo(f"group {name} deleted")
+
+
+describe(app, {
+    "list": ["edgefleet devices list -l 'region=eu,!canary' --status online",
+             "edgefleet devices list --enrollment pending -o name",
+             "edgefleet devices list -o wide | grep cam-1"],
+    "show": ["edgefleet devices show cam-1", "edgefleet devices show cam-1 -o yaml"],
+    "approve": ["edgefleet devices approve cam-1 cam-2",
+                "edgefleet devices list --enrollment pending -o name "
+                "| xargs edgefleet devices approve"],
+    "reject": ["edgefleet devices reject rogue-7"],
+    "revoke": ["edgefleet devices revoke cam-9"],
+    "label": ["edgefleet devices label cam-1 tier=gold canary-"],
+    "configure": ["edgefleet devices configure cam-1 --heartbeat-interval 10"],
+    "set-release": ["edgefleet devices set-release vision@1.2.0 -d cam-1",
+                    "edgefleet devices set-release vision@1.2.0 -l kind=camera --stage-only"],
+    "activate": ["edgefleet devices activate cam-1"],
+})  # fmt: skip
+describe(groups_app, {
+    "create": ["edgefleet groups create cams-eu -l 'kind=camera,region=eu'"],
+    "list": ["edgefleet groups list -o name"],
+    "show": ["edgefleet groups show cams-eu"],
+    "delete": ["edgefleet groups delete cams-eu"],
+})  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from edgefleet.cli.help_text import describe
 from edgefleet.cli.output import (
     Column,
     Output,
@@ -290,3 +291,22 @@ def submit_release(
     with ctx.obj.client() as client:
         published = client.publish_release(parsed.name, parsed.version, metadata_file.read_bytes())
     emit_object(published, output, RELEASE_COLUMNS)
+
+
+describe(artifacts_app, {
+    "push": ["edgefleet artifacts push model.onnx --name detector --version 2.1.0",
+             "edgefleet artifacts push labels.txt --name labels --version 1.0.0 "
+             "--requires arch=aarch64"],
+    "list": ["edgefleet artifacts list detector"],
+    "show": ["edgefleet artifacts show detector@2.1.0"],
+    "delta-stats": ["edgefleet artifacts delta-stats detector --compute"],
+})  # fmt: skip
+describe(releases_app, {
+    "create": ["edgefleet releases create vision --version 1.2.0 --artifact detector@2.1.0 "
+               "--service-file service.yaml"],
+    "list": ["edgefleet releases list"],
+    "show": ["edgefleet releases show vision@1.2.0"],
+    "sign": ["edgefleet releases sign vision@1.2.0 --key targets.key"],
+    "stage": ["edgefleet releases stage vision@1.2.0 -o vision.targets.json"],
+    "submit": ["edgefleet releases submit vision@1.2.0 vision.targets.json"],
+})  # fmt: skip

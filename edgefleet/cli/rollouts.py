@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.live import Live
 
-from edgefleet.cli.examples import examples
+from edgefleet.cli.help_text import describe, examples
 from edgefleet.cli.output import (
     Column,
     Output,
@@ -462,3 +462,21 @@ def show_train(ctx: typer.Context, name: str, output: Output = OutputOpt) -> Non
     with ctx.obj.client() as client:
         train = client.get_release_train(name)
     emit_object(train, output, [*TRAIN_COLUMNS, *TRAIN_WIDE_COLUMNS])
+
+
+describe(app, {
+    "create": ["edgefleet rollouts create -r vision@1.2.0 -l kind=camera --waves 1,10%,100% "
+               "--dry-run",
+               "edgefleet rollouts create -r vision@1.2.0 -l kind=camera --max-error-rate 1"],
+    "list": ["edgefleet rollouts list --active", "edgefleet rollouts list -o wide"],
+    "show": ["edgefleet rollouts show vision-1-2-0"],
+    "pause": ["edgefleet rollouts pause vision-1-2-0 --note 'store opening hours'"],
+    "resume": ["edgefleet rollouts resume vision-1-2-0"],
+    "abort": ["edgefleet rollouts abort vision-1-2-0 --note 'wrong target'"],
+    "rollback": ["edgefleet rollouts rollback vision-1-2-0"],
+    "report": ["edgefleet rollouts report vision-1-2-0 > review.md"],
+})  # fmt: skip
+describe(trains_app, {
+    "list": ["edgefleet trains list"],
+    "show": ["edgefleet trains show vision"],
+})  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 import yaml
 
+from edgefleet.cli.help_text import describe
 from edgefleet.cli.output import (
     Column,
     Output,
@@ -334,3 +335,19 @@ def list_alerts(
     with ctx.obj.client() as client:
         rows = client.list_alerts(all_, device, closed_within)
     emit_list(rows, output, ALERT_COLUMNS)
+
+
+describe(app, {
+    "query": ["edgefleet telemetry query -m inference.latency_ms -d cam-1 --since 1h -q 0.95",
+              "edgefleet telemetry query -m host.cpu.percent -l site=berlin --step 5m"],
+    "kpis": ["edgefleet telemetry kpis -l kind=camera --since 1h"],
+    "status": ["edgefleet telemetry status cam-1"],
+    "metrics": ["edgefleet telemetry metrics cam-1 --since 24h"],
+})  # fmt: skip
+describe(policy_app, {
+    "show": ["edgefleet telemetry policy show > policy.yaml"],
+    "set": ["edgefleet telemetry policy set -f policy.yaml"],
+})  # fmt: skip
+describe(alerts_app, {
+    "list": ["edgefleet alerts list", "edgefleet alerts list --all --closed-within 7d -d cam-1"],
+})  # fmt: skip

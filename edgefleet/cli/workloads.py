@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from edgefleet.cli.help_text import describe
 from edgefleet.cli.output import (
     Column,
     Output,
@@ -234,3 +235,20 @@ def explain(ctx: typer.Context, workload: str, output: Output = OutputOpt) -> No
             Column("OUTCOME", lambda c: c["outcome"] if not c["excluded_by"]
                    else f"excluded: {c['excluded_by']}"),
         ])  # fmt: skip
+
+
+describe(workloads_app, {
+    "list": ["edgefleet workloads list"],
+    "show": ["edgefleet workloads show detector"],
+    "delete": ["edgefleet workloads delete detector"],
+    "migrate": ["edgefleet workloads migrate detector --to cam-2",
+                "edgefleet workloads migrate detector -l zone=b --replica 1",
+                "edgefleet workloads migrate detector --abort"],
+    "migrations": ["edgefleet workloads migrations detector"],
+    "endpoints": ["edgefleet workloads endpoints detector -o json"],
+})  # fmt: skip
+describe(placements_app, {
+    "nodes": ["edgefleet placements nodes", "edgefleet placements nodes -o name"],
+    "show": ["edgefleet placements show detector"],
+    "explain": ["edgefleet placements explain detector"],
+})  # fmt: skip

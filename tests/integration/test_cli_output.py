@@ -190,3 +190,20 @@ def test_an_unknown_metric_names_the_closest_ones(
     typo = run_cli("telemetry", "query", "-m", "host.cpu_percent", "-d", "metrics-1", env=env)
     one_line_error(typo, "unknown metric 'host.cpu_percent'", "did you mean host.cpu.percent",
                    "unknown_metric")  # fmt: skip
+
+
+@pytest.mark.parametrize("command", [
+    "devices list", "devices show", "devices delete", "devices label", "groups create",
+    "audit list", "rollouts create", "rollouts status", "rollouts list", "trains show",
+    "telemetry query", "alerts list", "workloads migrate", "placements nodes",
+    "artifacts push", "releases sign",
+])  # fmt: skip
+def test_help_ends_with_examples_and_names_values_in_words(command: str) -> None:
+    helped = ok(run_cli(*command.split(), "--help", env={"COLUMNS": "200"}))
+    assert "Examples" in helped.stdout and f"edgefleet {command} " in helped.stdout
+    options = [line for line in helped.stdout.splitlines() if " --" in line]
+    assert options
+    for line in options:
+        if "--help" not in line:
+            assert not any(t in line for t in ("<str>", "<int>", "<float>", "<path>",
+                                               "<list[str]>", "<list[path]>")), line
