@@ -93,7 +93,7 @@ def login(
         None, "--server", envvar="EDGEFLEET_SERVER", help="Control plane URL [the context's]"
     ),
     token: str = typer.Option(
-        ..., "--token", envvar="EDGEFLEET_TOKEN", help="API token", prompt=True, hide_input=True
+        None, "--token", envvar="EDGEFLEET_TOKEN", help="API token [asked for on a terminal]"
     ),
     context: str = typer.Option(
         None, "--context", help="Context to save them in [the current one, else default]"
@@ -106,6 +106,11 @@ def login(
     url = server_url or ctx.obj.server or config.contexts.get(name, Context()).server
     if not url:
         raise SettingsError("login needs --server URL (or EDGEFLEET_SERVER)")
+    if token is None:
+        if not sys.stdin.isatty():
+            raise SettingsError("login needs --token (or EDGEFLEET_TOKEN) when its input is "
+                                "not a terminal")  # fmt: skip
+        token = typer.prompt("Token", hide_input=True)
     with FleetClient(url, token) as client:
         who = client.whoami()
     write_config(ctx.obj.config_path, config.with_context(name, Context(url, token)).using(name))

@@ -199,3 +199,15 @@ def test_login_honours_edgefleet_server_and_reads_an_earlier_config(
     assert json.loads(run_cli("config", "get-contexts", "-o", "json", env=env).stdout)[0][
         "name"] == "default"  # fmt: skip
 
+
+
+def test_login_off_a_terminal_without_a_token_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "edgefleet.cli", "login", "--server", "http://127.0.0.1:9"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("EDGEFLEET_")},
+             "EDGEFLEET_CONFIG": str(tmp_path / "config.toml")},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == ("error: login needs --token (or EDGEFLEET_TOKEN) when its input is "
+                           "not a terminal (bad_setting)\n")  # fmt: skip
