@@ -502,3 +502,74 @@ def test_a_rollback_returns_a_device_to_the_release_it_last_ran_not_the_one_it_f
     assert revert["reason"].startswith(
         "revert vision@3.0.0 to vision@1.0.0, the release it last ran successfully"
     )
+
+
+def test_a_dry_run_plans_the_waves_the_rollout_gets_and_writes_nothing(
+    server: ServerProcess, admin: FleetClient, fleet: list[AgentProcess],
+    releases: dict[str, str], tmp_path: Path,
+) -> None:  # fmt: skip
+    env = cli_env(server)
+    flags = ["rollouts", "create", "-r", releases["next"], "-l", FLEET, "--name", "planned",
+             "--waves", "1,50%,100%", "--window", "0 3 1 1 *;1m;UTC"]  # fmt: skip
+    audit_head = admin.audit_tail(1)[0]["seq"]
+    rollouts_before = admin.list_rollouts()
+
+    dry = run_cli(*flags, "--dry-run", "-o", "json", env=env)
+    assert dry.code == 0, dry.stderr
+    answer = dry.json()
+    assert answer["dry_run"] is True and answer["created"] is True
+    plan = answer["plan"]
+    assert [w["size"] for w in plan["waves"]] == [1, 1, 2]
+    planned = {name: w["index"] for w in plan["waves"] for name in w["devices"]}
+    assert sorted(planned) == sorted(a.name for a in fleet)
+    shown = run_cli(*flags, "--dry-run", env=env)
+    assert "rollout planned would be created (dry run, nothing stored)" in shown.stdout
+    [canary_row] = [line for line in shown.stdout.splitlines() if line.startswith("1 (1)")]
+    assert next(n for n, w in planned.items() if w == 0) in canary_row
+    manifest = tmp_path / "planned.yaml"
+    manifest.write_text(json.dumps(rollout_manifest("planned", releases["next"])))
+    applied = run_cli("apply", "-f", str(manifest), "--dry-run", env=env)
+    assert applied.code == 0, applied.stderr
+    assert "rollout/planned created (dry run)" in applied.stdout
+    # Nothing was stored, audited or claimed.
+    assert admin.audit_tail(1)[0]["seq"] == audit_head
+    assert admin.list_rollouts() == rollouts_before
+
+    created = run_cli(*flags, "-o", "json", env=env)
+    assert created.code == 0, created.stderr
+    rollout_id = created.json()["rollout"]["id"]
+    wait_for(lambda: admin.get_rollout(rollout_id)["state"] == "progressing", what="started")
+    names = {a.device_id: a.name for a in fleet}
+    started = {names[d["device_id"]]: d["wave"] for d in admin.get_rollout(rollout_id)["devices"]}
+    assert started == planned  # the dry run showed the very plan
+    assert run_cli("rollouts", "abort", rollout_id, env=env).code == 0
+    aborted = run_cli("rollouts", "status", "planned", "--watch", env=env)
+    assert aborted.code == 5, (aborted.stdout, aborted.stderr)
+    assert f"rollout planned ({rollout_id}) ended aborted" in aborted.stderr
+
+
+def test_status_watch_streams_changes_and_exits_by_outcome(
+    server: ServerProcess, admin: FleetClient, agents: AgentFactory, trust: Trust,
+    releases: dict[str, str],
+) -> None:  # fmt: skip
+    env = cli_env(server)
+    token = admin.create_enrollment_token(auto_approve=True)["token"]
+    device = agents("rwatch-0", token, {"kind": "camera", "fleet": "watch"})
+    wait_for(lambda: device.state().get("applied_generation"), what="agent in sync")
+
+    created = run_cli("rollouts", "create", "-r", releases["good"], "-l", "fleet=watch",
+                      "--name", "watched", "--waves", "1", "--soak", "1s", env=env)  # fmt: skip
+    assert created.code == 0, created.stderr
+    watched = run_cli("rollouts", "status", "watched", "--watch", "--interval", "0.5",
+                      "-o", "json", env=env, timeout_s=240)  # fmt: skip
+    assert watched.code == 0, (watched.stdout, watched.stderr)
+    states = [json.loads(line)["state"] for line in watched.stdout.splitlines()]
+    assert len(states) > 1 and states[-1] == "succeeded"  # one object per change
+
+    failing = run_cli("rollouts", "create", "-r", releases["good"], "-l", "fleet=nobody-here",
+                      "--name", "lonely", env=env)  # fmt: skip
+    assert failing.code == 0, failing.stderr
+    failed = run_cli("rollouts", "status", "lonely", "--watch", env=env)
+    assert failed.code == 3, (failed.stdout, failed.stderr)
+    assert "ended failed: no compatible device to update" in failed.stderr
+    assert "failed" in failed.stdout  # off a terminal: a line per change, then the status
