@@ -240,12 +240,15 @@ class Demo:
             sys.stdout.flush()
         return result.stdout
 
-    def cli_live(self, *args: str) -> None:
-        """Run a command that redraws (`--watch`) straight on the terminal."""
+    def cli_live(self, *args: str, expect_exit: int = 0) -> None:
+        """Run a command that redraws (`--watch`) straight on the terminal; `expect_exit`
+        is its exit status when all goes as the act intends (`rollouts status --watch`
+        exits 4 on a rollout that rolled back)."""
         console.print(f"[bold cyan]$ edgefleet {' '.join(args)}[/bold cyan]")
         sys.stdout.flush()
-        if subprocess.run([*EDGEFLEET, *args], env=self.cli_env()).returncode != 0:
-            raise RuntimeError(f"edgefleet {' '.join(args)} failed")
+        code = subprocess.run([*EDGEFLEET, *args], env=self.cli_env()).returncode
+        if code != expect_exit:
+            raise RuntimeError(f"edgefleet {' '.join(args)} exited {code}, not {expect_exit}")
 
     def step(self, title: str) -> None:
         console.print()
@@ -443,7 +446,7 @@ class Demo:
             console.print("(added to the gates: the error rate against each device's own "
                           "baseline before the rollout)")
             self.cli("apply", "-f", str(bad))
-            self.cli_live("rollouts", "status", "vision-4", "--watch")
+            self.cli_live("rollouts", "status", "vision-4", "--watch", expect_exit=4)
         self.cli("rollouts", "list")
         report = self.cli("rollouts", "report", "vision-4", show=False)
         console.print("[bold cyan]$ edgefleet rollouts report vision-4[/bold cyan] (excerpt)")
