@@ -108,9 +108,9 @@ class FleetClient:
     # Tokens
 
     def create_api_token(
-        self, name: str, role: str, expires_in_s: float | None = None
+        self, name: str, role: str, expires_in_s: float | None = None, scope: str | None = None
     ) -> dict[str, Any]:
-        body = {"name": name, "role": role, "expires_in_s": expires_in_s}
+        body = {"name": name, "role": role, "expires_in_s": expires_in_s, "scope": scope}
         return self._call("POST", "/v1/tokens", json=body)
 
     def list_api_tokens(self) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ API_TOKEN_COLUMNS = [
     Column("ID", lambda t: t["id"], "cyan"),
     Column("NAME", lambda t: t["name"]),
     Column("ROLE", lambda t: t["role"]),
+    Column("SCOPE", lambda t: t.get("scope") or "fleet"),
     Column("EXPIRES", lambda t: _expiry(t["expires_at"])),
     Column("REVOKED", lambda t: "yes" if t["revoked"] else "no"),
     Column("LAST USED", lambda t: ago(t["last_used_at"])),
@@ -50,11 +51,14 @@ def create_api_token(
     name: str,
     role: Role = typer.Option(..., help="viewer, operator or admin"),
     expires: str = typer.Option(None, help="Lifetime, e.g. 30d (default: never)"),
+    scope: str = typer.Option(
+        None, help="Limit its changes to devices to this label selector, e.g. 'region=eu'"
+    ),
     output: Output = OutputOpt,
 ) -> None:
     """Create an API token; its secret is shown once."""
     with ctx.obj.client() as client:
-        created = client.create_api_token(name, role.value, _seconds(expires))
+        created = client.create_api_token(name, role.value, _seconds(expires), scope)
     emit_object(created, output, [*API_TOKEN_COLUMNS, SECRET])
 
 

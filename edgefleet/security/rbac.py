@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from edgefleet.core.scope import ScopeDecision, decide_device, decide_scope, decide_selector
+from edgefleet.core.selector import Selector
 from edgefleet.errors import Forbidden
 
 
@@ -66,11 +69,13 @@ def require(role: Role, permission: Permission) -> None:
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated operator: the API token used and the role it carries."""
+    """An authenticated operator: the API token used, the role it carries and the device
+    scope it is bound to (None: the whole fleet; `core/scope.py` decides)."""
 
     token_id: str
     name: str
     role: Role
+    scope: Selector | None = None
 
     @property
     def actor(self) -> str:
@@ -79,6 +84,30 @@ class Principal:
 
     def require(self, permission: Permission) -> None:
         require(self.role, permission)
+
+    def require_on_device(
+        self, permission: Permission, device: str, labels: Mapping[str, str]
+    ) -> None:
+        """`require`, then Forbidden `out_of_scope` unless the device is in this scope."""
+        self.require(permission)
+        _enforce(decide_device(self.scope, device, labels))
+
+    def require_on_selector(
+        self, permission: Permission, selector: Selector, matched: Mapping[str, Mapping[str, str]]
+    ) -> None:
+        """`require`, then Forbidden `out_of_scope` unless `selector` stays within this scope
+        (`matched`: the names and labels of the devices it matches now)."""
+        self.require(permission)
+        _enforce(decide_selector(self.scope, selector, matched))
+
+    def require_scope(self, wanted: Selector | None) -> None:
+        """Forbidden `out_of_scope` unless a token bound to `wanted` stays within this scope."""
+        _enforce(decide_scope(self.scope, wanted))
+
+
+def _enforce(decision: ScopeDecision) -> None:
+    if not decision.allowed:
+        raise Forbidden(decision.reason, code="out_of_scope")
 
 
 # The control plane itself, for actions it takes on its own (bootstrap, controllers).

@@ -113,3 +113,4 @@ class ApiToken:
     expires_at: datetime | None
     revoked: bool
     last_used_at: datetime | None = None
+    scope: str | None = None  # a label selector the token's changes are limited to

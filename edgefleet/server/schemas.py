@@ -245,6 +245,11 @@ class CreateApiTokenRequest(Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
     role: Role
     expires_in_s: float | None = Field(None, gt=0, le=MAX_DURATION.total_seconds())
+    scope: str | None = Field(
+        None, max_length=4096,
+        description="A label selector the token's changes to devices are limited to "
+                    "(docs/operator-guide.md, Governance); none: the whole fleet.",
+    )  # fmt: skip
 
 
 class ApiTokenOut(BaseModel):
@@ -256,6 +261,7 @@ class ApiTokenOut(BaseModel):
     expires_at: datetime | None
     revoked: bool
     last_used_at: datetime | None
+    scope: str | None = None
     token: str | None = Field(None, description="The secret; shown once, at creation.")
 
     @classmethod
@@ -269,6 +275,7 @@ class ApiTokenOut(BaseModel):
             expires_at=token.expires_at,
             revoked=token.revoked,
             last_used_at=token.last_used_at,
+            scope=token.scope,
             token=secret,
         )
 
@@ -277,6 +284,7 @@ class WhoAmI(BaseModel):
     token_id: str
     name: str
     role: Role
+    scope: str | None = None
 
 
 class CreateEnrollmentTokenRequest(Strict):

@@ -86,6 +86,7 @@ api_tokens = Table(
     Column("expires_at", UTCDateTime, nullable=True),
     Column("revoked", Boolean, nullable=False),
     Column("last_used_at", UTCDateTime, nullable=True),
+    Column("scope", Text, nullable=True),  # a label selector; NULL: the whole fleet
 )
 
 enrollment_tokens = Table(

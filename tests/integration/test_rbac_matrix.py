@@ -3,7 +3,8 @@ the role table (`security/rbac.py`). Each operation's required permission comes 
 `x-permission` the server derives from the route's own authentication dependency, so the
 matrix has one source: a role holding the permission is let through (whatever the dummy
 input then earns, never 401/403), any other gets 403 `insufficient_role`. An operation
-without a declared authentication fails here, so a new route cannot skip the table."""
+without a declared authentication fails here, so a new route cannot skip the table. The same
+matrix runs with every role bound to a device scope (`core/scope.py`), in and out of it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from edgefleet.client import FleetClient
 from edgefleet.localfleet import ServerProcess
 from edgefleet.security.rbac import ROLE_PERMISSIONS, Permission, Role
 from edgefleet.server.openapi import ANY_ROLE
+from tests.device_requests import RawDevice
 
 CALLERS = {"operator", "device", "none"}
 
@@ -83,4 +85,47 @@ def test_each_role_calls_exactly_what_the_role_table_allows(
                 elif not allowed and not refused_for_role(method, answer):
                     problems.append(f"{seen}, should be 403: {answer.text[:200]}")
     assert checked > 100
+    assert not problems, "\n".join(problems)
+
+
+def test_scoped_roles_call_what_their_role_allows_and_are_refused_only_out_of_scope(
+    server: ServerProcess, admin: FleetClient, spec: dict[str, Any]
+) -> None:
+    """Every operation by every role bound to a scope the device `matrix-dev` is in, and to
+    one it is outside, with that device named in every path parameter: the role decides
+    first (403 `insufficient_role`); in scope nothing more is refused, out of scope only
+    `out_of_scope` may be."""
+    enrollment = admin.create_enrollment_token(auto_approve=True)["token"]
+    assert RawDevice(server.url).enroll(enrollment, "matrix-dev", {"region": "matrix"}).is_success
+    scopes = {"in": "region=matrix", "out": "region=elsewhere"}
+    tokens = {(role, where): admin.create_api_token(f"scoped-{role}-{where}", role.value,
+                                                    scope=scope)["token"]
+              for role in Role for where, scope in scopes.items()}  # fmt: skip
+    checked = 0
+    problems = []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for method, path, op in operations(spec):
+            if "operator" not in op.get("x-auth", ()):
+                continue
+            target = path
+            for param in op.get("parameters", []):
+                if param["in"] == "path":
+                    target = target.replace("{" + param["name"] + "}", "matrix-dev")
+            permission = op["x-permission"]
+            for (role, where), token in tokens.items():
+                allowed = permission == ANY_ROLE or Permission(permission) in ROLE_PERMISSIONS[role]
+                headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+                answer = http.request(method, target, content=b"{}", headers=headers)
+                checked += 1
+                seen = f"{method} {target} as {role.value} {where} scope: {answer.status_code}"
+                refused = answer.status_code == 401 or (
+                    answer.status_code == 403
+                    and (where == "in" or method == "HEAD" or
+                         answer.json()["error"]["code"] != "out_of_scope")
+                )  # fmt: skip
+                if not allowed and not refused_for_role(method, answer):
+                    problems.append(f"{seen}, should be 403 insufficient_role")
+                elif allowed and refused:
+                    problems.append(f"{seen}: {answer.text[:200]}")
+    assert checked > 200
     assert not problems, "\n".join(problems)

@@ -32,7 +32,8 @@ def _seconds(value: float | None) -> timedelta | None:
 @router.get("/whoami", summary="The caller's token and role")
 def whoami(ctx: OperatorContext = Depends(any_operator)) -> WhoAmI:
     p = ctx.principal
-    return WhoAmI(token_id=p.token_id, name=p.name, role=p.role)
+    scope = None if p.scope is None else str(p.scope)
+    return WhoAmI(token_id=p.token_id, name=p.name, role=p.role, scope=scope)
 
 
 @router.post("/tokens", status_code=201, summary="Create an API token (admin)")
@@ -44,7 +45,9 @@ def create_api_token(
 ) -> ApiTokenOut:
     response.headers.update(SECRET_HEADERS)
     expires_in = _seconds(body.expires_in_s)
-    token, secret = svc.tokens.create_api_token(ctx, body.name, body.role, expires_in)
+    token, secret = svc.tokens.create_api_token(
+        ctx, body.name, body.role, expires_in, scope=body.scope
+    )
     return ApiTokenOut.of(token, secret)
 
 

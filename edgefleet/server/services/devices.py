@@ -64,6 +64,7 @@ class DeviceService:
         now = self._clock.now()
         with self._db.transaction() as tx:
             device = tx.devices.resolve(id_or_name)
+            ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, device.labels)
             new_state = transition(device.enrollment, action)
             saved = tx.devices.update(replace(device, enrollment=new_state))
             record_action(tx, ctx, f"device.{action.value}", f"device/{device.id}", now,
@@ -80,10 +81,12 @@ class DeviceService:
         now = self._clock.now()
         with self._db.transaction() as tx:
             device = tx.devices.resolve(id_or_name)
+            ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, device.labels)
             for rollout_id in set(tx.rollouts.claims([device.id]).values()):
                 self._remove_from_rollout(tx, rollout_id, device, ctx.actor, now)
             tx.devices.delete(device.id)
             tx.nonces.forget(device.id)
+            tx.attestations.forget(device.id)
             tx.node_health.forget(device.id)
             tx.telemetry.forget_device(device.id)
             record_action(tx, ctx, "device.delete", f"device/{device.id}", now,
@@ -115,6 +118,10 @@ class DeviceService:
         with self._db.transaction() as tx:
             device = tx.devices.resolve(id_or_name)
             labels = change.apply(device.labels)
+            # In scope before and after: a scoped operator can neither take a device nor
+            # give one away.
+            ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, device.labels)
+            ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, labels)
             saved = save_device(tx, replace(device, labels=labels))
             record_action(tx, ctx, "device.label", f"device/{device.id}", now,
                           {"set": dict(change.set), "remove": sorted(change.remove)})
@@ -128,6 +135,7 @@ class DeviceService:
         now = self._clock.now()
         with self._db.transaction() as tx:
             device = tx.devices.resolve(id_or_name)
+            ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, device.labels)
             saved = save_device(tx, replace(device, heartbeat_interval_s=heartbeat_interval_s))
             record_action(tx, ctx, "device.configure", f"device/{device.id}", now,
                           {"heartbeat_interval_s": heartbeat_interval_s})

@@ -255,6 +255,12 @@ class ReleaseService:
                 if device is not None
                 else [d for d in tx.devices.all() if parsed.matches(d.labels)]
             )
+            if device is not None:
+                ctx.principal.require_on_device(Permission.DEVICES_WRITE, targets[0].name,
+                                                targets[0].labels)  # fmt: skip
+            else:
+                ctx.principal.require_on_selector(Permission.DEVICES_WRITE, parsed,
+                                                  {d.name: d.labels for d in targets})  # fmt: skip
             for target in targets:
                 refusal = ddi_refusal(target, ref.name, self._ddi_releases)
                 if refusal is not None and device is not None:
@@ -341,6 +347,7 @@ class ReleaseService:
         now = self._clock.now()
         with self._db.transaction() as tx:
             target = tx.devices.resolve(device)
+            ctx.principal.require_on_device(Permission.DEVICES_WRITE, target.name, target.labels)
             assignment = target.release_assignment
             if assignment is None or not assignment.stage_only:
                 raise Conflict(f"device {target.id} has no staged release to activate",

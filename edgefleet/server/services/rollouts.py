@@ -110,6 +110,11 @@ def create_rollout(
             code="rollout_exists",
         )
     targets = target_devices(tx, spec)
+    labels = {d.id: d for d in tx.devices.all()}
+    ctx.principal.require_on_selector(
+        Permission.ROLLOUTS_WRITE, spec.target,
+        {labels[d].name: labels[d].labels for d in targets},
+    )  # fmt: skip
     holders = tx.rollouts.claims(targets)
     rollout_id = new_rollout_id()
     superseded: list[str] = []

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
 from edgefleet.core.enrollment import EnrollmentToken
+from edgefleet.core.selector import parse_selector
 from edgefleet.errors import InvalidInput, Unauthenticated, Unavailable
 from edgefleet.security.rbac import SYSTEM, Permission, Principal, Role
 from edgefleet.security.tokens import (
@@ -107,7 +108,8 @@ class TokenService:
         if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
             with self._db.transaction() as tx:
                 tx.api_tokens.mark_used(token.id, now)
-        return Principal(token_id=token.id, name=token.name, role=token.role)
+        scope = None if token.scope is None else parse_selector(token.scope)
+        return Principal(token_id=token.id, name=token.name, role=token.role, scope=scope)
 
     def _check_chosen(self, secret: str, digest: str) -> ApiToken | None:
         """The token whose chosen secret this is, checked against each salted hash."""
@@ -147,9 +149,19 @@ class TokenService:
         log.info("stored the admin token's hash salted", extra={"token_id": token.id})
 
     def create_api_token(
-        self, ctx: OperatorContext, name: str, role: Role, expires_in: timedelta | None
+        self,
+        ctx: OperatorContext,
+        name: str,
+        role: Role,
+        expires_in: timedelta | None,
+        *,
+        scope: str | None = None,
     ) -> tuple[ApiToken, str]:
+        """A new token holding `role`, its changes to devices limited to the label selector
+        `scope` (None: the whole fleet; a scoped minter can only mint within its scope)."""
         ctx.require(Permission.API_TOKENS_WRITE)
+        parsed = None if scope is None else parse_selector(scope)
+        ctx.principal.require_scope(parsed)
         now = self._clock.now()
         secret = new_secret(API_TOKEN_PREFIX)
         token = ApiToken(
@@ -160,11 +172,12 @@ class TokenService:
             created_at=now,
             expires_at=now + expires_in if expires_in else None,
             revoked=False,
+            scope=None if parsed is None else str(parsed),
         )
         with self._db.transaction() as tx:
             tx.api_tokens.insert(token, hash_secret(secret))
             record_action(tx, ctx, "api-token.create", f"api-token/{token.id}", now,
-                          {"name": name, "role": role.value})
+                          {"name": name, "role": role.value, "scope": token.scope})
         return token, secret
 
     def list_api_tokens(self, ctx: OperatorContext) -> list[ApiToken]:

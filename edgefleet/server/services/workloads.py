@@ -28,7 +28,7 @@ from edgefleet.core.migration_targets import choose_migration_target
 from edgefleet.core.node_health import NodeHealth
 from edgefleet.core.placement import Explanation, Node, Topology, explain
 from edgefleet.core.release import ArtifactKind
-from edgefleet.core.selector import parse_selector
+from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.core.service_manifest import parse_service_manifest, resolve_parameters
 from edgefleet.core.workload import parse_workload
 from edgefleet.core.workload_record import WorkloadRecord, resolve_release_ref
@@ -126,6 +126,13 @@ class WorkloadService:
                                                                     services[0].sha256))
             resolve_parameters(manifest, spec.parameters)
             existing = tx.workloads.find(spec.name)
+            # Where it may run now, and, for an update, where it ran: a scoped operator
+            # neither places replicas outside the scope nor takes them from there.
+            selectors = [spec.constraints.selector]
+            if existing is not None:
+                selectors.append(parse_workload(dict(existing.document)).constraints.selector)
+            for selector in selectors:
+                _require_in_scope(tx, ctx, selector)
             if existing is None:
                 record = WorkloadRecord(spec.name, dict(document), refs, ctx.actor, now,
                                         ctx.actor, now)  # fmt: skip
@@ -153,6 +160,10 @@ class WorkloadService:
         ctx.require(Permission.WORKLOADS_WRITE)
         now = self._clock.now()
         with self._db.transaction() as tx:
+            existing = tx.workloads.find(name)
+            if existing is not None:
+                placed_by = parse_workload(dict(existing.document)).constraints.selector
+                _require_in_scope(tx, ctx, placed_by)
             tx.workloads.delete(name)
             record_action(tx, ctx, "workload.delete", f"workload/{name}", now)
             refreshed = [d for d in _holders(tx, name) if refresh_device(tx, d)]
@@ -305,6 +316,13 @@ class WorkloadService:
     def _notify(self, device_ids: list[str]) -> None:
         for device_id in device_ids:
             self._watch.notify(device_id)
+
+
+def _require_in_scope(tx: Transaction, ctx: OperatorContext, selector: Selector) -> None:
+    """Forbidden `out_of_scope` unless a workload placed by `selector` stays in the caller's
+    device scope."""
+    matched = {d.name: d.labels for d in tx.devices.all() if selector.matches(d.labels)}
+    ctx.principal.require_on_selector(Permission.WORKLOADS_WRITE, selector, matched)
 
 
 def _holders(tx: Transaction, name: str) -> set[str]:

@@ -24,6 +24,7 @@ def _to_token(row: Row[Any]) -> ApiToken:
         expires_at=row.expires_at,
         revoked=row.revoked,
         last_used_at=row.last_used_at,
+        scope=row.scope,
     )
 
 
@@ -43,6 +44,7 @@ class ApiTokenRepository:
                 expires_at=token.expires_at,
                 revoked=token.revoked,
                 last_used_at=token.last_used_at,
+                scope=token.scope,
             )
         )
 

@@ -1,0 +1,125 @@
+"""Governance against a real control plane: API tokens bound to a device scope.
+
+An operator token scoped to `region=eu` sets a release on an eu device and is refused on a
+us device with the reason (403 `out_of_scope` naming the device and the scope), through the
+API and the CLI (one line, non-zero exit); relabelling cannot move a device out of (or
+into) its scope; a rollout whose selector reaches outside the scope is refused even where
+every device it matches today is in scope; a scoped admin mints only tokens within its scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from edgefleet.artifacts.model_builder import build_mlp
+from edgefleet.client import FleetClient
+from edgefleet.errors import ApiError
+from edgefleet.localfleet import ServerProcess
+from tests.cli_runner import run_cli
+from tests.device_requests import RawDevice
+from tests.releases import Trust, publish
+
+
+@pytest.fixture(scope="module")
+def fleet(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two approved cameras, one per region, and a signed release; device name -> id."""
+    with server.client() as admin:
+        trust = Trust.install(admin)
+        publish(admin, tmp_path_factory.mktemp("release"), "vision", "1.0.0",
+                build_mlp(), 18080, trust.targets_keys)  # fmt: skip
+        token = admin.create_enrollment_token(auto_approve=True)["token"]
+        ids = {}
+        for name, region in (("cam-eu", "eu"), ("cam-us", "us")):
+            device = RawDevice(server.url)
+            assert device.enroll(token, name, {"kind": "camera", "region": region}).is_success
+            ids[name] = device.id
+        return ids
+
+
+@pytest.fixture(scope="module")
+def eu_token(server: ServerProcess) -> str:
+    with server.client() as admin:
+        created = admin.create_api_token("eu-operator", "operator", scope="region=eu")
+    assert created["scope"] == "region=eu"
+    return str(created["token"])
+
+
+@pytest.fixture
+def eu(server: ServerProcess, eu_token: str) -> Iterator[FleetClient]:
+    with server.client(eu_token) as client:
+        yield client
+
+
+def test_whoami_shows_the_scope(eu: FleetClient) -> None:
+    assert eu.whoami()["scope"] == "region=eu"
+
+
+def test_a_scoped_operator_sets_a_release_in_scope_and_is_refused_outside(
+    fleet: dict[str, str], eu: FleetClient
+) -> None:
+    assigned = eu.assign_release("vision", "1.0.0", device="cam-eu")
+    assert assigned["assigned"] == [fleet["cam-eu"]]
+    with pytest.raises(ApiError) as refused:
+        eu.assign_release("vision", "1.0.0", device="cam-us")
+    assert (refused.value.status, refused.value.code) == (403, "out_of_scope")
+    assert refused.value.message == (
+        "device cam-us is outside scope 'region=eu' (its labels: kind=camera,region=us)"
+    )
+    with pytest.raises(ApiError, match="selector 'kind=camera' reaches outside scope"):
+        eu.assign_release("vision", "1.0.0", selector="kind=camera")
+
+
+def test_the_cli_refuses_in_one_line(
+    server: ServerProcess, fleet: dict[str, str], eu_token: str
+) -> None:
+    env = {"EDGEFLEET_SERVER": server.url, "EDGEFLEET_TOKEN": eu_token}
+    result = run_cli("devices", "set-release", "vision@1.0.0", "-d", "cam-us", env=env)
+    assert result.code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "device cam-us is outside scope 'region=eu'" in lines[0]
+
+
+def test_relabelling_cannot_move_a_device_across_the_scope(
+    fleet: dict[str, str], eu: FleetClient, admin: FleetClient
+) -> None:
+    assert eu.label_device("cam-eu", {"site": "paris"}, [])["labels"]["site"] == "paris"
+    with pytest.raises(ApiError, match="device cam-eu is outside scope 'region=eu'"):
+        eu.label_device("cam-eu", {"region": "us"}, [])
+    with pytest.raises(ApiError, match="device cam-us is outside scope"):
+        eu.label_device("cam-us", {"region": "eu"}, [])
+    assert admin.get_device("cam-us")["labels"]["region"] == "us"
+
+
+def test_a_rollout_whose_selector_reaches_outside_is_refused(
+    fleet: dict[str, str], eu: FleetClient
+) -> None:
+    # Every camera with site=paris is in eu today, yet a us camera labelled site=paris
+    # tomorrow would match: the selector itself must stay within the scope.
+    with pytest.raises(ApiError) as refused:
+        eu.create_rollout({"release": "vision@1.0.0", "target": "site=paris"}, dry_run=True)
+    assert refused.value.code == "out_of_scope"
+    assert "nothing in it requires region=eu" in refused.value.message
+    planned = eu.create_rollout(
+        {"release": "vision@1.0.0", "target": "region=eu,kind=camera"}, dry_run=True
+    )
+    assert [d["name"] for d in planned["plan"]["devices"]] == ["cam-eu"]
+
+
+def test_a_scoped_admin_mints_only_tokens_within_its_scope(admin: FleetClient,
+                                                           server: ServerProcess) -> None:
+    scoped = admin.create_api_token("eu-admin", "admin", scope="region=eu")["token"]
+    with server.client(scoped) as eu_admin:
+        narrower = eu_admin.create_api_token("paris", "operator", scope="region=eu,site=paris")
+        assert narrower["scope"] == "region=eu,site=paris"
+        with pytest.raises(ApiError, match="cannot mint an unscoped token"):
+            eu_admin.create_api_token("anywhere", "operator")
+        with pytest.raises(ApiError, match="reaches outside scope 'region=eu'"):
+            eu_admin.create_api_token("us", "operator", scope="region=us")
+
+
+def test_unscoped_tokens_act_on_the_whole_fleet(fleet: dict[str, str], admin: FleetClient) -> None:
+    assigned = admin.assign_release("vision", "1.0.0", selector="kind=camera")
+    assert sorted(assigned["assigned"]) == sorted(fleet.values())
