@@ -24,7 +24,9 @@ class ServerSettings(BaseSettings):
         "PostgreSQL: postgresql+psycopg://user@host/db",
     )
     admin_token: SecretStr | None = Field(
-        None, description="First admin API token, used only when no token exists yet."
+        None,
+        description="First admin API token (16 characters or more), used only while the data "
+        "dir has no API token.",
     )
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body accepted on the API."
@@ -108,6 +110,13 @@ class ServerSettings(BaseSettings):
     def _known_level(cls, level: str) -> str:
         return check_level(level)
 
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return token
+
     def ddi_release_names(self) -> frozenset[str]:
         """The release names of `ddi_releases`."""
         return frozenset(n.strip() for n in self.ddi_releases.split(",") if n.strip())
@@ -118,6 +127,12 @@ class ServerSettings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'edgefleet.db').resolve()}"
 
 
+# The settings `edgefleet server` has a flag for (the others are variables only).
+FLAGS = {"data_dir": "--data-dir", "host": "--host", "port": "--port",
+         "database_url": "--database-url", "heartbeat_interval_s": "--heartbeat-interval",
+         "log_level": "--log-level"}  # fmt: skip
+
+
 def load_server_settings(**overrides: Any) -> ServerSettings:
     """Settings from EDGEFLEET_* variables, overridden by non-None flag values."""
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -126,7 +141,7 @@ def load_server_settings(**overrides: Any) -> ServerSettings:
     except ValidationError as e:
         first = e.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else "?"
+        flag = f"flag {FLAGS[key]} or " if key in FLAGS else ""
         raise SettingsError(
-            f"bad setting {key} (flag --{key.replace('_', '-')} or env "
-            f"EDGEFLEET_{key.upper()}): {first['msg']}"
+            f"bad setting {key} ({flag}env EDGEFLEET_{key.upper()}): {first['msg']}"
         ) from None
