@@ -3,6 +3,8 @@ accelerated simulated time, with the control plane's own decision engine."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from datetime import datetime
 from pathlib import Path
@@ -70,8 +72,13 @@ def rehearse(
     spec, _ = load_rollout(rollout)
     if fleet_from is not None:
         api_token = token
-        if api_token is None:
-            api_token = ctx.obj.resolved()[1] if ctx.obj is not None else None
+        if api_token is None and ctx.obj is not None:
+            # The configured token goes only to the server it belongs to, never to another
+            # URL given with --fleet-from (pass --token for that one).
+            with contextlib.suppress(SettingsError):  # no server configured: no token
+                server, configured = ctx.obj.resolved()
+                if server.rstrip("/") == fleet_from.rstrip("/"):
+                    api_token = configured
         with FleetClient(fleet_from, api_token) as client:
             scenario = scenario_from_server(spec, client, rollout_id, selector, since, profile)
     else:
