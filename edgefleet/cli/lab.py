@@ -4,7 +4,6 @@ accelerated simulated time, with the control plane's own decision engine."""
 from __future__ import annotations
 
 import contextlib
-
 import json
 from datetime import datetime
 from pathlib import Path

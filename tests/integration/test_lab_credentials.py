@@ -21,7 +21,7 @@ def stranger() -> Iterator[tuple[str, list[str]]]:
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        def do_GET(self) -> None:
             seen.append(self.headers.get("authorization", ""))
             self.send_response(401)
             self.send_header("content-length", "0")
