@@ -144,7 +144,8 @@ class DashboardService:
                 "devices": [_device_row_out(r, cutoffs) for r in rows]}  # fmt: skip
 
     def device_story(self, ctx: OperatorContext, device_id: str) -> dict[str, Any]:
-        """Liveness (phi), replicas it hosts, its rollouts and the audit records about it."""
+        """Liveness (phi), replicas it hosts, its rollouts with their events about it (installs,
+        failures, rollbacks and why), and the audit records about it."""
         ctx.require(Permission.FLEET_READ)
         now = self._clock.now()
         with self._db.read() as tx:
@@ -153,6 +154,7 @@ class DashboardService:
             repo = DashboardRepository(tx.connection)
             rollouts = repo.device_rollouts(device.id, TROUBLE_LIST * 2)
             audit = repo.audit_about(f"device/{device.id}", TROUBLE_LIST * 5)
+            release_events = repo.device_release_events(device.id, TROUBLE_LIST * 5)
             placed = [a for a in tx.placement.load().placement.assignments
                       if a.node_id == device.id]  # fmt: skip
         liveness = None
@@ -175,6 +177,7 @@ class DashboardService:
             "rollouts": [{**r, "installed_at": _iso(r["installed_at"]),
                           "first_assigned_at": _iso(r["first_assigned_at"]),
                           "created_at": _iso(r["created_at"])} for r in rollouts],
+            "release_events": [{**e, "at": _iso(e["at"])} for e in release_events],
             "audit": audit,
         }
 

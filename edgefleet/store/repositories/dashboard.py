@@ -31,6 +31,7 @@ from edgefleet.store.tables import (
     devices,
     node_health,
     rollout_devices,
+    rollout_events,
     rollouts,
 )
 
@@ -231,4 +232,15 @@ class DashboardRepository:
                         audit_log.c.action, audit_log.c.details)
                  .where(audit_log.c.target == target)
                  .order_by(audit_log.c.seq.desc()).limit(limit))  # fmt: skip
+        return [dict(r._mapping) for r in self._c.execute(query)]
+
+    def device_release_events(self, device_id: str, limit: int) -> list[dict[str, Any]]:
+        """Rollout events about a device (assignments, installs, failures, rollbacks with
+        their reasons), newest first."""
+        ev = rollout_events
+        query = (select(ev.c.rollout_id, rollouts.c.name.label("rollout"), ev.c.at, ev.c.kind,
+                        ev.c.reason)
+                 .select_from(ev.join(rollouts, rollouts.c.id == ev.c.rollout_id))
+                 .where(ev.c.device_id == device_id)
+                 .order_by(ev.c.at.desc(), ev.c.seq.desc()).limit(limit))  # fmt: skip
         return [dict(r._mapping) for r in self._c.execute(query)]

@@ -159,7 +159,12 @@ export async function renderDevice(ctx) {
         { title: "Previous release", cell: (r) => r.previous_release || "none" },
         { title: "Installed", cell: (r) => timeEl(r.installed_at) },
         { title: "Reason", cell: (r) => r.reason || "—" },
-      ], story.rollouts, "none.")),
+      ], story.rollouts, "none."),
+      table("Release history: installs, failures and rollbacks", [
+        { title: "At", cell: (e) => timeEl(e.at) },
+        { title: "Rollout", cell: (e) => rolloutLink(e.rollout_id, e.rollout) },
+        { title: "Event", cell: (e) => e.kind }, { title: "Why", cell: (e) => e.reason },
+      ], story.release_events, "no rollout event about this device.")),
     h("section", { "aria-labelledby": "telemetry" }, h("h2", { id: "telemetry" }, "Telemetry (last hour)"), chartBox),
     h("section", { "aria-labelledby": "alerts" }, h("h2", { id: "alerts" }, "Alerts (open, and closed in the last 24 h)"),
       table("Alerts", [

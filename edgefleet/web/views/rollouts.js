@@ -30,6 +30,7 @@ function createForm(ctx, releases) {
       field("ro-waves", "Waves", h("input", { id: "ro-waves", name: "waves", value: "1, 50%, 100%", required: true })),
       field("ro-soak", "Soak per wave", h("input", { id: "ro-soak", name: "soak", value: "30s", required: true })),
       field("ro-failures", "Max install failures (%)", h("input", { id: "ro-failures", name: "max_install_failure", type: "number", min: 0, max: 100, value: 0 })),
+      field("ro-attempts", "Install attempts per device", h("input", { id: "ro-attempts", name: "max_attempts", type: "number", min: 1, max: 10, value: 3 })),
       field("ro-on-failure", "On a failed gate", h("select", { id: "ro-on-failure", name: "on_failure" },
         h("option", { value: "rollback" }, "roll back"), h("option", { value: "pause" }, "pause")))),
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Start rollout")), error);
@@ -43,6 +44,7 @@ function createForm(ctx, releases) {
         release: f.get("release"), target: f.get("target"),
         strategy: { waves: parseWaves(f.get("waves")), soak: f.get("soak") },
         gates: { install_failure_rate: { max_percent: Number(f.get("max_install_failure")), min_devices: 1 } },
+        retries: { max_attempts: Number(f.get("max_attempts")) },
         on_failure: f.get("on_failure"),
       },
     };
