@@ -2,7 +2,9 @@
 
 Starts a control plane on a free port with a temporary data dir, three real agent
 processes with different labels, and walks through the operator's day with the real CLI.
-Everything is stopped cleanly at the end, on error, and on Ctrl-C.
+It ends with the web dashboard's URL and a token to log in with; with DEMO_KEEP=1 the fleet
+keeps running for a person to look at it until Ctrl-C. Everything is stopped cleanly at the
+end, on error, and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -325,6 +327,7 @@ class Demo:
             self.cli("audit", "list", "--limit", "8")
             self.cli("audit", "verify")
             self.rehearsal()
+        self.dashboard()
         self.step("Done: stopping everything")
 
     def telemetry(self, client: FleetClient) -> None:
@@ -530,6 +533,17 @@ class Demo:
                  "-o", str(report))
         console.print(section(report.read_text(), "## Blast radius"), markup=False,
                       highlight=False, soft_wrap=True)
+
+    def dashboard(self) -> None:
+        self.step("18. The web dashboard: the same fleet in a browser, live")
+        token = json.loads(self.cli("tokens", "create", "dashboard", "--role", "operator",
+                                    "--expires", "24h", "-o", "json", show=False))
+        console.print(f"dashboard: [green]{self.server.url}/ui[/green]  (log in with the "
+                      f"operator token {token['token']})", soft_wrap=True)
+        if os.environ.get("DEMO_KEEP") == "1":
+            console.print("DEMO_KEEP=1: the control plane and the agents keep running; "
+                          "Ctrl-C stops them")
+            threading.Event().wait()
 
     def stop(self) -> None:
         for agent in self.agents:
