@@ -19,15 +19,18 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run", "--disable-sync"]  # fmt: skip
 ARTIFACTS = Path(__file__).parent / "artifacts"
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
-LAPTOP = {"width": 1366, "height": 900}
-TABLET = {"width": 820, "height": 1180}
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    sync_playwright = None
+    from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
-if sync_playwright is None or not Path(CHROMIUM).exists():
+    HAVE_PLAYWRIGHT = True
+except ImportError:  # pragma: no cover - the dev extra installs it
+    HAVE_PLAYWRIGHT = False
+
+LAPTOP: ViewportSize = {"width": 1366, "height": 900}
+TABLET: ViewportSize = {"width": 820, "height": 1180}
+
+if not HAVE_PLAYWRIGHT or not Path(CHROMIUM).exists():
     pytest.skip("browser tests need the playwright package and Debian's chromium "
                 "(apt-get install chromium, or make system-deps)", allow_module_level=True)
 
@@ -48,7 +51,7 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def new_context(browser: Browser, viewport: dict[str, int] = LAPTOP,
+def new_context(browser: Browser, viewport: ViewportSize = LAPTOP,
                 bypass_csp: bool = False) -> BrowserContext:  # fmt: skip
     """A fresh browser profile (no cookies); `bypass_csp` lets a test inject axe-core."""
     return browser.new_context(viewport=viewport, bypass_csp=bypass_csp)

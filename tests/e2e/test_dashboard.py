@@ -96,12 +96,13 @@ def wait_final(admin: FleetClient, rollout_id: str) -> dict[str, Any]:
         return status if status["state"] in FINAL else None
 
     try:
-        status: dict[str, Any] = wait_for(final, timeout_s=120, interval_s=0.5,
-                                          what=f"rollout {rollout_id} to end")  # fmt: skip
+        status = wait_for(final, timeout_s=120, interval_s=0.5,
+                          what=f"rollout {rollout_id} to end")  # fmt: skip
     except TimeoutError:
         now = admin.get_rollout(rollout_id)
         raise AssertionError(f"rollout {now['name']} still {now['state']}: {now['reason']}; "
                              f"devices {now['devices']}") from None
+    assert status is not None
     return status
 
 
