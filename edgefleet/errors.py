@@ -10,7 +10,8 @@
     │   └── DeviceNotApproved         403  device is pending, rejected or revoked
     ├── NotFound                      404  unknown id or name
     ├── Conflict                      409  the target's state does not allow the action
-    │   └── IllegalTransition         409  a state machine refused a move
+    │   ├── IllegalTransition         409  a state machine refused a move
+    │   └── LeaseLost                 409  a controller's lease was taken over: write refused
     ├── SettingsError                 ---  a setting with a bad value (names the key)
     ├── StoreError                    503  the database is unavailable or failed
     ├── Unavailable                   503  a peer cannot be reached (network, timeout)
@@ -75,6 +76,12 @@ class Conflict(EdgefleetError):
 
 class IllegalTransition(Conflict):
     code = "illegal_transition"
+
+
+class LeaseLost(Conflict):
+    """A controller's write carried a fencing token its lease no longer has."""
+
+    code = "lease_lost"
 
 
 class SettingsError(EdgefleetError):

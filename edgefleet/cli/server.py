@@ -43,6 +43,10 @@ def server(
     heartbeat_interval: float = typer.Option(
         None, envvar="EDGEFLEET_HEARTBEAT_INTERVAL_S", help="Default device heartbeat [15]"
     ),
+    roles: str = typer.Option(
+        None, envvar="EDGEFLEET_ROLES",
+        help="What this replica does: api,device,controllers,deltas [all]",
+    ),
     log_level: str = typer.Option(
         None, envvar="EDGEFLEET_LOG_LEVEL", help="debug, info, warning or error [info]"
     ),
@@ -67,6 +71,7 @@ def server(
         port=port,
         database_url=database_url,
         heartbeat_interval_s=heartbeat_interval,
+        roles=roles,
         log_level=log_level,
     )
     serve(settings)

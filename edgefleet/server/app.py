@@ -7,11 +7,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from edgefleet import __version__
 from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock, SystemClock
+from edgefleet.core.lease import LeaseName
 from edgefleet.errors import SettingsError
 from edgefleet.security.tuf_metadata import MAX_TARGETS_BYTES
 from edgefleet.server.auth import Services
@@ -20,6 +21,7 @@ from edgefleet.server.error_handlers import install_error_handlers
 from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
 from edgefleet.server.middleware import RequestContextMiddleware
 from edgefleet.server.openapi import declare_auth
+from edgefleet.server.roles import served_by
 from edgefleet.server.routes import (
     alerts,
     audit,
@@ -30,6 +32,7 @@ from edgefleet.server.routes import (
     devices,
     groups,
     health,
+    leases,
     metrics,
     releases,
     rollouts,
@@ -50,6 +53,7 @@ from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
+from edgefleet.server.services.leases import LeaseKeeper
 from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
 from edgefleet.server.services.otlp_export import OtlpExporter, parse_headers
@@ -194,9 +198,21 @@ def otlp_exporter(settings: ServerSettings, metrics: ServerMetrics) -> OtlpExpor
     )  # fmt: skip
 
 
+def lease_keeper(svc: Services, clock: Clock) -> LeaseKeeper:
+    """The keeper that runs each controller loop while this replica holds its lease."""
+    return LeaseKeeper(svc.db, clock, svc.settings.replica_id, svc.settings.lease_ttl_s, {
+        LeaseName.HOUSEKEEPING: lambda: _housekeeping_forever(svc),
+        LeaseName.ROLLOUTS: svc.rollout_controller.run_forever,
+        LeaseName.WORKLOADS: svc.workload_controllers.run_forever,
+    })  # fmt: skip
+
+
 def create_app(settings: ServerSettings, db: Database, clock: Clock | None = None) -> FastAPI:
     """The control-plane app over an already migrated database."""
-    svc = build_services(settings, db, clock or SystemClock())
+    clock = clock or SystemClock()
+    svc = build_services(settings, db, clock)
+    roles = settings.role_names()
+    keeper = lease_keeper(svc, clock) if "controllers" in roles else None
     exporter = otlp_exporter(settings, svc.metrics)
     if exporter is not None:
         svc.telemetry.on_stored(exporter.offer)
@@ -204,11 +220,11 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         svc.watch.bind(asyncio.get_running_loop())
-        pruner = asyncio.create_task(_housekeeping_forever(svc))
-        rollouts_loop = asyncio.create_task(svc.rollout_controller.run_forever())
-        workloads_loop = asyncio.create_task(svc.workload_controllers.run_forever())
-        rechecks = asyncio.create_task(_recheck_long_polls_forever(svc))
-        tasks = [pruner, rollouts_loop, workloads_loop, rechecks]
+        log.info("replica starting", extra={"replica": settings.replica_id,
+                                             "roles": settings.roles})  # fmt: skip
+        tasks = [asyncio.create_task(_recheck_long_polls_forever(svc))]
+        if keeper is not None:
+            tasks.append(asyncio.create_task(keeper.run_forever()))
         if exporter is not None:
             tasks.append(asyncio.create_task(exporter.run_forever()))
         try:
@@ -228,6 +244,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         lifespan=lifespan,
     )
     app.state.services = svc
+    app.state.lease_keeper = keeper
     install_error_handlers(app)
     app.add_middleware(ResponseCompressionMiddleware)
     app.add_middleware(
@@ -249,7 +266,14 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
                                              rollouts, workloads, dashboard, ui)]  # fmt: skip
+    routers.append(leases.router)
+    # Each router is served by a role (`roles.py`); the shared ones by every replica.
+    device_routers = [device_api.router, telemetry.device_router, ddi.router]
+    shared_routers = [health.router, blobs.router, metrics.router]
     for router in routers:
         declare_auth(router)
-        app.include_router(router)
+        role = ("device" if router in device_routers
+                else None if router in shared_routers else "api")  # fmt: skip
+        gate = [] if role is None or role in roles else [Depends(served_by(role))]
+        app.include_router(router, dependencies=gate)
     return app

@@ -107,15 +107,19 @@ def serve(settings: ServerSettings) -> None:
     prepare_data_dir(settings.data_dir)
     sock = listening_socket(settings.host, settings.port)  # first: a port in use fails fast
     db = Database(settings.resolved_database_url())
-    db.migrate()
-    app = create_app(settings, db)
+    # Replicas that start together on one database and data dir set up one at a time: the
+    # schema, the server's TUF keys, the first admin token.
+    with db.one_at_a_time():
+        db.migrate()
+        app = create_app(settings, db)
+        admin = AdminAccess(db, app.state.services.tokens, SystemClock()).check_at_start(
+            settings.admin_token.get_secret_value() if settings.admin_token is not None
+            else None
+        )
     # What startup built lives as long as the process: out of every later collection's walk.
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    admin = AdminAccess(db, app.state.services.tokens, SystemClock()).check_at_start(
-        settings.admin_token.get_secret_value() if settings.admin_token is not None else None
-    )
     log_admin_token_check(admin, settings)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
@@ -129,7 +133,8 @@ def serve(settings: ServerSettings) -> None:
     )
     server = _Server(config, app.state.services.watch.close)
     write_atomically(settings.data_dir / URL_FILE, (url + "\n").encode())
-    log.info("control plane listening", extra={"url": url, "data_dir": str(settings.data_dir)})
+    log.info("control plane listening", extra={"url": url, "data_dir": str(settings.data_dir),
+                                               "replica": settings.replica_id})
     try:
         server.run(sockets=[sock])
     finally:

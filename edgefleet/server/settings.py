@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgefleet.errors import SettingsError
 from edgefleet.logfmt import check_level
+
+# What a replica can do (`roles`); all of them unless told otherwise.
+ROLES = ("api", "device", "controllers", "deltas")
 
 
 class ServerSettings(BaseSettings):
@@ -105,10 +111,40 @@ class ServerSettings(BaseSettings):
         "(DDI clients verify hashes over TLS, not TUF signatures); empty: none.",
     )
 
+    roles: str = Field(
+        ",".join(ROLES), description="What this replica does, comma-separated: api (operator "
+        "routes), device (device routes), controllers (the background loops, each under a "
+        "database lease), deltas (computes and serves deltas).",
+    )
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+        description="This replica's name in leases, /readyz and logs [hostname-pid-random].",
+    )
+    lease_ttl_s: float = Field(
+        6.0, ge=0.3, le=600,
+        description="A controller lease's lifetime: renewed every third of it; a replica that "
+        "dies is replaced after at most this long (plus a renewal interval).",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, level: str) -> str:
         return check_level(level)
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: str) -> str:
+        names = [r.strip() for r in roles.split(",") if r.strip()]
+        unknown = sorted(set(names) - set(ROLES))
+        if unknown or not names:
+            raise ValueError(f"roles are a comma-separated subset of {', '.join(ROLES)}"
+                             + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        return ",".join(r for r in ROLES if r in names)
+
+    def role_names(self) -> frozenset[str]:
+        """The roles of `roles`."""
+        return frozenset(self.roles.split(","))
 
     @field_validator("admin_token")
     @classmethod

@@ -18,16 +18,19 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from edgefleet.errors import EdgefleetError, SettingsError, StoreError
+from edgefleet.core.lease import Fence
+from edgefleet.errors import EdgefleetError, LeaseLost, SettingsError, StoreError
 from edgefleet.store.repositories.alerts import AlertRepository
 from edgefleet.store.repositories.api_tokens import ApiTokenRepository
 from edgefleet.store.repositories.audit import AuditRepository
@@ -36,6 +39,7 @@ from edgefleet.store.repositories.ddi import DdiRepository
 from edgefleet.store.repositories.devices import DeviceRepository
 from edgefleet.store.repositories.enrollment_tokens import EnrollmentTokenRepository
 from edgefleet.store.repositories.groups import GroupRepository
+from edgefleet.store.repositories.leases import LeaseRepository
 from edgefleet.store.repositories.migrations import MigrationRepository
 from edgefleet.store.repositories.node_health import NodeHealthRepository
 from edgefleet.store.repositories.nonces import NonceRepository
@@ -48,6 +52,13 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_POOL_SIZE = 24
+# PostgreSQL advisory locks: around a migration, and around a replica's whole start-up.
+MIGRATION_LOCK_KEY = 0x6564676566  # "edgef"
+STARTUP_LOCK_KEY = MIGRATION_LOCK_KEY + 1
+# The lease a controller acts under (`server/services/leases.py` sets it in the controller's
+# task; `asyncio.to_thread` carries it into the worker thread): every write transaction
+# started there checks, just before it commits, that the lease still has this fence.
+ACTING_UNDER: ContextVar[Fence | None] = ContextVar("edgefleet_acting_under", default=None)
 
 
 class Transaction:
@@ -73,6 +84,7 @@ class Transaction:
         self.rollouts = RolloutRepository(connection)
         self.release_trains = ReleaseTrainRepository(connection)
         self.ddi = DdiRepository(connection)
+        self.leases = LeaseRepository(connection)
 
 
 class Database:
@@ -82,6 +94,8 @@ class Database:
         # One writer at a time in this process (see the module docstring); re-entrant so
         # that a nested transaction fails on SQLite's busy timeout as before, not here.
         self._writers: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._refusals_lock = threading.Lock()
+        self.fenced_writes_refused = 0  # writes of a controller that had lost its lease
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             # Enough connections for the request threads and the controllers: a connection
@@ -107,15 +121,42 @@ class Database:
         return self.engine.dialect.name
 
     def migrate(self) -> None:
-        """Apply every pending migration (idempotent)."""
+        """Apply every pending migration (idempotent). On PostgreSQL, replicas that start
+        together queue on an advisory lock: the first migrates, the others then find the
+        schema at head and go on."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
             with self.engine.begin() as connection:
+                if self.dialect == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": MIGRATION_LOCK_KEY})  # fmt: skip
+                before = MigrationContext.configure(connection).get_current_revision()
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
+                after = MigrationContext.configure(connection).get_current_revision()
         except OperationalError as e:
             raise StoreError(f"cannot migrate database: {e.orig}") from e
+        if before != after:
+            log.info("migrated the database schema", extra={"from": before, "to": after})
+
+    @contextmanager
+    def one_at_a_time(self) -> Iterator[None]:
+        """On PostgreSQL, one process at a time through the block (a session advisory lock,
+        which a process that dies gives back with its connection): replicas starting
+        together set up the schema and the data dir in turn. On SQLite, no lock."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        with self._translated(), self.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK_KEY})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                                   {"key": STARTUP_LOCK_KEY})  # fmt: skip
+                connection.commit()
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -123,7 +164,21 @@ class Database:
         # The lock is taken before a connection, so a queued writer holds none of the pool.
         with self._translated(), self._writers, self.engine.connect() as connection, \
                 connection.begin():
-            yield Transaction(connection)
+            tx = Transaction(connection)
+            yield tx
+            fence = ACTING_UNDER.get()
+            if fence is not None:
+                self._check_fence(tx, fence)
+
+    def _check_fence(self, tx: Transaction, fence: Fence) -> None:
+        try:
+            tx.leases.check_fence(fence)
+        except LeaseLost:
+            with self._refusals_lock:
+                self.fenced_writes_refused += 1
+            log.warning("fenced write refused: the lease was taken over",
+                        extra={"lease": fence.name, "token": fence.token})  # fmt: skip
+            raise
 
     @contextmanager
     def rehearsal(self) -> Iterator[Transaction]:

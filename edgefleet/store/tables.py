@@ -471,3 +471,14 @@ ddi_hashes = Table(
     Column("sha1", String(40), nullable=False),
     Column("md5", String(32), nullable=False),
 )
+
+# One row per controller lease (`core.lease`): the replica that may act for it until
+# expires_at, and the fencing token every write of that controller carries.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

@@ -16,6 +16,7 @@ from edgefleet.core.device import Device
 from edgefleet.errors import NotFound, PayloadTooLarge
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, device_or_operator, requires, services
+from edgefleet.server.roles import served_by
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.deltas import DeltaState
 
@@ -82,7 +83,9 @@ def download_blob(
     responses={
         202: {"description": "Being computed; ask again after Retry-After seconds"},
         404: {"description": "No delta: unknown base, not smaller by the margin, or failed"},
+        503: {"description": "role_not_served: this replica has no deltas role"},
     },
+    dependencies=[Depends(served_by("deltas"))],
 )
 def download_delta(
     sha256: str,

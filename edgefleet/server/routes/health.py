@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet import __version__
@@ -17,8 +17,18 @@ def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="Readiness: the database answers",
+@router.get("/readyz", summary="Readiness: the database answers; which replica this is",
             dependencies=[Depends(no_credentials)])
-async def readyz(svc: Services = Depends(services)) -> dict[str, str]:
+async def readyz(request: Request, svc: Services = Depends(services)) -> dict[str, object]:
+    """503 store_unavailable when the database does not answer. `leading`: the controller
+    leases this replica acts under now; `fenced_writes_refused`: writes of its controllers
+    that found their lease taken over (after a pause past the lease's end)."""
     await run_in_threadpool(svc.db.ping)
-    return {"status": "ready"}
+    keeper = request.app.state.lease_keeper
+    return {
+        "status": "ready",
+        "replica": svc.settings.replica_id,
+        "roles": svc.settings.roles.split(","),
+        "leading": keeper.leading() if keeper is not None else [],
+        "fenced_writes_refused": svc.db.fenced_writes_refused,
+    }
