@@ -22,6 +22,7 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from edgefleet.agent.certificates import DeviceCertificates
 from edgefleet.agent.desired_check import DesiredStateCheck
 from edgefleet.agent.hardware import Hardware
 from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
@@ -42,7 +43,7 @@ from edgefleet.security.keys import DeviceKey
 from edgefleet.transport.messages import Transport
 
 if TYPE_CHECKING:
-    from edgefleet.transport.http_client import LocalHttp
+    from edgefleet.transport.http_client import ClientCertificate, LocalHttp
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,15 @@ class Agent:
         host_metrics: HostReader | None = None,
         probe_client: LocalHttp | None = None,
         install_helper: InstallHelper | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
         """`host_metrics` reads the host for telemetry and `probe_client` carries the
         supervisor's HTTP health probes and the workloads' checkpoint hooks; both default to
         the real machine (the simulator injects its own, beside its Hardware and Runtime).
         `install_helper` verifies release metadata and applies deltas for the installer and
         the workloads' release cache: a short-lived child process per job unless given (the
-        simulator runs them in process)."""
+        simulator runs them in process). `client_certificate`: where the https transport
+        finds the device certificate that `settings.device_certificate` keeps."""
         self.settings = settings
         self._clock = clock
         self._transport = transport
@@ -88,6 +91,10 @@ class Agent:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._key = DeviceKey.load_or_create(self._data_dir / KEY_FILE)
         self.link = ControlPlaneLink(transport, self._key, clock)
+        self.certificates = (
+            DeviceCertificates(self._data_dir, self.link, self._key, clock, client_certificate)
+            if settings.device_certificate else None
+        )
         self.state = AgentState.load(self._data_dir)
         if self.state.device_id not in (None, self.link.device_id):
             raise SettingsError(
@@ -266,6 +273,8 @@ class Agent:
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._desired_loop()),
         ]
+        if self.certificates is not None:
+            tasks.append(asyncio.create_task(self.certificates.run()))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:

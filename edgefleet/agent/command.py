@@ -118,6 +118,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     add("--ca-file", "PEM",
         "CA certificates to check an https control plane against [system trust store]",
         envvar="EDGEFLEET_CA_FILE")  # fmt: skip
+    parser.add_argument(
+        "--device-certificate", action="store_true",
+        default=env.get("EDGEFLEET_DEVICE_CERTIFICATE", "") not in ("", "0", "false"),
+        help="Keep a certificate of the fleet's device CA for the device key (renewed at 2/3 "
+        "of its life) and present it to an https control plane [env: "
+        "EDGEFLEET_DEVICE_CERTIFICATE]")
     add("--root-file", "PATH",
         "The fleet's TUF root (root.json), pinned out of band: enrollment is refused unless "
         "the control plane's root is this one or chains from it [the root it hands over]",
@@ -221,6 +227,7 @@ def settings_from_args(
         data_dir=Path(args.data_dir),
         ca_file=Path(args.ca_file) if args.ca_file else None,
         root_file=Path(args.root_file) if args.root_file else None,
+        device_certificate=args.device_certificate,
         proxies=proxies if proxies.configured else None,
         enroll_token=args.enroll_token,
         name=args.name or socket.gethostname(),
@@ -256,12 +263,15 @@ async def run_agent(settings: AgentSettings) -> None:
     import signal
 
     from edgefleet.agent.agent import Agent
+    from edgefleet.agent.certificates import CERTIFICATE_FILE
     from edgefleet.agent.hardware import HostHardware
     from edgefleet.agent.heap import trim_heap_forever
     from edgefleet.agent.process_runtime import HostRuntime, open_data_dir_to, resolve_service_user
+    from edgefleet.agent.state import KEY_FILE
     from edgefleet.clock import SystemClock
     from edgefleet.errors import SettingsError
     from edgefleet.transport.http import HttpTransport
+    from edgefleet.transport.http_client import ClientCertificate
 
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -283,12 +293,18 @@ async def run_agent(settings: AgentSettings) -> None:
     trimmer = asyncio.create_task(trim_heap_forever())
     if settings.proxies is not None:
         log.info("using forward proxies", extra=settings.proxies.describe())
+    client_certificate = None
+    if settings.device_certificate:
+        client_certificate = ClientCertificate(settings.data_dir / CERTIFICATE_FILE,
+                                               settings.data_dir / KEY_FILE)  # fmt: skip
     agent = Agent(
         settings,
         clock=SystemClock(),
         transport=HttpTransport(
-            settings.server_url, ca_file=settings.ca_file, proxies=settings.proxies
+            settings.server_url, ca_file=settings.ca_file, proxies=settings.proxies,
+            client_certificate=client_certificate,
         ),
+        client_certificate=client_certificate,
         hardware=HostHardware(settings.data_dir, list(settings.accelerators)),
         runtime=HostRuntime(service_user=service_user),
     )

@@ -114,6 +114,12 @@ class ControlPlaneLink:
         result: dict[str, Any] = self._json(await self._send("POST", target, payload))
         return result
 
+    async def request_certificate(self, csr_pem: str) -> dict[str, Any]:
+        """A certificate of the device CA for the key that signed `csr_pem`."""
+        target = f"/v1/devices/{self.device_id}/certificate"
+        result: dict[str, Any] = self._json(await self._send("POST", target, {"csr": csr_pem}))
+        return result
+
     async def fetch(self, target: str) -> bytes:
         """A signed GET of a small document (TUF metadata); ApiError on an error status."""
         response = await self._send("GET", target)

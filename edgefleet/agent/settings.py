@@ -23,6 +23,9 @@ class AgentSettings:
     # The fleet's TUF root, pinned out of band: the root handed over at enrollment must be
     # this one or chain from it. None: the agent trusts the root it is handed.
     root_file: Path | None = None
+    # Keep a device certificate from the fleet's device CA (renewed at 2/3 of its life) and
+    # present it to an https control plane (mutual TLS).
+    device_certificate: bool = False
     # Forward proxies (HTTPS_PROXY / HTTP_PROXY / NO_PROXY); None: direct connections.
     proxies: ProxySettings | None = None
     name: str = "device"

@@ -50,6 +50,15 @@ def server(
     log_level: str = typer.Option(
         None, envvar="EDGEFLEET_LOG_LEVEL", help="debug, info, warning or error [info]"
     ),
+    tls_cert: Path = typer.Option(
+        None, envvar="EDGEFLEET_TLS_CERT", help="Serve https with this PEM certificate (chain)"
+    ),
+    tls_key: Path = typer.Option(None, envvar="EDGEFLEET_TLS_KEY", help="Its PEM private key"),
+    client_ca: Path = typer.Option(
+        None, envvar="EDGEFLEET_CLIENT_CA",
+        help="Verify client certificates against these CAs (DATA_DIR/device-ca/ca.crt): "
+        "devices may authenticate by mutual TLS",
+    ),
 ) -> None:
     """Run the control plane (operator API, device API) until interrupted.
 
@@ -73,6 +82,9 @@ def server(
         heartbeat_interval_s=heartbeat_interval,
         roles=roles,
         log_level=log_level,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        client_ca=client_ca,
     )
     serve(settings)
 

@@ -26,6 +26,7 @@ from edgefleet.server.routes import (
     alerts,
     audit,
     blobs,
+    certificates,
     dashboard,
     ddi,
     device_api,
@@ -45,6 +46,7 @@ from edgefleet.server.routes import (
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService
 from edgefleet.server.services.blob_access import BlobAccess
+from edgefleet.server.services.certificates import CertificateService
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.dashboard import DashboardService
 from edgefleet.server.services.dashboard_events import DashboardEvents
@@ -132,6 +134,7 @@ def build_services(
         dashboard=dashboard_service,
         dashboard_events=DashboardEvents(dashboard_service),
         ui_sessions=UiSessionService(db, clock, token_service),
+        certificates=CertificateService(db, clock, settings),
     )
 
 
@@ -265,7 +268,8 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     routers = [device_api.router, telemetry.device_router, ddi.router, ddi.operator_router]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
-                                             rollouts, workloads, dashboard, ui)]  # fmt: skip
+                                             rollouts, workloads, dashboard, ui,
+                                             certificates)]  # fmt: skip
     routers.append(leases.router)
     # Each router is served by a role (`roles.py`); the shared ones by every replica.
     device_routers = [device_api.router, telemetry.device_router, ddi.router]

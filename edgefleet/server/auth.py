@@ -1,5 +1,5 @@
 """Request authentication for the two audiences: operators (bearer API tokens with a role)
-and devices (Ed25519-signed requests)."""
+and devices (Ed25519-signed requests, or a device certificate over mutual TLS)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.audit import AuditService, OperatorContext
 from edgefleet.server.services.blob_access import BlobAccess
+from edgefleet.server.services.certificates import CertificateService
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.dashboard import DashboardService
 from edgefleet.server.services.dashboard_events import DashboardEvents
@@ -37,6 +38,7 @@ from edgefleet.server.services.ui_sessions import UiSessionService
 from edgefleet.server.services.workload_controllers import WorkloadControllers
 from edgefleet.server.services.workloads import WorkloadService
 from edgefleet.server.settings import ServerSettings
+from edgefleet.server.tls import peer_certificate
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
@@ -70,6 +72,7 @@ class Services:
     dashboard: DashboardService
     dashboard_events: DashboardEvents
     ui_sessions: UiSessionService
+    certificates: CertificateService
 
 
 def services(request: Request) -> Services:
@@ -159,6 +162,11 @@ def request_target(request: Request) -> str:
 
 
 async def _authenticate_device(request: Request, device_id: str | None) -> Device:
+    certificate = peer_certificate(request)
+    if certificate is not None:
+        # Mutual TLS: the handshake proved the key; the device's status is read every time.
+        return await run_in_threadpool(services(request).certificates.authenticate,
+                                       certificate, device_id)  # fmt: skip
     body = await request.body()
     signed = read_signed_headers(request.headers)
     return await run_in_threadpool(

@@ -17,6 +17,7 @@ from edgefleet.logfmt import configure
 from edgefleet.server.app import create_app
 from edgefleet.server.services.admin_access import AdminAccess, AdminTokenCheck, AdminTokenState
 from edgefleet.server.settings import ServerSettings
+from edgefleet.server.tls import uvicorn_tls_options
 from edgefleet.store import Database
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,15 @@ def serve(settings: ServerSettings) -> None:
             settings.admin_token.get_secret_value() if settings.admin_token is not None
             else None
         )
+    tls = uvicorn_tls_options(settings)  # after the app made the device CA --client-ca names
     # What startup built lives as long as the process: out of every later collection's walk.
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     log_admin_token_check(admin, settings)
     host, port = sock.getsockname()[:2]
-    url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    scheme = "https" if tls else "http"
+    url = f"{scheme}://{host}:{port}" if ":" not in host else f"{scheme}://[{host}]:{port}"
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -130,6 +133,7 @@ def serve(settings: ServerSettings) -> None:
         timeout_graceful_shutdown=5,
         timeout_keep_alive=settings.keep_alive_s,
         lifespan="on",
+        **tls,
     )
     server = _Server(config, app.state.services.watch.close)
     write_atomically(settings.data_dir / URL_FILE, (url + "\n").encode())

@@ -101,6 +101,20 @@ class ServerSettings(BaseSettings):
     otlp_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Time limit of one OTLP export request."
     )
+    device_certificate_lifetime_s: float = Field(
+        86400.0, ge=5, le=90 * 86400,
+        description="Lifetime of the device certificates the device CA issues (agents renew "
+        "at 2/3 of it); short, since brokers learn of revocations only through the CRL.",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) to serve https with; with tls_key."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    client_ca: Path | None = Field(
+        None, description="CA certificates (PEM) client certificates are verified against "
+        "(the device CA: DATA_DIR/device-ca/ca.crt); a device presenting one is authenticated "
+        "by it. Needs tls_cert.",
+    )
     ddi_tenant: str = Field(
         "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
         description="The hawkBit DDI tenant that new DDI targets and gateway tokens belong "

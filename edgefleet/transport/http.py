@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from edgefleet.transport.http_client import HttpClient
+from edgefleet.transport.http_client import ClientCertificate, HttpClient
 from edgefleet.transport.http_proxy import ProxySettings
 from edgefleet.transport.messages import Headers, TransportResponse, resolve_headers
 
@@ -28,11 +28,13 @@ class HttpTransport:
         client: HttpClient | None = None,
         ca_file: Path | None = None,
         proxies: ProxySettings | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
         """`client`: share a pool with other transports (the simulator); close() then leaves
         it open for its owner. `ca_file`: the CAs an https control plane's certificate is
         verified against (default: the system's trust store). `proxies`: forward proxies
-        (default: none, direct connections)."""
+        (default: none, direct connections). `client_certificate`: presented to an https
+        control plane (mutual TLS) once its files exist."""
         self.base_url = base_url.rstrip("/")
         self._owns_client = client is None
         self._client = client or HttpClient(
@@ -40,6 +42,7 @@ class HttpTransport:
             keepalive_s=CONTROL_PLANE_KEEPALIVE_S,
             ca_file=ca_file,
             proxies=proxies,
+            client_certificate=client_certificate,
         )
 
     async def request(

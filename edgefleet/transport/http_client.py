@@ -25,7 +25,10 @@ replay.
 
 TLS verifies the server's certificate and host name, against `ca_file` when given, else the
 system's trust store (OpenSSL's default paths; `SSL_CERT_FILE` and `SSL_CERT_DIR` are
-honoured). `ssl` is imported, and the context built, with the first https connection.
+honoured). `ssl` is imported, and the context built, with the first https connection. With
+a `client_certificate` whose files exist, https connections present it (mutual TLS); once
+it is `renewed`, new connections present the new one and those opened with the old one
+close when their exchange ends instead of going back to the pool.
 
 With `proxies` (`http_proxy.ProxySettings`, usually from HTTPS_PROXY / HTTP_PROXY /
 NO_PROXY), connections to an origin go through its proxy: https through a CONNECT tunnel
@@ -38,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
@@ -68,6 +72,19 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 # default, so that a request rarely races the server's close (the agent's connection to the
 # control plane, whose server keeps them longer, uses `http.CONTROL_PLANE_KEEPALIVE_S`).
 DEFAULT_KEEPALIVE_S = 4.0
+
+
+class ClientCertificate:
+    """The certificate (PEM) and private key files https connections present; `renewed`
+    after the files were replaced."""
+
+    def __init__(self, certificate_file: Path, key_file: Path) -> None:
+        self.certificate_file = certificate_file
+        self.key_file = key_file
+        self.generation = 0
+
+    def renewed(self) -> None:
+        self.generation += 1
 
 
 class LocalHttp(Protocol):
@@ -166,10 +183,11 @@ class HttpClient:
         ca_file: Path | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         proxies: ProxySettings | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
         """Limits are per origin; `max_connections=None` for no limit (the simulator's
         pool, shared by every virtual device of a process). `proxies`: None connects
-        directly."""
+        directly. `client_certificate`: presented over https once its files exist."""
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None)")
         self._max_connections = max_connections
@@ -180,6 +198,12 @@ class HttpClient:
         self._max_body_bytes = max_body_bytes
         self._proxies = proxies
         self._tls: ssl.SSLContext | None = None
+        self._client_certificate = client_certificate
+        self._tls_generation = -1  # of the client certificate in `_tls`
+        # The client certificate generation each TLS connection was opened with.
+        self._opened_with: weakref.WeakKeyDictionary[Connection, int] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pools: dict[Origin, _Pool] = {}
         self._closed = False
 
@@ -312,7 +336,9 @@ class HttpClient:
         while True:
             while pool.idle:
                 connection = pool.idle.pop()
-                if not fresh and connection.idle_usable(self._keepalive_s):
+                if not fresh and connection.idle_usable(self._keepalive_s) and self._current(
+                    connection
+                ):
                     return connection
                 connection.close()
                 pool.open -= 1
@@ -332,7 +358,10 @@ class HttpClient:
             progress.step += f" through the proxy {proxy.origin.authority}"
         try:
             tls = self._tls_context() if origin.tls else None
-            return await Connection.open(origin, tls, proxy)
+            connection = await Connection.open(origin, tls, proxy)
+            if tls is not None:
+                self._opened_with[connection] = self._tls_generation
+            return connection
         except BaseException as e:
             pool.open -= 1
             pool.wake_one()
@@ -349,7 +378,8 @@ class HttpClient:
         """Give the connection back: to the idle list when it can carry another request,
         else closed. Synchronous, so it also runs while a task is being cancelled."""
         pool = self._pools[connection.origin]
-        if reusable and not self._closed and len(pool.idle) < self._max_idle:
+        if (reusable and not self._closed and len(pool.idle) < self._max_idle
+                and self._current(connection)):  # fmt: skip
             connection.park()
             pool.idle.append(connection)
         else:
@@ -357,12 +387,27 @@ class HttpClient:
             pool.open -= 1
         pool.wake_one()
 
+    def _current(self, connection: Connection) -> bool:
+        """Whether the connection presents the client certificate new ones would."""
+        opened_with = self._opened_with.get(connection)
+        certificate = self._client_certificate
+        return opened_with is None or certificate is None or opened_with == certificate.generation
+
     def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
+        certificate = self._client_certificate
+        generation = certificate.generation if certificate is not None else 0
+        if self._tls is None or generation != self._tls_generation:
             import ssl
 
             cafile = str(self._ca_file) if self._ca_file is not None else None
-            self._tls = ssl.create_default_context(cafile=cafile)
+            context = ssl.create_default_context(cafile=cafile)
+            if certificate is not None and certificate.certificate_file.exists():
+                try:
+                    context.load_cert_chain(certificate.certificate_file, certificate.key_file)
+                except (OSError, ssl.SSLError) as e:
+                    raise Unavailable(f"cannot load the client certificate "
+                                      f"{certificate.certificate_file}: {e}") from e  # fmt: skip
+            self._tls, self._tls_generation = context, generation
         return self._tls
 
     async def aclose(self) -> None:
