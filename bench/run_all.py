@@ -89,6 +89,15 @@ def capacity_figures(r: dict[str, Any]) -> list[Figure]:
     return figures
 
 
+def dashboard_figures(r: dict[str, Any]) -> list[Figure]:
+    return [
+        Figure(f"first useful paint, {r['devices']} devices (first load / median / worst)",
+               f"{r['first_paint_ms_cold']} / {r['first_paint_ms_median']} / "
+               f"{r['first_paint_ms_max']} ms", f"<= {r['target_ms']:.0f} ms", r["met"]),
+        Figure("overview API call (median)", f"{r['overview_api_ms_median']} ms"),
+    ]
+
+
 def rollout_figures(r: dict[str, Any]) -> list[Figure]:
     figures = []
     for lab in r["lab"]:
@@ -246,6 +255,10 @@ BENCHMARKS = [
               "what one idle agent costs on the wire: bytes each way, connections, requests",
               "server + one agent (CLI defaults) on loopback http through a counting TCP relay",
               traffic_figures),
+    Benchmark("dashboard", "dashboard/run.py", "dashboard.json",
+              "the web dashboard's first useful paint in chromium",
+              "10k devices in a SQLite store, real server, Debian chromium via Playwright",
+              dashboard_figures),
     Benchmark("delta", "delta/run.py", "delta.json",
               "model delta size and speed vs bsdiff4, xdelta3, zstd --patch-from",
               "synthetic ONNX model pairs", delta_figures),
