@@ -20,6 +20,7 @@ from edgefleet.server.compression import ResponseCompressionMiddleware
 from edgefleet.server.error_handlers import install_error_handlers
 from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
 from edgefleet.server.middleware import RequestContextMiddleware
+from edgefleet.server.notify import DesiredNotifications
 from edgefleet.server.openapi import declare_auth
 from edgefleet.server.roles import served_by
 from edgefleet.server.routes import (
@@ -85,12 +86,12 @@ def build_services(
     clock: Clock,
     workload_settings: WorkloadSettings | None = None,
 ) -> Services:
-    watch = DesiredStateWatch()
+    server_metrics = ServerMetrics()
+    watch = DesiredStateWatch(server_metrics.long_polls_waiting)
     blobs = BlobStore(settings.data_dir / "blobs", max_blob_bytes=settings.max_blob_bytes)
     blobs.remove_partial_puts()
     trust = TrustService(settings.data_dir, db, clock)
     trust.reconcile_signed_releases()
-    server_metrics = ServerMetrics()
     deltas = DeltaService(blobs, settings.data_dir / "deltas")
     releases = ReleaseService(db, blobs, clock, watch, deltas,
                               ddi_releases=settings.ddi_release_names())
@@ -219,10 +220,12 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     exporter = otlp_exporter(settings, svc.metrics)
     if exporter is not None:
         svc.telemetry.on_stored(exporter.offer)
+    notifications = DesiredNotifications(db, svc.watch, svc.device_link, svc.metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         svc.watch.bind(asyncio.get_running_loop())
+        notifications.start(asyncio.get_running_loop())
         log.info("replica starting", extra={"replica": settings.replica_id,
                                              "roles": settings.roles})  # fmt: skip
         tasks = [asyncio.create_task(_recheck_long_polls_forever(svc))]
@@ -234,6 +237,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
             yield
         finally:
             svc.watch.close()
+            await asyncio.to_thread(notifications.stop)
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -170,13 +170,24 @@ class ServerMetrics:
         self.otlp_queued_windows = Gauge(
             "edgefleet_otlp_queued_windows", "Telemetry windows waiting to be exported."
         )
+        self.long_polls_waiting = Gauge(
+            "edgefleet_long_polls_waiting", "Desired-state long polls waiting on this replica."
+        )
+        self.desired_notifications = Counter(
+            "edgefleet_desired_notifications_total",
+            "Desired-state change notifications heard from PostgreSQL (any replica's "
+            "writes), by result: woke (long polls of the device were woken), idle (none "
+            "was waiting for that generation).",
+            ("result",),
+        )
 
     def families(self) -> list[MetricFamily]:
         counters: list[Counter | Gauge] = [
             self.http_requests, self.batches_accepted, self.batches_refused,
             self.windows_accepted, self.batch_bytes, self.alerts_opened, self.alerts_closed,
             self.housekeeping_runs, self.otlp_exported_windows, self.otlp_dropped_windows,
-            self.otlp_export_requests, self.otlp_queued_windows,
+            self.otlp_export_requests, self.otlp_queued_windows, self.long_polls_waiting,
+            self.desired_notifications,
         ]  # fmt: skip
         return [*(c.family() for c in counters), self.http_duration.family()]
 

@@ -1,10 +1,13 @@
 """Wake-ups for desired-state long polls.
 
 A service that changes a device's desired state calls `notify(device_id)` (from any
-thread); requests waiting for that device wake within milliseconds. A change written by
-another replica sends no notify here, so the server re-reads the desired generations of
-every waiting device in one query every `RECHECK_INTERVAL_S` (`wake_changed`) and wakes the
-waiters whose generation moved, rather than each waiter re-reading its device on its own.
+thread); requests waiting for that device wake within milliseconds. On PostgreSQL a change
+written by any replica also reaches every replica as a notification of the device's new
+generation (`store/notifications.py`, `server/notify.py`), which calls `heard`. As a
+backstop (SQLite shared by several processes, a listener reconnecting), the server re-reads
+the desired generations of every waiting device in one query every `RECHECK_INTERVAL_S`
+(`wake_changed`) and wakes the waiters whose generation moved, rather than each waiter
+re-reading its device on its own.
 
 On shutdown `close()` answers every waiter at once, so no long poll holds the server's
 graceful shutdown open.
@@ -16,12 +19,16 @@ import asyncio
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+from edgefleet.server.metrics import Gauge
+
 # How often the generations of waiting devices are re-read from the store.
 RECHECK_INTERVAL_S = 5.0
 
 
 class DesiredStateWatch:
-    def __init__(self) -> None:
+    def __init__(self, waiting_gauge: Gauge | None = None) -> None:
+        self._gauge = waiting_gauge  # set to the number of waiters as it changes
+        self._waiting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._seen: dict[str, int] = {}  # device -> the generation its waiters last read
@@ -39,9 +46,11 @@ class DesiredStateWatch:
         if self._closed:
             event.set()
         self._waiters.setdefault(device_id, set()).add(event)
+        self._count(+1)
         try:
             yield event
         finally:
+            self._count(-1)
             waiters = self._waiters.get(device_id)
             if waiters is not None:
                 waiters.discard(event)
@@ -59,6 +68,17 @@ class DesiredStateWatch:
         if self._loop is None or self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._wake, device_id)
+
+    def heard(self, device_id: str, generation: int | None) -> bool:
+        """Wake the waiters of `device_id` unless the generation they read is `generation`
+        (a change another replica made, or this one already woke them for). Call on the
+        event loop; True when waiters were woken."""
+        if device_id not in self._waiters:
+            return False
+        if device_id in self._seen and self._seen[device_id] == generation:
+            return False
+        self._wake(device_id)
+        return True
 
     def waiting_devices(self) -> list[str]:
         """The devices with a waiting long poll (call on the event loop)."""
@@ -90,4 +110,9 @@ class DesiredStateWatch:
 
     @property
     def waiting(self) -> int:
-        return sum(len(w) for w in self._waiters.values())
+        return self._waiting
+
+    def _count(self, change: int) -> None:
+        self._waiting += change
+        if self._gauge is not None:
+            self._gauge.set(self._waiting)

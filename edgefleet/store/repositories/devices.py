@@ -14,6 +14,7 @@ from edgefleet.core.device_names import normalize_device_name
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.release import ReleaseAssignment
 from edgefleet.errors import Conflict, NotFound
+from edgefleet.store.notifications import notify_desired
 from edgefleet.store.tables import devices
 
 ID_CHUNK = 500  # ids per IN (...) list, well under every backend's parameter limit
@@ -183,6 +184,7 @@ class DeviceRepository:
     def delete(self, device_id: str) -> None:
         """Remove a device's row: its key, labels, inventory and desired state."""
         self._c.execute(delete(devices).where(devices.c.id == device_id))
+        notify_desired(self._c, device_id, None)
 
     def update(self, device: Device) -> Device:
         """Write `device` if nobody changed it since it was read (optimistic check)."""
@@ -197,6 +199,8 @@ class DeviceRepository:
             raise Conflict(
                 f"device {device.id} was changed concurrently; retry", code="concurrent_update"
             )
+        approved = device.enrollment == EnrollmentState.APPROVED
+        notify_desired(self._c, device.id, device.desired_generation if approved else None)
         return self.get(device.id)
 
     def record_report(
