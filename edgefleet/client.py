@@ -92,6 +92,14 @@ class FleetClient:
     def get_device(self, device: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/devices/{_seg(device)}")
 
+    def get_attestation(self, device: str) -> dict[str, Any]:
+        """The device's latest attestation (status, reason, PCRs, measurement)."""
+        return self._call("GET", f"/v1/devices/{_seg(device)}/attestation")
+
+    def list_attestations(self) -> list[dict[str, Any]]:
+        """The latest attestation of every device this token may list."""
+        return self._call("GET", "/v1/attestations")
+
     def change_enrollment(self, device: str, action: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/devices/{_seg(device)}/{action}")
 

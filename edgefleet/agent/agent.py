@@ -22,6 +22,7 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from edgefleet.agent.attestation import Attestor
 from edgefleet.agent.certificates import DeviceCertificates
 from edgefleet.agent.desired_check import DesiredStateCheck
 from edgefleet.agent.hardware import Hardware
@@ -154,6 +155,10 @@ class Agent:
         self._desired_check = DesiredStateCheck(
             self.installer.tuf_dir, helper, self.link.fetch, clock, lambda: self.device_id
         )
+        self.attestation = (
+            Attestor(settings, self.link, clock, self.installer.slots.root, self._rng)
+            if settings.attestation_interval_s > 0 else None
+        )
 
     @property
     def device_id(self) -> str:
@@ -273,6 +278,8 @@ class Agent:
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._desired_loop()),
         ]
+        if self.attestation is not None:
+            tasks.append(asyncio.create_task(self.attestation.run()))
         if self.certificates is not None:
             tasks.append(asyncio.create_task(self.certificates.run()))
         try:

@@ -173,6 +173,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "User the release service and workloads run as when the agent runs as root "
         "('root' to keep them root) [edgefleet-svc if it exists]",
         envvar="EDGEFLEET_SERVICE_USER")  # fmt: skip
+    add("--attestation-interval", "S",
+        "Seconds between measuring this device's software state and reporting it (0: off)",
+        type=float, default=600.0, envvar="EDGEFLEET_ATTESTATION_INTERVAL")  # fmt: skip
+    add("--tpm", "TCTI",
+        "Extend the measurement into PCR 16 of this TPM and answer the control plane's "
+        "nonce with a quote (tpm2-tools), e.g. device:/dev/tpmrm0 [no TPM]",
+        envvar="EDGEFLEET_TPM")  # fmt: skip
     add("--log-level", "LEVEL", "debug, info, warning or error", type=_log_level,
         default="info", envvar="EDGEFLEET_LOG_LEVEL")  # fmt: skip
     return parser
@@ -253,6 +260,8 @@ def settings_from_args(
         simulated_battery=args.simulated_battery,
         fault_heartbeat_loss=float(env.get(HEARTBEAT_LOSS_ENV) or 0),
         service_user=args.service_user,
+        attestation_interval_s=args.attestation_interval,
+        tpm=args.tpm,
     )
 
 

@@ -196,3 +196,15 @@ class ControlPlaneLink:
             await self._send("GET", f"/v1/devices/{self.device_id}/telemetry")
         )
         return result
+
+    async def attestation_challenge(self) -> dict[str, Any]:
+        """A fresh nonce (`{"nonce", "expires_at"}`) for the next TPM quote."""
+        target = f"/v1/devices/{self.device_id}/attestation/challenge"
+        result: dict[str, Any] = self._json(await self._send("POST", target, {}))
+        return result
+
+    async def attest(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Report a measurement (and a quote); the control plane's verdict."""
+        target = f"/v1/devices/{self.device_id}/attestation"
+        result: dict[str, Any] = self._json(await self._send("POST", target, payload))
+        return result

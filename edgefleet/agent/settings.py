@@ -62,6 +62,10 @@ class AgentSettings:
     # Who the release service and workloads run as (a user name); None: the default
     # (edgefleet-svc when the agent runs as root and that user exists).
     service_user: str | None = None
+    # Attestation: how often the software state is measured and reported (0: never), and
+    # the TPM's TCTI (e.g. device:/dev/tpmrm0) to extend and quote the measurement with.
+    attestation_interval_s: float = 600.0
+    tpm: str | None = None
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.server_url)
@@ -99,6 +103,11 @@ class AgentSettings:
             ("fault_heartbeat_loss", 0 <= self.fault_heartbeat_loss < 1, "0 <= loss < 1"),
             ("service_user", self.service_user is None or 0 < len(self.service_user) <= 32,
              "a user name"),
+            ("attestation_interval",
+             self.attestation_interval_s == 0 or 1 <= self.attestation_interval_s <= 86400,
+             "0 (off) or 1..86400 seconds"),
+            ("tpm", self.tpm is None or ":" in self.tpm,
+             "a TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321"),
         ]
         for key, ok, expected in checks:
             if not ok:

@@ -41,6 +41,7 @@ DEVICE_COLUMNS = [
     Column("LABELS", lambda d: format_labels(d["labels"])),
     Column("LAST SEEN", lambda d: ago(d["last_seen"])),
     Column("GEN", _generation),
+    Column("ATTESTATION", lambda d: _attestation_status(d)),
 ]
 DEVICE_WIDE_COLUMNS = [
     Column("ARCH", lambda d: d["inventory"].get("hardware", {}).get("arch") or "-"),
@@ -106,6 +107,25 @@ def _release(d: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _attestation_status(d: dict[str, Any]) -> str:
+    status = (d.get("attestation") or {}).get("status")
+    return styled(status) if status else "-"
+
+
+def _attestation(d: dict[str, Any]) -> str:
+    """`failed (why) · at TIME · PCRs 16 · withholds releases`; `-` when never attested."""
+    record = d.get("attestation") or {}
+    if not record.get("status"):
+        return "-"
+    parts = [f"{styled(record['status'])} ({record['reason']})",
+             f"at {format_time(record['attested_at'])}",
+             f"PCRs {', '.join(sorted(record['pcrs'], key=int))}" if record["pcrs"] else
+             "no TPM quote"]  # fmt: skip
+    if record.get("withholds"):
+        parts.append(f"withholds {', '.join(record['withholds'])}")
+    return " · ".join(parts)
+
+
 DEVICE_FIELDS = [
     Column("id", lambda d: d["id"]),
     Column("name", lambda d: d["name"]),
@@ -119,6 +139,7 @@ DEVICE_FIELDS = [
     Column("generation", lambda d: f"applied {d['applied_generation']}, "
            f"desired {d['desired_generation']}" + ("" if d["in_sync"] else " (converging)")),
     Column("release", lambda d: _release(d)),
+    Column("attestation", lambda d: _attestation(d)),
     Column("enrolled", lambda d: format_time(d["created_at"])),
 ]
 
@@ -135,6 +156,9 @@ def list_devices(
     """List devices with their enrollment and connection status."""
     with ctx.obj.client() as client:
         rows = client.list_devices(selector, group, status, enrollment)
+        attested = {a["device_id"]: a for a in client.list_attestations()}
+    for row in rows:
+        row["attestation"] = attested.get(row["id"])
     emit_list(rows, output, DEVICE_COLUMNS, wide=DEVICE_WIDE_COLUMNS)
 
 
@@ -142,7 +166,9 @@ def list_devices(
 def show_device(ctx: typer.Context, device: str, output: Output = OutputOpt) -> None:
     """Show one device: inventory, labels, status and desired state."""
     with ctx.obj.client() as client:
-        emit_object(client.get_device(device), output, DEVICE_FIELDS)
+        shown = client.get_device(device)
+        shown["attestation"] = client.get_attestation(shown["id"])
+    emit_object(shown, output, DEVICE_FIELDS)
 
 
 def _change_enrollment(ctx: typer.Context, devices: list[str], action: str, output: Output) -> None:

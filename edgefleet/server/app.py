@@ -25,6 +25,7 @@ from edgefleet.server.openapi import declare_auth
 from edgefleet.server.roles import served_by
 from edgefleet.server.routes import (
     alerts,
+    attestation,
     audit,
     blobs,
     certificates,
@@ -45,6 +46,7 @@ from edgefleet.server.routes import (
     workloads,
 )
 from edgefleet.server.services.alerts import AlertService
+from edgefleet.server.services.attestation import AttestationService
 from edgefleet.server.services.audit import AuditService
 from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.certificates import CertificateService
@@ -135,6 +137,7 @@ def build_services(
         dashboard=dashboard_service,
         dashboard_events=DashboardEvents(dashboard_service),
         ui_sessions=UiSessionService(db, clock, token_service),
+        attestation=AttestationService(db, clock, settings.attestation()),
         certificates=CertificateService(db, clock, settings),
     )
 
@@ -269,7 +272,8 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)
     # The device routes first: every device calls them, and routes are matched in order (no
     # device route's method and path overlaps an operator route's).
-    routers = [device_api.router, telemetry.device_router, ddi.router, ddi.operator_router]
+    routers = [device_api.router, telemetry.device_router, ddi.router, ddi.operator_router,
+               attestation.router]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
                                              rollouts, workloads, dashboard, ui,

@@ -16,6 +16,7 @@ from edgefleet.security.request_signing import SignedRequest, read_signed_header
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import AlertService
+from edgefleet.server.services.attestation import AttestationService
 from edgefleet.server.services.audit import AuditService, OperatorContext
 from edgefleet.server.services.blob_access import BlobAccess
 from edgefleet.server.services.certificates import CertificateService
@@ -72,6 +73,7 @@ class Services:
     dashboard: DashboardService
     dashboard_events: DashboardEvents
     ui_sessions: UiSessionService
+    attestation: AttestationService
     certificates: CertificateService
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgefleet.core.attestation import AttestationPolicy, parse_policy
 from edgefleet.errors import SettingsError
 from edgefleet.logfmt import check_level
 
@@ -124,6 +125,15 @@ class ServerSettings(BaseSettings):
         "", description="Comma-separated names of the releases DDI devices may be assigned "
         "(DDI clients verify hashes over TLS, not TUF signatures); empty: none.",
     )
+    attestation_policy: str = Field(
+        "", description="What a device whose attestation failed loses, comma-separated: "
+        "releases (its release section is withheld), workloads (it takes no replicas; its "
+        "replicas move off), label (it is labelled attestation=failed); empty: report only.",
+    )
+    attestation_require_tpm: bool = Field(
+        False, description="A device whose measurement no TPM quote vouches for (attestation "
+        "unverified) counts as failed for attestation_policy.",
+    )
 
     roles: str = Field(
         ",".join(ROLES), description="What this replica does, comma-separated: api (operator "
@@ -140,6 +150,12 @@ class ServerSettings(BaseSettings):
         description="A controller lease's lifetime: renewed every third of it; a replica that "
         "dies is replaced after at most this long (plus a renewal interval).",
     )
+
+    @field_validator("attestation_policy")
+    @classmethod
+    def _known_actions(cls, actions: str) -> str:
+        parse_policy(actions)
+        return actions
 
     @field_validator("log_level")
     @classmethod
@@ -166,6 +182,10 @@ class ServerSettings(BaseSettings):
         if token is not None and len(token.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return token
+
+    def attestation(self) -> AttestationPolicy:
+        """The policy of `attestation_policy` and `attestation_require_tpm`."""
+        return parse_policy(self.attestation_policy, require_tpm=self.attestation_require_tpm)
 
     def ddi_release_names(self) -> frozenset[str]:
         """The release names of `ddi_releases`."""

@@ -33,6 +33,7 @@ from edgefleet.core.lease import Fence
 from edgefleet.errors import EdgefleetError, LeaseLost, SettingsError, StoreError
 from edgefleet.store.repositories.alerts import AlertRepository
 from edgefleet.store.repositories.api_tokens import ApiTokenRepository
+from edgefleet.store.repositories.attestations import AttestationRepository
 from edgefleet.store.repositories.audit import AuditRepository
 from edgefleet.store.repositories.checkpoints import CheckpointArchiveRepository
 from edgefleet.store.repositories.ddi import DdiRepository
@@ -84,6 +85,7 @@ class Transaction:
         self.rollouts = RolloutRepository(connection)
         self.release_trains = ReleaseTrainRepository(connection)
         self.ddi = DdiRepository(connection)
+        self.attestations = AttestationRepository(connection)
         self.leases = LeaseRepository(connection)
 
 

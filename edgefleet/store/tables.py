@@ -482,3 +482,24 @@ leases = Table(
     Column("token", BigInteger, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
+
+# Attestation: each device's latest verdict on its measured software state (and what the
+# policy withholds from it because of it), its TPM attestation key, its outstanding nonce.
+
+device_attestations = Table(
+    "device_attestations",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("attestation_key_pem", Text, nullable=True),
+    Column("nonce", String(64), nullable=True),
+    Column("nonce_expires_at", UTCDateTime, nullable=True),
+    Column("status", String(16), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("attested_at", UTCDateTime, nullable=True),
+    Column("tpm", Boolean, nullable=False),
+    Column("pcrs", JSON, nullable=False),
+    Column("measurement_digest", String(64), nullable=True),
+    Column("measurement", JSON, nullable=False),
+    Column("withhold_releases", Boolean, nullable=False),
+    Column("withhold_workloads", Boolean, nullable=False),
+)

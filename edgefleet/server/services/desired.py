@@ -88,9 +88,10 @@ def render_device(tx: Transaction, device: Device) -> Device:
     if workloads is not None:
         hosting = len(_hosting_nodes(placement))
         interval = hosting_heartbeat_s(device.heartbeat_interval_s, max(1, hosting))
+    withheld = tx.attestations.get(device.id).withhold_releases  # the attestation policy
     return refresh_desired(
         device,
-        release_section(tx, device),
+        None if withheld else release_section(tx, device),
         telemetry_section(tx, device.id),
         workloads,
         interval,

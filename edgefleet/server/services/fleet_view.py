@@ -29,6 +29,7 @@ class FleetView:
     placement: PlacementRecord
     migrations: tuple[Migration, ...]  # active ones
     now: datetime
+    quarantined: frozenset[str] = frozenset()  # the attestation policy keeps work off them
 
     @property
     def specs(self) -> list[Workload]:
@@ -68,7 +69,7 @@ class FleetView:
                         liveness=health.state,
                         reliability=health.liveness.reliability(self.now),
                         power=health.node,
-                        draining=health.drain.draining,
+                        draining=health.drain.draining or device.id in self.quarantined,
                         used_cpu_millicores=used[0],
                         used_memory_mb=used[1],
                     )
@@ -91,4 +92,5 @@ def load_view(tx: Transaction, now: datetime) -> FleetView:
         placement=tx.placement.load(),
         migrations=tuple(tx.migrations.active()),
         now=now,
+        quarantined=tx.attestations.withholding_workloads(),
     )
