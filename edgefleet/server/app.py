@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import Depends, FastAPI
 
 from edgefleet import __version__
-from edgefleet.artifacts.blobstore import BlobStore
+from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.clock import Clock, SystemClock
 from edgefleet.core.lease import LeaseName
 from edgefleet.errors import SettingsError
@@ -90,7 +90,8 @@ def build_services(
 ) -> Services:
     server_metrics = ServerMetrics()
     watch = DesiredStateWatch(server_metrics.long_polls_waiting)
-    blobs = BlobStore(settings.data_dir / "blobs", max_blob_bytes=settings.max_blob_bytes)
+    blobs = FilesystemBlobStore(settings.data_dir / "blobs",
+                                max_blob_bytes=settings.max_blob_bytes)
     blobs.remove_partial_puts()
     trust = TrustService(settings.data_dir, db, clock)
     trust.reconcile_signed_releases()

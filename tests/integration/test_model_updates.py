@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgefleet.artifacts.blobstore import BlobStore
+from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp, save_model
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
@@ -170,7 +170,7 @@ def test_tampered_blob_is_refused_and_the_device_keeps_its_slot(
         admin, tmp_path, "guarded", "2.0.0", build_mlp(4, 8, 3, seed=8), port, trust.targets_keys
     )
     model_sha = next(f["sha256"] for f in release["files"] if f["kind"] == "onnx-model")
-    blob = BlobStore(server.data_dir / "blobs").path(model_sha)
+    blob = FilesystemBlobStore(server.data_dir / "blobs").path(model_sha)
     assert blob.exists()
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF  # same length, different content

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from edgefleet.artifacts.blobstore import BlobStore
+from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.release import Artifact, ArtifactKind, Ref, Release
@@ -84,7 +84,7 @@ class Plane:
         self.db = db
         self.clock = clock
         watch = DesiredStateWatch()
-        blobs = BlobStore(data_dir / "blobs")
+        blobs = FilesystemBlobStore(data_dir / "blobs")
         self.deltas = DeltaService(blobs, data_dir / "deltas")
         releases = ReleaseService(db, blobs, clock, watch, self.deltas)
         settings = ServerSettings(data_dir=data_dir)

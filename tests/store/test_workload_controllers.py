@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from edgefleet.artifacts.blobstore import BlobInfo, BlobStore
+from edgefleet.artifacts.blob_files import FilesystemBlobStore
+from edgefleet.artifacts.blobstore import BlobInfo
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.failure_detector import Liveness
@@ -62,7 +63,7 @@ class Fleet:
         self.link = DeviceLinkService(db, self.clock, ServerSettings(data_dir=tmp_path))
         self.liveness = LivenessController(db, self.clock, settings)
         self.placement = PlacementController(db, self.clock, settings, watch)
-        self.blobs = BlobStore(tmp_path / "blobs")
+        self.blobs = FilesystemBlobStore(tmp_path / "blobs")
         self.archives = CheckpointService(db, self.clock, self.blobs, settings)
         self.migrations = MigrationController(db, self.clock, settings, watch, self.blobs,
                                               self.archives)  # fmt: skip

@@ -8,13 +8,13 @@ import os
 from concurrent.futures import Future
 from pathlib import Path
 
-from edgefleet.artifacts.blobstore import BlobStore
+from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.server.services import deltas
 from edgefleet.server.services.deltas import DeltaService, DeltaState
 
 
 def test_a_request_beyond_the_pending_bound_is_unavailable_not_queued(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
     shas = [blobs.put(io.BytesIO(bytes([i]) * 1000)).sha256 for i in range(4)]
     service = DeltaService(blobs, tmp_path / "deltas")
     for i in range(deltas.MAX_PENDING_DELTAS):  # the pool is busy with other pairs
@@ -39,7 +39,7 @@ def _ready(service: DeltaService, old: str, new: str, size: int, served_at: floa
 def test_prune_keeps_the_cache_within_its_size_least_recently_served_first(
     tmp_path: Path,
 ) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
     shas = [blobs.put(io.BytesIO(bytes([i]) * 1000)).sha256 for i in range(4)]
     service = DeltaService(blobs, tmp_path / "deltas")
     _ready(service, shas[0], shas[1], 300, served_at=1_000)
@@ -58,7 +58,7 @@ def test_prune_keeps_the_cache_within_its_size_least_recently_served_first(
 def test_prune_forgets_pairs_whose_blobs_are_gone_and_a_missing_delta_is_not_ready(
     tmp_path: Path,
 ) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
     shas = [blobs.put(io.BytesIO(bytes([i]) * 1000)).sha256 for i in range(2)]
     service = DeltaService(blobs, tmp_path / "deltas")
     gone = f"{7:064x}"

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from edgefleet.artifacts.blob_files import FileRangeReader
 from edgefleet.artifacts.blobstore import BlobReader, parse_range_header, validate_sha256
 from edgefleet.core.device import Device
 from edgefleet.errors import NotFound, PayloadTooLarge
@@ -111,7 +112,7 @@ def download_delta(
     try:
         size = path.stat().st_size
         start, end = parse_range_header(header, size) if header else (0, size)
-        reader = BlobReader(path, start, end, size)
+        reader = FileRangeReader(path, start, end, size)
     except FileNotFoundError:  # the cache evicted it a moment ago
         raise unavailable from None
     response = _ranged(reader, header is not None)
