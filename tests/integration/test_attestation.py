@@ -146,6 +146,9 @@ def test_a_tpm_quote_verifies_until_a_slot_file_changes(
         device = admin.get_device(device_id)
         assert device["labels"]["attestation"] == "failed"
         assert "release" not in device["desired"]
+        # The agent takes the withheld section as no release: its service stops.
+        wait_for(lambda: not release_status(admin, agent).get("active"),
+                 what="the release stopped")  # fmt: skip
         assert "failed (slot a: vision-model" in show(env, agent)
         listed = run_cli("devices", "list", "-l", "attestation=failed", env=env)
         assert device_id[:12] in listed.stdout and "failed" in listed.stdout
