@@ -356,6 +356,33 @@ class FleetClient:
         """Status: waves with device counts, gate evaluations, devices."""
         return self._call("GET", f"/v1/rollouts/{_seg(rollout)}")
 
+    def approve_rollout(self, rollout: str, note: str = "") -> dict[str, Any]:
+        """Approve a rollout awaiting a second operator."""
+        return self._call("POST", f"/v1/rollouts/{_seg(rollout)}/approve", json={"note": note})
+
+    # Governance
+
+    def apply_policy(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        params = {"dry_run": "true"} if dry_run else None
+        return self._call("PUT", "/v1/policies", json={"manifest": manifest}, params=params)
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/policies")
+
+    def delete_policy(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/policies/{_seg(name)}")
+
+    def test_policy(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """What the stored policies say about a Rollout or Workload manifest."""
+        return self._call("POST", "/v1/policies/test", json={"manifest": manifest})
+
+    def list_changes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/changes")
+
+    def approve_change(self, change_id: str) -> dict[str, Any]:
+        """Approve (and apply) another admin's pending trust change."""
+        return self._call("POST", f"/v1/changes/{_seg(change_id)}/approve")
+
     def rollout_command(self, rollout: str, command: str, note: str = "") -> dict[str, Any]:
         """pause | resume | abort | rollback."""
         path = f"/v1/rollouts/{_seg(rollout)}/{_seg(command)}"

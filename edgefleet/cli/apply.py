@@ -75,10 +75,18 @@ def apply_workload(client: FleetClient, doc: dict[str, Any], options: ApplyOptio
     return Applied("Workload", answer["name"], answer["outcome"], detail, answer)
 
 
+def apply_policy(client: FleetClient, doc: dict[str, Any], options: ApplyOptions) -> Applied:
+    answer = client.apply_policy(doc, dry_run=options.dry_run)
+    policy = answer["policy"]
+    return Applied("Policy", policy["name"], answer["outcome"], f"by {policy['updated_by']}",
+                   answer)  # fmt: skip
+
+
 HANDLERS: dict[str, Handler] = {
     "Rollout": apply_rollout,
     "ReleaseTrain": apply_release_train,
     "Workload": apply_workload,
+    "Policy": apply_policy,
 }
 
 

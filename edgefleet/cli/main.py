@@ -21,6 +21,7 @@ from edgefleet.cli import (
     delta,
     devices,
     lab,
+    policy,
     releases,
     rollouts,
     server,
@@ -193,6 +194,8 @@ app.add_typer(rollouts.app, name="rollouts")
 app.add_typer(rollouts.trains_app, name="trains")
 app.add_typer(workloads.workloads_app, name="workloads")
 app.add_typer(workloads.placements_app, name="placements")
+app.add_typer(policy.app, name="policy")
+app.add_typer(policy.changes_app, name="changes")
 app.add_typer(sim.app, name="sim")
 app.add_typer(lab.app, name="lab")
 app.add_typer(bench.app, name="bench")

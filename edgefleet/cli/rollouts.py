@@ -392,6 +392,19 @@ def _command(ctx: typer.Context, rollout: str, command: str, note: str, output: 
 NoteOpt = typer.Option("", "--note", help="Why (kept in the timeline and the audit log)")
 
 
+@app.command("approve")
+def approve(ctx: typer.Context, rollout: str, note: str = NoteOpt,
+            output: Output = OutputOpt) -> None:  # fmt: skip
+    """Approve a rollout awaiting a second operator (its requester cannot)."""
+    with ctx.obj.client() as client:
+        result = client.approve_rollout(rollout, note)
+    if output.is_document or output is Output.NAME:
+        emit_object(result, output, [])
+        return
+    console.print(f"rollout {result['name']} ({result['id']}): {styled(result['state'])} — "
+                  f"{result['reason']}", highlight=False)  # fmt: skip
+
+
 @app.command("pause")
 def pause(ctx: typer.Context, rollout: str, note: str = NoteOpt,
           output: Output = OutputOpt) -> None:  # fmt: skip

@@ -49,7 +49,9 @@ def _seconds(expires: str | None) -> float | None:
 def create_api_token(
     ctx: typer.Context,
     name: str,
-    role: Role = typer.Option(..., help="viewer, operator or admin"),
+    role: Role = typer.Option(
+        ..., help="viewer, operator, admin, rollout-approver or release-signer"
+    ),
     expires: str = typer.Option(None, help="Lifetime, e.g. 30d (default: never)"),
     scope: str = typer.Option(
         None, help="Limit its changes to devices to this label selector, e.g. 'region=eu'"

@@ -161,6 +161,11 @@ def rotate(
         if targets_role is not None and published.targets_bytes is not None:
             targets = _resigned(published.targets_bytes, targets_signers)
         result = client.rotate_root(json.loads(root), json.loads(targets) if targets else None)
+        change = result.get("pending_change")
+        if change is not None:  # a policy wants a second admin (four-eyes)
+            console.print(f"{change['summary']}: waits for a second admin "
+                          f"(edgefleet changes approve {change['id']})")  # fmt: skip
+            return
         trust_store(ctx, client).keep_root(root)
     console.print(f"root rotated to v{result['root_version']}")
 

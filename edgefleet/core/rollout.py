@@ -1,6 +1,7 @@
 """Rollouts: the life of one rollout as a table of legal moves, and the records the engine
 reads and writes (the rollout, and one record per device it targets).
 
+    awaiting-approval ─approve─▶ pending      (four-eyes: a second operator approved)
     pending ─start─▶ progressing ─soak─▶ soaking ─promote─▶ progressing (next wave)
                       │     ▲               │ └─complete─▶ succeeded
                       │     └─resume─ paused ◀─pause─┘   (a failed gate with on_failure:
@@ -9,7 +10,8 @@ reads and writes (the rollout, and one record per device it targets).
                                                  └─fail─▶ failed (a device did not return)
 
     progressing, soaking, paused ─fail─▶ failed (deadline with action fail)
-    pending, progressing, soaking, paused ─abort─▶ aborted (devices keep what they have)
+    awaiting-approval, pending, progressing, soaking, paused ─abort─▶ aborted (devices keep
+                                                                   what they have)
     succeeded, failed, aborted ─rollback─▶ rolling-back (an operator changes their mind)
 
 The engine (`rollout_decision.decide`) moves a rollout through `start`, `soak`, `promote`,
@@ -43,6 +45,7 @@ from edgefleet.errors import IllegalTransition, InvalidInput
 
 
 class RolloutState(StrEnum):
+    AWAITING_APPROVAL = "awaiting-approval"  # a policy wants a second operator's approval
     PENDING = "pending"
     PROGRESSING = "progressing"  # assigning the release to the devices of the current wave
     SOAKING = "soaking"  # the current wave is settled; waiting, then evaluating the gates
@@ -75,10 +78,16 @@ class RolloutEvent(StrEnum):
     ROLLBACK_DONE = "rollback-done"
     FAIL = "fail"
     ABORT = "abort"
+    APPROVE = "approve"
 
+
+# The states a rollout is created in.
+INITIAL_STATES = frozenset({RolloutState.PENDING, RolloutState.AWAITING_APPROVAL})
 
 _S, _E = RolloutState, RolloutEvent
 TRANSITIONS: dict[tuple[RolloutState, RolloutEvent], RolloutState] = {
+    (_S.AWAITING_APPROVAL, _E.APPROVE): _S.PENDING,
+    (_S.AWAITING_APPROVAL, _E.ABORT): _S.ABORTED,
     (_S.PENDING, _E.START): _S.PROGRESSING,
     (_S.PENDING, _E.ABORT): _S.ABORTED,
     (_S.PROGRESSING, _E.SOAK): _S.SOAKING,
@@ -273,6 +282,14 @@ def desired_release(rollout: Rollout, device: RolloutDevice) -> DesiredRelease |
     ):
         return DesiredRelease(device.previous_release, device.attempts)
     return DesiredRelease(str(rollout.spec.release), device.attempts)
+
+
+def approve(rollout: Rollout, *, requested_by: str, actor: str) -> Rollout:
+    """The rollout once a second operator approved it, or IllegalTransition. Who may approve
+    is `core.approval.decide_approver`'s decision."""
+    state = transition(rollout.state, RolloutEvent.APPROVE)
+    return replace(rollout, state=state, reason=f"requested by {requested_by}, approved by "
+                                                f"{actor}; waiting to start")  # fmt: skip
 
 
 def apply_command(

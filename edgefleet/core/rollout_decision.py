@@ -304,7 +304,7 @@ def _step(
     """The actions of the first rule that has something to do."""
     if rollout.state is RolloutState.PENDING:
         return _start(rollout, devices)
-    if rollout.state in FINAL_STATES:
+    if rollout.state in FINAL_STATES or rollout.state is RolloutState.AWAITING_APPROVAL:
         return []
     planned = rollout.plan.device_ids if rollout.plan is not None else ()
     for device_id in planned:

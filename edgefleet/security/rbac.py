@@ -15,6 +15,8 @@ class Role(StrEnum):
     VIEWER = "viewer"
     OPERATOR = "operator"
     ADMIN = "admin"
+    ROLLOUT_APPROVER = "rollout-approver"
+    RELEASE_SIGNER = "release-signer"
 
 
 class Permission(StrEnum):
@@ -31,6 +33,8 @@ class Permission(StrEnum):
     TRUST_ADMIN = "trust.admin"
     API_TOKENS_READ = "api-tokens.read"
     API_TOKENS_WRITE = "api-tokens.write"
+    ROLLOUTS_APPROVE = "rollouts.approve"
+    POLICIES_WRITE = "policies.write"
 
 
 _VIEWER = frozenset({Permission.FLEET_READ, Permission.AUDIT_READ})
@@ -43,18 +47,24 @@ _OPERATOR = _VIEWER | {
     Permission.ROLLOUTS_WRITE,
     Permission.TELEMETRY_WRITE,
     Permission.WORKLOADS_WRITE,
+    Permission.ROLLOUTS_APPROVE,
 }
 # Trust changes (the TUF root, its keys and thresholds) are for admins only.
 _ADMIN = _OPERATOR | {
     Permission.API_TOKENS_READ,
     Permission.API_TOKENS_WRITE,
     Permission.TRUST_ADMIN,
+    Permission.POLICIES_WRITE,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEWER,
     Role.OPERATOR: _OPERATOR,
     Role.ADMIN: _ADMIN,
+    # Narrow roles for one duty: the second pair of eyes on rollouts, and the people who
+    # stage and sign releases without changing a device.
+    Role.ROLLOUT_APPROVER: _VIEWER | {Permission.ROLLOUTS_APPROVE},
+    Role.RELEASE_SIGNER: _VIEWER | {Permission.RELEASES_WRITE},
 }
 
 

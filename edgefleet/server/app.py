@@ -33,6 +33,7 @@ from edgefleet.server.routes import (
     ddi,
     device_api,
     devices,
+    governance,
     groups,
     health,
     leases,
@@ -46,6 +47,7 @@ from edgefleet.server.routes import (
     workloads,
 )
 from edgefleet.server.services.alerts import AlertService
+from edgefleet.server.services.approvals import ApprovalService
 from edgefleet.server.services.attestation import AttestationService
 from edgefleet.server.services.audit import AuditService
 from edgefleet.server.services.blob_access import BlobAccess
@@ -63,6 +65,7 @@ from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
 from edgefleet.server.services.otlp_export import OtlpExporter, parse_headers
 from edgefleet.server.services.placement_controller import PlacementController
+from edgefleet.server.services.policies import PolicyService
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
 from edgefleet.server.services.rollout_controller import RolloutController
@@ -132,6 +135,8 @@ def build_services(
         blob_access=BlobAccess(db),
         workload_controllers=controllers,
         rollouts=RolloutService(db, clock, controller.wake),
+        policies=PolicyService(db, clock),
+        approvals=ApprovalService(db, clock, trust),
         release_trains=trains,
         rollout_controller=controller,
         ddi=DdiService(db, clock, settings, blobs, controller.wake),
@@ -277,7 +282,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
                attestation.router]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
-                                             rollouts, workloads, dashboard, ui,
+                                             rollouts, governance, workloads, dashboard, ui,
                                              certificates)]  # fmt: skip
     routers.append(leases.router)
     # Each router is served by a role (`roles.py`); the shared ones by every replica.

@@ -16,6 +16,7 @@ from edgefleet.security.request_signing import SignedRequest, read_signed_header
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import AlertService
+from edgefleet.server.services.approvals import ApprovalService
 from edgefleet.server.services.attestation import AttestationService
 from edgefleet.server.services.audit import AuditService, OperatorContext
 from edgefleet.server.services.blob_access import BlobAccess
@@ -28,6 +29,7 @@ from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
+from edgefleet.server.services.policies import PolicyService
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
 from edgefleet.server.services.rollout_controller import RolloutController
@@ -67,6 +69,8 @@ class Services:
     blob_access: BlobAccess
     workload_controllers: WorkloadControllers
     rollouts: RolloutService
+    policies: PolicyService
+    approvals: ApprovalService
     release_trains: ReleaseTrainService
     rollout_controller: RolloutController
     ddi: DdiService

@@ -608,6 +608,13 @@ class CreateRolloutRequest(Strict):
     )
 
 
+class ManifestRequest(Strict):
+    manifest: dict[str, Any] = Field(
+        description="A manifest (kind: Policy, or for policy test kind: Rollout or Workload), "
+        "as its YAML parses to JSON."
+    )
+
+
 class RolloutCommandRequest(Strict):
     note: str = Field("", max_length=500, description="Why; kept in the timeline and audit.")
 

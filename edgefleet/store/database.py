@@ -44,6 +44,7 @@ from edgefleet.store.repositories.leases import LeaseRepository
 from edgefleet.store.repositories.migrations import MigrationRepository
 from edgefleet.store.repositories.node_health import NodeHealthRepository
 from edgefleet.store.repositories.nonces import NonceRepository
+from edgefleet.store.repositories.policies import PendingChangeRepository, PolicyRepository
 from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRepository
 from edgefleet.store.repositories.rollouts import ReleaseTrainRepository, RolloutRepository
 from edgefleet.store.repositories.telemetry import TelemetryRepository
@@ -86,6 +87,8 @@ class Transaction:
         self.release_trains = ReleaseTrainRepository(connection)
         self.ddi = DdiRepository(connection)
         self.attestations = AttestationRepository(connection)
+        self.policies = PolicyRepository(connection)
+        self.pending_changes = PendingChangeRepository(connection)
         self.leases = LeaseRepository(connection)
 
 

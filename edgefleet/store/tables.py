@@ -503,3 +503,29 @@ device_attestations = Table(
     Column("withhold_releases", Boolean, nullable=False),
     Column("withhold_workloads", Boolean, nullable=False),
 )
+
+# Policies as code (`core.policy`): one row per Policy document, all of them in force.
+policies = Table(
+    "policies",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Changes waiting for a second operator (`core.approval`): a root rotation, its metadata in
+# `payload`, until another operator approves it.
+pending_changes = Table(
+    "pending_changes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("requested_by", String(128), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("decided_by", String(128), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+)

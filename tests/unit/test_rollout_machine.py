@@ -12,6 +12,7 @@ from edgefleet.core.gates import GateResult, GateVerdict
 from edgefleet.core.release_train import may_start_next
 from edgefleet.core.rollout import (
     FINAL_STATES,
+    INITIAL_STATES,
     TRANSITIONS,
     GateEvaluation,
     OperatorCommand,
@@ -19,6 +20,7 @@ from edgefleet.core.rollout import (
     RolloutEvent,
     RolloutState,
     apply_command,
+    approve,
     transition,
 )
 from edgefleet.core.rollout_spec import ReleaseRef, RolloutSpec
@@ -58,8 +60,8 @@ def test_final_states_only_allow_an_operator_rollback() -> None:
     assert not {event for (s, event) in TRANSITIONS if s is S.ROLLED_BACK}
 
 
-def test_every_state_is_reachable_from_pending() -> None:
-    reached, frontier = {S.PENDING}, [S.PENDING]
+def test_every_state_is_reachable_from_an_initial_state() -> None:
+    reached, frontier = set(INITIAL_STATES), list(INITIAL_STATES)
     while frontier:
         state = frontier.pop()
         for (s, _), to in TRANSITIONS.items():
@@ -67,6 +69,21 @@ def test_every_state_is_reachable_from_pending() -> None:
                 reached.add(to)
                 frontier.append(to)
     assert reached == set(S)
+
+
+def test_a_rollout_awaiting_approval_only_starts_once_approved_or_is_aborted() -> None:
+    waiting = rollout(S.AWAITING_APPROVAL)
+    approved = approve(waiting, requested_by="alice (tok-1)", actor="bob (tok-2)")
+    assert approved.state is S.PENDING
+    assert approved.reason == (
+        "requested by alice (tok-1), approved by bob (tok-2); waiting to start"
+    )
+    assert apply_command(waiting, OperatorCommand.ABORT, NOW, actor="alice").state is S.ABORTED
+    for command in (OperatorCommand.PAUSE, OperatorCommand.RESUME, OperatorCommand.ROLLBACK):
+        with pytest.raises(IllegalTransition):
+            apply_command(waiting, command, NOW, actor="alice")
+    with pytest.raises(IllegalTransition, match="cannot approve a rollout that is pending"):
+        approve(approved, requested_by="alice", actor="bob")
 
 
 def test_a_rollback_cannot_be_paused_or_aborted() -> None:

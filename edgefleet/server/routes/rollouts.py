@@ -83,6 +83,19 @@ def rollout_report(
     return JSONResponse(report)
 
 
+@router.post(
+    "/rollouts/{rollout}/approve",
+    summary="Approve a rollout awaiting a second operator (not its requester)",
+)
+def approve_rollout(
+    rollout: str,
+    body: RolloutCommandRequest | None = None,
+    ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_APPROVE)),
+    svc: Services = Depends(services),
+) -> dict[str, Any]:
+    return rollout_summary(svc.rollouts.approve(ctx, rollout, body.note if body else ""))
+
+
 @router.post("/rollouts/{rollout}/{command}", summary="pause, resume, abort or roll back")
 def command_rollout(
     rollout: str,

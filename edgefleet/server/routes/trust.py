@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
 
 from edgefleet.core.device import Device
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, device_or_operator, requires, services
 from edgefleet.server.schemas import SetRootRequest
+from edgefleet.server.services.approvals import change_view
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1", tags=["trust (TUF)"])
@@ -48,9 +50,14 @@ def rotate_root(
     body: SetRootRequest,
     ctx: OperatorContext = Depends(requires(Permission.TRUST_ADMIN)),
     svc: Services = Depends(services),
-) -> dict[str, object]:
+) -> Response:
+    """200 with the new root version, or 202 with the pending change when a policy wants a
+    second admin to approve it (POST /v1/changes/{id}/approve)."""
     targets = json.dumps(body.targets).encode() if body.targets is not None else None
-    return {"root_version": svc.trust.rotate_root(ctx, json.dumps(body.root).encode(), targets)}
+    result = svc.trust.rotate_root(ctx, json.dumps(body.root).encode(), targets)
+    if isinstance(result, int):
+        return JSONResponse({"root_version": result})
+    return JSONResponse({"pending_change": change_view(result)}, status_code=202)
 
 
 @router.get("/tuf/{filename}", summary="TUF metadata (N.root.json, timestamp.json, ...)")

@@ -10,12 +10,14 @@ from edgefleet.core.device import ConnectionStatus, Device
 from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState, transition
 from edgefleet.core.group import Group, validate_group_name
 from edgefleet.core.labels import LabelChange
+from edgefleet.core.policy import check_labels
 from edgefleet.core.rollout import DeviceState as RolloutDeviceState
 from edgefleet.core.rollout_record import TimelineEntry
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import save_device
+from edgefleet.server.services.policies import enforce, policies_in_force
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
 
@@ -122,6 +124,7 @@ class DeviceService:
             # give one away.
             ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, device.labels)
             ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, labels)
+            enforce(check_labels(policies_in_force(tx), device.name, labels))
             saved = save_device(tx, replace(device, labels=labels))
             record_action(tx, ctx, "device.label", f"device/{device.id}", now,
                           {"set": dict(change.set), "remove": sorted(change.remove)})

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from edgefleet.clock import Clock
+from edgefleet.core.approval import Requester, decide_approver
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.release import Ref
 from edgefleet.core.rollout import (
@@ -29,13 +30,15 @@ from edgefleet.core.rollout import (
     Rollout,
     RolloutState,
     apply_command,
+    approve,
 )
 from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
 from edgefleet.core.rollout_spec import RolloutSpec, parse_rollout_spec
 from edgefleet.core.waves import plan_waves
-from edgefleet.errors import Conflict, InvalidInput
+from edgefleet.errors import Conflict, Forbidden, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.policies import enforce, rollout_verdict
 from edgefleet.server.services.releases import compatibility_of, signed_release
 from edgefleet.server.services.rollout_report import (
     build_report,
@@ -115,6 +118,8 @@ def create_rollout(
         Permission.ROLLOUTS_WRITE, spec.target,
         {labels[d].name: labels[d].labels for d in targets},
     )  # fmt: skip
+    violations, approval = rollout_verdict(tx, spec)
+    enforce(violations)
     holders = tx.rollouts.claims(targets)
     rollout_id = new_rollout_id()
     superseded: list[str] = []
@@ -125,14 +130,18 @@ def create_rollout(
         for other in others:
             _supersede(tx, ctx, tx.rollouts.get(other), rollout_id, now)
             superseded.append(other)
+    rollout = Rollout(rollout_id, spec)
+    if approval:  # the controller leaves it be until a second operator approves it
+        rollout = replace(rollout, state=RolloutState.AWAITING_APPROVAL,
+                          reason="needs a second operator's approval: " + "; ".join(approval))
     record = RolloutRecord(
-        rollout=Rollout(rollout_id, spec),
+        rollout=rollout,
         name=name,
         manifest=dict(manifest),
         created_by=ctx.actor,
         created_at=now,
         updated_at=now,
-        due_at=now,
+        due_at=None if approval else now,
         train=train,
     )
     tx.rollouts.insert(record)
@@ -147,14 +156,16 @@ def create_rollout(
                 f"created by {ctx.actor}: {spec.release} to {len(targets)} device(s) matching "
                 f"'{spec.target}'{note}",
                 actor=ctx.actor,
-                details={"devices": len(targets), "superseded": superseded, "train": train},
+                details={"devices": len(targets), "superseded": superseded, "train": train,
+                         "needs_approval": approval},
             )
         ],
     )
     record_action(
         tx, ctx, "rollout.create", f"rollout/{rollout_id}", now,
         {"name": name, "release": str(spec.release), "target": str(spec.target),
-         "devices": len(targets), "superseded": superseded, "train": train},
+         "devices": len(targets), "superseded": superseded, "train": train,
+         "needs_approval": approval},
     )  # fmt: skip
     return Created(record, created=True, superseded=tuple(superseded))
 
@@ -305,6 +316,29 @@ class RolloutService:
                 # reads committed data); the command is decided again on the new state.
                 if e.code != "concurrent_update" or attempt + 1 == COMMAND_ATTEMPTS:
                     raise
+        self._wake()
+        return saved
+
+    def approve(self, ctx: OperatorContext, id_or_name: str, note: str = "") -> RolloutRecord:
+        """Approve a rollout awaiting a second operator: 403 `own_change` for its requester,
+        409 `illegal_transition` unless it awaits approval. The timeline and the audit log
+        name both operators."""
+        ctx.require(Permission.ROLLOUTS_APPROVE)
+        now = self._clock.now()
+        with self._db.transaction() as tx:
+            record = tx.rollouts.resolve(id_or_name)
+            decision = decide_approver(Requester.from_actor(record.created_by),
+                                       Requester(ctx.principal.token_id, ctx.principal.name))
+            if not decision.allowed:
+                raise Forbidden(decision.reason, code="own_change")
+            changed = approve(record.rollout, requested_by=record.created_by, actor=ctx.actor)
+            saved = tx.rollouts.update(replace(record, rollout=changed, updated_at=now, due_at=now))
+            tx.rollouts.append_events(record.id, [TimelineEntry(
+                now, "approve", changed.reason + (f": {note}" if note else ""),
+                actor=ctx.actor)])  # fmt: skip
+            record_action(tx, ctx, "rollout.approve", f"rollout/{record.id}", now,
+                          {"requested_by": record.created_by, "approved_by": ctx.actor,
+                           "note": note})  # fmt: skip
         self._wake()
         return saved
 

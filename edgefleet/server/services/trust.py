@@ -10,20 +10,29 @@ target in the published targets metadata.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tuf.api.metadata import Targets
+
 from edgefleet.clock import Clock
+from edgefleet.core.policy import check_release, trust_change_needs_approval
 from edgefleet.core.release import Artifact, Ref, Release, target_path
 from edgefleet.errors import Conflict, InvalidInput
 from edgefleet.security.desired_signature import sign_desired
 from edgefleet.security.rbac import Permission
+from edgefleet.security.tokens import new_id
 from edgefleet.security.tuf_keys import load_or_create_signing_key, public_key_to_dict
 from edgefleet.security.tuf_metadata import ReleaseTarget, parse_root, parse_targets
 from edgefleet.security.tuf_repository import TufRepository
 from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.policies import enforce, policies_in_force
 from edgefleet.store import Database, Transaction
+from edgefleet.store.repositories.policies import PendingChange
+
+ROOT_ROTATION = "root-rotation"
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +124,48 @@ class TrustService:
             record_action(tx, ctx, "trust.initialize", f"tuf/root/{version}", now)
         return version
 
-    def rotate_root(self, ctx: OperatorContext, root: bytes, targets: bytes | None) -> int:
+    def rotate_root(
+        self, ctx: OperatorContext, root: bytes, targets: bytes | None
+    ) -> int | PendingChange:
         """Adopt the next root, signed by the current and the new root thresholds; when it
-        changes the targets keys, `targets` re-signed by the new keys comes with it."""
+        changes the targets keys, `targets` re-signed by the new keys comes with it. Under a
+        policy with `approval.trust_changes` the rotation is only requested: the answer is
+        the pending change a second admin approves (`services.approvals`)."""
         ctx.require(Permission.TRUST_ADMIN)
         now = self._clock.now()
         if not self.repository.initialized:
             raise Conflict("trust is not initialized yet (edgefleet trust init)",
                            code="tuf_not_initialized")
+        with self._db.transaction() as tx:
+            holding = trust_change_needs_approval(policies_in_force(tx))
+            if holding:
+                version = parse_root(root).signed.version
+                change = PendingChange(
+                    id=new_id("chg"), kind=ROOT_ROTATION,
+                    summary=f"rotate the root to version {version}",
+                    payload={"root": root.decode(),
+                             "targets": targets.decode() if targets is not None else None},
+                    requested_by=ctx.actor, requested_at=now, state="pending",
+                )  # fmt: skip
+                tx.pending_changes.insert(change)
+                record_action(tx, ctx, "trust.rotate-root.request", f"change/{change.id}", now,
+                              {"root_version": version, "policies": holding})  # fmt: skip
+                return change
+        return self.apply_rotation(ctx, root, targets, now)
+
+    def apply_rotation(
+        self,
+        ctx: OperatorContext,
+        root: bytes,
+        targets: bytes | None,
+        now: datetime,
+        details: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Rotate the root now and audit it (with `details`, e.g. who requested it)."""
         version = self.repository.rotate_root(root, now=now, targets=targets)
         with self._db.transaction() as tx:
             record_action(tx, ctx, "trust.rotate-root", f"tuf/root/{version}", now,
-                          {"targets_resigned": targets is not None})
+                          {"targets_resigned": targets is not None, **(details or {})})
         return version
 
     def stage_release(self, ctx: OperatorContext, ref: Ref, expires_in: timedelta | None) -> bytes:
@@ -153,6 +192,9 @@ class TrustService:
                     f"stage release {ref} again",
                     code="release_not_in_targets",
                 )
+        with self._db.read() as tx:
+            enforce(check_release(policies_in_force(tx), ref.name,
+                                  self._verified_signatures(signed_targets)))  # fmt: skip
         version = self.repository.publish_targets(signed_targets, now=now)
         with self._db.transaction() as tx:
             record_action(tx, ctx, "release.sign", f"release/{release.ref}", now,
@@ -187,6 +229,14 @@ class TrustService:
         version = self.repository.refresh_timestamp(now)
         log.info("re-signed timestamp", extra={"timestamp_version": version})
         return True
+
+    def _verified_signatures(self, signed_targets: bytes) -> int:
+        """How many distinct targets keys of the current root signed these targets."""
+        metadata = parse_targets(signed_targets)
+        result = self.repository.root().signed.get_verification_result(
+            Targets.type, metadata.signed_bytes, metadata.signatures
+        )
+        return len(result.signed)
 
     @staticmethod
     def _load(tx: Transaction, ref: Ref) -> tuple[Release, list[Artifact]]:

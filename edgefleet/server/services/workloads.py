@@ -38,6 +38,7 @@ from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import refresh_device
 from edgefleet.server.services.fleet_view import FleetView, load_view
 from edgefleet.server.services.placement_controller import new_migration_id
+from edgefleet.server.services.policies import enforce, workload_violations
 from edgefleet.server.services.releases import read_service_manifest
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
@@ -133,6 +134,7 @@ class WorkloadService:
                 selectors.append(parse_workload(dict(existing.document)).constraints.selector)
             for selector in selectors:
                 _require_in_scope(tx, ctx, selector)
+            enforce(workload_violations(tx, document))
             if existing is None:
                 record = WorkloadRecord(spec.name, dict(document), refs, ctx.actor, now,
                                         ctx.actor, now)  # fmt: skip
