@@ -17,10 +17,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.core.lease import LeaseName
 from edgefleet.localfleet import ManagedProcess, ServerProcess, wait_for
 from tests.conftest import ADMIN_TOKEN
+from tests.device_requests import RawDevice
 from tests.postgres import postgres_unavailable, throwaway_database
+from tests.releases import Trust, free_port, publish
 
 pytestmark = pytest.mark.postgres
 
@@ -226,3 +229,69 @@ def test_a_replica_without_a_role_answers_its_routes_503(replicas: Replicas) -> 
     # itself, not by the role gate.
     enroll = httpx.post(f"{devices_only.url}/v1/enroll", json={}, timeout=5)
     assert enroll.status_code != 503
+
+
+def test_a_paused_rollout_controller_applies_no_wave_twice(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """replica-a's rollout controller decides to start a rollout (wave 1: two devices) and
+    blocks inside its apply transaction; it is stopped past its lease, replica-b takes over
+    and decides the same; replica-a resumes and its write meets the fence. The wave is
+    applied once: two devices assigned, one start-rollout in the audit log."""
+    fast = {"EDGEFLEET_LEASE_TTL_S": "3"}
+    a = replicas.start("replica-a", **fast)
+    wait_for(lambda: LeaseName.ROLLOUTS in ready(a)["leading"], what="replica-a to lead")
+    b = replicas.start("replica-b", **fast)
+    assert a.proc is not None
+    with b.client() as admin:
+        trust = Trust.install(admin)
+        publish(admin, tmp_path / "release", "fenced", "1.0.0", build_mlp(4, 8, 3, seed=5),
+                free_port(), trust.targets_keys)  # fmt: skip
+        token = admin.create_enrollment_token(auto_approve=True)["token"]
+        devices = [RawDevice(b.url) for _ in range(4)]
+        for device in devices:
+            assert device.enroll(token, labels={"fleet": "fenced"}).status_code == 200
+            assert device.report().status_code == 200
+        engine = create_engine(replicas.database_url)
+        try:
+            with engine.connect() as blocker:
+                blocker.execute(text("LOCK TABLE devices IN EXCLUSIVE MODE"))
+                rollout = admin.create_rollout({
+                    "kind": "Rollout", "metadata": {"name": "fenced"},
+                    "spec": {"release": "fenced@1.0.0", "target": "fleet=fenced",
+                             "strategy": {"waves": [2, "100%"], "soak": "1h",
+                                          "max_unavailable": "100%", "install_timeout": "1h"}},
+                })  # fmt: skip
+                rollout_id = rollout["rollout"]["id"]
+                wait_for(lambda: _lock_waiters(replicas.database_url, "devices") >= 1,
+                         what="replica-a's apply to wait for the lock")  # fmt: skip
+                os.kill(a.proc.pid, signal.SIGSTOP)
+                try:
+                    wait_for(lambda: leases(b)[LeaseName.ROLLOUTS]["holder"] == "replica-b",
+                             timeout_s=30, what="replica-b to take the lease over")  # fmt: skip
+                finally:
+                    os.kill(a.proc.pid, signal.SIGCONT)
+                wait_for(lambda: LeaseName.ROLLOUTS not in ready(a)["leading"],
+                         what="replica-a to stop acting")  # fmt: skip
+                blocker.rollback()
+        finally:
+            engine.dispose()
+        wait_for(lambda: ready(a)["fenced_writes_refused"] >= 1,
+                 what="replica-a's late write to be refused")  # fmt: skip
+        refusals = [line for line in a.log().splitlines() if "fenced write refused" in line]
+        assert any(LeaseName.ROLLOUTS in line for line in refusals), refusals
+
+        def assigned() -> list[str]:
+            listed = admin.list_devices(selector="fleet=fenced")
+            return [d["id"] for d in listed if d.get("release")]
+
+        wait_for(lambda: len(assigned()) == 2, what="wave 1 to be assigned")
+        status = admin.get_rollout(rollout_id)
+        assert status["state"] not in ("failed", "aborted")
+        starts = [r for r in admin.audit_page(limit=1000)
+                  if r["action"] == "rollout.start-rollout"
+                  and r["target"] == f"rollout/{rollout_id}"]  # fmt: skip
+        assert len(starts) == 1, starts
+        # Nothing later adds to the wave: its soak is an hour, and no device reported.
+        time.sleep(2)
+        assert len(assigned()) == 2
