@@ -26,6 +26,7 @@ next try rather than after the TTL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ class LeaseKeeper:
             acting = None
         if acting is None:
             acting = _Acting(fence, asyncio.create_task(self._run_under(fence)))
+            acting.task.add_done_callback(functools.partial(self._ended, name))
             self._acting[name] = acting
             log.info("acting under lease", extra={"lease": name, "replica": self.replica_id,
                                                   "token": fence.token})  # fmt: skip
@@ -130,6 +132,16 @@ class LeaseKeeper:
     async def _run_under(self, fence: Fence) -> None:
         ACTING_UNDER.set(fence)  # this task's own context, copied into its threads
         await self._controllers[fence.name]()
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        """A loop that ended on its own (it should not) is started again at the next try."""
+        acting = self._acting.get(name)
+        if task.cancelled() or acting is None or acting.task is not task:
+            return
+        log.error("controller loop ended; restarting it at the next lease try",
+                  extra={"lease": name, "replica": self.replica_id,
+                         "error": repr(task.exception())})  # fmt: skip
+        self._stop(name, "the loop ended")
 
     def _stop(self, name: str, reason: str) -> None:
         acting = self._acting.pop(name, None)
