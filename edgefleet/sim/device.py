@@ -160,6 +160,9 @@ class VirtualDevice:
             accelerators=b.device_class.hardware.accelerators,
             statsd_port=0,
             otlp_port=None,  # simulated workloads send StatsD; no socket per device
+            # Every virtual device runs the same code in one process: measuring it once per
+            # device would read the package a thousand times and tell nothing.
+            attestation_interval_s=0,
             telemetry_sample_interval_s=s.telemetry_sample_interval_s,
             telemetry_batch_interval_s=s.telemetry_batch_interval_s,
             simulated_battery=None if self.hardware.battery_percent() is None

@@ -60,4 +60,6 @@ def test_a_virtual_fleet_runs_through_its_faults(
     assert traffic["report"]["http_errors"] > 0  # pending until the API approved them
     names = {d["name"] for d in admin.list_devices() if d["name"].startswith("tiny-")}
     assert names == {f"tiny-{i:05d}" for i in range(5)}
+    ids = {d["id"] for d in admin.list_devices() if d["name"].startswith("tiny-")}
+    assert not ids & {a["device_id"] for a in admin.list_attestations()}  # virtual: no attesting
     assert (tmp_path / "sim" / "devices" / "tiny-00000" / "device.key").exists()
