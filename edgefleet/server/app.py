@@ -98,7 +98,8 @@ def build_services(
     blobs.remove_partial_puts()
     trust = TrustService(settings.data_dir, db, clock)
     trust.reconcile_signed_releases()
-    deltas = DeltaService(blobs, settings.data_dir / "deltas")
+    deltas = DeltaService(blobs, settings.data_dir / "deltas",
+                          computes="deltas" in settings.role_names())  # fmt: skip
     releases = ReleaseService(db, blobs, clock, watch, deltas,
                               ddi_releases=settings.ddi_release_names())
     telemetry_service = TelemetryService(db, clock, watch, server_metrics, settings)

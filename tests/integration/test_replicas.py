@@ -225,6 +225,8 @@ def test_a_replica_without_a_role_answers_its_routes_503(replicas: Replicas) -> 
     assert httpx.get(f"{full.url}/v1/devices", headers=headers, timeout=5).status_code == 200
     body = ready(devices_only)
     assert body["roles"] == ["device"] and body["leading"] == []
+    delta = httpx.get(f"{devices_only.url}/v1/blobs/{'a' * 64}/delta/{'b' * 64}", timeout=5)
+    assert delta.status_code == 503 and delta.json()["error"]["code"] == "role_not_served"
     # The device API is there: an enrollment without a token is refused by the route
     # itself, not by the role gate.
     enroll = httpx.post(f"{devices_only.url}/v1/enroll", json={}, timeout=5)

@@ -72,10 +72,20 @@ class _Stopped(Exception):
 
 
 class DeltaService:
-    def __init__(self, blobs: BlobStore, cache_dir: Path, margin: float = DEFAULT_MARGIN) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        cache_dir: Path,
+        margin: float = DEFAULT_MARGIN,
+        computes: bool = True,
+    ) -> None:
+        """`computes`: whether this replica makes deltas (the `deltas` role); without it,
+        `request` only reports what the shared cache holds, and a replica with the role
+        makes the delta when a device asks it."""
         self._blobs = blobs
         self._cache = cache_dir
         self._margin = margin
+        self._computes = computes
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], Future[tuple[int, int]]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -112,7 +122,8 @@ class DeltaService:
     def request(self, from_sha256: str, to_sha256: str) -> DeltaStatus:
         """The pair's status, scheduling its creation if it is not known yet."""
         current = self.status(from_sha256, to_sha256)
-        if current.state is not DeltaState.PENDING or current.reason != "not scheduled":
+        if not self._computes or current.state is not DeltaState.PENDING \
+                or current.reason != "not scheduled":
             return current
         pair = (current.from_sha256, current.to_sha256)
         with self._lock:
