@@ -4,12 +4,13 @@ An operator token scoped to `region=eu` sets a release on an eu device and is re
 us device with the reason (403 `out_of_scope` naming the device and the scope), through the
 API and the CLI (one line, non-zero exit); relabelling cannot move a device out of (or
 into) its scope; a rollout whose selector reaches outside the scope is refused even where
-every device it matches today is in scope; a scoped admin mints only tokens within its scope.
+every device it matches today is in scope, and so are commands on such a rollout; a scoped
+admin mints only tokens within its scope.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -106,6 +107,40 @@ def test_a_rollout_whose_selector_reaches_outside_is_refused(
         {"release": "vision@1.0.0", "target": "region=eu,kind=camera"}, dry_run=True
     )
     assert [d["name"] for d in planned["plan"]["devices"]] == ["cam-eu"]
+
+
+def test_a_scoped_operator_commands_only_rollouts_within_its_scope(
+    fleet: dict[str, str], eu: FleetClient, admin: FleetClient
+) -> None:
+    admin.create_rollout({"name": "fleet-wide", "release": "vision@1.0.0",
+                          "target": "kind=camera"})  # fmt: skip
+    refused = refusal(lambda: eu.rollout_command("fleet-wide", "abort"))
+    assert (refused.status, refused.code) == (403, "out_of_scope")
+    assert "selector 'kind=camera' reaches outside scope 'region=eu'" in refused.message
+    admin.rollout_command("fleet-wide", "abort")
+    eu.create_rollout({"name": "eu-only", "release": "vision@1.0.0", "target": "region=eu"})
+    assert eu.rollout_command("eu-only", "abort")["state"] == "aborted"
+
+
+def test_a_scoped_operator_places_workloads_only_within_its_scope(
+    fleet: dict[str, str], eu: FleetClient
+) -> None:
+    def workload(selector: str) -> dict[str, object]:
+        return {"kind": "Workload", "metadata": {"name": "detector"},
+                "spec": {"artifacts": ["vision@1.0.0"], "constraints": {"selector": selector},
+                         "resources": {"cpu_millicores": 100, "memory_mb": 64}}}  # fmt: skip
+
+    refused = refusal(lambda: eu.apply_workload(workload("kind=camera"), dry_run=True))
+    assert (refused.status, refused.code) == (403, "out_of_scope")
+    assert eu.apply_workload(workload("region=eu,kind=camera"), dry_run=True)["outcome"] == (
+        "created"
+    )
+
+
+def refusal(call: Callable[[], object]) -> ApiError:
+    with pytest.raises(ApiError) as refused:
+        call()
+    return refused.value
 
 
 def test_a_scoped_admin_mints_only_tokens_within_its_scope(admin: FleetClient,

@@ -113,11 +113,7 @@ def create_rollout(
             code="rollout_exists",
         )
     targets = target_devices(tx, spec)
-    labels = {d.id: d for d in tx.devices.all()}
-    ctx.principal.require_on_selector(
-        Permission.ROLLOUTS_WRITE, spec.target,
-        {labels[d].name: labels[d].labels for d in targets},
-    )  # fmt: skip
+    _require_in_scope(tx, ctx, Permission.ROLLOUTS_WRITE, spec, targets)
     violations, approval = rollout_verdict(tx, spec)
     enforce(violations)
     holders = tx.rollouts.claims(targets)
@@ -168,6 +164,20 @@ def create_rollout(
          "needs_approval": approval},
     )  # fmt: skip
     return Created(record, created=True, superseded=tuple(superseded))
+
+
+def _require_in_scope(
+    tx: Transaction,
+    ctx: OperatorContext,
+    permission: Permission,
+    spec: RolloutSpec,
+    targets: list[str] | None = None,
+) -> None:
+    """Forbidden `out_of_scope` unless the rollout's target stays within the caller's device
+    scope (`targets`: the ids it matches, by default those it matches now)."""
+    ids = set(target_devices(tx, spec) if targets is None else targets)
+    matched = {d.name: d.labels for d in tx.devices.all() if d.id in ids}
+    ctx.principal.require_on_selector(permission, spec.target, matched)
 
 
 def plan_preview(tx: Transaction, record: RolloutRecord) -> dict[str, Any]:
@@ -327,6 +337,7 @@ class RolloutService:
         now = self._clock.now()
         with self._db.transaction() as tx:
             record = tx.rollouts.resolve(id_or_name)
+            _require_in_scope(tx, ctx, Permission.ROLLOUTS_APPROVE, record.rollout.spec)
             decision = decide_approver(Requester.from_actor(record.created_by),
                                        Requester(ctx.principal.token_id, ctx.principal.name))
             if not decision.allowed:
@@ -348,6 +359,7 @@ class RolloutService:
         now = self._clock.now()
         with self._db.transaction() as tx:
             record = tx.rollouts.resolve(id_or_name)
+            _require_in_scope(tx, ctx, Permission.ROLLOUTS_WRITE, record.rollout.spec)
             was_final = record.state in FINAL_STATES
             changed = apply_command(record.rollout, command, now, actor=ctx.actor, note=note)
             final = changed.state in FINAL_STATES

@@ -247,6 +247,7 @@ class WorkloadService:
             view = load_view(tx, now)
             if name not in view.workloads:
                 raise NotFound(f"no workload named {name!r}", code="workload_not_found")
+            _require_in_scope(tx, ctx, view.workloads[name].spec.constraints.selector)
             target_id = None if to is None else tx.devices.resolve(to).id
             busy = [m for m in view.migrations if (m.workload, m.replica) == (name, replica)]
             if busy:
@@ -286,7 +287,8 @@ class WorkloadService:
         aborted: list[Migration] = []
         refreshed: list[str] = []
         with self._db.transaction() as tx:
-            tx.workloads.get(name)
+            document = tx.workloads.get(name).document
+            _require_in_scope(tx, ctx, parse_workload(dict(document)).constraints.selector)
             for m in tx.migrations.active():
                 if m.workload != name:
                     continue
