@@ -54,7 +54,8 @@ def create_api_token(
     ),
     expires: str = typer.Option(None, help="Lifetime, e.g. 30d (default: never)"),
     scope: str = typer.Option(
-        None, help="Limit its changes to devices to this label selector, e.g. 'region=eu'"
+        None, help="Limit its changes to devices to this label selector, e.g. 'region=eu', or "
+        "to a group's: group:NAME"
     ),
     output: Output = OutputOpt,
 ) -> None:

@@ -17,6 +17,7 @@ complete: `tier=a` does not reach outside `tier in (a,b)`, and is judged within 
 `region=eu,region=us` (matching nothing) is not judged within `zone=z1`. A refusal names
 the scope requirement no selector requirement implies.
 
+>>> from edgefleet.core.selector import parse_selector
 >>> scope = parse_selector("region=eu")
 >>> decide_selector(scope, parse_selector("region=eu,kind=camera"), {}).allowed
 True
@@ -44,6 +45,19 @@ class ScopeDecision:
 
 
 ALLOWED = ScopeDecision(True)
+
+# A scope may name a group instead of a selector: `group:eu-cameras` is that group's
+# selector, looked up at every authentication (so it follows the group's changes).
+GROUP_PREFIX = "group:"
+
+
+def group_of_scope(scope: str) -> str | None:
+    """The group a `group:NAME` scope names, or None for a label selector.
+
+    >>> group_of_scope("group:eu-cameras"), group_of_scope("region=eu")
+    ('eu-cameras', None)
+    """
+    return scope.removeprefix(GROUP_PREFIX) if scope.startswith(GROUP_PREFIX) else None
 
 
 def implies(premise: Requirement, conclusion: Requirement) -> bool:

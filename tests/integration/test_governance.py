@@ -137,6 +137,23 @@ def test_a_scoped_operator_places_workloads_only_within_its_scope(
     )
 
 
+def test_a_token_scoped_to_a_group_follows_the_group(
+    server: ServerProcess, fleet: dict[str, str], admin: FleetClient
+) -> None:
+    admin.create_group("eu-cams", "region=eu,kind=camera")
+    created = admin.create_api_token("eu-cams-operator", "operator", scope="group:eu-cams")
+    assert created["scope"] == "group:eu-cams"
+    with server.client(created["token"]) as scoped:
+        assert scoped.assign_release("vision", "1.0.0", device="cam-eu")["assigned"]
+        refused = refusal(lambda: scoped.assign_release("vision", "1.0.0", device="cam-us"))
+        assert "device cam-us is outside scope 'region=eu,kind=camera'" in refused.message
+        admin.delete_group("eu-cams")
+        gone = refusal(scoped.whoami)
+        assert (gone.status, gone.code) == (401, "scope_group_missing")
+    missing = refusal(lambda: admin.create_api_token("x", "operator", scope="group:nope"))
+    assert (missing.status, missing.code) == (404, "group_not_found")
+
+
 def refusal(call: Callable[[], object]) -> ApiError:
     with pytest.raises(ApiError) as refused:
         call()

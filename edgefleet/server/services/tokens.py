@@ -21,8 +21,9 @@ from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
 from edgefleet.core.enrollment import EnrollmentToken
-from edgefleet.core.selector import parse_selector
-from edgefleet.errors import InvalidInput, Unauthenticated, Unavailable
+from edgefleet.core.scope import group_of_scope
+from edgefleet.core.selector import Selector, parse_selector
+from edgefleet.errors import InvalidInput, NotFound, Unauthenticated, Unavailable
 from edgefleet.security.rbac import SYSTEM, Permission, Principal, Role
 from edgefleet.security.tokens import (
     API_TOKEN_PREFIX,
@@ -108,8 +109,23 @@ class TokenService:
         if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
             with self._db.transaction() as tx:
                 tx.api_tokens.mark_used(token.id, now)
-        scope = None if token.scope is None else parse_selector(token.scope)
+        scope = None if token.scope is None else self._resolve_scope(token.scope, token.id)
         return Principal(token_id=token.id, name=token.name, role=token.role, scope=scope)
+
+    def _resolve_scope(self, scope: str, token_id: str | None = None) -> Selector:
+        """The selector of a stored or requested scope: a label selector, or `group:NAME`,
+        the group's selector as it is now (a token whose group was deleted is refused)."""
+        group = group_of_scope(scope)
+        if group is None:
+            return parse_selector(scope)
+        with self._db.read() as tx:
+            found = tx.groups.find(group)
+        if found is None and token_id is not None:
+            raise Unauthenticated(f"API token {token_id} is scoped to group {group}, which no "
+                                  "longer exists", code="scope_group_missing")  # fmt: skip
+        if found is None:
+            raise NotFound(f"no group named {group!r}", code="group_not_found")
+        return parse_selector(found.selector)
 
     def _check_chosen(self, secret: str, digest: str) -> ApiToken | None:
         """The token whose chosen secret this is, checked against each salted hash."""
@@ -160,8 +176,10 @@ class TokenService:
         """A new token holding `role`, its changes to devices limited to the label selector
         `scope` (None: the whole fleet; a scoped minter can only mint within its scope)."""
         ctx.require(Permission.API_TOKENS_WRITE)
-        parsed = None if scope is None else parse_selector(scope)
+        parsed = None if scope is None else self._resolve_scope(scope)
         ctx.principal.require_scope(parsed)
+        if scope is not None and group_of_scope(scope) is None:
+            scope = str(parsed)
         now = self._clock.now()
         secret = new_secret(API_TOKEN_PREFIX)
         token = ApiToken(
@@ -172,7 +190,7 @@ class TokenService:
             created_at=now,
             expires_at=now + expires_in if expires_in else None,
             revoked=False,
-            scope=None if parsed is None else str(parsed),
+            scope=scope,
         )
         with self._db.transaction() as tx:
             tx.api_tokens.insert(token, hash_secret(secret))
