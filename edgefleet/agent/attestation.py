@@ -46,19 +46,33 @@ class TpmError(EdgefleetError):
     """A tpm2-tools command failed (its stderr says why)."""
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+class FileHashes:
+    """SHA-256 of files, re-read only when a file's inode, size, mtime or ctime changed: a
+    release's model may be gigabytes, measured every few minutes. ctime cannot be set back
+    without setting the clock, so a file rewritten with its old size and mtime is read again.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[tuple[int, int, int, int], str]] = {}
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = self._known.get(path)
+        if known is not None and known[0] == key:
+            return known[1]
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        self._known[path] = (key, digest.hexdigest())
+        return digest.hexdigest()
+
+    def optional(self, path: Path | None) -> str | None:
+        return self.sha256(path) if path is not None and path.is_file() else None
 
 
-def _optional_sha256(path: Path | None) -> str | None:
-    return _file_sha256(path) if path is not None and path.is_file() else None
-
-
-def measure_agent_code(package: Path) -> dict[str, Any]:
+def measure_agent_code(package: Path, hashes: FileHashes) -> dict[str, Any]:
     """The agent's version and the SHA-256 over the path and hash of every file of the
     installed edgefleet package (compiled caches left out)."""
     digest = hashlib.sha256()
@@ -66,12 +80,13 @@ def measure_agent_code(package: Path) -> dict[str, Any]:
     for path in sorted(package.rglob("*")):
         if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
             continue
-        digest.update(f"{path.relative_to(package).as_posix()}\0{_file_sha256(path)}\n".encode())
+        line = f"{path.relative_to(package).as_posix()}\0{hashes.sha256(path)}\n"
+        digest.update(line.encode())
         count += 1
     return {"version": edgefleet.__version__, "sha256": digest.hexdigest(), "files": count}
 
 
-def measure_slots(slots: Slots) -> dict[str, Any]:
+def measure_slots(slots: Slots, hashes: FileHashes) -> dict[str, Any]:
     """Each filled slot's release and the SHA-256 of each of its files as they are on disk
     now ("missing" for a file that is gone)."""
     out: dict[str, Any] = {}
@@ -83,22 +98,22 @@ def measure_slots(slots: Slots) -> dict[str, Any]:
         files = {}
         for artifact, name in sorted(dict(manifest.get("files") or {}).items()):
             path = directory / str(name)
-            files[artifact] = _file_sha256(path) if path.is_file() and name != MANIFEST else (
+            files[artifact] = hashes.sha256(path) if path.is_file() and name != MANIFEST else (
                 "missing")  # fmt: skip
         out[slot.value] = {"release": manifest.get("release"),
                            "version": manifest.get("version"), "files": files}  # fmt: skip
     return out
 
 
-def measure(settings: AgentSettings, slots: Slots) -> dict[str, Any]:
+def measure(settings: AgentSettings, slots: Slots, hashes: FileHashes) -> dict[str, Any]:
     """The measurement of this device's software state: agent code, slots, settings."""
     return {
-        "agent": measure_agent_code(Path(edgefleet.__file__).parent),
-        "slots": measure_slots(slots),
+        "agent": measure_agent_code(Path(edgefleet.__file__).parent, hashes),
+        "slots": measure_slots(slots, hashes),
         "config": {
             "server_url": settings.server_url,
-            "root_file_sha256": _optional_sha256(settings.root_file),
-            "ca_file_sha256": _optional_sha256(settings.ca_file),
+            "root_file_sha256": hashes.optional(settings.root_file),
+            "ca_file_sha256": hashes.optional(settings.ca_file),
             "service_user": settings.service_user,
             "sandbox_memory_limit_mb": settings.sandbox_memory_limit_mb,
             "sandbox_timeout_s": settings.sandbox_timeout_s,
@@ -187,6 +202,7 @@ class Attestor:
         self._link = link
         self._clock = clock
         self._slots = Slots(slots_root)
+        self._hashes = FileHashes()
         self._rng = rng
         self._tpm = (Tpm(settings.tpm, settings.data_dir / "attestation")
                      if settings.tpm else None)  # fmt: skip
@@ -206,7 +222,8 @@ class Attestor:
 
     async def attest_once(self) -> dict[str, Any]:
         """Measure, quote when there is a TPM, report; the control plane's verdict."""
-        measurement = await asyncio.to_thread(measure, self._settings, self._slots)
+        measurement = await asyncio.to_thread(measure, self._settings, self._slots,
+                                              self._hashes)
         digest = measurement_digest(measurement)
         payload: dict[str, Any] = {"measurement": measurement, "digest": digest}
         if self._tpm is not None:

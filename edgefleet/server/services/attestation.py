@@ -84,7 +84,7 @@ class AttestationService:
                                          _published(tx, measurement))  # fmt: skip
             verdict = judge(measurement, digest, mismatches, quote, log_digests)
             restricted = is_restricted(self.policy, verdict.status)
-            before = record.status
+            before = record
             record = replace(
                 record,
                 status=verdict.status,
@@ -98,8 +98,9 @@ class AttestationService:
                 withhold_workloads=restricted and self.policy.withhold_workloads,
             )
             tx.attestations.save(record)
-            self._apply(tx, device.id, restricted)
-            if before is not verdict.status:
+            self._apply(tx, device.id, restricted,
+                        before.withhold_releases != record.withhold_releases)  # fmt: skip
+            if before.status is not verdict.status:
                 record_action(tx, DeviceContext(device.id, request_id), "device.attestation",
                               device.id, now,
                               {"status": verdict.status.value, "reason": verdict.reason,
@@ -138,9 +139,12 @@ class AttestationService:
                             bytes.fromhex(nonce), pcrs)  # fmt: skip
         return record, check
 
-    def _apply(self, tx: Transaction, device_id: str, restricted: bool) -> None:
+    def _apply(
+        self, tx: Transaction, device_id: str, restricted: bool, releases_changed: bool
+    ) -> None:
         """Add or remove the quarantine label as the policy says; re-render the device's
-        desired state (its release section may be withheld or given back)."""
+        desired state when that or the release section withheld changed (only then: the
+        device row is what heartbeats write too)."""
         device = tx.devices.get(device_id)
         labels = dict(device.labels)
         key, value = QUARANTINE_LABEL
@@ -148,7 +152,8 @@ class AttestationService:
             labels[key] = value
         elif labels.get(key) == value:
             del labels[key]
-        save_device(tx, replace(device, labels=labels))
+        if labels != device.labels or releases_changed:
+            save_device(tx, replace(device, labels=labels))
 
     def status(self, ctx: OperatorContext, device_id: str) -> AttestationRecord:
         """The device's latest attestation (an empty record if it never attested)."""
