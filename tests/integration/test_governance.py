@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from edgefleet.artifacts.model_builder import build_mlp
@@ -152,6 +153,19 @@ def test_a_token_scoped_to_a_group_follows_the_group(
         assert (gone.status, gone.code) == (401, "scope_group_missing")
     missing = refusal(lambda: admin.create_api_token("x", "operator", scope="group:nope"))
     assert (missing.status, missing.code) == (404, "group_not_found")
+
+
+def test_a_dashboard_session_keeps_its_tokens_scope(
+    server: ServerProcess, fleet: dict[str, str], eu_token: str
+) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        assert browser.post("/ui/session", json={"token": eu_token}).status_code == 201
+        headers = {"x-edgefleet-csrf": "1"}
+        assert browser.get("/v1/whoami").json()["scope"] == "region=eu"
+        refused = browser.post("/v1/releases/vision/1.0.0/assign", headers=headers,
+                               json={"device": "cam-us"})  # fmt: skip
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "out_of_scope"
 
 
 def refusal(call: Callable[[], object]) -> ApiError:

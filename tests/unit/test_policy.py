@@ -154,3 +154,6 @@ def test_the_requester_cannot_approve_their_own_change() -> None:
     # Another token of the same name is the same person.
     assert not decide_approver(alice, Requester("tok-9", "alice")).allowed
     assert Requester.from_actor("system") == Requester("system", "system")
+    # Nor is alice's dashboard session (a token named ui:alice).
+    assert not decide_approver(alice, Requester("tok-7", "ui:alice")).allowed
+    assert not decide_approver(Requester.from_actor("ui:alice (tok-7)"), alice).allowed

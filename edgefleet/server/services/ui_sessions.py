@@ -1,6 +1,6 @@
 """Dashboard sessions: an operator's API token exchanged for a short-lived one.
 
-A session is an API token of its own (named `ui:NAME`, the same role, expiring after
+A session is an API token of its own (named `ui:NAME`, the same role and scope, expiring after
 `SESSION_TTL` or with the token it came from, whichever is first), so every control-plane
 replica sharing the database knows it, `edgefleet tokens list` shows it, an admin can revoke
 it, and what is done through it is audited under its name. Its secret lives only in the
@@ -53,6 +53,7 @@ class UiSessionService:
             created_at=now,
             expires_at=expires_at,
             revoked=False,
+            scope=parent.scope,  # a session never reaches further than its token
         )
         with self._db.transaction() as tx:
             tx.api_tokens.insert(session, hash_secret(secret))
