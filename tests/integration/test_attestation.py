@@ -207,6 +207,11 @@ def test_a_replayed_quote_is_refused(
         assert device.call("POST", base, body).status_code == 409
         assert attestation(admin, agent)["status"] == "verified"  # a replay changes nothing
 
+        # A device that registered a TPM key cannot fall back to a software measurement.
+        plain = device.call("POST", base, {"measurement": measurement, "digest": digest}).json()
+        assert (plain["status"], plain["reason"]) == (
+            "failed", "no TPM quote, but this device registered a TPM attestation key")
+
         # A quote whose reported PCR value is not what the TPM quoted fails the device.
         forged = quoted()
         forged["tpm"]["pcrs"] = {"16": "00" * 32}

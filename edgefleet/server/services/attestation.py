@@ -5,7 +5,8 @@ One attestation, in one transaction:
   1. a TPM quote must answer the device's outstanding nonce, which is then spent (an old
      quote is refused, 409 `stale_attestation_nonce`, and changes nothing);
   2. the quote is checked against the attestation key the device registered with its first
-     quote (a different key later is a failure, not a new registration);
+     quote (a different key later is a failure, not a new registration, and so is a report
+     without a quote from a device that registered one);
   3. the slots it measured are compared with the releases they claim to hold;
   4. core.attestation.judge decides; the policy says what the device loses (its release
      section, its workloads, the label attestation=failed), and its desired state is
@@ -80,6 +81,10 @@ class AttestationService:
             if tpm is not None:
                 record, quote = self._check_quote(record, tpm, now)
                 log_digests = [str(d) for d in tpm.get("log") or []]
+            elif record.attestation_key_pem is not None:
+                # No downgrade: a device with a registered TPM key must keep quoting.
+                quote = QuoteCheck("no TPM quote, but this device registered a TPM "
+                                   "attestation key", {})  # fmt: skip
             mismatches = slot_mismatches(dict(measurement.get("slots") or {}),
                                          _published(tx, measurement))  # fmt: skip
             verdict = judge(measurement, digest, mismatches, quote, log_digests)
