@@ -168,6 +168,13 @@ def test_a_dashboard_session_keeps_its_tokens_scope(
         assert refused.json()["error"]["code"] == "out_of_scope"
 
 
+def test_a_scoped_operator_creates_ddi_devices_only_inside_its_scope(eu: FleetClient) -> None:
+    refused = refusal(lambda: eu.create_ddi_target("gw-us", {"region": "us"}))
+    assert (refused.status, refused.code) == (403, "out_of_scope")
+    assert "device gw-us is outside scope 'region=eu'" in refused.message
+    assert eu.create_ddi_target("gw-eu", {"region": "eu"})["name"] == "gw-eu"
+
+
 def refusal(call: Callable[[], object]) -> ApiError:
     with pytest.raises(ApiError) as refused:
         call()

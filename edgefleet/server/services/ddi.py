@@ -109,6 +109,8 @@ class DdiService:
         ctx.require(Permission.DEVICES_WRITE)
         controller_id = validate_controller_id(controller_id)
         labels = validate_labels(labels)
+        # A scoped operator creates devices only inside its scope.
+        ctx.principal.require_on_device(Permission.DEVICES_WRITE, controller_id, labels)
         token = new_secret(TARGET_TOKEN_PREFIX)
         now = self._clock.now()
         with self._db.transaction() as tx:
