@@ -21,6 +21,7 @@ from edgefleet.transport.messages import Transport, TransportResponse, error_fro
 
 REQUEST_TIMEOUT_S = 15.0
 TELEMETRY_CONTENT_TYPE = "application/x-edgefleet-telemetry"
+SEALED_TELEMETRY_CONTENT_TYPE = "application/x-edgefleet-telemetry-sealed"
 # A whole artifact may take a while on a slow link; progress is kept between attempts.
 DOWNLOAD_TIMEOUT_S = 600.0
 
@@ -179,11 +180,15 @@ class ControlPlaneLink:
             raise error_from_response(response.status, response.body)
         return SignedDocument(response.body, response.headers.get(DESIRED_SIGNATURE_HEADER))
 
-    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> dict[str, Any]:
-        """POST one telemetry batch (wire bytes); `{"acked_through_seq", "stored_windows"}`.
-        `dropped_through_seq`: every batch up to it that the server lacks is gone here."""
+    async def upload_telemetry(
+        self, payload: bytes, dropped_through_seq: int,
+        content_type: str = TELEMETRY_CONTENT_TYPE,
+    ) -> dict[str, Any]:
+        """POST one telemetry batch (wire bytes, or sealed ones with the sealed content type);
+        `{"acked_through_seq", "stored_windows"}`. `dropped_through_seq`: every batch up to
+        it that the server lacks is gone here."""
         target = f"/v1/devices/{self.device_id}/telemetry?dropped_through_seq={dropped_through_seq}"
-        headers = self._signed("POST", target, payload, {"content-type": TELEMETRY_CONTENT_TYPE})
+        headers = self._signed("POST", target, payload, {"content-type": content_type})
         response = await self._transport.request(
             "POST", target, payload, headers, REQUEST_TIMEOUT_S
         )

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.settings import AgentSettings
+from edgefleet.agent.telemetry_sealing import SealingTelemetryLink
 from edgefleet.atomicfile import write_atomically
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s
@@ -95,7 +96,8 @@ class TelemetryPipeline:
             sample_interval_s=settings.telemetry_sample_interval_s,
             batch_interval_s=settings.telemetry_batch_interval_s,
         )
-        self.uploader = TelemetryUploader(self.queue, link)
+        self.sealing = SealingTelemetryLink(link)
+        self.uploader = TelemetryUploader(self.queue, self.sealing)
         self._host: HostReader = host or HostMetricsCollector(settings.data_dir)
         self._statsd: StatsdServer | None = None
         self._otlp: OtlpReceiver | None = None
@@ -111,6 +113,7 @@ class TelemetryPipeline:
 
     def apply(self, section: Mapping[str, Any] | None) -> None:
         """Follow the desired state's `telemetry` section (None: the default policy)."""
+        self.sealing.use(section.get("sealing") if section else None)
         if self.collector.apply_section(section, self._clock.now()):
             self._upload_now.set()  # a shorter upload interval takes effect now
 

@@ -70,6 +70,7 @@ from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
 from edgefleet.server.services.rollout_controller import RolloutController
 from edgefleet.server.services.rollouts import RolloutService
+from edgefleet.server.services.sealing import SealingService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
@@ -146,6 +147,7 @@ def build_services(
         ui_sessions=UiSessionService(db, clock, token_service),
         attestation=AttestationService(db, clock, settings.attestation()),
         certificates=CertificateService(db, clock, settings),
+        sealing=SealingService(db, clock, settings.data_dir, watch),
     )
 
 

@@ -34,6 +34,7 @@ from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
 from edgefleet.server.services.rollout_controller import RolloutController
 from edgefleet.server.services.rollouts import RolloutService
+from edgefleet.server.services.sealing import SealingService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
 from edgefleet.server.services.trust import TrustService
@@ -79,6 +80,7 @@ class Services:
     ui_sessions: UiSessionService
     attestation: AttestationService
     certificates: CertificateService
+    sealing: SealingService
 
 
 def services(request: Request) -> Services:

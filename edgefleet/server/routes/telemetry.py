@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
@@ -19,6 +20,7 @@ from edgefleet.server.schemas import (
     SQL_INTEGER_MAX,
     KpiReadingOut,
     KpiSummaryOut,
+    Strict,
     TelemetryAck,
     TelemetryCursorOut,
     TelemetryPointOut,
@@ -28,10 +30,13 @@ from edgefleet.server.schemas import (
     TelemetrySeriesOut,
 )
 from edgefleet.server.services.audit import OperatorContext
+from edgefleet.server.services.sealing import SealingStatus, check_sealed_media
 from edgefleet.server.services.telemetry import PolicyRecord
 from edgefleet.telemetry.series import SeriesPoint
 
 CONTENT_TYPE = "application/x-edgefleet-telemetry"
+# A batch sealed to the control plane's ingest key (security/sealing.py).
+SEALED_CONTENT_TYPE = "application/x-edgefleet-telemetry-sealed"
 
 device_router = APIRouter(prefix="/v1/devices", tags=["device API"])
 router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
@@ -55,12 +60,10 @@ async def upload(
     svc: Services = Depends(services),
 ) -> TelemetryAck:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != CONTENT_TYPE:
-        raise InvalidInput(
-            f"telemetry batches are sent as {CONTENT_TYPE}, not {media or 'nothing'}",
-            code="unsupported_content_type",
-        )
+    sealed = check_sealed_media(media, SEALED_CONTENT_TYPE, CONTENT_TYPE)
     body = await request.body()
+    if sealed:
+        body = await run_in_threadpool(svc.sealing.unseal, device.id, body)
     # Authentication has checked the signed timestamp; it shows the device's clock.
     signed_at_s = read_signed_headers(request.headers).timestamp
     result = await run_in_threadpool(
@@ -276,3 +279,38 @@ def put_policy(
     svc: Services = Depends(services),
 ) -> TelemetryPolicyOut:
     return _policy_out(svc.telemetry.set_policy(ctx, body.document))
+
+class SealingIn(Strict):
+    enabled: bool = Field(description="Devices seal their telemetry batches to the ingest key")
+    rotate: bool = Field(False, description="Make a new ingest key (the last 3 still open)")
+
+
+class SealingOut(BaseModel):
+    enabled: bool
+    key_id: str | None = Field(description="Hex id of the current ingest key")
+    public_key: str | None = Field(description="The current X25519 ingest key (base64)")
+    version: int
+
+
+@router.get("/sealing", summary="Sealed telemetry: whether it is on, the ingest public key",
+            response_model=SealingOut)  # fmt: skip
+def get_sealing(
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
+) -> SealingOut:
+    return _sealing_out(svc.sealing.status(ctx))
+
+
+@router.put("/sealing", summary="Turn sealed telemetry on or off, or rotate the ingest key; "
+            "every device's desired state follows", response_model=SealingOut)  # fmt: skip
+def put_sealing(
+    body: SealingIn,
+    ctx: OperatorContext = Depends(requires(Permission.TELEMETRY_WRITE)),
+    svc: Services = Depends(services),
+) -> SealingOut:
+    return _sealing_out(svc.sealing.configure(ctx, body.enabled, body.rotate))
+
+
+def _sealing_out(status: SealingStatus) -> SealingOut:
+    return SealingOut(enabled=status.enabled, key_id=status.key_id,
+                      public_key=status.public_key, version=status.version)  # fmt: skip

@@ -24,6 +24,7 @@ from edgefleet.core.workload_section import (
     replicas_for_node,
 )
 from edgefleet.store import Transaction
+from edgefleet.store.repositories.telemetry import SEALING_POLICY
 
 
 def release_section(tx: Transaction, device: Device) -> ReleaseSection | None:
@@ -38,9 +39,15 @@ def release_section(tx: Transaction, device: Device) -> ReleaseSection | None:
 def telemetry_section(tx: Transaction, device_id: str) -> dict[str, Any]:
     """The fleet telemetry policy, made finer for the metrics of the device's open alerts."""
     policy = tx.telemetry.fleet_policy()
-    return render_telemetry_section(
+    section = render_telemetry_section(
         policy, anomalous_metrics(tx.alerts.open_for_device(device_id))
     )
+    # Sealed telemetry: the ingest key the device seals its batches to (services/sealing.py).
+    sealing = tx.telemetry.policy_record(SEALING_POLICY)
+    if sealing is not None and sealing["document"].get("enabled"):
+        document = sealing["document"]
+        section["sealing"] = {"key_id": document["key_id"], "public_key": document["public_key"]}
+    return section
 
 
 def workloads_section(

@@ -39,6 +39,8 @@ from edgefleet.telemetry.windows import MetricKind, Tags, Window
 NAME_QUERY_CHUNK = 500  # device ids per IN (...) list
 
 FLEET_POLICY = "fleet"
+# Sealed telemetry: {"enabled", "key_id", "public_key"} (services/sealing.py).
+SEALING_POLICY = "sealing"
 
 
 def tags_to_text(tags: Tags) -> str:
@@ -353,9 +355,9 @@ class TelemetryRepository:
         record = self.policy_record()
         return default_fleet_policy() if record is None else parse_fleet_policy(record["document"])
 
-    def policy_record(self) -> dict[str, Any] | None:
+    def policy_record(self, name: str = FLEET_POLICY) -> dict[str, Any] | None:
         row = self._c.execute(
-            select(telemetry_policies).where(telemetry_policies.c.name == FLEET_POLICY)
+            select(telemetry_policies).where(telemetry_policies.c.name == name)
         ).first()
         if row is None:
             return None
@@ -367,15 +369,16 @@ class TelemetryRepository:
         }
 
     def save_policy(
-        self, document: dict[str, Any], seen_version: int, updated_by: str, at: datetime
+        self, document: dict[str, Any], seen_version: int, updated_by: str, at: datetime,
+        name: str = FLEET_POLICY,
     ) -> int:
-        """Store the fleet policy if it is still at `seen_version` (0: none yet); return
-        the new version."""
+        """Store the fleet policy (or the policy `name`, e.g. SEALING_POLICY) if it is still
+        at `seen_version` (0: none yet); return the new version."""
         values = {"document": document, "updated_by": updated_by, "updated_at": at}
         if seen_version == 0:
             try:
                 self._c.execute(
-                    insert(telemetry_policies).values(name=FLEET_POLICY, version=1, **values)
+                    insert(telemetry_policies).values(name=name, version=1, **values)
                 )
             except IntegrityError:
                 raise _policy_raced() from None
@@ -383,7 +386,7 @@ class TelemetryRepository:
         result = self._c.execute(
             update(telemetry_policies)
             .where(
-                telemetry_policies.c.name == FLEET_POLICY,
+                telemetry_policies.c.name == name,
                 telemetry_policies.c.version == seen_version,
             )
             .values(version=seen_version + 1, **values)
