@@ -45,3 +45,17 @@ def test_report_only_changes_nothing_for_a_failing_device(fleet: Fleet) -> None:
     for _ in range(5):
         fleet.tick()
     assert fleet.where() == (node, generation)
+
+
+def test_with_require_tpm_a_software_measurement_alone_loses_what_the_policy_says(
+    fleet: Fleet,
+) -> None:
+    node, _ = fleet.where()
+    clean = {"agent": {"sha256": "ab" * 32}, "slots": {}, "config": {}}
+    service = AttestationService(fleet.db, fleet.clock,
+                                 parse_policy("workloads,label", require_tpm=True))  # fmt: skip
+    with fleet.db.read() as tx:
+        device = tx.devices.get(node)
+    record = service.attest(device, "req-1", clean, measurement_digest(clean), None)
+    assert record.status == "unverified" and record.withhold_workloads
+    assert fleet.desired(node)["labels"] == {"attestation": "failed"}
