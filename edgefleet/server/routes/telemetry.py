@@ -280,6 +280,7 @@ def put_policy(
 ) -> TelemetryPolicyOut:
     return _policy_out(svc.telemetry.set_policy(ctx, body.document))
 
+
 class SealingIn(Strict):
     enabled: bool = Field(description="Devices seal their telemetry batches to the ingest key")
     rotate: bool = Field(False, description="Make a new ingest key (the last 3 still open)")
