@@ -110,6 +110,13 @@ class Principal:
         self.require(permission)
         _enforce(decide_selector(self.scope, selector, matched))
 
+    def require_fleet_wide(self, action: str) -> None:
+        """Forbidden `out_of_scope` when this principal is scoped: `action` could reach
+        devices outside any scope."""
+        if self.scope is not None:
+            raise Forbidden(f"a token scoped to '{self.scope}' cannot {action}: it could "
+                            "reach devices outside the scope", code="out_of_scope")  # fmt: skip
+
     def require_scope(self, wanted: Selector | None) -> None:
         """Forbidden `out_of_scope` unless a token bound to `wanted` stays within this scope."""
         _enforce(decide_scope(self.scope, wanted))

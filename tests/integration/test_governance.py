@@ -175,6 +175,18 @@ def test_a_scoped_operator_creates_ddi_devices_only_inside_its_scope(eu: FleetCl
     assert eu.create_ddi_target("gw-eu", {"region": "eu"})["name"] == "gw-eu"
 
 
+def test_a_scoped_operator_cannot_let_devices_in_unjudged(eu: FleetClient) -> None:
+    for create in (lambda: eu.create_enrollment_token(auto_approve=True),
+                   lambda: eu.create_ddi_gateway_token(auto_approve=True)):  # fmt: skip
+        refused = refusal(create)
+        assert (refused.status, refused.code) == (403, "out_of_scope")
+        assert "a token scoped to 'region=eu' cannot create auto-approving" in refused.message
+    # Devices enrolled with a token that does not approve them wait for an approval, which
+    # is judged against the scope.
+    assert eu.create_enrollment_token()["token"]
+    assert eu.create_ddi_gateway_token()["token"]
+
+
 def refusal(call: Callable[[], object]) -> ApiError:
     with pytest.raises(ApiError) as refused:
         call()

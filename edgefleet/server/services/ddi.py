@@ -128,6 +128,8 @@ class DdiService:
         enrolls an unknown controller id at its first base poll (pending, unless
         `auto_approve`)."""
         ctx.require(Permission.ENROLLMENT_TOKENS_WRITE)
+        if auto_approve:  # a gateway enrolls controllers without any labels we could judge
+            ctx.principal.require_fleet_wide("create auto-approving gateway tokens")
         secret = new_secret(GATEWAY_TOKEN_PREFIX)
         now = self._clock.now()
         token = GatewayToken("gw-" + secrets.token_hex(6), self._settings.ddi_tenant,

@@ -222,6 +222,8 @@ class TokenService:
         max_uses: int | None,
     ) -> tuple[EnrollmentToken, str]:
         ctx.require(Permission.ENROLLMENT_TOKENS_WRITE)
+        if auto_approve:  # devices choose their own labels when they enroll
+            ctx.principal.require_fleet_wide("create auto-approving enrollment tokens")
         now = self._clock.now()
         secret = new_secret(ENROLLMENT_TOKEN_PREFIX)
         token = EnrollmentToken(
