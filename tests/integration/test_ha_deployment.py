@@ -1,0 +1,310 @@
+"""The scale-out deployment, run for real: PostgreSQL, three `edgefleet server` replicas on
+one data dir, HAProxy with `deploy/haproxy.cfg` (only the replicas' addresses, the
+listening port and a `maxconn` within the test's file descriptor limit changed from the
+file as shipped), and real agents that reach the fleet only
+through HAProxy.
+
+- HAProxy sends calls to all three replicas (before agents hold connections: it balances
+  by fewest connections), and any replica answers any API call;
+- the replica that runs the rollout controller is SIGKILLed while a wave soaks: the rollout
+  goes on from another replica and succeeds, no wave takes more devices than its size, and
+  no decision is applied twice (one audit record per rollout action and wave, one
+  assignment per device in the timeline, each device's desired release bumped once);
+- every database connection is terminated (`pg_terminate_backend`, as a PostgreSQL restart
+  does to clients; the cluster itself is shared with other tests, so it is not restarted):
+  the replicas reconnect, the agents kept running their release meanwhile, and a change
+  made afterwards reaches every device.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from edgefleet.artifacts.model_builder import build_mlp
+from edgefleet.client import FleetClient
+from edgefleet.core.lease import LeaseName
+from edgefleet.localfleet import AgentProcess, ManagedProcess, ServerProcess, wait_for
+from tests.conftest import ADMIN_TOKEN
+from tests.postgres import postgres_unavailable, throwaway_database
+from tests.releases import Trust, free_port, publish
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+REPLICAS = ("control-plane-1", "control-plane-2", "control-plane-3")
+FLEET = "fleet=ha"
+AGENTS = 4
+# A service that runs until stopped, healthy while it runs; its slot on the command line
+# tells whose it is.
+SERVICE = {"command": ["{python}", "-c", "import time; time.sleep(86400)", "{slot}"],
+           "health": {"command": ["{python}", "-c", "pass"], "window_s": 1,
+                      "interval_s": 0.5}}  # fmt: skip
+STRATEGY = {"waves": [1, "50%", "100%"], "soak": "8s", "max_unavailable": "100%",
+            "install_timeout": "3m"}  # fmt: skip
+GATES = {"install_failure_rate": {"max_percent": 0, "min_devices": 1}}
+FINAL = ("succeeded", "failed", "aborted", "rolled-back")
+
+
+def haproxy_config(port: int, replicas: dict[str, int]) -> str:
+    """deploy/haproxy.cfg with loopback addresses instead of compose's service names, and
+    `maxconn` within this process's file descriptor limit (HAProxy needs two per
+    connection)."""
+    config = (DEPLOY / "haproxy.cfg").read_text()
+    fds = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if fds != resource.RLIM_INFINITY:
+        config = re.sub(r"maxconn (\d+)", lambda m: f"maxconn {min(int(m[1]), fds // 2 - 100)}",
+                        config)  # fmt: skip
+    config = re.sub(r"^[ \t]*#.*\n", "", config, flags=re.MULTILINE)
+    config = re.sub(r"^resolvers compose\n(?:[ \t]+.*\n)+", "", config, flags=re.MULTILINE)
+    config = config.replace(" resolvers compose", "")
+    config = config.replace("    bind :8080\n", f"    bind 127.0.0.1:{port}\n")
+    for name, replica_port in replicas.items():
+        config = config.replace(f" {name}:8080\n", f" 127.0.0.1:{replica_port}\n")
+    assert "resolvers" not in config and ":8080" not in config
+    return config
+
+
+@dataclass
+class Deployment:
+    database_url: str
+    replicas: dict[str, ServerProcess]
+    balancer: ManagedProcess
+    url: str  # HAProxy's
+
+    def client(self) -> FleetClient:
+        return FleetClient(self.url, ADMIN_TOKEN)
+
+    def ready(self, name: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.replicas[name].url}/readyz", timeout=5)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (Debian: apt-get install haproxy)")
+    root = tmp_path_factory.mktemp("ha")
+    ports = {name: free_port() for name in REPLICAS}
+    lb_port = free_port()
+    (root / "haproxy.cfg").write_text(haproxy_config(lb_port, ports))
+    started: list[ManagedProcess] = []
+    with throwaway_database() as database_url:
+        try:
+            replicas = {}
+            for name in REPLICAS:
+                server = ServerProcess(root / "data", ADMIN_TOKEN, port=ports[name], env={
+                    "EDGEFLEET_DATABASE_URL": database_url, "EDGEFLEET_REPLICA_ID": name,
+                })  # fmt: skip
+                server.log_path = root / f"{name}.log"
+                started.append(server)
+                server.start()
+                replicas[name] = server
+            balancer = ManagedProcess([haproxy, "-db", "-f", str(root / "haproxy.cfg")],
+                                      root / "haproxy.log")  # fmt: skip
+            started.append(balancer)
+            balancer.start()
+            deployment = Deployment(database_url, replicas, balancer, f"http://127.0.0.1:{lb_port}")
+            wait_for(lambda: len(replicas_answering(deployment, 12)) == 3, timeout_s=60,
+                     what="HAProxy to send traffic to every replica")  # fmt: skip
+            yield deployment
+        finally:
+            for process in reversed(started):
+                process.stop()
+
+
+def replicas_answering(deployment: Deployment, calls: int) -> set[str]:
+    """The replicas that answered `calls` readiness checks made through HAProxy."""
+    seen = set()
+    with httpx.Client(base_url=deployment.url, timeout=5) as http:
+        for _ in range(calls):
+            response = http.get("/readyz", headers={"connection": "close"})
+            if response.status_code == 200:
+                seen.add(response.json()["replica"])
+    return seen
+
+
+@pytest.fixture(scope="module")
+def fleet(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[list[AgentProcess]]:  # fmt: skip
+    """Agents that know only HAProxy's address."""
+    base = tmp_path_factory.mktemp("ha-agents")
+    with deployment.client() as client:
+        token = client.create_enrollment_token(auto_approve=True)["token"]
+    agents = [AgentProcess(deployment.url, base / f"ha-{i}", token, f"ha-{i}",
+                           {"fleet": "ha"}) for i in range(AGENTS)]  # fmt: skip
+    try:
+        for agent in agents:
+            agent.start()
+        for agent in agents:
+            wait_for(lambda a=agent: a.state().get("applied_generation"), timeout_s=60,
+                     what=f"{agent.name} in sync")  # fmt: skip
+        yield agents
+    finally:
+        for agent in agents:
+            agent.stop()
+
+
+@pytest.fixture(scope="module")
+def releases(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    workdir = tmp_path_factory.mktemp("ha-releases")
+    with deployment.client() as client:
+        trust = Trust.install(client)
+        for version, seed in (("1.0.0", 1), ("2.0.0", 2)):
+            publish(client, workdir, "ha", version, build_mlp(4, 8, 3, seed=seed), 0,
+                    trust.targets_keys, manifest=SERVICE)  # fmt: skip
+    return ["ha@1.0.0", "ha@2.0.0"]
+
+
+def running(client: FleetClient) -> dict[str, str | None]:
+    out = {}
+    for device in client.list_devices(FLEET):
+        active = (device.get("release_status") or {}).get("active") or {}
+        out[device["id"]] = f"{active['name']}@{active['version']}" if active else None
+    return out
+
+
+def service_pids(agent: AgentProcess) -> set[int]:
+    """The processes of the release service the agent runs (found by its slot's path)."""
+    pids = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if any(w.startswith(str(agent.data_dir).encode()) for w in words) and any(
+                b"time.sleep" in w for w in words):
+            pids.add(int(cmdline.parent.name))
+    return pids
+
+
+def desired_serials(client: FleetClient) -> dict[str, int]:
+    return {d["id"]: int(((d.get("desired") or {}).get("release") or {}).get("serial", 0))
+            for d in client.list_devices(FLEET)}  # fmt: skip
+
+
+def rollout(client: FleetClient, name: str, release: str) -> str:
+    created = client.create_rollout({"kind": "Rollout", "metadata": {"name": name}, "spec": {
+        "release": release, "target": FLEET, "strategy": STRATEGY, "gates": GATES}})  # fmt: skip
+    return str(created["rollout"]["id"])
+
+
+def final(client: FleetClient, rollout_id: str) -> dict[str, Any] | None:
+    status = client.get_rollout(rollout_id)
+    return status if status["state"] in FINAL else None
+
+
+def rollouts_holder(deployment: Deployment) -> str:
+    response = httpx.get(f"{deployment.url}/v1/leases", timeout=5,
+                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+    response.raise_for_status()
+    return str(next(lease["holder"] for lease in response.json()
+                    if lease["name"] == LeaseName.ROLLOUTS))  # fmt: skip
+
+
+def test_any_replica_answers_any_api_call(deployment: Deployment, fleet: list[AgentProcess]
+                                          ) -> None:  # fmt: skip
+    with FleetClient(deployment.replicas[REPLICAS[0]].url, ADMIN_TOKEN) as first:
+        first.label_device(fleet[0].device_id or "", {"answered-by": "one"}, [])
+    for name in REPLICAS[1:]:
+        with FleetClient(deployment.replicas[name].url, ADMIN_TOKEN) as other:
+            assert other.get_device(fleet[0].device_id or "")["labels"]["answered-by"] == "one"
+            assert {d["name"] for d in other.list_devices(FLEET)} == {a.name for a in fleet}
+
+
+def test_a_rollout_goes_on_when_its_controller_replica_is_killed_mid_wave(
+    deployment: Deployment, fleet: list[AgentProcess], releases: list[str]
+) -> None:
+    with deployment.client() as client:
+        first = rollout(client, "ha-first", releases[0])
+        wait_for(partial(final, client, first), timeout_s=240, interval_s=0.5,
+                 what="the first rollout")  # fmt: skip
+        before = desired_serials(client)
+        rollout_id = rollout(client, "ha-next", releases[1])
+
+        def second_wave_soaking() -> bool:
+            status = client.get_rollout(rollout_id)
+            assert status["state"] not in FINAL, status["reason"]
+            return bool((status["wave"], status["state"]) == (1, "soaking"))
+
+        wait_for(second_wave_soaking, timeout_s=180, interval_s=0.2, what="wave 2 to soak")
+        victim = rollouts_holder(deployment)
+        deployment.replicas[victim].kill()
+        survivors = [name for name in REPLICAS if name != victim]
+        wait_for(lambda: rollouts_holder(deployment) in survivors, timeout_s=30,
+                 what="another replica to take the rollout controller over")  # fmt: skip
+        status = wait_for(partial(final, client, rollout_id), timeout_s=240, interval_s=0.5,
+                          what="the rollout to finish")  # fmt: skip
+        report = client.rollout_report(rollout_id)
+        after = desired_serials(client)
+        audit = client.audit_page(limit=1000)
+        wait_for(lambda: set(running(client).values()) == {releases[1]}, timeout_s=60,
+                 what="every device to run the new release")  # fmt: skip
+    assert status["state"] == "succeeded", status["reason"]
+    ids = sorted(a.device_id or "" for a in fleet)
+    for wave in status["waves"]:
+        assert sum(wave["counts"].values()) <= wave["size"], wave
+    assigned = Counter(e["device_id"] for e in report["timeline"] if e["kind"] == "assign-release")
+    assert assigned == dict.fromkeys(ids, 1)
+    assert {d: after[d] - before[d] for d in ids} == dict.fromkeys(ids, 1)
+    assert all(d["attempts"] == 1 for d in status["devices"])
+    actions = Counter((a["action"], json.dumps(a.get("details"), sort_keys=True))
+                      for a in audit if a["target"] == f"rollout/{rollout_id}")  # fmt: skip
+    assert actions and all(n == 1 for n in actions.values()), actions
+    deployment.replicas[victim].start()  # back for the tests after this one
+
+
+def test_replicas_reconnect_after_the_database_drops_every_connection(
+    deployment: Deployment, fleet: list[AgentProcess], releases: list[str]
+) -> None:
+    with deployment.client() as client:
+        wait_for(lambda: all(running(client).values()), what="releases running")
+        kept = running(client)
+    services = {a.name: service_pids(a) for a in fleet}
+    assert all(services.values())
+    engine = create_engine(deployment.database_url)
+    try:
+        with engine.connect() as connection:
+            dropped = connection.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+    finally:
+        engine.dispose()
+    assert dropped >= len(REPLICAS)
+    for name in REPLICAS:
+        wait_for(lambda n=name: deployment.ready(n)["status"] == "ready", timeout_s=30,
+                 what=f"{name} to reconnect")  # fmt: skip
+    assert {a.name: service_pids(a) for a in fleet} == services
+    assert all(agent.running for agent in fleet)
+
+    def relabel() -> bool:
+        with deployment.client() as client:
+            for agent in fleet:
+                client.label_device(agent.device_id or "", {"after": "drop"}, [])
+        return True
+
+    wait_for(relabel, timeout_s=30, what="a change through HAProxy")
+    with deployment.client() as client:
+        wait_for(lambda: all((d["desired"] or {}).get("labels", {}).get("after") == "drop"
+                             and d["applied_generation"] == d["desired_generation"]
+                             for d in client.list_devices(FLEET)),
+                 timeout_s=60, what="every device to apply the change")  # fmt: skip
+        assert running(client) == kept
