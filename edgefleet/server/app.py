@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from edgefleet import __version__
 from edgefleet.artifacts.blob_files import FilesystemBlobStore
@@ -22,7 +22,7 @@ from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
 from edgefleet.server.middleware import RequestContextMiddleware
 from edgefleet.server.notify import DesiredNotifications
 from edgefleet.server.openapi import declare_auth
-from edgefleet.server.roles import served_by
+from edgefleet.server.roles import split_by_role
 from edgefleet.server.routes import (
     alerts,
     attestation,
@@ -295,6 +295,6 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         declare_auth(router)
         role = ("device" if router in device_routers
                 else None if router in shared_routers else "api")  # fmt: skip
-        gate = [] if role is None or role in roles else [Depends(served_by(role))]
-        app.include_router(router, dependencies=gate)
+        for part, gate in split_by_role(router, role, roles):
+            app.include_router(part, dependencies=gate)
     return app

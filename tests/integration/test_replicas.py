@@ -227,6 +227,18 @@ def test_a_replica_without_a_role_answers_its_routes_503(replicas: Replicas) -> 
     assert body["roles"] == ["device"] and body["leading"] == []
     delta = httpx.get(f"{devices_only.url}/v1/blobs/{'a' * 64}/delta/{'b' * 64}", timeout=5)
     assert delta.status_code == 503 and delta.json()["error"]["code"] == "role_not_served"
+    # A router of both kinds is gated route by route: attestation evidence is the device
+    # role's, the attestation listing the api role's.
+    listing = httpx.get(f"{devices_only.url}/v1/attestations", headers=headers, timeout=5)
+    assert listing.status_code == 503
+    challenge = httpx.post(f"{devices_only.url}/v1/devices/nobody/attestation/challenge",
+                           timeout=5)  # fmt: skip
+    assert challenge.status_code == 401  # refused by the device's authentication
+    api_only = replicas.start("replica-api", EDGEFLEET_ROLES="api")
+    assert httpx.get(f"{api_only.url}/v1/attestations", headers=headers, timeout=5
+                     ).status_code == 200  # fmt: skip
+    report = httpx.post(f"{api_only.url}/v1/devices/nobody/report", json={}, timeout=5)
+    assert report.status_code == 503 and report.json()["error"]["code"] == "role_not_served"
     # The device API is there: an enrollment without a token is refused by the route
     # itself, not by the role gate.
     enroll = httpx.post(f"{devices_only.url}/v1/enroll", json={}, timeout=5)
