@@ -90,6 +90,7 @@ class DeviceCertificates:
         self._clock = clock
         self._client_certificate = client_certificate
         self.state = self._load()
+        self._withdraw_if_expired()
 
     def _load(self) -> CertificateState | None:
         path = self._data_dir / CERTIFICATE_STATE_FILE
@@ -116,7 +117,16 @@ class DeviceCertificates:
             if wait_s > 0:
                 await self._clock.sleep(wait_s)
                 continue  # the clock may have jumped: check again
+            self._withdraw_if_expired()
             await self.renew()
+
+    def _withdraw_if_expired(self) -> None:
+        """Stop presenting a certificate that expired (the agent was stopped past its end,
+        or could not renew in time): the control plane would refuse the handshake, the
+        renewal request with it. Requests are signed, so they go through without one."""
+        expired = self.state is None or self.state.not_after <= self._clock.now()
+        if expired and self._client_certificate is not None:
+            self._client_certificate.withdrawn()
 
     async def renew(self) -> None:
         """Request a certificate for the device key and store it."""

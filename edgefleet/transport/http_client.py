@@ -75,16 +75,24 @@ DEFAULT_KEEPALIVE_S = 4.0
 
 
 class ClientCertificate:
-    """The certificate (PEM) and private key files https connections present; `renewed`
-    after the files were replaced."""
+    """The certificate (PEM) and private key files https connections present while it is
+    `usable`; `renewed` after the files were replaced, `withdrawn` once the certificate
+    expired (a server refuses the handshake of a client presenting an expired one)."""
 
     def __init__(self, certificate_file: Path, key_file: Path) -> None:
         self.certificate_file = certificate_file
         self.key_file = key_file
         self.generation = 0
+        self.usable = True
 
     def renewed(self) -> None:
+        self.usable = True
         self.generation += 1
+
+    def withdrawn(self) -> None:
+        if self.usable:
+            self.usable = False
+            self.generation += 1
 
 
 class LocalHttp(Protocol):
@@ -401,7 +409,8 @@ class HttpClient:
 
             cafile = str(self._ca_file) if self._ca_file is not None else None
             context = ssl.create_default_context(cafile=cafile)
-            if certificate is not None and certificate.certificate_file.exists():
+            if (certificate is not None and certificate.usable
+                    and certificate.certificate_file.exists()):  # fmt: skip
                 try:
                     context.load_cert_chain(certificate.certificate_file, certificate.key_file)
                 except (OSError, ssl.SSLError) as e:

@@ -232,6 +232,30 @@ def test_the_agent_renews_its_certificate_while_running(
         assert client.get(f"{server.url}/v1/devices/{agent.device_id}/desired").is_success
 
 
+def test_an_agent_stopped_past_its_certificates_end_gets_a_new_one(
+    server: ServerProcess,
+    admin: FleetClient,
+    start_agent: StartAgent,
+    server_tls: tuple[Path, Path, Path],
+) -> None:
+    agent = start_agent("sleeper")
+    first = read_certificate(agent.data_dir / "device.crt")
+    agent.stop()
+    end = first.not_valid_after_utc
+    wait_for(lambda: datetime.now(UTC) > end + timedelta(seconds=1), timeout_s=LIFETIME_S + 5,
+             what="the certificate to expire while the agent is stopped")  # fmt: skip
+    agent.start()  # it must not present the expired certificate: the handshake would fail
+    wait_for(
+        lambda: (
+            read_certificate(agent.data_dir / "device.crt").serial_number != first.serial_number
+        ),
+        timeout_s=20,
+        what="a new certificate after the restart",
+    )
+    with mtls_client(server_tls, agent) as client:
+        assert client.get(f"{server.url}/v1/devices/{device_id_of(agent)}/desired").is_success
+
+
 def test_a_revoked_device_is_refused_at_once(
     server: ServerProcess,
     admin: FleetClient,
