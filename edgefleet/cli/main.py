@@ -18,6 +18,7 @@ from edgefleet.cli import (
     audit,
     bench,
     config,
+    ddi,
     delta,
     devices,
     lab,
@@ -178,6 +179,7 @@ app.add_typer(server.app, name="server")
 app.add_typer(config.app, name="config")
 app.command(name="agent", context_settings=AGENT_CONTEXT_SETTINGS, add_help_option=False)(agent)
 app.add_typer(devices.app, name="devices")
+app.add_typer(ddi.app, name="ddi")
 app.add_typer(devices.groups_app, name="groups")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(tokens.enrollment_app, name="enrollment-tokens")
