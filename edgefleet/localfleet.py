@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +26,8 @@ import httpx
 from edgefleet.client import FleetClient
 
 EDGEFLEET = [sys.executable, "-m", "edgefleet.cli"]
+# The scale-out stack's load balancer configuration (a source checkout's deploy/).
+HAPROXY_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
 T = TypeVar("T")
 
 
@@ -175,3 +180,41 @@ class AgentProcess(ManagedProcess):
     @property
     def device_id(self) -> str | None:
         return self.state().get("device_id")
+
+
+def haproxy_config(port: int, replicas: dict[str, int]) -> str:
+    """deploy/haproxy.cfg for replicas on loopback: `replicas` maps some of its server names
+    to ports (the other servers are left out), HAProxy listens on `port`, and `maxconn` is
+    cut to what this process's file descriptor limit allows (two per connection);
+    everything else as shipped."""
+    config = HAPROXY_CONFIG.read_text()
+    config = re.sub(r"^[ \t]*#.*\n", "", config, flags=re.MULTILINE)
+    config = re.sub(r"^resolvers compose\n(?:[ \t]+.*\n)+", "", config, flags=re.MULTILINE)
+    config = config.replace(" resolvers compose", "")
+    config = config.replace("    bind :8080\n", f"    bind 127.0.0.1:{port}\n")
+    def server(line: re.Match[str]) -> str:  # the replicas given; the others dropped
+        port = replicas.get(line[2])
+        return "" if port is None else f"{line[1]}server {line[2]} 127.0.0.1:{port}\n"
+
+    config = re.sub(r"^([ \t]+)server (\S+) \S+\n", server, config, flags=re.MULTILINE)
+    fds = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if fds != resource.RLIM_INFINITY:
+        config = re.sub(r"maxconn (\d+)", lambda m: f"maxconn {min(int(m[1]), fds // 2 - 100)}",
+                        config)  # fmt: skip
+    if "resolvers" in config or ":8080" in config:
+        raise ValueError(f"{HAPROXY_CONFIG} has addresses left for compose's network")
+    return config
+
+
+class LoadBalancerProcess(ManagedProcess):
+    """HAProxy with deploy/haproxy.cfg in front of replicas on loopback (`haproxy_config`)."""
+
+    def __init__(self, workdir: Path, port: int, replicas: dict[str, int]):
+        haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+        if haproxy is None:
+            raise FileNotFoundError("haproxy is not installed (Debian: apt-get install haproxy)")
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "haproxy.cfg"
+        config.write_text(haproxy_config(port, replicas))
+        super().__init__([haproxy, "-db", "-f", str(config)], workdir / "haproxy.log")
+        self.url = f"http://127.0.0.1:{port}"

@@ -1,7 +1,7 @@
 """The scale-out deployment, run for real: PostgreSQL, three `edgefleet server` replicas on
-one data dir, HAProxy with `deploy/haproxy.cfg` (only the replicas' addresses, the
-listening port and a `maxconn` within the test's file descriptor limit changed from the
-file as shipped), and real agents that reach the fleet only
+one data dir, HAProxy with `deploy/haproxy.cfg` (`localfleet.haproxy_config`: only the
+replicas' addresses, the listening port and a `maxconn` within the test's file descriptor
+limit changed from the file as shipped), and real agents that reach the fleet only
 through HAProxy.
 
 - HAProxy sends calls to all three replicas (before agents hold connections: it balances
@@ -19,8 +19,6 @@ through HAProxy.
 from __future__ import annotations
 
 import json
-import re
-import resource
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -36,7 +34,13 @@ from sqlalchemy import create_engine, text
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
 from edgefleet.core.lease import LeaseName
-from edgefleet.localfleet import AgentProcess, ManagedProcess, ServerProcess, wait_for
+from edgefleet.localfleet import (
+    AgentProcess,
+    LoadBalancerProcess,
+    ManagedProcess,
+    ServerProcess,
+    wait_for,
+)
 from tests.conftest import ADMIN_TOKEN
 from tests.postgres import postgres_unavailable, throwaway_database
 from tests.releases import Trust, free_port, publish
@@ -56,25 +60,6 @@ STRATEGY = {"waves": [1, "50%", "100%"], "soak": "8s", "max_unavailable": "100%"
             "install_timeout": "3m"}  # fmt: skip
 GATES = {"install_failure_rate": {"max_percent": 0, "min_devices": 1}}
 FINAL = ("succeeded", "failed", "aborted", "rolled-back")
-
-
-def haproxy_config(port: int, replicas: dict[str, int]) -> str:
-    """deploy/haproxy.cfg with loopback addresses instead of compose's service names, and
-    `maxconn` within this process's file descriptor limit (HAProxy needs two per
-    connection)."""
-    config = (DEPLOY / "haproxy.cfg").read_text()
-    fds = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if fds != resource.RLIM_INFINITY:
-        config = re.sub(r"maxconn (\d+)", lambda m: f"maxconn {min(int(m[1]), fds // 2 - 100)}",
-                        config)  # fmt: skip
-    config = re.sub(r"^[ \t]*#.*\n", "", config, flags=re.MULTILINE)
-    config = re.sub(r"^resolvers compose\n(?:[ \t]+.*\n)+", "", config, flags=re.MULTILINE)
-    config = config.replace(" resolvers compose", "")
-    config = config.replace("    bind :8080\n", f"    bind 127.0.0.1:{port}\n")
-    for name, replica_port in replicas.items():
-        config = config.replace(f" {name}:8080\n", f" 127.0.0.1:{replica_port}\n")
-    assert "resolvers" not in config and ":8080" not in config
-    return config
 
 
 @dataclass
@@ -99,13 +84,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     reason = postgres_unavailable()
     if reason:
         pytest.skip(reason)
-    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
-    if haproxy is None:
+    if not (shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")):
         pytest.skip("haproxy is not installed (Debian: apt-get install haproxy)")
     root = tmp_path_factory.mktemp("ha")
     ports = {name: free_port() for name in REPLICAS}
-    lb_port = free_port()
-    (root / "haproxy.cfg").write_text(haproxy_config(lb_port, ports))
     started: list[ManagedProcess] = []
     with throwaway_database() as database_url:
         try:
@@ -118,11 +100,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 started.append(server)
                 server.start()
                 replicas[name] = server
-            balancer = ManagedProcess([haproxy, "-db", "-f", str(root / "haproxy.cfg")],
-                                      root / "haproxy.log")  # fmt: skip
+            balancer = LoadBalancerProcess(root / "haproxy", free_port(), ports)
             started.append(balancer)
             balancer.start()
-            deployment = Deployment(database_url, replicas, balancer, f"http://127.0.0.1:{lb_port}")
+            deployment = Deployment(database_url, replicas, balancer, balancer.url)
             wait_for(lambda: len(replicas_answering(deployment, 12)) == 3, timeout_s=60,
                      what="HAProxy to send traffic to every replica")  # fmt: skip
             yield deployment
