@@ -124,6 +124,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="Keep a certificate of the fleet's device CA for the device key (renewed at 2/3 "
         "of its life) and present it to an https control plane [env: "
         "EDGEFLEET_DEVICE_CERTIFICATE]")
+    parser.add_argument(
+        "--seal-telemetry", action="store_true",
+        default=env.get("EDGEFLEET_SEAL_TELEMETRY", "") not in ("", "0", "false"),
+        help="Upload telemetry only sealed to the control plane's ingest key; batches wait "
+        "while it names none [env: EDGEFLEET_SEAL_TELEMETRY]")
     add("--root-file", "PATH",
         "The fleet's TUF root (root.json), pinned out of band: enrollment is refused unless "
         "the control plane's root is this one or chains from it [the root it hands over]",
@@ -235,6 +240,7 @@ def settings_from_args(
         ca_file=Path(args.ca_file) if args.ca_file else None,
         root_file=Path(args.root_file) if args.root_file else None,
         device_certificate=args.device_certificate,
+        seal_telemetry=args.seal_telemetry,
         proxies=proxies if proxies.configured else None,
         enroll_token=args.enroll_token,
         name=args.name or socket.gethostname(),

@@ -26,6 +26,9 @@ class AgentSettings:
     # Keep a device certificate from the fleet's device CA (renewed at 2/3 of its life) and
     # present it to an https control plane (mutual TLS).
     device_certificate: bool = False
+    # Upload telemetry only sealed to the control plane's ingest key (batches wait in the
+    # queue while the desired state names none); without it, sealed whenever it names one.
+    seal_telemetry: bool = False
     # Forward proxies (HTTPS_PROXY / HTTP_PROXY / NO_PROXY); None: direct connections.
     proxies: ProxySettings | None = None
     name: str = "device"

@@ -96,7 +96,7 @@ class TelemetryPipeline:
             sample_interval_s=settings.telemetry_sample_interval_s,
             batch_interval_s=settings.telemetry_batch_interval_s,
         )
-        self.sealing = SealingTelemetryLink(link)
+        self.sealing = SealingTelemetryLink(link, required=settings.seal_telemetry)
         self.uploader = TelemetryUploader(self.queue, self.sealing)
         self._host: HostReader = host or HostMetricsCollector(settings.data_dir)
         self._statsd: StatsdServer | None = None
@@ -113,7 +113,8 @@ class TelemetryPipeline:
 
     def apply(self, section: Mapping[str, Any] | None) -> None:
         """Follow the desired state's `telemetry` section (None: the default policy)."""
-        self.sealing.use(section.get("sealing") if section else None)
+        if self.sealing.use(section.get("sealing") if section else None):
+            self._upload_now.set()  # batches held back for want of an ingest key go now
         if self.collector.apply_section(section, self._clock.now()):
             self._upload_now.set()  # a shorter upload interval takes effect now
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_ubyte, c_void_p
 from typing import Any
 
-from edgefleet.errors import InvalidInput, SettingsError
+from edgefleet.errors import Conflict, InvalidInput, SettingsError
 from edgefleet.security.libcrypto import _candidates
 
 MAGIC = b"EFSEAL1\n"
@@ -163,8 +163,8 @@ def seal(recipient: bytes, device_id: str, plaintext: bytes) -> bytes:
 
 def unseal(private_keys: Mapping[bytes, bytes], device_id: str, sealed: bytes) -> bytes:
     """The plaintext of a payload `device_id` sealed to one of `private_keys` (raw X25519
-    private keys by key id); InvalidInput when it is malformed, for an unknown key, from
-    another device or altered."""
+    private keys by key id); InvalidInput when it is malformed, from another device or
+    altered, Conflict when it is sealed to a key not among them."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.asymmetric.x25519 import (
         X25519PrivateKey,
@@ -180,8 +180,11 @@ def unseal(private_keys: Mapping[bytes, bytes], device_id: str, sealed: bytes) -
     nonce = sealed[HEADER_BYTES - NONCE_BYTES : HEADER_BYTES]
     raw = private_keys.get(key_id)
     if raw is None:
-        raise InvalidInput(f"the payload is sealed to an unknown ingest key {key_id.hex()}",
-                           code="unknown_ingest_key")  # fmt: skip
+        # A conflict, not bad input: the device seals to the key of a desired state it has
+        # not refreshed yet; it keeps the batch and seals it again to the current key.
+        raise Conflict(f"the payload is sealed to an unknown ingest key {key_id.hex()}; "
+                       "seal to the key of the current desired state",
+                       code="unknown_ingest_key")  # fmt: skip
     private = X25519PrivateKey.from_private_bytes(raw)
     recipient = public_key_of(raw)
     shared = private.exchange(X25519PublicKey.from_public_bytes(ephemeral))

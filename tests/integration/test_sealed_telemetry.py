@@ -123,6 +123,33 @@ def test_a_relay_reads_no_sealed_batch_and_the_server_stores_every_window(
     set_sealing(server, False)
 
 
+def test_an_agent_that_seals_only_holds_its_batches_until_it_has_a_key(
+    server: ServerProcess, admin: FleetClient, tmp_path: Path
+) -> None:
+    set_sealing(server, False)
+    admin.set_telemetry_policy(fast_policy())
+    token = admin.create_enrollment_token(auto_approve=True)["token"]
+    with Relay(server.url) as relay:
+        agent = AgentProcess(relay.url, tmp_path / "strict-cam", token, "strict-cam",
+                             extra_args=[*FAST_AGENT_ARGS, "--seal-telemetry"])  # fmt: skip
+        agent.start()
+        try:
+            wait_for(lambda: (agent.data_dir / "statsd.address").exists(), what="StatsD")
+            send_lines(statsd_port(agent), [f"inference.held_probe_ms:{v}|ms" for v in range(40)])
+            wait_for(lambda: "no ingest key yet" in agent.log(), what="a held-back upload")
+            assert telemetry_bodies(relay) == []  # nothing went out in the clear
+            set_sealing(server, True)
+            wait_for(lambda: (admin.telemetry_query("inference.held_probe_ms",
+                                                    device=agent.name, since="10m")["summary"]
+                              or {}).get("count") == 40,
+                     timeout_s=30, what="the held batches stored once sealed")  # fmt: skip
+            bodies = telemetry_bodies(relay)
+            assert bodies and all(b.startswith(MAGIC) for b in bodies)
+        finally:
+            agent.stop()
+    set_sealing(server, False)
+
+
 def test_a_sealed_batch_opens_only_as_the_device_that_sealed_it(
     server: ServerProcess, admin: FleetClient
 ) -> None:
