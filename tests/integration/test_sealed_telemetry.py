@@ -150,6 +150,31 @@ def test_an_agent_that_seals_only_holds_its_batches_until_it_has_a_key(
     set_sealing(server, False)
 
 
+def test_batches_sealed_to_a_forgotten_key_are_sealed_again_not_lost(
+    server: ServerProcess, admin: FleetClient, relayed_agent: tuple[AgentProcess, Relay]
+) -> None:
+    agent, relay = relayed_agent
+    first = set_sealing(server, True)
+    wait_for(lambda: agent.state()["desired"]["telemetry"].get("sealing", {}).get("key_id")
+             == first["key_id"], what="the ingest key in the desired state")  # fmt: skip
+    relay.blackholed = True  # the link dies: the timings stay queued on the device
+    send_lines(statsd_port(agent), [f"inference.resealed_probe_ms:{v}|ms" for v in range(1, 41)])
+    agent.stop()
+    for _ in range(3):  # meanwhile the control plane forgets the first key
+        set_sealing(server, True, rotate=True)
+    relay.blackholed = False
+    agent.start()  # its stored desired state still names the first key
+
+    def stored() -> bool:
+        summary = admin.telemetry_query("inference.resealed_probe_ms", device=agent.name,
+                                        since="10m")["summary"]  # fmt: skip
+        return bool(summary) and summary["count"] == 40
+
+    wait_for(stored, timeout_s=40, what="the queued timings stored after sealing again")
+    assert "unknown_ingest_key" in agent.log()
+    set_sealing(server, False)
+
+
 def test_a_sealed_batch_opens_only_as_the_device_that_sealed_it(
     server: ServerProcess, admin: FleetClient
 ) -> None:
