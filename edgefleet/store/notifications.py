@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, make_url, text
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,8 @@ def listen_for_desired(
     """Call `on_change(device id, generation)` for every notification until `stop` is set,
     over one dedicated connection, reconnecting after it drops (blocking: run it in a
     thread). `on_listening()` follows each successful LISTEN."""
+    import psycopg  # the postgres extra: only a server on PostgreSQL listens
+
     conninfo = make_url(database_url).set(drivername="postgresql")
     dsn = conninfo.render_as_string(hide_password=False)
     failures = 0

@@ -112,6 +112,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 process.stop()
 
 
+def answers_ready(deployment: Deployment, name: str) -> bool:
+    return deployment.ready(name)["status"] == "ready"
+
+
 def replicas_answering(deployment: Deployment, calls: int) -> set[str]:
     """The replicas that answered `calls` readiness checks made through HAProxy."""
     seen = set()
@@ -121,6 +125,10 @@ def replicas_answering(deployment: Deployment, calls: int) -> set[str]:
             if response.status_code == 200:
                 seen.add(response.json()["replica"])
     return seen
+
+
+def applied_generation(agent: AgentProcess) -> int:
+    return int(agent.state().get("applied_generation") or 0)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +144,7 @@ def fleet(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
         for agent in agents:
             agent.start()
         for agent in agents:
-            wait_for(lambda a=agent: a.state().get("applied_generation"), timeout_s=60,
+            wait_for(partial(applied_generation, agent), timeout_s=60,
                      what=f"{agent.name} in sync")  # fmt: skip
         yield agents
     finally:
@@ -234,6 +242,7 @@ def test_a_rollout_goes_on_when_its_controller_replica_is_killed_mid_wave(
                  what="another replica to take the rollout controller over")  # fmt: skip
         status = wait_for(partial(final, client, rollout_id), timeout_s=240, interval_s=0.5,
                           what="the rollout to finish")  # fmt: skip
+        assert status is not None
         report = client.rollout_report(rollout_id)
         after = desired_serials(client)
         audit = client.audit_page(limit=1000)
@@ -271,7 +280,7 @@ def test_replicas_reconnect_after_the_database_drops_every_connection(
         engine.dispose()
     assert dropped >= len(REPLICAS)
     for name in REPLICAS:
-        wait_for(lambda n=name: deployment.ready(n)["status"] == "ready", timeout_s=30,
+        wait_for(partial(answers_ready, deployment, name), timeout_s=30,
                  what=f"{name} to reconnect")  # fmt: skip
     assert {a.name: service_pids(a) for a in fleet} == services
     assert all(agent.running for agent in fleet)
