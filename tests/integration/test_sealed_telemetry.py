@@ -7,6 +7,7 @@ window."""
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +46,8 @@ def relayed_agent(
     admin.set_telemetry_policy(fast_policy())
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     with Relay(server.url) as relay:
-        agent = AgentProcess(relay.url, tmp_path / "sealed-cam", token, "sealed-cam",
+        name = f"sealed-{secrets.token_hex(3)}"  # names are unique in the module's fleet
+        agent = AgentProcess(relay.url, tmp_path / name, token, name,
                              extra_args=FAST_AGENT_ARGS)  # fmt: skip
         agent.start()
         try:
