@@ -32,7 +32,10 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], timeout_s: float = 20.0, interval_s: float = 0.1, what: str = ""
+    condition: Callable[[], T | None],
+    timeout_s: float = 20.0,
+    interval_s: float = 0.1,
+    what: str = "",
 ) -> T:
     """Poll until `condition()` returns something truthy; raise after the timeout.
 

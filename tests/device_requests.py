@@ -16,7 +16,7 @@ import httpx
 from edgefleet.security.keys import DeviceKey, device_id_for
 from edgefleet.security.request_signing import sign_request
 
-INVENTORY = {
+INVENTORY: dict[str, dict[str, Any]] = {
     "hardware": {"arch": "x86_64", "cpu_count": 2, "memory_mb": 1024, "disk_mb": 4096},
     "software": {"os": "linux", "python": "3.11", "agent_version": "test"},
 }

@@ -199,8 +199,11 @@ def test_replicas_starting_together_migrate_once(tmp_path: Path, database_url: s
         for process, _url in processes:
             process.start()
         for process, url in processes:
-            wait_for(lambda url=url: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
-                     timeout_s=60, what=f"{url} to be ready")  # fmt: skip
+
+            def ready(url: str = url) -> bool:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+
+            wait_for(ready, timeout_s=60, what=f"{url} to be ready")
             assert process.running
         logs = [process.log() for process, _url in processes]
         assert sum("migrated the database schema" in log for log in logs) == 1, logs
