@@ -34,7 +34,7 @@ from edgefleet.cli import (
 )
 from edgefleet.cli.agent import CONTEXT_SETTINGS as AGENT_CONTEXT_SETTINGS
 from edgefleet.cli.agent import agent
-from edgefleet.cli.apply import apply
+from edgefleet.cli.apply import apply, diff
 from edgefleet.cli.context import (
     DEFAULT_CONTEXT,
     CliContext,
@@ -43,7 +43,7 @@ from edgefleet.cli.context import (
     read_config,
     write_config,
 )
-from edgefleet.cli.output import Output, console, error_console, print_json
+from edgefleet.cli.output import Output, console, error_console, print_error, print_json
 from edgefleet.client import FleetClient
 from edgefleet.errors import EdgefleetError, SettingsError
 from edgefleet.extras import missing_dependency
@@ -182,6 +182,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(ddi.app, name="ddi")
 app.add_typer(devices.groups_app, name="groups")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(tokens.roles_app, name="roles")
 app.add_typer(tokens.enrollment_app, name="enrollment-tokens")
 app.add_typer(audit.app, name="audit")
 app.add_typer(releases.artifacts_app, name="artifacts")
@@ -192,6 +193,7 @@ app.add_typer(delta.app, name="delta")
 app.add_typer(telemetry.app, name="telemetry")
 app.add_typer(telemetry.alerts_app, name="alerts")
 app.command(name="apply")(apply)
+app.command(name="diff")(diff)
 app.add_typer(rollouts.app, name="rollouts")
 app.add_typer(rollouts.trains_app, name="trains")
 app.add_typer(workloads.workloads_app, name="workloads")
@@ -210,31 +212,23 @@ def run() -> None:
     except typer.TyperException as e:  # click's usage errors (2) and file errors (1)
         sys.exit(_print_usage_error(e))
     except typer.Abort:
-        _print_error(EdgefleetError("aborted", code="aborted"))
+        print_error(EdgefleetError("aborted", code="aborted"))
         sys.exit(1)
     except EdgefleetError as e:
-        _print_error(e)
+        print_error(e)
         sys.exit(1)
     except ModuleNotFoundError as e:
         missing = missing_dependency(e, "this command", prefer="cli")
         if missing is None:
             raise
-        _print_error(missing)
+        print_error(missing)
         sys.exit(1)
     except OSError as e:  # a file or directory the command was pointed at
-        _print_error(EdgefleetError(_describe_os_error(e), code="os_error"))
+        print_error(EdgefleetError(_describe_os_error(e), code="os_error"))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(status if isinstance(status, int) else 0)
-
-
-def _print_error(error: EdgefleetError) -> None:
-    # The message may quote what the server stored or was sent: text, never markup.
-    error_console.print(
-        f"[red]error:[/red] {escape(error.message)} [dim]({escape(error.code)})[/dim]",
-        highlight=False,
-    )
 
 
 def _print_usage_error(error: typer.TyperException) -> int:

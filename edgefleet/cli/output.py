@@ -31,12 +31,13 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from edgefleet.core.durations import format_duration
 from edgefleet.core.hidden_characters import escape_hidden
-from edgefleet.errors import SettingsError
+from edgefleet.errors import EdgefleetError, SettingsError
 
 # Wide enough for any row: off a terminal a line is never wrapped.
 UNLIMITED_WIDTH = 1_000_000
@@ -105,6 +106,15 @@ def emit_document(data: Any, output: Output) -> None:
 def identifier(row: dict[str, Any]) -> str:
     """What `-o name` prints for a row: its name, else its id."""
     return str(row.get("name") or row.get("id") or "")
+
+
+def print_error(error: EdgefleetError) -> None:
+    """The one line on stderr that ends a failed command."""
+    # The message may quote what the server stored or was sent: text, never markup.
+    error_console.print(
+        f"[red]error:[/red] {escape(error.message)} [dim]({escape(error.code)})[/dim]",
+        highlight=False,
+    )
 
 
 def print_names(names: Sequence[str]) -> None:
