@@ -443,6 +443,10 @@ class FleetClient:
     def workload_migrations(self, name: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/v1/workloads/{_seg(name)}/migrations")
 
+    def workload_moves(self, name: str) -> list[dict[str, Any]]:
+        """The workload's replica moves (placements, failovers, migrations), newest first."""
+        return self._call("GET", f"/v1/workloads/{_seg(name)}/moves")
+
     def placement(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/placements/{_seg(name)}")
 

@@ -44,6 +44,7 @@ from edgefleet.store.repositories.leases import LeaseRepository
 from edgefleet.store.repositories.migrations import MigrationRepository
 from edgefleet.store.repositories.node_health import NodeHealthRepository
 from edgefleet.store.repositories.nonces import NonceRepository
+from edgefleet.store.repositories.placement_moves import PlacementMoveRepository
 from edgefleet.store.repositories.policies import PendingChangeRepository, PolicyRepository
 from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRepository
 from edgefleet.store.repositories.rollouts import ReleaseTrainRepository, RolloutRepository
@@ -80,6 +81,7 @@ class Transaction:
         self.alerts = AlertRepository(connection)
         self.workloads = WorkloadRepository(connection)
         self.placement = PlacementRepository(connection)
+        self.placement_moves = PlacementMoveRepository(connection)
         self.node_health = NodeHealthRepository(connection)
         self.migrations = MigrationRepository(connection)
         self.checkpoint_archives = CheckpointArchiveRepository(connection)

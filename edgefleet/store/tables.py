@@ -397,6 +397,23 @@ node_health = Table(
     Column("reported_at", UTCDateTime, nullable=True),
 )
 
+# Every replica move (`core.placement_move`), written with the placement it changed; the
+# newest MOVES_KEPT_PER_WORKLOAD of each workload are kept.
+placement_moves = Table(
+    "placement_moves",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workload", String(64), nullable=False),
+    Column("replica", Integer, nullable=False),
+    Column("from_node_id", String(64), nullable=True),
+    Column("to_node_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_placement_moves_workload_id", "workload", "id"),
+)
+
 migrations = Table(
     "migrations",
     metadata,

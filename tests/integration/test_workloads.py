@@ -268,6 +268,10 @@ def test_failover_within_residency_and_fencing_of_the_returning_node(
     moved = wait_running(admin, "roam", not_on=berlin.device_id)
     assert moved["node_id"] == newyork.device_id
     assert "cross-region failover eu-west -> us-east" in moved["last_move"]["reason"]
+    failover = admin.workload_moves("roam")[0]  # the history, newest first
+    assert (failover["kind"], failover["from"], failover["to"]) == (
+        "failover", berlin.device_id, newyork.device_id)  # fmt: skip
+    assert "cross-region failover eu-west -> us-east" in failover["reason"]
     stranded = wait_for(
         lambda: (
             placement(admin, "eu-only")[0]["action"] == "unplaceable"

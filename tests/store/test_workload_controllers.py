@@ -1,7 +1,7 @@
 """The workload controllers over a real store with a fake clock: a tick on unchanged input
 writes nothing, a dead node's replica fails over and the returning node's desired state no
 longer lists it, a drained node's healthy replica migrates step by step and the commit
-moves it with its reserved generation."""
+moves it with its reserved generation; each move lands in the workload's move history."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.failure_detector import Liveness
 from edgefleet.core.migration import MigrationState, MigrationTrigger
 from edgefleet.core.placement import Assignment, Placement
+from edgefleet.core.placement_move import MoveKind
 from edgefleet.core.workload_record import WorkloadRecord
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
@@ -239,6 +240,11 @@ def test_a_dead_nodes_replica_fails_over_and_the_node_is_fenced(fleet: Fleet) ->
     assert entry["generation"] == new_generation
     with fleet.db.read() as tx:
         assert tx.migrations.active() == []  # a failover, not a migration
+        failover, placed = tx.placement_moves.of_workload("det", 10)
+    assert (placed.kind, placed.from_node_id, placed.to_node_id) == (MoveKind.PLACED, None, node)
+    assert (failover.kind, failover.from_node_id, failover.to_node_id, failover.generation) == (
+        MoveKind.FAILOVER, node, other, new_generation)  # fmt: skip
+    assert failover.at > placed.at
 
 
 def test_a_draining_node_migrates_its_replica_through_every_step(fleet: Fleet) -> None:
@@ -271,6 +277,11 @@ def test_a_draining_node_migrates_its_replica_through_every_step(fleet: Fleet) -
     assert not fleet.blobs.exists(m.checkpoint_sha256)  # the restored archive is deleted
     with fleet.db.read() as tx:  # and no longer counts against the source's quota
         assert tx.checkpoint_archives.bytes_of(node) == 0
+        committed, placed = tx.placement_moves.of_workload("det", 10)
+    assert placed.kind is MoveKind.PLACED  # held on its source until the commit: no move
+    assert (committed.kind, committed.from_node_id, committed.to_node_id) == (
+        MoveKind.MIGRATION, node, other)  # fmt: skip
+    assert committed.generation == m.generation and m.id in committed.reason
 
 
 def test_an_archive_no_migration_takes_up_is_forgotten_after_the_step_timeout(

@@ -17,6 +17,7 @@ from edgefleet.core.endpoints import Endpoint
 from edgefleet.core.failure_detector import phi
 from edgefleet.core.migration import Migration
 from edgefleet.core.placement import Explanation
+from edgefleet.core.placement_move import MOVES_KEPT_PER_WORKLOAD, PlacementMove
 from edgefleet.core.placement_record import decision_to_dict
 from edgefleet.core.workload_record import WorkloadRecord
 from edgefleet.errors import InvalidInput
@@ -86,6 +87,20 @@ def migration_out(m: Migration, names: Mapping[str, str] | None = None) -> dict[
         "created_by": m.created_by,
         "created_at": _iso(m.created_at),
     }  # fmt: skip
+
+
+def move_out(m: PlacementMove, names: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "replica": m.replica,
+        "from": m.from_node_id,
+        "from_name": None if m.from_node_id is None else names.get(m.from_node_id),
+        "to": m.to_node_id,
+        "to_name": names.get(m.to_node_id),
+        "kind": m.kind.value,
+        "reason": humanized(m.reason, names),
+        "generation": m.generation,
+        "at": _iso(m.at),
+    }
 
 
 def _status_out(status: WorkloadStatus) -> dict[str, Any]:
@@ -234,6 +249,17 @@ def list_migrations(
 ) -> list[dict[str, Any]]:
     found, names = svc.workloads.migrations(ctx, name)
     return [migration_out(m, names) for m in found]
+
+
+@router.get("/workloads/{name}/moves", summary="The workload's replica moves, newest first")
+def list_moves(
+    name: str,
+    limit: int = Query(MOVES_KEPT_PER_WORKLOAD, ge=1, le=MOVES_KEPT_PER_WORKLOAD),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
+) -> list[dict[str, Any]]:
+    found, names = svc.workloads.moves(ctx, name, limit)
+    return [move_out(m, names) for m in found]
 
 
 @router.get("/placements/{name}", summary="Where each replica is placed, and why")

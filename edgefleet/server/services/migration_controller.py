@@ -33,6 +33,7 @@ from edgefleet.core.migration import (
     move_to,
 )
 from edgefleet.core.placement import Assignment, Placement
+from edgefleet.core.placement_move import MoveKind, PlacementMove
 from edgefleet.core.placement_record import with_assignment
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.services.checkpoints import CheckpointService
@@ -182,6 +183,11 @@ class MigrationController:
         placement = with_assignment(record.placement, moved)
         now = self._clock.now()
         tx.placement.save(record, placement, list(record.decisions), now)
+        tx.placement_moves.record([PlacementMove(
+            workload=m.workload, replica=m.replica, from_node_id=m.source, to_node_id=m.target,
+            kind=MoveKind.MIGRATION, reason=f"migration {m.id} ({m.trigger}): {m.reason}",
+            generation=m.generation, at=now,
+        )])  # fmt: skip
         return record.placement, placement
 
 

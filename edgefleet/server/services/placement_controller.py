@@ -39,6 +39,7 @@ from edgefleet.core.placement import (
     build_plan,
     violated_constraint,
 )
+from edgefleet.core.placement_move import PlacementMove, classify_move
 from edgefleet.core.placement_record import decision_key, decision_to_dict
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.fleet_view import FleetView, load_view
@@ -105,6 +106,7 @@ class PlacementController:
         created: list[Migration] = []
         with self._db.transaction() as tx:
             tx.placement.save(view.placement, plan.placement, stored, now)
+            tx.placement_moves.record(_moves(plan.decisions, view, now))
             busy = {(m.workload, m.replica) for m in tx.migrations.active()}
             for m in queued:
                 if (m.workload, m.replica) not in busy:
@@ -195,6 +197,21 @@ def _with_last_moves(
             stored["last_move"] = before[(d.workload, d.replica)]
         out.append(stored)
     return out
+
+
+def _moves(decisions: Sequence[Decision], view: FleetView, now: datetime) -> list[PlacementMove]:
+    """The history rows of this tick: each replica given a node it was not on."""
+    return [
+        PlacementMove(
+            workload=d.workload, replica=d.replica, from_node_id=d.from_node_id,
+            to_node_id=d.node_id, reason=d.reason, generation=d.generation, at=now,
+            kind=classify_move(d.from_node_id, None if d.from_node_id is None
+                               else view.liveness(d.from_node_id)),
+        )
+        for d in decisions
+        if d.action in (DecisionAction.MOVE, DecisionAction.PLACE)
+        and d.node_id is not None and d.generation is not None  # build_plan numbered it
+    ]  # fmt: skip
 
 
 def _kept(d: Decision, source: str, reason: str) -> Decision:

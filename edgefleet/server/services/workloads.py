@@ -27,6 +27,7 @@ from edgefleet.core.migration import (
 from edgefleet.core.migration_targets import choose_migration_target
 from edgefleet.core.node_health import NodeHealth
 from edgefleet.core.placement import Explanation, Node, Topology, explain
+from edgefleet.core.placement_move import PlacementMove
 from edgefleet.core.release import ArtifactKind
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.core.service_manifest import parse_service_manifest, resolve_parameters
@@ -167,6 +168,7 @@ class WorkloadService:
                 placed_by = parse_workload(dict(existing.document)).constraints.selector
                 _require_in_scope(tx, ctx, placed_by)
             tx.workloads.delete(name)
+            tx.placement_moves.forget(name)
             record_action(tx, ctx, "workload.delete", f"workload/{name}", now)
             refreshed = [d for d in _holders(tx, name) if refresh_device(tx, d)]
         self._notify(refreshed)
@@ -312,6 +314,16 @@ class WorkloadService:
             tx.workloads.get(name)
             names = {d.id: d.name for d in tx.devices.all()}
             return tx.migrations.of_workload(name), names
+
+    def moves(
+        self, ctx: OperatorContext, name: str, limit: int
+    ) -> tuple[list[PlacementMove], dict[str, str]]:
+        """The workload's newest replica moves, newest first, and device names."""
+        ctx.require(Permission.FLEET_READ)
+        with self._db.read() as tx:
+            tx.workloads.get(name)
+            names = {d.id: d.name for d in tx.devices.all()}
+            return tx.placement_moves.of_workload(name, limit), names
 
     def _view(self) -> FleetView:
         with self._db.read() as tx:

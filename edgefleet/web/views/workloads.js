@@ -29,11 +29,12 @@ function explanation(result) {
 
 export async function renderWorkload(ctx) {
   const [name] = ctx.params;
-  const [workload, explain, endpoints, migrations] = await Promise.all([
+  const [workload, explain, endpoints, migrations, moves] = await Promise.all([
     get(`/v1/workloads/${enc(name)}`),
     get(`/v1/placements/${enc(name)}/explain`).catch(() => null),
     get(`/v1/services/${enc(name)}/endpoints`).catch(() => ({ endpoints: [] })),
     get(`/v1/workloads/${enc(name)}/migrations`),
+    get(`/v1/workloads/${enc(name)}/moves`),
   ]);
   const inFlight = migrations.filter((m) => !["done", "aborted", "failed"].includes(m.state));
   const node = h("div", {},
@@ -65,13 +66,13 @@ export async function renderWorkload(ctx) {
         { title: "Traffic on target", cell: (m) => `${m.weight_pct}%`, num: true }, { title: "Why", cell: (m) => m.reason },
       ], inFlight, "none.")),
     h("section", { "aria-labelledby": "wl-history" }, h("h2", { id: "wl-history" }, "Failover and migration history"),
-      h("p", { class: "hint" }, "The control plane keeps each replica's last move (failovers included) and every migration."),
-      table("Last move of each replica", [
-        { title: "Replica", cell: (p) => p.replica, num: true },
-        { title: "At", cell: (p) => timeEl(p.last_move.at) },
-        { title: "From → to", cell: (p) => [p.last_move.from ? deviceLink(p.last_move.from) : "nowhere", " → ", deviceLink(p.last_move.to)] },
-        { title: "Why", cell: (p) => p.last_move.reason },
-      ], workload.placement.filter((p) => p.last_move), "no replica has moved."),
+      h("p", { class: "hint" }, "Every replica move the control plane made (first placements, failovers, rebalances, migration commits), the newest 200 per workload, and every migration."),
+      table("Replica moves, newest first", [
+        { title: "At", cell: (m) => timeEl(m.at) }, { title: "Replica", cell: (m) => m.replica, num: true },
+        { title: "Kind", cell: (m) => badge(m.kind, m.kind === "failover" ? "warn" : undefined) },
+        { title: "From → to", cell: (m) => [m.from ? deviceLink(m.from, m.from_name) : "nowhere", " → ", deviceLink(m.to, m.to_name)] },
+        { title: "Generation", cell: (m) => m.generation, num: true }, { title: "Why", cell: (m) => m.reason },
+      ], moves, "no replica has moved."),
       table("Migrations, newest first", [
         { title: "Created", cell: (m) => timeEl(m.created_at) }, { title: "Replica", cell: (m) => m.replica, num: true },
         { title: "From → to", cell: (m) => [deviceLink(m.source, m.source_name), " → ", deviceLink(m.target, m.target_name)] },
