@@ -80,7 +80,8 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         prog=PROG,
         description=DESCRIPTION,
         epilog="Proxies: HTTPS_PROXY / HTTP_PROXY (http:// URLs, user:password@ allowed) and "
-        "NO_PROXY (hosts, domains, IPs, CIDR blocks, *) are honoured; loopback never uses one.",
+        "NO_PROXY (hosts, domains, IPs, CIDR blocks, *) are honoured; loopback never uses one. "
+        "Its systemd unit: `edgefleet agent install-service` (see its --help).",
         allow_abbrev=False,
     )
 

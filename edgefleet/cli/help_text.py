@@ -1,5 +1,12 @@
 """How commands read in `--help`: metavars that are words (`SINCE`, `FILE`, `DEVICE...`,
-not `<str>` or `<list[str]>`) and an Examples section at the end of each command."""
+not `<str>` or `<list[str]>`) and an Examples section at the end of each command.
+
+`describe` names the parameters of a sub-app's commands from their annotations;
+`use_word_metavars` then gives every parameter of the whole command tree still without one
+(callbacks' options, `--help`, flags) a word from its annotation, drops the type column
+typer prints beside every argument, and moves a number's bounds into its help, so that at
+80 columns no option name is cut.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
+from typer import _click as click  # typer (0.29) runs on a click of its own
+from typer.core import TyperArgument, TyperOption
 from typer.models import ArgumentInfo, OptionInfo
 
 
@@ -24,13 +33,20 @@ def examples(*lines: str) -> str:
     return "\n".join(["[bold]Examples[/bold]", *(f"  {escape(line)}" for line in lines)])
 
 
+# A longer name shows as VALUE: at 80 columns, the help of a command with long option names
+# (`rollouts create --max-latency-increase`) would otherwise cut those names.
+LONGEST_NAME_METAVAR = 10
+
+
 def metavar_for(name: str, annotation: object) -> str | None:
-    """The word shown for a parameter: FILE for paths, N for counts, the name otherwise
-    (None: leave typer's own, e.g. the choices of an enum or a flag). Typer adds `...` to
-    an argument that takes several.
+    """The word shown for a parameter: FILE for paths, N for counts, the name otherwise, or
+    VALUE for a long name (None: leave typer's own, e.g. the choices of an enum or a flag).
+    Typer adds `...` to an argument that takes several.
 
     >>> metavar_for("since", str), metavar_for("key", list[Path]), metavar_for("max_uses", int)
     ('SINCE', 'FILE', 'N')
+    >>> metavar_for("max_latency_increase", float)
+    'VALUE'
     """
     many = typing.get_origin(annotation) is list
     inner = typing.get_args(annotation)[0] if many else annotation
@@ -41,7 +57,8 @@ def metavar_for(name: str, annotation: object) -> str | None:
     elif inner is int:
         word = "N"
     else:
-        return name.strip("_").upper().replace("_", "-")
+        word = name.strip("_").upper().replace("_", "-")
+        return word if len(word) <= LONGEST_NAME_METAVAR else "VALUE"
     return word
 
 
@@ -69,3 +86,47 @@ def describe(app: typer.Typer, epilogs: Mapping[str, Sequence[str]]) -> None:
         lines = epilogs.get(command.name or "")
         if lines and command.epilog is None:
             command.epilog = examples(*lines)
+
+
+class WordArgument(TyperArgument):
+    """An argument shown by its metavar alone: typer (0.29) prints its type (`<str>`,
+    `<list[str]>`) beside it even when a metavar names it."""
+
+    def display_type_rich(self, ctx: click.Context) -> str | None:
+        return None
+
+
+class RangeInHelpOption(TyperOption):
+    """An option whose bounds (`[x>=0.1]`) end its help, where lines wrap, not its type
+    column: there, at 80 columns, they squeezed long option names until rich cut them."""
+
+    def _get_number_range_help_str(self) -> str | None:
+        return None
+
+
+def use_word_metavars(command: click.Command) -> None:
+    """Give every parameter of `command` and its subcommands without a metavar the word
+    `metavar_for` picks from its annotation (none for a flag; an option's choices keep
+    typer's `<a|b>`, an argument's are named); show arguments without a type column and
+    the bounds of a number at the end of its help."""
+    context = click.Context(command, **command.context_settings)
+    for param in [*command.params, command.get_help_option(context)]:
+        descriptor = getattr(param, "type_descriptor", None)
+        if param is None or descriptor is None:
+            continue
+        if param.metavar is None:
+            word = metavar_for(param.name or "", descriptor.annotation)
+            if descriptor.annotation is bool:
+                param.metavar = ""
+            elif isinstance(param, TyperArgument):
+                param.metavar = (word or (param.name or "").upper()) + (
+                    "..." if param.nargs != 1 else "")  # fmt: skip
+            elif word is not None:
+                param.metavar = word
+        if isinstance(param, TyperArgument):
+            param.__class__ = WordArgument
+        elif isinstance(param, TyperOption) and (bounds := param._get_number_range_help_str()):
+            param.help = f"{param.help or ''} {escape(f'[{bounds}]')}".lstrip()
+            param.__class__ = RangeInHelpOption
+    for subcommand in getattr(command, "commands", {}).values():
+        use_word_metavars(subcommand)

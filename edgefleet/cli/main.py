@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
+from typer.main import get_command
 
 from edgefleet import __version__
 from edgefleet.cli import (
@@ -43,6 +44,7 @@ from edgefleet.cli.context import (
     read_config,
     write_config,
 )
+from edgefleet.cli.help_text import use_word_metavars
 from edgefleet.cli.output import Output, console, error_console, print_error, print_json
 from edgefleet.client import FleetClient
 from edgefleet.errors import EdgefleetError, SettingsError
@@ -207,8 +209,10 @@ app.add_typer(bench.app, name="bench")
 
 def run() -> None:
     """The `edgefleet` command: every mistake ends in one line on stderr, never a traceback."""
+    command = get_command(app)
+    use_word_metavars(command)
     try:
-        status = app(prog_name="edgefleet", standalone_mode=False)
+        status = command(prog_name="edgefleet", standalone_mode=False)
     except typer.TyperException as e:  # click's usage errors (2) and file errors (1)
         sys.exit(_print_usage_error(e))
     except typer.Abort:

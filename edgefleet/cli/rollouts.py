@@ -210,7 +210,9 @@ def create(
     deadline: str = typer.Option(None, help="A duration after the start (72h) or a time"),
     deadline_action: str = typer.Option("fail", help="fail or force"),
     max_attempts: int = typer.Option(None, help="Installs tried per device [3]"),
-    supersede: bool = typer.Option(False, help="Take over devices of other active rollouts"),
+    supersede: bool = typer.Option(
+        False, "--supersede", help="Take over devices of other active rollouts"
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Ask the control plane what would happen: the devices and "
         "the waves, nothing stored"

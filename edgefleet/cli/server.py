@@ -64,6 +64,8 @@ def server(
 
     The first admin token comes from EDGEFLEET_ADMIN_TOKEN while the data dir has no token.
     Later it is ignored (the server says so): `bootstrap-token` mints another one.
+
+    Its systemd unit: `edgefleet server install-service` (see its --help).
     """
     if ctx.invoked_subcommand is not None:
         return
