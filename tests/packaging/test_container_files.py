@@ -85,7 +85,7 @@ def test_the_stack_has_replicas_over_postgres_behind_a_load_balancer(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    assert sorted(services) == sorted(["postgres", *REPLICAS, "load-balancer"])
+    assert sorted(services) == sorted(["postgres", *REPLICAS, "load-balancer", "mosquitto"])
     for name in REPLICAS:
         replica = services[name]
         # Healthy by the image's HEALTHCHECK (/healthz), on one shared data volume.
