@@ -121,3 +121,30 @@ def test_an_error_is_one_line_and_exit_2(
         assert result.code == 2, (result.stdout, result.stderr)
         [line] = result.stderr.strip().splitlines()
         assert line.startswith("error: ")
+
+
+def test_a_changed_policy_and_release_train_show_their_diffs(
+    release: str, env: dict[str, str], tmp_path: Path, admin: FleetClient
+) -> None:
+    def documents(max_wave_size: int, allow_insufficient_data: bool) -> str:
+        policy = {"kind": "Policy", "metadata": {"name": "diffed-policy"},
+                  "spec": {"max_wave_size": max_wave_size}}
+        train = {"kind": "ReleaseTrain", "metadata": {"name": "diffed-train"}, "spec": {
+            "releases": [release], "rollout": {"target": "fleet=nobody"},
+            "allow_insufficient_data": allow_insufficient_data}}
+        return manifest(tmp_path, policy, train)  # fmt: skip
+
+    applied(run_cli("apply", "-f", documents(50, False), env=env))
+    try:
+        assert run_cli("diff", "-f", documents(50, False), env=env).code == 0
+        result = run_cli("diff", "-f", documents(40, True), env=env)
+        assert result.code == 1, (result.stdout, result.stderr)
+        changes = [line for line in result.stdout.splitlines() if line[:1] in "+-"]
+        assert changes == [
+            "--- stored policy/diffed-policy", "+++ new policy/diffed-policy",
+            "-  max_wave_size: 50", "+  max_wave_size: 40",
+            "--- stored releasetrain/diffed-train", "+++ new releasetrain/diffed-train",
+            "-  allow_insufficient_data: false", "+  allow_insufficient_data: true",
+        ]  # fmt: skip
+    finally:
+        admin.delete_policy("diffed-policy")
