@@ -1,10 +1,12 @@
-"""The long-poll watch: notifies wake one device's waiters; a store re-read wakes only
-those whose generation moved; close() answers everyone (server shutdown)."""
+"""The long-poll watch: notifies wake one device's waiters; a store re-read, or another
+replica's notification, wakes only those whose generation moved; close() answers everyone
+(server shutdown)."""
 
 from __future__ import annotations
 
 import asyncio
 
+from edgefleet.server.metrics import Gauge
 from edgefleet.server.watch import DesiredStateWatch
 
 
@@ -37,3 +39,19 @@ def test_close_answers_waiters_and_later_subscribers() -> None:
                 assert later.is_set() and watch.closed
 
     asyncio.run(scenario())
+
+
+def test_a_notification_wakes_waiters_unless_they_read_that_generation() -> None:
+    waiting = Gauge("waiting", "")
+    watch = DesiredStateWatch(waiting)
+    with watch.subscribe("a") as a, watch.subscribe("b") as b, watch.subscribe("c") as c:
+        assert waiting.family().samples[0][2] == 3
+        watch.note("a", 3)
+        watch.note("b", 3)  # "c" is still reading its document: not noted yet
+        assert not watch.heard("a", 3), "this replica's own change, already answered"
+        assert watch.heard("b", 4)  # another replica moved it
+        assert watch.heard("c", 7)  # woken to read again, whatever it will read
+        assert not watch.heard("z", 1), "nobody waits for it"
+        assert (a.is_set(), b.is_set(), c.is_set()) == (False, True, True)
+        assert watch.heard("a", None), "gone or no longer approved"
+    assert waiting.family().samples[0][2] == 0 and watch.waiting == 0
