@@ -372,6 +372,19 @@ class FleetClient:
     def delete_policy(self, name: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/policies/{_seg(name)}")
 
+    def apply_role(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        params = {"dry_run": "true"} if dry_run else None
+        return self._call("PUT", "/v1/roles", json={"manifest": manifest}, params=params)
+
+    def list_roles(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/roles")
+
+    def get_role(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/roles/{_seg(name)}")
+
+    def delete_role(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/roles/{_seg(name)}")
+
     def test_policy(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """What the stored policies say about a Rollout or Workload manifest."""
         return self._call("POST", "/v1/policies/test", json={"manifest": manifest})

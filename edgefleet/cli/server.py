@@ -131,7 +131,7 @@ def bootstrap_token(
     finally:
         db.dispose()
     if output is Output.JSON:
-        print_json({"id": token.id, "name": token.name, "role": token.role.value,
+        print_json({"id": token.id, "name": token.name, "role": str(token.role),
                     "expires_at": isoformat_utc(token.expires_at) if token.expires_at else None,
                     "token": secret})  # fmt: skip
         return

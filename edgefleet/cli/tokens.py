@@ -1,4 +1,6 @@
-"""`edgefleet tokens ...` (operators' API tokens) and `edgefleet enrollment-tokens ...`."""
+"""`edgefleet tokens ...` (operators' API tokens), `edgefleet roles ...` (the roles they
+hold; custom ones are applied with `edgefleet apply -f`) and `edgefleet enrollment-tokens
+...`."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from edgefleet.cli.output import (
     format_time,
 )
 from edgefleet.core.durations import parse_duration
-from edgefleet.security.rbac import Role
 
 app = typer.Typer(help="Operators' API tokens (admin only).", no_args_is_help=True)
+roles_app = typer.Typer(help="Roles API tokens hold: built-in and custom (admin only).",
+                        no_args_is_help=True)  # fmt: skip
 enrollment_app = typer.Typer(help="Tokens that let devices enroll.", no_args_is_help=True)
 
 
@@ -49,8 +52,9 @@ def _seconds(expires: str | None) -> float | None:
 def create_api_token(
     ctx: typer.Context,
     name: str,
-    role: Role = typer.Option(
-        ..., help="viewer, operator, admin, rollout-approver or release-signer"
+    role: str = typer.Option(
+        ..., help="viewer, operator, admin, rollout-approver, release-signer, or a custom "
+        "role's name (edgefleet roles list)"
     ),
     expires: str = typer.Option(None, help="Lifetime, e.g. 30d (default: never)"),
     scope: str = typer.Option(
@@ -61,7 +65,7 @@ def create_api_token(
 ) -> None:
     """Create an API token; its secret is shown once."""
     with ctx.obj.client() as client:
-        created = client.create_api_token(name, role.value, _seconds(expires), scope)
+        created = client.create_api_token(name, role, _seconds(expires), scope)
     emit_object(created, output, [*API_TOKEN_COLUMNS, SECRET])
 
 
@@ -82,6 +86,42 @@ def revoke_api_token(
     use the id)."""
     with ctx.obj.client() as client:
         emit_object(client.revoke_api_token(token), output, API_TOKEN_COLUMNS)
+
+
+ROLE_COLUMNS = [
+    Column("NAME", lambda r: r["name"], "cyan"),
+    Column("KIND", lambda r: "built-in" if r["builtin"] else "custom"),
+    Column("PERMISSIONS", lambda r: ", ".join(r["permissions"])),
+    Column("TOKENS", lambda r: "-" if r["tokens"] is None else str(len(r["tokens"]))),
+]
+ROLE_FIELDS = [
+    *ROLE_COLUMNS[:3],
+    Column("DESCRIPTION", lambda r: r["description"] or "-"),
+    Column("TOKENS", lambda r: ", ".join(r["tokens"] or []) or "-"),
+    Column("UPDATED BY", lambda r: r["updated_by"] or "-"),
+]
+
+
+@roles_app.command("list")
+def list_roles(ctx: typer.Context, output: Output = OutputOpt) -> None:
+    """Built-in and custom roles, with their permissions and how many tokens that are not
+    revoked hold each custom one."""
+    with ctx.obj.client() as client:
+        emit_list(client.list_roles(), output, ROLE_COLUMNS)
+
+
+@roles_app.command("show")
+def show_role(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """A role's permissions, and the tokens holding it."""
+    with ctx.obj.client() as client:
+        emit_object(client.get_role(name), output, ROLE_FIELDS)
+
+
+@roles_app.command("delete")
+def delete_role(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
+    """Delete a custom role (refused while a token that is not revoked holds it)."""
+    with ctx.obj.client() as client:
+        emit_object(client.delete_role(name), output, [Column("DELETED", lambda d: d["deleted"])])
 
 
 def _uses(t: dict[str, object]) -> str:

@@ -1,9 +1,15 @@
-"""Roles and what they may do: least privilege as a plain table."""
+"""Roles and what they may do: least privilege as a plain table.
+
+A token's role is a name: one of the built-in `Role`s, whose permissions are the table
+below, or a custom role an admin defined with a `kind: Role` document (`core/role.py`),
+whose permissions are stored. The token service resolves the name to a permission set at
+every authentication; the `Principal` carries both, and `require` is the one check.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edgefleet.core.scope import ScopeDecision, decide_device, decide_scope, decide_selector
@@ -68,24 +74,51 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
-def require(role: Role, permission: Permission) -> None:
-    """Raise Forbidden naming the role and the permission unless `role` holds it."""
-    if permission not in ROLE_PERMISSIONS[role]:
+BUILTIN_ROLE_NAMES = frozenset(r.value for r in Role)
+
+
+def role_named(name: str) -> str:
+    """A stored role name as the principal carries it: the `Role` member for a built-in
+    name (so `role is Role.ADMIN` holds), the name itself for a custom role."""
+    return Role(name) if name in BUILTIN_ROLE_NAMES else name
+
+
+def builtin_permissions(role: str) -> frozenset[Permission] | None:
+    """The permissions of a built-in role, None for any other name."""
+    return ROLE_PERMISSIONS[Role(role)] if role in BUILTIN_ROLE_NAMES else None
+
+
+def require(role: str, permission: Permission, permissions: frozenset[Permission] | None = None
+            ) -> None:  # fmt: skip
+    """Raise Forbidden naming the role and the permission unless the role holds it
+    (`permissions`: a custom role's; a built-in role's come from the table)."""
+    held = builtin_permissions(role) if permissions is None else permissions
+    if held is None or permission not in held:
         raise Forbidden(
-            f"role {role.value!r} lacks permission {permission.value!r}",
+            f"role {str(role)!r} lacks permission {permission.value!r}",
             code="insufficient_role",
         )
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated operator: the API token used, the role it carries and the device
-    scope it is bound to (None: the whole fleet; `core/scope.py` decides)."""
+    """An authenticated operator: the API token used, the role it carries (a built-in
+    `Role` or a custom role's name), the device scope it is bound to (None: the whole fleet;
+    `core/scope.py` decides) and the role's permissions (resolved by the token service for a
+    custom role; taken from the table for a built-in one when not given)."""
 
     token_id: str
     name: str
-    role: Role
+    role: str
     scope: Selector | None = None
+    permissions: frozenset[Permission] = field(default=frozenset())
+
+    def __post_init__(self) -> None:
+        if not self.permissions:
+            builtin = builtin_permissions(self.role)
+            if builtin is None:
+                raise ValueError(f"custom role {self.role!r} given without its permissions")
+            object.__setattr__(self, "permissions", builtin)
 
     @property
     def actor(self) -> str:
@@ -93,7 +126,7 @@ class Principal:
         return self.name if self.name == self.token_id else f"{self.name} ({self.token_id})"
 
     def require(self, permission: Permission) -> None:
-        require(self.role, permission)
+        require(self.role, permission, self.permissions)
 
     def require_on_device(
         self, permission: Permission, device: str, labels: Mapping[str, str]

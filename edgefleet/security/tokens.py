@@ -28,8 +28,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from edgefleet.security.rbac import Role
-
 API_TOKEN_PREFIX = "efa_"
 ENROLLMENT_TOKEN_PREFIX = "efe_"
 CHOSEN_SECRET_MARK = "$"  # in a chosen secret's stored form, never in a hex digest
@@ -107,7 +105,7 @@ def new_id(prefix: str) -> str:
 class ApiToken:
     id: str
     name: str
-    role: Role
+    role: str  # a built-in `Role`, or a custom role's name
     created_by: str
     created_at: datetime
     expires_at: datetime | None

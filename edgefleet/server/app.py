@@ -68,6 +68,7 @@ from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.services.policies import PolicyService
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
+from edgefleet.server.services.roles import RoleService
 from edgefleet.server.services.rollout_controller import RolloutController
 from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.sealing import SealingService
@@ -138,6 +139,7 @@ def build_services(
         workload_controllers=controllers,
         rollouts=RolloutService(db, clock, controller.wake),
         policies=PolicyService(db, clock),
+        roles=RoleService(db, clock),
         approvals=ApprovalService(db, clock, trust),
         release_trains=trains,
         rollout_controller=controller,

@@ -32,6 +32,7 @@ from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.policies import PolicyService
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
+from edgefleet.server.services.roles import RoleService
 from edgefleet.server.services.rollout_controller import RolloutController
 from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.sealing import SealingService
@@ -71,6 +72,7 @@ class Services:
     workload_controllers: WorkloadControllers
     rollouts: RolloutService
     policies: PolicyService
+    roles: RoleService
     approvals: ApprovalService
     release_trains: ReleaseTrainService
     rollout_controller: RolloutController

@@ -15,7 +15,6 @@ from edgefleet.core.install import InstallState
 from edgefleet.core.release import Artifact, ArtifactKind, Release
 from edgefleet.core.service_manifest import MAX_MANIFEST_BYTES
 from edgefleet.security.audit import AuditRecord
-from edgefleet.security.rbac import Role
 from edgefleet.security.tokens import ApiToken
 
 # The largest integer a database column holds (SQLite and PostgreSQL BIGINT): the bound of
@@ -243,7 +242,11 @@ class ConfigureRequest(Strict):
 
 class CreateApiTokenRequest(Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
-    role: Role
+    role: str = Field(
+        min_length=1, max_length=64,
+        description="A built-in role (viewer, operator, admin, rollout-approver, "
+                    "release-signer) or a custom role's name (`kind: Role`).",
+    )  # fmt: skip
     expires_in_s: float | None = Field(None, gt=0, le=MAX_DURATION.total_seconds())
     scope: str | None = Field(
         None, max_length=4096,
@@ -255,7 +258,7 @@ class CreateApiTokenRequest(Strict):
 class ApiTokenOut(BaseModel):
     id: str
     name: str
-    role: Role
+    role: str
     created_by: str
     created_at: datetime
     expires_at: datetime | None
@@ -283,7 +286,7 @@ class ApiTokenOut(BaseModel):
 class WhoAmI(BaseModel):
     token_id: str
     name: str
-    role: Role
+    role: str
     scope: str | None = None
 
 
@@ -610,7 +613,8 @@ class CreateRolloutRequest(Strict):
 
 class ManifestRequest(Strict):
     manifest: dict[str, Any] = Field(
-        description="A manifest (kind: Policy, or for policy test kind: Rollout or Workload), "
+        description="A manifest (kind: Policy or Role, or for policy test kind: Rollout or "
+        "Workload), "
         "as its YAML parses to JSON."
     )
 

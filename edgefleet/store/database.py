@@ -47,6 +47,7 @@ from edgefleet.store.repositories.nonces import NonceRepository
 from edgefleet.store.repositories.placement_moves import PlacementMoveRepository
 from edgefleet.store.repositories.policies import PendingChangeRepository, PolicyRepository
 from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRepository
+from edgefleet.store.repositories.roles import RoleRepository
 from edgefleet.store.repositories.rollouts import ReleaseTrainRepository, RolloutRepository
 from edgefleet.store.repositories.telemetry import TelemetryRepository
 from edgefleet.store.repositories.workloads import PlacementRepository, WorkloadRepository
@@ -91,6 +92,7 @@ class Transaction:
         self.attestations = AttestationRepository(connection)
         self.policies = PolicyRepository(connection)
         self.pending_changes = PendingChangeRepository(connection)
+        self.roles = RoleRepository(connection)
         self.leases = LeaseRepository(connection)
 
 

@@ -79,7 +79,7 @@ api_tokens = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("name", String(128), nullable=False),
-    Column("role", String(16), nullable=False),
+    Column("role", String(64), nullable=False),  # a built-in role or a `roles` row's name
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_by", String(128), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -527,6 +527,17 @@ policies = Table(
     metadata,
     Column("name", String(128), primary_key=True),
     Column("document", JSON, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Custom roles (`core/role.py`): the permissions API tokens bound to them hold.
+roles = Table(
+    "roles",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("permissions", JSON, nullable=False),  # sorted permission names
+    Column("description", String(256), nullable=False),
     Column("updated_by", String(128), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

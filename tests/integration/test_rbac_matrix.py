@@ -1,5 +1,6 @@
 """Roles against a real server: every operator operation in `/openapi.json` by every role of
-the role table (`security/rbac.py`). Each operation's required permission comes from the
+the role table (`security/rbac.py`) and by a custom role (`kind: Role`, `core/role.py`,
+checked by the same single lookup). Each operation's required permission comes from the
 `x-permission` the server derives from the route's own authentication dependency, so the
 matrix has one source: a role holding the permission is let through (whatever the dummy
 input then earns, never 401/403), any other gets 403 `insufficient_role`. An operation
@@ -21,6 +22,21 @@ from edgefleet.server.openapi import ANY_ROLE
 from tests.device_requests import RawDevice
 
 CALLERS = {"operator", "device", "none"}
+# A custom role beside the built-in ones: it must be checked by the same table lookup.
+CUSTOM_ROLE = "rollout-only"
+CUSTOM_PERMISSIONS = frozenset({Permission.FLEET_READ, Permission.ROLLOUTS_WRITE})
+ROLES: dict[str, frozenset[Permission]] = {
+    **{role.value: ROLE_PERMISSIONS[role] for role in Role}, CUSTOM_ROLE: CUSTOM_PERMISSIONS
+}
+
+
+@pytest.fixture(scope="module")
+def custom_role(server: ServerProcess) -> str:
+    with server.client() as admin:
+        spec = {"permissions": sorted(CUSTOM_PERMISSIONS)}
+        answer = admin.apply_role({"kind": "Role", "metadata": {"name": CUSTOM_ROLE}, "spec": spec})
+    assert answer["role"]["permissions"] == sorted(CUSTOM_PERMISSIONS)
+    return CUSTOM_ROLE
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +75,10 @@ def test_every_operation_declares_who_may_call_it(spec: dict[str, Any]) -> None:
 
 
 def test_each_role_calls_exactly_what_the_role_table_allows(
-    server: ServerProcess, admin: FleetClient, spec: dict[str, Any]
+    server: ServerProcess, admin: FleetClient, spec: dict[str, Any], custom_role: str
 ) -> None:
-    tokens = {role: admin.create_api_token(f"matrix-{role}", role.value)["token"]
-              for role in Role}  # fmt: skip
+    tokens = {role: admin.create_api_token(f"matrix-{role}", role)["token"]
+              for role in ROLES}  # fmt: skip
     checked = 0
     problems = []
     with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -75,11 +91,11 @@ def test_each_role_calls_exactly_what_the_role_table_allows(
                     target = target.replace("{" + param["name"] + "}", "matrix-none")
             permission = op["x-permission"]
             for role, token in tokens.items():
-                allowed = permission == ANY_ROLE or Permission(permission) in ROLE_PERMISSIONS[role]
+                allowed = permission == ANY_ROLE or Permission(permission) in ROLES[role]
                 headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
                 answer = http.request(method, target, content=b"{}", headers=headers)
                 checked += 1
-                seen = f"{method} {path} as {role.value} ({permission}): {answer.status_code}"
+                seen = f"{method} {path} as {role} ({permission}): {answer.status_code}"
                 if allowed and answer.status_code in (401, 403):
                     problems.append(f"{seen}, should be allowed: {answer.text[:200]}")
                 elif not allowed and not refused_for_role(method, answer):
@@ -89,7 +105,7 @@ def test_each_role_calls_exactly_what_the_role_table_allows(
 
 
 def test_scoped_roles_call_what_their_role_allows_and_are_refused_only_out_of_scope(
-    server: ServerProcess, admin: FleetClient, spec: dict[str, Any]
+    server: ServerProcess, admin: FleetClient, spec: dict[str, Any], custom_role: str
 ) -> None:
     """Every operation by every role bound to a scope the device `matrix-dev` is in, and to
     one it is outside, with that device named in every path parameter: the role decides
@@ -98,9 +114,9 @@ def test_scoped_roles_call_what_their_role_allows_and_are_refused_only_out_of_sc
     enrollment = admin.create_enrollment_token(auto_approve=True)["token"]
     assert RawDevice(server.url).enroll(enrollment, "matrix-dev", {"region": "matrix"}).is_success
     scopes = {"in": "region=matrix", "out": "region=elsewhere"}
-    tokens = {(role, where): admin.create_api_token(f"scoped-{role}-{where}", role.value,
+    tokens = {(role, where): admin.create_api_token(f"scoped-{role}-{where}", role,
                                                     scope=scope)["token"]
-              for role in Role for where, scope in scopes.items()}  # fmt: skip
+              for role in ROLES for where, scope in scopes.items()}  # fmt: skip
     checked = 0
     problems = []
     with httpx.Client(base_url=server.url, timeout=30) as http:
@@ -113,11 +129,11 @@ def test_scoped_roles_call_what_their_role_allows_and_are_refused_only_out_of_sc
                     target = target.replace("{" + param["name"] + "}", "matrix-dev")
             permission = op["x-permission"]
             for (role, where), token in tokens.items():
-                allowed = permission == ANY_ROLE or Permission(permission) in ROLE_PERMISSIONS[role]
+                allowed = permission == ANY_ROLE or Permission(permission) in ROLES[role]
                 headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
                 answer = http.request(method, target, content=b"{}", headers=headers)
                 checked += 1
-                seen = f"{method} {target} as {role.value} {where} scope: {answer.status_code}"
+                seen = f"{method} {target} as {role} {where} scope: {answer.status_code}"
                 refused = answer.status_code == 401 or (
                     answer.status_code == 403
                     and (where == "in" or method == "HEAD" or

@@ -96,7 +96,8 @@ def test_secrets_are_random_and_hashed() -> None:
 
 
 def test_roles_are_nested_least_privilege() -> None:
-    viewer, operator, admin = (ROLE_PERMISSIONS[r] for r in Role)
+    nested = (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
+    viewer, operator, admin = (ROLE_PERMISSIONS[r] for r in nested)
     assert viewer < operator < admin
     assert all(not p.value.endswith(".write") for p in viewer)
     require(Role.ADMIN, Permission.API_TOKENS_WRITE)

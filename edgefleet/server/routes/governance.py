@@ -1,5 +1,5 @@
-"""Operator API for governance: Policy documents, `policy test`, and the changes waiting
-for a second operator's approval."""
+"""Operator API for governance: Policy documents, `policy test`, custom roles (admin), and
+the changes waiting for a second operator's approval."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from edgefleet.server.schemas import ManifestRequest
 from edgefleet.server.services.approvals import change_view
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.policies import stored_view
+from edgefleet.server.services.roles import role_view
 
 router = APIRouter(prefix="/v1", tags=["governance"])
 
@@ -56,6 +57,44 @@ def test_policies(
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
     return svc.policies.test(ctx, body.manifest)
+
+
+@router.put("/roles", summary="Create or update a custom role from its manifest (admin)")
+def apply_role(
+    body: ManifestRequest,
+    dry_run: bool = Query(False, description="Validate and decide, store nothing"),
+    ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_WRITE)),
+    svc: Services = Depends(services),
+) -> dict[str, Any]:
+    stored, outcome = svc.roles.apply(ctx, body.manifest, dry_run=dry_run)
+    return {"outcome": outcome, "dry_run": dry_run, "role": role_view(stored)}
+
+
+@router.get("/roles", summary="Built-in and custom roles with their permissions (admin)")
+def list_roles(
+    ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_READ)),
+    svc: Services = Depends(services),
+) -> list[dict[str, Any]]:
+    return svc.roles.list_roles(ctx)
+
+
+@router.get("/roles/{name}", summary="A role's permissions and the tokens holding it (admin)")
+def show_role(
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_READ)),
+    svc: Services = Depends(services),
+) -> dict[str, Any]:
+    return svc.roles.show(ctx, name)
+
+
+@router.delete("/roles/{name}", summary="Delete a custom role no live token holds (admin)")
+def delete_role(
+    name: str,
+    ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_WRITE)),
+    svc: Services = Depends(services),
+) -> dict[str, Any]:
+    svc.roles.delete(ctx, name)
+    return {"deleted": name}
 
 
 @router.get("/changes", summary="Changes waiting for (or given) a second approval")

@@ -124,7 +124,7 @@ def log_in(body: LoginRequest, request: Request, response: Response,
     response.set_cookie(SESSION_COOKIE, secret, max_age=max_age, path="/", httponly=True,
                         samesite="strict", secure=_cookie_is_secure(request))  # fmt: skip
     response.headers["cache-control"] = "no-store"
-    return {"name": session.name, "role": session.role.value,
+    return {"name": session.name, "role": str(session.role),
             "expires_at": session.expires_at.isoformat() if session.expires_at else None}
 
 

@@ -88,7 +88,7 @@ class AdminAccess:
                                    reason=f"it is token {token.id}, which is {state}")
         if token.role is not Role.ADMIN:
             return AdminTokenCheck(AdminTokenState.IGNORED, token.id,
-                                   reason=f"it is token {token.id}, of role {token.role.value}")
+                                   reason=f"it is token {token.id}, of role {token.role}")
         return AdminTokenCheck(AdminTokenState.IN_USE, token.id)
 
     def _find(self, secret: str) -> ApiToken | None:

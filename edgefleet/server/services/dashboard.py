@@ -17,7 +17,7 @@ from edgefleet.core.device import OFFLINE_AFTER_INTERVALS, ONLINE_WITHIN_INTERVA
 from edgefleet.core.failure_detector import phi
 from edgefleet.core.rollout import FINAL_STATES, RolloutState
 from edgefleet.security.audit import ChainVerifier
-from edgefleet.security.rbac import ROLE_PERMISSIONS, Permission
+from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database, Transaction
@@ -208,8 +208,8 @@ class DashboardService:
     def session_info(self, ctx: OperatorContext) -> dict[str, Any]:
         """Who is signed in and what the role may do (the UI hides what it may not)."""
         p = ctx.principal
-        return {"name": p.name, "token_id": p.token_id, "role": p.role.value,
-                "permissions": sorted(x.value for x in ROLE_PERMISSIONS[p.role])}  # fmt: skip
+        return {"name": p.name, "token_id": p.token_id, "role": str(p.role),
+                "permissions": sorted(x.value for x in p.permissions)}  # fmt: skip
 
 
 def _pulse(tx: Transaction, now: datetime) -> Pulse:

@@ -24,7 +24,7 @@ from edgefleet.core.enrollment import EnrollmentToken
 from edgefleet.core.scope import group_of_scope
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.errors import InvalidInput, NotFound, Unauthenticated, Unavailable
-from edgefleet.security.rbac import SYSTEM, Permission, Principal, Role
+from edgefleet.security.rbac import SYSTEM, Permission, Principal, Role, role_named
 from edgefleet.security.tokens import (
     API_TOKEN_PREFIX,
     ENROLLMENT_TOKEN_PREFIX,
@@ -37,6 +37,7 @@ from edgefleet.security.tokens import (
     verify_chosen_secret,
 )
 from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.roles import require_role, resolve_permissions
 from edgefleet.store import Database
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class TokenService:
             tx.api_tokens.insert(token, salted)
             ctx = OperatorContext(SYSTEM, request_id)
             record_action(tx, ctx, "api-token.create", f"api-token/{token.id}", now,
-                          {"name": token.name, "role": token.role.value})
+                          {"name": token.name, "role": str(token.role)})
             return token
 
     def authenticate(self, secret: str) -> Principal:
@@ -110,7 +111,13 @@ class TokenService:
             with self._db.transaction() as tx:
                 tx.api_tokens.mark_used(token.id, now)
         scope = None if token.scope is None else self._resolve_scope(token.scope, token.id)
-        return Principal(token_id=token.id, name=token.name, role=token.role, scope=scope)
+        with self._db.read() as tx:  # a custom role's permissions as they are now
+            permissions = resolve_permissions(tx, token.role)
+        if permissions is None:
+            raise Unauthenticated(f"API token {token.id} holds role {token.role!r}, which no "
+                                  "longer exists", code="role_missing")  # fmt: skip
+        return Principal(token_id=token.id, name=token.name, role=token.role, scope=scope,
+                         permissions=permissions)  # fmt: skip
 
     def _resolve_scope(self, scope: str, token_id: str | None = None) -> Selector:
         """The selector of a stored or requested scope: a label selector, or `group:NAME`,
@@ -168,14 +175,18 @@ class TokenService:
         self,
         ctx: OperatorContext,
         name: str,
-        role: Role,
+        role: str,
         expires_in: timedelta | None,
         *,
         scope: str | None = None,
     ) -> tuple[ApiToken, str]:
-        """A new token holding `role`, its changes to devices limited to the label selector
-        `scope` (None: the whole fleet; a scoped minter can only mint within its scope)."""
+        """A new token holding `role` (built-in or custom), its changes to devices limited to
+        the label selector `scope` (None: the whole fleet; a scoped minter can only mint
+        within its scope)."""
         ctx.require(Permission.API_TOKENS_WRITE)
+        with self._db.read() as tx:
+            require_role(tx, role)
+        role = role_named(role)
         parsed = None if scope is None else self._resolve_scope(scope)
         ctx.principal.require_scope(parsed)
         if scope is not None and group_of_scope(scope) is None:
@@ -195,7 +206,7 @@ class TokenService:
         with self._db.transaction() as tx:
             tx.api_tokens.insert(token, hash_secret(secret))
             record_action(tx, ctx, "api-token.create", f"api-token/{token.id}", now,
-                          {"name": name, "role": role.value, "scope": token.scope})
+                          {"name": name, "role": str(role), "scope": token.scope})
         return token, secret
 
     def list_api_tokens(self, ctx: OperatorContext) -> list[ApiToken]:

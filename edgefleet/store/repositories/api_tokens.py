@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, insert, select, update
 
 from edgefleet.errors import Conflict, NotFound
-from edgefleet.security.rbac import Role
+from edgefleet.security.rbac import role_named
 from edgefleet.security.tokens import CHOSEN_SECRET_MARK, ApiToken
 from edgefleet.store.tables import api_tokens
 
@@ -18,7 +18,7 @@ def _to_token(row: Row[Any]) -> ApiToken:
     return ApiToken(
         id=row.id,
         name=row.name,
-        role=Role(row.role),
+        role=role_named(row.role),
         created_by=row.created_by,
         created_at=row.created_at,
         expires_at=row.expires_at,
@@ -37,7 +37,7 @@ class ApiTokenRepository:
             insert(api_tokens).values(
                 id=token.id,
                 name=token.name,
-                role=token.role.value,
+                role=str(token.role),
                 secret_hash=secret_hash,
                 created_by=token.created_by,
                 created_at=token.created_at,
