@@ -409,6 +409,17 @@ class FleetClient:
         data: bytes = self._call("GET", path, params={"format": "markdown"}, raw=True)
         return data.decode()
 
+    def save_rehearsal(self, rollout: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Store a lab rehearsal report under the rollout's name."""
+        return self._call("POST", "/v1/rehearsals", json={"rollout": rollout, "report": report})
+
+    def list_rehearsals(self, rollout: str | None = None) -> list[dict[str, Any]]:
+        params = {"rollout": rollout} if rollout else None
+        return self._call("GET", "/v1/rehearsals", params=params)
+
+    def get_rehearsal(self, rehearsal_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/rehearsals/{_seg(rehearsal_id)}")
+
     def apply_release_train(
         self, manifest: dict[str, Any], dry_run: bool = False
     ) -> dict[str, Any]:

@@ -59,6 +59,11 @@ def rehearse(
     output: Path = typer.Option(
         None, "--output", "-o", help="Write the report: .md for Markdown, .json for JSON"
     ),
+    save: bool = typer.Option(
+        False, "--save", help="Store the report on the server (--fleet-from, else the configured "
+        "one) under the rollout's name: the dashboard's Lab view sets it next to the real "
+        "rollout (needs rollouts.write)"
+    ),
 ) -> None:
     """Play a rollout on a virtual fleet, on a simulated clock, and predict its timeline,
     gate outcomes, skipped devices, blast radius and failovers."""
@@ -69,8 +74,8 @@ def rehearse(
     if fleet_from is None and profile is None:
         raise SettingsError("lab rehearse needs --fleet-from URL or --profile FILE")
     spec, _ = load_rollout(rollout)
+    api_token = token
     if fleet_from is not None:
-        api_token = token
         if api_token is None and ctx.obj is not None:
             # The configured token goes only to the server it belongs to, never to another
             # URL given with --fleet-from (pass --token for that one).
@@ -95,13 +100,20 @@ def rehearse(
     markdown = render_markdown(report)
     if output is None:
         console.print(markdown, markup=False, highlight=False)
-        return
-    if output.suffix == ".json":
-        output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     else:
-        output.write_text(markdown)
-    outcome = report["outcome"]
-    perf = report["performance"]
-    console.print(f"{outcome['state']}: {outcome['reason']}", markup=False)
-    console.print(f"report written to {output} ({perf['wall_s']} s for {hours:g} simulated "
-                  f"hours)")  # fmt: skip
+        if output.suffix == ".json":
+            output.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        else:
+            output.write_text(markdown)
+        outcome = report["outcome"]
+        perf = report["performance"]
+        console.print(f"{outcome['state']}: {outcome['reason']}", markup=False)
+        console.print(f"report written to {output} ({perf['wall_s']} s for {hours:g} simulated "
+                      f"hours)")  # fmt: skip
+    if save:
+        uploader = FleetClient(fleet_from, api_token) if fleet_from is not None \
+            else ctx.obj.client()  # fmt: skip
+        with uploader as client:
+            saved = client.save_rehearsal(spec.rollout_name, report)
+        console.print(f"rehearsal saved as {saved['id']} for rollout {saved['rollout']} "
+                      "(dashboard: Lab)", markup=False)  # fmt: skip

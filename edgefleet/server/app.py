@@ -38,6 +38,7 @@ from edgefleet.server.routes import (
     health,
     leases,
     metrics,
+    rehearsals,
     releases,
     rollouts,
     telemetry,
@@ -66,6 +67,7 @@ from edgefleet.server.services.migration_controller import MigrationController
 from edgefleet.server.services.otlp_export import OtlpExporter, parse_headers
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.services.policies import PolicyService
+from edgefleet.server.services.rehearsals import RehearsalService
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
 from edgefleet.server.services.roles import RoleService
@@ -138,6 +140,7 @@ def build_services(
         blob_access=BlobAccess(db),
         workload_controllers=controllers,
         rollouts=RolloutService(db, clock, controller.wake),
+        rehearsals=RehearsalService(db, clock),
         policies=PolicyService(db, clock),
         roles=RoleService(db, clock),
         approvals=ApprovalService(db, clock, trust),
@@ -287,8 +290,8 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
                attestation.router]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
-                                             rollouts, governance, workloads, dashboard, ui,
-                                             certificates)]  # fmt: skip
+                                             rollouts, rehearsals, governance, workloads,
+                                             dashboard, ui, certificates)]  # fmt: skip
     routers.append(leases.router)
     # Each router is served by a role (`roles.py`); the shared ones by every replica.
     device_routers = [device_api.router, telemetry.device_router, ddi.router]

@@ -30,6 +30,7 @@ from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.policies import PolicyService
+from edgefleet.server.services.rehearsals import RehearsalService
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import ReleaseService
 from edgefleet.server.services.roles import RoleService
@@ -71,6 +72,7 @@ class Services:
     blob_access: BlobAccess
     workload_controllers: WorkloadControllers
     rollouts: RolloutService
+    rehearsals: RehearsalService
     policies: PolicyService
     roles: RoleService
     approvals: ApprovalService

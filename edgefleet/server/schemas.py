@@ -637,6 +637,11 @@ class ApplyWorkloadRequest(Strict):
     )
 
 
+class SaveRehearsalRequest(Strict):
+    rollout: str = Field(..., max_length=63, description="The rollout manifest's name")
+    report: dict[str, Any] = Field(..., description="The lab report (lab rehearse -o x.json)")
+
+
 class MigrateRequest(Strict):
     replica: int = Field(0, ge=0, le=1000)
     to: str | None = Field(None, max_length=128, description="Target device (id or name)")

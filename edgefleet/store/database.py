@@ -46,6 +46,7 @@ from edgefleet.store.repositories.node_health import NodeHealthRepository
 from edgefleet.store.repositories.nonces import NonceRepository
 from edgefleet.store.repositories.placement_moves import PlacementMoveRepository
 from edgefleet.store.repositories.policies import PendingChangeRepository, PolicyRepository
+from edgefleet.store.repositories.rehearsals import RehearsalRepository
 from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRepository
 from edgefleet.store.repositories.roles import RoleRepository
 from edgefleet.store.repositories.rollouts import ReleaseTrainRepository, RolloutRepository
@@ -88,6 +89,7 @@ class Transaction:
         self.checkpoint_archives = CheckpointArchiveRepository(connection)
         self.rollouts = RolloutRepository(connection)
         self.release_trains = ReleaseTrainRepository(connection)
+        self.rehearsals = RehearsalRepository(connection)
         self.ddi = DdiRepository(connection)
         self.attestations = AttestationRepository(connection)
         self.policies = PolicyRepository(connection)

@@ -557,3 +557,20 @@ pending_changes = Table(
     Column("decided_by", String(128), nullable=True),
     Column("decided_at", UTCDateTime, nullable=True),
 )
+
+# Rehearsal reports uploaded by `edgefleet lab rehearse --save` (`core.rehearsal_record`),
+# the newest few per rollout name.
+rehearsals = Table(
+    "rehearsals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("rollout", String(128), nullable=False),
+    Column("release", String(200), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("report", JSON, nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_rehearsals_rollout_created", "rollout", "created_at"),
+    Index("ix_rehearsals_created", "created_at"),
+)

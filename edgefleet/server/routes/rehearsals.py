@@ -1,0 +1,50 @@
+"""Operator API for stored rehearsals (`edgefleet lab rehearse --save`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+
+from edgefleet.core.rehearsal_record import REHEARSALS_KEPT, RehearsalRecord
+from edgefleet.security.rbac import Permission
+from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.schemas import SaveRehearsalRequest
+from edgefleet.server.services.audit import OperatorContext
+
+router = APIRouter(prefix="/v1", tags=["rehearsals"])
+
+
+def _summary(r: RehearsalRecord) -> dict[str, Any]:
+    return {"id": r.id, "rollout": r.rollout, "release": r.release, "outcome": r.outcome,
+            "size_bytes": r.size_bytes, "created_by": r.created_by,
+            "created_at": r.created_at.isoformat()}  # fmt: skip
+
+
+@router.post("/rehearsals", status_code=201, summary="Store a rehearsal report")
+def save_rehearsal(
+    body: SaveRehearsalRequest,
+    ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
+    svc: Services = Depends(services),
+) -> dict[str, Any]:
+    return _summary(svc.rehearsals.save(ctx, body.rollout, body.report))
+
+
+@router.get("/rehearsals", summary="Stored rehearsals, newest first (without their reports)")
+def list_rehearsals(
+    rollout: str | None = Query(None, description="Only those of this rollout name"),
+    limit: int = Query(50, ge=1, le=REHEARSALS_KEPT),
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
+) -> list[dict[str, Any]]:
+    return [_summary(r) for r in svc.rehearsals.newest(ctx, rollout, limit)]
+
+
+@router.get("/rehearsals/{rehearsal_id}", summary="A stored rehearsal with its report")
+def get_rehearsal(
+    rehearsal_id: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    svc: Services = Depends(services),
+) -> dict[str, Any]:
+    record = svc.rehearsals.get(ctx, rehearsal_id)
+    return {**_summary(record), "report": dict(record.report)}
