@@ -149,6 +149,7 @@ class Agent:
             otlp_address=lambda: self.telemetry.otlp_address,
             max_backoff_s=settings.max_backoff_s,
             helper=helper,
+            sealing_key=lambda: self.telemetry.sealing.public_key,
         )
         self.node_status = NodeStatus(clock, settings.advertise_address,
                                       settings.simulated_battery)  # fmt: skip

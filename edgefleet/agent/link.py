@@ -128,10 +128,13 @@ class ControlPlaneLink:
             raise error_from_response(response.status, response.body)
         return response.body
 
-    async def upload_checkpoint(self, sha256: str, archive: bytes) -> dict[str, Any]:
-        """Upload a workload's state archive for a migration (content-addressed)."""
+    async def upload_checkpoint(
+        self, sha256: str, archive: bytes, content_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        """Upload a workload's state archive for a migration (content-addressed by the
+        archive's own sha256; `archive` sealed when `content_type` says so)."""
         target = f"/v1/checkpoints/{self.device_id}/{sha256}"
-        headers = {"content-type": "application/octet-stream"}
+        headers = {"content-type": content_type}
         response = await self._send_bytes("PUT", target, archive, headers, DOWNLOAD_TIMEOUT_S)
         result: dict[str, Any] = self._json(response)
         return result

@@ -25,7 +25,10 @@ reservation only (enforcing it needs cgroups).
 
 Checkpoint hook: before archiving its state directory, the runner asks the running copy
 to write its state out with `POST http://127.0.0.1:PORT/checkpoint` (when it has a port;
-any answer, or none within 5 s, and the directory is archived as it is).
+any answer, or none within 5 s, and the directory is archived as it is). While the
+desired state names an ingest key (the fleet's sealing policy is on), the archive is
+uploaded sealed to it (`security/sealed_stream.py`): what passes between the device and the
+control plane carries none of the workload's data.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ from edgefleet.core.workload_section import (
     parse_workloads_section,
 )
 from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, NotFound, Unavailable
+from edgefleet.security.sealed_stream import (
+    CHUNK_BYTES,
+    SEALED_ARCHIVE_CONTENT_TYPE,
+    seal_stream,
+)
 from edgefleet.telemetry.otlp_receiver import otlp_env
 
 # Workload specs load with the first replica: an idle agent without workloads does not
@@ -124,8 +132,10 @@ class WorkloadRunner:
         otlp_address: Callable[[], str | None] = lambda: None,
         max_backoff_s: float = 60.0,
         helper: InstallHelper | None = None,
+        sealing_key: Callable[[], bytes | None] = lambda: None,
     ) -> None:
-        """`helper` verifies the releases replicas run (see ReleaseCache)."""
+        """`helper` verifies the releases replicas run (see ReleaseCache); `sealing_key`
+        answers the ingest public key state archives are sealed to (None: sent plain)."""
         self._root = data_dir / "workloads"
         self._root.mkdir(parents=True, exist_ok=True)
         self._logs = data_dir / "logs"
@@ -135,6 +145,7 @@ class WorkloadRunner:
         self._clock = clock
         self._supervisor = supervisor
         self._on_change = on_change
+        self._sealing_key = sealing_key
         self._statsd_address = statsd_address
         self._otlp_address = otlp_address
         self._max_backoff_s = max_backoff_s
@@ -352,8 +363,13 @@ class WorkloadRunner:
             sha256, size = await asyncio.to_thread(
                 archive_state, self.state_dir(entry.workload), archive
             )
-            data = await asyncio.to_thread(archive.read_bytes)
-            await self._link.upload_checkpoint(sha256, data)
+            key = self._sealing_key()
+            if key is None:
+                data = await asyncio.to_thread(archive.read_bytes)
+                await self._link.upload_checkpoint(sha256, data)
+            else:
+                data = await asyncio.to_thread(_sealed, archive, key, self._link.device_id)
+                await self._link.upload_checkpoint(sha256, data, SEALED_ARCHIVE_CONTENT_TYPE)
         except Unavailable as e:
             log.warning("checkpoint upload failed; will retry", extra={"error": e.message})
             return None
@@ -447,6 +463,13 @@ def _health(
         return HealthCheckSpec(command=tuple(expand(w) for w in criteria.command),
                                restart_on_failure=True, **timing)  # fmt: skip
     return None
+
+
+def _sealed(archive: Path, key: bytes, device_id: str) -> bytes:
+    """The archive sealed to the ingest public key `key`, read in chunks."""
+    with archive.open("rb") as file:
+        pieces = iter(lambda: file.read(CHUNK_BYTES), b"")
+        return b"".join(seal_stream(key, device_id, pieces))
 
 
 async def _checkpoint_hook(http: LocalHttp, port: int) -> None:

@@ -7,7 +7,8 @@ The device makes an ephemeral X25519 key per payload, agrees a secret with the i
 public key, derives the ChaCha20-Poly1305 key with HKDF-SHA256 (salt: both public keys;
 info: the label and the device id) and encrypts with the header and the device id as
 associated data: a payload opens only with the ingest private key, only as the device that
-sealed it, and any change to it is detected.
+sealed it, and any change to it is detected. A file too large to hold at once is sealed
+in chunks instead (`security/sealed_stream.py`), with the same keys.
 
 The agent seals through the host's libcrypto (ctypes, as it signs: `security/libcrypto.py`)
 with HKDF from the standard library; the control plane opens with `cryptography`, imported
@@ -96,7 +97,7 @@ def _key(shared: bytes, ephemeral: bytes, recipient: bytes, device_id: str) -> b
     return hkdf_sha256(shared, ephemeral + recipient, _INFO + device_id.encode())
 
 
-def _x25519_ephemeral(recipient: bytes) -> tuple[bytes, bytes]:
+def x25519_ephemeral(recipient: bytes) -> tuple[bytes, bytes]:
     """(ephemeral public key, shared secret) with `recipient`, through libcrypto."""
     lib = _library()
     private = lib.EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, None, os.urandom(32), 32)
@@ -125,7 +126,7 @@ def _x25519_ephemeral(recipient: bytes) -> tuple[bytes, bytes]:
                 lib.EVP_PKEY_free(key)
 
 
-def _chacha20_poly1305(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+def chacha20_poly1305_seal(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
     """Ciphertext and tag, through libcrypto."""
     lib = _library()
     ctx = lib.EVP_CIPHER_CTX_new()
@@ -154,11 +155,11 @@ def _chacha20_poly1305(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -
 
 def seal(recipient: bytes, device_id: str, plaintext: bytes) -> bytes:
     """`plaintext` sealed to the X25519 public key `recipient`, for `device_id`."""
-    ephemeral, shared = _x25519_ephemeral(recipient)
+    ephemeral, shared = x25519_ephemeral(recipient)
     nonce = os.urandom(NONCE_BYTES)
     header = MAGIC + key_id_of(recipient) + ephemeral + nonce
     key = _key(shared, ephemeral, recipient, device_id)
-    return header + _chacha20_poly1305(key, nonce, header + device_id.encode(), plaintext)
+    return header + chacha20_poly1305_seal(key, nonce, header + device_id.encode(), plaintext)
 
 
 def unseal(private_keys: Mapping[bytes, bytes], device_id: str, sealed: bytes) -> bytes:

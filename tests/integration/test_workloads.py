@@ -4,6 +4,7 @@ state directory and traffic weights; abort; proactive migration off a draining b
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefleet.agent.workload_state import archive_state
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
 from edgefleet.errors import ApiError
@@ -21,6 +23,7 @@ from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.workloads.endpoints import EndpointFollower
 from tests.cli_runner import run_cli
 from tests.conftest import ADMIN_TOKEN, AgentFactory
+from tests.relay import Relay
 from tests.releases import Trust, free_port, publish
 
 RELEASE = "vision@1.0.0"
@@ -302,6 +305,12 @@ def test_failover_within_residency_and_fencing_of_the_returning_node(
     assert copies(berlin, "roam") == 1 and copies(berlin, "eu-only") == 1
 
 
+def set_sealing(server: ServerProcess, enabled: bool) -> None:
+    answer = httpx.put(f"{server.url}/v1/telemetry/sealing", json={"enabled": enabled},
+                       headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+
+
 def endpoint_weights(admin: FleetClient, name: str) -> dict[str, int]:
     found = admin.service_endpoints(name)["endpoints"]
     return {e["node_id"]: e["weight"] for e in found}
@@ -395,6 +404,57 @@ def test_planned_migration_moves_state_and_shifts_traffic_then_abort_returns_to_
     row = placement(admin, "infer")[0]
     assert row["node_id"] == target.device_id and row["port"] == serving_port
     assert answers(serving_port, "/healthz")  # the source never stopped serving
+
+
+@pytest.mark.slow
+def test_a_sealed_state_archive_passes_a_relay_unread_and_restores_on_the_target(
+    fleet: tuple[FleetClient, AgentFactory], server: ServerProcess, tmp_path: Path
+) -> None:
+    """With the fleet's sealing policy on, two nodes reach the control plane through a
+    relay: a planned migration uploads the state archive sealed to the ingest key, so no
+    byte of a marker file in the state directory crosses the relay readable, and the target
+    restores it (the control plane opened it, and served it to the target)."""
+    admin, agents = fleet
+    set_sealing(server, True)
+    token = admin.create_enrollment_token(auto_approve=True)["token"]
+    marker = f"marker {os.urandom(16).hex()}".encode()
+    try:
+        with Relay(server.url) as relay:
+            nodes = {}
+            for name, zone in (("seal-a", "eu-west-a"), ("seal-b", "eu-west-b")):
+                args = ["--region", "eu-west", "--zone", zone]
+                agent = AgentProcess(relay.url, tmp_path / name, token, name, extra_args=args)
+                agents.agents.append(agent)
+                agent.start()
+                nodes[name] = agent
+            for agent in nodes.values():
+                wait_for(partial(applied_generation, agent), what=f"{agent.name} sync")
+            admin.apply_workload(http_workload("sealed-files"))
+            by_id = {a.device_id: a for a in nodes.values()}
+            source = by_id[wait_running(admin, "sealed-files")["node_id"]]
+            target = next(a for a in nodes.values() if a is not source)
+            state = source.data_dir / "workloads" / "state" / "sealed-files"
+            (state / "marker.bin").write_bytes(marker)
+            archive_state(state, tmp_path / "plain.tar.gz")  # the control: unsealed, it shows
+            assert marker in gzip.decompress((tmp_path / "plain.tar.gz").read_bytes())
+
+            admin.migrate_workload("sealed-files", to=target.device_id)
+            wait_for(lambda: admin.workload_migrations("sealed-files")[0]["state"] == "completed",
+                     timeout_s=90, interval_s=0.2, what="migration completed")  # fmt: skip
+            row = wait_running(admin, "sealed-files")
+            assert row["node_id"] == target.device_id
+            restored = target.data_dir / "workloads" / "state" / "sealed-files" / "marker.bin"
+            assert restored.read_bytes() == marker
+            uploads = [body for method, path, body in relay.requests()
+                       if method == "PUT" and path.startswith("/v1/checkpoints/")]  # fmt: skip
+            assert uploads
+            for body in uploads:  # sealed streams: no gzip inside that a relay could open
+                assert body.startswith(b"EFSTRM1\n")
+                with pytest.raises(gzip.BadGzipFile):
+                    gzip.decompress(body)
+            assert marker not in b"".join(bytes(stream) for stream in relay.streams)
+    finally:
+        set_sealing(server, False)
 
 
 def test_proactive_migration_when_the_battery_forecast_crosses_the_threshold(

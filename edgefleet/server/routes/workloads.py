@@ -3,6 +3,7 @@ the device route that receives state archives (checkpoints) for migrations."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -22,6 +23,7 @@ from edgefleet.core.placement_record import decision_to_dict
 from edgefleet.core.workload_record import WorkloadRecord
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
+from edgefleet.security.sealed_stream import SEALED_ARCHIVE_CONTENT_TYPE
 from edgefleet.server.auth import (
     DeviceUpload,
     Services,
@@ -320,7 +322,8 @@ def service_endpoints(
 
 
 @router.put("/checkpoints/{device_id}/{sha256}", status_code=201,
-            summary="Upload a state archive for a migration (device, signed)")
+            summary="Upload a state archive for a migration (device, signed; sealed to the "
+                    "ingest key as application/x-edgefleet-archive-sealed, or plain)")
 async def upload_checkpoint(
     device_id: str,
     sha256: str,
@@ -329,12 +332,25 @@ async def upload_checkpoint(
     svc: Services = Depends(services),
 ) -> dict[str, Any]:
     validate_sha256(sha256)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    sealed = media == SEALED_ARCHIVE_CONTENT_TYPE
     declared = request.headers.get("content-length")
-    size = int(declared) if declared and declared.isdigit() else None
+    # A sealed archive's length is not its plaintext's: the limits apply as it is opened.
+    size = int(declared) if declared and declared.isdigit() and not sealed else None
     incoming = await run_in_threadpool(svc.checkpoints.receive, upload.device.id, sha256, size)
     with incoming:  # on any failure, the bytes received so far are deleted
-        async for chunk in request.stream():
-            incoming.write(chunk)
-        device = await upload.verify(incoming.sha256)
+        if sealed:  # opened as it arrives: the signature covers the sealed bytes
+            opener = svc.sealing.stream_unsealer(upload.device.id)
+            received = hashlib.sha256()
+            async for chunk in request.stream():
+                received.update(chunk)
+                incoming.write(await run_in_threadpool(opener.feed, chunk))
+            incoming.write(opener.finish())
+            body_sha256 = received.hexdigest()
+        else:
+            async for chunk in request.stream():
+                incoming.write(chunk)
+            body_sha256 = incoming.sha256
+        device = await upload.verify(body_sha256)
         info = await run_in_threadpool(svc.checkpoints.store, device.id, sha256, incoming)
     return {"sha256": info.sha256, "size_bytes": info.size_bytes}

@@ -22,6 +22,7 @@ from edgefleet.atomicfile import write_atomically
 from edgefleet.clock import Clock, isoformat_utc
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
+from edgefleet.security.sealed_stream import StreamUnsealer
 from edgefleet.security.sealing import key_id_of, new_ingest_key, public_key_of, unseal
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import save_device
@@ -120,6 +121,11 @@ class SealingService:
 
         key_id = sealed[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES]
         return unseal(self._private_keys(key_id), device_id, sealed)
+
+
+    def stream_unsealer(self, device_id: str) -> StreamUnsealer:
+        """An opener of a stream `device_id` sealed (a state archive), fed as it arrives."""
+        return StreamUnsealer(self._private_keys, device_id)
 
 
 def _status(record: dict[str, Any] | None) -> SealingStatus:
