@@ -82,7 +82,9 @@ export function pct(value, digits = 1) {
 // A table with a caption and column headers; `columns`: [{title, cell: row => node, num}].
 export function table(caption, columns, rows, empty = "Nothing to show.") {
   if (!rows.length) return h("p", { class: "hint" }, `${caption}: ${empty}`);
-  return h("div", { class: "table-wrap" },
+  // The wrapper scrolls a table wider than the screen (a tablet): it takes the keyboard focus
+  // so that it can be scrolled without a pointer, and is named after its table.
+  return h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption },
     h("table", {},
       h("caption", {}, caption),
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null }, c.title)))),
