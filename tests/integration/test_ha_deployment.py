@@ -19,112 +19,41 @@ through HAProxy.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
 from edgefleet.core.lease import LeaseName
-from edgefleet.localfleet import (
-    AgentProcess,
-    LoadBalancerProcess,
-    ManagedProcess,
-    ServerProcess,
-    wait_for,
-)
+from edgefleet.localfleet import AgentProcess, wait_for
 from tests.conftest import ADMIN_TOKEN
-from tests.postgres import postgres_unavailable, throwaway_database
-from tests.releases import Trust, free_port, publish
+from tests.ha_deployment import REPLICAS, Deployment, run_deployment
+from tests.releases import Trust, publish
+from tests.sleeping_service import SERVICE, service_pids
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-REPLICAS = ("control-plane-1", "control-plane-2", "control-plane-3")
 FLEET = "fleet=ha"
 AGENTS = 4
-# A service that runs until stopped, healthy while it runs; its slot on the command line
-# tells whose it is.
-SERVICE = {"command": ["{python}", "-c", "import time; time.sleep(86400)", "{slot}"],
-           "health": {"command": ["{python}", "-c", "pass"], "window_s": 1,
-                      "interval_s": 0.5}}  # fmt: skip
 STRATEGY = {"waves": [1, "50%", "100%"], "soak": "8s", "max_unavailable": "100%",
             "install_timeout": "3m"}  # fmt: skip
 GATES = {"install_failure_rate": {"max_percent": 0, "min_devices": 1}}
 FINAL = ("succeeded", "failed", "aborted", "rolled-back")
 
 
-@dataclass
-class Deployment:
-    database_url: str
-    replicas: dict[str, ServerProcess]
-    balancer: ManagedProcess
-    url: str  # HAProxy's
-
-    def client(self) -> FleetClient:
-        return FleetClient(self.url, ADMIN_TOKEN)
-
-    def ready(self, name: str) -> dict[str, Any]:
-        response = httpx.get(f"{self.replicas[name].url}/readyz", timeout=5)
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    reason = postgres_unavailable()
-    if reason:
-        pytest.skip(reason)
-    if not (shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")):
-        pytest.skip("haproxy is not installed (Debian: apt-get install haproxy)")
-    root = tmp_path_factory.mktemp("ha")
-    ports = {name: free_port() for name in REPLICAS}
-    started: list[ManagedProcess] = []
-    with throwaway_database() as database_url:
-        try:
-            replicas = {}
-            for name in REPLICAS:
-                server = ServerProcess(root / "data", ADMIN_TOKEN, port=ports[name], env={
-                    "EDGEFLEET_DATABASE_URL": database_url, "EDGEFLEET_REPLICA_ID": name,
-                })  # fmt: skip
-                server.log_path = root / f"{name}.log"
-                started.append(server)
-                server.start()
-                replicas[name] = server
-            balancer = LoadBalancerProcess(root / "haproxy", free_port(), ports)
-            started.append(balancer)
-            balancer.start()
-            deployment = Deployment(database_url, replicas, balancer, balancer.url)
-            wait_for(lambda: len(replicas_answering(deployment, 12)) == 3, timeout_s=60,
-                     what="HAProxy to send traffic to every replica")  # fmt: skip
-            yield deployment
-        finally:
-            for process in reversed(started):
-                process.stop()
+    with run_deployment(tmp_path_factory.mktemp("ha")) as running:
+        yield running
 
 
 def answers_ready(deployment: Deployment, name: str) -> bool:
     return deployment.ready(name)["status"] == "ready"
-
-
-def replicas_answering(deployment: Deployment, calls: int) -> set[str]:
-    """The replicas that answered `calls` readiness checks made through HAProxy."""
-    seen = set()
-    with httpx.Client(base_url=deployment.url, timeout=5) as http:
-        for _ in range(calls):
-            response = http.get("/readyz", headers={"connection": "close"})
-            if response.status_code == 200:
-                seen.add(response.json()["replica"])
-    return seen
 
 
 def applied_generation(agent: AgentProcess) -> int:
@@ -171,20 +100,6 @@ def running(client: FleetClient) -> dict[str, str | None]:
     return out
 
 
-def service_pids(agent: AgentProcess) -> set[int]:
-    """The processes of the release service the agent runs (found by its slot's path)."""
-    pids = set()
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            words = cmdline.read_bytes().split(b"\0")
-        except OSError:  # gone meanwhile
-            continue
-        if any(w.startswith(str(agent.data_dir).encode()) for w in words) and any(
-                b"time.sleep" in w for w in words):
-            pids.add(int(cmdline.parent.name))
-    return pids
-
-
 def desired_serials(client: FleetClient) -> dict[str, int]:
     return {d["id"]: int(((d.get("desired") or {}).get("release") or {}).get("serial", 0))
             for d in client.list_devices(FLEET)}  # fmt: skip
@@ -202,11 +117,7 @@ def final(client: FleetClient, rollout_id: str) -> dict[str, Any] | None:
 
 
 def rollouts_holder(deployment: Deployment) -> str:
-    response = httpx.get(f"{deployment.url}/v1/leases", timeout=5,
-                         headers={"authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
-    response.raise_for_status()
-    return str(next(lease["holder"] for lease in response.json()
-                    if lease["name"] == LeaseName.ROLLOUTS))  # fmt: skip
+    return deployment.lease_holder(LeaseName.ROLLOUTS)
 
 
 def test_any_replica_answers_any_api_call(deployment: Deployment, fleet: list[AgentProcess]

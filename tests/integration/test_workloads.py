@@ -25,6 +25,14 @@ from tests.cli_runner import run_cli
 from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.relay import Relay
 from tests.releases import Trust, free_port, publish
+from tests.workload_fleet import (
+    FILES_SERVICE,
+    copies,
+    endpoint_weights,
+    http_workload,
+    placement,
+    wait_running,
+)
 
 RELEASE = "vision@1.0.0"
 FILES_RELEASE = "files@1.0.0"
@@ -55,12 +63,6 @@ INFERENCE_SERVICE = {
                 "--state-dir", "{state_dir}"],
     "port": "auto",
     "health": {"http": "/healthz", "interval_s": 0.5},
-}  # fmt: skip
-FILES_SERVICE = {
-    "command": ["{python}", "-m", "http.server", "{port}", "--bind", "127.0.0.1",
-                "--directory", "{state_dir}"],
-    "port": "auto",
-    "health": {"http": "/", "interval_s": 0.5},
 }  # fmt: skip
 
 
@@ -109,18 +111,6 @@ def start_agents(
     return started
 
 
-def http_workload(name: str, **spec: Any) -> dict[str, Any]:
-    """A light stateful workload: Python's HTTP server over its state directory."""
-    return {"kind": "Workload", "metadata": {"name": name}, "spec": {
-        "artifacts": [FILES_RELEASE],
-        "resources": {"cpu_millicores": 100, "memory_mb": 256},
-        "service": {"port": "auto"},
-        "health_check": {"http": "/", "interval_s": 0.5, "timeout_s": 0.5},
-        "state_dir": f"/var/lib/{name}",
-        **spec,
-    }}  # fmt: skip
-
-
 def inference_workload(name: str) -> dict[str, Any]:
     return {"kind": "Workload", "metadata": {"name": name}, "spec": {
         "artifacts": [RELEASE],
@@ -129,49 +119,6 @@ def inference_workload(name: str) -> dict[str, Any]:
         "health_check": {"http": "/healthz", "interval_s": 0.5, "timeout_s": 0.5},
         "state_dir": "/var/lib/infer",
     }}  # fmt: skip
-
-
-def placement(admin: FleetClient, name: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = admin.get_workload(name)["placement"]
-    return result
-
-
-def wait_running(
-    admin: FleetClient,
-    name: str,
-    replica: int = 0,
-    not_on: str | None = None,
-    timeout_s: float = 60,
-) -> dict[str, Any]:
-    """The placement row of a replica once it runs healthy (on another node than `not_on`)."""
-
-    def running() -> dict[str, Any] | None:
-        row = placement(admin, name)[replica]
-        ok = row["state"] == "running" and row["health"] == "ok"
-        return row if ok and row["node_id"] != not_on else None
-
-    row = wait_for(
-        running,
-        timeout_s=timeout_s,
-        interval_s=0.2,
-        what=f"{name}[{replica}] running (now {placement(admin, name)[replica]})",
-    )
-    assert row is not None
-    return row
-
-
-def copies(agent: AgentProcess, workload: str) -> int:
-    """Processes running a copy of `workload` from this agent's state directory."""
-    marker = str(agent.data_dir / "workloads" / "state" / workload).encode()
-    count = 0
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            count += marker in cmdline and b"workload" not in cmdline.split(b"\0")[0]
-    return count
 
 
 def answers(port: int, path: str = "/") -> bool:
@@ -309,11 +256,6 @@ def set_sealing(server: ServerProcess, enabled: bool) -> None:
     answer = httpx.put(f"{server.url}/v1/telemetry/sealing", json={"enabled": enabled},
                        headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)  # fmt: skip
     assert answer.status_code == 200, answer.text
-
-
-def endpoint_weights(admin: FleetClient, name: str) -> dict[str, int]:
-    found = admin.service_endpoints(name)["endpoints"]
-    return {e["node_id"]: e["weight"] for e in found}
 
 
 @pytest.mark.slow
