@@ -51,7 +51,7 @@ def test_concurrent_first_requests_with_the_chosen_token_share_one_check(db: Dat
     tokens.bootstrap_admin(CHOSEN, "req-1")
     start = threading.Barrier(6)
 
-    def authenticate() -> Role:
+    def authenticate() -> str:
         start.wait()
         return tokens.authenticate(CHOSEN).role
 
