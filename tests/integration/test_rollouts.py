@@ -408,6 +408,9 @@ def test_rollback_removes_the_release_from_a_device_that_had_none(
     status = wait_final(admin, rollout_id)
     assert status["state"] == "rolled-back", status["reason"]
     assert [d["state"] for d in status["devices"]] == ["rolled-back"]
+    watched = run_cli("rollouts", "status", rollout_id, "--watch", env=cli_env(server))
+    assert watched.code == 4, watched.stderr  # like kubectl rollout status: not a success
+    assert "rolled-back" in watched.stderr
     wait_for(lambda: admin.get_device(fresh.device_id or "")["release_status"] == {},
              what="the device to report no release")  # fmt: skip
     with pytest.raises(httpx.HTTPError):
