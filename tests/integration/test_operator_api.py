@@ -108,7 +108,7 @@ def raw_post(server: ServerProcess, path: str, content: bytes, **headers: str) -
          "invalid_request", "colour: unknown field"),
         ("/v1/enrollment-tokens", b'{"max_uses": 0}', 422, "invalid_request", "max_uses"),
         ("/v1/tokens", b'{"name": "x"}', 422, "invalid_request", "role: field required"),
-        ("/v1/tokens", b'{"name": "x", "role": "root"}', 422, "invalid_request", "role"),
+        ("/v1/tokens", b'{"name": "x", "role": "root"}', 400, "unknown_role", "root"),
         ("/v1/groups", b'{"name": "g1", "selector": "tier in (a"}', 400, "invalid_selector",
          "expected"),
         ("/v1/groups", b'{"name": "Bad Name", "selector": "a=b"}', 400, "invalid_input",
