@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     settings.register_profile("edgefleet", deadline=None, database=None)
     settings.load_profile("edgefleet")
+    # A run stopped with SIGTERM (a CI timeout, `kill`) unwinds as Ctrl-C does: the fixtures
+    # stop every server and agent they started instead of leaving them to init.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
