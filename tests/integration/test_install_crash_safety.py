@@ -40,7 +40,8 @@ def fleet(admin: FleetClient, agents: AgentFactory, trust: Trust, tmp_path: Path
     data_dir = tmp_path / "device"
 
     def start(fault: str | None = None) -> AgentProcess:
-        agent = agents("crashy", token, data_dir=data_dir, start=False)
+        # One device per test (names are unique in a fleet), restarted under its own name.
+        agent = agents(f"crashy-{tmp_path.name}", token, data_dir=data_dir, start=False)
         if fault:
             agent.env[FAULT_ENV] = fault
         agent.start()
