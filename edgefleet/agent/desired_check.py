@@ -14,7 +14,6 @@ an unsigned document is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from edgefleet.errors import ApiError, Unavailable
 from edgefleet.security.desired_signature import (
     DesiredStateKeys,
     DesiredStateRefused,
+    read_document,
     verify_desired,
 )
 
@@ -68,7 +68,7 @@ class DesiredStateCheck:
         """The document to act on; DesiredStateRefused when it must not be."""
         keys = self.trusted_keys()
         if keys is None and document.signature is None:
-            parsed = _parse_unsigned(document.body)
+            parsed = read_document(document.body, self._device_id(), applied_generation)
             log.warning("desired state taken unsigned: this device trusts no root yet",
                         extra={"generation": parsed.get("generation")})  # fmt: skip
             return parsed
@@ -110,13 +110,3 @@ class DesiredStateCheck:
                         extra={"error": e.message})  # fmt: skip
             return False
         return True
-
-
-def _parse_unsigned(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise DesiredStateRefused("the desired state is not JSON") from None
-    if not isinstance(document, dict) or not isinstance(document.get("generation"), int):
-        raise DesiredStateRefused("the desired state has no generation")
-    return document

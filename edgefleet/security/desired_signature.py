@@ -124,15 +124,22 @@ def verify_desired(
             "signatures of the fleet's online key verify",
             code="desired_unknown_key" if unknown and not good else "desired_bad_signature",
         )
+    return read_document(body, device_id, applied_generation)
+
+
+def read_document(body: bytes, device_id: str, applied_generation: int) -> dict[str, Any]:
+    """The document in `body` if it is for `device_id` and not older than the applied
+    generation (checked for signed documents, and for the unsigned ones a device without a
+    root takes)."""
     try:
         document = json.loads(body)
     except ValueError:
-        raise DesiredStateRefused("the signed desired state is not JSON") from None
+        raise DesiredStateRefused("the desired state is not JSON") from None
     if not isinstance(document, dict) or document.get("device_id") != device_id:
-        raise DesiredStateRefused("the signed desired state is for another device")
+        raise DesiredStateRefused("the desired state is for another device")
     generation = document.get("generation")
     if isinstance(generation, bool) or not isinstance(generation, int):
-        raise DesiredStateRefused("the signed desired state has no generation")
+        raise DesiredStateRefused("the desired state has no generation")
     if generation < applied_generation:
         raise DesiredStateRefused(
             f"generation {generation} is older than the applied {applied_generation}: "
