@@ -28,17 +28,17 @@ import httpx
 from rich.console import Console
 from rich.rule import Rule
 
+from edgefleet.agent.telemetry.statsd import format_line
 from edgefleet.artifacts.model_builder import build_faulty_mlp, build_mlp, build_nan_mlp, save_model
 from edgefleet.client import FleetClient
+from edgefleet.core.telemetry.windows import MetricKind
+from edgefleet.examples.release_traffic import ReleaseTraffic
 from edgefleet.localfleet import EDGEFLEET, AgentProcess, ServerProcess, wait_for
-from edgefleet.telemetry.statsd import format_line
-from edgefleet.telemetry.windows import MetricKind
-from edgefleet.workloads.release_traffic import ReleaseTraffic
 
 console = Console()
 
 SERVICE_MANIFEST = """\
-command: ["{python}", "-m", "edgefleet.workloads.inference_server",
+command: ["{python}", "-m", "edgefleet.examples.inference_server",
           "--model", "{artifact:detector}", "--port", "{port}",
           "--state-dir", "{state_dir}"]
 port: auto
@@ -70,7 +70,7 @@ detection:
 # answers (min_requests is out of reach), so a model that is wrong on some inputs installs
 # cleanly and only the fleet's error-rate gate, fed by real traffic, can catch it.
 ROLLOUT_SERVICE_MANIFEST = """\
-command: ["{python}", "-m", "edgefleet.workloads.inference_server",
+command: ["{python}", "-m", "edgefleet.examples.inference_server",
           "--model", "{artifact:detector}", "--port", "{port}",
           "--state-dir", "{state_dir}"]
 port: auto

@@ -17,7 +17,7 @@ from onnx import numpy_helper
 from edgefleet.artifacts.model_builder import save_model
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
-from edgefleet.core.release import ArtifactKind
+from edgefleet.core.updates.release import ArtifactKind
 from edgefleet.security.tuf_keys import generate_signing_key, public_key_from_dict
 from edgefleet.security.tuf_metadata import RoleKeys, build_root, sign_metadata
 
@@ -57,7 +57,7 @@ class Trust:
 
 def service_manifest(port: int, model: str, window_s: float = 2) -> str:
     return json.dumps({
-        "command": ["{python}", "-m", "edgefleet.workloads.inference_server",
+        "command": ["{python}", "-m", "edgefleet.examples.inference_server",
                     "--model", f"{{artifact:{model}}}", "--port", "{port}"],
         "port": port,
         "health": {"http": "/healthz", "window_s": window_s, "interval_s": 0.5},

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from edgefleet.core.failure_detector import (
+from edgefleet.core.workloads.failure_detector import (
     DEFAULT_SETTINGS,
     DEFAULT_THRESHOLDS,
     HeartbeatHistory,

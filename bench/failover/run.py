@@ -9,7 +9,7 @@ controllers every 0.5 s, suspect grace 30 s) and three agents (`edgefleet agent`
 loopback at their default settings: a 15 s heartbeat, which the control plane shortens to
 the hosting interval (1 s while at most 50 nodes host replicas; core/liveness.py) for a
 node once it hosts a replica. A signed release carries an ONNX model; the workload is the
-example inference server (`edgefleet.workloads.inference_server`), one replica, a state
+example inference server (`edgefleet.examples.inference_server`), one replica, a state
 directory, an HTTP health check with the Workload defaults (`/healthz`).
 
     failover     per trial: find the node running the replica; SIGKILL its agent (the

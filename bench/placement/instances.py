@@ -7,10 +7,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.placement import Node, PowerSource, Topology
 from edgefleet.core.selector import parse_selector
-from edgefleet.core.workload import (
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.placement import Node, PowerSource, Topology
+from edgefleet.core.workloads.workload import (
     AffinityScope,
     AffinityTerm,
     GeoPoint,

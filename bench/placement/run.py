@@ -54,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from instances import Instance, make_instance
 
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.placement import (
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.placement import (
     Assignment,
     Placement,
     PlacementPlan,
@@ -63,7 +63,7 @@ from edgefleet.core.placement import (
     place,
     score_placement,
 )
-from edgefleet.core.placement_terms import NodeTable
+from edgefleet.core.workloads.terms import NodeTable
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 UNPLACED_COST = 100.0

@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from edgefleet.telemetry.windows import MetricKind, MetricPoint, Tags
+from edgefleet.core.telemetry.windows import MetricKind, MetricPoint, Tags
 
 HOST_INTERVAL_S = 10
 PAGE_BYTES = 4096  # psutil's memory and disk figures are whole pages or blocks

@@ -27,14 +27,14 @@ from device_hour import device_hour
 
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.telemetry.windows import Aggregator
+from edgefleet.core.telemetry.wire import Batch, encode_batch
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.desired import render_device
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
-from edgefleet.telemetry.windows import Aggregator
-from edgefleet.telemetry.wire import Batch, encode_batch
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

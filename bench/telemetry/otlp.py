@@ -26,7 +26,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from edgefleet.telemetry.windows import MetricKind, Tags, Window
+from edgefleet.core.telemetry.windows import MetricKind, Tags, Window
 
 MAX_EXP_BUCKETS = 160
 MAX_SCALE = 20

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_hour import TimedPoint, device_hour
 from otlp import RawSamples, otlp_gzip_bytes, otlp_request
 
-from edgefleet.telemetry.windows import Aggregator, MetricKind, MetricPoint, Tags, Window
-from edgefleet.telemetry.wire import Batch, decode_batch, encode_batch
+from edgefleet.core.telemetry.windows import Aggregator, MetricKind, MetricPoint, Tags, Window
+from edgefleet.core.telemetry.wire import Batch, decode_batch, encode_batch
 
 WINDOW_S = 60
 DEFAULT_RATE = 2.0

@@ -34,7 +34,7 @@ from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.agent.state import KEY_FILE, AgentState
 from edgefleet.agent.supervisor import Supervisor
-from edgefleet.agent.telemetry_pipeline import HostReader, TelemetryPipeline
+from edgefleet.agent.telemetry.pipeline import HostReader, TelemetryPipeline
 from edgefleet.agent.workload_runner import WorkloadRunner
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s

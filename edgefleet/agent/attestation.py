@@ -30,8 +30,13 @@ from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.settings import AgentSettings
 from edgefleet.agent.slots import MANIFEST, SlotName, Slots
 from edgefleet.clock import Clock
-from edgefleet.core.attestation import MEASUREMENT_PCR, PCR_BANK, measurement_digest, replay_pcr
 from edgefleet.core.backoff import jittered_interval_s
+from edgefleet.core.governance.attestation import (
+    MEASUREMENT_PCR,
+    PCR_BANK,
+    measurement_digest,
+    replay_pcr,
+)
 from edgefleet.errors import ApiError, EdgefleetError, Unavailable
 
 log = logging.getLogger(__name__)

@@ -228,8 +228,8 @@ def settings_from_args(
     from pathlib import Path
 
     from edgefleet.agent.settings import AgentSettings
-    from edgefleet.core.install import InstallState
     from edgefleet.core.labels import parse_label_assignments
+    from edgefleet.core.updates.install import InstallState
     from edgefleet.transport.http_proxy import ProxySettings
 
     env = os.environ if environ is None else environ

@@ -143,7 +143,7 @@ def read_service_manifest(path: Path) -> dict[str, Any]:
     """A release's service manifest file (YAML), validated: InvalidInput when refused."""
     import yaml
 
-    from edgefleet.core.service_manifest import MAX_MANIFEST_BYTES, parse_service_manifest
+    from edgefleet.core.updates.service_manifest import MAX_MANIFEST_BYTES, parse_service_manifest
 
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise InvalidInput(f"service manifest is over {MAX_MANIFEST_BYTES} bytes")

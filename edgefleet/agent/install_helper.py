@@ -58,7 +58,7 @@ from edgefleet.agent.release_verification import (
     VerifyRequest,
     check_release,
 )
-from edgefleet.core.restart_policy import describe_exit
+from edgefleet.core.updates.restart_policy import describe_exit
 from edgefleet.errors import EdgefleetError, InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)

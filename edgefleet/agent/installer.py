@@ -48,7 +48,7 @@ from edgefleet.agent.slots import SlotName, Slots
 from edgefleet.agent.supervisor import HealthState, Supervisor
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s
-from edgefleet.core.install import (
+from edgefleet.core.updates.install import (
     HealthSample,
     HealthVerdictState,
     InstallState,
@@ -57,7 +57,7 @@ from edgefleet.core.install import (
     resume_action,
     transition,
 )
-from edgefleet.core.service_manifest import (
+from edgefleet.core.updates.service_manifest import (
     HealthCriteria,
     parse_service_manifest,
     resolve_parameters,

@@ -1,5 +1,5 @@
 """The install journal: the installer writes where it is before each step, so a restart
-continues from there (see edgefleet.core.install.resume_action)."""
+continues from there (see edgefleet.core.updates.install.resume_action)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.atomicfile import write_json_atomically
-from edgefleet.core.install import InstallState
+from edgefleet.core.updates.install import InstallState
 
 
 @dataclass(frozen=True)

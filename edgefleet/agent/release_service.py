@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.agent.supervisor import HealthCheckSpec, ServiceSpec
-from edgefleet.core.service_manifest import (
+from edgefleet.agent.telemetry.otlp_receiver import otlp_env
+from edgefleet.core.updates.service_manifest import (
     ServiceManifest,
     expand_placeholders,
     parse_service_manifest,
     resolve_parameters,
 )
-from edgefleet.telemetry.otlp_receiver import otlp_env
 
 SERVICE_NAME = "release"
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgefleet.core.compat import evaluate_compatibility, parse_requirements
-from edgefleet.core.release import validate_file_name
+from edgefleet.core.updates.compat import evaluate_compatibility, parse_requirements
+from edgefleet.core.updates.release import validate_file_name
 from edgefleet.errors import EdgefleetError, InvalidInput, Unavailable
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from typing import Any
 import edgefleet
 from edgefleet.agent.process_runtime import HostRuntime, ProcessHandle, ProcessSpec, Runtime
 from edgefleet.clock import Clock, SystemClock
-from edgefleet.core.restart_policy import describe_exit
+from edgefleet.core.updates.restart_policy import describe_exit
 
 DEFAULT_MEMORY_LIMIT_MB = 512
 DEFAULT_TIMEOUT_S = 30.0

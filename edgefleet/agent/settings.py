@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from edgefleet.core.device_names import validate_device_name
-from edgefleet.core.install import InstallState
+from edgefleet.core.updates.install import InstallState
 from edgefleet.errors import InvalidInput, SettingsError
 from edgefleet.transport.http_proxy import ProxySettings
 

@@ -6,7 +6,7 @@ One asyncio task per service runs its lifecycle::
                  ▲   │                                                 │
                  │   └──────────────── exit, or too many failing probes ┤ (restart_on_failure)
                  │                                                     ▼
-                 └──────── delay from edgefleet.core.restart_policy ◀─ backoff ──▶ stopped
+                 └──────── delay from edgefleet.core.updates.restart_policy ◀─ backoff ──▶ stopped
                                                                         (policy says no)
     stop / stop_all ─▶ SIGTERM to the process group, SIGKILL after stop_grace_s ─▶ stopped
 
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgefleet.agent.process_runtime import ProcessHandle, ProcessSpec, Runtime
 from edgefleet.clock import Clock
-from edgefleet.core.restart_policy import RestartPolicy, decide_restart, describe_exit
+from edgefleet.core.updates.restart_policy import RestartPolicy, decide_restart, describe_exit
 from edgefleet.errors import InvalidInput, NotFound, Unavailable
 
 if TYPE_CHECKING:

@@ -49,18 +49,19 @@ from edgefleet.agent.link import ControlPlaneLink
 from edgefleet.agent.release_service import pick_free_port
 from edgefleet.agent.release_verification import ReleaseRefused
 from edgefleet.agent.supervisor import HealthCheckSpec, ServiceSpec, Supervisor
+from edgefleet.agent.telemetry.otlp_receiver import otlp_env
 from edgefleet.agent.workload_artifacts import FetchedRelease, ReleaseCache
 from edgefleet.agent.workload_state import archive_state, restore_state
 from edgefleet.atomicfile import write_json_atomically
 from edgefleet.clock import Clock
-from edgefleet.core.migration import CopyState
-from edgefleet.core.service_manifest import (
+from edgefleet.core.updates.service_manifest import (
     ServiceManifest,
     expand_placeholders,
     parse_service_manifest,
     resolve_parameters,
 )
-from edgefleet.core.workload_section import (
+from edgefleet.core.workloads.migration import CopyState
+from edgefleet.core.workloads.section import (
     ReplicaEntry,
     ReplicaPhase,
     fence_replicas,
@@ -72,12 +73,11 @@ from edgefleet.security.sealed_stream import (
     SEALED_ARCHIVE_CONTENT_TYPE,
     seal_stream,
 )
-from edgefleet.telemetry.otlp_receiver import otlp_env
 
 # Workload specs load with the first replica: an idle agent without workloads does not
 # hold them. (Service manifests are read by the install helper when a release is fetched.)
 if TYPE_CHECKING:
-    from edgefleet.core.workload import Workload
+    from edgefleet.core.workloads.workload import Workload
     from edgefleet.transport.http_client import LocalHttp
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class WorkloadRunner:
     # -- one replica's process -----------------------------------------------------------
 
     def _spec(self, copy: _Copy) -> ServiceSpec:
-        from edgefleet.core.workload import parse_workload
+        from edgefleet.core.workloads.workload import parse_workload
 
         entry, releases = copy.entry, copy.releases or []
         spec = parse_workload(dict(entry.document))

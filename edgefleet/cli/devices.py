@@ -22,7 +22,7 @@ from edgefleet.cli.output import (
     styled,
 )
 from edgefleet.core.labels import parse_label_change
-from edgefleet.core.release import parse_ref
+from edgefleet.core.updates.release import parse_ref
 
 app = typer.Typer(help="List, inspect, approve and label devices.", no_args_is_help=True)
 groups_app = typer.Typer(help="Named label selectors.", no_args_is_help=True)

@@ -28,7 +28,7 @@ from edgefleet.cli.signing import (
     verified_published,
 )
 from edgefleet.core.durations import parse_duration
-from edgefleet.core.release import ArtifactKind, parse_ref
+from edgefleet.core.updates.release import ArtifactKind, parse_ref
 from edgefleet.errors import InvalidInput
 from edgefleet.security.signing_review import review_targets
 from edgefleet.security.tuf_keys import load_signing_key

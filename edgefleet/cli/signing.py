@@ -17,7 +17,7 @@ import typer
 from edgefleet.artifacts.delta_format import sha256_of_file
 from edgefleet.cli.output import Output, console, error_console
 from edgefleet.client import FleetClient
-from edgefleet.core.release import Ref
+from edgefleet.core.updates.release import Ref
 from edgefleet.errors import ApiError, InvalidInput
 from edgefleet.security.signing_review import LocalFile
 from edgefleet.security.trust_store import PublishedMetadata, TrustStore, verify_published

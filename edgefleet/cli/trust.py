@@ -26,7 +26,7 @@ from edgefleet.cli.signing import (
     verified_published,
 )
 from edgefleet.core.durations import parse_duration
-from edgefleet.core.release import parse_ref
+from edgefleet.core.updates.release import parse_ref
 from edgefleet.errors import InvalidInput
 from edgefleet.security.signing_review import MAX_LIFETIME, review_root, review_targets
 from edgefleet.security.tuf_keys import (

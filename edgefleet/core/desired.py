@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from edgefleet.core.device import Device
-from edgefleet.core.release import ReleaseSection
+from edgefleet.core.updates.release import ReleaseSection
 
 
 def render_spec(

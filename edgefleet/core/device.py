@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.release import ReleaseAssignment
+from edgefleet.core.updates.release import ReleaseAssignment
 
 # A device is online while its last heartbeat is younger than this many intervals, stale up
 # to OFFLINE_AFTER_INTERVALS, offline beyond. Three intervals tolerate two lost heartbeats.

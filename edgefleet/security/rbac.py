@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from edgefleet.core.scope import ScopeDecision, decide_device, decide_scope, decide_selector
+from edgefleet.core.governance.scope import (
+    ScopeDecision,
+    decide_device,
+    decide_scope,
+    decide_selector,
+)
 from edgefleet.core.selector import Selector
 from edgefleet.errors import Forbidden
 

@@ -34,7 +34,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization import DeserializationError
 
-from edgefleet.core.versions import parse_version
+from edgefleet.core.updates.versions import parse_version
 from edgefleet.errors import InvalidInput
 
 # Size limits (bytes) for each metadata file: the server refuses to publish larger ones and

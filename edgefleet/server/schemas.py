@@ -11,9 +11,9 @@ from edgefleet.core.device import ConnectionStatus, Device
 from edgefleet.core.durations import MAX_DURATION
 from edgefleet.core.enrollment import EnrollmentState, EnrollmentToken
 from edgefleet.core.group import Group
-from edgefleet.core.install import InstallState
-from edgefleet.core.release import Artifact, ArtifactKind, Release
-from edgefleet.core.service_manifest import MAX_MANIFEST_BYTES
+from edgefleet.core.updates.install import InstallState
+from edgefleet.core.updates.release import Artifact, ArtifactKind, Release
+from edgefleet.core.updates.service_manifest import MAX_MANIFEST_BYTES
 from edgefleet.security.audit import AuditRecord
 from edgefleet.security.tokens import ApiToken
 

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgefleet.core.attestation import AttestationPolicy, parse_policy
+from edgefleet.core.governance.attestation import AttestationPolicy, parse_policy
 from edgefleet.errors import SettingsError
 from edgefleet.logfmt import check_level
 

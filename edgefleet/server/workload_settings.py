@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edgefleet.core.failover import DrainThreshold, FailoverPolicy
-from edgefleet.core.failure_detector import Thresholds
-from edgefleet.core.migration import MigrationLimits, MigrationTiming
+from edgefleet.core.workloads.failover import DrainThreshold, FailoverPolicy
+from edgefleet.core.workloads.failure_detector import Thresholds
+from edgefleet.core.workloads.migration import MigrationLimits, MigrationTiming
 from edgefleet.errors import SettingsError
 
 

@@ -36,7 +36,7 @@ from edgefleet.core.manifest import (
     read_number,
     read_string,
 )
-from edgefleet.core.waves import Quantity
+from edgefleet.core.rollouts.waves import Quantity
 from edgefleet.errors import InvalidInput
 
 MAX_TIME_S = 366 * 86400.0

@@ -25,6 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgefleet import __version__
+from edgefleet.agent.telemetry.host_metrics import (
+    AGENT_CPU_PERCENT,
+    AGENT_RSS_BYTES,
+    BATTERY_PERCENT,
+    CPU_PERCENT,
+    MEMORY_PERCENT,
+    MEMORY_USED_BYTES,
+    POWER_PLUGGED,
+)
 from edgefleet.core.manifest import (
     check_keys,
     read_choice,
@@ -34,18 +43,9 @@ from edgefleet.core.manifest import (
     read_number,
     read_string,
 )
-from edgefleet.core.placement_terms import PowerSource
+from edgefleet.core.telemetry.windows import MetricKind, MetricPoint
+from edgefleet.core.workloads.terms import PowerSource
 from edgefleet.errors import InvalidInput
-from edgefleet.telemetry.host_metrics import (
-    AGENT_CPU_PERCENT,
-    AGENT_RSS_BYTES,
-    BATTERY_PERCENT,
-    CPU_PERCENT,
-    MEMORY_PERCENT,
-    MEMORY_USED_BYTES,
-    POWER_PLUGGED,
-)
-from edgefleet.telemetry.windows import MetricKind, MetricPoint
 
 MB = 1024 * 1024
 

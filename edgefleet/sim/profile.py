@@ -47,9 +47,7 @@ from pathlib import Path
 
 import yaml
 
-from edgefleet.core.compat import Requirements, parse_requirements
 from edgefleet.core.labels import parse_label_assignments
-from edgefleet.core.maintenance import resolve_time_zone
 from edgefleet.core.manifest import (
     check_keys,
     read_duration_s,
@@ -59,8 +57,10 @@ from edgefleet.core.manifest import (
     read_string,
     split_manifest,
 )
-from edgefleet.core.rollout_spec import ReleaseRef
-from edgefleet.core.workload import Workload, parse_workload
+from edgefleet.core.rollouts.maintenance import resolve_time_zone
+from edgefleet.core.rollouts.spec import ReleaseRef
+from edgefleet.core.updates.compat import Requirements, parse_requirements
+from edgefleet.core.workloads.workload import Workload, parse_workload
 from edgefleet.errors import InvalidInput
 from edgefleet.sim.faults import FaultSpec, parse_fault
 from edgefleet.sim.hardware import HardwareSpec, parse_hardware

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefleet.telemetry.sketch import DDSketch
+from edgefleet.core.telemetry.sketch import DDSketch
 
 KINDS = ("enroll", "report", "desired", "telemetry", "tuf", "blob", "other")
 

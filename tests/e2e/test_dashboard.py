@@ -32,7 +32,7 @@ from tests.releases import Trust, publish
 FLEET = {"fleet": "e2e", "region": "eu"}
 AGENTS = ("e2e-cam-1", "e2e-cam-2")
 SERVICE = {
-    "command": ["{python}", "-m", "edgefleet.workloads.inference_server",
+    "command": ["{python}", "-m", "edgefleet.examples.inference_server",
                 "--model", "{artifact:e2e-model}", "--port", "{port}"],
     "port": "auto",
     "health": {"http": "/healthz", "window_s": 1, "interval_s": 0.5},

@@ -22,7 +22,7 @@ NOT_WHILE_IDLE = [
     "httpx", "httpcore", "anyio", "h11", "h2", "idna", "certifi", "sniffio",
     "tuf", "securesystemslib", "yaml", "numpy", "onnx", "onnxruntime",
     "edgefleet.cli", "edgefleet.server", "edgefleet.store", "edgefleet.artifacts.delta",
-    "edgefleet.core.workload", "tarfile", "google.protobuf", "opentelemetry",
+    "edgefleet.core.workloads.workload", "tarfile", "google.protobuf", "opentelemetry",
 ]  # fmt: skip
 
 # Runs the real entry point (`python -m edgefleet.agent`) up to its first network step (it

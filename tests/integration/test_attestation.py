@@ -20,7 +20,7 @@ import pytest
 
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
-from edgefleet.core.attestation import measurement_digest
+from edgefleet.core.governance.attestation import measurement_digest
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.security.keys import DeviceKey
 from tests.cli_runner import run_cli

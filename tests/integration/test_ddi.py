@@ -31,7 +31,7 @@ from rauc_hawkbit.ddi.deployment_base import DeploymentStatusExecution, Deployme
 
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
-from edgefleet.core.release import ArtifactKind
+from edgefleet.core.updates.release import ArtifactKind
 from edgefleet.localfleet import ServerProcess, wait_for
 from edgefleet.security.tuf_metadata import sign_metadata
 from tests.cli_runner import run_cli

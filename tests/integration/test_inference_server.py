@@ -21,6 +21,7 @@ import pytest
 
 from edgefleet.agent.process_runtime import HostRuntime
 from edgefleet.agent.supervisor import HealthCheckSpec, HealthState, ServiceSpec, Supervisor
+from edgefleet.agent.telemetry.statsd import parse_line
 from edgefleet.artifacts.model_builder import (
     build_faulty_mlp,
     build_mlp,
@@ -29,10 +30,9 @@ from edgefleet.artifacts.model_builder import (
     save_model,
 )
 from edgefleet.clock import SystemClock
-from edgefleet.telemetry.statsd import parse_line
-from edgefleet.telemetry.windows import MetricKind
+from edgefleet.core.telemetry.windows import MetricKind
 
-SERVER = [sys.executable, "-m", "edgefleet.workloads.inference_server"]
+SERVER = [sys.executable, "-m", "edgefleet.examples.inference_server"]
 
 
 class RunningServer:

@@ -20,7 +20,7 @@ import pytest
 
 from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp
 from edgefleet.client import FleetClient
-from edgefleet.core.rollout_spec import parse_rollout_spec
+from edgefleet.core.rollouts.spec import parse_rollout_spec
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.sim.lab.rehearsal import Rehearsal
 from edgefleet.sim.lab.scenario import scenario_from_server

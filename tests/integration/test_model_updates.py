@@ -15,7 +15,7 @@ from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp, save_model
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
-from edgefleet.core.release import ArtifactKind
+from edgefleet.core.updates.release import ArtifactKind
 from edgefleet.errors import ApiError
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from tests.conftest import AgentFactory

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from edgefleet.client import FleetClient
+from edgefleet.core.telemetry.windows import MetricKind, Window
+from edgefleet.core.telemetry.wire import Batch, encode_batch
 from edgefleet.localfleet import ServerProcess, wait_for
-from edgefleet.telemetry.windows import MetricKind, Window
-from edgefleet.telemetry.wire import Batch, encode_batch
 from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.device_requests import RawDevice
 from tests.integration.test_telemetry import post

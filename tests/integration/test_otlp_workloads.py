@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.agent.telemetry.otlp_receiver import otlp_env
 from edgefleet.client import FleetClient
 from edgefleet.localfleet import ServerProcess, wait_for
-from edgefleet.telemetry.otlp_receiver import otlp_env
 from tests.conftest import AgentFactory
 from tests.telemetry_fleet import fast_policy, start_agent
 

@@ -14,7 +14,7 @@ from tuf.api.metadata import Metadata, Targets
 from edgefleet.artifacts.model_builder import build_mlp, save_model
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
-from edgefleet.core.release import ArtifactKind
+from edgefleet.core.updates.release import ArtifactKind
 from edgefleet.errors import ApiError
 from edgefleet.localfleet import ServerProcess
 from edgefleet.security.trust_store import TrustStore

@@ -27,10 +27,10 @@ import pytest
 from edgefleet.artifacts.model_builder import build_faulty_mlp, build_mlp, build_nan_mlp, save_model
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
-from edgefleet.core.release import ArtifactKind
+from edgefleet.core.updates.release import ArtifactKind
+from edgefleet.examples.release_traffic import ReleaseTraffic
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.security.tuf_metadata import sign_metadata
-from edgefleet.workloads.release_traffic import ReleaseTraffic
 from tests.cli_runner import run_cli
 from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.releases import Trust
@@ -53,7 +53,7 @@ def service_manifest(model: str) -> str:
     # The agent's own health window does not judge the error rate (min_requests is out of
     # reach): the bad release installs cleanly, and only the fleet gate can catch it.
     return json.dumps({
-        "command": ["{python}", "-m", "edgefleet.workloads.inference_server",
+        "command": ["{python}", "-m", "edgefleet.examples.inference_server",
                     "--model", f"{{artifact:{model}}}", "--port", "{port}"],
         "port": "auto",
         "health": {"http": "/healthz", "window_s": 1, "interval_s": 0.5,

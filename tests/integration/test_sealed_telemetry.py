@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from edgefleet.client import FleetClient
+from edgefleet.core.telemetry.wire import Batch, decode_batch, encode_batch
 from edgefleet.errors import InvalidInput
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.security.request_signing import sign_request
 from edgefleet.security.sealing import MAGIC, key_id_of, seal
-from edgefleet.telemetry.wire import Batch, decode_batch, encode_batch
 from tests.conftest import ADMIN_TOKEN
 from tests.device_requests import RawDevice
 from tests.relay import Relay

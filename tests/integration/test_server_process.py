@@ -13,7 +13,7 @@ import pytest
 
 from edgefleet.artifacts.model_builder import build_mlp, save_model
 from edgefleet.cli.releases import push_file
-from edgefleet.core.release import ArtifactKind
+from edgefleet.core.updates.release import ArtifactKind
 from edgefleet.localfleet import ServerProcess, wait_for
 from tests.conftest import ADMIN_TOKEN
 from tests.releases import fine_tuned

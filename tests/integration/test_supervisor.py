@@ -24,7 +24,7 @@ from edgefleet.agent.supervisor import (
     Supervisor,
 )
 from edgefleet.clock import SystemClock
-from edgefleet.core.restart_policy import RestartPolicy
+from edgefleet.core.updates.restart_policy import RestartPolicy
 from edgefleet.errors import NotFound
 
 pytestmark = pytest.mark.anyio

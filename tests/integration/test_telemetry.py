@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from edgefleet.client import FleetClient
+from edgefleet.core.telemetry.windows import MetricKind, Window
+from edgefleet.core.telemetry.wire import Batch, encode_batch
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.security.request_signing import sign_request
-from edgefleet.telemetry.windows import MetricKind, Window
-from edgefleet.telemetry.wire import Batch, encode_batch
 from tests.cli_runner import run_cli
 from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.device_requests import RawDevice

@@ -13,7 +13,7 @@ import pytest
 from edgefleet.artifacts.model_builder import build_mlp, save_model
 from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
-from edgefleet.core.release import ArtifactKind
+from edgefleet.core.updates.release import ArtifactKind
 from edgefleet.errors import ApiError
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.security.trust_store import TrustStore

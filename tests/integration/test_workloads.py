@@ -19,8 +19,8 @@ from edgefleet.agent.workload_state import archive_state
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
 from edgefleet.errors import ApiError
+from edgefleet.examples.endpoint_follower import EndpointFollower
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
-from edgefleet.workloads.endpoints import EndpointFollower
 from tests.cli_runner import run_cli
 from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.relay import Relay
@@ -58,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 # What the two releases run: their signed service manifests (a workload only names one).
 INFERENCE_SERVICE = {
-    "command": ["{python}", "-m", "edgefleet.workloads.inference_server",
+    "command": ["{python}", "-m", "edgefleet.examples.inference_server",
                 "--model", "{artifact:vision-model}", "--port", "{port}",
                 "--state-dir", "{state_dir}"],
     "port": "auto",

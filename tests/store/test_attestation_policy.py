@@ -4,7 +4,7 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
-from edgefleet.core.attestation import measurement_digest, parse_policy
+from edgefleet.core.governance.attestation import measurement_digest, parse_policy
 from edgefleet.server.services.attestation import AttestationService
 from tests.store.test_workload_controllers import Fleet, fleet
 

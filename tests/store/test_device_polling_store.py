@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.node_health import record_report
+from edgefleet.core.workloads.node_health import record_report
 from edgefleet.store import Database
 from tests.store.test_store import T0, new_device
 

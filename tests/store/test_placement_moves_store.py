@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from edgefleet.core.placement_move import MOVES_KEPT_PER_WORKLOAD, MoveKind, PlacementMove
+from edgefleet.core.workloads.move import MOVES_KEPT_PER_WORKLOAD, MoveKind, PlacementMove
 from edgefleet.store import Database
 
 T0 = datetime(2026, 12, 7, 3, 0, 0, 123456, tzinfo=UTC)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgefleet.core.rehearsal_record import REHEARSALS_KEPT_PER_ROLLOUT, RehearsalRecord
+from edgefleet.core.rollouts.rehearsal_record import REHEARSALS_KEPT_PER_ROLLOUT, RehearsalRecord
 from edgefleet.errors import NotFound
 from edgefleet.store import Database
 

@@ -25,9 +25,10 @@ import pytest
 from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.release import Artifact, ArtifactKind, Ref, Release
-from edgefleet.core.release_train_spec import TrainState
-from edgefleet.core.rollout import (
+from edgefleet.core.rollouts.observation import CurrentAssignment, stamp_last_good
+from edgefleet.core.rollouts.record import DeviceRecord, RolloutRecord, TimelineEntry
+from edgefleet.core.rollouts.release_train_spec import TrainState
+from edgefleet.core.rollouts.rollout import (
     DeviceState,
     OperatorCommand,
     Rollout,
@@ -35,9 +36,9 @@ from edgefleet.core.rollout import (
     RolloutState,
     desired_release,
 )
-from edgefleet.core.rollout_observation import CurrentAssignment, stamp_last_good
-from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
-from edgefleet.core.rollout_spec import parse_rollout_spec
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.telemetry.windows import MetricKind, Window
+from edgefleet.core.updates.release import Artifact, ArtifactKind, Ref, Release
 from edgefleet.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from edgefleet.security.rbac import Principal, Role
 from edgefleet.server.metrics import ServerMetrics
@@ -53,7 +54,6 @@ from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
-from edgefleet.telemetry.windows import MetricKind, Window
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ADMIN = OperatorContext(Principal("tok-1", "alice", Role.ADMIN), "req-1")

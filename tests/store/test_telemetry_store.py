@@ -13,10 +13,19 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.alerts import AlertDecision, AlertKind, AlertMove, AlertStatus, open_alert
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.telemetry_ingest import IngestCursor
+from edgefleet.core.telemetry.alerts import (
+    AlertDecision,
+    AlertKind,
+    AlertMove,
+    AlertStatus,
+    open_alert,
+)
+from edgefleet.core.telemetry.ingest import IngestCursor
+from edgefleet.core.telemetry.sketch import DDSketch
+from edgefleet.core.telemetry.windows import MetricKind, Window
+from edgefleet.core.telemetry.wire import Batch, encode_batch
 from edgefleet.errors import Conflict, InvalidInput, StoreError
 from edgefleet.security.rbac import Principal, Role
 from edgefleet.server.metrics import ServerMetrics
@@ -27,9 +36,6 @@ from edgefleet.server.services.telemetry import IngestResult, TelemetryService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
-from edgefleet.telemetry.sketch import DDSketch
-from edgefleet.telemetry.windows import MetricKind, Window
-from edgefleet.telemetry.wire import Batch, encode_batch
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 T0_S = int(T0.timestamp())

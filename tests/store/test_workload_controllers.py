@@ -17,11 +17,11 @@ from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.artifacts.blobstore import BlobInfo
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.migration import MigrationState, MigrationTrigger
-from edgefleet.core.placement import Assignment, Placement
-from edgefleet.core.placement_move import MoveKind
-from edgefleet.core.workload_record import WorkloadRecord
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.migration import MigrationState, MigrationTrigger
+from edgefleet.core.workloads.move import MoveKind
+from edgefleet.core.workloads.placement import Assignment, Placement
+from edgefleet.core.workloads.record import WorkloadRecord
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.device_link import DeviceLinkService

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.liveness import evaluate_liveness
-from edgefleet.core.migration import Migration, MigrationState, MigrationTrigger, move_to
-from edgefleet.core.node_health import DrainState, record_report
-from edgefleet.core.placement import Assignment, Placement
-from edgefleet.core.release import Ref
-from edgefleet.core.workload_record import WorkloadRecord
+from edgefleet.core.updates.release import Ref
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.liveness import evaluate_liveness
+from edgefleet.core.workloads.migration import Migration, MigrationState, MigrationTrigger, move_to
+from edgefleet.core.workloads.node_health import DrainState, record_report
+from edgefleet.core.workloads.placement import Assignment, Placement
+from edgefleet.core.workloads.record import WorkloadRecord
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store import Database
 

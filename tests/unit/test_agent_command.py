@@ -14,7 +14,7 @@ from edgefleet.agent.command import (
 )
 from edgefleet.agent.process_runtime import ServiceUser, resolve_service_user
 from edgefleet.agent.settings import AgentSettings
-from edgefleet.core.install import InstallState
+from edgefleet.core.updates.install import InstallState
 from edgefleet.errors import SettingsError
 
 REQUIRED = ["--server", "http://cp:8080", "--data-dir", "/var/lib/edgefleet", "--name", "d1"]

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgefleet.core.anomaly import (
+from edgefleet.core.telemetry.anomaly import (
     MAD_TO_STD,
     AlertPhase,
     AnomalyEvent,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.attestation import (
+from edgefleet.core.governance.attestation import (
     AttestationPolicy,
     AttestationStatus,
     QuoteCheck,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.compat import evaluate_compatibility, parse_requirements
+from edgefleet.core.updates.compat import evaluate_compatibility, parse_requirements
 from edgefleet.errors import InvalidInput
 
 SIGNATURE = "df376d944c9230ad345ad095298fb708f79ce6c7ef029e84bd7b5ade733db1df"

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.ddi import (
+from edgefleet.core.device import Device
+from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.updates.ddi import (
     DDI_KEY_PREFIX,
     Execution,
     Finished,
@@ -31,10 +33,8 @@ from edgefleet.core.ddi import (
     status_after_feedback,
     validate_controller_id,
 )
-from edgefleet.core.device import Device
-from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.install import InstallState
-from edgefleet.core.release import ReleaseAssignment
+from edgefleet.core.updates.install import InstallState
+from edgefleet.core.updates.release import ReleaseAssignment
 from edgefleet.errors import InvalidInput
 
 V2 = ReleaseAssignment("fw", "2.0.0", stage_only=False, serial=5)

@@ -23,7 +23,7 @@ from edgefleet.core.enrollment import (
     check_enrollment_token,
     transition,
 )
-from edgefleet.core.release import (
+from edgefleet.core.updates.release import (
     Artifact,
     ArtifactKind,
     Release,

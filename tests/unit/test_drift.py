@@ -4,14 +4,14 @@ import random
 
 import pytest
 
-from edgefleet.core.drift import (
+from edgefleet.core.telemetry.drift import (
     DriftStatus,
     DriftThresholds,
     detect_drift,
     population_stability_index,
 )
+from edgefleet.core.telemetry.sketch import DDSketch
 from edgefleet.errors import InvalidInput
-from edgefleet.telemetry.sketch import DDSketch
 
 
 def sketch(values: list[float]) -> DDSketch:

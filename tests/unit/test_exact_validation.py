@@ -18,10 +18,10 @@ from edgefleet.core.labels import (
     validate_label_key,
     validate_label_value,
 )
-from edgefleet.core.release import validate_file_name, validate_name
-from edgefleet.core.release_train_spec import parse_release_train
-from edgefleet.core.rollout_spec import parse_rollout_spec
-from edgefleet.core.workload import parse_workload, validate_workload_name
+from edgefleet.core.rollouts.release_train_spec import parse_release_train
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.updates.release import validate_file_name, validate_name
+from edgefleet.core.workloads.workload import parse_workload, validate_workload_name
 from edgefleet.errors import EdgefleetError
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.transport.http_wire import (

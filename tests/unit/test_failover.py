@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core.failover import (
+from edgefleet.core.workloads.failover import (
     DrainThreshold,
     FailoverPolicy,
     Trend,
@@ -21,15 +21,15 @@ from edgefleet.core.failover import (
     forecast_crossing,
     plan_failover_step,
 )
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.placement import (
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.placement import (
     DecisionAction,
     Node,
     Placement,
     Topology,
     place,
 )
-from edgefleet.core.workload import HardConstraints, Resources, Workload
+from edgefleet.core.workloads.workload import HardConstraints, Resources, Workload
 from edgefleet.errors import InvalidInput
 from tests.unit.test_placement import assert_valid, breaks_constraint, fleets, workload_sets
 

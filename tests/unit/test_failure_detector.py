@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core.failure_detector import (
+from edgefleet.core.workloads.failure_detector import (
     DEFAULT_SETTINGS,
     DEFAULT_THRESHOLDS,
     DetectorSettings,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core.gates import (
+from edgefleet.core.rollouts.gates import (
     DeviceTelemetry,
     GateResult,
     GatesSpec,
@@ -22,7 +22,7 @@ from edgefleet.core.gates import (
     overall_verdict,
     parse_gates,
 )
-from edgefleet.core.kpi import KpiReading
+from edgefleet.core.telemetry.kpi import KpiReading
 from edgefleet.errors import InvalidInput
 
 OK, F, RB, P = (

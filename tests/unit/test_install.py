@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.install import (
+from edgefleet.core.updates.install import (
     FAILED_PROBES_TO_GIVE_UP,
     FINAL_STATES,
     MAX_HEALTH_ATTEMPTS,
@@ -19,7 +19,7 @@ from edgefleet.core.install import (
     resume_action,
     transition,
 )
-from edgefleet.core.service_manifest import HealthCriteria
+from edgefleet.core.updates.service_manifest import HealthCriteria
 from edgefleet.errors import IllegalTransition
 
 

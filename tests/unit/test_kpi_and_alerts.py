@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edgefleet.core.alerts import (
+from edgefleet.core.device import Device
+from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.telemetry.alerts import (
     AlertDecision,
     AlertKind,
     AlertMove,
@@ -23,11 +25,9 @@ from edgefleet.core.alerts import (
     new_kpi_detector,
     open_alert,
 )
-from edgefleet.core.anomaly import AnomalyEvent, DetectorConfig, Direction, EventKind
-from edgefleet.core.device import Device
-from edgefleet.core.drift import DriftResult, DriftStatus
-from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.kpi import (
+from edgefleet.core.telemetry.anomaly import AnomalyEvent, DetectorConfig, Direction, EventKind
+from edgefleet.core.telemetry.drift import DriftResult, DriftStatus
+from edgefleet.core.telemetry.kpi import (
     ERROR_RATE_PCT,
     P95_LATENCY_MS,
     KpiSpec,
@@ -41,13 +41,13 @@ from edgefleet.core.kpi import (
     kpi_value,
     parse_detection,
 )
-from edgefleet.core.sampling import read_telemetry_section
-from edgefleet.core.telemetry_policy import (
+from edgefleet.core.telemetry.policy import (
     default_fleet_policy,
     fleet_policy_to_document,
     parse_fleet_policy,
     render_telemetry_section,
 )
+from edgefleet.core.telemetry.sampling import read_telemetry_section
 from edgefleet.errors import IllegalTransition, InvalidInput
 
 T0 = datetime(2026, 11, 27, tzinfo=UTC)

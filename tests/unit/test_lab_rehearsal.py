@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.rollout_spec import parse_rollout_spec
-from edgefleet.core.waves import plan_waves
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.rollouts.waves import plan_waves
+from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.sim.lab.liveness import LivenessModel
 from edgefleet.sim.lab.report import build_report, render_markdown
 from edgefleet.sim.lab.scenario import scenario_from_profile

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.failure_detector import Liveness, Thresholds
-from edgefleet.core.liveness import (
+from edgefleet.core.workloads.failure_detector import Liveness, Thresholds
+from edgefleet.core.workloads.liveness import (
     NodeLiveness,
     evaluate_liveness,
     hosting_heartbeat_s,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core.maintenance import (
+from edgefleet.core.rollouts.maintenance import (
     MaintenanceWindow,
     any_window_open,
     next_opening,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.migration import (
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.migration import (
     TERMINAL,
     TRANSITIONS,
     CheckpointStatus,

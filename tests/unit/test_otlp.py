@@ -19,20 +19,20 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
+from edgefleet.agent.telemetry.otlp_intake import OtlpIntake
+from edgefleet.agent.telemetry.otlp_json import decode_json_request
+from edgefleet.agent.telemetry.otlp_receiver import start_otlp_receiver
 from edgefleet.clock import SystemClock
+from edgefleet.core.telemetry.sketch import DDSketch
+from edgefleet.core.telemetry.windows import Aggregator, MetricKind, Window
 from edgefleet.errors import InvalidInput
-from edgefleet.telemetry.otlp import (
+from edgefleet.transport.otlp import (
     Bucket,
     MetricType,
     Temporality,
     decode_request,
     encode_windows,
 )
-from edgefleet.telemetry.otlp_intake import OtlpIntake
-from edgefleet.telemetry.otlp_json import decode_json_request
-from edgefleet.telemetry.otlp_receiver import start_otlp_receiver
-from edgefleet.telemetry.sketch import DDSketch
-from edgefleet.telemetry.windows import Aggregator, MetricKind, Window
 
 T0 = 1_800_000_000
 NOW = datetime.fromtimestamp(T0 + 5, UTC)

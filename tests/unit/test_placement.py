@@ -13,8 +13,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.placement import (
+from edgefleet.core.selector import parse_selector
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.placement import (
     Assignment,
     DecisionAction,
     Node,
@@ -29,8 +30,7 @@ from edgefleet.core.placement import (
     place,
     score_placement,
 )
-from edgefleet.core.selector import parse_selector
-from edgefleet.core.workload import (
+from edgefleet.core.workloads.workload import (
     AffinityScope,
     AffinityTerm,
     GeoPoint,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.approval import Requester, decide_approver
-from edgefleet.core.policy import (
+from edgefleet.core.governance.approval import Requester, decide_approver
+from edgefleet.core.governance.policy import (
     Policy,
     approval_reasons,
     check_labels,
@@ -21,8 +21,8 @@ from edgefleet.core.policy import (
     trust_change_needs_approval,
     wave_increments,
 )
-from edgefleet.core.rollout_spec import parse_rollout_spec
-from edgefleet.core.workload import parse_workload
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.workloads.workload import parse_workload
 from edgefleet.errors import InvalidInput
 
 

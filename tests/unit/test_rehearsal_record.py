@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.core.rehearsal_record import check_rollout_name, summarize_report
+from edgefleet.core.rollouts.rehearsal_record import check_rollout_name, summarize_report
 from edgefleet.errors import InvalidInput
 
 REPORT = {"rehearsal": {"release": "det@2.0.0"}, "outcome": {"state": "rolled-back"},

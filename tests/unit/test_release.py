@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgefleet.core.release import (
+from edgefleet.core.updates.release import (
     Artifact,
     ArtifactKind,
     Ref,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.restart_policy import (
+from edgefleet.core.updates.restart_policy import (
     RestartMode,
     RestartPolicy,
     decide_restart,

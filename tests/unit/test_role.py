@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.role import parse_role
+from edgefleet.core.governance.role import parse_role
 from edgefleet.errors import Forbidden, InvalidInput
 from edgefleet.security.rbac import BUILTIN_ROLE_NAMES, Permission, Principal, Role, require
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from edgefleet.cli.apply import HANDLERS, read_documents
 from edgefleet.cli.rollout_view import BAR_WIDTH, render_status, segment_counts, wave_bar
 from edgefleet.cli.rollouts import manifest_from_flags
-from edgefleet.core.rollout_spec import parse_rollout_spec
+from edgefleet.core.rollouts.spec import parse_rollout_spec
 from edgefleet.errors import InvalidInput
 
 

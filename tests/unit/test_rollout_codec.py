@@ -12,16 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.gates import GateResult, GateVerdict
-from edgefleet.core.rollout import (
-    DeviceState,
-    GateEvaluation,
-    Rollout,
-    RolloutDevice,
-    RolloutState,
-)
-from edgefleet.core.rollout_actions import apply_decision
-from edgefleet.core.rollout_codec import (
+from edgefleet.core.rollouts.actions import apply_decision
+from edgefleet.core.rollouts.codec import (
     device_from_json,
     device_to_json,
     rollout_from_json,
@@ -29,9 +21,17 @@ from edgefleet.core.rollout_codec import (
     time_from_json,
     time_to_json,
 )
-from edgefleet.core.rollout_decision import decide
-from edgefleet.core.rollout_spec import parse_rollout_spec
-from edgefleet.core.waves import Wave, WavePlan
+from edgefleet.core.rollouts.decision import decide
+from edgefleet.core.rollouts.gates import GateResult, GateVerdict
+from edgefleet.core.rollouts.rollout import (
+    DeviceState,
+    GateEvaluation,
+    Rollout,
+    RolloutDevice,
+    RolloutState,
+)
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.rollouts.waves import Wave, WavePlan
 from edgefleet.errors import InvalidInput
 
 SPEC = parse_rollout_spec({"release": "det@2.0.0", "strategy": {"waves": [1, "50%"]}})

@@ -9,20 +9,7 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.compat import CompatVerdict, RequirementFailure
-from edgefleet.core.gates import DeviceTelemetry, GateVerdict
-from edgefleet.core.rollout import (
-    DesiredRelease,
-    DeviceState,
-    InstallReport,
-    OperatorCommand,
-    Rollout,
-    RolloutDevice,
-    RolloutState,
-    apply_command,
-    desired_release,
-)
-from edgefleet.core.rollout_actions import (
+from edgefleet.core.rollouts.actions import (
     AssignRelease,
     CompleteRollout,
     Decision,
@@ -38,9 +25,22 @@ from edgefleet.core.rollout_actions import (
     StartSoak,
     apply_decision,
 )
-from edgefleet.core.rollout_decision import decide
-from edgefleet.core.rollout_spec import parse_rollout_spec
-from edgefleet.core.rollout_status import wave_progress
+from edgefleet.core.rollouts.decision import decide
+from edgefleet.core.rollouts.gates import DeviceTelemetry, GateVerdict
+from edgefleet.core.rollouts.rollout import (
+    DesiredRelease,
+    DeviceState,
+    InstallReport,
+    OperatorCommand,
+    Rollout,
+    RolloutDevice,
+    RolloutState,
+    apply_command,
+    desired_release,
+)
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.rollouts.status import wave_progress
+from edgefleet.core.updates.compat import CompatVerdict, RequirementFailure
 from edgefleet.errors import IllegalTransition, InvalidInput
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)  # a Monday

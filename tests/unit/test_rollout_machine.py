@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.gates import GateResult, GateVerdict
-from edgefleet.core.release_train import may_start_next
-from edgefleet.core.rollout import (
+from edgefleet.core.rollouts.gates import GateResult, GateVerdict
+from edgefleet.core.rollouts.release_train import may_start_next
+from edgefleet.core.rollouts.rollout import (
     FINAL_STATES,
     INITIAL_STATES,
     TRANSITIONS,
@@ -23,7 +23,7 @@ from edgefleet.core.rollout import (
     approve,
     transition,
 )
-from edgefleet.core.rollout_spec import ReleaseRef, RolloutSpec
+from edgefleet.core.rollouts.spec import ReleaseRef, RolloutSpec
 from edgefleet.errors import Conflict, IllegalTransition
 
 S, E = RolloutState, RolloutEvent

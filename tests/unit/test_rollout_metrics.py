@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from edgefleet.core.gates import GateResult, GateVerdict
-from edgefleet.core.rollout import GateEvaluation, Rollout, RolloutState
-from edgefleet.core.rollout_record import RolloutRecord
-from edgefleet.core.rollout_spec import parse_rollout_spec
-from edgefleet.core.waves import Wave, WavePlan
+from edgefleet.core.rollouts.gates import GateResult, GateVerdict
+from edgefleet.core.rollouts.record import RolloutRecord
+from edgefleet.core.rollouts.rollout import GateEvaluation, Rollout, RolloutState
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.rollouts.waves import Wave, WavePlan
+from edgefleet.server.prometheus import render
 from edgefleet.server.services.rollout_metrics import rollout_families
-from edgefleet.telemetry.prometheus import render
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

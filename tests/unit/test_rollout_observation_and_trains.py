@@ -9,31 +9,31 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.compat import CompatVerdict, RequirementFailure
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.gates import GateResult, GateVerdict
-from edgefleet.core.release import ReleaseAssignment
-from edgefleet.core.release_train_spec import (
-    check_train_update,
-    next_train_step,
-    parse_release_train,
-)
-from edgefleet.core.rollout import (
-    GateEvaluation,
-    InstallReport,
-    Rollout,
-    RolloutDevice,
-    RolloutState,
-)
-from edgefleet.core.rollout_observation import (
+from edgefleet.core.rollouts.gates import GateResult, GateVerdict
+from edgefleet.core.rollouts.observation import (
     CurrentAssignment,
     already_runs,
     device_time_zone,
     install_report,
     observe,
 )
-from edgefleet.core.rollout_spec import parse_rollout_spec
+from edgefleet.core.rollouts.release_train_spec import (
+    check_train_update,
+    next_train_step,
+    parse_release_train,
+)
+from edgefleet.core.rollouts.rollout import (
+    GateEvaluation,
+    InstallReport,
+    Rollout,
+    RolloutDevice,
+    RolloutState,
+)
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.updates.compat import CompatVerdict, RequirementFailure
+from edgefleet.core.updates.release import ReleaseAssignment
 from edgefleet.errors import Conflict, InvalidInput
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)

@@ -19,12 +19,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core import rollout_observation
-from edgefleet.core.compat import CompatVerdict
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.release import ReleaseAssignment
-from edgefleet.core.rollout import (
+from edgefleet.core.rollouts import observation as rollout_observation
+from edgefleet.core.rollouts.actions import AssignRelease, apply_decision
+from edgefleet.core.rollouts.decision import decide
+from edgefleet.core.rollouts.observation import (
+    CurrentAssignment,
+    last_good_release,
+    observe,
+    stamp_last_good,
+)
+from edgefleet.core.rollouts.rollout import (
     DeviceState,
     InstallReport,
     OperatorCommand,
@@ -33,15 +39,9 @@ from edgefleet.core.rollout import (
     RolloutState,
     apply_command,
 )
-from edgefleet.core.rollout_actions import AssignRelease, apply_decision
-from edgefleet.core.rollout_decision import decide
-from edgefleet.core.rollout_observation import (
-    CurrentAssignment,
-    last_good_release,
-    observe,
-    stamp_last_good,
-)
-from edgefleet.core.rollout_spec import parse_rollout_spec
+from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.updates.compat import CompatVerdict
+from edgefleet.core.updates.release import ReleaseAssignment
 
 T0 = datetime(2026, 5, 4, 9, tzinfo=UTC)
 ROLLOUT_RELEASE = "vision@2.2.0"

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import yaml
 
-from edgefleet.core.gates import InstallFailureGate, KpiLimit
-from edgefleet.core.rollout_spec import (
+from edgefleet.core.rollouts.gates import InstallFailureGate, KpiLimit
+from edgefleet.core.rollouts.spec import (
     DEFAULT_SOAK_S,
     DeadlineAction,
     FailureAction,

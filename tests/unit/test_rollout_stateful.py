@@ -22,21 +22,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from edgefleet.core.compat import CompatVerdict, RequirementFailure
-from edgefleet.core.gates import DeviceTelemetry, GateVerdict, InsufficientDataAction
-from edgefleet.core.maintenance import any_window_open, usable_time_zone
-from edgefleet.core.rollout import (
-    FINAL_STATES,
-    DeviceState,
-    InstallReport,
-    OperatorCommand,
-    Rollout,
-    RolloutDevice,
-    RolloutState,
-    apply_command,
-    desired_release,
-)
-from edgefleet.core.rollout_actions import (
+from edgefleet.core.rollouts.actions import (
     AssignRelease,
     CompleteRollout,
     Decision,
@@ -47,8 +33,22 @@ from edgefleet.core.rollout_actions import (
     StartRollback,
     apply_decision,
 )
-from edgefleet.core.rollout_decision import decide
-from edgefleet.core.rollout_spec import DeadlineAction, parse_rollout_spec
+from edgefleet.core.rollouts.decision import decide
+from edgefleet.core.rollouts.gates import DeviceTelemetry, GateVerdict, InsufficientDataAction
+from edgefleet.core.rollouts.maintenance import any_window_open, usable_time_zone
+from edgefleet.core.rollouts.rollout import (
+    FINAL_STATES,
+    DeviceState,
+    InstallReport,
+    OperatorCommand,
+    Rollout,
+    RolloutDevice,
+    RolloutState,
+    apply_command,
+    desired_release,
+)
+from edgefleet.core.rollouts.spec import DeadlineAction, parse_rollout_spec
+from edgefleet.core.updates.compat import CompatVerdict, RequirementFailure
 from edgefleet.errors import IllegalTransition
 
 WAVES = [["100%"], [1, "100%"], [1, "25%", "100%"], [2, "50%"], ["10%", "30%", "60%"], [1, 3, 6]]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.sampling import (
+from edgefleet.core.telemetry.sampling import (
     WINDOW_LADDER_S,
     DeviceCondition,
     MetricSet,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.scope import (
+from edgefleet.core.governance.scope import (
     decide_device,
     decide_scope,
     decide_selector,

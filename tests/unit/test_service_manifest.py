@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.service_manifest import (
+from edgefleet.core.updates.service_manifest import (
     expand_placeholders,
     parse_service_manifest,
     resolve_parameters,

@@ -16,20 +16,20 @@ from typing import Any
 import pytest
 
 from edgefleet.agent.release_service import service_spec
-from edgefleet.core.sampling import default_policy, policy_to_document
-from edgefleet.core.service_manifest import parse_service_manifest
-from edgefleet.core.telemetry_ingest import (
+from edgefleet.agent.telemetry.collector import TelemetryCollector
+from edgefleet.agent.telemetry.queue import TelemetryQueue
+from edgefleet.agent.telemetry.uploader import TelemetryUploader
+from edgefleet.core.telemetry.ingest import (
     IngestCursor,
     IngestVerdict,
     advance_cursor,
     decide_ingest,
 )
+from edgefleet.core.telemetry.sampling import default_policy, policy_to_document
+from edgefleet.core.telemetry.windows import MetricKind, MetricPoint, Window
+from edgefleet.core.telemetry.wire import decode_batch, encode_batch
+from edgefleet.core.updates.service_manifest import parse_service_manifest
 from edgefleet.errors import ApiError, Unavailable
-from edgefleet.telemetry.collector import TelemetryCollector
-from edgefleet.telemetry.queue import TelemetryQueue
-from edgefleet.telemetry.uploader import TelemetryUploader
-from edgefleet.telemetry.windows import MetricKind, MetricPoint, Window
-from edgefleet.telemetry.wire import decode_batch, encode_batch
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

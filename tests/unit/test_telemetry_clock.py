@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.telemetry_clock import (
+from edgefleet.core.telemetry.clock import (
     MIN_SKEW_S,
     ClockRecord,
     Correction,

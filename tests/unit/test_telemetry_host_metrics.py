@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from edgefleet.telemetry import host_metrics as hm
-from edgefleet.telemetry.host_metrics import (
+from edgefleet.agent.telemetry import host_metrics as hm
+from edgefleet.agent.telemetry.host_metrics import (
     HOST_METRIC_NAMES,
     HostMetricsCollector,
     condition_from_points,
 )
-from edgefleet.telemetry.windows import MetricKind
-from edgefleet.telemetry.wire import STATIC_NAMES
+from edgefleet.core.telemetry.windows import MetricKind
+from edgefleet.core.telemetry.wire import STATIC_NAMES
 
 
 class BarePsutil:

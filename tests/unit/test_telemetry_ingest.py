@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.telemetry_ingest import (
+from edgefleet.core.telemetry.ingest import (
     IngestCursor,
     IngestVerdict,
     advance_cursor,

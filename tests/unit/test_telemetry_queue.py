@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.agent.telemetry.queue import FILE_NAME, TelemetryQueue
+from edgefleet.core.telemetry.windows import MetricKind, Window
+from edgefleet.core.telemetry.wire import Batch, decode_batch
 from edgefleet.errors import InvalidInput, PayloadTooLarge
-from edgefleet.telemetry.queue import FILE_NAME, TelemetryQueue
-from edgefleet.telemetry.windows import MetricKind, Window
-from edgefleet.telemetry.wire import Batch, decode_batch
 
 START_S = 1_772_438_400
 
@@ -155,8 +155,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from edgefleet.telemetry.queue import TelemetryQueue
-    from edgefleet.telemetry.windows import MetricKind, Window
+    from edgefleet.agent.telemetry.queue import TelemetryQueue
+    from edgefleet.core.telemetry.windows import MetricKind, Window
 
     queue = TelemetryQueue(Path(sys.argv[1]), max_rows=50)
     window = Window("g", MetricKind.GAUGE, (), 1772438400, 60, 1, 1.0, 1.0, 1.0, 1.0)

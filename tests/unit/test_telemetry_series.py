@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.telemetry.prometheus import MetricFamily, format_value, render
-from edgefleet.telemetry.rollup import HOUR_S, combine, roll_up
-from edgefleet.telemetry.series import choose_step_s, metric_windows, series_points, summarize
-from edgefleet.telemetry.sketch import DDSketch
-from edgefleet.telemetry.windows import MetricKind, Window
+from edgefleet.core.telemetry.rollup import HOUR_S, combine, roll_up
+from edgefleet.core.telemetry.series import choose_step_s, metric_windows, series_points, summarize
+from edgefleet.core.telemetry.sketch import DDSketch
+from edgefleet.core.telemetry.windows import MetricKind, Window
+from edgefleet.server.prometheus import MetricFamily, format_value, render
 
 START_S = 1_772_438_400  # on an hour
 

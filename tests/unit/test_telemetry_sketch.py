@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgefleet.core.telemetry.sketch import MIN_INDEXABLE, DDSketch
 from edgefleet.errors import InvalidInput
-from edgefleet.telemetry.sketch import MIN_INDEXABLE, DDSketch
 
 ALPHA = 0.01
 QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0)

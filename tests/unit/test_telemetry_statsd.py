@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.errors import InvalidInput, SettingsError
-from edgefleet.telemetry.statsd import (
+from edgefleet.agent.telemetry.statsd import (
     format_line,
     parse_datagram,
     parse_line,
     send_metric,
     start_statsd_server,
 )
-from edgefleet.telemetry.windows import Aggregator, MetricKind, MetricPoint, Window
+from edgefleet.core.telemetry.windows import Aggregator, MetricKind, MetricPoint, Window
+from edgefleet.errors import InvalidInput, SettingsError
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.errors import InvalidInput
-from edgefleet.telemetry.windows import (
+from edgefleet.core.telemetry.windows import (
     Aggregator,
     MetricKind,
     MetricPoint,
@@ -18,6 +17,7 @@ from edgefleet.telemetry.windows import (
     merge_windows,
     normalize_tags,
 )
+from edgefleet.errors import InvalidInput
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # on a whole hour
 T0_S = int(T0.timestamp())

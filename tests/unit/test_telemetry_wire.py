@@ -12,10 +12,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgefleet.core.telemetry import wire
+from edgefleet.core.telemetry.windows import Aggregator, MetricKind, MetricPoint, Window
+from edgefleet.core.telemetry.wire import Batch, decode_batch, encode_batch
 from edgefleet.errors import InvalidInput, PayloadTooLarge
-from edgefleet.telemetry import wire
-from edgefleet.telemetry.windows import Aggregator, MetricKind, MetricPoint, Window
-from edgefleet.telemetry.wire import Batch, decode_batch, encode_batch
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.versions import (
+from edgefleet.core.updates.versions import (
     Version,
     parse_loose_version,
     parse_package_requirement,

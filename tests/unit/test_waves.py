@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core.waves import (
+from edgefleet.core.rollouts.waves import (
     Quantity,
     Wave,
     WavePlan,

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.core.workload import (
+from edgefleet.core.workloads.workload import (
     AffinityScope,
     GeoPoint,
     Workload,

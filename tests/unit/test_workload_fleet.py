@@ -10,19 +10,19 @@ from typing import Any
 
 import pytest
 
-from edgefleet.core.failover import DrainThreshold
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.migration import CopyState
-from edgefleet.core.migration_targets import choose_migration_target
-from edgefleet.core.node_health import NOT_DRAINING, add_sample, record_report
-from edgefleet.core.placement import Assignment, Placement, Topology
-from edgefleet.core.placement_nodes import NodeFacts, node_from_facts, update_drain
-from edgefleet.core.placement_record import with_assignment
-from edgefleet.core.placement_terms import PowerSource
-from edgefleet.core.release import Ref, Release
 from edgefleet.core.selector import parse_selector
-from edgefleet.core.workload import HardConstraints, Resources, Workload
-from edgefleet.core.workload_record import resolve_release_ref
+from edgefleet.core.updates.release import Ref, Release
+from edgefleet.core.workloads.failover import DrainThreshold
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.migration import CopyState
+from edgefleet.core.workloads.migration_targets import choose_migration_target
+from edgefleet.core.workloads.node_health import NOT_DRAINING, add_sample, record_report
+from edgefleet.core.workloads.nodes import NodeFacts, node_from_facts, update_drain
+from edgefleet.core.workloads.placement import Assignment, Placement, Topology
+from edgefleet.core.workloads.placement_record import with_assignment
+from edgefleet.core.workloads.record import resolve_release_ref
+from edgefleet.core.workloads.terms import PowerSource
+from edgefleet.core.workloads.workload import HardConstraints, Resources, Workload
 from edgefleet.errors import Conflict, NotFound
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

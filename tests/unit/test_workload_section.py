@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.endpoints import (
+from edgefleet.core.workloads.endpoints import (
     EndpointRole,
     ReplicaCopy,
     pick_weighted,
     service_endpoints,
 )
-from edgefleet.core.migration import Migration, MigrationState, MigrationTrigger
-from edgefleet.core.workload_section import (
+from edgefleet.core.workloads.migration import Migration, MigrationState, MigrationTrigger
+from edgefleet.core.workloads.section import (
     NodeAssignment,
     ReplicaPhase,
     WorkloadSource,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
-from edgefleet.core.alerts import Alert
 from edgefleet.core.durations import parse_duration
+from edgefleet.core.telemetry.alerts import Alert
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import AlertOut

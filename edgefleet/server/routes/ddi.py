@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.artifacts.blobstore import parse_range_header
-from edgefleet.core.ddi import md5sum_line, polling_sleep
 from edgefleet.core.device import Device
+from edgefleet.core.updates.ddi import md5sum_line, polling_sleep
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.ddi_auth import ddi_target, ddi_target_enrolling

@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.server.auth import Services, no_credentials, services
-from edgefleet.telemetry.prometheus import CONTENT_TYPE, render
+from edgefleet.server.prometheus import CONTENT_TYPE, render
 
 router = APIRouter(tags=["metrics"])
 

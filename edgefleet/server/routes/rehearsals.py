@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from edgefleet.core.rehearsal_record import REHEARSALS_KEPT, RehearsalRecord
+from edgefleet.core.rollouts.rehearsal_record import REHEARSALS_KEPT, RehearsalRecord
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import SaveRehearsalRequest

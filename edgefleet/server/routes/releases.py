@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.durations import parse_duration
-from edgefleet.core.release import Ref, parse_ref
+from edgefleet.core.updates.release import Ref, parse_ref
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas import (

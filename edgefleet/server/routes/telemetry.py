@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
 from edgefleet.core.durations import parse_duration
-from edgefleet.core.telemetry_ingest import IngestCursor
+from edgefleet.core.telemetry.ingest import IngestCursor
+from edgefleet.core.telemetry.series import SeriesPoint
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import read_signed_headers
@@ -32,7 +33,6 @@ from edgefleet.server.schemas import (
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.sealing import SealingStatus, check_sealed_media
 from edgefleet.server.services.telemetry import PolicyRecord
-from edgefleet.telemetry.series import SeriesPoint
 
 CONTENT_TYPE = "application/x-edgefleet-telemetry"
 # A batch sealed to the control plane's ingest key (security/sealing.py).

@@ -14,13 +14,13 @@ from starlette.concurrency import run_in_threadpool
 
 from edgefleet.artifacts.blobstore import validate_sha256
 from edgefleet.core.device import Device
-from edgefleet.core.endpoints import Endpoint
-from edgefleet.core.failure_detector import phi
-from edgefleet.core.migration import Migration
-from edgefleet.core.placement import Explanation
-from edgefleet.core.placement_move import MOVES_KEPT_PER_WORKLOAD, PlacementMove
-from edgefleet.core.placement_record import decision_to_dict
-from edgefleet.core.workload_record import WorkloadRecord
+from edgefleet.core.workloads.endpoints import Endpoint
+from edgefleet.core.workloads.failure_detector import phi
+from edgefleet.core.workloads.migration import Migration
+from edgefleet.core.workloads.move import MOVES_KEPT_PER_WORKLOAD, PlacementMove
+from edgefleet.core.workloads.placement import Explanation
+from edgefleet.core.workloads.placement_record import decision_to_dict
+from edgefleet.core.workloads.record import WorkloadRecord
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.sealed_stream import SEALED_ARCHIVE_CONTENT_TYPE

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
-from edgefleet.core.alerts import (
+from edgefleet.core.device import Device
+from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.telemetry.alerts import (
     Alert,
     AlertDecision,
     AlertKind,
@@ -36,10 +38,12 @@ from edgefleet.core.alerts import (
     new_kpi_detector,
     open_alert,
 )
-from edgefleet.core.device import Device
-from edgefleet.core.drift import detect_drift
-from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.kpi import DetectionConfig, KpiSpec, Statistic, cohort_key, kpi_points
+from edgefleet.core.telemetry.drift import detect_drift
+from edgefleet.core.telemetry.kpi import DetectionConfig, KpiSpec, Statistic, cohort_key, kpi_points
+from edgefleet.core.telemetry.rollup import merge_sketches
+from edgefleet.core.telemetry.series import DeviceWindow, metric_windows
+from edgefleet.core.telemetry.sketch import DDSketch
+from edgefleet.core.telemetry.windows import Window
 from edgefleet.errors import EdgefleetError, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.metrics import ServerMetrics
@@ -47,10 +51,6 @@ from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.desired import save_device
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
-from edgefleet.telemetry.rollup import merge_sketches
-from edgefleet.telemetry.series import DeviceWindow, metric_windows
-from edgefleet.telemetry.sketch import DDSketch
-from edgefleet.telemetry.windows import Window
 
 log = logging.getLogger(__name__)
 

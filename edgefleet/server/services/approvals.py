@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.approval import Requester, decide_approver
+from edgefleet.core.governance.approval import Requester, decide_approver
 from edgefleet.errors import Conflict, Forbidden
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext

@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.attestation import (
+from edgefleet.core.device import Device
+from edgefleet.core.governance.attestation import (
     QUARANTINE_LABEL,
     AttestationPolicy,
     QuoteCheck,
@@ -34,8 +35,7 @@ from edgefleet.core.attestation import (
     judge,
     slot_mismatches,
 )
-from edgefleet.core.device import Device
-from edgefleet.core.release import Ref
+from edgefleet.core.updates.release import Ref
 from edgefleet.errors import Conflict, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.tpm_quote import check_quote

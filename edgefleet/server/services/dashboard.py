@@ -14,8 +14,8 @@ from typing import Any
 
 from edgefleet.clock import Clock, isoformat_utc
 from edgefleet.core.device import OFFLINE_AFTER_INTERVALS, ONLINE_WITHIN_INTERVALS
-from edgefleet.core.failure_detector import phi
-from edgefleet.core.rollout import FINAL_STATES, RolloutState
+from edgefleet.core.rollouts.rollout import FINAL_STATES, RolloutState
+from edgefleet.core.workloads.failure_detector import phi
 from edgefleet.security.audit import ChainVerifier
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext

@@ -21,7 +21,14 @@ from typing import Any
 
 from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock
-from edgefleet.core.ddi import (
+from edgefleet.core.device import Device
+from edgefleet.core.device_names import validate_device_name
+from edgefleet.core.enrollment import EnrollmentState, check_device_access
+from edgefleet.core.labels import validate_labels
+from edgefleet.core.rollouts.maintenance import any_window_open, usable_time_zone
+from edgefleet.core.rollouts.observation import device_time_zone, stamp_last_good
+from edgefleet.core.rollouts.spec import DeadlineAction
+from edgefleet.core.updates.ddi import (
     DDI_KEY_PREFIX,
     ActionHandling,
     ModuleArtifact,
@@ -40,14 +47,7 @@ from edgefleet.core.ddi import (
     status_after_feedback,
     validate_controller_id,
 )
-from edgefleet.core.device import Device
-from edgefleet.core.device_names import validate_device_name
-from edgefleet.core.enrollment import EnrollmentState, check_device_access
-from edgefleet.core.labels import validate_labels
-from edgefleet.core.maintenance import any_window_open, usable_time_zone
-from edgefleet.core.release import Artifact, Ref, ReleaseAssignment, stamp_active_since
-from edgefleet.core.rollout_observation import device_time_zone, stamp_last_good
-from edgefleet.core.rollout_spec import DeadlineAction
+from edgefleet.core.updates.release import Artifact, Ref, ReleaseAssignment, stamp_active_since
 from edgefleet.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from edgefleet.security.rbac import Permission
 from edgefleet.security.tokens import hash_secret, new_secret

@@ -5,19 +5,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgefleet.core.alerts import anomalous_metrics
 from edgefleet.core.desired import refresh_desired
 from edgefleet.core.device import Device
-from edgefleet.core.liveness import hosting_heartbeat_s
-from edgefleet.core.placement import Placement
-from edgefleet.core.release import (
+from edgefleet.core.telemetry.alerts import anomalous_metrics
+from edgefleet.core.telemetry.policy import render_telemetry_section
+from edgefleet.core.updates.release import (
     Ref,
     ReleaseAssignment,
     ReleaseSection,
     render_release_section,
 )
-from edgefleet.core.telemetry_policy import render_telemetry_section
-from edgefleet.core.workload_section import (
+from edgefleet.core.workloads.liveness import hosting_heartbeat_s
+from edgefleet.core.workloads.placement import Placement
+from edgefleet.core.workloads.section import (
     NodeAssignment,
     WorkloadSource,
     render_workloads_section,

@@ -23,9 +23,9 @@ from edgefleet.core.enrollment import (
     initial_state,
 )
 from edgefleet.core.labels import validate_labels
-from edgefleet.core.node_health import record_report as record_node_report
-from edgefleet.core.release import stamp_active_since
-from edgefleet.core.rollout_observation import stamp_last_good
+from edgefleet.core.rollouts.observation import stamp_last_good
+from edgefleet.core.updates.release import stamp_active_since
+from edgefleet.core.workloads.node_health import record_report as record_node_report
 from edgefleet.errors import Conflict, Forbidden, Unauthenticated
 from edgefleet.security.keys import decode_public_key, device_id_for
 from edgefleet.security.request_signing import (

@@ -8,11 +8,11 @@ from datetime import datetime
 from edgefleet.clock import Clock
 from edgefleet.core.device import ConnectionStatus, Device
 from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState, transition
+from edgefleet.core.governance.policy import check_labels
 from edgefleet.core.group import Group, validate_group_name
 from edgefleet.core.labels import LabelChange
-from edgefleet.core.policy import check_labels
-from edgefleet.core.rollout import DeviceState as RolloutDeviceState
-from edgefleet.core.rollout_record import TimelineEntry
+from edgefleet.core.rollouts.record import TimelineEntry
+from edgefleet.core.rollouts.rollout import DeviceState as RolloutDeviceState
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action

@@ -9,13 +9,13 @@ from collections import Counter as Tally
 
 from edgefleet import __version__
 from edgefleet.clock import Clock
-from edgefleet.core.alerts import AlertKind
 from edgefleet.core.device import ConnectionStatus, classify_connection
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.telemetry.alerts import AlertKind
 from edgefleet.server.metrics import ServerMetrics
+from edgefleet.server.prometheus import MetricFamily
 from edgefleet.server.services.rollout_metrics import MAX_ROLLOUTS, rollout_families
 from edgefleet.store import Database
-from edgefleet.telemetry.prometheus import MetricFamily
 
 
 class FleetMetricsService:

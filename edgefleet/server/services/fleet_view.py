@@ -10,14 +10,14 @@ from datetime import datetime
 
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.migration import Migration
-from edgefleet.core.node_health import NodeHealth
-from edgefleet.core.placement import Node
-from edgefleet.core.placement_nodes import NodeFacts, node_from_facts, region_and_zone
-from edgefleet.core.placement_record import PlacementRecord
-from edgefleet.core.workload import Workload
-from edgefleet.core.workload_record import WorkloadRecord
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.migration import Migration
+from edgefleet.core.workloads.node_health import NodeHealth
+from edgefleet.core.workloads.nodes import NodeFacts, node_from_facts, region_and_zone
+from edgefleet.core.workloads.placement import Node
+from edgefleet.core.workloads.placement_record import PlacementRecord
+from edgefleet.core.workloads.record import WorkloadRecord
+from edgefleet.core.workloads.workload import Workload
 from edgefleet.store import Transaction
 
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from edgefleet.clock import Clock
-from edgefleet.core.failover import Trend
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.liveness import evaluate_liveness
-from edgefleet.core.node_health import NodeHealth, Sample
-from edgefleet.core.placement_nodes import drain_from_trends, trends_of
+from edgefleet.core.workloads.failover import Trend
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.liveness import evaluate_liveness
+from edgefleet.core.workloads.node_health import NodeHealth, Sample
+from edgefleet.core.workloads.nodes import drain_from_trends, trends_of
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database

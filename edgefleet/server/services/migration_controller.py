@@ -22,8 +22,8 @@ from functools import partial
 
 from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.migration import (
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.migration import (
     Migration,
     MigrationObservation,
     MigrationState,
@@ -32,9 +32,9 @@ from edgefleet.core.migration import (
     advance_migration,
     move_to,
 )
-from edgefleet.core.placement import Assignment, Placement
-from edgefleet.core.placement_move import MoveKind, PlacementMove
-from edgefleet.core.placement_record import with_assignment
+from edgefleet.core.workloads.move import MoveKind, PlacementMove
+from edgefleet.core.workloads.placement import Assignment, Placement
+from edgefleet.core.workloads.placement_record import with_assignment
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes

@@ -33,10 +33,10 @@ import httpx
 from edgefleet import __version__
 from edgefleet.core.backoff import backoff_delay_s
 from edgefleet.core.device import Device
+from edgefleet.core.telemetry.windows import Window
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.metrics import ServerMetrics
-from edgefleet.telemetry.otlp import PROTOBUF_CONTENT_TYPE, decode_response, encode_windows
-from edgefleet.telemetry.windows import Window
+from edgefleet.transport.otlp import PROTOBUF_CONTENT_TYPE, decode_response, encode_windows
 
 log = logging.getLogger(__name__)
 

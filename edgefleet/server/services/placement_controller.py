@@ -27,10 +27,11 @@ from datetime import datetime
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.failover import plan_failover_step
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.migration import Migration, MigrationTrigger
-from edgefleet.core.placement import (
+from edgefleet.core.workloads.failover import plan_failover_step
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.migration import Migration, MigrationTrigger
+from edgefleet.core.workloads.move import PlacementMove, classify_move
+from edgefleet.core.workloads.placement import (
     Decision,
     DecisionAction,
     Node,
@@ -39,8 +40,7 @@ from edgefleet.core.placement import (
     build_plan,
     violated_constraint,
 )
-from edgefleet.core.placement_move import PlacementMove, classify_move
-from edgefleet.core.placement_record import decision_key, decision_to_dict
+from edgefleet.core.workloads.placement_record import decision_key, decision_to_dict
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.fleet_view import FleetView, load_view
 from edgefleet.server.watch import DesiredStateWatch

@@ -14,7 +14,7 @@ from typing import Any
 
 from edgefleet.clock import Clock
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.policy import (
+from edgefleet.core.governance.policy import (
     Policy,
     Violation,
     approval_reasons,
@@ -22,9 +22,9 @@ from edgefleet.core.policy import (
     check_workload,
     parse_policy,
 )
-from edgefleet.core.rollout_spec import RolloutSpec, parse_rollout_spec
+from edgefleet.core.rollouts.spec import RolloutSpec, parse_rollout_spec
 from edgefleet.core.selector import Selector
-from edgefleet.core.workload import parse_workload
+from edgefleet.core.workloads.workload import parse_workload
 from edgefleet.errors import Forbidden, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action

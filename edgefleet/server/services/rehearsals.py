@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.rehearsal_record import (
+from edgefleet.core.rollouts.rehearsal_record import (
     MAX_REHEARSAL_BYTES,
     RehearsalRecord,
     check_rollout_name,

@@ -11,15 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.release import Ref
-from edgefleet.core.release_train_spec import (
+from edgefleet.core.rollouts.codec import time_to_json
+from edgefleet.core.rollouts.release_train_spec import (
     TrainRecord,
     TrainState,
     check_train_update,
     next_train_step,
     parse_release_train,
 )
-from edgefleet.core.rollout_codec import time_to_json
+from edgefleet.core.updates.release import Ref
 from edgefleet.errors import Conflict
 from edgefleet.security.rbac import Permission, Principal, Role
 from edgefleet.server.services.audit import OperatorContext, record_action

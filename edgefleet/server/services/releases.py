@@ -23,15 +23,16 @@ import yaml
 from edgefleet.artifacts.blobstore import BlobInfo, BlobStore, validate_sha256
 from edgefleet.artifacts.onnx_inspect import inspect_onnx
 from edgefleet.clock import Clock
-from edgefleet.core.compat import (
+from edgefleet.core.device import Device
+from edgefleet.core.selector import parse_selector
+from edgefleet.core.updates.compat import (
     CompatVerdict,
     RequirementFailure,
     evaluate_compatibility,
     parse_requirements,
 )
-from edgefleet.core.ddi import ddi_refusal
-from edgefleet.core.device import Device
-from edgefleet.core.release import (
+from edgefleet.core.updates.ddi import ddi_refusal
+from edgefleet.core.updates.release import (
     Artifact,
     ArtifactKind,
     Ref,
@@ -41,9 +42,8 @@ from edgefleet.core.release import (
     validate_file_name,
     validate_name,
 )
-from edgefleet.core.selector import parse_selector
-from edgefleet.core.service_manifest import MAX_MANIFEST_BYTES, parse_service_manifest
-from edgefleet.core.versions import parse_version
+from edgefleet.core.updates.service_manifest import MAX_MANIFEST_BYTES, parse_service_manifest
+from edgefleet.core.updates.versions import parse_version
 from edgefleet.errors import Conflict, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action

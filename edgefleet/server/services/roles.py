@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.role import parse_role
+from edgefleet.core.governance.role import parse_role
 from edgefleet.errors import Conflict, InvalidInput
 from edgefleet.security.rbac import BUILTIN_ROLE_NAMES, Permission, builtin_permissions
 from edgefleet.server.services.audit import OperatorContext, record_action

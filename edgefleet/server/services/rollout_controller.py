@@ -33,10 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
-from edgefleet.core.compat import CompatVerdict
-from edgefleet.core.release import Ref, Release
-from edgefleet.core.rollout import FINAL_STATES, DeviceState, Rollout, RolloutDevice, RolloutState
-from edgefleet.core.rollout_actions import (
+from edgefleet.core.rollouts.actions import (
     Action,
     AssignRelease,
     Decision,
@@ -46,9 +43,18 @@ from edgefleet.core.rollout_actions import (
     StartRollout,
     apply_decision,
 )
-from edgefleet.core.rollout_decision import decide
-from edgefleet.core.rollout_observation import CurrentAssignment, already_runs, observe
-from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
+from edgefleet.core.rollouts.decision import decide
+from edgefleet.core.rollouts.observation import CurrentAssignment, already_runs, observe
+from edgefleet.core.rollouts.record import DeviceRecord, RolloutRecord, TimelineEntry
+from edgefleet.core.rollouts.rollout import (
+    FINAL_STATES,
+    DeviceState,
+    Rollout,
+    RolloutDevice,
+    RolloutState,
+)
+from edgefleet.core.updates.compat import CompatVerdict
+from edgefleet.core.updates.release import Ref, Release
 from edgefleet.errors import Conflict, EdgefleetError
 from edgefleet.security.rbac import SYSTEM
 from edgefleet.server.services.audit import OperatorContext, record_action

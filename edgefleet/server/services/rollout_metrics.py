@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Mapping, Sequence
 
-from edgefleet.core.gates import GateVerdict
-from edgefleet.core.rollout import FINAL_STATES, DeviceState, RolloutState
-from edgefleet.core.rollout_record import RolloutRecord
-from edgefleet.telemetry.prometheus import MetricFamily
+from edgefleet.core.rollouts.gates import GateVerdict
+from edgefleet.core.rollouts.record import RolloutRecord
+from edgefleet.core.rollouts.rollout import FINAL_STATES, DeviceState, RolloutState
+from edgefleet.server.prometheus import MetricFamily
 
 # Rollouts read per scrape at most (newest first); more would be an unusual fleet.
 MAX_ROLLOUTS = 200

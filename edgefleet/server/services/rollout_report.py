@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from edgefleet.core.rollout import DeviceState
-from edgefleet.core.rollout_codec import device_to_json, gate_evaluation_to_json, time_to_json
-from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord
-from edgefleet.core.rollout_status import describe_rollout, wave_progress
+from edgefleet.core.rollouts.codec import device_to_json, gate_evaluation_to_json, time_to_json
+from edgefleet.core.rollouts.record import DeviceRecord, RolloutRecord
+from edgefleet.core.rollouts.rollout import DeviceState
+from edgefleet.core.rollouts.status import describe_rollout, wave_progress
 from edgefleet.store import Transaction
 
 _FAILED = (DeviceState.FAILED, DeviceState.ROLLBACK_FAILED)

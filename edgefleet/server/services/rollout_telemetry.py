@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from edgefleet.core.gates import DeviceTelemetry, GatesSpec
-from edgefleet.core.kpi import ERRORS_METRIC, REQUESTS_METRIC, KpiReading
-from edgefleet.core.rollout import Rollout
-from edgefleet.core.rollout_record import DeviceRecord
+from edgefleet.core.rollouts.gates import DeviceTelemetry, GatesSpec
+from edgefleet.core.rollouts.record import DeviceRecord
+from edgefleet.core.rollouts.rollout import Rollout
+from edgefleet.core.telemetry.kpi import ERRORS_METRIC, REQUESTS_METRIC, KpiReading
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.store import Database
 

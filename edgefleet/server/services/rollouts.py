@@ -21,10 +21,10 @@ from datetime import datetime
 from typing import Any
 
 from edgefleet.clock import Clock
-from edgefleet.core.approval import Requester, decide_approver
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.release import Ref
-from edgefleet.core.rollout import (
+from edgefleet.core.governance.approval import Requester, decide_approver
+from edgefleet.core.rollouts.record import DeviceRecord, RolloutRecord, TimelineEntry
+from edgefleet.core.rollouts.rollout import (
     FINAL_STATES,
     OperatorCommand,
     Rollout,
@@ -32,9 +32,9 @@ from edgefleet.core.rollout import (
     apply_command,
     approve,
 )
-from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
-from edgefleet.core.rollout_spec import RolloutSpec, parse_rollout_spec
-from edgefleet.core.waves import plan_waves
+from edgefleet.core.rollouts.spec import RolloutSpec, parse_rollout_spec
+from edgefleet.core.rollouts.waves import plan_waves
+from edgefleet.core.updates.release import Ref
 from edgefleet.errors import Conflict, Forbidden, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action

@@ -21,7 +21,15 @@ from typing import Any
 
 from edgefleet.clock import Clock
 from edgefleet.core.device import Device
-from edgefleet.core.kpi import (
+from edgefleet.core.selector import parse_selector
+from edgefleet.core.telemetry.clock import MIN_SKEW_S, place_batch, record_placement
+from edgefleet.core.telemetry.ingest import (
+    IngestCursor,
+    IngestVerdict,
+    advance_cursor,
+    decide_ingest,
+)
+from edgefleet.core.telemetry.kpi import (
     KpiReading,
     KpiSpec,
     MetricWindow,
@@ -29,15 +37,17 @@ from edgefleet.core.kpi import (
     cohort_key,
     kpi_reading,
 )
-from edgefleet.core.selector import parse_selector
-from edgefleet.core.telemetry_clock import MIN_SKEW_S, place_batch, record_placement
-from edgefleet.core.telemetry_ingest import (
-    IngestCursor,
-    IngestVerdict,
-    advance_cursor,
-    decide_ingest,
+from edgefleet.core.telemetry.policy import fleet_policy_to_document, parse_fleet_policy
+from edgefleet.core.telemetry.rollup import combine, hour_of, roll_up
+from edgefleet.core.telemetry.series import (
+    DeviceWindow,
+    SeriesPoint,
+    choose_step_s,
+    series_points,
+    summarize,
 )
-from edgefleet.core.telemetry_policy import fleet_policy_to_document, parse_fleet_policy
+from edgefleet.core.telemetry.windows import Window
+from edgefleet.core.telemetry.wire import decode_batch
 from edgefleet.errors import Conflict, EdgefleetError, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
 from edgefleet.server.metrics import ServerMetrics
@@ -47,16 +57,6 @@ from edgefleet.server.services.desired import save_device
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
-from edgefleet.telemetry.rollup import combine, hour_of, roll_up
-from edgefleet.telemetry.series import (
-    DeviceWindow,
-    SeriesPoint,
-    choose_step_s,
-    series_points,
-    summarize,
-)
-from edgefleet.telemetry.windows import Window
-from edgefleet.telemetry.wire import decode_batch
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
 from edgefleet.core.enrollment import EnrollmentToken
-from edgefleet.core.scope import group_of_scope
+from edgefleet.core.governance.scope import group_of_scope
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.errors import InvalidInput, NotFound, Unauthenticated, Unavailable
 from edgefleet.security.rbac import SYSTEM, Permission, Principal, Role, role_named

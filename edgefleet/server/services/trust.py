@@ -18,8 +18,8 @@ from typing import Any
 from tuf.api.metadata import Targets
 
 from edgefleet.clock import Clock
-from edgefleet.core.policy import check_release, trust_change_needs_approval
-from edgefleet.core.release import Artifact, Ref, Release, target_path
+from edgefleet.core.governance.policy import check_release, trust_change_needs_approval
+from edgefleet.core.updates.release import Artifact, Ref, Release, target_path
 from edgefleet.errors import Conflict, InvalidInput
 from edgefleet.security.desired_signature import sign_desired
 from edgefleet.security.rbac import Permission

@@ -16,23 +16,23 @@ from typing import Any
 
 from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.clock import Clock
-from edgefleet.core.endpoints import Endpoint, ReplicaCopy, service_endpoints
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.migration import (
+from edgefleet.core.selector import Selector, parse_selector
+from edgefleet.core.updates.release import ArtifactKind
+from edgefleet.core.updates.service_manifest import parse_service_manifest, resolve_parameters
+from edgefleet.core.workloads.endpoints import Endpoint, ReplicaCopy, service_endpoints
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.migration import (
     TARGET_RUNS,
     Migration,
     MigrationTrigger,
     abort_migration,
 )
-from edgefleet.core.migration_targets import choose_migration_target
-from edgefleet.core.node_health import NodeHealth
-from edgefleet.core.placement import Explanation, Node, Topology, explain
-from edgefleet.core.placement_move import PlacementMove
-from edgefleet.core.release import ArtifactKind
-from edgefleet.core.selector import Selector, parse_selector
-from edgefleet.core.service_manifest import parse_service_manifest, resolve_parameters
-from edgefleet.core.workload import parse_workload
-from edgefleet.core.workload_record import WorkloadRecord, resolve_release_ref
+from edgefleet.core.workloads.migration_targets import choose_migration_target
+from edgefleet.core.workloads.move import PlacementMove
+from edgefleet.core.workloads.node_health import NodeHealth
+from edgefleet.core.workloads.placement import Explanation, Node, Topology, explain
+from edgefleet.core.workloads.record import WorkloadRecord, resolve_release_ref
+from edgefleet.core.workloads.workload import parse_workload
 from edgefleet.errors import Conflict, InvalidInput, NotFound
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from edgefleet.core.anomaly import (
+from edgefleet.core.telemetry.anomaly import (
     DetectorConfig,
     DetectorState,
     Direction,
@@ -26,7 +26,7 @@ from edgefleet.core.anomaly import (
     new_detector,
     step,
 )
-from edgefleet.core.kpi import ERROR_RATE_PCT, P95_LATENCY_MS
+from edgefleet.core.telemetry.kpi import ERROR_RATE_PCT, P95_LATENCY_MS
 from edgefleet.sim.lab.controller import TimelineEntry
 from edgefleet.sim.lab.scheduler import EventScheduler
 from edgefleet.sim.lab.telemetry_model import Serving

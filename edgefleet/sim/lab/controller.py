@@ -21,16 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from edgefleet.core.compat import Requirements, evaluate_compatibility
-from edgefleet.core.rollout import (
-    FINAL_STATES,
-    DeviceState,
-    InstallReport,
-    Rollout,
-    RolloutDevice,
-    RolloutState,
-)
-from edgefleet.core.rollout_actions import (
+from edgefleet.core.rollouts.actions import (
     Action,
     AssignRelease,
     MarkDevice,
@@ -40,7 +31,16 @@ from edgefleet.core.rollout_actions import (
     StartSoak,
     apply_decision,
 )
-from edgefleet.core.rollout_decision import decide
+from edgefleet.core.rollouts.decision import decide
+from edgefleet.core.rollouts.rollout import (
+    FINAL_STATES,
+    DeviceState,
+    InstallReport,
+    Rollout,
+    RolloutDevice,
+    RolloutState,
+)
+from edgefleet.core.updates.compat import Requirements, evaluate_compatibility
 from edgefleet.sim.lab.fleet_model import LabDevice
 from edgefleet.sim.lab.scheduler import EventScheduler
 from edgefleet.sim.lab.telemetry_model import DeviceView, LabTelemetry

@@ -19,16 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from edgefleet.core.failover import (
+from edgefleet.core.workloads.failover import (
     FailoverPolicy,
     decide_drain,
     fence_node,
     fit_trend,
     plan_failover_step,
 )
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.placement import Node, Placement, Topology, place
-from edgefleet.core.workload import Workload
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.placement import Node, Placement, Topology, place
+from edgefleet.core.workloads.workload import Workload
 from edgefleet.sim.lab.controller import TimelineEntry
 from edgefleet.sim.lab.fleet_model import LabDevice
 from edgefleet.sim.lab.scheduler import EventScheduler

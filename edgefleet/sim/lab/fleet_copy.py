@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgefleet.client import FleetClient
-from edgefleet.core.compat import parse_requirements
 from edgefleet.core.durations import parse_duration
-from edgefleet.core.rollout_observation import last_good_release
-from edgefleet.core.rollout_spec import ReleaseRef
+from edgefleet.core.rollouts.observation import last_good_release
+from edgefleet.core.rollouts.spec import ReleaseRef
+from edgefleet.core.updates.compat import parse_requirements
 from edgefleet.errors import ApiError
 from edgefleet.sim.hardware import HardwareSpec
 from edgefleet.sim.lab.fleet_model import LabDevice

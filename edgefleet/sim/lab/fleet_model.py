@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefleet.core.placement_terms import Node, PowerSource
-from edgefleet.core.workload import GeoPoint
+from edgefleet.core.workloads.terms import Node, PowerSource
+from edgefleet.core.workloads.workload import GeoPoint
 from edgefleet.sim.blueprint import draw_fleet
 from edgefleet.sim.hardware import HardwareSpec, SimHardware
 from edgefleet.sim.model_behaviour import ModelBehaviour

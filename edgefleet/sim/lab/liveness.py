@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from edgefleet.core.device import ONLINE_WITHIN_INTERVALS
-from edgefleet.core.failure_detector import (
+from edgefleet.core.workloads.failure_detector import (
     DEFAULT_SETTINGS,
     DEFAULT_THRESHOLDS,
     DetectorSettings,

@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from edgefleet.core.failure_detector import Liveness
-from edgefleet.core.rollout import InstallReport, Rollout
-from edgefleet.core.rollout_spec import RolloutSpec
-from edgefleet.core.workload import Workload
+from edgefleet.core.rollouts.rollout import InstallReport, Rollout
+from edgefleet.core.rollouts.spec import RolloutSpec
+from edgefleet.core.workloads.failure_detector import Liveness
+from edgefleet.core.workloads.workload import Workload
 from edgefleet.sim.faults import FaultEvent, FaultKind, FaultSpec, FaultTarget, schedule_faults
 from edgefleet.sim.lab.cohort_watch import CohortWatch
 from edgefleet.sim.lab.controller import RolloutController, TimelineEntry

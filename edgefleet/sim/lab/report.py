@@ -15,8 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from edgefleet.core.durations import format_duration
-from edgefleet.core.rollout import DeviceState, format_time
-from edgefleet.core.rollout_status import wave_progress
+from edgefleet.core.rollouts.rollout import DeviceState, format_time
+from edgefleet.core.rollouts.status import wave_progress
 from edgefleet.sim.faults import fault_to_document
 from edgefleet.sim.lab.rehearsal import Rehearsal
 

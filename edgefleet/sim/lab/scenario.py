@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from edgefleet.client import FleetClient
-from edgefleet.core.rollout_spec import RolloutSpec, parse_rollout_spec
+from edgefleet.core.rollouts.spec import RolloutSpec, parse_rollout_spec
 from edgefleet.errors import InvalidInput
 from edgefleet.sim.lab.fleet_copy import copy_fleet, release_facts
 from edgefleet.sim.lab.fleet_model import LabDevice, lab_fleet_from_profile

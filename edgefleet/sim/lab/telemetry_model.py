@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
 
-from edgefleet.core.gates import DeviceTelemetry
-from edgefleet.core.kpi import ERROR_RATE_PCT, P95_LATENCY_MS, KpiReading
+from edgefleet.core.rollouts.gates import DeviceTelemetry
+from edgefleet.core.telemetry.kpi import ERROR_RATE_PCT, P95_LATENCY_MS, KpiReading
 from edgefleet.sim.model_behaviour import BadModel, LatencyDistribution, ModelBehaviour
 
 BASELINE_S = 3600.0  # the pre-rollout baseline period the gates compare with

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from edgefleet.core.install import (
+from edgefleet.core.rollouts.rollout import InstallReport
+from edgefleet.core.updates.install import (
     FAILED_PROBES_TO_GIVE_UP,
     HealthSample,
     HealthVerdictState,
     judge_health,
 )
-from edgefleet.core.rollout import InstallReport
-from edgefleet.core.service_manifest import HealthCriteria
+from edgefleet.core.updates.service_manifest import HealthCriteria
 from edgefleet.sim.lab.fleet_model import LabDevice
 from edgefleet.sim.lab.link import LinkSchedule
 from edgefleet.sim.lab.scheduler import EventScheduler

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
-from edgefleet.core.alerts import Alert, AlertKind, AlertStatus
+from edgefleet.core.telemetry.alerts import Alert, AlertKind, AlertStatus
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.tables import alerts
 

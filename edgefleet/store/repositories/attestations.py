@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
-from edgefleet.core.attestation import AttestationStatus
+from edgefleet.core.governance.attestation import AttestationStatus
 from edgefleet.store.tables import device_attestations
 
 

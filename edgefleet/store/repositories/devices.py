@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from edgefleet.core.device import Device
 from edgefleet.core.device_names import normalize_device_name
 from edgefleet.core.enrollment import EnrollmentState
-from edgefleet.core.release import ReleaseAssignment
+from edgefleet.core.updates.release import ReleaseAssignment
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.notifications import notify_desired
 from edgefleet.store.tables import devices

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
-from edgefleet.core.migration import (
+from edgefleet.core.workloads.migration import (
     TERMINAL,
     Migration,
     MigrationState,

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
-from edgefleet.core.liveness import liveness_from_dict, liveness_to_dict
-from edgefleet.core.node_health import (
+from edgefleet.core.workloads.liveness import liveness_from_dict, liveness_to_dict
+from edgefleet.core.workloads.node_health import (
     NodeHealth,
     drain_from_dict,
     drain_to_dict,

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, select
 
-from edgefleet.core.placement_move import MOVES_KEPT_PER_WORKLOAD, MoveKind, PlacementMove
+from edgefleet.core.workloads.move import MOVES_KEPT_PER_WORKLOAD, MoveKind, PlacementMove
 from edgefleet.store.tables import placement_moves
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, select
 
-from edgefleet.core.rehearsal_record import (
+from edgefleet.core.rollouts.rehearsal_record import (
     REHEARSALS_KEPT,
     REHEARSALS_KEPT_PER_ROLLOUT,
     RehearsalRecord,

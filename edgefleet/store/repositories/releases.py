@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
-from edgefleet.core.release import Artifact, ArtifactKind, Ref, Release
+from edgefleet.core.updates.release import Artifact, ArtifactKind, Ref, Release
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.tables import artifacts, releases
 

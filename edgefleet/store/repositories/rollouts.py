@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from edgefleet.core.release_train_spec import TrainRecord, TrainState, parse_release_train
-from edgefleet.core.rollout import DeviceState, RolloutDevice
-from edgefleet.core.rollout_codec import rollout_from_json, rollout_to_json
-from edgefleet.core.rollout_observation import CurrentAssignment
-from edgefleet.core.rollout_record import DeviceRecord, RolloutRecord, TimelineEntry
-from edgefleet.core.rollout_spec import parse_rollout_spec
+from edgefleet.core.rollouts.codec import rollout_from_json, rollout_to_json
+from edgefleet.core.rollouts.observation import CurrentAssignment
+from edgefleet.core.rollouts.record import DeviceRecord, RolloutRecord, TimelineEntry
+from edgefleet.core.rollouts.release_train_spec import TrainRecord, TrainState, parse_release_train
+from edgefleet.core.rollouts.rollout import DeviceState, RolloutDevice
+from edgefleet.core.rollouts.spec import parse_rollout_spec
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.tables import (
     release_trains,

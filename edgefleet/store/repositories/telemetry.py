@@ -17,13 +17,16 @@ import msgpack
 from sqlalchemy import Connection, Row, Table, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from edgefleet.core.telemetry_clock import ClockRecord
-from edgefleet.core.telemetry_ingest import IngestCursor
-from edgefleet.core.telemetry_policy import (
+from edgefleet.core.telemetry.clock import ClockRecord
+from edgefleet.core.telemetry.ingest import IngestCursor
+from edgefleet.core.telemetry.policy import (
     FleetTelemetryPolicy,
     default_fleet_policy,
     parse_fleet_policy,
 )
+from edgefleet.core.telemetry.series import DeviceWindow
+from edgefleet.core.telemetry.sketch import DDSketch
+from edgefleet.core.telemetry.windows import MetricKind, Tags, Window
 from edgefleet.errors import Conflict
 from edgefleet.store.tables import (
     telemetry_cursors,
@@ -32,9 +35,6 @@ from edgefleet.store.tables import (
     telemetry_rollups,
     telemetry_windows,
 )
-from edgefleet.telemetry.series import DeviceWindow
-from edgefleet.telemetry.sketch import DDSketch
-from edgefleet.telemetry.windows import MetricKind, Tags, Window
 
 NAME_QUERY_CHUNK = 500  # device ids per IN (...) list
 

@@ -8,14 +8,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, insert, select, update
 
-from edgefleet.core.placement import Placement
-from edgefleet.core.placement_record import (
+from edgefleet.core.updates.release import Ref
+from edgefleet.core.workloads.placement import Placement
+from edgefleet.core.workloads.placement_record import (
     PlacementRecord,
     assignments_from_json,
     assignments_to_json,
 )
-from edgefleet.core.release import Ref
-from edgefleet.core.workload_record import WorkloadRecord
+from edgefleet.core.workloads.record import WorkloadRecord
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.tables import placement_state, workloads
 

@@ -1,0 +1,87 @@
+"""The fleet telemetry policy, and the `telemetry` section of each device's desired state.
+
+Operators keep one fleet-wide policy (`edgefleet telemetry policy set -f policy.yaml`): the
+sampling part (core.sampling: metric sets, which are active, window lengths, how to adapt
+to load and battery, upload intervals), which devices receive, and a `detection` part
+(core.kpi: KPIs, detector tuning, drift thresholds), which stays on the control plane.
+
+Each device's desired state carries
+
+    "telemetry": {"policy": {...sampling policy...}, "anomalous_metrics": [...]}
+
+where `anomalous_metrics` are the metrics of the device's open alerts: the device samples
+them finer (core.sampling) until the alert closes. A change of either bumps the device's
+generation, so it reaches the agent through the long poll without a redeploy.
+
+>>> section = render_telemetry_section(default_fleet_policy(), {"inference.latency_ms"})
+>>> section["anomalous_metrics"]
+['inference.latency_ms']
+>>> from edgefleet.core.telemetry.sampling import read_telemetry_section
+>>> read_telemetry_section(section)[1]
+frozenset({'inference.latency_ms'})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgefleet.core.telemetry.kpi import (
+    DetectionConfig,
+    default_detection,
+    detection_to_document,
+    parse_detection,
+)
+from edgefleet.core.telemetry.sampling import (
+    TelemetryPolicy,
+    default_policy,
+    policy_from_document,
+    policy_to_document,
+)
+from edgefleet.errors import InvalidInput
+
+_SAMPLING_KEYS = frozenset(policy_to_document(default_policy()))
+
+
+@dataclass(frozen=True)
+class FleetTelemetryPolicy:
+    sampling: TelemetryPolicy
+    detection: DetectionConfig
+
+
+def default_fleet_policy() -> FleetTelemetryPolicy:
+    return FleetTelemetryPolicy(default_policy(), default_detection())
+
+
+def parse_fleet_policy(document: Any) -> FleetTelemetryPolicy:
+    """Validate a policy document as operators write it; InvalidInput names the key."""
+    if not isinstance(document, Mapping):
+        raise InvalidInput("telemetry policy: expected a mapping at the top", code="bad_policy")
+    unknown = sorted(set(document) - _SAMPLING_KEYS - {"detection"})
+    if unknown:
+        raise InvalidInput(
+            f"telemetry policy {unknown[0]}: unknown key (known: "
+            f"{', '.join(sorted(_SAMPLING_KEYS | {'detection'}))})",
+            code="bad_policy",
+        )
+    sampling = policy_from_document({k: v for k, v in document.items() if k != "detection"})
+    return FleetTelemetryPolicy(sampling, parse_detection(document.get("detection")))
+
+
+def fleet_policy_to_document(policy: FleetTelemetryPolicy) -> dict[str, Any]:
+    """The complete policy as plain data, every default spelled out."""
+    return {
+        **policy_to_document(policy.sampling),
+        "detection": detection_to_document(policy.detection),
+    }
+
+
+def render_telemetry_section(
+    policy: FleetTelemetryPolicy, anomalous_metrics: Iterable[str]
+) -> dict[str, Any]:
+    """The `telemetry` section of one device's desired state."""
+    return {
+        "policy": policy_to_document(policy.sampling),
+        "anomalous_metrics": sorted(set(anomalous_metrics)),
+    }

@@ -1,1 +1,0 @@
-"""Telemetry: windows and sketches, wire format, store-and-forward queue, ingest, queries."""
