@@ -32,6 +32,7 @@ test: $(STAMP) lint typecheck
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgefleet tests demo bench
+	$(BIN)/ruff format --check edgefleet tests demo bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict edgefleet/core edgefleet/security edgefleet/errors.py

@@ -67,8 +67,13 @@ def capacity_figures(r: dict[str, Any]) -> list[Figure]:
     rows = r["rows"]
     best = next((row for row in reversed(rows) if row["sustained"]), rows[-1] if rows else None)
     bound = " (largest step tried)" if r.get("capacity_bounded_by_steps") else ""
-    figures = [Figure("devices sustained at a 30 s heartbeat, server p99 report < 250 ms",
-                      f"{r['capacity_devices']}{bound}", "as many as possible")]
+    figures = [
+        Figure(
+            "devices sustained at a 30 s heartbeat, server p99 report < 250 ms",
+            f"{r['capacity_devices']}{bound}",
+            "as many as possible",
+        )
+    ]
     if best is not None:
         figures += [
             Figure(f"server CPU per heartbeat at {best['devices']} devices (marginal, "
@@ -91,9 +96,13 @@ def capacity_figures(r: dict[str, Any]) -> list[Figure]:
 
 def dashboard_figures(r: dict[str, Any]) -> list[Figure]:
     return [
-        Figure(f"first useful paint, {r['devices']} devices (first load / median / worst)",
-               f"{r['first_paint_ms_cold']} / {r['first_paint_ms_median']} / "
-               f"{r['first_paint_ms_max']} ms", f"<= {r['target_ms']:.0f} ms", r["met"]),
+        Figure(
+            f"first useful paint, {r['devices']} devices (first load / median / worst)",
+            f"{r['first_paint_ms_cold']} / {r['first_paint_ms_median']} / "
+            f"{r['first_paint_ms_max']} ms",
+            f"<= {r['target_ms']:.0f} ms",
+            r["met"],
+        ),
         Figure("overview API call (median)", f"{r['overview_api_ms_median']} ms"),
     ]
 
@@ -110,15 +119,19 @@ def rollout_figures(r: dict[str, Any]) -> list[Figure]:
         ))  # fmt: skip
     real = r.get("real")
     if real:
-        figures.append(Figure(
-            f"real controller: {real['devices']} virtual devices: wall time",
-            f"{real['wall_s']} s ({real['outcome']})",
-        ))
-        figures.append(Figure(
-            "real: server CPU above idle per device updated",
-            f"{real['rollout_server_cpu_ms_per_device']} ms "
-            f"(idle {real['server_idle_cpu_percent']}% of a core)",
-        ))
+        figures.append(
+            Figure(
+                f"real controller: {real['devices']} virtual devices: wall time",
+                f"{real['wall_s']} s ({real['outcome']})",
+            )
+        )
+        figures.append(
+            Figure(
+                "real: server CPU above idle per device updated",
+                f"{real['rollout_server_cpu_ms_per_device']} ms "
+                f"(idle {real['server_idle_cpu_percent']}% of a core)",
+            )
+        )
     return figures
 
 
@@ -131,8 +144,15 @@ def rehearsal_figures(r: dict[str, Any]) -> list[Figure]:
 
 def telemetry_figures(r: dict[str, Any]) -> list[Figure]:
     default = r["default"]
-    row = next((x for x in r["rows"] if x["requests_per_s"] == default["requests_per_s"]
-                and x["upload_interval_s"] == default["upload_interval_s"]), r["rows"][0])
+    row = next(
+        (
+            x
+            for x in r["rows"]
+            if x["requests_per_s"] == default["requests_per_s"]
+            and x["upload_interval_s"] == default["upload_interval_s"]
+        ),
+        r["rows"][0],
+    )
     target = r.get("target_ratio_vs_otlp_gzip", 0.1)
     return [Figure(
         f"bytes per device-hour, default policy ({row['requests_per_s']:g} inf/s, "
@@ -186,11 +206,18 @@ def agent_figures(r: dict[str, Any]) -> list[Figure]:
     figures = []
     for s in r["states"]:
         figures += [
-            Figure(f"idle agent RSS, {s['state']}, median (USS / PSS)",
-                   f"{s['rss_median_mb']} MB ({s['uss_mb']} / {s['pss_mb']} MB)",
-                   f"<= {r['targets']['rss_mb']:g} MB", s["meets_rss_target"]),
-            Figure(f"idle agent CPU, {s['state']}", f"{s['cpu_percent_of_a_core']}% of a core",
-                   f"< {r['targets']['cpu_percent_of_a_core']:g}%", s["meets_cpu_target"]),
+            Figure(
+                f"idle agent RSS, {s['state']}, median (USS / PSS)",
+                f"{s['rss_median_mb']} MB ({s['uss_mb']} / {s['pss_mb']} MB)",
+                f"<= {r['targets']['rss_mb']:g} MB",
+                s["meets_rss_target"],
+            ),
+            Figure(
+                f"idle agent CPU, {s['state']}",
+                f"{s['cpu_percent_of_a_core']}% of a core",
+                f"< {r['targets']['cpu_percent_of_a_core']:g}%",
+                s["meets_cpu_target"],
+            ),
         ]
     top = ", ".join(f"{m['what']} {m['rss_mb']}" for m in r["states"][0]["memory_map"][:3])
     return [*figures, Figure("where the RSS goes, no release (MB)", top)]  # fmt: skip
@@ -220,48 +247,98 @@ def delta_figures(r: dict[str, Any]) -> list[Figure]:
 
 
 BENCHMARKS = [
-    Benchmark("capacity", "capacity/run.py", "capacity.json",
-              "devices one control plane sustains at a 30 s heartbeat; server CPU per heartbeat",
-              "server and `sim run` as separate processes, SQLite, loopback, stepped fleet",
-              capacity_figures),
-    Benchmark("rollout", "rollout/run.py", "rollout.json",
-              "wall time and controller overhead of a rollout",
-              "lab: 10k devices, 24 simulated hours; real: virtual devices, real controller",
-              rollout_figures),
-    Benchmark("rehearsal", "rollout/run.py", "rollout.json",
-              "rehearsal speed (taken from the rollout benchmark's lab run)",
-              "10k devices of retail-cameras, faults on, one process", rehearsal_figures,
-              runs=False),
-    Benchmark("telemetry", "telemetry/run.py", "telemetry.json",
-              "telemetry bytes per device-hour vs OTLP protobuf + gzip",
-              "baseline host set + 4 KPI series, 60 s windows, same batches for every encoding",
-              telemetry_figures, quick_args=("--rates", "2", "--uploads", "300")),
-    Benchmark("failover", "failover/run.py", "failover.json",
-              "failover time and false failovers",
-              "server + 5 real agents on loopback, default settings (15 s heartbeats, 1 s "
-              "while hosting a replica), inference-server workload",
-              failover_figures),
-    Benchmark("phi", "failover/phi_sim.py", "phi.json",
-              "phi detector: detection time and false verdicts at its defaults",
-              "seeded simulated links, 1 s heartbeats, 0-20% loss", phi_figures),
-    Benchmark("placement", "placement/run.py", "placement.json",
-              "placement speed and optimality against an ILP (CBC)",
-              "10k nodes x 1k workloads; 500 x 100 instances for quality", placement_figures),
-    Benchmark("agent", "agent/idle.py", "agent_idle.json",
-              "one real agent process, idle: RSS and CPU, and where the RSS goes",
-              "enrolled, in sync, CLI defaults; with no release, then after installing two "
-              "signed releases (one from a delta)", agent_figures),
-    Benchmark("traffic", "agent/traffic.py", "agent_traffic.json",
-              "what one idle agent costs on the wire: bytes each way, connections, requests",
-              "server + one agent (CLI defaults) on loopback http through a counting TCP relay",
-              traffic_figures),
-    Benchmark("dashboard", "dashboard/run.py", "dashboard.json",
-              "the web dashboard's first useful paint in chromium",
-              "10k devices in a SQLite store, real server, Debian chromium via Playwright",
-              dashboard_figures),
-    Benchmark("delta", "delta/run.py", "delta.json",
-              "model delta size and speed vs bsdiff4, xdelta3, zstd --patch-from",
-              "synthetic ONNX model pairs", delta_figures),
+    Benchmark(
+        "capacity",
+        "capacity/run.py",
+        "capacity.json",
+        "devices one control plane sustains at a 30 s heartbeat; server CPU per heartbeat",
+        "server and `sim run` as separate processes, SQLite, loopback, stepped fleet",
+        capacity_figures,
+    ),
+    Benchmark(
+        "rollout",
+        "rollout/run.py",
+        "rollout.json",
+        "wall time and controller overhead of a rollout",
+        "lab: 10k devices, 24 simulated hours; real: virtual devices, real controller",
+        rollout_figures,
+    ),
+    Benchmark(
+        "rehearsal",
+        "rollout/run.py",
+        "rollout.json",
+        "rehearsal speed (taken from the rollout benchmark's lab run)",
+        "10k devices of retail-cameras, faults on, one process",
+        rehearsal_figures,
+        runs=False,
+    ),
+    Benchmark(
+        "telemetry",
+        "telemetry/run.py",
+        "telemetry.json",
+        "telemetry bytes per device-hour vs OTLP protobuf + gzip",
+        "baseline host set + 4 KPI series, 60 s windows, same batches for every encoding",
+        telemetry_figures,
+        quick_args=("--rates", "2", "--uploads", "300"),
+    ),
+    Benchmark(
+        "failover",
+        "failover/run.py",
+        "failover.json",
+        "failover time and false failovers",
+        "server + 5 real agents on loopback, default settings (15 s heartbeats, 1 s "
+        "while hosting a replica), inference-server workload",
+        failover_figures,
+    ),
+    Benchmark(
+        "phi",
+        "failover/phi_sim.py",
+        "phi.json",
+        "phi detector: detection time and false verdicts at its defaults",
+        "seeded simulated links, 1 s heartbeats, 0-20% loss",
+        phi_figures,
+    ),
+    Benchmark(
+        "placement",
+        "placement/run.py",
+        "placement.json",
+        "placement speed and optimality against an ILP (CBC)",
+        "10k nodes x 1k workloads; 500 x 100 instances for quality",
+        placement_figures,
+    ),
+    Benchmark(
+        "agent",
+        "agent/idle.py",
+        "agent_idle.json",
+        "one real agent process, idle: RSS and CPU, and where the RSS goes",
+        "enrolled, in sync, CLI defaults; with no release, then after installing two "
+        "signed releases (one from a delta)",
+        agent_figures,
+    ),
+    Benchmark(
+        "traffic",
+        "agent/traffic.py",
+        "agent_traffic.json",
+        "what one idle agent costs on the wire: bytes each way, connections, requests",
+        "server + one agent (CLI defaults) on loopback http through a counting TCP relay",
+        traffic_figures,
+    ),
+    Benchmark(
+        "dashboard",
+        "dashboard/run.py",
+        "dashboard.json",
+        "the web dashboard's first useful paint in chromium",
+        "10k devices in a SQLite store, real server, Debian chromium via Playwright",
+        dashboard_figures,
+    ),
+    Benchmark(
+        "delta",
+        "delta/run.py",
+        "delta.json",
+        "model delta size and speed vs bsdiff4, xdelta3, zstd --patch-from",
+        "synthetic ONNX model pairs",
+        delta_figures,
+    ),
 ]
 
 
@@ -328,16 +405,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", action="extend", nargs="+", default=[], metavar="NAME")
     parser.add_argument("--skip", action="extend", nargs="+", default=[], metavar="NAME")
-    parser.add_argument("--reuse", action="extend", nargs="+", default=[], metavar="NAME",
-                        help="report this benchmark's last result instead of running it")
+    parser.add_argument(
+        "--reuse",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="report this benchmark's last result instead of running it",
+    )
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     if args.list:
         for bench in BENCHMARKS:
             print(f"{bench.name:<10} {bench.script:<22} {bench.measures}")
         return
-    chosen = [b for b in BENCHMARKS
-              if (not args.only or b.name in args.only) and b.name not in args.skip]
+    chosen = [
+        b for b in BENCHMARKS if (not args.only or b.name in args.only) and b.name not in args.skip
+    ]
     began = time.monotonic()
     entries = {bench.name: run_one(bench, args.quick, bench.name in args.reuse)
                for bench in chosen}  # fmt: skip

@@ -213,8 +213,14 @@ class FleetClient:
         file_name: str,
         requires: list[str],
     ) -> dict[str, Any]:
-        body = {"name": name, "version": version, "kind": kind, "sha256": sha256,
-                "file_name": file_name, "requires": requires}
+        body = {
+            "name": name,
+            "version": version,
+            "kind": kind,
+            "sha256": sha256,
+            "file_name": file_name,
+            "requires": requires,
+        }
         return self._call("POST", "/v1/artifacts", json=body)
 
     def list_artifacts(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -228,7 +234,10 @@ class FleetClient:
         return self._call("GET", f"/v1/artifacts/{_seg(name)}/deltas", params=params)
 
     def create_release(
-        self, name: str, version: str, artifacts: list[str],
+        self,
+        name: str,
+        version: str,
+        artifacts: list[str],
         service: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create a release; `service` (file name, manifest text) is created with it as the
@@ -297,8 +306,15 @@ class FleetClient:
         quantile: float | None = None,
         step: str | None = None,
     ) -> dict[str, Any]:
-        params = {"metric": metric, "device": device, "selector": selector, "since": since,
-                  "until": until, "quantile": quantile, "step": step}
+        params = {
+            "metric": metric,
+            "device": device,
+            "selector": selector,
+            "since": since,
+            "until": until,
+            "quantile": quantile,
+            "step": step,
+        }
         return self._call("GET", "/v1/telemetry/query", params=params)
 
     def telemetry_kpis(
@@ -310,16 +326,23 @@ class FleetClient:
         until: str | None = None,
         quantile: float = 0.95,
     ) -> dict[str, Any]:
-        params = {"metric": metric, "device": device, "selector": selector, "since": since,
-                  "until": until, "quantile": quantile}
+        params = {
+            "metric": metric,
+            "device": device,
+            "selector": selector,
+            "since": since,
+            "until": until,
+            "quantile": quantile,
+        }
         return self._call("GET", "/v1/telemetry/kpis", params=params)
 
     def telemetry_status(self, device: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/telemetry/devices/{_seg(device)}")
 
     def telemetry_metrics(self, device: str, since: str = "24h") -> list[str]:
-        return self._call("GET", f"/v1/telemetry/devices/{_seg(device)}/metrics",
-                          params={"since": since})
+        return self._call(
+            "GET", f"/v1/telemetry/devices/{_seg(device)}/metrics", params={"since": since}
+        )
 
     def telemetry_policy(self) -> dict[str, Any]:
         return self._call("GET", "/v1/telemetry/policy")
@@ -328,7 +351,9 @@ class FleetClient:
         return self._call("PUT", "/v1/telemetry/policy", json={"document": document})
 
     def list_alerts(
-        self, include_closed: bool = False, device: str | None = None,
+        self,
+        include_closed: bool = False,
+        device: str | None = None,
         closed_within: str = "24h",
     ) -> list[dict[str, Any]]:
         params = {"all": include_closed, "device": device, "closed_within": closed_within}
@@ -443,8 +468,9 @@ class FleetClient:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "invalid_input", "the manifest has no name (metadata.name)")
         params = {"dry_run": "true"} if dry_run else None
-        return self._call("PUT", f"/v1/workloads/{_seg(name)}", json={"document": document},
-                          params=params)
+        return self._call(
+            "PUT", f"/v1/workloads/{_seg(name)}", json={"document": document}, params=params
+        )
 
     def list_workloads(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/workloads")

@@ -165,9 +165,20 @@ class AgentProcess(ManagedProcess):
         self.data_dir = data_dir
         self.name = name
         args = [
-            *EDGEFLEET, "agent", "--server", server_url, "--data-dir", str(data_dir),
-            "--name", name, "--heartbeat-interval", str(heartbeat_interval_s),
-            "--max-backoff", str(max_backoff_s), "--log-level", log_level,
+            *EDGEFLEET,
+            "agent",
+            "--server",
+            server_url,
+            "--data-dir",
+            str(data_dir),
+            "--name",
+            name,
+            "--heartbeat-interval",
+            str(heartbeat_interval_s),
+            "--max-backoff",
+            str(max_backoff_s),
+            "--log-level",
+            log_level,
         ]
         for k, v in (labels or {}).items():
             args += ["--label", f"{k}={v}"]
@@ -195,6 +206,7 @@ def haproxy_config(port: int, replicas: dict[str, int]) -> str:
     config = re.sub(r"^resolvers compose\n(?:[ \t]+.*\n)+", "", config, flags=re.MULTILINE)
     config = config.replace(" resolvers compose", "")
     config = config.replace("    bind :8080\n", f"    bind 127.0.0.1:{port}\n")
+
     def server(line: re.Match[str]) -> str:  # the replicas given; the others dropped
         port = replicas.get(line[2])
         return "" if port is None else f"{line[1]}server {line[2]} 127.0.0.1:{port}\n"

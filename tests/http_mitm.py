@@ -56,9 +56,7 @@ class HttpMitm(LoopbackListener):
                 headers.pop("accept-encoding", None)  # plain bodies, so they can be read
                 up_writer.write(_head(request_line, headers) + body)
                 await up_writer.drain()
-                status_line, response_headers = _parse_head(
-                    await up_reader.readuntil(b"\r\n\r\n")
-                )
+                status_line, response_headers = _parse_head(await up_reader.readuntil(b"\r\n\r\n"))
                 response_body = await _read_body(up_reader, response_headers, method)
                 exchange = Exchange(method, target, int(status_line.split(" ")[1]),
                                     response_headers, response_body)  # fmt: skip

@@ -38,8 +38,9 @@ class OtlpSink:
             requests = list(self.requests)
         for request in requests:
             for resource_metrics in request.resource_metrics:
-                resource = {kv.key: kv.value.string_value
-                            for kv in resource_metrics.resource.attributes}
+                resource = {
+                    kv.key: kv.value.string_value for kv in resource_metrics.resource.attributes
+                }
                 for scope in resource_metrics.scope_metrics:
                     for metric in scope.metrics:
                         data = getattr(metric, metric.WhichOneof("data"))

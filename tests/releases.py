@@ -39,8 +39,11 @@ class Trust:
 
     @classmethod
     def install(cls, client: FleetClient, targets_keys: int = 1, threshold: int = 1) -> Trust:
-        trust = cls([generate_signing_key()], [generate_signing_key() for _ in range(targets_keys)],
-                    threshold)
+        trust = cls(
+            [generate_signing_key()],
+            [generate_signing_key() for _ in range(targets_keys)],
+            threshold,
+        )
         online = client.online_keys()
         root = build_root(
             root=RoleKeys(tuple(k.public_key for k in trust.root_keys)),
@@ -56,12 +59,21 @@ class Trust:
 
 
 def service_manifest(port: int, model: str, window_s: float = 2) -> str:
-    return json.dumps({
-        "command": ["{python}", "-m", "edgefleet.examples.inference_server",
-                    "--model", f"{{artifact:{model}}}", "--port", "{port}"],
-        "port": port,
-        "health": {"http": "/healthz", "window_s": window_s, "interval_s": 0.5},
-    })
+    return json.dumps(
+        {
+            "command": [
+                "{python}",
+                "-m",
+                "edgefleet.examples.inference_server",
+                "--model",
+                f"{{artifact:{model}}}",
+                "--port",
+                "{port}",
+            ],
+            "port": port,
+            "health": {"http": "/healthz", "window_s": window_s, "interval_s": 0.5},
+        }
+    )
 
 
 def fine_tuned(model: onnx.ModelProto, scale: float, seed: int) -> onnx.ModelProto:
@@ -73,7 +85,8 @@ def fine_tuned(model: onnx.ModelProto, scale: float, seed: int) -> onnx.ModelPro
         values = numpy_helper.to_array(tensor)
         nudged = values + rng.normal(0, scale * float(values.std() or 1), values.shape)
         tuned.graph.initializer[i].CopyFrom(
-            numpy_helper.from_array(nudged.astype(values.dtype), tensor.name))
+            numpy_helper.from_array(nudged.astype(values.dtype), tensor.name)
+        )
     return tuned
 
 

@@ -21,6 +21,7 @@ def service_pids(agent: AgentProcess) -> set[int]:
         except OSError:  # gone meanwhile
             continue
         if any(w.startswith(str(agent.data_dir).encode()) for w in words) and any(
-                b"time.sleep" in w for w in words):
+            b"time.sleep" in w for w in words
+        ):
             pids.add(int(cmdline.parent.name))
     return pids

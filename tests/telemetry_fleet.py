@@ -48,10 +48,19 @@ def fast_policy(host_window_s: int = 2, inference_window_s: int = 2) -> dict[str
             "close_after": 2,
             "min_relative_spread": 0.1,
             "kpis": [
-                {"name": "p95_latency_ms", "metric": "inference.latency_ms",
-                 "statistic": "p95", "min_samples": 5},
-                {"name": "error_rate_pct", "metric": "inference.errors",
-                 "statistic": "ratio", "denominator": "inference.requests", "min_samples": 5},
+                {
+                    "name": "p95_latency_ms",
+                    "metric": "inference.latency_ms",
+                    "statistic": "p95",
+                    "min_samples": 5,
+                },
+                {
+                    "name": "error_rate_pct",
+                    "metric": "inference.errors",
+                    "statistic": "ratio",
+                    "denominator": "inference.requests",
+                    "min_samples": 5,
+                },
             ],
         },
     }
@@ -63,8 +72,10 @@ def start_agent(
     """An approved agent that follows the fleet policy, with its StatsD address known."""
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     agent = agents(name, token, extra_args=[*FAST_AGENT_ARGS, *(extra_args or [])])
-    wait_for(lambda: agent.state().get("desired", {}).get("telemetry"),
-             what=f"{name} to apply a telemetry policy")
+    wait_for(
+        lambda: agent.state().get("desired", {}).get("telemetry"),
+        what=f"{name} to apply a telemetry policy",
+    )
     wait_for(lambda: (agent.data_dir / "statsd.address").exists(), what="StatsD endpoint")
     return agent
 
@@ -95,8 +106,10 @@ class LatencyWorkload:
         rng = random.Random(3)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             while not self._stop.is_set():
-                lines = [f"inference.latency_ms:{self.level_ms * (1 + 0.05 * rng.random()):.3f}|ms"
-                         for _ in range(5)]
+                lines = [
+                    f"inference.latency_ms:{self.level_ms * (1 + 0.05 * rng.random()):.3f}|ms"
+                    for _ in range(5)
+                ]
                 sock.sendto("\n".join(lines).encode(), ("127.0.0.1", self.port))
                 self.sent += len(lines)
                 self._stop.wait(0.05)

@@ -282,8 +282,10 @@ def main() -> None:
               f"PSS {s['pss_mb']}), CPU {s['cpu_percent_of_a_core']}% of a core, heavy "
               f"libraries mapped: {', '.join(s['heavy_libraries']) or 'none'}")  # fmt: skip
     install = result["install"]
-    print(f"installed {', '.join(install['releases'])} in {install['seconds']} s "
-          f"({install['bytes_saved_by_delta']} bytes saved by the delta)")
+    print(
+        f"installed {', '.join(install['releases'])} in {install['seconds']} s "
+        f"({install['bytes_saved_by_delta']} bytes saved by the delta)"
+    )
     maps = [{row["what"]: row["rss_mb"] for row in s["memory_map"]} for s in states]
     print(f"{'memory map (MB)':40} " + " ".join(f"{s['state']:>18}" for s in states))
     for what in dict.fromkeys(w for m in maps for w in m):

@@ -135,9 +135,11 @@ class MetricsSampler(threading.Thread):
         if not total:
             return {}
         p99_bucket = min(b for b, n in delta.items() if n >= 0.99 * total)
-        return {"server_reports": int(total),
-                "server_share_within_250ms": round(delta.get(0.25, 0) / total, 4),
-                "server_p99_at_most_s": p99_bucket}
+        return {
+            "server_reports": int(total),
+            "server_share_within_250ms": round(delta.get(0.25, 0) / total, 4),
+            "server_p99_at_most_s": p99_bucket,
+        }
 
 
 class CpuSampler:
@@ -208,11 +210,32 @@ def run_step(target: Target, token: str, devices: int, workdir: Path, ramp_s: fl
              warmup_s: float, measure_s: float, idle_rate: float) -> dict[str, Any]:  # fmt: skip
     summary = workdir / f"summary-{devices}.json"
     processes = 1 if devices <= 2000 else 2
-    args = [*EDGEFLEET, "sim", "run", "--server", target.url, "--enroll-token", token,
-            "--devices", str(devices), "--profile", str(PROFILE), "--processes", str(processes),
-            "--duration", f"{ramp_s + warmup_s + measure_s:.0f}s",
-            "--warmup", f"{ramp_s + warmup_s:.0f}s", "--ramp", f"{ramp_s:.0f}s",
-            "--summary", str(summary), "--quiet", "--data-dir", str(workdir / "sim")]
+    args = [
+        *EDGEFLEET,
+        "sim",
+        "run",
+        "--server",
+        target.url,
+        "--enroll-token",
+        token,
+        "--devices",
+        str(devices),
+        "--profile",
+        str(PROFILE),
+        "--processes",
+        str(processes),
+        "--duration",
+        f"{ramp_s + warmup_s + measure_s:.0f}s",
+        "--warmup",
+        f"{ramp_s + warmup_s:.0f}s",
+        "--ramp",
+        f"{ramp_s:.0f}s",
+        "--summary",
+        str(summary),
+        "--quiet",
+        "--data-dir",
+        str(workdir / "sim"),
+    ]
     sim = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     sampler = CpuSampler({**target.pids(), "sim": sim.pid})
     sampler.start()
@@ -255,11 +278,14 @@ def run_step(target: Target, token: str, devices: int, workdir: Path, ramp_s: fl
         "server_cpu_percent": round(100 * server_cpu / window_s, 1),
         "server_cpu_ms_per_heartbeat": round(1000 * server_cpu / max(heartbeats, 1), 2),
         "server_marginal_cpu_ms_per_heartbeat": round(
-            1000 * max(0.0, server_cpu - idle_rate * window_s) / max(heartbeats, 1), 2),
+            1000 * max(0.0, server_cpu - idle_rate * window_s) / max(heartbeats, 1), 2
+        ),
         "server_cpu_percent_by_replica": {
-            name: round(100 * cpu / window_s, 1) for name, cpu in per_server.items()},
-        "haproxy_cpu_percent": (None if balancer_cpu is None
-                                else round(100 * balancer_cpu / window_s, 1)),
+            name: round(100 * cpu / window_s, 1) for name, cpu in per_server.items()
+        },
+        "haproxy_cpu_percent": (
+            None if balancer_cpu is None else round(100 * balancer_cpu / window_s, 1)
+        ),
         "sim_cpu_percent": round(100 * sim_cpu / window_s, 1),
         "sim_max_rss_mb": report["simulator"]["max_rss_mb"],
         **server_side,
@@ -285,11 +311,14 @@ def run_steps(target: Target, token: str, steps: list[int], workdir: Path, warmu
         ramp_s = min(60.0, max(5.0, devices / 50))
         row = run_step(target, token, devices, workdir, ramp_s, warmup_s, measure_s, idle_rate)
         rows.append(row)
-        print(f"{label}{devices:>6} devices: p99 {row['report_p99_ms']} ms, "
-              f"{row['heartbeats_per_s']} hb/s, server {row['server_cpu_percent']}% "
-              f"({row['server_cpu_ms_per_heartbeat']} ms/hb), sim {row['sim_cpu_percent']}%"
-              f", server-side within 250 ms {row.get('server_share_within_250ms')}"
-              f" -> {'sustained' if row['sustained'] else 'NOT sustained'}", flush=True)
+        print(
+            f"{label}{devices:>6} devices: p99 {row['report_p99_ms']} ms, "
+            f"{row['heartbeats_per_s']} hb/s, server {row['server_cpu_percent']}% "
+            f"({row['server_cpu_ms_per_heartbeat']} ms/hb), sim {row['sim_cpu_percent']}%"
+            f", server-side within 250 ms {row.get('server_share_within_250ms')}"
+            f" -> {'sustained' if row['sustained'] else 'NOT sustained'}",
+            flush=True,
+        )
         if not row["sustained"]:
             break
     return rows
@@ -297,15 +326,23 @@ def run_steps(target: Target, token: str, steps: list[int], workdir: Path, warmu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, nargs="+",
-                        default=[100, 200, 300, 500, 1000, 2000, 4000])
+    parser.add_argument(
+        "--steps", type=int, nargs="+", default=[100, 200, 300, 500, 1000, 2000, 4000]
+    )
     parser.add_argument("--warmup", type=float, default=45.0)
     parser.add_argument("--measure", type=float, default=120.0)
     parser.add_argument("--quick", action="store_true", help="100 and 200 devices, 30 s windows")
-    parser.add_argument("--replicas", type=int, nargs="+", choices=(1, 2, 3),
-                        help="replica counts to run on PostgreSQL behind HAProxy, in turn")
-    parser.add_argument("--database-url", help="a PostgreSQL server (SQLAlchemy URL) where "
-                        "--replicas makes a database of its own")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        nargs="+",
+        choices=(1, 2, 3),
+        help="replica counts to run on PostgreSQL behind HAProxy, in turn",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server (SQLAlchemy URL) where --replicas makes a database of its own",
+    )
     args = parser.parse_args()
     steps, warmup_s, measure_s = args.steps, args.warmup, args.measure
     if args.quick:
@@ -347,8 +384,10 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"capacity: {report['capacity_devices']} devices at a 30 s heartbeat"
-          + (" (the largest step tried)" if report["capacity_bounded_by_steps"] else ""))
+    print(
+        f"capacity: {report['capacity_devices']} devices at a 30 s heartbeat"
+        + (" (the largest step tried)" if report["capacity_bounded_by_steps"] else "")
+    )
     print(f"wrote {RESULTS}")
 
 
@@ -430,7 +469,8 @@ def replica_table(report: dict[str, Any]) -> str:
                 f"| {row['heartbeats_per_s']} | {row['server_cpu_percent']} | {shares} "
                 f"| {row['server_cpu_ms_per_heartbeat']} "
                 f"| {row.get('server_share_within_250ms')} | {row['report_p99_ms']} "
-                f"| {row['haproxy_cpu_percent']} | {takeover} |")
+                f"| {row['haproxy_cpu_percent']} | {takeover} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -487,7 +527,7 @@ def run_replicas(counts: list[int], database_url: str, steps: list[int], warmup_
         "machine": platform.machine(),
         "cpus": psutil.cpu_count(),
         "note": "replicas, HAProxy, PostgreSQL and the simulator share a 2-core machine "
-                "(with other work): a floor, and more replicas split the same two cores",
+        "(with other work): a floor, and more replicas split the same two cores",
         "heartbeat_interval_s": HEARTBEAT_S,
         "p99_limit_ms": P99_LIMIT_MS,
         "quick": quick,

@@ -62,8 +62,13 @@ def fill_store(data_dir: Path, count: int, seed: int = 1) -> float:
             for i in range(first, min(count, first + batch)):
                 interval = rng.choice([15.0, 30.0, 60.0])
                 roll = rng.random()
-                age_s = interval * (rng.uniform(0, 2) if roll < 0.8 else
-                                    rng.uniform(4, 9) if roll < 0.92 else rng.uniform(11, 400))
+                age_s = interval * (
+                    rng.uniform(0, 2)
+                    if roll < 0.8
+                    else rng.uniform(4, 9)
+                    if roll < 0.92
+                    else rng.uniform(11, 400)
+                )
                 region = REGIONS[i % len(REGIONS)]
                 name, version = RELEASES[rng.randrange(len(RELEASES))]
                 tx.devices.insert(Device(

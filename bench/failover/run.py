@@ -136,15 +136,25 @@ def failover_trials(
         if dead.get("liveness") == "dead" and dead.get("liveness_since"):
             since = datetime.fromisoformat(dead["liveness_since"]).timestamp()
             detected_s = since - killed_wall
-        result = {"trial": trial, "from": victim.name, "to": by_id[now["node_id"]].name,
-                  "healthy_s": healthy_s, "detected_s": detected_s, "healthz_status": answered}
+        result = {
+            "trial": trial,
+            "from": victim.name,
+            "to": by_id[now["node_id"]].name,
+            "healthy_s": healthy_s,
+            "detected_s": detected_s,
+            "healthz_status": answered,
+        }
         out.append(result)
-        print(f"  trial {trial}: {victim.name} -> {result['to']}: healthy after "
-              f"{healthy_s:.2f} s (declared dead after "
-              f"{'?' if detected_s is None else f'{detected_s:.2f}'} s)", flush=True)
+        print(
+            f"  trial {trial}: {victim.name} -> {result['to']}: healthy after "
+            f"{healthy_s:.2f} s (declared dead after "
+            f"{'?' if detected_s is None else f'{detected_s:.2f}'} s)",
+            flush=True,
+        )
         victim.start()
-        wait_for(partial(is_alive, client, victim.device_id or ""), timeout_s=60,
-                 what="victim back")
+        wait_for(
+            partial(is_alive, client, victim.device_id or ""), timeout_s=60, what="victim back"
+        )
         time.sleep(2.0)
         stale = row_of(client, "bench")
         if stale["node_id"] == victim.device_id:
@@ -188,9 +198,17 @@ def lossy_run(
         time.sleep(0.5)
     heartbeats = {n["name"]: n["heartbeats_seen"] for n in client.list_nodes()
                   if n["id"] in ids}  # fmt: skip
-    return {"minutes": minutes, "nodes": len(lossy), "loss": 0.10, "samples": samples,
-            "suspect_verdicts": suspect, "dead_verdicts": dead, "replica_moves": moves,
-            "worst_phi": worst_phi, "heartbeat_intervals_seen": heartbeats}
+    return {
+        "minutes": minutes,
+        "nodes": len(lossy),
+        "loss": 0.10,
+        "samples": samples,
+        "suspect_verdicts": suspect,
+        "dead_verdicts": dead,
+        "replica_moves": moves,
+        "worst_phi": worst_phi,
+        "heartbeat_intervals_seen": heartbeats,
+    }
 
 
 def main() -> None:
@@ -215,9 +233,12 @@ def main() -> None:
                 free_port(), trust.targets_keys)  # fmt: skip
         token = client.create_enrollment_token(auto_approve=True)["token"]
         specs: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-            f"node-{i}": ({"role": "failover"}, {}) for i in range(3)}
-        specs |= {f"lossy-{i}": ({"lossy": "yes"},
-                                 {"EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.1"}) for i in range(2)}
+            f"node-{i}": ({"role": "failover"}, {}) for i in range(3)
+        }
+        specs |= {
+            f"lossy-{i}": ({"lossy": "yes"}, {"EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.1"})
+            for i in range(2)
+        }
         for name, (labels, env) in specs.items():
             agent = AgentProcess(server.url, work / name, token, name, labels,
                                  AgentSettings.heartbeat_interval_s, log_level="info",
@@ -278,8 +299,8 @@ def main() -> None:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "conditions": "control plane and agents on loopback, SQLite, default server and "
-                      "agent settings (15 s heartbeat, 1 s while hosting a replica); "
-                      "workload: the example inference server",
+        "agent settings (15 s heartbeat, 1 s while hosting a replica); "
+        "workload: the example inference server",
         "summary": summary,
         "trials": results,
         "lossy_link": lossy,

@@ -96,8 +96,16 @@ def real_run(devices: int, workdir: Path, idle_s: float) -> dict[str, Any]:
         process = psutil.Process(server.proc.pid)
         with FleetClient(server.url, ADMIN_TOKEN) as admin:
             trust = Trust.install(admin)
-            publish(admin, workdir / "release", "fleetapp", "1.0.0", build_mlp(4, 8, 3, seed=1),
-                    "auto", trust.targets_keys, window_s=2)  # type: ignore[arg-type]
+            publish(
+                admin,
+                workdir / "release",
+                "fleetapp",
+                "1.0.0",
+                build_mlp(4, 8, 3, seed=1),
+                "auto",
+                trust.targets_keys,
+                window_s=2,
+            )  # type: ignore[arg-type]
             token = admin.create_enrollment_token(auto_approve=True)["token"]
             sim = subprocess.Popen(
                 [*EDGEFLEET, "sim", "run", "--server", server.url, "--enroll-token", token,
@@ -178,9 +186,12 @@ def main() -> None:
             real = real_run(real_devices, workdir, 10.0 if args.quick else 20.0)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        print(f"real {real['devices']} virtual devices: {real['outcome']} in {real['wall_s']} s;"
-              f" server CPU {real['server_cpu_s']} s, above idle "
-              f"{real['rollout_server_cpu_ms_per_device']} ms/device", flush=True)
+        print(
+            f"real {real['devices']} virtual devices: {real['outcome']} in {real['wall_s']} s;"
+            f" server CPU {real['server_cpu_s']} s, above idle "
+            f"{real['rollout_server_cpu_ms_per_device']} ms/device",
+            flush=True,
+        )
     report = {
         "benchmark": "rollout",
         "python": platform.python_version(),

@@ -80,8 +80,16 @@ def main() -> None:
         service = TelemetryService(db, Clock(), DesiredStateWatch(), ServerMetrics(), settings)
         devices = []
         for i in range(args.devices):
-            device = Device(f"d-{i:04d}", f"cam-{i}", f"key-{i}", EnrollmentState.APPROVED, {},
-                            {"hardware": {"arch": "aarch64"}}, None, START)
+            device = Device(
+                f"d-{i:04d}",
+                f"cam-{i}",
+                f"key-{i}",
+                EnrollmentState.APPROVED,
+                {},
+                {"hardware": {"arch": "aarch64"}},
+                None,
+                START,
+            )
             with db.transaction() as tx:
                 tx.devices.insert(render_device(tx, device))
             devices.append(device)
@@ -104,8 +112,10 @@ def main() -> None:
         "wall_s_per_1000_batches": round(wall_s / batches * 1000, 3),
     }
     print(f"{'batches':>8} {'bytes/batch':>12} {'CPU s/1k batches':>17} {'wall s/1k':>10}")
-    print(f"{batches:>8} {result['compressed_bytes_per_batch']:>12} "
-          f"{result['cpu_s_per_1000_batches']:>17} {result['wall_s_per_1000_batches']:>10}")
+    print(
+        f"{batches:>8} {result['compressed_bytes_per_batch']:>12} "
+        f"{result['cpu_s_per_1000_batches']:>17} {result['wall_s_per_1000_batches']:>10}"
+    )
     out = Path(__file__).resolve().parents[1] / "results" / "telemetry_ingest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -94,7 +94,8 @@ class Agent:
         self.link = ControlPlaneLink(transport, self._key, clock)
         self.certificates = (
             DeviceCertificates(self._data_dir, self.link, self._key, clock, client_certificate)
-            if settings.device_certificate else None
+            if settings.device_certificate
+            else None
         )
         self.state = AgentState.load(self._data_dir)
         if self.state.device_id not in (None, self.link.device_id):
@@ -133,7 +134,11 @@ class Agent:
             helper=helper,
         )
         self.telemetry = TelemetryPipeline(
-            settings, self.link, clock, lambda: self.state.enrollment == "approved", self._rng,
+            settings,
+            self.link,
+            clock,
+            lambda: self.state.enrollment == "approved",
+            self._rng,
             host=host_metrics,
         )
         self.telemetry.apply(self.state.desired.get("telemetry"))
@@ -158,7 +163,8 @@ class Agent:
         )
         self.attestation = (
             Attestor(settings, self.link, clock, self.installer.slots.root, self._rng)
-            if settings.attestation_interval_s > 0 else None
+            if settings.attestation_interval_s > 0
+            else None
         )
 
     @property
@@ -180,8 +186,9 @@ class Agent:
         await self.telemetry.start()  # before the installer starts a service that uses it
         telemetry_stop = asyncio.Event()
         telemetry = asyncio.create_task(self.telemetry.run(telemetry_stop))
-        self.installer.want(self.state.desired.get("release"),
-                            authoritative=self.state.applied_generation > 0)
+        self.installer.want(
+            self.state.desired.get("release"), authoritative=self.state.applied_generation > 0
+        )
         installing = asyncio.create_task(self.installer.run())
         # Replicas start only once the control plane confirms them (fencing on return).
         self.workloads.want(self.state.desired.get("workloads"), fresh=False)
@@ -266,8 +273,10 @@ class Agent:
         try:
             return self.settings.root_file.read_bytes()
         except OSError as e:
-            raise SettingsError(f"bad setting root_file (--root-file / EDGEFLEET_ROOT_FILE): "
-                                f"{e.strerror}: {self.settings.root_file}") from None
+            raise SettingsError(
+                f"bad setting root_file (--root-file / EDGEFLEET_ROOT_FILE): "
+                f"{e.strerror}: {self.settings.root_file}"
+            ) from None
 
     async def _connected(self) -> None:
         await self._heartbeat_once()
@@ -337,7 +346,8 @@ class Agent:
                 continue
             try:
                 document = await self._desired_check.verified(
-                    signed, self.state.applied_generation if self.state.desired else 0)
+                    signed, self.state.applied_generation if self.state.desired else 0
+                )
             except DesiredStateRefused as e:
                 # Keep following what was verified before; ask again after a pause.
                 self.last_error = f"{e.code}: {e.message}"
@@ -372,8 +382,7 @@ class Agent:
         if code == "unknown_device":
             # The control plane has no record of us (e.g. its data was reset): enroll again,
             # and count its generations afresh.
-            self.state = replace(self.state, device_id=None, enrollment=None,
-                                 applied_generation=0)
+            self.state = replace(self.state, device_id=None, enrollment=None, applied_generation=0)
             self.state.save(self._data_dir)
         if code in _NOT_APPROVED and self.state.enrollment != code.removeprefix("device_"):
             self.state = replace(self.state, enrollment=code.removeprefix("device_"))

@@ -227,8 +227,7 @@ class Attestor:
 
     async def attest_once(self) -> dict[str, Any]:
         """Measure, quote when there is a TPM, report; the control plane's verdict."""
-        measurement = await asyncio.to_thread(measure, self._settings, self._slots,
-                                              self._hashes)
+        measurement = await asyncio.to_thread(measure, self._settings, self._slots, self._hashes)
         digest = measurement_digest(measurement)
         payload: dict[str, Any] = {"measurement": measurement, "digest": digest}
         if self._tpm is not None:
@@ -242,8 +241,11 @@ class Attestor:
 
     async def _quote(self, tpm: Tpm, digest: str) -> dict[str, Any]:
         key = await tpm.attestation_key()
-        if (not self._reset or len(self._log) >= MAX_LOG
-                or await tpm.read_pcr() != replay_pcr(self._log)):
+        if (
+            not self._reset
+            or len(self._log) >= MAX_LOG
+            or await tpm.read_pcr() != replay_pcr(self._log)
+        ):
             await tpm.reset_pcr()  # first use, a long log, or a TPM reset under the agent
             self._log, self._reset = [], True
         if not self._log or self._log[-1] != digest:
@@ -252,6 +254,10 @@ class Attestor:
         challenge = await self._link.attestation_challenge()
         quote = await tpm.quote(str(challenge["nonce"]))
         pcr = await tpm.read_pcr()
-        return {"nonce": challenge["nonce"], "attestation_key": key, **quote,
-                "pcrs": {str(MEASUREMENT_PCR): pcr}, "log": list(self._log)}
-
+        return {
+            "nonce": challenge["nonce"],
+            "attestation_key": key,
+            **quote,
+            "pcrs": {str(MEASUREMENT_PCR): pcr},
+            "log": list(self._log),
+        }

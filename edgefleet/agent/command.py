@@ -120,16 +120,20 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         "CA certificates to check an https control plane against [system trust store]",
         envvar="EDGEFLEET_CA_FILE")  # fmt: skip
     parser.add_argument(
-        "--device-certificate", action="store_true",
+        "--device-certificate",
+        action="store_true",
         default=env.get("EDGEFLEET_DEVICE_CERTIFICATE", "") not in ("", "0", "false"),
         help="Keep a certificate of the fleet's device CA for the device key (renewed at 2/3 "
         "of its life) and present it to an https control plane [env: "
-        "EDGEFLEET_DEVICE_CERTIFICATE]")
+        "EDGEFLEET_DEVICE_CERTIFICATE]",
+    )
     parser.add_argument(
-        "--seal-telemetry", action="store_true",
+        "--seal-telemetry",
+        action="store_true",
         default=env.get("EDGEFLEET_SEAL_TELEMETRY", "") not in ("", "0", "false"),
         help="Upload telemetry only sealed to the control plane's ingest key; batches wait "
-        "while it names none [env: EDGEFLEET_SEAL_TELEMETRY]")
+        "while it names none [env: EDGEFLEET_SEAL_TELEMETRY]",
+    )
     add("--root-file", "PATH",
         "The fleet's TUF root (root.json), pinned out of band: enrollment is refused unless "
         "the control plane's root is this one or chains from it [the root it hands over]",
@@ -317,7 +321,9 @@ async def run_agent(settings: AgentSettings) -> None:
         settings,
         clock=SystemClock(),
         transport=HttpTransport(
-            settings.server_url, ca_file=settings.ca_file, proxies=settings.proxies,
+            settings.server_url,
+            ca_file=settings.ca_file,
+            proxies=settings.proxies,
             client_certificate=client_certificate,
         ),
         client_certificate=client_certificate,

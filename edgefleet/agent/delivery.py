@@ -101,12 +101,13 @@ class Delivery:
             verify_file(info, rebuilt)
             os.replace(rebuilt, final)
             saved = max(0, info.length_bytes - patch.stat().st_size)
-            log.info("rebuilt from a delta", extra={"artifact": info.path,
-                                                    "bytes_saved": saved})
+            log.info("rebuilt from a delta", extra={"artifact": info.path, "bytes_saved": saved})
             return saved
         except (EdgefleetError, OSError) as e:
-            log.info("delta not used; downloading in full",
-                     extra={"artifact": info.path, "reason": str(e)[:200]})
+            log.info(
+                "delta not used; downloading in full",
+                extra={"artifact": info.path, "reason": str(e)[:200]},
+            )
             return 0
         finally:
             patch.unlink(missing_ok=True)

@@ -39,8 +39,11 @@ def _package_version(name: str) -> str | None:
     folded = re.sub(r"[-_.]+", "_", name).lower()
     for entry in sys.path:
         try:
-            found = [d for d in Path(entry or ".").glob("*.dist-info")
-                     if re.sub(r"[-_.]+", "_", d.name.split("-")[0]).lower() == folded]
+            found = [
+                d
+                for d in Path(entry or ".").glob("*.dist-info")
+                if re.sub(r"[-_.]+", "_", d.name.split("-")[0]).lower() == folded
+            ]
         except OSError:
             continue
         for dist in found:

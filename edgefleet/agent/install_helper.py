@@ -87,11 +87,16 @@ class InstallHelper(Protocol):
         self, request: VerifyRequest, fetch: MetadataFetch
     ) -> list[VerifiedFile]: ...
 
-    async def apply_delta(self, base: Path, delta: Path, out: Path, expected_sha256: str) -> None:
-        ...
+    async def apply_delta(
+        self, base: Path, delta: Path, out: Path, expected_sha256: str
+    ) -> None: ...
 
     async def pin_root(
-        self, tuf_dir: Path, root: bytes | None, *, pinned: bytes | None = None,
+        self,
+        tuf_dir: Path,
+        root: bytes | None,
+        *,
+        pinned: bytes | None = None,
         rotations: Sequence[bytes] = (),
     ) -> None: ...
 
@@ -124,10 +129,13 @@ class ChildProcessHelper:
                 pairs = zip(result, request.paths, strict=True)
                 return [VerifiedFile.from_wire(raw, path) for raw, path in pairs]
             except InvalidInput as e:
-                log.warning("install helper failed", extra={
-                    "job": "verify_release", "reason": f"answered nonsense: {e.message}"})
+                log.warning(
+                    "install helper failed",
+                    extra={"job": "verify_release", "reason": f"answered nonsense: {e.message}"},
+                )
                 raise InstallHelperFailed(
-                    f"the install helper answered nonsense: {e.message}") from None
+                    f"the install helper answered nonsense: {e.message}"
+                ) from None
         except InstallHelperFailed as e:
             raise ReleaseRefused(f"release verification failed: {e.message}") from None
 
@@ -137,7 +145,11 @@ class ChildProcessHelper:
         await self._run("apply_delta", args, self._delta_timeout_s)
 
     async def pin_root(
-        self, tuf_dir: Path, root: bytes | None, *, pinned: bytes | None = None,
+        self,
+        tuf_dir: Path,
+        root: bytes | None,
+        *,
+        pinned: bytes | None = None,
         rotations: Sequence[bytes] = (),
     ) -> None:
         args = {"tuf_dir": str(tuf_dir), "root": _b64(root), "pinned": _b64(pinned),
@@ -267,7 +279,11 @@ class InProcessHelper:
         await asyncio.to_thread(apply_delta, base, delta, out, expected_sha256=expected_sha256)
 
     async def pin_root(
-        self, tuf_dir: Path, root: bytes | None, *, pinned: bytes | None = None,
+        self,
+        tuf_dir: Path,
+        root: bytes | None,
+        *,
+        pinned: bytes | None = None,
         rotations: Sequence[bytes] = (),
     ) -> None:
         from edgefleet.security.tuf_client import TufClient

@@ -67,7 +67,6 @@ from edgefleet.errors import ApiError, EdgefleetError, InvalidInput, Unavailable
 log = logging.getLogger(__name__)
 
 
-
 class InstallFailed(EdgefleetError):
     """The release cannot be installed on this device; the reason is reported."""
 
@@ -166,8 +165,10 @@ class Installer:
                 delay = backoff_delay_s(self._failures, 1.0, self._max_backoff_s, self._rng)
                 self._failures += 1
                 self._note(f"retrying in {delay:.0f}s: {e.message}")
-                log.warning("install step failed; will retry",
-                            extra={"error": e.message, "retry_in_s": round(delay, 1)})
+                log.warning(
+                    "install step failed; will retry",
+                    extra={"error": e.message, "retry_in_s": round(delay, 1)},
+                )
                 await self._clock.sleep(delay)
                 self._changed.set()
 
@@ -192,13 +193,14 @@ class Installer:
 
     async def _reconcile(self, section: dict[str, Any] | None) -> None:
         record = self.record
-        if record is not None and record.state in (InstallState.INSTALLING,
-                                                   InstallState.HEALTH_CHECK):
+        if record is not None and record.state in (
+            InstallState.INSTALLING,
+            InstallState.HEALTH_CHECK,
+        ):
             # A switch was interrupted: settle it before anything else.
             action = resume_action(record.state, False, record.health_attempts)
             if action is ResumeAction.ROLL_BACK:
-                await self._roll_back("the agent was restarted repeatedly during the health "
-                                      "window")
+                await self._roll_back("the agent was restarted repeatedly during the health window")
             else:
                 await self._switch_in()
             record = self.record
@@ -206,8 +208,11 @@ class Installer:
             if self._remove_unwanted:
                 await self._remove()
             return
-        same = record is not None and record.serial == section["serial"] and (
-            record.name, record.version) == (section["name"], section["version"])
+        same = (
+            record is not None
+            and record.serial == section["serial"]
+            and (record.name, record.version) == (section["name"], section["version"])
+        )
         if not same:
             await self._deliver(section)
         else:
@@ -223,8 +228,15 @@ class Installer:
             await self._switch_in()
 
     async def _deliver(self, section: dict[str, Any]) -> None:
-        self._save(InstallRecord(section["name"], section["version"], section["serial"],
-                                 InstallState.DOWNLOADING, section["stage_only"]))
+        self._save(
+            InstallRecord(
+                section["name"],
+                section["version"],
+                section["serial"],
+                InstallState.DOWNLOADING,
+                section["stage_only"],
+            )
+        )
         try:
             infos = await self._verified_targets(section)
             await self._download(infos)
@@ -233,8 +245,7 @@ class Installer:
             self._move(InstallState.STAGED, slot=slot.value, reason="")
         except InstallFailed as e:
             self._move(InstallState.FAILED, reason=e.message)
-            log.warning("install refused", extra={"release": section["name"],
-                                                  "reason": e.message})
+            log.warning("install refused", extra={"release": section["name"], "reason": e.message})
 
     async def _verified_targets(self, section: dict[str, Any]) -> list[VerifiedFile]:
         """Signed facts for every file of the release, checked against this device."""
@@ -265,8 +276,11 @@ class Installer:
             return {}
         directory = self.slots.path(slot)
         shas = manifest.get("shas", {})
-        return {name: (shas[name], directory / file)
-                for name, file in manifest["files"].items() if name in shas}
+        return {
+            name: (shas[name], directory / file)
+            for name, file in manifest["files"].items()
+            if name in shas
+        }
 
     async def _fill_standby_slot(
         self, section: dict[str, Any], infos: list[VerifiedFile]
@@ -302,11 +316,19 @@ class Installer:
                 except InvalidInput as e:
                     raise InstallFailed(f"service manifest refused: {e.message}") from None
         port = pick_free_port() if service and service.get("port") == "auto" else None
-        self.slots.write_manifest(slot, {
-            "release": section["name"], "version": section["version"],
-            "serial": section["serial"], "files": files, "kinds": kinds, "shas": shas,
-            "service": service, "port": port,
-        })
+        self.slots.write_manifest(
+            slot,
+            {
+                "release": section["name"],
+                "version": section["version"],
+                "serial": section["serial"],
+                "files": files,
+                "kinds": kinds,
+                "shas": shas,
+                "service": service,
+                "port": port,
+            },
+        )
         return slot
 
     async def _switch_in(self) -> None:
@@ -329,8 +351,7 @@ class Installer:
         if verdict_reason is None:
             self._move(InstallState.INSTALLED, reason="")
             self._delivery.clean()
-            log.info("release installed", extra={"release": record.name,
-                                                 "version": record.version})
+            log.info("release installed", extra={"release": record.name, "version": record.version})
         else:
             await self._roll_back(verdict_reason)
 
@@ -347,14 +368,16 @@ class Installer:
         while True:
             status = self._supervisor.status(SERVICE_NAME)
             probe = await self._supervisor.probe(SERVICE_NAME)
-            samples.append(HealthSample(
-                at_s=self._clock.monotonic() - started,
-                ok=probe.health is HealthState.OK,
-                detail=probe.detail,
-                requests=probe.requests,
-                errors=probe.errors,
-                restarts=status.restarts,
-            ))
+            samples.append(
+                HealthSample(
+                    at_s=self._clock.monotonic() - started,
+                    ok=probe.health is HealthState.OK,
+                    detail=probe.detail,
+                    requests=probe.requests,
+                    errors=probe.errors,
+                    restarts=status.restarts,
+                )
+            )
             verdict = judge_health(samples, criteria, 0.0, self._clock.monotonic() - started)
             if verdict.state is HealthVerdictState.HEALTHY:
                 return None
@@ -371,8 +394,10 @@ class Installer:
             self.slots.switch_to(previous)
         await self._start_service(previous)
         self._move(InstallState.ROLLED_BACK, reason=reason)
-        log.warning("release rolled back", extra={"release": record.name,
-                                                  "version": record.version, "reason": reason})
+        log.warning(
+            "release rolled back",
+            extra={"release": record.name, "version": record.version, "reason": reason},
+        )
 
     async def _remove(self) -> None:
         """No release is assigned: stop the live one's service, then forget it (each step
@@ -385,8 +410,10 @@ class Installer:
         self.journal.clear()
         self.record = None
         self._on_change()
-        log.info("release removed: the desired state assigns none",
-                 extra={"release": removed.get("release"), "version": removed.get("version")})
+        log.info(
+            "release removed: the desired state assigns none",
+            extra={"release": removed.get("release"), "version": removed.get("version")},
+        )
 
     async def _start_service(self, slot: SlotName | None) -> None:
         slot_manifest = self.slots.manifest(slot)
@@ -397,8 +424,15 @@ class Installer:
             return
         state_dir = self._logs.parent / "release-state"
         state_dir.mkdir(parents=True, exist_ok=True)
-        spec = service_spec(manifest, self.slots.path(slot), slot_manifest, self._logs,
-                            self._statsd_address(), state_dir, self._otlp_address())
+        spec = service_spec(
+            manifest,
+            self.slots.path(slot),
+            slot_manifest,
+            self._logs,
+            self._statsd_address(),
+            state_dir,
+            self._otlp_address(),
+        )
         await self._supervisor.ensure(spec)
 
     # Bookkeeping.
@@ -426,7 +460,6 @@ class Installer:
         self._on_change()
 
 
-
 def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The live release as reported, with the port its service listens on."""
     if not slot_manifest:
@@ -436,5 +469,3 @@ def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if service is not None:
         port = slot_manifest.get("port") if service.auto_port else service.port
     return {"name": slot_manifest["release"], "version": slot_manifest["version"], "port": port}
-
-

@@ -184,7 +184,9 @@ class ControlPlaneLink:
         return SignedDocument(response.body, response.headers.get(DESIRED_SIGNATURE_HEADER))
 
     async def upload_telemetry(
-        self, payload: bytes, dropped_through_seq: int,
+        self,
+        payload: bytes,
+        dropped_through_seq: int,
         content_type: str = TELEMETRY_CONTENT_TYPE,
     ) -> dict[str, Any]:
         """POST one telemetry batch (wire bytes, or sealed ones with the sealed content type);

@@ -205,8 +205,7 @@ def verify_file(file: VerifiedFile, path: Path) -> None:
     size = path.stat().st_size
     if size != file.length_bytes:
         raise InvalidInput(
-            f"{path.name} does not match {file.path}: {size} bytes, signed "
-            f"{file.length_bytes}",
+            f"{path.name} does not match {file.path}: {size} bytes, signed {file.length_bytes}",
             code="hash_mismatch",
         )
     try:

@@ -82,35 +82,58 @@ class AgentSettings:
         except InvalidInput as e:  # the control plane would refuse it at every enrollment
             raise SettingsError(f"bad setting name (--name): {e.message}") from None
         if self.ca_file is not None and not self.ca_file.is_file():
-            raise SettingsError(f"bad setting ca_file (--ca-file / EDGEFLEET_CA_FILE): "
-                                f"{self.ca_file} is not a file")
+            raise SettingsError(
+                f"bad setting ca_file (--ca-file / EDGEFLEET_CA_FILE): {self.ca_file} is not a file"
+            )
         if self.root_file is not None and not self.root_file.is_file():
-            raise SettingsError(f"bad setting root_file (--root-file / EDGEFLEET_ROOT_FILE): "
-                                f"{self.root_file} is not a file")
+            raise SettingsError(
+                f"bad setting root_file (--root-file / EDGEFLEET_ROOT_FILE): "
+                f"{self.root_file} is not a file"
+            )
         checks = [
             ("heartbeat_interval", 1 <= self.heartbeat_interval_s <= 3600, "1..3600 seconds"),
             ("long_poll", 1 <= self.long_poll_s <= 300, "1..300 seconds"),
             ("min_backoff", 0 < self.min_backoff_s <= self.max_backoff_s, "0 < min <= max"),
             ("max_backoff", self.max_backoff_s <= 3600, "at most 3600 seconds"),
             ("statsd_port", 0 <= self.statsd_port <= 65535, "0..65535 (0: any free port)"),
-            ("otlp_port", self.otlp_port is None or 0 <= self.otlp_port <= 65535,
-             "0..65535 (0: any free port) or off"),
-            ("telemetry_sample_interval",
-             0.2 <= self.telemetry_sample_interval_s <= 3600, "0.2..3600 seconds"),
-            ("telemetry_batch_interval",
-             1 <= self.telemetry_batch_interval_s <= 3600, "1..3600 seconds"),
-            ("telemetry_queue_max_bytes",
-             self.telemetry_queue_max_bytes >= 64 * 1024, "at least 65536 bytes"),
+            (
+                "otlp_port",
+                self.otlp_port is None or 0 <= self.otlp_port <= 65535,
+                "0..65535 (0: any free port) or off",
+            ),
+            (
+                "telemetry_sample_interval",
+                0.2 <= self.telemetry_sample_interval_s <= 3600,
+                "0.2..3600 seconds",
+            ),
+            (
+                "telemetry_batch_interval",
+                1 <= self.telemetry_batch_interval_s <= 3600,
+                "1..3600 seconds",
+            ),
+            (
+                "telemetry_queue_max_bytes",
+                self.telemetry_queue_max_bytes >= 64 * 1024,
+                "at least 65536 bytes",
+            ),
             ("telemetry_queue_max_rows", self.telemetry_queue_max_rows >= 1, "at least 1"),
             ("advertise_address", 0 < len(self.advertise_address) <= 255, "a host name or IP"),
             ("fault_heartbeat_loss", 0 <= self.fault_heartbeat_loss < 1, "0 <= loss < 1"),
-            ("service_user", self.service_user is None or 0 < len(self.service_user) <= 32,
-             "a user name"),
-            ("attestation_interval",
-             self.attestation_interval_s == 0 or 1 <= self.attestation_interval_s <= 86400,
-             "0 (off) or 1..86400 seconds"),
-            ("tpm", self.tpm is None or ":" in self.tpm,
-             "a TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321"),
+            (
+                "service_user",
+                self.service_user is None or 0 < len(self.service_user) <= 32,
+                "a user name",
+            ),
+            (
+                "attestation_interval",
+                self.attestation_interval_s == 0 or 1 <= self.attestation_interval_s <= 86400,
+                "0 (off) or 1..86400 seconds",
+            ),
+            (
+                "tpm",
+                self.tpm is None or ":" in self.tpm,
+                "a TCTI, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321",
+            ),
         ]
         for key, ok, expected in checks:
             if not ok:

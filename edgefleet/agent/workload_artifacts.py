@@ -107,8 +107,15 @@ class ReleaseCache:
 
     async def _fetch(self, name: str, version: str, paths: list[str]) -> FetchedRelease:
         infos = await verified_targets(
-            self._helper, self._tuf_dir, self._link, name, version, paths, self._inventory(),
-            self._labels(), pinned_in=self._enrollment_tuf_dir,
+            self._helper,
+            self._tuf_dir,
+            self._link,
+            name,
+            version,
+            paths,
+            self._inventory(),
+            self._labels(),
+            pinned_in=self._enrollment_tuf_dir,
         )
         try:
             await self._delivery.fetch(infos, {}, lambda _done: None)

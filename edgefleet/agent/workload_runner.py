@@ -221,8 +221,9 @@ class WorkloadRunner:
         if copy is not None and copy.started:
             with contextlib.suppress(NotFound):
                 await self._supervisor.remove(service_name(*key))
-        log.info("workload copy stopped", extra={"workload": key[0], "replica": key[1],
-                                                 "reason": reason})
+        log.info(
+            "workload copy stopped", extra={"workload": key[0], "replica": key[1], "reason": reason}
+        )
 
     async def _converge(self, copy: _Copy) -> None:
         entry = copy.entry
@@ -242,8 +243,11 @@ class WorkloadRunner:
             if entry.phase is ReplicaPhase.STAGE or not self._fresh:
                 if not copy.started:
                     copy.state = CopyState.STAGED
-                    copy.detail = ("staged" if self._fresh else
-                                   "staged; waits for the control plane to confirm it")
+                    copy.detail = (
+                        "staged"
+                        if self._fresh
+                        else "staged; waits for the control plane to confirm it"
+                    )
                 return
             if copy.spec is None or copy.spec_for != entry:
                 copy.spec, copy.spec_for = self._spec(copy), entry
@@ -378,8 +382,10 @@ class WorkloadRunner:
             return {"migration": migration, "error": str(e)[:500]}
         finally:
             archive.unlink(missing_ok=True)
-        log.info("checkpoint uploaded", extra={"migration": migration, "sha256": sha256,
-                                               "size_bytes": size})
+        log.info(
+            "checkpoint uploaded",
+            extra={"migration": migration, "sha256": sha256, "size_bytes": size},
+        )
         return {"migration": migration, "sha256": sha256, "size_bytes": size}
 
     async def _restore(self, entry: ReplicaEntry, sha256: str) -> None:
@@ -392,8 +398,10 @@ class WorkloadRunner:
             part.unlink(missing_ok=True)
         self._persisted.restored[_key(entry)] = sha256
         self._save()
-        log.info("state restored", extra={"workload": entry.workload, "replica": entry.replica,
-                                          "sha256": sha256})
+        log.info(
+            "state restored",
+            extra={"workload": entry.workload, "replica": entry.replica, "sha256": sha256},
+        )
 
     # -- bookkeeping ---------------------------------------------------------------------
 

@@ -69,15 +69,14 @@ def apply_rollout(client: FleetClient, doc: dict[str, Any], options: ApplyOption
         waves = "; ".join(f"wave {w['index'] + 1} ({w['label']}): {', '.join(w['devices'])}"
                           for w in plan["waves"])  # fmt: skip
         skipped = sum(not d["compatible"] for d in plan["devices"])
-        detail += (f"; {len(plan['devices'])} device(s), {skipped} incompatible; "
-                   f"{waves or 'no wave'}")
+        detail += (
+            f"; {len(plan['devices'])} device(s), {skipped} incompatible; {waves or 'no wave'}"
+        )
     action = "created" if answer["created"] else "unchanged"
     return Applied("Rollout", rollout["name"], action, detail, answer)
 
 
-def apply_release_train(
-    client: FleetClient, doc: dict[str, Any], options: ApplyOptions
-) -> Applied:
+def apply_release_train(client: FleetClient, doc: dict[str, Any], options: ApplyOptions) -> Applied:
     answer = client.apply_release_train(doc, dry_run=options.dry_run)
     train = answer["train"]
     detail = f"{len(train['releases'])} release(s), {train['state']}: {train['reason']}"
@@ -164,12 +163,15 @@ def apply(
         ..., "--filename", "-f", help="YAML manifest file ('-' for stdin)"
     ),
     supersede: bool = typer.Option(
-        False, "--supersede",
+        False,
+        "--supersede",
         help="Rollouts: abort active rollouts holding the same devices and take them over",
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Ask the control plane what each document would do (a "
-        "rollout's devices and waves); nothing is stored or audited"
+        False,
+        "--dry-run",
+        help="Ask the control plane what each document would do (a "
+        "rollout's devices and waves); nothing is stored or audited",
     ),
     diff: bool = typer.Option(
         False, "--diff", help="Show what would change instead, as `edgefleet diff` does"
@@ -250,6 +252,7 @@ def unified_yaml_diff(old: dict[str, Any], new: dict[str, Any], label: str) -> l
     >>> unified_yaml_diff({"a": 1}, {"a": 2}, "policy/p")[2:]
     ['@@ -1 +1 @@', '-a: 1', '+a: 2']
     """
+
     def lines(document: dict[str, Any]) -> list[str]:
         return yaml.safe_dump(document, sort_keys=True, allow_unicode=True).splitlines()
 

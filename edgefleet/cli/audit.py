@@ -63,8 +63,13 @@ def list_records(
     """Show the newest audit records (oldest first); `-o name` prints their sequence
     numbers."""
     with ctx.obj.client() as client:
-        emit_list(client.audit_tail(limit), output, COLUMNS, wide=WIDE_COLUMNS,
-                  name=lambda r: str(r["seq"]))
+        emit_list(
+            client.audit_tail(limit),
+            output,
+            COLUMNS,
+            wide=WIDE_COLUMNS,
+            name=lambda r: str(r["seq"]),
+        )
 
 
 def _record(raw: dict[str, Any]) -> AuditRecord:

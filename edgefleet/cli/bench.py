@@ -12,8 +12,9 @@ import typer
 import edgefleet
 from edgefleet.errors import SettingsError
 
-app = typer.Typer(help="Run the benchmark suite (needs a source checkout's bench/).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Run the benchmark suite (needs a source checkout's bench/).", no_args_is_help=True
+)
 
 
 def bench_dir() -> Path:

@@ -136,8 +136,13 @@ DEVICE_FIELDS = [
     Column("software", _software),
     Column("location", _location),
     Column("heartbeat", lambda d: f"every {d['heartbeat_interval_s']:g}s"),
-    Column("generation", lambda d: f"applied {d['applied_generation']}, "
-           f"desired {d['desired_generation']}" + ("" if d["in_sync"] else " (converging)")),
+    Column(
+        "generation",
+        lambda d: (
+            f"applied {d['applied_generation']}, "
+            f"desired {d['desired_generation']}" + ("" if d["in_sync"] else " (converging)")
+        ),
+    ),
     Column("release", lambda d: _release(d)),
     Column("attestation", lambda d: _attestation(d)),
     Column("enrolled", lambda d: format_time(d["created_at"])),
@@ -195,10 +200,13 @@ def revoke(ctx: typer.Context, devices: list[str], output: Output = OutputOpt) -
     _change_enrollment(ctx, devices, "revoke", output)
 
 
-@app.command("delete", epilog=examples(
-    "edgefleet devices delete cam-7",
-    "edgefleet devices list -l site=closed -o name | xargs edgefleet devices delete",
-))
+@app.command(
+    "delete",
+    epilog=examples(
+        "edgefleet devices delete cam-7",
+        "edgefleet devices list -l site=closed -o name | xargs edgefleet devices delete",
+    ),
+)
 def delete(
     ctx: typer.Context,
     devices: list[str] = typer.Argument(..., metavar="ID|NAME"),
@@ -265,11 +273,14 @@ def set_release(
     if output is Output.NAME:
         print_names(result["assigned"])
         return
-    console.print(f"assigned {ref} to {len(result['assigned'])} device(s)"
-                  + (" (stage only)" if stage_only else ""))
+    console.print(
+        f"assigned {ref} to {len(result['assigned'])} device(s)"
+        + (" (stage only)" if stage_only else "")
+    )
     for skipped in result["skipped"]:
-        console.print(f"[yellow]skipped[/yellow] {skipped['name']} ({skipped['id']}): "
-                      f"{skipped['reason']}")
+        console.print(
+            f"[yellow]skipped[/yellow] {skipped['name']} ({skipped['id']}): {skipped['reason']}"
+        )
 
 
 @app.command("activate")

@@ -37,8 +37,11 @@ def rehearse(
     fleet_from: str = typer.Option(None, "--fleet-from", help="Copy the fleet of this server"),
     token: str = typer.Option(None, "--token", help="API token for --fleet-from [global]"),
     profile: str = typer.Option(
-        None, "--profile", "-p", help="Fleet profile (file or shipped name); with --fleet-from "
-        "it only adds its bad model, faults and workloads"
+        None,
+        "--profile",
+        "-p",
+        help="Fleet profile (file or shipped name); with --fleet-from "
+        "it only adds its bad model, faults and workloads",
     ),
     devices: int = typer.Option(1000, "--devices", "-n", min=1, help="Fleet size (--profile)"),
     selector: str = typer.Option(None, "--selector", "-l", help="Copy only these devices"),
@@ -60,9 +63,11 @@ def rehearse(
         None, "--output", "-o", help="Write the report: .md for Markdown, .json for JSON"
     ),
     save: bool = typer.Option(
-        False, "--save", help="Store the report on the server (--fleet-from, else the configured "
+        False,
+        "--save",
+        help="Store the report on the server (--fleet-from, else the configured "
         "one) under the rollout's name: the dashboard's Lab view sets it next to the real "
-        "rollout (needs rollouts.write)"
+        "rollout (needs rollouts.write)",
     ),
 ) -> None:
     """Play a rollout on a virtual fleet, on a simulated clock, and predict its timeline,

@@ -75,9 +75,7 @@ class Output(StrEnum):
 
 
 OUTPUT_HELP = "table, wide (more columns), name (one per line), json or yaml"
-OutputOpt: Any = typer.Option(
-    Output.TABLE, "--output", "-o", metavar="FORMAT", help=OUTPUT_HELP
-)
+OutputOpt: Any = typer.Option(Output.TABLE, "--output", "-o", metavar="FORMAT", help=OUTPUT_HELP)
 
 
 @dataclass(frozen=True)

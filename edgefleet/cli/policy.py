@@ -47,8 +47,9 @@ CHANGE_COLUMNS = [
 @app.command("test")
 def test(
     ctx: typer.Context,
-    filename: str = typer.Option(..., "--filename", "-f",
-                                 help="YAML manifest file ('-' for stdin)"),
+    filename: str = typer.Option(
+        ..., "--filename", "-f", help="YAML manifest file ('-' for stdin)"
+    ),
     output: Output = OutputOpt,
 ) -> None:
     """Evaluate Rollout and Workload manifests against the stored policies, applying

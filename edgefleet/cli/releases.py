@@ -34,10 +34,12 @@ from edgefleet.security.signing_review import review_targets
 from edgefleet.security.tuf_keys import load_signing_key
 from edgefleet.security.tuf_metadata import parse_targets, sign_metadata, summarize_metadata
 
-artifacts_app = typer.Typer(help="Versioned files: ONNX models, plain files, service specs.",
-                            no_args_is_help=True)
-releases_app = typer.Typer(help="Batches of artifacts that ship together, signed with TUF.",
-                           no_args_is_help=True)
+artifacts_app = typer.Typer(
+    help="Versioned files: ONNX models, plain files, service specs.", no_args_is_help=True
+)
+releases_app = typer.Typer(
+    help="Batches of artifacts that ship together, signed with TUF.", no_args_is_help=True
+)
 
 # How far the staged expiry may sit from now + the lifetime asked for: the server's clock
 # and this machine's may differ a little.
@@ -90,8 +92,9 @@ def push_file(
         raise InvalidInput(f"{path} is not a file")
     sha = sha256_of(path)
     client.put_blob(path, sha)
-    result: dict[str, Any] = client.create_artifact(name, version, kind.value, sha, path.name,
-                                                    requires)
+    result: dict[str, Any] = client.create_artifact(
+        name, version, kind.value, sha, path.name, requires
+    )
     return result
 
 
@@ -112,8 +115,9 @@ def push(
     """Upload a file as NAME@VERSION; ONNX models are validated and inspected."""
     chosen = kind or (ArtifactKind.ONNX_MODEL if file.suffix == ".onnx" else ArtifactKind.FILE)
     with ctx.obj.client() as client:
-        emit_object(push_file(client, file, name, version, chosen, requires), output,
-                    ARTIFACT_COLUMNS)
+        emit_object(
+            push_file(client, file, name, version, chosen, requires), output, ARTIFACT_COLUMNS
+        )
 
 
 @artifacts_app.command("list")
@@ -131,8 +135,11 @@ def show_artifact(ctx: typer.Context, ref: str, output: Output = OutputOpt) -> N
     parsed = parse_ref(ref)
     with ctx.obj.client() as client:
         artifact = client.get_artifact(parsed.name, parsed.version)
-    fields = [*ARTIFACT_COLUMNS, Column("SHA256 (full)", lambda a: a["sha256"]),
-              Column("CREATED", lambda a: f"{format_time(a['created_at'])} by {a['created_by']}")]
+    fields = [
+        *ARTIFACT_COLUMNS,
+        Column("SHA256 (full)", lambda a: a["sha256"]),
+        Column("CREATED", lambda a: f"{format_time(a['created_at'])} by {a['created_by']}"),
+    ]
     emit_object(artifact, output, fields)
 
 
@@ -180,17 +187,19 @@ def create_release(
     version: str = typer.Option(..., help="SemVer"),
     artifact: list[str] = typer.Option([], help="NAME@VERSION, repeatable"),
     service_file: Path = typer.Option(
-        None, help="A service manifest (YAML) saying how to run the release; stored as the "
+        None,
+        help="A service manifest (YAML) saying how to run the release; stored as the "
         "artifact NAME-service@VERSION together with the release (a refused release "
-        "leaves neither behind)"
+        "leaves neither behind)",
     ),
     output: Output = OutputOpt,
 ) -> None:
     """Create a release: artifacts that ship together. Sign it next."""
     service = None if service_file is None else (service_file.name, _read_text(service_file))
     with ctx.obj.client() as client:
-        emit_object(client.create_release(name, version, list(artifact), service), output,
-                    RELEASE_COLUMNS)
+        emit_object(
+            client.create_release(name, version, list(artifact), service), output, RELEASE_COLUMNS
+        )
 
 
 def _read_text(path: Path) -> str:
@@ -275,8 +284,10 @@ def stage_release(
         metadata = client.stage_release(parsed.name, parsed.version, expires)
     out.write_bytes(metadata)
     summary = summarize_metadata(metadata)
-    console.print(f"wrote {summary.role} v{summary.version} to {out} "
-                  f"({len(metadata)} bytes); sign it, then submit it")
+    console.print(
+        f"wrote {summary.role} v{summary.version} to {out} "
+        f"({len(metadata)} bytes); sign it, then submit it"
+    )
 
 
 @releases_app.command("submit")

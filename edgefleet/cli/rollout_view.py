@@ -105,8 +105,15 @@ def render_status(status: Mapping[str, Any]) -> RenderableType:
         for evaluation in status["gates"]:
             for result in evaluation["results"] or [{}]:
                 if not result:
-                    gates.add_row(str(evaluation["wave"] + 1), "(no gates)",
-                                  verdict_text(evaluation["verdict"]), "", "", "", "")
+                    gates.add_row(
+                        str(evaluation["wave"] + 1),
+                        "(no gates)",
+                        verdict_text(evaluation["verdict"]),
+                        "",
+                        "",
+                        "",
+                        "",
+                    )
                     continue  # fmt: skip
                 gates.add_row(
                     str(evaluation["wave"] + 1),

@@ -33,10 +33,14 @@ from edgefleet.client import FleetClient
 from edgefleet.core.hidden_characters import escape_hidden
 from edgefleet.errors import InvalidInput, Unavailable
 
-app = typer.Typer(help="Fleet rollouts: waves, health gates, windows, rollback.",
-                  no_args_is_help=True)
-trains_app = typer.Typer(help="Release trains: each next release rolls out by itself once the "
-                         "previous rollout passed its gates.", no_args_is_help=True)
+app = typer.Typer(
+    help="Fleet rollouts: waves, health gates, windows, rollback.", no_args_is_help=True
+)
+trains_app = typer.Typer(
+    help="Release trains: each next release rolls out by itself once the "
+    "previous rollout passed its gates.",
+    no_args_is_help=True,
+)
 
 # How long `status --watch` keeps retrying while the control plane cannot be reached.
 RECONNECT_S = 30.0
@@ -155,8 +159,13 @@ def manifest_from_flags(
             gate["min_requests"] = min_requests
         gates["workload_error_rate"] = gate
     if max_latency_increase_percent is not None:
-        gates["kpis"] = [{"kpi": "p95_latency_ms",
-                          "max_increase_percent": max_latency_increase_percent, **common}]
+        gates["kpis"] = [
+            {
+                "kpi": "p95_latency_ms",
+                "max_increase_percent": max_latency_increase_percent,
+                **common,
+            }
+        ]
     if gates:
         spec["gates"] = gates
     if on_failure is not None:
@@ -214,8 +223,9 @@ def create(
         False, "--supersede", help="Take over devices of other active rollouts"
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Ask the control plane what would happen: the devices and "
-        "the waves, nothing stored"
+        False,
+        "--dry-run",
+        help="Ask the control plane what would happen: the devices and the waves, nothing stored",
     ),
     output: Output = OutputOpt,
 ) -> None:
@@ -253,8 +263,7 @@ def list_rollouts(
 ) -> None:
     """List rollouts, newest first."""
     with ctx.obj.client() as client:
-        emit_list(client.list_rollouts(active), output, ROLLOUT_COLUMNS,
-                  wide=ROLLOUT_WIDE_COLUMNS)
+        emit_list(client.list_rollouts(active), output, ROLLOUT_COLUMNS, wide=ROLLOUT_WIDE_COLUMNS)
 
 
 @app.command("show")
@@ -321,11 +330,14 @@ def status(
     ctx: typer.Context,
     rollout: str = typer.Argument(..., metavar="ID|NAME"),
     watch: bool = typer.Option(
-        False, "--watch", "-w", help="Follow the rollout until it ends; the exit status says "
-        "how it ended"
+        False,
+        "--watch",
+        "-w",
+        help="Follow the rollout until it ends; the exit status says how it ended",
     ),
-    interval: float = typer.Option(1.0, metavar="SECONDS", help="Seconds between looks with "
-                                   "--watch"),
+    interval: float = typer.Option(
+        1.0, metavar="SECONDS", help="Seconds between looks with --watch"
+    ),
     output: Output = OutputOpt,
 ) -> None:
     """Progress per wave (installed / in progress / failed / skipped) and gate results."""

@@ -27,6 +27,7 @@ def _server_extra(command: str) -> Iterator[None]:
             raise
         raise missing from e
 
+
 DATA_DIR_HELP = "Database and blobs"
 DATABASE_URL_HELP = "SQLAlchemy URL [SQLite in the data dir]"
 
@@ -37,14 +38,13 @@ def server(
     data_dir: Path = typer.Option(None, envvar="EDGEFLEET_DATA_DIR", help=DATA_DIR_HELP),
     host: str = typer.Option(None, envvar="EDGEFLEET_HOST", help="Listen address [127.0.0.1]"),
     port: int = typer.Option(None, envvar="EDGEFLEET_PORT", help="Listen port, 0 = any [8080]"),
-    database_url: str = typer.Option(
-        None, envvar="EDGEFLEET_DATABASE_URL", help=DATABASE_URL_HELP
-    ),
+    database_url: str = typer.Option(None, envvar="EDGEFLEET_DATABASE_URL", help=DATABASE_URL_HELP),
     heartbeat_interval: float = typer.Option(
         None, envvar="EDGEFLEET_HEARTBEAT_INTERVAL_S", help="Default device heartbeat [15]"
     ),
     roles: str = typer.Option(
-        None, envvar="EDGEFLEET_ROLES",
+        None,
+        envvar="EDGEFLEET_ROLES",
         help="What this replica does: api,device,controllers,deltas [all]",
     ),
     log_level: str = typer.Option(
@@ -55,7 +55,8 @@ def server(
     ),
     tls_key: Path = typer.Option(None, envvar="EDGEFLEET_TLS_KEY", help="Its PEM private key"),
     client_ca: Path = typer.Option(
-        None, envvar="EDGEFLEET_CLIENT_CA",
+        None,
+        envvar="EDGEFLEET_CLIENT_CA",
         help="Verify client certificates against these CAs (DATA_DIR/device-ca/ca.crt): "
         "devices may authenticate by mutual TLS",
     ),
@@ -94,9 +95,7 @@ def server(
 @app.command("bootstrap-token")
 def bootstrap_token(
     data_dir: Path = typer.Option(..., envvar="EDGEFLEET_DATA_DIR", help="The server's data dir"),
-    database_url: str = typer.Option(
-        None, envvar="EDGEFLEET_DATABASE_URL", help=DATABASE_URL_HELP
-    ),
+    database_url: str = typer.Option(None, envvar="EDGEFLEET_DATABASE_URL", help=DATABASE_URL_HELP),
     name: str = typer.Option("local-bootstrap", help="Name of the new token"),
     expires: str = typer.Option(None, help="Lifetime, e.g. 1d (default: never)"),
     output: Output = typer.Option(

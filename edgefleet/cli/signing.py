@@ -23,10 +23,13 @@ from edgefleet.security.signing_review import LocalFile
 from edgefleet.security.trust_store import PublishedMetadata, TrustStore, verify_published
 from edgefleet.security.tuf_metadata import ReleaseTarget
 
-ROOT_FILE_HELP = ("A root you trust (JSON) to check the server's metadata from; by "
-                  "default the one this machine keeps for the server (trust init)")
-FILE_HELP = ("A file of the release as you have it, compared by name with what gets "
-             "signed (repeatable)")
+ROOT_FILE_HELP = (
+    "A root you trust (JSON) to check the server's metadata from; by "
+    "default the one this machine keeps for the server (trust init)"
+)
+FILE_HELP = (
+    "A file of the release as you have it, compared by name with what gets signed (repeatable)"
+)
 
 
 def trust_store(ctx: typer.Context, client: FleetClient) -> TrustStore:
@@ -43,7 +46,9 @@ def verified_published(
     if anchor is None:
         raise InvalidInput(
             f"no trusted root for {client.server_url}: pass --root-file with a root you "
-            f"trust (`trust init` keeps one in {store.root_path})", code="no_trusted_root")
+            f"trust (`trust init` keeps one in {store.root_path})",
+            code="no_trusted_root",
+        )
 
     def fetch(name: str) -> bytes | None:
         try:
@@ -54,9 +59,13 @@ def verified_published(
             raise
         return data
 
-    published = verify_published(anchor, fetch, now=datetime.now(UTC),
-                                 min_root_version=store.root_version(),
-                                 min_targets_version=store.targets_version())
+    published = verify_published(
+        anchor,
+        fetch,
+        now=datetime.now(UTC),
+        min_root_version=store.root_version(),
+        min_targets_version=store.targets_version(),
+    )
     store.remember(published)
     return published
 
@@ -80,8 +89,9 @@ def release_files(client: FleetClient, ref: Ref) -> list[ReleaseTarget]:
             for f in release["files"]
         ]
     except (KeyError, TypeError) as e:
-        raise InvalidInput(f"the server's description of release {ref} lacks {e}",
-                           code="bad_response") from None
+        raise InvalidInput(
+            f"the server's description of release {ref} lacks {e}", code="bad_response"
+        ) from None
 
 
 def local_files(paths: list[Path]) -> list[LocalFile]:

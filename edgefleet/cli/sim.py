@@ -19,8 +19,9 @@ from edgefleet.cli.output import console, print_json
 from edgefleet.core.durations import format_duration, parse_duration
 from edgefleet.errors import InvalidInput, SettingsError
 
-app = typer.Typer(help="Simulate fleets: virtual devices running the real agent.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Simulate fleets: virtual devices running the real agent.", no_args_is_help=True
+)
 
 APPROVE_MODES = ("auto", "api", "none")
 
@@ -46,13 +47,18 @@ def _progress_view(snapshot: Any, duration_s: float) -> Group:
     installs = "\n".join(f"{k}: {v}" for k, v in sorted(snapshot.installs.items())[:8]) or "-"
     states.add_row(phases, enrollment, installs)
     traffic = Table(box=None, header_style="bold", pad_edge=False)
-    for header in ("request", "count", "failed", "http err", "p50 ms", "p99 ms",
-                   "server p99 ms"):
+    for header in ("request", "count", "failed", "http err", "p50 ms", "p99 ms", "server p99 ms"):
         traffic.add_column(header, justify="right" if header != "request" else "left")
     for kind, row in snapshot.traffic.summary().items():
-        traffic.add_row(kind, str(row["requests"]), str(row["failures"]), str(row["http_errors"]),
-                        _ms(row["total_p50_ms"]), _ms(row["total_p99_ms"]),
-                        _ms(row["server_p99_ms"]))
+        traffic.add_row(
+            kind,
+            str(row["requests"]),
+            str(row["failures"]),
+            str(row["http_errors"]),
+            _ms(row["total_p50_ms"]),
+            _ms(row["total_p99_ms"]),
+            _ms(row["server_p99_ms"]),
+        )
     return Group(head, states, traffic)
 
 
@@ -175,7 +181,11 @@ def profiles(
         table.add_column(header)
     for name in names:
         loaded = load_profile(name)
-        table.add_row(loaded.name, ", ".join(c.name for c in loaded.classes),
-                      ", ".join(r.name for r in loaded.regions), str(len(loaded.faults)),
-                      loaded.description)
+        table.add_row(
+            loaded.name,
+            ", ".join(c.name for c in loaded.classes),
+            ", ".join(r.name for r in loaded.regions),
+            str(len(loaded.faults)),
+            loaded.description,
+        )
     console.print(table)

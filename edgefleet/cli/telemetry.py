@@ -29,10 +29,12 @@ from edgefleet.cli.output import (
 )
 from edgefleet.errors import InvalidInput
 
-app = typer.Typer(help="Query device telemetry and manage the fleet telemetry policy.",
-                  no_args_is_help=True)
-policy_app = typer.Typer(help="The fleet-wide telemetry policy (sampling and detection).",
-                         no_args_is_help=True)
+app = typer.Typer(
+    help="Query device telemetry and manage the fleet telemetry policy.", no_args_is_help=True
+)
+policy_app = typer.Typer(
+    help="The fleet-wide telemetry policy (sampling and detection).", no_args_is_help=True
+)
 alerts_app = typer.Typer(help="KPI anomalies, drift and cohort outliers.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
@@ -101,8 +103,9 @@ def _render_series(result: dict[str, Any]) -> None:
     values = [_shown(p, quantile) for p in points]
     if values:
         present = [v for v in values if v is not None]
-        console.print(f"{label}  {sparkline(values)}  "
-                      f"[dim]{_num(min(present))} .. {_num(max(present))}[/dim]")
+        console.print(
+            f"{label}  {sparkline(values)}  [dim]{_num(min(present))} .. {_num(max(present))}[/dim]"
+        )
     table = new_table()
     for header in ("TIME", "COUNT", "MEAN", "MIN", "MAX"):
         add_column(table, header, justify="right" if header != "TIME" else "left")
@@ -142,8 +145,12 @@ def _render_devices(result: dict[str, Any]) -> None:
         if summary is None:
             row += ["0", "-", "-", "-"] + (["-"] if quantile is not None else []) + [""]
         else:
-            row += [str(summary["count"]), _num(summary["mean"]), _num(summary["min"]),
-                    _num(summary["max"])]
+            row += [
+                str(summary["count"]),
+                _num(summary["mean"]),
+                _num(summary["min"]),
+                _num(summary["max"]),
+            ]
             if quantile is not None:
                 row.append(_num(summary.get("quantile")))
             row.append(sparkline([_shown(p, quantile) for p in series["points"]]))
@@ -152,8 +159,10 @@ def _render_devices(result: dict[str, Any]) -> None:
     total = result["summary"]
     if total is not None:
         extra = f", {_q_label(quantile)} {_num(total.get('quantile'))}" if quantile else ""
-        console.print(f"all: count {total['count']}, mean {_num(total['mean'])}, "
-                      f"min {_num(total['min'])}, max {_num(total['max'])}{extra}")
+        console.print(
+            f"all: count {total['count']}, mean {_num(total['mean'])}, "
+            f"min {_num(total['min'])}, max {_num(total['max'])}{extra}"
+        )
 
 
 @app.command("query")
@@ -219,15 +228,16 @@ def _clock(skew_s: int | None) -> str:
         return "-"
     if skew_s == 0:
         return "in step with the server at its last upload"
-    return (f"{abs(skew_s)} s {'ahead of' if skew_s > 0 else 'behind'} the server "
-            "at its last upload")
+    return f"{abs(skew_s)} s {'ahead of' if skew_s > 0 else 'behind'} the server at its last upload"
 
 
 def _moved(s: dict[str, Any]) -> str:
     if not s["shifted_batches"]:
         return "none"
-    return (f"{s['shifted_windows']} windows in {s['shifted_batches']} batches; "
-            f"last by {s['last_shift_s']:+d} s, largest {s['largest_shift_s']:+d} s")
+    return (
+        f"{s['shifted_windows']} windows in {s['shifted_batches']} batches; "
+        f"last by {s['last_shift_s']:+d} s, largest {s['largest_shift_s']:+d} s"
+    )
 
 
 STATUS_FIELDS = [
@@ -235,8 +245,10 @@ STATUS_FIELDS = [
     Column("ACKED THROUGH", lambda s: s["acked_through_seq"]),
     Column("BATCHES STORED", lambda s: s["batches_stored"]),
     Column("WINDOWS STORED", lambda s: s["windows_stored"]),
-    Column("DROPPED (DEVICE)", lambda s: f"{s['dropped_batches_total']} batches, "
-                                         f"{s['dropped_windows_total']} windows"),
+    Column(
+        "DROPPED (DEVICE)",
+        lambda s: f"{s['dropped_batches_total']} batches, {s['dropped_windows_total']} windows",
+    ),
     Column("LAST BATCH", lambda s: ago(s["last_batch_at"])),
     Column("DEVICE CLOCK", lambda s: _clock(s["clock_skew_s"])),
     Column("WINDOWS MOVED", _moved),
@@ -277,8 +289,11 @@ def policy_show(
     if output == "json":
         print_json(record)
         return
-    who = (f"version {record['version']}, set by {record['updated_by']} {ago(record['updated_at'])}"
-           if record["version"] else "built-in default (never set)")
+    who = (
+        f"version {record['version']}, set by {record['updated_by']} {ago(record['updated_at'])}"
+        if record["version"]
+        else "built-in default (never set)"
+    )
     typer.echo(f"# {who}")
     typer.echo(yaml.safe_dump(record["document"], sort_keys=False).rstrip())
 
@@ -302,8 +317,10 @@ def policy_set(
         emit_document(record, output)
     else:
         sets = ", ".join(f"{s['name']} {s['window_s']}s" for s in record["document"]["sets"])
-        console.print(f"telemetry policy version {record['version']} set: {sets}; "
-                      f"active {', '.join(record['document']['active_sets'])}")
+        console.print(
+            f"telemetry policy version {record['version']} set: {sets}; "
+            f"active {', '.join(record['document']['active_sets'])}"
+        )
 
 
 def _alert_value(a: dict[str, Any]) -> str:

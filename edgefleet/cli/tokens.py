@@ -23,7 +23,6 @@ roles_app = typer.Typer(help="Roles API tokens hold: built-in and custom (admin 
 enrollment_app = typer.Typer(help="Tokens that let devices enroll.", no_args_is_help=True)
 
 
-
 def _expiry(value: str | None) -> str:
     return format_time(value, missing="never")
 
@@ -53,13 +52,15 @@ def create_api_token(
     ctx: typer.Context,
     name: str,
     role: str = typer.Option(
-        ..., help="viewer, operator, admin, rollout-approver, release-signer, or a custom "
-        "role's name (edgefleet roles list)"
+        ...,
+        help="viewer, operator, admin, rollout-approver, release-signer, or a custom "
+        "role's name (edgefleet roles list)",
     ),
     expires: str = typer.Option(None, help="Lifetime, e.g. 30d (default: never)"),
     scope: str = typer.Option(
-        None, help="Limit its changes to devices to this label selector, e.g. 'region=eu', or "
-        "to a group's: group:NAME"
+        None,
+        help="Limit its changes to devices to this label selector, e.g. 'region=eu', or "
+        "to a group's: group:NAME",
     ),
     output: Output = OutputOpt,
 ) -> None:
@@ -163,8 +164,13 @@ def create_enrollment_token(
 def list_enrollment_tokens(ctx: typer.Context, output: Output = OutputOpt) -> None:
     """List enrollment tokens (never their secrets)."""
     with ctx.obj.client() as client:
-        emit_list(client.list_enrollment_tokens(), output, ENROLLMENT_COLUMNS,
-                  wide=ENROLLMENT_WIDE_COLUMNS, name=lambda t: t["id"])
+        emit_list(
+            client.list_enrollment_tokens(),
+            output,
+            ENROLLMENT_COLUMNS,
+            wide=ENROLLMENT_WIDE_COLUMNS,
+            name=lambda t: t["id"],
+        )
 
 
 @enrollment_app.command("revoke")

@@ -47,10 +47,10 @@ from edgefleet.security.tuf_metadata import (
     summarize_metadata,
 )
 
-keys_app = typer.Typer(help="Signing keys for TUF roles (kept by operators).",
-                       no_args_is_help=True)
-trust_app = typer.Typer(help="The TUF root of trust: set up, rotate, inspect.",
-                        no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys for TUF roles (kept by operators).", no_args_is_help=True)
+trust_app = typer.Typer(
+    help="The TUF root of trust: set up, rotate, inspect.", no_args_is_help=True
+)
 
 
 class KeyRole(StrEnum):
@@ -68,8 +68,9 @@ def generate(
         raise InvalidInput(f"{out} exists; refusing to overwrite a key")
     signer = generate_signing_key()
     public = save_signing_key(signer, out)
-    console.print(f"{role} key {signer.public_key.keyid[:16]}… written to {out} "
-                  f"(public part: {public})")
+    console.print(
+        f"{role} key {signer.public_key.keyid[:16]}… written to {out} (public part: {public})"
+    )
 
 
 def _public_keys(paths: list[Path]) -> tuple[Any, ...]:
@@ -113,9 +114,11 @@ def init(
         result = client.initialize_trust(json.loads(root))
         store = trust_store(ctx, client)
         store.start(root)
-    console.print(f"trust initialized: root v{result['root_version']}; kept as this "
-                  f"machine's trusted root in {store.root_path} (signers elsewhere pass a "
-                  "copy with --root-file)")
+    console.print(
+        f"trust initialized: root v{result['root_version']}; kept as this "
+        f"machine's trusted root in {store.root_path} (signers elsewhere pass a "
+        "copy with --root-file)"
+    )
 
 
 @trust_app.command("rotate")
@@ -153,8 +156,9 @@ def rotate(
         if targets_signers:
             threshold = new_targets_threshold or len(targets_signers)
             targets_role = RoleKeys(tuple(s.public_key for s in targets_signers), threshold)
-        root = build_next_root(published.root_bytes, expires=_expiry(expires), root=root_role,
-                               targets=targets_role)
+        root = build_next_root(
+            published.root_bytes, expires=_expiry(expires), root=root_role, targets=targets_role
+        )
         for signer in [*old, *new]:
             root = sign_metadata(root, signer)
         targets = None
@@ -186,8 +190,7 @@ def sign_file(
     metadata_file: Path = typer.Argument(..., help="Root or targets metadata (JSON)"),
     key: list[Path] = typer.Option(..., help="Signing key file, repeatable"),
     release: str = typer.Option(
-        None, help="NAME@VERSION: the release that targets metadata adds (required for "
-        "targets)"
+        None, help="NAME@VERSION: the release that targets metadata adds (required for targets)"
     ),
     root_file: Path = typer.Option(None, help=ROOT_FILE_HELP),
     file: list[Path] = typer.Option([], help=FILE_HELP),
@@ -205,20 +208,28 @@ def sign_file(
         published = verified_published(ctx, client, root_file)
         now = datetime.now(UTC)
         if md.signed.type == "root":
-            lines = review_root(md, published.root.signed, now=now,
-                                latest_expiry=now + MAX_LIFETIME).lines()
+            lines = review_root(
+                md, published.root.signed, now=now, latest_expiry=now + MAX_LIFETIME
+            ).lines()
         elif md.signed.type == "targets":
             if release is None:
-                raise InvalidInput("targets metadata: name the release it adds with "
-                                   "--release NAME@VERSION")
+                raise InvalidInput(
+                    "targets metadata: name the release it adds with --release NAME@VERSION"
+                )
             expected = release_files(client, parse_ref(release, "release"))
             lines = review_targets(
-                md, None if published.targets is None else published.targets.signed,
-                expected, now=now, expires_within=(now, now + MAX_LIFETIME), local_files=mine,
+                md,
+                None if published.targets is None else published.targets.signed,
+                expected,
+                now=now,
+                expires_within=(now, now + MAX_LIFETIME),
+                local_files=mine,
             ).lines()
         else:
-            raise InvalidInput(f"{md.signed.type} metadata is signed by the server, not by "
-                               "operators", code="invalid_metadata")
+            raise InvalidInput(
+                f"{md.signed.type} metadata is signed by the server, not by operators",
+                code="invalid_metadata",
+            )
     show_review(lines)
     for path in key:
         metadata = sign_metadata(metadata, load_signing_key(path))
@@ -237,17 +248,29 @@ def _read_metadata(path: Path) -> bytes:
 STATUS_FIELDS = [
     Column("initialized", lambda s: "yes" if s["initialized"] else "no"),
     Column("root", lambda s: f"v{s['root_version']}, expires {s['root_expires'][:10]}"),
-    Column("roles", lambda s: "; ".join(
-        f"{name} {len(r['keyids'])} key(s), threshold {r['threshold']}"
-        for name, r in s["roles"].items())),
-    Column("targets", lambda s: f"v{s['targets_version']}, {s['targets']} file(s), "
-           f"expires {(s['targets_expires'] or '-')[:10]}" if s["targets_version"] else "none"),
+    Column(
+        "roles",
+        lambda s: "; ".join(
+            f"{name} {len(r['keyids'])} key(s), threshold {r['threshold']}"
+            for name, r in s["roles"].items()
+        ),
+    ),
+    Column(
+        "targets",
+        lambda s: (
+            f"v{s['targets_version']}, {s['targets']} file(s), "
+            f"expires {(s['targets_expires'] or '-')[:10]}"
+            if s["targets_version"]
+            else "none"
+        ),
+    ),
 ]
 
 
 @trust_app.command("status")
-def status(ctx: typer.Context, output: Output = typer.Option(Output.TABLE, "-o", "--output")
-           ) -> None:
+def status(
+    ctx: typer.Context, output: Output = typer.Option(Output.TABLE, "-o", "--output")
+) -> None:
     """Show the root of trust: versions, roles, thresholds, expiry."""
     with ctx.obj.client() as client:
         result = client.trust_status()

@@ -28,7 +28,6 @@ workloads_app = typer.Typer(
 placements_app = typer.Typer(help="Where each replica runs and why.", no_args_is_help=True)
 
 
-
 def _where(w: dict[str, Any]) -> str:
     parts = []
     for p in w["placement"]:
@@ -118,11 +117,13 @@ def migrate(
     ctx: typer.Context,
     name: str,
     to: str = typer.Option(None, "--to", help="Target device (id or name)"),
-    selector: str = typer.Option(None, "--selector", "-l",
-                                 help="Or: the best node matching this label selector"),
+    selector: str = typer.Option(
+        None, "--selector", "-l", help="Or: the best node matching this label selector"
+    ),
     replica: int = typer.Option(0, "--replica", help="Which replica"),
-    abort: bool = typer.Option(False, "--abort",
-                               help="Abort the workload's migrations (back to the sources)"),
+    abort: bool = typer.Option(
+        False, "--abort", help="Abort the workload's migrations (back to the sources)"
+    ),
     output: Output = OutputOpt,
 ) -> None:
     """Migrate a replica (planned: pre-stage, move its state, shift traffic, drain the
@@ -140,8 +141,10 @@ def migrate(
         return
     source = migration["source_name"] or migration["source"]
     target = migration["target_name"] or migration["target"]
-    console.print(f"migration {migration['id']} of {name}[{replica}] queued: {source} -> "
-                  f"{target}", highlight=False)
+    console.print(
+        f"migration {migration['id']} of {name}[{replica}] queued: {source} -> {target}",
+        highlight=False,
+    )
     console.print(f"follow it with: edgefleet workloads migrations {name}", highlight=False)
 
 
@@ -156,8 +159,11 @@ def migrations(ctx: typer.Context, name: str, output: Output = OutputOpt) -> Non
     for m in found[:1]:
         console.print(f"\n[bold]Steps of {m['id']}[/bold]")
         for step in m["steps"]:
-            console.print(f"  {format_time(step['at'])}  {step['state']:<13} "
-                          f"{step['weight_pct']:>3}%  {step['detail']}", highlight=False)
+            console.print(
+                f"  {format_time(step['at'])}  {step['state']:<13} "
+                f"{step['weight_pct']:>3}%  {step['detail']}",
+                highlight=False,
+            )
 
 
 @workloads_app.command("endpoints")
@@ -202,8 +208,12 @@ def show_placement(ctx: typer.Context, workload: str, output: Output = OutputOpt
     if output.is_document:
         emit_document(placement, output)
         return
-    emit_list(placement["placement"], output, PLACEMENT_COLUMNS,
-              name=lambda p: p["node"] or p["node_id"] or "-")
+    emit_list(
+        placement["placement"],
+        output,
+        PLACEMENT_COLUMNS,
+        name=lambda p: p["node"] or p["node_id"] or "-",
+    )
 
 
 def _terms(row: dict[str, Any]) -> str:
@@ -223,8 +233,11 @@ def explain(ctx: typer.Context, workload: str, output: Output = OutputOpt) -> No
         emit_document(result, output)
         return
     for decision in result["decisions"]:
-        console.print(f"[bold]replica {decision['replica']}[/bold]: {decision['action']}: "
-                      f"{decision['reason']}", highlight=False)
+        console.print(
+            f"[bold]replica {decision['replica']}[/bold]: {decision['action']}: "
+            f"{decision['reason']}",
+            highlight=False,
+        )
     for round_ in result["replicas"]:
         label = "?" if round_["replica"] is None else round_["replica"]
         console.print(f"\n[bold]Candidates for replica {label}[/bold]")

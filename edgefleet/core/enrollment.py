@@ -1,8 +1,8 @@
 """Enrollment: the life of a device's admission to the fleet, as a table of legal moves.
 
-    pending ──approve──▶ approved ──revoke──▶ revoked (final: re-enroll with a new key)
-       │                    ▲
-       └──reject──▶ rejected┘ (an operator may still approve a rejected device)
+pending ──approve──▶ approved ──revoke──▶ revoked (final: re-enroll with a new key)
+   │                    ▲
+   └──reject──▶ rejected┘ (an operator may still approve a rejected device)
 """
 
 from __future__ import annotations

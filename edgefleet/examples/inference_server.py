@@ -153,8 +153,12 @@ class ModelServer:
     def checkpoint(self, state_dir: Path) -> dict[str, Any]:
         """Write the counters to STATE_DIR/checkpoint.json (write, fsync, rename)."""
         with self._lock:
-            state = {"requests": self.requests, "errors": self.errors,
-                     "model_sha256": self.model_sha256, "written_at": time.time()}
+            state = {
+                "requests": self.requests,
+                "errors": self.errors,
+                "model_sha256": self.model_sha256,
+                "written_at": time.time(),
+            }
         path = state_dir / "checkpoint.json"
         part = state_dir / "checkpoint.json.part"
         with open(part, "w") as stream:

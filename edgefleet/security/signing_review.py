@@ -57,12 +57,17 @@ class TargetsReview:
 
     def lines(self) -> list[str]:
         """The change in words, one line each, for the signer to read."""
-        head = (f"targets v{self.previous_version} -> v{self.version}, expires "
-                f"{self.expires.isoformat(timespec='seconds')}; {self.unchanged} published "
-                "target(s) unchanged")
+        head = (
+            f"targets v{self.previous_version} -> v{self.version}, expires "
+            f"{self.expires.isoformat(timespec='seconds')}; {self.unchanged} published "
+            "target(s) unchanged"
+        )
         rows = [head]
-        rows += [f"+ {t.path}  {t.artifact_name}@{t.artifact_version} ({t.artifact_kind}), "
-                 f"{t.length_bytes} bytes, sha256 {t.sha256}" for t in self.added]
+        rows += [
+            f"+ {t.path}  {t.artifact_name}@{t.artifact_version} ({t.artifact_kind}), "
+            f"{t.length_bytes} bytes, sha256 {t.sha256}"
+            for t in self.added
+        ]
         rows += [f"= {path} (already published)" for path in self.already_published]
         rows += [f"  {name}: matches your file" for name in self.checked_files]
         return rows
@@ -88,12 +93,16 @@ def review_targets(
     if signed.delegations is not None:
         raise _refuse("the staged targets delegate to other keys (edgefleet never does)")
     if published is not None and signed.spec_version != published.spec_version:
-        raise _refuse(f"the staged targets say TUF spec {signed.spec_version}, the published "
-                      f"ones {published.spec_version}")
+        raise _refuse(
+            f"the staged targets say TUF spec {signed.spec_version}, the published "
+            f"ones {published.spec_version}"
+        )
     previous = 0 if published is None else published.version
     if signed.version != previous + 1:
-        raise _refuse(f"the staged targets are v{signed.version}; the last verified are "
-                      f"v{previous}, so the next is v{previous + 1}")
+        raise _refuse(
+            f"the staged targets are v{signed.version}; the last verified are "
+            f"v{previous}, so the next is v{previous + 1}"
+        )
     _check_expiry(signed.expires, now, expires_within, "targets")
     before: Mapping[str, TargetFile] = {} if published is None else published.targets
     after = signed.targets
@@ -101,8 +110,10 @@ def review_targets(
         if path not in after:
             raise _refuse(f"the staged targets drop the published target {path}")
         if after[path] != kept:
-            raise _refuse(f"the staged targets change the published target {path}: "
-                          f"{_difference(kept, after[path])}")
+            raise _refuse(
+                f"the staged targets change the published target {path}: "
+                f"{_difference(kept, after[path])}"
+            )
     if not expected:
         raise _refuse("the release has no files")
     release = f"{expected[0].release_name}@{expected[0].release_version}"
@@ -117,15 +128,18 @@ def review_targets(
             raise _refuse(f"the staged targets do not list {path} of {release}")
         if listed != meant:
             where = "published" if path in before else "staged"
-            raise _refuse(f"{path} differs from the file of {release} ({where} -> release): "
-                          f"{_difference(listed, meant)}")
+            raise _refuse(
+                f"{path} differs from the file of {release} ({where} -> release): "
+                f"{_difference(listed, meant)}"
+            )
         if path in before:
             already.append(path)
     added = tuple(wanted[p] for p in sorted(wanted) if p not in before)
     _check_artifacts_unchanged(added, before)
     checked = _check_local_files(local_files, expected)
-    return TargetsReview(previous, signed.version, signed.expires, added, tuple(already),
-                         len(before), checked)
+    return TargetsReview(
+        previous, signed.version, signed.expires, added, tuple(already), len(before), checked
+    )
 
 
 def _difference(old: TargetFile, new: TargetFile) -> str:
@@ -145,15 +159,19 @@ def _check_expiry(
     if expires <= now:
         raise _refuse(f"the {role} metadata expired at {expires.isoformat()}")
     if not earliest <= expires <= latest:
-        raise _refuse(f"the {role} metadata expires at {expires.isoformat(timespec='seconds')}, "
-                      f"expected between {earliest.isoformat(timespec='seconds')} and "
-                      f"{latest.isoformat(timespec='seconds')}")
+        raise _refuse(
+            f"the {role} metadata expires at {expires.isoformat(timespec='seconds')}, "
+            f"expected between {earliest.isoformat(timespec='seconds')} and "
+            f"{latest.isoformat(timespec='seconds')}"
+        )
 
 
 def _check_no_extras(fields: Mapping[str, Any], role: str) -> None:
     if fields:
-        raise _refuse(f"the {role} metadata carries fields edgefleet does not write: "
-                      f"{', '.join(sorted(fields))}")
+        raise _refuse(
+            f"the {role} metadata carries fields edgefleet does not write: "
+            f"{', '.join(sorted(fields))}"
+        )
 
 
 def _check_artifacts_unchanged(
@@ -171,11 +189,14 @@ def _check_artifacts_unchanged(
     for target in added:
         earlier = known.get((target.artifact_name, target.artifact_version))
         if earlier is not None and (earlier.sha256, earlier.length_bytes) != (
-            target.sha256, target.length_bytes
+            target.sha256,
+            target.length_bytes,
         ):
-            raise _refuse(f"artifact {target.artifact_name}@{target.artifact_version} is "
-                          f"published at {earlier.path} with sha256 {earlier.sha256[:16]}…, "
-                          f"but {target.path} has {target.sha256[:16]}…")
+            raise _refuse(
+                f"artifact {target.artifact_name}@{target.artifact_version} is "
+                f"published at {earlier.path} with sha256 {earlier.sha256[:16]}…, "
+                f"but {target.path} has {target.sha256[:16]}…"
+            )
 
 
 def _check_local_files(
@@ -185,12 +206,16 @@ def _check_local_files(
     for local in local_files:
         target = by_name.get(local.file_name)
         if target is None:
-            raise _refuse(f"your file {local.file_name} is not a file of the release "
-                          f"({', '.join(sorted(by_name))})")
+            raise _refuse(
+                f"your file {local.file_name} is not a file of the release "
+                f"({', '.join(sorted(by_name))})"
+            )
         if (target.sha256, target.length_bytes) != (local.sha256, local.length_bytes):
-            raise _refuse(f"{target.path} is {target.length_bytes} bytes with sha256 "
-                          f"{target.sha256[:16]}…, your {local.file_name} is "
-                          f"{local.length_bytes} bytes with sha256 {local.sha256[:16]}…")
+            raise _refuse(
+                f"{target.path} is {target.length_bytes} bytes with sha256 "
+                f"{target.sha256[:16]}…, your {local.file_name} is "
+                f"{local.length_bytes} bytes with sha256 {local.sha256[:16]}…"
+            )
     return tuple(sorted(local.file_name for local in local_files))
 
 
@@ -205,8 +230,10 @@ class RootReview:
 
     def lines(self) -> list[str]:
         """The change in words, one line each, for the signer to read."""
-        head = (f"root v{self.previous_version} -> v{self.version}, expires "
-                f"{self.expires.isoformat(timespec='seconds')}")
+        head = (
+            f"root v{self.previous_version} -> v{self.version}, expires "
+            f"{self.expires.isoformat(timespec='seconds')}"
+        )
         return [head, *(f"  {change}" for change in self.changes or ("no change of keys",))]
 
 
@@ -219,17 +246,21 @@ def review_root(
     signed = proposed.signed
     _check_no_extras(signed.unrecognized_fields, "root")
     if signed.version != trusted.version + 1:
-        raise _refuse(f"the root is v{signed.version}; the trusted root is v{trusted.version}, "
-                      f"so the next is v{trusted.version + 1}")
+        raise _refuse(
+            f"the root is v{signed.version}; the trusted root is v{trusted.version}, "
+            f"so the next is v{trusted.version + 1}"
+        )
     if signed.spec_version.split(".")[0] != trusted.spec_version.split(".")[0]:
-        raise _refuse(f"the root says TUF spec {signed.spec_version}, the trusted root "
-                      f"{trusted.spec_version}")
+        raise _refuse(
+            f"the root says TUF spec {signed.spec_version}, the trusted root {trusted.spec_version}"
+        )
     if not signed.consistent_snapshot:
         raise _refuse("the root turns consistent snapshots off")
     _check_expiry(signed.expires, now, (now, latest_expiry), "root")
     if set(signed.roles) != set(TOP_LEVEL_ROLES):
-        raise _refuse(f"the root has roles {sorted(signed.roles)}, expected "
-                      f"{sorted(TOP_LEVEL_ROLES)}")
+        raise _refuse(
+            f"the root has roles {sorted(signed.roles)}, expected {sorted(TOP_LEVEL_ROLES)}"
+        )
     changes = []
     for name in TOP_LEVEL_ROLES:
         role, old = signed.roles[name], trusted.roles[name]

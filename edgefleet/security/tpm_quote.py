@@ -59,7 +59,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self._at + n > len(self._data):
             raise MalformedQuote("truncated")
-        chunk = self._data[self._at:self._at + n]
+        chunk = self._data[self._at : self._at + n]
         self._at += n
         return chunk
 

@@ -50,8 +50,12 @@ from edgefleet.security.tuf_metadata import (
 # has no such file.
 MetadataFetch = Callable[[str], bytes | None]
 MAX_ROOT_ROTATIONS = 32
-_LIMITS = {Root.type: MAX_ROOT_BYTES, Timestamp.type: MAX_TIMESTAMP_BYTES,
-           Snapshot.type: MAX_SNAPSHOT_BYTES, Targets.type: MAX_TARGETS_BYTES}
+_LIMITS = {
+    Root.type: MAX_ROOT_BYTES,
+    Timestamp.type: MAX_TIMESTAMP_BYTES,
+    Snapshot.type: MAX_SNAPSHOT_BYTES,
+    Targets.type: MAX_TARGETS_BYTES,
+}
 M = TypeVar("M", Root, Timestamp, Snapshot, Targets)
 
 
@@ -87,8 +91,7 @@ def verify_published(
             break
         newer: Metadata[Root] = _parse(data, Root, name)
         if newer.signed.version != root.signed.version + 1:
-            raise Unauthenticated(f"{name} holds root v{newer.signed.version}",
-                                  code="tuf_invalid")
+            raise Unauthenticated(f"{name} holds root v{newer.signed.version}", code="tuf_invalid")
         result = newer.signed.get_root_verification_result(
             root.signed, newer.signed_bytes, newer.signatures
         )
@@ -96,7 +99,9 @@ def verify_published(
             raise Unauthenticated(
                 f"{name} is signed by {len(result.first.signed)}/{result.first.threshold} "
                 f"keys of root v{root.signed.version} and {len(result.second.signed)}/"
-                f"{result.second.threshold} of its own", code="tuf_unsigned")
+                f"{result.second.threshold} of its own",
+                code="tuf_unsigned",
+            )
         root_bytes, root = data, newer
     _check_floor("root", root.signed.version, min_root_version)
     _check_fresh(root, now)
@@ -107,8 +112,7 @@ def verify_published(
     timestamp: Metadata[Timestamp] = _parse(timestamp_bytes, Timestamp, "timestamp.json")
     _check_signed(root, timestamp, "timestamp.json")
     _check_fresh(timestamp, now)
-    snapshot: Metadata[Snapshot] = _follow(root, fetch, timestamp.signed.snapshot_meta,
-                                           Snapshot)[0]
+    snapshot: Metadata[Snapshot] = _follow(root, fetch, timestamp.signed.snapshot_meta, Snapshot)[0]
     _check_fresh(snapshot, now)
     targets_meta = snapshot.signed.meta.get("targets.json")
     if targets_meta is None:
@@ -120,14 +124,16 @@ def verify_published(
 
 def _parse(data: bytes, kind: type[M], name: str) -> Metadata[M]:
     if len(data) > _LIMITS[kind.type]:
-        raise Unauthenticated(f"{name} is over {_LIMITS[kind.type]} bytes",
-                              code="tuf_metadata_too_large")
+        raise Unauthenticated(
+            f"{name} is over {_LIMITS[kind.type]} bytes", code="tuf_metadata_too_large"
+        )
     md: Metadata[M] = parse_metadata(data, kind.type)
     return md
 
 
-def _follow(root: Metadata[Root], fetch: MetadataFetch, meta: MetaFile, kind: type[M]
-            ) -> tuple[Metadata[M], bytes]:
+def _follow(
+    root: Metadata[Root], fetch: MetadataFetch, meta: MetaFile, kind: type[M]
+) -> tuple[Metadata[M], bytes]:
     """The version of a role its parent recorded, with the recorded length and hashes,
     and the bytes it was read from."""
     name = f"{meta.version}.{kind.type}.json"
@@ -140,8 +146,7 @@ def _follow(root: Metadata[Root], fetch: MetadataFetch, meta: MetaFile, kind: ty
         raise Unauthenticated(f"{name}: {e}", code="tuf_hash_mismatch") from None
     md: Metadata[M] = _parse(data, kind, name)
     if md.signed.version != meta.version:
-        raise Unauthenticated(f"{name} holds {kind.type} v{md.signed.version}",
-                              code="tuf_invalid")
+        raise Unauthenticated(f"{name} holds {kind.type} v{md.signed.version}", code="tuf_invalid")
     _check_signed(root, md, name)
     return md, data
 
@@ -150,20 +155,26 @@ def _check_signed(root: Metadata[Root], md: Metadata[Any], name: str) -> None:
     try:
         root.signed.verify_delegate(md.signed.type, md.signed_bytes, md.signatures)
     except UnsignedMetadataError as e:
-        raise Unauthenticated(f"{name}: {e} (root v{root.signed.version})",
-                              code="tuf_unsigned") from None
+        raise Unauthenticated(
+            f"{name}: {e} (root v{root.signed.version})", code="tuf_unsigned"
+        ) from None
 
 
 def _check_fresh(md: Metadata[Any], now: datetime) -> None:
     if md.signed.is_expired(now):
-        raise Unauthenticated(f"the published {md.signed.type} expired at "
-                              f"{md.signed.expires.isoformat()}", code="tuf_expired")
+        raise Unauthenticated(
+            f"the published {md.signed.type} expired at {md.signed.expires.isoformat()}",
+            code="tuf_expired",
+        )
 
 
 def _check_floor(role: str, version: int, floor: int) -> None:
     if version < floor:
-        raise Unauthenticated(f"the server publishes {role} v{version}, but v{floor} was "
-                              "verified here before (rollback refused)", code="tuf_rollback")
+        raise Unauthenticated(
+            f"the server publishes {role} v{version}, but v{floor} was "
+            "verified here before (rollback refused)",
+            code="tuf_rollback",
+        )
 
 
 class TrustStore:

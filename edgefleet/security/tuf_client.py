@@ -276,7 +276,8 @@ def _check_root_chain(
             raise _not_pinned(
                 f"its root v{version} is signed by {len(result.first.signed)}/"
                 f"{result.first.threshold} keys of root v{version - 1} and "
-                f"{len(result.second.signed)}/{result.second.threshold} of its own")
+                f"{len(result.second.signed)}/{result.second.threshold} of its own"
+            )
         trusted = following
     if trusted.signed_bytes != newest.signed_bytes:  # the same version, other content
         raise _not_pinned(f"its root v{newest_version} is not the pinned one")
@@ -284,8 +285,9 @@ def _check_root_chain(
 
 def _not_pinned(reason: str) -> Unauthenticated:
     return Unauthenticated(
-        f"the control plane's TUF root does not chain from the pinned root (--root-file): "
-        f"{reason}", code="tuf_root_not_pinned")
+        f"the control plane's TUF root does not chain from the pinned root (--root-file): {reason}",
+        code="tuf_root_not_pinned",
+    )
 
 
 def _translated(call: Callable[[], R]) -> R:

@@ -88,7 +88,6 @@ from edgefleet.store import Database
 log = logging.getLogger(__name__)
 
 
-
 def build_services(
     settings: ServerSettings,
     db: Database,
@@ -97,15 +96,15 @@ def build_services(
 ) -> Services:
     server_metrics = ServerMetrics()
     watch = DesiredStateWatch(server_metrics.long_polls_waiting)
-    blobs = FilesystemBlobStore(settings.data_dir / "blobs",
-                                max_blob_bytes=settings.max_blob_bytes)
+    blobs = FilesystemBlobStore(settings.data_dir / "blobs", max_blob_bytes=settings.max_blob_bytes)
     blobs.remove_partial_puts()
     trust = TrustService(settings.data_dir, db, clock)
     trust.reconcile_signed_releases()
     deltas = DeltaService(blobs, settings.data_dir / "deltas",
                           computes="deltas" in settings.role_names())  # fmt: skip
-    releases = ReleaseService(db, blobs, clock, watch, deltas,
-                              ddi_releases=settings.ddi_release_names())
+    releases = ReleaseService(
+        db, blobs, clock, watch, deltas, ddi_releases=settings.ddi_release_names()
+    )
     telemetry_service = TelemetryService(db, clock, watch, server_metrics, settings)
     trains = ReleaseTrainService(db, clock, lambda: controller.wake())
     controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
@@ -209,9 +208,7 @@ def otlp_exporter(settings: ServerSettings, metrics: ServerMetrics) -> OtlpExpor
     try:
         headers = parse_headers(headers_text)
     except ValueError as e:
-        raise SettingsError(
-            f"bad setting otlp_headers (env EDGEFLEET_OTLP_HEADERS): {e}"
-        ) from None
+        raise SettingsError(f"bad setting otlp_headers (env EDGEFLEET_OTLP_HEADERS): {e}") from None
     return OtlpExporter(
         settings.otlp_endpoint, headers, metrics,
         queue_max_windows=settings.otlp_queue_max_windows,
@@ -286,8 +283,13 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     app.add_middleware(HttpMetricsMiddleware, metrics=svc.metrics)
     # The device routes first: every device calls them, and routes are matched in order (no
     # device route's method and path overlaps an operator route's).
-    routers = [device_api.router, telemetry.device_router, ddi.router, ddi.operator_router,
-               attestation.router]
+    routers = [
+        device_api.router,
+        telemetry.device_router,
+        ddi.router,
+        ddi.operator_router,
+        attestation.router,
+    ]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
                                              rollouts, rehearsals, governance, workloads,

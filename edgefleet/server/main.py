@@ -93,12 +93,16 @@ def log_admin_token_check(check: AdminTokenCheck, settings: ServerSettings) -> N
         log.info("EDGEFLEET_ADMIN_TOKEN is an admin token of this data dir",
                  extra={"token_id": check.token_id})  # fmt: skip
     elif check.state is AdminTokenState.IGNORED:
-        log.warning("EDGEFLEET_ADMIN_TOKEN is ignored: it counts only while the data dir has "
-                    "no API token", extra={"reason": check.reason, "recover": recover})
+        log.warning(
+            "EDGEFLEET_ADMIN_TOKEN is ignored: it counts only while the data dir has no API token",
+            extra={"reason": check.reason, "recover": recover},
+        )
     elif check.state is AdminTokenState.NO_ADMIN:
-        log.warning("nobody can administer this control plane: set EDGEFLEET_ADMIN_TOKEN "
-                    "before the first start, or mint an admin token on this machine",
-                    extra={"reason": check.reason, "recover": recover})
+        log.warning(
+            "nobody can administer this control plane: set EDGEFLEET_ADMIN_TOKEN "
+            "before the first start, or mint an admin token on this machine",
+            extra={"reason": check.reason, "recover": recover},
+        )
 
 
 def serve(settings: ServerSettings) -> None:
@@ -114,8 +118,7 @@ def serve(settings: ServerSettings) -> None:
         db.migrate()
         app = create_app(settings, db)
         admin = AdminAccess(db, app.state.services.tokens, SystemClock()).check_at_start(
-            settings.admin_token.get_secret_value() if settings.admin_token is not None
-            else None
+            settings.admin_token.get_secret_value() if settings.admin_token is not None else None
         )
     tls = uvicorn_tls_options(settings)  # after the app made the device CA --client-ca names
     # What startup built lives as long as the process: out of every later collection's walk.
@@ -137,8 +140,10 @@ def serve(settings: ServerSettings) -> None:
     )
     server = _Server(config, app.state.services.watch.close)
     write_atomically(settings.data_dir / URL_FILE, (url + "\n").encode())
-    log.info("control plane listening", extra={"url": url, "data_dir": str(settings.data_dir),
-                                               "replica": settings.replica_id})
+    log.info(
+        "control plane listening",
+        extra={"url": url, "data_dir": str(settings.data_dir), "replica": settings.replica_id},
+    )
     try:
         server.run(sockets=[sock])
     finally:

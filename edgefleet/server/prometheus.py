@@ -94,6 +94,9 @@ def render(families: Iterable[MetricFamily]) -> str:
         for suffix, labels, value in family.samples:
             label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
             name = family.name + suffix
-            lines.append(f"{name}{{{label_text}}} {format_value(value)}" if labels
-                         else f"{name} {format_value(value)}")
+            lines.append(
+                f"{name}{{{label_text}}} {format_value(value)}"
+                if labels
+                else f"{name} {format_value(value)}"
+            )
     return "\n".join(lines) + "\n" if lines else ""

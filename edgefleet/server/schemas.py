@@ -435,11 +435,13 @@ class ServiceFileIn(Strict):
 class CreateReleaseRequest(Strict):
     name: str = Field(min_length=1, max_length=64)
     version: str = Field(min_length=1, max_length=64)
-    artifacts: list[str] = Field(default_factory=list, max_length=64,
-                                 description="NAME@VERSION each")
+    artifacts: list[str] = Field(
+        default_factory=list, max_length=64, description="NAME@VERSION each"
+    )
     service: ServiceFileIn | None = Field(
-        None, description="The release's service manifest, created with the release as the "
-        "artifact NAME-service@VERSION (both or neither)"
+        None,
+        description="The release's service manifest, created with the release as the "
+        "artifact NAME-service@VERSION (both or neither)",
     )
 
 

@@ -41,18 +41,19 @@ class ServerSettings(BaseSettings):
     heartbeat_interval_s: float = Field(
         15.0, gt=0, le=3600, description="Heartbeat interval given to newly enrolled devices."
     )
-    max_blob_bytes: int = Field(
-        4 * 1024**3, ge=1024, description="Largest artifact file accepted."
-    )
+    max_blob_bytes: int = Field(4 * 1024**3, ge=1024, description="Largest artifact file accepted.")
     delta_cache_bytes: int = Field(
-        2 * 1024**3, ge=0,
+        2 * 1024**3,
+        ge=0,
         description="Disk kept for computed deltas; the least recently used go first.",
     )
     long_poll_max_s: float = Field(
         30.0, gt=0, le=300, description="Longest a desired-state long poll is held open."
     )
     keep_alive_s: int = Field(
-        75, ge=1, le=3600,
+        75,
+        ge=1,
+        le=3600,
         description="Seconds an idle kept-alive connection stays open (longer than the agent's "
         "50 s, so agents reuse one connection across heartbeats and close it first).",
     )
@@ -61,19 +62,25 @@ class ServerSettings(BaseSettings):
     )
     log_level: str = Field("info", description="Logging level: debug, info, warning, error.")
     housekeeping_interval_s: float = Field(
-        60.0, gt=0, le=3600,
+        60.0,
+        gt=0,
+        le=3600,
         description="Seconds between background housekeeping runs (nonces, TUF refresh, "
         "telemetry rollups and retention, delta cache).",
     )
     telemetry_raw_retention_days: float = Field(
-        7.0, gt=0, le=3650,
+        7.0,
+        gt=0,
+        le=3650,
         description="Keep raw telemetry windows this long; older ones become hourly rollups.",
     )
     telemetry_rollup_retention_days: float = Field(
         90.0, gt=0, le=36500, description="Keep hourly telemetry rollups this long."
     )
     telemetry_analysis_interval_s: float = Field(
-        300.0, gt=0, le=86400,
+        300.0,
+        gt=0,
+        le=86400,
         description="Seconds between drift and cohort analyses of KPI distributions.",
     )
     alert_history_days: float = Field(
@@ -83,16 +90,19 @@ class ServerSettings(BaseSettings):
         200_000, ge=1000, description="Most stored windows one telemetry query may read."
     )
     otlp_endpoint: str | None = Field(
-        None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="Base URL of an OTLP/HTTP collector; stored telemetry windows are "
         "exported to it (POST {endpoint}/v1/metrics, protobuf). Unset: no export.",
     )
     otlp_headers: SecretStr | None = Field(
-        None, description="Headers sent with every OTLP export, as key=value,key2=value2 "
+        None,
+        description="Headers sent with every OTLP export, as key=value,key2=value2 "
         "(the format of OTEL_EXPORTER_OTLP_HEADERS), e.g. authorization=Bearer TOKEN.",
     )
     otlp_queue_max_windows: int = Field(
-        100_000, ge=100,
+        100_000,
+        ge=100,
         description="Windows waiting for export at most; what does not fit is dropped and "
         "counted (edgefleet_otlp_dropped_windows_total).",
     )
@@ -103,7 +113,9 @@ class ServerSettings(BaseSettings):
         10.0, gt=0, le=300, description="Time limit of one OTLP export request."
     )
     device_certificate_lifetime_s: float = Field(
-        86400.0, ge=5, le=90 * 86400,
+        86400.0,
+        ge=5,
+        le=90 * 86400,
         description="Lifetime of the device certificates the device CA issues (agents renew "
         "at 2/3 of it); short, since brokers learn of revocations only through the CRL.",
     )
@@ -112,41 +124,51 @@ class ServerSettings(BaseSettings):
     )
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
     client_ca: Path | None = Field(
-        None, description="CA certificates (PEM) client certificates are verified against "
+        None,
+        description="CA certificates (PEM) client certificates are verified against "
         "(the device CA: DATA_DIR/device-ca/ca.crt); a device presenting one is authenticated "
         "by it. Needs tls_cert.",
     )
     ddi_tenant: str = Field(
-        "default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
         description="The hawkBit DDI tenant that new DDI targets and gateway tokens belong "
         "to (/ddi/TENANT/controller/v1/...).",
     )
     ddi_releases: str = Field(
-        "", description="Comma-separated names of the releases DDI devices may be assigned "
+        "",
+        description="Comma-separated names of the releases DDI devices may be assigned "
         "(DDI clients verify hashes over TLS, not TUF signatures); empty: none.",
     )
     attestation_policy: str = Field(
-        "", description="What a device whose attestation failed loses, comma-separated: "
+        "",
+        description="What a device whose attestation failed loses, comma-separated: "
         "releases (its release section is withheld), workloads (it takes no replicas; its "
         "replicas move off), label (it is labelled attestation=failed); empty: report only.",
     )
     attestation_require_tpm: bool = Field(
-        False, description="A device whose measurement no TPM quote vouches for (attestation "
+        False,
+        description="A device whose measurement no TPM quote vouches for (attestation "
         "unverified) counts as failed for attestation_policy.",
     )
 
     roles: str = Field(
-        ",".join(ROLES), description="What this replica does, comma-separated: api (operator "
+        ",".join(ROLES),
+        description="What this replica does, comma-separated: api (operator "
         "routes), device (device routes), controllers (the background loops, each under a "
         "database lease), deltas (computes and serves deltas).",
     )
     replica_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
-        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
         description="This replica's name in leases, /readyz and logs [hostname-pid-random].",
     )
     lease_ttl_s: float = Field(
-        6.0, ge=0.3, le=600,
+        6.0,
+        ge=0.3,
+        le=600,
         description="A controller lease's lifetime: renewed every third of it; a replica that "
         "dies is replaced after at most this long (plus a renewal interval).",
     )
@@ -168,8 +190,10 @@ class ServerSettings(BaseSettings):
         names = [r.strip() for r in roles.split(",") if r.strip()]
         unknown = sorted(set(names) - set(ROLES))
         if unknown or not names:
-            raise ValueError(f"roles are a comma-separated subset of {', '.join(ROLES)}"
-                             + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+            raise ValueError(
+                f"roles are a comma-separated subset of {', '.join(ROLES)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
         return ",".join(r for r in ROLES if r in names)
 
     def role_names(self) -> frozenset[str]:

@@ -23,18 +23,23 @@ class WorkloadSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGEFLEET_", frozen=True, extra="ignore")
 
     controller_interval_s: float = Field(
-        0.5, gt=0, le=60, description="Seconds between runs of the liveness, placement and "
-        "migration controllers."
+        0.5,
+        gt=0,
+        le=60,
+        description="Seconds between runs of the liveness, placement and migration controllers.",
     )
     suspect_phi: float = Field(5.0, gt=0, description="Phi at which a node becomes suspect.")
     dead_phi: float = Field(16.0, gt=0, description="Phi at which a node is declared dead.")
     suspect_grace_s: float = Field(
-        30.0, ge=0, description="How long a suspect node keeps its replicas (held in place) "
-        "before they are rescheduled as if it were dead."
+        30.0,
+        ge=0,
+        description="How long a suspect node keeps its replicas (held in place) "
+        "before they are rescheduled as if it were dead.",
     )
     backfill_max_priority: int | None = Field(
-        None, description="Stateless replicas of at most this priority are restarted "
-        "elsewhere as soon as their node is suspect (unset: never)."
+        None,
+        description="Stateless replicas of at most this priority are restarted "
+        "elsewhere as soon as their node is suspect (unset: never).",
     )
     max_moves_per_step: int = Field(
         20, ge=1, description="Replicas moved per controller run, fleet-wide (thundering herd)."
@@ -43,8 +48,9 @@ class WorkloadSettings(BaseSettings):
         5, ge=1, description="Replicas moved into one zone per controller run."
     )
     rebalance_migrations: bool = Field(
-        True, description="Start a planned migration when placement finds a node better by "
-        "more than the migration cost (moves off drained or unsuitable nodes always migrate)."
+        True,
+        description="Start a planned migration when placement finds a node better by "
+        "more than the migration cost (moves off drained or unsuitable nodes always migrate).",
     )
     max_migrations: int = Field(2, ge=1, description="Active planned migrations, fleet-wide.")
     max_migrations_per_zone: int = Field(
@@ -66,17 +72,21 @@ class WorkloadSettings(BaseSettings):
         15.0, ge=0, le=100, description="Battery charge below which a node is in trouble."
     )
     drain_cpu_load: float | None = Field(
-        None, gt=0, description="CPU load (1-minute load / CPUs) above which a node is in "
+        None,
+        gt=0,
+        description="CPU load (1-minute load / CPUs) above which a node is in "
         "trouble (unset: load forecasts do not drain; hosts shared by several agents see "
-        "one load)."
+        "one load).",
     )
     max_checkpoint_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest state archive a device may upload."
     )
     checkpoint_quota_bytes: int = Field(
-        1024**3, ge=1024, description="Most bytes of state archives one device may have "
+        1024**3,
+        ge=1024,
+        description="Most bytes of state archives one device may have "
         "stored at a time; an archive goes when its migration ends, or when no migration "
-        "took it up within migration_step_timeout_s."
+        "took it up within migration_step_timeout_s.",
     )
 
     @model_validator(mode="after")

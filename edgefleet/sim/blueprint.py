@@ -68,10 +68,12 @@ def draw_fleet(profile: FleetProfile, count: int, seed: int | None = None) -> li
     """`count` devices of `profile` (seed: the profile's unless given)."""
     seed = profile.seed if seed is None else seed
     rng = random.Random(f"fleet:{seed}:{profile.name}")
-    classes = _spread(range(len(profile.classes)),
-                      allocate([c.share for c in profile.classes], count), rng)
-    regions = _spread(range(len(profile.regions)),
-                      allocate([r.share for r in profile.regions], count), rng)
+    classes = _spread(
+        range(len(profile.classes)), allocate([c.share for c in profile.classes], count), rng
+    )
+    regions = _spread(
+        range(len(profile.regions)), allocate([r.share for r in profile.regions], count), rng
+    )
     seen_in_region = [0] * len(profile.regions)
     fleet: list[DeviceBlueprint] = []
     for index in range(count):

@@ -165,7 +165,8 @@ class VirtualDevice:
             attestation_interval_s=0,
             telemetry_sample_interval_s=s.telemetry_sample_interval_s,
             telemetry_batch_interval_s=s.telemetry_batch_interval_s,
-            simulated_battery=None if self.hardware.battery_percent() is None
+            simulated_battery=None
+            if self.hardware.battery_percent() is None
             else f"file:{self.battery_file}",
         )
 

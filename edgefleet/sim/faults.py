@@ -130,22 +130,25 @@ def parse_fault(value: object, path: str) -> FaultSpec:
     if kind is FaultKind.PARTITION:
         if "duration" not in data:
             raise InvalidInput(f"{path}.duration: required for a partition")
-        duration_s = read_duration_s(data["duration"], f"{path}.duration", MAX_TIME_S,
-                                     positive=True)
+        duration_s = read_duration_s(
+            data["duration"], f"{path}.duration", MAX_TIME_S, positive=True
+        )
     elif "duration" in data:
         raise InvalidInput(f"{path}.duration: only a partition has a duration")
     drain = 0.0
     if kind is FaultKind.BATTERY_DRAIN:
         if "drain_percent_per_hour" not in data:
             raise InvalidInput(f"{path}.drain_percent_per_hour: required for a battery drain")
-        drain = read_number(data["drain_percent_per_hour"], f"{path}.drain_percent_per_hour",
-                            0.001, 100_000)
+        drain = read_number(
+            data["drain_percent_per_hour"], f"{path}.drain_percent_per_hour", 0.001, 100_000
+        )
     return_after = None
     if "return_after" in data:
         if kind is not FaultKind.NODE_DEATH:
             raise InvalidInput(f"{path}.return_after: only a node death has one")
-        return_after = read_duration_s(data["return_after"], f"{path}.return_after",
-                                       MAX_TIME_S, positive=True)
+        return_after = read_duration_s(
+            data["return_after"], f"{path}.return_after", MAX_TIME_S, positive=True
+        )
     filters = {
         key: None if key not in data else read_string(data[key], f"{path}.{key}")
         for key in ("class", "region", "zone", "hosting")

@@ -83,8 +83,7 @@ class FleetSnapshot:
         self.max_rss_mb = max(self.max_rss_mb, other.max_rss_mb)
         self.errors += other.errors
         if other.measured_from_unix is not None:
-            self.measured_from_unix = max(self.measured_from_unix or 0.0,
-                                          other.measured_from_unix)
+            self.measured_from_unix = max(self.measured_from_unix or 0.0, other.measured_from_unix)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -234,9 +233,7 @@ class VirtualFleet:
             case FaultKind.NODE_DEATH:
                 await asyncio.gather(*(d.kill() for d in mine))
                 if event.return_after_s is not None:
-                    asyncio.get_running_loop().call_later(
-                        event.return_after_s, self._restart, mine
-                    )
+                    asyncio.get_running_loop().call_later(event.return_after_s, self._restart, mine)
             case FaultKind.PARTITION:
                 now = self._clock.monotonic()
                 for device in mine:
@@ -269,12 +266,14 @@ class VirtualFleet:
             while True:
                 await self._clock.sleep(APPROVE_INTERVAL_S)
                 try:
-                    pending = await asyncio.to_thread(client.list_devices, None, None, None,
-                                                      "pending")
+                    pending = await asyncio.to_thread(
+                        client.list_devices, None, None, None, "pending"
+                    )
                     for device in pending:
                         if device.get("name") in names:
-                            await asyncio.to_thread(client.change_enrollment, device["id"],
-                                                    "approve")
+                            await asyncio.to_thread(
+                                client.change_enrollment, device["id"], "approve"
+                            )
                 except EdgefleetError as e:
                     log.warning("approving pending devices failed", extra={"error": e.message})
 

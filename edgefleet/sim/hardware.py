@@ -83,16 +83,27 @@ def _battery(value: object, path: str) -> BatterySpec:
         low = high = read_number(start, f"{path}.start_percent", 0, 100)
     return BatterySpec(
         (low, high),
-        read_number(data.get("drain_percent_per_hour", 5.0), f"{path}.drain_percent_per_hour",
-                    0, 10_000),
+        read_number(
+            data.get("drain_percent_per_hour", 5.0), f"{path}.drain_percent_per_hour", 0, 10_000
+        ),
     )
 
 
 def parse_hardware(value: object, path: str) -> HardwareSpec:
     """The `hardware` section of a device class; InvalidInput names the field."""
     data = read_mapping(value, path)
-    allowed = {"arch", "cpu_count", "memory_mb", "disk_mb", "accelerators", "os",
-               "onnxruntime", "base_cpu_percent", "power", "battery"}
+    allowed = {
+        "arch",
+        "cpu_count",
+        "memory_mb",
+        "disk_mb",
+        "accelerators",
+        "os",
+        "onnxruntime",
+        "base_cpu_percent",
+        "power",
+        "battery",
+    }
     check_keys(data, frozenset(allowed), path)
     default = HardwareSpec()
     power = read_choice(data.get("power", "mains"), f"{path}.power", PowerSource)
@@ -135,9 +146,7 @@ class SimHardware:
         self._rng = rng
         self._workload_cpu_percent = workload_cpu_percent
         battery = spec.battery
-        self._battery_at_start = (
-            None if battery is None else rng.uniform(*battery.start_percent)
-        )
+        self._battery_at_start = None if battery is None else rng.uniform(*battery.start_percent)
         self._drain_per_h = 0.0 if battery is None else battery.drain_percent_per_hour
         self._level_at_s = now_s()
         self._level = self._battery_at_start

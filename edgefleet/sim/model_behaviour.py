@@ -106,8 +106,9 @@ def parse_model_behaviour(value: object, path: str) -> ModelBehaviour:
         error_percent=read_number(
             data.get("error_percent", default.error_percent), f"{path}.error_percent", 0, 100
         ),
-        sandbox_s=read_number(data.get("sandbox_s", default.sandbox_s), f"{path}.sandbox_s",
-                              0, 3600),
+        sandbox_s=read_number(
+            data.get("sandbox_s", default.sandbox_s), f"{path}.sandbox_s", 0, 3600
+        ),
         start_s=read_number(data.get("start_s", default.start_s), f"{path}.start_s", 0, 3600),
     )
 

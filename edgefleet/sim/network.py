@@ -63,15 +63,16 @@ def parse_network(value: object, path: str) -> NetworkConditions:
         for key in ("every", "duration"):
             if key not in section:
                 raise InvalidInput(f"{p}.{key}: required")
-        every_s = read_duration_s(section["every"], f"{p}.every", MAX_OUTAGE_PERIOD_S,
-                                  positive=True)
+        every_s = read_duration_s(
+            section["every"], f"{p}.every", MAX_OUTAGE_PERIOD_S, positive=True
+        )
         duration_s = read_duration_s(section["duration"], f"{p}.duration", every_s)
         outage = Outage(every_s, duration_s)
     return NetworkConditions(
-        latency_ms=read_number(data.get("latency_ms", 20.0), f"{path}.latency_ms", 0,
-                               MAX_LATENCY_MS),
-        jitter_ms=read_number(data.get("jitter_ms", 5.0), f"{path}.jitter_ms", 0,
-                              MAX_LATENCY_MS),
+        latency_ms=read_number(
+            data.get("latency_ms", 20.0), f"{path}.latency_ms", 0, MAX_LATENCY_MS
+        ),
+        jitter_ms=read_number(data.get("jitter_ms", 5.0), f"{path}.jitter_ms", 0, MAX_LATENCY_MS),
         bandwidth_kbps=None
         if bandwidth is None
         else read_number(bandwidth, f"{path}.bandwidth_kbps", 1, 1e9),
@@ -127,8 +128,8 @@ class NetworkModel:
     def one_way_s(self, payload_bytes: int = 0) -> float:
         """One direction: a latency draw plus the payload's time on the link."""
         c = self.conditions
-        latency_ms = max(0.0, self._rng.gauss(c.latency_ms, c.jitter_ms)) if c.jitter_ms else (
-            c.latency_ms
+        latency_ms = (
+            max(0.0, self._rng.gauss(c.latency_ms, c.jitter_ms)) if c.jitter_ms else (c.latency_ms)
         )
         transfer_s = 0.0
         if c.bandwidth_kbps is not None and payload_bytes:

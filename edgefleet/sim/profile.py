@@ -226,8 +226,14 @@ def _device_class(value: object, path: str) -> DeviceClass:
 
 def _release(value: object, path: str) -> ReleaseFacts:
     data = read_mapping(value, path)
-    allowed = {"release", "size_mb", "requires", "health_window", "max_error_percent",
-               "min_requests"}
+    allowed = {
+        "release",
+        "size_mb",
+        "requires",
+        "health_window",
+        "max_error_percent",
+        "min_requests",
+    }
     check_keys(data, frozenset(allowed), path)
     text = read_string(data.get("release"), f"{path}.release")
     try:
@@ -294,9 +300,11 @@ def parse_profile(data: object) -> FleetProfile:
     class_names, region_names = {c.name for c in classes}, {r.name for r in regions}
     zone_names = {z.name for r in regions for z in r.zones}
     for i, fault in enumerate(faults):
-        for key, value, known in (("class", fault.device_class, class_names),
-                                  ("region", fault.region, region_names),
-                                  ("zone", fault.zone, zone_names)):
+        for key, value, known in (
+            ("class", fault.device_class, class_names),
+            ("region", fault.region, region_names),
+            ("zone", fault.zone, zone_names),
+        ):
             if value is not None and value not in known:
                 raise InvalidInput(f"{prefix}faults[{i}].{key}: no {key} named {value!r}")
     workloads = tuple(

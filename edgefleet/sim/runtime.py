@@ -106,8 +106,7 @@ class ModelServer(SimProcess):
         self.port = int(env["EDGEFLEET_SERVICE_PORT"]) if "EDGEFLEET_SERVICE_PORT" in env else None
         self.statsd = env.get("EDGEFLEET_STATSD")
         self.release = _slot_release(env.get("EDGEFLEET_SLOT"))
-        self.bad = self.release is not None and is_bad_release(self.release,
-                                                               runtime.bad_releases)
+        self.bad = self.release is not None and is_bad_release(self.release, runtime.bad_releases)
         self.requests = 0
         self.errors = 0
         self.up = False
@@ -124,13 +123,15 @@ class ModelServer(SimProcess):
             count = poisson(runtime.rng, behaviour.requests_per_s * SERVE_TICK_S)
             if not count:
                 continue
-            served = serve(behaviour, bad, count, runtime.rng,
-                           latency_samples=LATENCY_LINES_PER_TICK)
+            served = serve(
+                behaviour, bad, count, runtime.rng, latency_samples=LATENCY_LINES_PER_TICK
+            )
             self.requests += served.requests
             self.errors += served.errors
             if self.statsd:
-                runtime.statsd.send(self.statsd, _kpi_lines(served.requests, served.errors,
-                                                             served.latencies_ms))
+                runtime.statsd.send(
+                    self.statsd, _kpi_lines(served.requests, served.errors, served.latencies_ms)
+                )
 
 
 def _kpi_lines(requests: int, errors: int, latencies_ms: tuple[float, ...]) -> list[str]:

@@ -115,7 +115,8 @@ def _shard(config: SimRunConfig, shard: int, out: Any) -> None:
 
 
 def run_in_process(
-    config: SimRunConfig, on_progress: Callable[[FleetSnapshot], None] | None = None,
+    config: SimRunConfig,
+    on_progress: Callable[[FleetSnapshot], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> tuple[FleetSnapshot, list[FaultEvent]]:
     """Run the whole fleet on this process's event loop (from synchronous code)."""
@@ -241,7 +242,10 @@ def summarize(
         "faults": [fault_to_document(f, names) for f in played[:500]],
         "faults_played": len(played),
         "agent_crashes": final.crashes,
-        "simulator": {"cpu_s": round(final.cpu_s, 2), "max_rss_mb": round(final.max_rss_mb, 1),
-                      "cpu_percent_of_a_core": round(100 * final.cpu_s / elapsed, 1)},
+        "simulator": {
+            "cpu_s": round(final.cpu_s, 2),
+            "max_rss_mb": round(final.max_rss_mb, 1),
+            "cpu_percent_of_a_core": round(100 * final.cpu_s / elapsed, 1),
+        },
         "errors": final.errors[:50],
     }

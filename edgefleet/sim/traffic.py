@@ -48,13 +48,23 @@ class KindStats:
         self.server_ms.merge(other.server_ms)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"requests": self.requests, "failures": self.failures, "errors": self.errors,
-                "total_ms": self.total_ms.to_wire(), "server_ms": self.server_ms.to_wire()}
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "errors": self.errors,
+            "total_ms": self.total_ms.to_wire(),
+            "server_ms": self.server_ms.to_wire(),
+        }
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> KindStats:
-        return cls(data["requests"], data["failures"], data["errors"],
-                   DDSketch.from_wire(data["total_ms"]), DDSketch.from_wire(data["server_ms"]))
+        return cls(
+            data["requests"],
+            data["failures"],
+            data["errors"],
+            DDSketch.from_wire(data["total_ms"]),
+            DDSketch.from_wire(data["server_ms"]),
+        )
 
 
 def _quantile(sketch: DDSketch, q: float) -> float | None:

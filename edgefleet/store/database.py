@@ -173,8 +173,12 @@ class Database:
     def transaction(self) -> Iterator[Transaction]:
         """A write transaction: commits when the block ends, rolls back on any error."""
         # The lock is taken before a connection, so a queued writer holds none of the pool.
-        with self._translated(), self._writers, self.engine.connect() as connection, \
-                connection.begin():
+        with (
+            self._translated(),
+            self._writers,
+            self.engine.connect() as connection,
+            connection.begin(),
+        ):
             tx = Transaction(connection)
             yield tx
             fence = ACTING_UNDER.get()

@@ -209,9 +209,7 @@ class HttpClient:
         self._client_certificate = client_certificate
         self._tls_generation = -1  # of the client certificate in `_tls`
         # The client certificate generation each TLS connection was opened with.
-        self._opened_with: weakref.WeakKeyDictionary[Connection, int] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._opened_with: weakref.WeakKeyDictionary[Connection, int] = weakref.WeakKeyDictionary()
         self._pools: dict[Origin, _Pool] = {}
         self._closed = False
 
@@ -344,8 +342,10 @@ class HttpClient:
         while True:
             while pool.idle:
                 connection = pool.idle.pop()
-                if not fresh and connection.idle_usable(self._keepalive_s) and self._current(
-                    connection
+                if (
+                    not fresh
+                    and connection.idle_usable(self._keepalive_s)
+                    and self._current(connection)
                 ):
                     return connection
                 connection.close()

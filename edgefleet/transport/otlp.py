@@ -301,9 +301,21 @@ def _exponential_side_pb(data: int | bytes) -> tuple[int, list[int]]:
 
 def _histogram_point_pb(data: int | bytes, exponential: bool) -> HistogramPoint:
     attributes: list[tuple[str, str]] = []
-    values: dict[str, Any] = {"start": 0, "time": 0, "count": 0, "sum": None, "min": None,
-                              "max": None, "counts": [], "bounds": [], "scale": 0, "zero": 0,
-                              "zero_threshold": 0.0, "positive": (0, []), "negative": (0, [])}
+    values: dict[str, Any] = {
+        "start": 0,
+        "time": 0,
+        "count": 0,
+        "sum": None,
+        "min": None,
+        "max": None,
+        "counts": [],
+        "bounds": [],
+        "scale": 0,
+        "zero": 0,
+        "zero_threshold": 0.0,
+        "positive": (0, []),
+        "negative": (0, []),
+    }
     layout = ({1: "attributes", 2: "start", 3: "time", 4: "count", 5: "sum", 6: "scale",
                7: "zero", 8: "positive", 9: "negative", 12: "min", 13: "max",
                14: "zero_threshold"} if exponential else

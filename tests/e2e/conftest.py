@@ -31,8 +31,11 @@ LAPTOP: ViewportSize = {"width": 1366, "height": 900}
 TABLET: ViewportSize = {"width": 820, "height": 1180}
 
 if not HAVE_PLAYWRIGHT or not Path(CHROMIUM).exists():
-    pytest.skip("browser tests need the playwright package and Debian's chromium "
-                "(apt-get install chromium, or make system-deps)", allow_module_level=True)
+    pytest.skip(
+        "browser tests need the playwright package and Debian's chromium "
+        "(apt-get install chromium, or make system-deps)",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")

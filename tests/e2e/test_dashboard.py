@@ -100,8 +100,9 @@ def wait_final(admin: FleetClient, rollout_id: str) -> dict[str, Any]:
                           what=f"rollout {rollout_id} to end")  # fmt: skip
     except TimeoutError:
         now = admin.get_rollout(rollout_id)
-        raise AssertionError(f"rollout {now['name']} still {now['state']}: {now['reason']}; "
-                             f"devices {now['devices']}") from None
+        raise AssertionError(
+            f"rollout {now['name']} still {now['state']}: {now['reason']}; devices {now['devices']}"
+        ) from None
     assert status is not None
     return status
 
@@ -163,7 +164,8 @@ def test_a_rollout_started_in_the_ui_shows_its_waves_and_a_bad_release_trips_a_g
     expect(waves.nth(0)).to_contain_text("1 installed")
     expect(waves.nth(1)).to_contain_text("1 installed")
     expect(page.get_by_role("table", name="Wave 1 gates: pass", exact=False)).to_contain_text(
-        "install_failure_rate")
+        "install_failure_rate"
+    )
     shoot(page, artifacts, "rollout-good")
 
     bad = start_rollout_in_ui(page, "ui-bad", releases["bad"])
@@ -186,7 +188,8 @@ def test_a_rollout_started_in_the_ui_shows_its_waves_and_a_bad_release_trips_a_g
     canary = next(d for d in status["devices"] if d["attempts"] > 0)
     page.get_by_role("link", name=canary["name"]).first.click()
     expect(page.get_by_role("table", name="Rollouts that targeted this device")).to_contain_text(
-        "ui-bad")
+        "ui-bad"
+    )
     history = page.get_by_role("table", name="Release history", exact=False)
     expect(history).to_contain_text("ui-bad")
     expect(history).to_contain_text("revert-release")
@@ -225,8 +228,9 @@ def test_a_viewer_sees_no_action_and_forged_changes_are_refused(
         expect(page.get_by_role("heading", name="Rollouts")).to_be_visible()
         expect(page.get_by_role("button", name="Start rollout")).to_have_count(0)
         page.goto(f"{server.url}/ui#/rollouts/{rollout_id}")
-        expect(page.get_by_role("heading", level=1)).to_contain_text("api-bad" if "good" not in
-                                                                     started else "ui-bad")
+        expect(page.get_by_role("heading", level=1)).to_contain_text(
+            "api-bad" if "good" not in started else "ui-bad"
+        )
         expect(page.locator("[data-command]")).to_have_count(0)
         device = fleet.start()[0].device_id
         page.goto(f"{server.url}/ui#/devices/{device}")
@@ -290,8 +294,10 @@ def test_every_main_view_passes_axe_on_a_laptop_and_a_tablet(
                 name = (view.split("/")[0] or "overview") + ("-detail" if "/" in view else "")
                 shoot(page, artifacts, f"{size}-{name}")
                 for v in axe_violations(page):
-                    problems.append(f"{size} #{route}: {v['impact']} {v['id']} ({v['help']}) "
-                                    f"at {json.dumps(v['nodes'])}")
+                    problems.append(
+                        f"{size} #{route}: {v['impact']} {v['id']} ({v['help']}) "
+                        f"at {json.dumps(v['nodes'])}"
+                    )
         finally:
             context.close()
     assert not problems, "\n".join(problems)

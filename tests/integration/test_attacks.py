@@ -173,8 +173,7 @@ def test_a_control_plane_with_the_online_key_cannot_run_unsigned_code(
         for entry in document.get("workloads", {}).get("replicas", []):
             entry["document"]["spec"].update(forged[mode["now"]][0])
         exchange.body = json.dumps(document).encode()
-        exchange.headers["x-edgefleet-desired-signature"] = sign_desired(exchange.body,
-                                                                         online_key)
+        exchange.headers["x-edgefleet-desired-signature"] = sign_desired(exchange.body, online_key)
 
     with server.client() as admin, HttpMitm(server.url, forge) as mitm:
         agent = _agent(mitm.url, tmp_path, admin, "forged-cam")

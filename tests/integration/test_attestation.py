@@ -189,12 +189,18 @@ def test_a_replayed_quote_is_refused(
             nonce = device.call("POST", f"{base}/challenge", {}).json()["nonce"]
             tpm2(tcti, "tpm2_quote", "-c", "0x81010016", "-l", "sha256:16", "-q", nonce,
                  "-m", "msg", "-s", "sig", "-g", "sha256", cwd=work)  # fmt: skip
-            return {"measurement": measurement, "digest": digest, "tpm": {
-                "nonce": nonce,
-                "attestation_key": (agent.data_dir / "attestation" / "ak.pem").read_text(),
-                "message": base64.b64encode((work / "msg").read_bytes()).decode(),
-                "signature": base64.b64encode((work / "sig").read_bytes()).decode(),
-                "pcrs": {"16": (work / "pcr16").read_bytes().hex()}, "log": [digest]}}
+            return {
+                "measurement": measurement,
+                "digest": digest,
+                "tpm": {
+                    "nonce": nonce,
+                    "attestation_key": (agent.data_dir / "attestation" / "ak.pem").read_text(),
+                    "message": base64.b64encode((work / "msg").read_bytes()).decode(),
+                    "signature": base64.b64encode((work / "sig").read_bytes()).decode(),
+                    "pcrs": {"16": (work / "pcr16").read_bytes().hex()},
+                    "log": [digest],
+                },
+            }
 
         body = quoted()
         first = device.call("POST", base, body)
@@ -210,7 +216,9 @@ def test_a_replayed_quote_is_refused(
         # A device that registered a TPM key cannot fall back to a software measurement.
         plain = device.call("POST", base, {"measurement": measurement, "digest": digest}).json()
         assert (plain["status"], plain["reason"]) == (
-            "failed", "no TPM quote, but this device registered a TPM attestation key")
+            "failed",
+            "no TPM quote, but this device registered a TPM attestation key",
+        )
 
         # A quote whose reported PCR value is not what the TPM quoted fails the device.
         forged = quoted()

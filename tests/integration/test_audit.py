@@ -73,9 +73,11 @@ def tamper(server: ServerProcess, sql: str, *params: object) -> None:
 
 
 def test_verify_catches_an_edited_record(server: ServerProcess, history: str) -> None:
-    row = sqlite3.connect(server.db_path).execute(
-        "SELECT seq, details FROM audit_log WHERE action = 'device.label'"
-    ).fetchone()
+    row = (
+        sqlite3.connect(server.db_path)
+        .execute("SELECT seq, details FROM audit_log WHERE action = 'device.label'")
+        .fetchone()
+    )
     seq, details = row
     forged = json.dumps({**json.loads(details), "set": {"tier": "bronze"}})
     tamper(server, "UPDATE audit_log SET details = ? WHERE seq = ?", forged, seq)

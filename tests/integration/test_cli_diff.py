@@ -101,8 +101,14 @@ def test_a_new_rollout_shows_the_devices_and_waves_it_would_get(
     release: str, env: dict[str, str], tmp_path: Path, admin: FleetClient
 ) -> None:
     rollouts_before = admin.list_rollouts()
-    path = manifest(tmp_path, {"kind": "Rollout", "metadata": {"name": "diffed"},
-                               "spec": {"release": release, "target": "fleet=diff"}})
+    path = manifest(
+        tmp_path,
+        {
+            "kind": "Rollout",
+            "metadata": {"name": "diffed"},
+            "spec": {"release": release, "target": "fleet=diff"},
+        },
+    )
     result = run_cli("diff", "-f", path, env=env)
     assert result.code == 1, (result.stdout, result.stderr)
     [line] = result.stdout.splitlines()
@@ -111,11 +117,15 @@ def test_a_new_rollout_shows_the_devices_and_waves_it_would_get(
     assert admin.list_rollouts() == rollouts_before
 
 
-def test_an_error_is_one_line_and_exit_2(
-    release: str, env: dict[str, str], tmp_path: Path
-) -> None:
-    broken = manifest(tmp_path, {"kind": "Workload", "metadata": {"name": "broken"},
-                                 "spec": {"artifacts": ["missing@9.9.9"]}})
+def test_an_error_is_one_line_and_exit_2(release: str, env: dict[str, str], tmp_path: Path) -> None:
+    broken = manifest(
+        tmp_path,
+        {
+            "kind": "Workload",
+            "metadata": {"name": "broken"},
+            "spec": {"artifacts": ["missing@9.9.9"]},
+        },
+    )
     for path in (broken, str(tmp_path / "absent.yaml")):
         result = run_cli("diff", "-f", path, env=env)
         assert result.code == 2, (result.stdout, result.stderr)
@@ -127,11 +137,20 @@ def test_a_changed_policy_and_release_train_show_their_diffs(
     release: str, env: dict[str, str], tmp_path: Path, admin: FleetClient
 ) -> None:
     def documents(max_wave_size: int, allow_insufficient_data: bool) -> str:
-        policy = {"kind": "Policy", "metadata": {"name": "diffed-policy"},
-                  "spec": {"max_wave_size": max_wave_size}}
-        train = {"kind": "ReleaseTrain", "metadata": {"name": "diffed-train"}, "spec": {
-            "releases": [release], "rollout": {"target": "fleet=nobody"},
-            "allow_insufficient_data": allow_insufficient_data}}
+        policy = {
+            "kind": "Policy",
+            "metadata": {"name": "diffed-policy"},
+            "spec": {"max_wave_size": max_wave_size},
+        }
+        train = {
+            "kind": "ReleaseTrain",
+            "metadata": {"name": "diffed-train"},
+            "spec": {
+                "releases": [release],
+                "rollout": {"target": "fleet=nobody"},
+                "allow_insufficient_data": allow_insufficient_data,
+            },
+        }
         return manifest(tmp_path, policy, train)  # fmt: skip
 
     applied(run_cli("apply", "-f", documents(50, False), env=env))

@@ -140,8 +140,10 @@ def test_tokens_revoke_by_name(admin: FleetClient, env: dict[str, str]) -> None:
                    first["id"], second["id"])  # fmt: skip
     ok(run_cli("tokens", "revoke", first["id"], env=env))
     assert ok(run_cli("tokens", "revoke", "twin", "-o", "name", env=env)).stdout == "twin\n"
-    assert [r["target"] for r in admin.audit_tail(2)] == [f"api-token/{first['id']}",
-                                                          f"api-token/{second['id']}"]
+    assert [r["target"] for r in admin.audit_tail(2)] == [
+        f"api-token/{first['id']}",
+        f"api-token/{second['id']}",
+    ]
     one_line_error(run_cli("tokens", "revoke", "nobody", env=env), "token_not_found")
 
 
@@ -171,8 +173,10 @@ def test_devices_delete_decommissions_a_device(
     assert raw_device(server, admin, "retiring-1", {}).report().status_code == 200
     one_line_error(run_cli("devices", "delete", "no-such-device", env=env), "device_not_found")
     viewer = admin.create_api_token("viewer-del", "viewer")["token"]
-    one_line_error(run_cli("devices", "delete", "retiring-1",
-                           env={**env, "EDGEFLEET_TOKEN": viewer}), "insufficient_role")
+    one_line_error(
+        run_cli("devices", "delete", "retiring-1", env={**env, "EDGEFLEET_TOKEN": viewer}),
+        "insufficient_role",
+    )
 
 
 def test_an_unknown_metric_names_the_closest_ones(
@@ -205,5 +209,7 @@ def test_help_ends_with_examples_and_names_values_in_words(command: str) -> None
     assert options
     for line in options:
         if "--help" not in line:
-            assert not any(t in line for t in ("<str>", "<int>", "<float>", "<path>",
-                                               "<list[str]>", "<list[path]>")), line
+            assert not any(
+                t in line
+                for t in ("<str>", "<int>", "<float>", "<path>", "<list[str]>", "<list[path]>")
+            ), line

@@ -158,9 +158,10 @@ def test_contexts_switch_between_control_planes(server: ServerProcess, tmp_path:
         assert "viewer-on-other" in _ok(run_cli("whoami", env=env)).stdout
         assert _ok(run_cli("config", "current-context", env=env)).stdout.strip() == "other"
         assert "bootstrap-admin" in _ok(run_cli("--context", "main", "whoami", env=env)).stdout
-        assert "bootstrap-admin" in _ok(
-            run_cli("whoami", env={**env, "EDGEFLEET_CONTEXT": "main"})
-        ).stdout
+        assert (
+            "bootstrap-admin"
+            in _ok(run_cli("whoami", env={**env, "EDGEFLEET_CONTEXT": "main"})).stdout
+        )
 
         listed = _ok(run_cli("config", "get-contexts", "-o", "json", env=env))
         assert ADMIN_TOKEN not in listed.stdout and viewer not in listed.stdout
@@ -198,7 +199,6 @@ def test_login_honours_edgefleet_server_and_reads_an_earlier_config(
     assert "bootstrap-admin" in _ok(run_cli("whoami", env=env)).stdout  # default stays current
     assert json.loads(run_cli("config", "get-contexts", "-o", "json", env=env).stdout)[0][
         "name"] == "default"  # fmt: skip
-
 
 
 def test_login_off_a_terminal_without_a_token_says_so(tmp_path: Path) -> None:

@@ -68,8 +68,10 @@ def test_a_custom_role_grants_its_permissions_and_changes_reach_the_next_request
 
     deleted = run_cli("roles", "delete", "rollout-only", env=env)
     assert deleted.code != 0
-    assert f"role 'rollout-only' is held by 1 API token(s) that are not revoked ({token['id']})" \
+    assert (
+        f"role 'rollout-only' is held by 1 API token(s) that are not revoked ({token['id']})"
         in deleted.stderr
+    )
     admin.revoke_api_token(token["id"])
     assert run_cli("roles", "delete", "rollout-only", env=env).code == 0
     with pytest.raises(ApiError, match="no role named 'rollout-only'"):
@@ -78,7 +80,9 @@ def test_a_custom_role_grants_its_permissions_and_changes_reach_the_next_request
     actions = [(r["action"], r["target"], r["details"]) for r in admin.audit_tail(20)
                if r["target"] == "role/rollout-only"]  # fmt: skip
     assert [(a, d.get("outcome")) for a, _, d in actions] == [
-        ("role.apply", "created"), ("role.apply", "updated"), ("role.apply", "updated"),
+        ("role.apply", "created"),
+        ("role.apply", "updated"),
+        ("role.apply", "updated"),
         ("role.delete", None),
     ]
     assert actions[1][2]["added"] == ["groups.write"]
@@ -114,7 +118,8 @@ def test_only_an_unscoped_admin_defines_roles(server: ServerProcess, admin: Flee
         with pytest.raises(ApiError, match="cannot define roles") as out:
             eu_admin.apply_role(doc)
         assert out.value.code == "out_of_scope"
-    with server.client(operator) as op, pytest.raises(
-        ApiError, match=r"lacks permission 'api-tokens\.write'"
+    with (
+        server.client(operator) as op,
+        pytest.raises(ApiError, match=r"lacks permission 'api-tokens\.write'"),
     ):
         op.apply_role(doc)

@@ -274,7 +274,8 @@ def test_a_reassigned_running_action_is_cancelled_first(
 
     async def start(ddi: DDIClient) -> None:
         await ddi.deploymentBase[str(serial)].feedback(
-            DeploymentStatusExecution.proceeding, DeploymentStatusResult.none, ["downloading"])
+            DeploymentStatusExecution.proceeding, DeploymentStatusResult.none, ["downloading"]
+        )
 
     run_with_client(server, target, start)
     admin.assign_release("fw", "2.0.0", device=target["id"])
@@ -283,7 +284,8 @@ def test_a_reassigned_running_action_is_cancelled_first(
         base = await ddi()
         stop = await ddi.cancelAction[str(serial)]()
         await ddi.cancelAction[stop["cancelAction"]["stopId"]].feedback(
-            CancelStatusExecution.closed, CancelStatusResult.success, ["stopped"])
+            CancelStatusExecution.closed, CancelStatusResult.success, ["stopped"]
+        )
         return base, stop, await ddi()
 
     base, stop, after = run_with_client(server, target, cancel)
@@ -337,24 +339,33 @@ def test_bad_input_is_refused_precisely_and_changes_nothing(
                  {"status": {"execution": "proceeding",
                              "result": {"progress": {"cnt": 5, "of": 2}}}},
                  {**ok, "id": "999"}):  # fmt: skip
-        assert error_of(httpx.post(feedback, json=body, headers=auth)) == (400,
-                                                                           "invalid_feedback")
+        assert error_of(httpx.post(feedback, json=body, headers=auth)) == (400, "invalid_feedback")
     unknown = {"status": ok["status"]}
     assert error_of(httpx.post(f"{base}/deploymentBase/{serial + 7}/feedback", json=unknown,
                                headers=auth)) == (404, "action_not_found")  # fmt: skip
     assert error_of(httpx.get(f"{base}/deploymentBase/{serial + 7}", headers=auth)) == (
-        404, "action_not_found")
+        404,
+        "action_not_found",
+    )
     assert error_of(httpx.get(f"{base}/cancelAction/{serial}", headers=auth)) == (
-        404, "action_not_found")
+        404,
+        "action_not_found",
+    )
     # Another target's path with my token; my path under another tenant.
     others = f"{server.url}/ddi/default/controller/v1/strict-2/deploymentBase/{serial}"
     assert error_of(httpx.get(others, headers=auth)) == (403, "wrong_device")
     assert error_of(httpx.get(base.replace("/default/", "/acme/"), headers=auth)) == (
-        403, "wrong_tenant")
+        403,
+        "wrong_tenant",
+    )
     assert error_of(httpx.get(base, headers={"authorization": "TargetToken nope"})) == (
-        401, "invalid_token")
+        401,
+        "invalid_token",
+    )
     assert error_of(httpx.get(base, headers={"authorization": f"Bearer {mine['token']}"})) == (
-        401, "bad_auth_scheme")
+        401,
+        "bad_auth_scheme",
+    )
     assert error_of(httpx.put(f"{base}/configData", json={"data": {"bad key": "x"}},
                               headers=auth)) == (400, "invalid_config_data")  # fmt: skip
     module = "fw-bundle@2.0.0"  # a release it is not assigned
@@ -362,7 +373,10 @@ def test_bad_input_is_refused_precisely_and_changes_nothing(
                               headers=auth)) == (404, "artifact_not_found")  # fmt: skip
     after = admin.get_device(mine["id"])
     assert (after["release_status"], after["labels"], after["desired_generation"]) == (
-        before["release_status"], before["labels"], before["desired_generation"])
+        before["release_status"],
+        before["labels"],
+        before["desired_generation"],
+    )
 
     # A release DDI devices may not get: refused for the device, skipped in a selector.
     refused = httpx.post(f"{server.url}/v1/releases/vision/1.0.0/assign",

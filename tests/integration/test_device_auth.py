@@ -66,9 +66,14 @@ def test_request_for_another_device_is_refused(
 ) -> None:
     other = RawDevice(server.url)
     other.enroll(admin.create_enrollment_token(auto_approve=True)["token"])
-    response = device.call("POST", f"/v1/devices/{other.id}/report", {
-        "applied_generation": 0, "inventory": INVENTORY,
-    })
+    response = device.call(
+        "POST",
+        f"/v1/devices/{other.id}/report",
+        {
+            "applied_generation": 0,
+            "inventory": INVENTORY,
+        },
+    )
     assert response.status_code == 403
     assert error_code(response) == "wrong_device"
     desired = device.call("GET", f"/v1/devices/{other.id}/desired")

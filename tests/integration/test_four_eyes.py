@@ -154,12 +154,8 @@ def test_policy_test_explains_without_applying(
     result = run_cli("policy", "test", "-f", str(manifest), env=env(server, ADMIN_TOKEN))
     assert result.code == 1
     assert "rollout/rehearsed refused by 1 policy(ies)" in result.stdout
-    assert "policy production, rule max_wave_size: a wave would update 2 devices" in (
-        result.stdout
-    )
-    assert "needs a second operator's approval: policy production: it reaches 2" in (
-        result.stdout
-    )
+    assert "policy production, rule max_wave_size: a wave would update 2 devices" in (result.stdout)
+    assert "needs a second operator's approval: policy production: it reaches 2" in (result.stdout)
     as_json = run_cli("policy", "test", "-f", str(manifest), "-o", "json",
                       env=env(server, ADMIN_TOKEN))  # fmt: skip
     assert json.loads(as_json.stdout)[0]["violations"][0]["rule"] == "max_wave_size"

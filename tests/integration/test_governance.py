@@ -193,8 +193,9 @@ def refusal(call: Callable[[], object]) -> ApiError:
     return refused.value
 
 
-def test_a_scoped_admin_mints_only_tokens_within_its_scope(admin: FleetClient,
-                                                           server: ServerProcess) -> None:
+def test_a_scoped_admin_mints_only_tokens_within_its_scope(
+    admin: FleetClient, server: ServerProcess
+) -> None:
     scoped = admin.create_api_token("eu-admin", "admin", scope="region=eu")["token"]
     with server.client(scoped) as eu_admin:
         narrower = eu_admin.create_api_token("paris", "operator", scope="region=eu,site=paris")

@@ -184,9 +184,12 @@ def test_replicas_reconnect_after_the_database_drops_every_connection(
     engine = create_engine(deployment.database_url)
     try:
         with engine.connect() as connection:
-            dropped = connection.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+            dropped = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
     finally:
         engine.dispose()
     assert dropped >= len(REPLICAS)

@@ -134,8 +134,14 @@ def test_the_child_applies_a_delta_and_refuses_the_wrong_target(tmp_path: Path) 
 # --- failing closed ----------------------------------------------------------------------
 
 PATH = "releases/vision/1.0.0/model.onnx"
-GOOD = {"path": PATH, "length_bytes": 8, "hashes": {"sha256": "a" * 64},
-        "artifact_name": "detector", "artifact_kind": "onnx-model", "file_name": "model.onnx"}
+GOOD = {
+    "path": PATH,
+    "length_bytes": 8,
+    "hashes": {"sha256": "a" * 64},
+    "artifact_name": "detector",
+    "artifact_kind": "onnx-model",
+    "file_name": "model.onnx",
+}
 FAKE_CHILDREN = {
     "crash": ("import sys; sys.stderr.write('Traceback: boom\\n'); sys.exit(3)",
               "exited with exit code 3: Traceback: boom"),
@@ -233,10 +239,14 @@ def test_both_helpers_read_a_service_manifest_and_refuse_the_same_bad_ones(
     manifest = tmp_path / "service.yaml"
     manifest.write_text("command: ['{python}', '-m', 'app']\nport: auto\n")
     assert asyncio.run(helper.read_manifest(manifest)) == {
-        "command": ["{python}", "-m", "app"], "port": "auto"}
-    for text, reason in (("command: [unclosed\n", "not YAML"),
-                         ("port: 80\n", "field required"),
-                         ("command: [x]\n# " + "x" * 70_000 + "\n", "over 65536 bytes")):
+        "command": ["{python}", "-m", "app"],
+        "port": "auto",
+    }
+    for text, reason in (
+        ("command: [unclosed\n", "not YAML"),
+        ("port: 80\n", "field required"),
+        ("command: [x]\n# " + "x" * 70_000 + "\n", "over 65536 bytes"),
+    ):
         manifest.write_text(text)
         with pytest.raises(InvalidInput, match=reason):
             asyncio.run(helper.read_manifest(manifest))

@@ -95,8 +95,11 @@ def raw_post(server: ServerProcess, path: str, content: bytes, **headers: str) -
     return httpx.post(
         server.url + path,
         content=content,
-        headers={"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json",
-                 **headers},
+        headers={
+            "authorization": f"Bearer {ADMIN_TOKEN}",
+            "content-type": "application/json",
+            **headers,
+        },
     )
 
 
@@ -104,15 +107,30 @@ def raw_post(server: ServerProcess, path: str, content: bytes, **headers: str) -
     ("path", "body", "status", "code", "mentions"),
     [
         ("/v1/enrollment-tokens", b"{not json", 400, "malformed_json", "not valid JSON"),
-        ("/v1/enrollment-tokens", b'{"auto_approve": true, "colour": 1}', 422,
-         "invalid_request", "colour: unknown field"),
+        (
+            "/v1/enrollment-tokens",
+            b'{"auto_approve": true, "colour": 1}',
+            422,
+            "invalid_request",
+            "colour: unknown field",
+        ),
         ("/v1/enrollment-tokens", b'{"max_uses": 0}', 422, "invalid_request", "max_uses"),
         ("/v1/tokens", b'{"name": "x"}', 422, "invalid_request", "role: field required"),
         ("/v1/tokens", b'{"name": "x", "role": "root"}', 400, "unknown_role", "root"),
-        ("/v1/groups", b'{"name": "g1", "selector": "tier in (a"}', 400, "invalid_selector",
-         "expected"),
-        ("/v1/groups", b'{"name": "Bad Name", "selector": "a=b"}', 400, "invalid_input",
-         "group name"),
+        (
+            "/v1/groups",
+            b'{"name": "g1", "selector": "tier in (a"}',
+            400,
+            "invalid_selector",
+            "expected",
+        ),
+        (
+            "/v1/groups",
+            b'{"name": "Bad Name", "selector": "a=b"}',
+            400,
+            "invalid_input",
+            "group name",
+        ),
         ("/v1/devices/d-nope/approve", b"", 404, "device_not_found", "d-nope"),
         ("/v1/devices/d-nope/labels", b'{"set": {"a": "b"}}', 404, "device_not_found", "d-nope"),
         ("/v1/nowhere", b"{}", 404, "not_found", "/v1/nowhere"),

@@ -34,9 +34,15 @@ def sink() -> Iterator[OtlpSink]:
 
 @contextmanager
 def exporting_server(data_dir: Path, sink: OtlpSink, **env: str) -> Iterator[ServerProcess]:
-    process = ServerProcess(data_dir, ADMIN_TOKEN, env={
-        "EDGEFLEET_OTLP_ENDPOINT": sink.url,
-        "EDGEFLEET_OTLP_HEADERS": "authorization=Bearer sink-secret,x-scope=edge", **env})
+    process = ServerProcess(
+        data_dir,
+        ADMIN_TOKEN,
+        env={
+            "EDGEFLEET_OTLP_ENDPOINT": sink.url,
+            "EDGEFLEET_OTLP_HEADERS": "authorization=Bearer sink-secret,x-scope=edge",
+            **env,
+        },
+    )
     process.start()
     try:
         with process.client() as client:

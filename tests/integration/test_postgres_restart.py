@@ -138,9 +138,13 @@ def test_replicas_and_an_agent_ride_through_a_real_postgres_restart(
         engine = create_engine(cluster.url)
         try:
             with engine.connect() as connection:
-                rows = connection.execute(text(
-                    "SELECT seq, name, tags, start_s FROM telemetry_windows"
-                    " WHERE device_id = :device ORDER BY seq, idx"), {"device": device}).all()
+                rows = connection.execute(
+                    text(
+                        "SELECT seq, name, tags, start_s FROM telemetry_windows"
+                        " WHERE device_id = :device ORDER BY seq, idx"
+                    ),
+                    {"device": device},
+                ).all()
         finally:
             engine.dispose()
         stored: dict[int, int] = {}

@@ -26,7 +26,8 @@ CALLERS = {"operator", "device", "none"}
 CUSTOM_ROLE = "rollout-only"
 CUSTOM_PERMISSIONS = frozenset({Permission.FLEET_READ, Permission.ROLLOUTS_WRITE})
 ROLES: dict[str, frozenset[Permission]] = {
-    **{role.value: ROLE_PERMISSIONS[role] for role in Role}, CUSTOM_ROLE: CUSTOM_PERMISSIONS
+    **{role.value: ROLE_PERMISSIONS[role] for role in Role},
+    CUSTOM_ROLE: CUSTOM_PERMISSIONS,
 }
 
 

@@ -34,8 +34,17 @@ def test_a_refused_create_leaves_no_service_artifact_and_the_same_command_then_s
 ) -> None:
     service = tmp_path / "service.json"
     service.write_text(service_manifest(8080, "atomic-model"))
-    create = ("releases", "create", "atomic", "--version", "1.0.0",
-              "--artifact", "atomic-model@1.0.0", "--service-file", str(service))
+    create = (
+        "releases",
+        "create",
+        "atomic",
+        "--version",
+        "1.0.0",
+        "--artifact",
+        "atomic-model@1.0.0",
+        "--service-file",
+        str(service),
+    )
 
     missing = cli(server, *create)
     assert missing.code == 1
@@ -46,8 +55,9 @@ def test_a_refused_create_leaves_no_service_artifact_and_the_same_command_then_s
     assert absent.value.code == "release_not_found"
 
     model = save_model(build_mlp(4, 8, 3, seed=3), tmp_path / "model.onnx")
-    pushed = cli(server, "artifacts", "push", str(model), "--name", "atomic-model",
-                 "--version", "1.0.0")
+    pushed = cli(
+        server, "artifacts", "push", str(model), "--name", "atomic-model", "--version", "1.0.0"
+    )
     assert pushed.code == 0, pushed.stderr
     created = cli(server, *create, "-o", "json")
     assert created.code == 0, created.stderr
@@ -63,13 +73,27 @@ def test_a_service_manifest_naming_an_artifact_outside_the_release_creates_nothi
     server: ServerProcess, admin: FleetClient, tmp_path: Path
 ) -> None:
     model = save_model(build_mlp(4, 8, 3, seed=4), tmp_path / "model.onnx")
-    assert cli(server, "artifacts", "push", str(model), "--name", "lonely-model",
-               "--version", "1.0.0").code == 0
+    assert (
+        cli(
+            server, "artifacts", "push", str(model), "--name", "lonely-model", "--version", "1.0.0"
+        ).code
+        == 0
+    )
     service = tmp_path / "service.json"
     service.write_text(service_manifest(8080, "other-model"))
 
-    refused = cli(server, "releases", "create", "lonely", "--version", "1.0.0",
-                  "--artifact", "lonely-model@1.0.0", "--service-file", str(service))
+    refused = cli(
+        server,
+        "releases",
+        "create",
+        "lonely",
+        "--version",
+        "1.0.0",
+        "--artifact",
+        "lonely-model@1.0.0",
+        "--service-file",
+        str(service),
+    )
     assert refused.code == 1
     assert "'other-model', which is not in the release" in refused.stderr
     assert admin.list_artifacts("lonely-service") == []
@@ -81,8 +105,9 @@ def test_a_service_file_that_is_not_text_is_refused_before_anything_is_sent(
 ) -> None:
     service = tmp_path / "service.bin"
     service.write_bytes(b"\xff\xfe not utf-8")
-    refused = cli(server, "releases", "create", "binary", "--version", "1.0.0",
-                  "--service-file", str(service))
+    refused = cli(
+        server, "releases", "create", "binary", "--version", "1.0.0", "--service-file", str(service)
+    )
     assert refused.code == 1
     assert "is not UTF-8 text" in refused.stderr
     assert admin.list_artifacts("binary-service") == []
@@ -103,9 +128,14 @@ class Operators:
 
     def cli(self, *args: str, machine: str = "alice") -> CliResult:
         config = self.home / machine / "config.toml"
-        return run_cli(*args, env={"EDGEFLEET_SERVER": self.proxy.url,
-                                   "EDGEFLEET_TOKEN": ADMIN_TOKEN,
-                                   "EDGEFLEET_CONFIG": str(config)})
+        return run_cli(
+            *args,
+            env={
+                "EDGEFLEET_SERVER": self.proxy.url,
+                "EDGEFLEET_TOKEN": ADMIN_TOKEN,
+                "EDGEFLEET_CONFIG": str(config),
+            },
+        )
 
     def trusted_root(self, machine: str = "alice") -> Path:
         return TrustStore.for_server(self.home / machine, self.proxy.url).root_path
@@ -116,22 +146,33 @@ def add_release(admin: FleetClient, workdir: Path, name: str, version: str, seed
     (workdir / version).mkdir(parents=True, exist_ok=True)
     model = save_model(build_mlp(4, 8, 3, seed=seed), workdir / version / "model.onnx")
     push_file(admin, model, f"{name}-model", version, ArtifactKind.ONNX_MODEL, [])
-    admin.create_release(name, version, [f"{name}-model@{version}"],
-                         ("service.json", service_manifest(8080, f"{name}-model")))
+    admin.create_release(
+        name,
+        version,
+        [f"{name}-model@{version}"],
+        ("service.json", service_manifest(8080, f"{name}-model")),
+    )
     return model
 
 
 @pytest.fixture(scope="module")
-def operators(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[Operators]:
+def operators(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operators]:
     """A root of trust set up through the proxy, and vision@1.0.0 signed and published."""
     home = tmp_path_factory.mktemp("operators")
     with HttpMitm(server.url) as proxy, server.client() as admin:
         team = Operators(proxy, home, home / "root.key", home / "targets.key")
         for role, path in (("root", team.root_key), ("targets", team.targets_key)):
             assert team.cli("keys", "generate", "--role", role, "-o", str(path)).code == 0
-        init = team.cli("trust", "init", "--root-key", str(team.root_key),
-                        "--targets-key", str(team.targets_key))
+        init = team.cli(
+            "trust",
+            "init",
+            "--root-key",
+            str(team.root_key),
+            "--targets-key",
+            str(team.targets_key),
+        )
         assert init.code == 0, init.stderr
         add_release(admin, home, "vision", "1.0.0", seed=1)
         signed = team.cli("releases", "sign", "vision@1.0.0", "--key", str(team.targets_key))
@@ -147,6 +188,7 @@ def honest(operators: Operators) -> Iterator[Operators]:
 
 def forged(change: Callable[[Targets], None]) -> Callable[[bytes], bytes]:
     """Rewrite staged targets metadata with `change`."""
+
     def rewrite(body: bytes) -> bytes:
         md: Metadata[Targets] = Metadata.from_bytes(body)
         change(md.signed)
@@ -161,8 +203,17 @@ PUBLISHED_MODEL = "releases/vision/1.0.0/model.onnx"
 def add_forged_target(signed: Targets) -> None:
     """What the attacker wanted: a release the devices refused, slipped into a signing."""
     genuine = ReleaseTarget.from_target_file(signed.targets[PUBLISHED_MODEL])
-    evil = ReleaseTarget("vision", "6.6.6", "vision-model", "6.6.6", "onnx-model",
-                         "model.onnx", 66, "e" * 64, genuine.requirements)
+    evil = ReleaseTarget(
+        "vision",
+        "6.6.6",
+        "vision-model",
+        "6.6.6",
+        "onnx-model",
+        "model.onnx",
+        66,
+        "e" * 64,
+        genuine.requirements,
+    )
     signed.targets[evil.path] = evil.to_target_file()
 
 
@@ -178,34 +229,44 @@ def skip_a_version(signed: Targets) -> None:
     signed.version += 1
 
 
-@pytest.mark.parametrize(("forgery", "reason"), [
-    (add_forged_target, "the staged targets add releases/vision/6.6.6/model.onnx, which is "
-                        "not a file of vision@2.0.0"),
-    (change_published_hash, f"the staged targets change the published target "
-                            f"{PUBLISHED_MODEL}"),
-    (remove_published_target, f"the staged targets drop the published target "
-                              f"{PUBLISHED_MODEL}"),
-    (skip_a_version, "the staged targets are v3; the last verified are v1, so the next is v2"),
-])
+@pytest.mark.parametrize(
+    ("forgery", "reason"),
+    [
+        (
+            add_forged_target,
+            "the staged targets add releases/vision/6.6.6/model.onnx, which is "
+            "not a file of vision@2.0.0",
+        ),
+        (
+            change_published_hash,
+            f"the staged targets change the published target {PUBLISHED_MODEL}",
+        ),
+        (
+            remove_published_target,
+            f"the staged targets drop the published target {PUBLISHED_MODEL}",
+        ),
+        (skip_a_version, "the staged targets are v3; the last verified are v1, so the next is v2"),
+    ],
+)
 def test_releases_sign_refuses_forged_staged_targets_and_publishes_nothing(
-    honest: Operators, admin: FleetClient, tmp_path: Path,
-    forgery: Callable[[Targets], None], reason: str,
+    honest: Operators,
+    admin: FleetClient,
+    tmp_path: Path,
+    forgery: Callable[[Targets], None],
+    reason: str,
 ) -> None:
     version = "2.0.0"  # one release for every forgery: none of them publishes it
-    if not any(r["name"] == "vision" and r["version"] == version
-               for r in admin.list_releases()):
+    if not any(r["name"] == "vision" and r["version"] == version for r in admin.list_releases()):
         add_release(admin, tmp_path, "vision", version, seed=2)
     targets_version = admin.trust_status()["targets_version"]
     honest.proxy.forgeries["/staged-targets"] = forged(forgery)
 
-    refused = honest.cli("releases", "sign", f"vision@{version}", "--key",
-                         str(honest.targets_key))
+    refused = honest.cli("releases", "sign", f"vision@{version}", "--key", str(honest.targets_key))
     assert refused.code == 1
     assert refused.stderr.count("\n") == 1, refused.stderr
     assert f"refusing to sign: {reason}" in refused.stderr and "refused_to_sign" in refused.stderr
     assert refused.stdout == ""
-    assert ("POST", f"/v1/releases/vision/{version}/signed-targets") not in \
-        honest.proxy.requests
+    assert ("POST", f"/v1/releases/vision/{version}/signed-targets") not in honest.proxy.requests
     assert admin.get_release("vision", version)["signed"] is False
     assert admin.trust_status()["targets_version"] == targets_version
 
@@ -215,8 +276,9 @@ def test_the_honest_path_shows_what_it_adds_and_publishes(
 ) -> None:
     model = add_release(admin, tmp_path, "vision", "3.0.0", seed=3)
     previous = admin.trust_status()["targets_version"]
-    signed = honest.cli("releases", "sign", "vision@3.0.0", "--key", str(honest.targets_key),
-                        "--file", str(model))
+    signed = honest.cli(
+        "releases", "sign", "vision@3.0.0", "--key", str(honest.targets_key), "--file", str(model)
+    )
     assert signed.code == 0, signed.stderr
     assert f"targets v{previous} -> v{previous + 1}" in signed.stdout
     assert "+ releases/vision/3.0.0/model.onnx  vision-model@3.0.0 (onnx-model)" in signed.stdout
@@ -226,8 +288,9 @@ def test_the_honest_path_shows_what_it_adds_and_publishes(
 
     other = save_model(build_mlp(4, 8, 3, seed=99), tmp_path / "other" / "model.onnx")
     add_release(admin, tmp_path / "4", "vision", "4.0.0", seed=4)
-    mismatch = honest.cli("releases", "sign", "vision@4.0.0", "--key",
-                          str(honest.targets_key), "--file", str(other))
+    mismatch = honest.cli(
+        "releases", "sign", "vision@4.0.0", "--key", str(honest.targets_key), "--file", str(other)
+    )
     assert mismatch.code == 1 and mismatch.stderr.count("\n") == 1
     assert "your model.onnx is" in mismatch.stderr
     assert admin.get_release("vision", "4.0.0")["signed"] is False
@@ -252,8 +315,15 @@ def test_trust_sign_checks_a_file_passed_along_before_adding_a_signature(
     honest.proxy.forgeries["/staged-targets"] = forged(add_forged_target)
     assert honest.cli("releases", "stage", "vision@7.0.0", "-o", str(staged)).code == 0
     honest.proxy.forgeries.clear()
-    sign = ("trust", "sign", str(staged), "--key", str(honest.targets_key),
-            "--release", "vision@7.0.0")
+    sign = (
+        "trust",
+        "sign",
+        str(staged),
+        "--key",
+        str(honest.targets_key),
+        "--release",
+        "vision@7.0.0",
+    )
     untouched = staged.read_bytes()
 
     stranger = honest.cli(*sign, machine="bob")

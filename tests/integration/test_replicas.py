@@ -118,6 +118,7 @@ def test_one_replica_holds_each_lease_and_another_takes_over_when_it_dies(
     assert time.monotonic() - killed_at <= TAKEOVER_BOUND_S
     for name, lease in seen.items():
         assert lease["token"] == tokens[name] + 1
+
     # Each lease has exactly one acting replica, the one the table names.
     def acting() -> dict[str, set[str]]:
         return {"replica-b": set(ready(b)["leading"]), "replica-c": set(ready(c)["leading"])}
@@ -133,9 +134,15 @@ def _lock_waiters(url: str, table: str) -> int:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return int(connection.execute(text(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE c.relname = :table AND NOT l.granted"), {"table": table}).scalar_one())
+            return int(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                        "WHERE c.relname = :table AND NOT l.granted"
+                    ),
+                    {"table": table},
+                ).scalar_one()
+            )
     finally:
         engine.dispose()
 

@@ -44,8 +44,10 @@ def test_the_chosen_admin_token_is_stored_salted_and_minted_tokens_as_sha256(
             assert admin.whoami()["name"] == "bootstrap-admin"
         with server.client(minted) as viewer:
             assert viewer.whoami()["name"] == "ci"
-        with server.client("not-the-admin-token-at-all") as stranger, \
-                pytest.raises(ApiError) as refused:
+        with (
+            server.client("not-the-admin-token-at-all") as stranger,
+            pytest.raises(ApiError) as refused,
+        ):
             stranger.whoami()
         assert refused.value.status == 401 and refused.value.code == "invalid_token"
         stored = stored_hashes(server)

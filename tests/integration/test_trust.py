@@ -38,16 +38,32 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def cli(server: ServerProcess, *args: str, machine: str = "admin") -> CliResult:
     """The CLI on one operator's machine (its own config directory and trust store)."""
     config = server.data_dir.parent / "operators" / machine / "config.toml"
-    return run_cli(*args, env={"EDGEFLEET_SERVER": server.url, "EDGEFLEET_TOKEN": ADMIN_TOKEN,
-                               "EDGEFLEET_CONFIG": str(config)})
+    return run_cli(
+        *args,
+        env={
+            "EDGEFLEET_SERVER": server.url,
+            "EDGEFLEET_TOKEN": ADMIN_TOKEN,
+            "EDGEFLEET_CONFIG": str(config),
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def initialized(server: ServerProcess, keys: dict[str, Path]) -> dict[str, Path]:
     """Root of trust with two targets keys and a threshold of 2."""
-    result = cli(server, "trust", "init", "--root-key", str(keys["root"]),
-                 "--targets-key", str(keys["alice"]), "--targets-key", str(keys["bob"]),
-                 "--targets-threshold", "2")
+    result = cli(
+        server,
+        "trust",
+        "init",
+        "--root-key",
+        str(keys["root"]),
+        "--targets-key",
+        str(keys["alice"]),
+        "--targets-key",
+        str(keys["bob"]),
+        "--targets-threshold",
+        "2",
+    )
     assert result.code == 0, result.stderr
     return keys
 
@@ -58,14 +74,22 @@ def test_key_files_are_private_and_never_overwritten(keys: dict[str, Path]) -> N
     assert again.code == 1 and "refusing to overwrite" in again.stderr
 
 
-def test_status_shows_roles_and_thresholds(server: ServerProcess,
-                                           initialized: dict[str, Path]) -> None:
+def test_status_shows_roles_and_thresholds(
+    server: ServerProcess, initialized: dict[str, Path]
+) -> None:
     status = cli(server, "trust", "status", "-o", "json").json()
     assert status["initialized"] and status["root_version"] == 1
     assert status["roles"]["targets"]["threshold"] == 2
     assert len(status["roles"]["targets"]["keyids"]) == 2
-    again = cli(server, "trust", "init", "--root-key", str(initialized["root"]),
-                "--targets-key", str(initialized["alice"]))
+    again = cli(
+        server,
+        "trust",
+        "init",
+        "--root-key",
+        str(initialized["root"]),
+        "--targets-key",
+        str(initialized["alice"]),
+    )
     assert again.code == 1 and "already has a root" in again.stderr
 
 
@@ -86,11 +110,23 @@ def test_below_threshold_is_refused_and_multi_party_signing_publishes(
 
     staged = tmp_path / "targets.json"
     assert cli(server, "releases", "stage", "quorum@1.0.0", "-o", str(staged)).code == 0
-    root = TrustStore.for_server(server.data_dir.parent / "operators" / "admin",
-                                 server.url).root_path
+    root = TrustStore.for_server(
+        server.data_dir.parent / "operators" / "admin", server.url
+    ).root_path
     for signer in ("alice", "bob"):  # each on their own machine, passing the file along
-        signed = cli(server, "trust", "sign", str(staged), "--key", str(initialized[signer]),
-                     "--release", "quorum@1.0.0", "--root-file", str(root), machine=signer)
+        signed = cli(
+            server,
+            "trust",
+            "sign",
+            str(staged),
+            "--key",
+            str(initialized[signer]),
+            "--release",
+            "quorum@1.0.0",
+            "--root-file",
+            str(root),
+            machine=signer,
+        )
         assert signed.code == 0, signed.stderr
         assert "+ releases/quorum/1.0.0/1.0.0.onnx" in signed.stdout
     submitted = cli(server, "releases", "submit", "quorum@1.0.0", str(staged), "-o", "json")
@@ -99,8 +135,11 @@ def test_below_threshold_is_refused_and_multi_party_signing_publishes(
 
 
 def test_rotated_targets_keys_are_followed_and_old_keys_refused(
-    server: ServerProcess, admin: FleetClient, agents: AgentFactory,
-    initialized: dict[str, Path], tmp_path: Path,
+    server: ServerProcess,
+    admin: FleetClient,
+    agents: AgentFactory,
+    initialized: dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     agent = agents("follower", token)
@@ -111,14 +150,20 @@ def test_rotated_targets_keys_are_followed_and_old_keys_refused(
     admin.assign_release("rotating", "1.0.0", device=agent.device_id)
     wait_installed(admin, agent, "1.0.0")
 
-    rotated = cli(server, "trust", "rotate", "--root-key", str(initialized["root"]),
-                  "--new-targets-key", str(initialized["carol"]))
+    rotated = cli(
+        server,
+        "trust",
+        "rotate",
+        "--root-key",
+        str(initialized["root"]),
+        "--new-targets-key",
+        str(initialized["carol"]),
+    )
     assert rotated.code == 0, rotated.stderr
     assert cli(server, "trust", "status", "-o", "json").json()["root_version"] == 2
 
     with pytest.raises(ApiError) as refused:
-        publish(admin, tmp_path / "b", "rotating", "2.0.0", build_mlp(4, 8, 3, seed=32), port,
-                old)
+        publish(admin, tmp_path / "b", "rotating", "2.0.0", build_mlp(4, 8, 3, seed=32), port, old)
     assert refused.value.code == "insufficient_signatures"
     new = [load_signing_key(initialized["carol"])]
     admin.get_release("rotating", "2.0.0")  # created; only its signature was refused
@@ -134,30 +179,49 @@ def test_rotated_targets_keys_are_followed_and_old_keys_refused(
 
 def wait_installed(admin: FleetClient, agent: AgentProcess, version: str) -> dict[str, Any]:
     return wait_for(
-        lambda: (s := admin.get_device(agent.device_id or "")["release_status"]).get("version")
-        == version and s.get("state") == "installed" and s,
+        lambda: (
+            (s := admin.get_device(agent.device_id or "")["release_status"]).get("version")
+            == version
+            and s.get("state") == "installed"
+            and s
+        ),
         timeout_s=60,
         what=f"{version} installed",
     )
 
 
 def test_expired_targets_metadata_is_refused_by_the_device(
-    server: ServerProcess, admin: FleetClient, agents: AgentFactory,
-    initialized: dict[str, Path], tmp_path: Path,
+    server: ServerProcess,
+    admin: FleetClient,
+    agents: AgentFactory,
+    initialized: dict[str, Path],
+    tmp_path: Path,
 ) -> None:
     signers = [load_signing_key(initialized["carol"])]
     port = free_port()
-    publish(admin, tmp_path, "shortlived", "1.0.0", build_mlp(4, 8, 3, seed=41), port, signers,
-            expires="3s")
+    publish(
+        admin,
+        tmp_path,
+        "shortlived",
+        "1.0.0",
+        build_mlp(4, 8, 3, seed=41),
+        port,
+        signers,
+        expires="3s",
+    )
     time.sleep(3.5)  # let the operators' targets metadata expire
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     agent = agents("late-device", token)
     wait_for(lambda: agent.state().get("applied_generation"), what="agent in sync")
     admin.assign_release("shortlived", "1.0.0", device=agent.device_id)
     status = wait_for(
-        lambda: (s := admin.get_device(agent.device_id or "")["release_status"]).get("state")
-        == "failed" and s,
-        timeout_s=60, what="the install to be refused",
+        lambda: (
+            (s := admin.get_device(agent.device_id or "")["release_status"]).get("state")
+            == "failed"
+            and s
+        ),
+        timeout_s=60,
+        what="the install to be refused",
     )
     assert "expired" in status["reason"]
     assert status["active"] is None

@@ -62,7 +62,10 @@ def test_the_image_is_multi_stage_pinned_and_runs_as_an_unprivileged_user() -> N
     assert instructions("ENTRYPOINT") == ['["edgefleet", "server"]']
     # Only the package's sources go into the build context.
     assert (REPO / ".dockerignore").read_text().splitlines()[1:4] == [
-        "*", "!pyproject.toml", "!README.md"]
+        "*",
+        "!pyproject.toml",
+        "!README.md",
+    ]
 
 
 def test_the_images_healthcheck_asks_healthz(tmp_path: Path) -> None:

@@ -56,9 +56,14 @@ def test_the_broker_is_pinned_persistent_and_healthchecked(
     assert mosquitto_service["healthcheck"]["test"][0] == "CMD-SHELL"
     assert "\nMOSQUITTO_ADMIN_PASSWORD=" in (DEPLOY / "secrets.env.example").read_text()
     config = CONFIG.read_text()
-    for line in ("allow_anonymous false", "persistence true", f"persistence_location {DATA}",
-                 "plugin /usr/lib/mosquitto_dynamic_security.so",
-                 f"plugin_opt_config_file {DATA}dynamic-security.json", "listener 1883"):
+    for line in (
+        "allow_anonymous false",
+        "persistence true",
+        f"persistence_location {DATA}",
+        "plugin /usr/lib/mosquitto_dynamic_security.so",
+        f"plugin_opt_config_file {DATA}dynamic-security.json",
+        "listener 1883",
+    ):
         assert re.search(rf"^{re.escape(line)}$", config, re.MULTILINE), line
 
 

@@ -11,8 +11,11 @@ from tests.store.test_workload_controllers import Fleet, fleet
 __all__ = ["fleet"]  # the fixture, shared with the workload controller tests
 
 # A slot holding a release the control plane never published: the measurement fails.
-TAMPERED = {"agent": {"sha256": "ab" * 32},
-            "slots": {"a": {"release": "rogue", "version": "1", "files": {}}}, "config": {}}
+TAMPERED = {
+    "agent": {"sha256": "ab" * 32},
+    "slots": {"a": {"release": "rogue", "version": "1", "files": {}}},
+    "config": {},
+}
 
 
 def test_a_device_failing_attestation_takes_no_replicas_and_its_replica_moves_off(

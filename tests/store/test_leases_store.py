@@ -50,7 +50,8 @@ def test_each_lease_is_its_own_row(db: Database) -> None:
     assert acquire(db, "r2", T0, NAME) is not None
     with db.read() as tx:
         assert {(lease.name, lease.holder) for lease in tx.leases.list()} == {
-            ("housekeeping", "r1"), (NAME, "r2"),
+            ("housekeeping", "r1"),
+            (NAME, "r2"),
         }
 
 

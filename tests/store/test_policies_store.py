@@ -40,4 +40,7 @@ def test_a_pending_change_is_decided_once(db: Database) -> None:
     with db.read() as tx:
         stored = tx.pending_changes.get("chg-1")
     assert (stored.state, stored.decided_by, stored.payload["root"]) == (
-        "approved", "bob (tok-2)", "{}")
+        "approved",
+        "bob (tok-2)",
+        "{}",
+    )

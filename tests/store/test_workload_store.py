@@ -20,8 +20,11 @@ from edgefleet.errors import Conflict, NotFound
 from edgefleet.store import Database
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=UTC)
-DOC = {"kind": "Workload", "metadata": {"name": "det"},
-       "spec": {"resources": {"cpu_millicores": 100, "memory_mb": 64}}}
+DOC = {
+    "kind": "Workload",
+    "metadata": {"name": "det"},
+    "spec": {"resources": {"cpu_millicores": 100, "memory_mb": 64}},
+}
 
 
 def record(version: int = 1) -> WorkloadRecord:

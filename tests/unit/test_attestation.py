@@ -50,8 +50,10 @@ def test_a_verdict_for_every_outcome() -> None:
     ok = QuoteCheck(None, {16: PCR})
     assert judge(MEASUREMENT, DIGEST, [], ok, [DIGEST]).status is AttestationStatus.VERIFIED
     plain = judge(MEASUREMENT, DIGEST, [], None, [])
-    assert (plain.status, plain.reason) == (AttestationStatus.UNVERIFIED,
-                                            "software measurement only (no TPM)")
+    assert (plain.status, plain.reason) == (
+        AttestationStatus.UNVERIFIED,
+        "software measurement only (no TPM)",
+    )
     cases = [
         (("0" * 64, [], ok, [DIGEST]), "is not the digest of the measurement sent"),
         ((DIGEST, ["slot a: w differs"], ok, [DIGEST]), "slot a: w differs"),
@@ -96,6 +98,7 @@ def test_the_policy_applies_to_failed_devices_and_with_require_tpm_to_unverified
 
 # TPMS_ATTEST and TPMT_SIGNATURE, built as a TPM builds them.
 
+
 def attest_message(nonce: bytes, pcrs: list[int], pcr_digest: bytes) -> bytes:
     bitmap = bytearray(3)
     for i in pcrs:
@@ -124,8 +127,9 @@ def ecdsa_signature(key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
 
 
 def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 NONCE = bytes(range(32))

@@ -29,11 +29,21 @@ def test_slots_are_measured_file_by_file_and_a_missing_file_is_named(tmp_path: P
     slots = Slots(tmp_path / "release")
     directory = slots.clear(SlotName.A)
     (directory / "m.onnx").write_bytes(b"model")
-    slots.write_manifest(SlotName.A, {"release": "vision", "version": "1.0.0",
-                                      "files": {"model": "m.onnx", "service": "s.json"}})
-    assert measure_slots(slots, FileHashes()) == {"a": {
-        "release": "vision", "version": "1.0.0",
-        "files": {"model": hashlib.sha256(b"model").hexdigest(), "service": "missing"}}}
+    slots.write_manifest(
+        SlotName.A,
+        {
+            "release": "vision",
+            "version": "1.0.0",
+            "files": {"model": "m.onnx", "service": "s.json"},
+        },
+    )
+    assert measure_slots(slots, FileHashes()) == {
+        "a": {
+            "release": "vision",
+            "version": "1.0.0",
+            "files": {"model": hashlib.sha256(b"model").hexdigest(), "service": "missing"},
+        }
+    }
 
 
 def test_the_agent_code_digest_covers_every_file_but_compiled_caches(tmp_path: Path) -> None:

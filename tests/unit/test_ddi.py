@@ -73,7 +73,11 @@ def test_a_running_action_that_was_reassigned_is_cancelled_first() -> None:
 @given(st.integers(0, 9), st.sampled_from([*InstallState, "garbage"]), st.booleans(),
        st.integers(0, 9), st.booleans(), st.sampled_from([None, 1, 2]))  # fmt: skip
 def test_a_target_never_sees_a_deployment_and_a_cancel_at_once(
-    serial: int, state: str, assigned: bool, reported: int, stage_only: bool,
+    serial: int,
+    state: str,
+    assigned: bool,
+    reported: int,
+    stage_only: bool,
     rejected: int | None,
 ) -> None:
     assignment = ReleaseAssignment("fw", "1.0.0", stage_only, serial) if assigned else None
@@ -91,19 +95,30 @@ def test_a_poll_applies_the_desired_state_once_nothing_is_left_to_do() -> None:
 
 def test_feedback_becomes_the_install_state_an_agent_reports() -> None:
     before = {"active": {"name": "fw", "version": "1.0.0"}}
-    progress = feedback("proceeding", details=["writing slot B"], result={
-        "finished": "none", "progress": {"cnt": 1, "of": 3}})
+    progress = feedback(
+        "proceeding",
+        details=["writing slot B"],
+        result={"finished": "none", "progress": {"cnt": 1, "of": 3}},
+    )
     running = status_after_feedback(before, V2, parse_feedback(progress, 5))
     assert (running["state"], running["reason"], running["progress"]) == (
-        "installing", "writing slot B", {"cnt": 1, "of": 3})
+        "installing",
+        "writing slot B",
+        {"cnt": 1, "of": 3},
+    )
     assert running["active"] == before["active"]  # still runs the old one
     done = status_after_feedback(running, V2, parse_feedback(feedback("closed", "success")))
     assert (done["state"], done["active"]) == ("installed", {"name": "fw", "version": "2.0.0"})
     failed = status_after_feedback(before, V2, parse_feedback(feedback("closed", "failure")))
     assert (failed["state"], failed["active"]) == ("failed", before["active"])
-    for execution, state in (("downloading", "downloading"), ("downloaded", "staged"),
-                             ("rejected", "failed"), ("canceled", "failed"),
-                             ("scheduled", "installing"), ("resumed", "installing")):
+    for execution, state in (
+        ("downloading", "downloading"),
+        ("downloaded", "staged"),
+        ("rejected", "failed"),
+        ("canceled", "failed"),
+        ("scheduled", "installing"),
+        ("resumed", "installing"),
+    ):
         got = status_after_feedback({}, V2, parse_feedback(feedback(execution)))
         assert got["state"] == state, execution
     staged = ReleaseAssignment("fw", "2.0.0", stage_only=True, serial=5)
@@ -141,26 +156,34 @@ def test_malformed_feedback_is_refused_naming_the_field(body: Any, field: str) -
 
 
 def test_other_clients_progress_fields_are_left_alone() -> None:
-    parsed = parse_feedback({"id": 5, **feedback("proceeding", result={
-        "finished": "none", "progress": {"percentage": 40}})}, 5)
+    parsed = parse_feedback(
+        {
+            "id": 5,
+            **feedback("proceeding", result={"finished": "none", "progress": {"percentage": 40}}),
+        },
+        5,
+    )
     assert (parsed.execution, parsed.finished, parsed.progress) == (
-        Execution.PROCEEDING, Finished.NONE, None)
+        Execution.PROCEEDING,
+        Finished.NONE,
+        None,
+    )
 
 
 def test_handling_forced_attempt_skip_and_the_window() -> None:
     direct = handling(False, False, False, None)
     assert (direct.download, direct.update, direct.maintenance_window) == (
-        Handling.FORCED, Handling.FORCED, None)
+        Handling.FORCED,
+        Handling.FORCED,
+        None,
+    )
     assert handling(True, False, False, None).update is Handling.SKIP  # download only
     inside = handling(False, True, False, True)
-    assert (inside.update, inside.maintenance_window) == (Handling.ATTEMPT,
-                                                          WindowStatus.AVAILABLE)
+    assert (inside.update, inside.maintenance_window) == (Handling.ATTEMPT, WindowStatus.AVAILABLE)
     outside = handling(False, True, False, False)
-    assert (outside.update, outside.maintenance_window) == (Handling.SKIP,
-                                                            WindowStatus.UNAVAILABLE)
+    assert (outside.update, outside.maintenance_window) == (Handling.SKIP, WindowStatus.UNAVAILABLE)
     forced = handling(False, True, True, False)  # a `force` deadline passed
-    assert (forced.update, forced.maintenance_window) == (Handling.FORCED,
-                                                          WindowStatus.AVAILABLE)
+    assert (forced.update, forced.maintenance_window) == (Handling.FORCED, WindowStatus.AVAILABLE)
 
 
 def test_config_data_sets_labels_by_mode_and_refuses_bad_maps() -> None:

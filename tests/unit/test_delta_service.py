@@ -31,8 +31,9 @@ def _ready(service: DeltaService, old: str, new: str, size: int, served_at: floa
     path = service.path(old, new)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"d" * size)
-    service._meta_path(old, new).write_text(json.dumps(
-        {"state": "ready", "delta_size": size, "target_size": 10_000}))
+    service._meta_path(old, new).write_text(
+        json.dumps({"state": "ready", "delta_size": size, "target_size": 10_000})
+    )
     os.utime(path, (served_at, served_at))
 
 

@@ -22,7 +22,8 @@ def recorded_by_rules() -> set[str]:
 
 def dashboard() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(
-        (DEPLOY / "grafana" / "edgefleet-dashboard.json").read_text())
+        (DEPLOY / "grafana" / "edgefleet-dashboard.json").read_text()
+    )
     return loaded
 
 

@@ -52,18 +52,29 @@ def test_resume_never_touches_the_live_slot_before_the_switch(
         expected = ResumeAction.WAIT_FOR_ACTIVATION if stage_only else ResumeAction.SWITCH_IN
         assert action is expected
     else:
-        expected = (ResumeAction.ROLL_BACK if attempts >= MAX_HEALTH_ATTEMPTS
-                    else ResumeAction.SWITCH_IN)
+        expected = (
+            ResumeAction.ROLL_BACK if attempts >= MAX_HEALTH_ATTEMPTS else ResumeAction.SWITCH_IN
+        )
         assert action is expected
 
 
 CRITERIA = HealthCriteria(window_s=10, max_error_rate=0.05, min_requests=20)
 
 
-def samples(n: int, ok: bool = True, errors_per_s: int = 0, restarts: int = 0,
-            requests_per_s: int = 10) -> list[HealthSample]:
-    return [HealthSample(float(t), ok, "200" if ok else "HTTP 503", requests_per_s * t,
-                         errors_per_s * t, restarts) for t in range(n)]
+def samples(
+    n: int, ok: bool = True, errors_per_s: int = 0, restarts: int = 0, requests_per_s: int = 10
+) -> list[HealthSample]:
+    return [
+        HealthSample(
+            float(t),
+            ok,
+            "200" if ok else "HTTP 503",
+            requests_per_s * t,
+            errors_per_s * t,
+            restarts,
+        )
+        for t in range(n)
+    ]
 
 
 def test_healthy_after_the_window_and_watching_before() -> None:

@@ -114,10 +114,8 @@ def test_detection_document_round_trips_and_overrides_defaults() -> None:
     [
         ({"kpis": [{"name": "x", "metric": LATENCY, "statistic": "p100"}]}, "statistic"),
         ({"kpis": [{"name": "x", "metric": LATENCY, "statistic": "ratio"}]}, "denominator"),
-        ({"kpis": [{"name": "x", "metric": LATENCY, "statistic": "mean", "drift": True}]},
-         "drift"),
-        ({"kpis": [{"name": "x", "metric": LATENCY, "statistic": "mean", "colour": 1}]},
-         "colour"),
+        ({"kpis": [{"name": "x", "metric": LATENCY, "statistic": "mean", "drift": True}]}, "drift"),
+        ({"kpis": [{"name": "x", "metric": LATENCY, "statistic": "mean", "colour": 1}]}, "colour"),
         ({"open_score": 1, "close_score": 2}, "close_score < open_score"),
         ({"min_baseline": -1}, "min_baseline"),
         ({"speed": 3}, "speed"),
@@ -207,8 +205,16 @@ def test_a_detector_never_counts_a_window_twice_and_survives_storage() -> None:
 
 
 def test_cohorts_group_by_running_release_and_hardware() -> None:
-    base = Device("d-1", "a", "k", EnrollmentState.APPROVED, {},
-                  {"hardware": {"arch": "aarch64", "accelerators": ["npu"]}}, None, T0)
+    base = Device(
+        "d-1",
+        "a",
+        "k",
+        EnrollmentState.APPROVED,
+        {},
+        {"hardware": {"arch": "aarch64", "accelerators": ["npu"]}},
+        None,
+        T0,
+    )
     assert cohort_key(base) == "none/aarch64+npu"
     running = replace(base, release_status={"active": {"name": "det", "version": "1.2.0"}})
     assert cohort_key(running) == "det@1.2.0/aarch64+npu"

@@ -69,13 +69,13 @@ def test_a_good_release_goes_out_in_the_planned_waves() -> None:
     assert all("onnxruntime" in reason for reason in report["skipped"]["incompatible"]["reasons"])
     ids = [f"cam-{i:05d}" for i in range(200)]
     planned = plan_waves("cams", ids[: targeted - incompatible], spec.strategy.waves, 0)
-    assert [w["size"] for w in report["waves"]] == [
-        len(w.device_ids) for w in planned.waves
-    ]
+    assert [w["size"] for w in report["waves"]] == [len(w.device_ids) for w in planned.waves]
     assert all(w["gates"] and w["gates"][-1]["verdict"] in ("pass", "insufficient-data")
                for w in report["waves"])  # fmt: skip
-    assert report["outcome"]["device_states"] == {"installed": targeted - incompatible,
-                                                   "skipped-incompatible": incompatible}
+    assert report["outcome"]["device_states"] == {
+        "installed": targeted - incompatible,
+        "skipped-incompatible": incompatible,
+    }
     assert report["blast_radius"]["release_is_bad"] is False
     kinds = [e["kind"] for e in report["timeline"]]
     assert kinds.index("start-rollout") < kinds.index("complete-rollout")

@@ -99,8 +99,9 @@ def test_release_hands_the_lease_over_at_once() -> None:
 
 
 @given(st.floats(0.3, 600), st.floats(0, 1e6), st.floats(0, 1))
-def test_a_holder_stops_acting_before_its_lease_ends(ttl_s: float, sent: float,
-                                                       skew_share: float) -> None:
+def test_a_holder_stops_acting_before_its_lease_ends(
+    ttl_s: float, sent: float, skew_share: float
+) -> None:
     """The lease began no earlier than the statement was sent; with clocks that disagree by
     less than the margin, the holder's local deadline comes before the lease's end."""
     margin = ttl_s - (act_until(sent, ttl_s) - sent)

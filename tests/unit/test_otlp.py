@@ -193,8 +193,9 @@ def test_cumulative_histograms_become_timings_of_what_happened_since_the_last_ex
 def test_bad_names_and_summaries_are_counted_not_taken() -> None:
     intake = OtlpIntake(Aggregator(), started_ns=0)
     request = official_request()
-    request.resource_metrics[0].scope_metrics[0].metrics.append(pb.Metric(
-        name="bad name", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(as_double=1)])))
+    request.resource_metrics[0].scope_metrics[0].metrics.append(
+        pb.Metric(name="bad name", gauge=pb.Gauge(data_points=[pb.NumberDataPoint(as_double=1)]))
+    )
     windows = windows_after(intake, request)
     assert "bad name" not in {w.name for w in windows}
     assert (intake.stats.malformed, intake.stats.unsupported) == (1, 1)
@@ -208,14 +209,22 @@ def test_the_receiver_answers_as_a_collector_does() -> None:
         body = official_request().SerializeToString()
         try:
             async with httpx.AsyncClient() as client:
-                ok = await client.post(url, content=gzip.compress(body), headers={
-                    "content-type": "application/x-protobuf", "content-encoding": "gzip"})
-                again = await client.post(url, content=MessageToJson(official_request()),
-                                          headers={"content-type": "application/json"})
-                bad = await client.post(url, content=body[:-3],
-                                        headers={"content-type": "application/x-protobuf"})
-                wrong_type = await client.post(url, content=body,
-                                               headers={"content-type": "text/plain"})
+                ok = await client.post(
+                    url,
+                    content=gzip.compress(body),
+                    headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"},
+                )
+                again = await client.post(
+                    url,
+                    content=MessageToJson(official_request()),
+                    headers={"content-type": "application/json"},
+                )
+                bad = await client.post(
+                    url, content=body[:-3], headers={"content-type": "application/x-protobuf"}
+                )
+                wrong_type = await client.post(
+                    url, content=body, headers={"content-type": "text/plain"}
+                )
                 elsewhere = await client.post(url.replace("metrics", "traces"), content=b"")
         finally:
             receiver.close()

@@ -38,8 +38,9 @@ def fleet(count: int, **labels: str) -> dict[str, dict[str, str]]:
        st.integers(0, 500))  # fmt: skip
 def test_waves_add_every_device_once(shares: list[int], canary: bool, total: int) -> None:
     waves: list[object] = [f"{share}%" for share in sorted(shares)]
-    spec = parse_rollout_spec({"release": "vision@1.0.0",
-                               "strategy": {"waves": [1, *waves] if canary else waves}})
+    spec = parse_rollout_spec(
+        {"release": "vision@1.0.0", "strategy": {"waves": [1, *waves] if canary else waves}}
+    )
     sizes = wave_increments(spec, total)
     assert sum(sizes) == total
     assert all(size >= 1 for size in sizes)

@@ -31,8 +31,10 @@ def test_refs_parse_and_print() -> None:
     assert target_path(Ref("vision", "2.0.0"), "m.onnx") == "releases/vision/2.0.0/m.onnx"
 
 
-@pytest.mark.parametrize("text", ["detector", "detector@", "@1.0.0", "de tector@1.0.0",
-                                  "detector@1.0", "detector@latest"])
+@pytest.mark.parametrize(
+    "text",
+    ["detector", "detector@", "@1.0.0", "de tector@1.0.0", "detector@1.0", "detector@latest"],
+)
 def test_bad_refs(text: str) -> None:
     with pytest.raises(InvalidInput):
         parse_ref(text)
@@ -45,8 +47,12 @@ def test_release_rules() -> None:
     with pytest.raises(InvalidInput, match=r"file_name 'same\.bin'"):
         check_release_artifacts([artifact("a", "same.bin"), artifact("b", "same.bin")])
     with pytest.raises(InvalidInput, match="at most one service"):
-        check_release_artifacts([artifact("s1", "s1.yaml", ArtifactKind.SERVICE),
-                                 artifact("s2", "s2.yaml", ArtifactKind.SERVICE)])
+        check_release_artifacts(
+            [
+                artifact("s1", "s1.yaml", ArtifactKind.SERVICE),
+                artifact("s2", "s2.yaml", ArtifactKind.SERVICE),
+            ]
+        )
 
 
 def test_assignment_round_trips() -> None:

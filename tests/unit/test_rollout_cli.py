@@ -24,7 +24,10 @@ def test_flags_make_a_manifest_the_engine_accepts() -> None:
     )  # fmt: skip
     spec = parse_rollout_spec(manifest)
     assert spec.name == "det-2" and [str(w.size) for w in spec.strategy.waves] == [
-        "1", "10%", "100%"]
+        "1",
+        "10%",
+        "100%",
+    ]
     assert spec.gates.workload_error_rate is not None
     assert spec.gates.workload_error_rate.min_requests == 200
     assert spec.gates.kpis[0].kpi == "p95_latency_ms" and spec.gates.kpis[0].min_devices == 3

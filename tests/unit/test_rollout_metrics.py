@@ -31,8 +31,9 @@ def test_active_rollouts_show_progress_and_their_latest_gates() -> None:
     gates = (GateEvaluation(0, NOW, GateVerdict.FAIL, (latency, installs), "p95 up"),)
     soaking = record("canary", RolloutState.SOAKING, plan=plan, wave=1, gate_evaluations=gates)
     pending = record("later", RolloutState.PENDING)
-    text = render(rollout_families(
-        [soaking, pending], {"ro-canary": {"installed": 2, "updating": 1}}))
+    text = render(
+        rollout_families([soaking, pending], {"ro-canary": {"installed": 2, "updating": 1}})
+    )
     lines = set(text.splitlines())
     base = 'rollout="canary",release="det@2.0.0"'
     assert 'edgefleet_rollouts{state="soaking"} 1' in lines

@@ -87,7 +87,12 @@ PARAMETERS: dict[str, Any] = {
 def test_declared_parameters_resolve_with_defaults_and_bounds() -> None:
     manifest = parse_service_manifest(PARAMETERS)
     assert resolve_parameters(manifest, {"tag": "cam-1"}) == {
-        "threads": "1", "mode": "fast", "tag": "cam-1", "fast": "false", "ratio": "0.5"}
+        "threads": "1",
+        "mode": "fast",
+        "tag": "cam-1",
+        "fast": "false",
+        "ratio": "0.5",
+    }
     values = resolve_parameters(manifest, {"tag": "x", "threads": 8, "fast": True})
     word = expand_placeholders("{param:threads}/{param:fast}", "p", "s", {}, 1, None, values)
     assert word == "8/true"

@@ -36,9 +36,16 @@ WITHIN = (NOW + LIFETIME - timedelta(hours=1), NOW + LIFETIME + timedelta(hours=
 def release(name: str, version: str, *files: tuple[str, str, int]) -> list[ReleaseTarget]:
     """Targets of a release: (file name, sha256 digit, length) each."""
     return [
-        ReleaseTarget(name, version, f"{name}-{file_name.split('.')[0]}", version,
-                      "onnx-model" if file_name.endswith(".onnx") else "service", file_name,
-                      length, digit * 64)
+        ReleaseTarget(
+            name,
+            version,
+            f"{name}-{file_name.split('.')[0]}",
+            version,
+            "onnx-model" if file_name.endswith(".onnx") else "service",
+            file_name,
+            length,
+            digit * 64,
+        )
         for file_name, digit, length in files
     ]
 
@@ -47,10 +54,12 @@ OLD = release("vision", "1.0.0", ("model.onnx", "a", 100), ("service.yaml", "b",
 NEW = release("vision", "1.1.0", ("model.onnx", "c", 120), ("service.yaml", "d", 10))
 
 
-def targets(version: int, files: list[ReleaseTarget], expires: datetime = NOW + LIFETIME
-            ) -> Targets:
-    return Targets(version=version, expires=expires,
-                   targets={t.path: t.to_target_file() for t in files})
+def targets(
+    version: int, files: list[ReleaseTarget], expires: datetime = NOW + LIFETIME
+) -> Targets:
+    return Targets(
+        version=version, expires=expires, targets={t.path: t.to_target_file() for t in files}
+    )
 
 
 PUBLISHED = targets(4, OLD)
@@ -66,8 +75,12 @@ def staged_with(change: Callable[[Targets], None] | None = None) -> Metadata[Tar
 
 def review(staged: Metadata[Targets], **kwargs: Any) -> Any:
     arguments: dict[str, Any] = {"now": NOW, "expires_within": WITHIN}
-    return review_targets(staged, kwargs.pop("published", PUBLISHED),
-                          kwargs.pop("expected", NEW), **{**arguments, **kwargs})
+    return review_targets(
+        staged,
+        kwargs.pop("published", PUBLISHED),
+        kwargs.pop("expected", NEW),
+        **{**arguments, **kwargs},
+    )
 
 
 def test_the_honest_staging_passes_and_lists_exactly_the_release_files() -> None:
@@ -77,8 +90,10 @@ def test_the_honest_staging_passes_and_lists_exactly_the_release_files() -> None
     assert result.unchanged == 2 and result.already_published == ()
     lines = result.lines()
     assert lines[0].startswith("targets v4 -> v5")
-    assert "+ releases/vision/1.1.0/model.onnx  vision-model@1.1.0 (onnx-model), 120 bytes, " \
-           f"sha256 {'c' * 64}" in lines
+    assert (
+        "+ releases/vision/1.1.0/model.onnx  vision-model@1.1.0 (onnx-model), 120 bytes, "
+        f"sha256 {'c' * 64}" in lines
+    )
 
 
 def test_the_first_release_is_version_1_over_nothing() -> None:
@@ -116,8 +131,7 @@ def removed(signed: Targets) -> None:
 
 
 def release_file_swapped(signed: Targets) -> None:
-    signed.targets[NEW[0].path] = replace(NEW[0], sha256="e" * 64, length_bytes=7
-                                          ).to_target_file()
+    signed.targets[NEW[0].path] = replace(NEW[0], sha256="e" * 64, length_bytes=7).to_target_file()
 
 
 def release_file_missing(signed: Targets) -> None:
@@ -137,19 +151,25 @@ def extra_field(signed: Targets) -> None:
     signed.unrecognized_fields["x-note"] = "hi"
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    (forged_entry, "add releases/vision/6.6.6/model.onnx, which is not a file of vision@1.1.0"),
-    (smuggled_into_release, "add releases/vision/1.1.0/backdoor.bin"),
-    (foreign_path, "add bin/busybox"),
-    (changed_hash, "change the published target releases/vision/1.0.0/model.onnx"),
-    (changed_custom, "change the published target releases/vision/1.0.0/model.onnx: custom"),
-    (removed, "drop the published target releases/vision/1.0.0/service.yaml"),
-    (release_file_swapped, "releases/vision/1.1.0/model.onnx differs from the file of "
-                           "vision@1.1.0 (staged -> release): 7 bytes"),
-    (release_file_missing, "do not list releases/vision/1.1.0/service.yaml"),
-    (delegated, "delegate to other keys"),
-    (extra_field, "fields edgefleet does not write: x-note"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (forged_entry, "add releases/vision/6.6.6/model.onnx, which is not a file of vision@1.1.0"),
+        (smuggled_into_release, "add releases/vision/1.1.0/backdoor.bin"),
+        (foreign_path, "add bin/busybox"),
+        (changed_hash, "change the published target releases/vision/1.0.0/model.onnx"),
+        (changed_custom, "change the published target releases/vision/1.0.0/model.onnx: custom"),
+        (removed, "drop the published target releases/vision/1.0.0/service.yaml"),
+        (
+            release_file_swapped,
+            "releases/vision/1.1.0/model.onnx differs from the file of "
+            "vision@1.1.0 (staged -> release): 7 bytes",
+        ),
+        (release_file_missing, "do not list releases/vision/1.1.0/service.yaml"),
+        (delegated, "delegate to other keys"),
+        (extra_field, "fields edgefleet does not write: x-note"),
+    ],
+)
 def test_a_forged_staging_is_refused_with_its_reason(
     change: Callable[[Targets], None], reason: str
 ) -> None:
@@ -160,19 +180,23 @@ def test_a_forged_staging_is_refused_with_its_reason(
     assert "\n" not in refused.value.message
 
 
-@pytest.mark.parametrize(("version", "published"), [(4, PUBLISHED), (6, PUBLISHED),
-                                                   (1, PUBLISHED), (2, None)])
+@pytest.mark.parametrize(
+    ("version", "published"), [(4, PUBLISHED), (6, PUBLISHED), (1, PUBLISHED), (2, None)]
+)
 def test_only_the_next_version_is_signed(version: int, published: Targets | None) -> None:
     staged = Metadata(targets(version, ([] if published is None else OLD) + NEW))
     with pytest.raises(InvalidInput, match=r"so the next is v\d"):
         review(staged, published=published)
 
 
-@pytest.mark.parametrize(("expires", "reason"), [
-    (NOW - timedelta(seconds=1), "expired at"),
-    (NOW + timedelta(days=3650), "expected between"),
-    (NOW + timedelta(days=1), "expected between"),
-])
+@pytest.mark.parametrize(
+    ("expires", "reason"),
+    [
+        (NOW - timedelta(seconds=1), "expired at"),
+        (NOW + timedelta(days=3650), "expected between"),
+        (NOW + timedelta(days=1), "expected between"),
+    ],
+)
 def test_an_expiry_other_than_asked_for_is_refused(expires: datetime, reason: str) -> None:
     staged = Metadata(targets(5, OLD + NEW, expires=expires))
     with pytest.raises(InvalidInput, match=reason):
@@ -183,8 +207,12 @@ def test_a_published_artifact_version_comes_back_only_with_its_content() -> None
     reused = [replace(t, release_version="1.1.0", artifact_version="1.0.0") for t in OLD]
     assert review(Metadata(targets(5, OLD + reused)), expected=reused).added == tuple(reused)
     changed = [replace(reused[0], sha256="f" * 64), reused[1]]
-    with pytest.raises(InvalidInput, match=re.escape(
-            "artifact vision-model@1.0.0 is published at releases/vision/1.0.0/model.onnx")):
+    with pytest.raises(
+        InvalidInput,
+        match=re.escape(
+            "artifact vision-model@1.0.0 is published at releases/vision/1.0.0/model.onnx"
+        ),
+    ):
         review(Metadata(targets(5, OLD + changed)), expected=changed)
 
 
@@ -203,12 +231,20 @@ def test_local_files_must_match_the_release_files_of_their_name() -> None:
 
 
 def make_root(**roles: RoleKeys) -> Metadata[Root]:
-    keys = {name: RoleKeys((generate_signing_key().public_key,))
-            for name in ("root", "targets", "snapshot", "timestamp")}
+    keys = {
+        name: RoleKeys((generate_signing_key().public_key,))
+        for name in ("root", "targets", "snapshot", "timestamp")
+    }
     keys.update(roles)
-    return parse_root(build_root(root=keys["root"], targets=keys["targets"],
-                                 snapshot=keys["snapshot"], timestamp=keys["timestamp"],
-                                 expires=NOW + timedelta(days=365)))
+    return parse_root(
+        build_root(
+            root=keys["root"],
+            targets=keys["targets"],
+            snapshot=keys["snapshot"],
+            timestamp=keys["timestamp"],
+            expires=NOW + timedelta(days=365),
+        )
+    )
 
 
 TRUSTED = make_root().signed
@@ -261,12 +297,15 @@ def skipped_version(root: Root) -> None:
     root.version += 1
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    (far_future, "expected between"),
-    (no_consistent_snapshot, "turns consistent snapshots off"),
-    (threshold_too_high, "the root role needs 2 of 1 keys"),
-    (skipped_version, "the root is v3; the trusted root is v1, so the next is v2"),
-])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (far_future, "expected between"),
+        (no_consistent_snapshot, "turns consistent snapshots off"),
+        (threshold_too_high, "the root role needs 2 of 1 keys"),
+        (skipped_version, "the root is v3; the trusted root is v1, so the next is v2"),
+    ],
+)
 def test_a_bad_root_update_is_refused(change: Callable[[Root], None], reason: str) -> None:
     with pytest.raises(InvalidInput, match=reason):
         review_next(next_root(change))

@@ -48,8 +48,9 @@ def test_bandwidth_adds_the_payload_time() -> None:
 
 
 def test_the_same_seed_gives_the_same_network() -> None:
-    a, b = model(seed=7, latency_ms=50, jitter_ms=20, loss_percent=5), model(
-        seed=7, latency_ms=50, jitter_ms=20, loss_percent=5
+    a, b = (
+        model(seed=7, latency_ms=50, jitter_ms=20, loss_percent=5),
+        model(seed=7, latency_ms=50, jitter_ms=20, loss_percent=5),
     )
     assert [(a.one_way_s(), a.lost()) for _ in range(100)] == [
         (b.one_way_s(), b.lost()) for _ in range(100)
@@ -107,13 +108,15 @@ class EchoTransport:
     def __init__(self) -> None:
         self.requests = 0
 
-    async def request(self, method: str, target: str, body: bytes,
-                      headers: Mapping[str, str], timeout_s: float) -> TransportResponse:
+    async def request(
+        self, method: str, target: str, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> TransportResponse:
         self.requests += 1
         return TransportResponse(200, b"x" * 1000)
 
-    async def download(self, target: str, headers: Mapping[str, str], destination: Path,
-                       timeout_s: float) -> TransportResponse:
+    async def download(
+        self, target: str, headers: Mapping[str, str], destination: Path, timeout_s: float
+    ) -> TransportResponse:
         destination.write_bytes(b"y" * 10_000)
         return TransportResponse(200, b"")
 

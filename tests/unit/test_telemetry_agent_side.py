@@ -108,8 +108,18 @@ class LedgerServer:
 
 
 def window(i: int) -> Window:
-    return Window("host.cpu.percent", MetricKind.GAUGE, (), 1_772_438_400 + 60 * i, 60, 6,
-                  60.0, 5.0, 20.0, 10.0)
+    return Window(
+        "host.cpu.percent",
+        MetricKind.GAUGE,
+        (),
+        1_772_438_400 + 60 * i,
+        60,
+        6,
+        60.0,
+        5.0,
+        20.0,
+        10.0,
+    )
 
 
 def test_uploader_delivers_each_batch_once_through_outages_and_lost_answers(
@@ -202,15 +212,21 @@ def test_the_release_service_is_told_where_the_agents_statsd_endpoint_is(tmp_pat
     logs = tmp_path / "logs"
     spec = service_spec(manifest, tmp_path / "slot", slot, logs, None, tmp_path / "state")
     assert "EDGEFLEET_STATSD" not in spec.env  # no endpoint (telemetry not started)
-    explicit = service_spec(manifest, tmp_path / "slot", slot, logs, "127.0.0.1:40125",
-                            tmp_path / "state")
+    explicit = service_spec(
+        manifest, tmp_path / "slot", slot, logs, "127.0.0.1:40125", tmp_path / "state"
+    )
     assert explicit.env["EDGEFLEET_STATSD"] == "127.0.0.1:40125"
     assert "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" not in explicit.env  # no OTLP endpoint
 
 
 def test_the_release_service_is_told_where_the_agents_otlp_endpoint_is(tmp_path: Path) -> None:
-    manifest = parse_service_manifest({"command": ["{python}", "-m", "app"], "port": 9000,
-                                       "env": {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json"}})
+    manifest = parse_service_manifest(
+        {
+            "command": ["{python}", "-m", "app"],
+            "port": 9000,
+            "env": {"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json"},
+        }
+    )
     slot = {"files": {"model": "m.onnx"}, "kinds": {"model": "onnx-model"}}
     spec = service_spec(manifest, tmp_path / "slot", slot, tmp_path / "logs", None,
                         tmp_path / "state", "127.0.0.1:4318")  # fmt: skip

@@ -23,8 +23,19 @@ def timing(start_s: int, values: list[float], tags: tuple = (), length_s: int = 
     sketch = DDSketch()
     for v in values:
         sketch.add(v)
-    return Window("inference.latency_ms", MetricKind.TIMING, tags, start_s, length_s,
-                  len(values), sum(values), min(values), max(values), values[-1], sketch)
+    return Window(
+        "inference.latency_ms",
+        MetricKind.TIMING,
+        tags,
+        start_s,
+        length_s,
+        len(values),
+        sum(values),
+        min(values),
+        max(values),
+        values[-1],
+        sketch,
+    )
 
 
 values_st = st.lists(st.floats(0.1, 1000.0), min_size=1, max_size=30)
@@ -69,13 +80,17 @@ def test_series_buckets_merge_tags_and_read_quantiles() -> None:
         timing(START_S + 60, [30.0] * 5),
     ]
     points = series_points(windows, 60, 0.5)
-    assert [(p.start_s, p.count, p.windows) for p in points] == [(START_S, 20, 2),
-                                                                 (START_S + 60, 5, 1)]
+    assert [(p.start_s, p.count, p.windows) for p in points] == [
+        (START_S, 20, 2),
+        (START_S + 60, 5, 1),
+    ]
     assert points[0].mean == 15.0 and points[0].min == 10.0 and points[0].max == 20.0
     assert points[1].quantile == pytest.approx(30.0, rel=0.01)
     per_metric = metric_windows(windows, [0.95])
     assert [(name, w.start_s, w.count) for name, w in per_metric] == [
-        ("inference.latency_ms", START_S, 20), ("inference.latency_ms", START_S + 60, 5)]
+        ("inference.latency_ms", START_S, 20),
+        ("inference.latency_ms", START_S + 60, 5),
+    ]
     assert per_metric[0][1].quantiles[0.95] == pytest.approx(20.0, rel=0.01)
 
 
@@ -91,10 +106,15 @@ def test_exposition_format_escapes_and_spells_numbers() -> None:
     family = MetricFamily("x_total", "counter", "Help with a \\ and\na newline.")
     family.add(3.0, {"path": 'a"b\\c\nd'})
     text = render([family])
-    assert '# HELP x_total Help with a \\\\ and\\na newline.' in text
+    assert "# HELP x_total Help with a \\\\ and\\na newline." in text
     assert 'x_total{path="a\\"b\\\\c\\nd"} 3' in text
     assert [format_value(v) for v in (1.0, 0.25, math.inf, -math.inf, math.nan)] == [
-        "1", "0.25", "+Inf", "-Inf", "NaN"]
+        "1",
+        "0.25",
+        "+Inf",
+        "-Inf",
+        "NaN",
+    ]
     with pytest.raises(Exception, match="rendered twice"):
         render([family, family])
 
@@ -105,6 +125,11 @@ def test_a_histogram_passes_promtool() -> None:
     hist.add_histogram([0.1, 1.0], [3, 5], 2.5, 6, {"route": "/v1/x"})
     up = MetricFamily("things", "gauge", "Things.")
     up.add(2)
-    result = subprocess.run(["promtool", "check", "metrics"], input=render([hist, up]),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=render([hist, up]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

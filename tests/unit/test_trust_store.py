@@ -61,8 +61,11 @@ def test_the_published_targets_verify_byte_for_byte(world: World) -> None:
 
 def test_a_root_rotation_is_followed_from_the_anchor(world: World) -> None:
     new_keys = keys(1)
-    root = build_next_root(world.repo.root_bytes(), expires=NOW + timedelta(days=365),
-                           root=RoleKeys((new_keys[0].public_key,)))
+    root = build_next_root(
+        world.repo.root_bytes(),
+        expires=NOW + timedelta(days=365),
+        root=RoleKeys((new_keys[0].public_key,)),
+    )
     world.repo.rotate_root(signed_by(root, *world.root_keys, *new_keys), now=NOW)
     assert verify(world).root.signed.version == 2
     assert refused_code(world, min_root_version=3) == "tuf_rollback"
@@ -76,8 +79,9 @@ def test_a_root_the_trusted_keys_did_not_sign_is_refused(world: World) -> None:
 
 def test_targets_the_targets_keys_did_not_sign_are_refused(world: World) -> None:
     world.release("1.0.0", b"v1")
-    forged = world.repo.stage_targets([make_target("6.6.6", b"evil")],
-                                      expires=NOW + timedelta(days=90))
+    forged = world.repo.stage_targets(
+        [make_target("6.6.6", b"evil")], expires=NOW + timedelta(days=90)
+    )
     world.forge_online_metadata(signed_by(forged, *keys(2)))
     assert refused_code(world) == "tuf_unsigned"
 
@@ -106,8 +110,7 @@ def test_expired_online_metadata_is_refused(world: World) -> None:
     assert refused_code(world) == "tuf_expired"
 
 
-def test_the_store_keeps_the_anchor_and_the_floors_per_server(world: World,
-                                                              tmp_path: Path) -> None:
+def test_the_store_keeps_the_anchor_and_the_floors_per_server(world: World, tmp_path: Path) -> None:
     store = TrustStore.for_server(tmp_path / "config", "https://fleet.example.com")
     assert store.directory == tmp_path / "config" / "trust" / "fleet.example.com_443"
     assert store.root() is None and store.targets_version() == 0

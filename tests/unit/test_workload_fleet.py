@@ -35,8 +35,14 @@ BATTERY = (DrainThreshold("battery_pct", 15.0, falling=True),)
 
 
 def test_a_node_from_a_device_report() -> None:
-    node = node_from_facts(NodeFacts("d1", {"residency": "eu", "tier": "a"}, INVENTORY,
-                                     power={"power_source": "battery", "battery_pct": 40}))
+    node = node_from_facts(
+        NodeFacts(
+            "d1",
+            {"residency": "eu", "tier": "a"},
+            INVENTORY,
+            power={"power_source": "battery", "battery_pct": 40},
+        )
+    )
     assert (node.region, node.zone, node.residency) == ("eu-west", "eu-west-b", "eu")
     assert (node.cpu_millicores, node.memory_mb) == (4000, 8192)
     assert (node.accelerators, node.accelerator_kind) == (1, "npu")
@@ -52,8 +58,11 @@ def test_labels_stand_in_for_a_missing_location_and_a_drain_cordons() -> None:
     assert (node.region, node.zone, node.residency) == ("us", "us-1", None)
     assert not node.schedulable and node.used_cpu_millicores == 250
     nowhere = node_from_facts(NodeFacts("d3", {}, bare))
-    assert (nowhere.region, nowhere.zone, nowhere.power_source) == ("default", "default",
-                                                                    PowerSource.MAINS)
+    assert (nowhere.region, nowhere.zone, nowhere.power_source) == (
+        "default",
+        "default",
+        PowerSource.MAINS,
+    )
 
 
 def draining_samples(start: float, per_s: float, count: int) -> list[Any]:
@@ -117,8 +126,9 @@ def fleet() -> list[Any]:
             dataclasses.replace(node("d", "z4"), liveness=Liveness.DEAD)]  # fmt: skip
 
 
-W = Workload("w", Resources(500, 256), replicas=2,
-             constraints=HardConstraints(residency=frozenset({"eu"})))
+W = Workload(
+    "w", Resources(500, 256), replicas=2, constraints=HardConstraints(residency=frozenset({"eu"}))
+)
 PLACED = Placement((Assignment("w", 0, "a", 3), Assignment("w", 1, "c", 4)), 4)
 
 

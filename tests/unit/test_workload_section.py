@@ -36,8 +36,22 @@ PLACED = [NodeAssignment("w", 0, "a", 5), NodeAssignment("w", 1, "b", 6)]
 
 
 def migration(state: MigrationState, **kw: object) -> Migration:
-    return Migration("mig-1", "w", 0, "a", "c", MigrationTrigger.OPERATOR, "", True, "op", T0, 5,
-                     state=state, generation=9, **kw)  # type: ignore[arg-type]
+    return Migration(
+        "mig-1",
+        "w",
+        0,
+        "a",
+        "c",
+        MigrationTrigger.OPERATOR,
+        "",
+        True,
+        "op",
+        T0,
+        5,
+        state=state,
+        generation=9,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_a_node_holds_its_placed_replicas_at_their_generations() -> None:
@@ -66,8 +80,9 @@ def test_a_migration_stages_then_runs_a_copy_on_its_target_and_checkpoints_the_s
 
 
 def test_the_section_round_trips_and_is_absent_when_empty() -> None:
-    entries = replicas_for_node("c", PLACED, [migration(MigrationState.TRANSFERRING,
-                                                        checkpoint_sha256="cd" * 32)], SOURCES)
+    entries = replicas_for_node(
+        "c", PLACED, [migration(MigrationState.TRANSFERRING, checkpoint_sha256="cd" * 32)], SOURCES
+    )
     section = render_workloads_section(entries)
     assert section is not None and parse_workloads_section(section) == entries
     assert render_workloads_section([]) is None

@@ -84,8 +84,9 @@ class TelemetryCollector:
         try:
             policy, anomalous = read_telemetry_section(section)
         except InvalidInput as e:
-            log.error("telemetry policy refused; keeping the current one",
-                      extra={"error": e.message})
+            log.error(
+                "telemetry policy refused; keeping the current one", extra={"error": e.message}
+            )
             return False
         self.policy, self.anomalous_metrics = policy, anomalous
         changed = self._redecide(logging.INFO)
@@ -110,8 +111,11 @@ class TelemetryCollector:
         self.decision = decision
         if changed:
             self.aggregator.set_window_lengths(decision.window_s_for)
-            log.log(level, "telemetry sampling changed", extra={
-                "reason": decision.reason, "upload_interval_s": decision.upload_interval_s})
+            log.log(
+                level,
+                "telemetry sampling changed",
+                extra={"reason": decision.reason, "upload_interval_s": decision.upload_interval_s},
+            )
         return changed
 
     # Timing.

@@ -121,8 +121,12 @@ def _histogram_point_json(obj: Mapping[str, Any], exponential: bool) -> Histogra
         sides = []
         for side in ("positive", "negative"):
             data = _object(_get(obj, side, {}), side)
-            sides.append((_int(_get(data, "offset", 0), "offset"),
-                          [_int(n, "bucketCounts") for n in _list(data, "bucketCounts")]))
+            sides.append(
+                (
+                    _int(_get(data, "offset", 0), "offset"),
+                    [_int(n, "bucketCounts") for n in _list(data, "bucketCounts")],
+                )
+            )
         buckets = exponential_buckets(
             _int(_get(obj, "scale", 0), "scale"), _int(_get(obj, "zeroCount", 0), "zeroCount"),
             _float(_get(obj, "zeroThreshold", 0), "zeroThreshold"), sides[0], sides[1],

@@ -197,7 +197,8 @@ class OtlpReceiver:
         head = (
             f"HTTP/1.1 {reply.status} {_STATUS_TEXT[reply.status]}\r\n"
             f"Content-Type: {reply.content_type}\r\nContent-Length: {len(reply.body)}\r\n"
-            + ("Connection: close\r\n" if reply.close else "") + "\r\n"
+            + ("Connection: close\r\n" if reply.close else "")
+            + "\r\n"
         )
         writer.write(head.encode("latin-1") + reply.body)
         await writer.drain()

@@ -127,8 +127,10 @@ class TelemetryPipeline:
                 self.collector.aggregator, self._clock, host=STATSD_HOST, port=port
             )
         except OSError as e:
-            log.warning("StatsD port unavailable; using a free one instead",
-                        extra={"port": port, "error": str(e)})
+            log.warning(
+                "StatsD port unavailable; using a free one instead",
+                extra={"port": port, "error": str(e)},
+            )
             self._statsd = await start_statsd_server(
                 self.collector.aggregator, self._clock, host=STATSD_HOST, port=0
             )
@@ -141,13 +143,17 @@ class TelemetryPipeline:
             try:
                 self._otlp = await start_otlp_receiver(aggregator, self._clock, port=otlp_port)
             except OSError as e:
-                log.warning("OTLP port unavailable; using a free one instead",
-                            extra={"port": otlp_port, "error": str(e)})
+                log.warning(
+                    "OTLP port unavailable; using a free one instead",
+                    extra={"port": otlp_port, "error": str(e)},
+                )
                 self._otlp = await start_otlp_receiver(aggregator, self._clock, port=0)
             write_atomically(self._data_dir / OTLP_ADDRESS_FILE,
                              f"{self.otlp_address}\n".encode())  # fmt: skip
-        log.info("telemetry collecting", extra={"statsd": address, "otlp": self.otlp_address,
-                                                "queue": str(self.queue.path)})
+        log.info(
+            "telemetry collecting",
+            extra={"statsd": address, "otlp": self.otlp_address, "queue": str(self.queue.path)},
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect and upload until `stop` is set; then take in the StatsD datagrams already
@@ -188,8 +194,10 @@ class TelemetryPipeline:
         except EdgefleetError as e:
             # The disk is full or failing, or one batch exceeds the whole queue: these
             # windows are lost, the next batch tries again.
-            log.error("telemetry batch could not be queued",
-                      extra={"windows": len(windows), "code": e.code, "error": e.message})
+            log.error(
+                "telemetry batch could not be queued",
+                extra={"windows": len(windows), "code": e.code, "error": e.message},
+            )
 
     async def _drain_statsd(self) -> None:
         if self._statsd is None:

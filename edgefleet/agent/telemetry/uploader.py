@@ -32,8 +32,9 @@ _RESYNC_CODES = {"duplicate_batch", "sequence_gap", "concurrent_upload"}
 
 
 class TelemetryLink(Protocol):
-    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> dict[str, Any]:
-        ...
+    async def upload_telemetry(
+        self, payload: bytes, dropped_through_seq: int
+    ) -> dict[str, Any]: ...
 
     async def telemetry_cursor(self) -> dict[str, Any]: ...
 
@@ -77,8 +78,10 @@ class TelemetryUploader:
             if e.code in _RESYNC_CODES:
                 acked = await self._resync(batch, e)
             elif e.status in (400, 413):
-                log.error("telemetry batch refused for good; dropping it",
-                          extra={"seq": batch.seq, "code": e.code, "error": e.message})
+                log.error(
+                    "telemetry batch refused for good; dropping it",
+                    extra={"seq": batch.seq, "code": e.code, "error": e.message},
+                )
                 self.refused_batches += 1
                 await self._ack(batch.seq)
                 return False
@@ -99,8 +102,10 @@ class TelemetryUploader:
             return acked
         # The server waits for batches this device no longer holds (e.g. its store was
         # restored from a backup): they cannot come, so say so.
-        log.warning("telemetry server expects batches the device no longer has; skipping",
-                    extra={"seq": batch.seq, "server_acked_through_seq": acked})
+        log.warning(
+            "telemetry server expects batches the device no longer has; skipping",
+            extra={"seq": batch.seq, "server_acked_through_seq": acked},
+        )
         answer = await self._link.upload_telemetry(batch.payload, batch.seq - 1)
         return int(answer["acked_through_seq"])
 
@@ -110,6 +115,8 @@ class TelemetryUploader:
         except InvalidInput as e:
             # The server claims batches this queue never produced: its cursor belongs to
             # an earlier life of this device id. Nothing here can fix that; say so loudly.
-            log.error("telemetry acknowledgement beyond what was sent",
-                      extra={"acked_through_seq": acked_through_seq, "error": e.message})
+            log.error(
+                "telemetry acknowledgement beyond what was sent",
+                extra={"acked_through_seq": acked_through_seq, "error": e.message},
+            )
             raise

@@ -275,9 +275,7 @@ def _parse_kpi(raw: Any, where: str) -> KpiSpec:
     drift = raw.get("drift", False)
     if not isinstance(drift, bool) or (drift and statistic is not Statistic.QUANTILE):
         raise _bad(f"{where}.drift", "true only for a quantile KPI (it needs sketches)")
-    return KpiSpec(
-        name, metric, statistic, quantile, denominator, direction, min_samples, drift
-    )
+    return KpiSpec(name, metric, statistic, quantile, denominator, direction, min_samples, drift)
 
 
 def parse_detection(raw: Any) -> DetectionConfig:
@@ -286,8 +284,15 @@ def parse_detection(raw: Any) -> DetectionConfig:
         return default_detection()
     if not isinstance(raw, Mapping):
         raise _bad("detection", "an object")
-    allowed = {"kpis", "detector", "drift_recent_s", "drift_baseline_s",
-               "min_cohort_devices", *_DETECTOR_KEYS, *(f"drift_{k}" for k in _DRIFT_KEYS)}
+    allowed = {
+        "kpis",
+        "detector",
+        "drift_recent_s",
+        "drift_baseline_s",
+        "min_cohort_devices",
+        *_DETECTOR_KEYS,
+        *(f"drift_{k}" for k in _DRIFT_KEYS),
+    }
     _check_keys(raw, allowed, "detection")
     base = default_detection()
     kpis = base.kpis
@@ -333,12 +338,16 @@ def detection_to_document(config: DetectionConfig) -> dict[str, Any]:
     kpis = []
     for spec in config.kpis:
         statistic = (
-            f"p{spec.quantile * 100:g}" if spec.statistic is Statistic.QUANTILE
+            f"p{spec.quantile * 100:g}"
+            if spec.statistic is Statistic.QUANTILE
             else spec.statistic.value
         )
         item: dict[str, Any] = {
-            "name": spec.name, "metric": spec.metric, "statistic": statistic,
-            "direction": spec.direction.value, "min_samples": spec.min_samples,
+            "name": spec.name,
+            "metric": spec.metric,
+            "statistic": statistic,
+            "direction": spec.direction.value,
+            "min_samples": spec.min_samples,
         }
         if spec.denominator is not None:
             item["denominator"] = spec.denominator

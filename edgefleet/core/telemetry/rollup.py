@@ -92,7 +92,5 @@ def roll_up(windows: Iterable[Window]) -> dict[SeriesHour, Window]:
     for key, group in groups.items():
         combined = combine(group)
         hour_s = key[3]
-        out[key] = replace(
-            combined, start_s=hour_s, length_s=combined.end_s - hour_s
-        )
+        out[key] = replace(combined, start_s=hour_s, length_s=combined.end_s - hour_s)
     return out

@@ -214,7 +214,9 @@ def action_closed(action_id: int, status: Mapping[str, Any]) -> bool:
 
 
 def applied_after_poll(
-    assignment: ReleaseAssignment | None, status: Mapping[str, Any], desired_generation: int,
+    assignment: ReleaseAssignment | None,
+    status: Mapping[str, Any],
+    desired_generation: int,
     applied_generation: int,
 ) -> int:
     """A DDI device has applied its desired state once it has nothing left to do or cancel:
@@ -302,8 +304,10 @@ details=(), progress=None)
     if execution is Execution.CLOSED and finished is Finished.NONE:
         raise _bad("a closed action needs status.result.finished success or failure")
     details = status.get("details", [])
-    if not isinstance(details, Sequence) or isinstance(details, str) or not all(
-        isinstance(d, str) for d in details
+    if (
+        not isinstance(details, Sequence)
+        or isinstance(details, str)
+        or not all(isinstance(d, str) for d in details)
     ):
         raise _bad("status.details must be a list of strings")
     return Feedback(execution, finished, tuple(details), _progress(result.get("progress")))

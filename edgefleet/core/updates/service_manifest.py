@@ -207,8 +207,11 @@ def _parse_parameter(name: Any, raw: Any, path: str) -> Parameter:
     for key in ("minimum", "maximum"):
         value = raw.get(key)
         if value is not None and (
-            not numeric or isinstance(value, bool) or not isinstance(value, int | float)
-            or value != value or value in (float("inf"), float("-inf"))
+            not numeric
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value != value
+            or value in (float("inf"), float("-inf"))
         ):
             raise _fail(f"{path}.{key}", "is a finite number, for integer and number types")
         bounds[key] = None if value is None else float(value)
@@ -234,8 +237,10 @@ def _parse_parameter(name: Any, raw: Any, path: str) -> Parameter:
         if not choices and pattern is None:
             raise _fail(path, "a string parameter declares an enum or a pattern")
         length = raw.get("max_length", max_length)
-        if isinstance(length, bool) or not isinstance(length, int) or not (
-            1 <= length <= MAX_PARAMETER_LENGTH
+        if (
+            isinstance(length, bool)
+            or not isinstance(length, int)
+            or not (1 <= length <= MAX_PARAMETER_LENGTH)
         ):
             raise _fail(f"{path}.max_length", f"must be an integer from 1 to "
                                               f"{MAX_PARAMETER_LENGTH}")  # fmt: skip
@@ -292,9 +297,7 @@ def check_parameter(parameter: Parameter, value: Any) -> ParameterValue:
     return value
 
 
-def resolve_parameters(
-    manifest: ServiceManifest, values: Mapping[str, Any]
-) -> dict[str, str]:
+def resolve_parameters(manifest: ServiceManifest, values: Mapping[str, Any]) -> dict[str, str]:
     """Every declared parameter's value as the text placeholders take: the given value
     checked against its declaration, else the default. InvalidInput names the parameter
     when one is not declared, out of bounds, or required and missing.
@@ -338,9 +341,7 @@ def _parameter_text(value: ParameterValue) -> str:
     return str(value)
 
 
-def _parse_health(
-    raw: Any, has_port: bool, parameters: Mapping[str, Parameter]
-) -> HealthCriteria:
+def _parse_health(raw: Any, has_port: bool, parameters: Mapping[str, Parameter]) -> HealthCriteria:
     if not isinstance(raw, Mapping):
         raise _fail("health", "must be a mapping")
     unknown = set(raw) - {

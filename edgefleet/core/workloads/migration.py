@@ -228,8 +228,12 @@ def advance_migration(
     if m.state is s.PRESTAGING:
         if copy is not None and copy.state is not CopyState.FETCHING:
             if m.stateful:
-                return move_to(m, s.CHECKPOINTING, now,
-                               f"artifacts staged on {m.target}; checkpointing {m.source}")
+                return move_to(
+                    m,
+                    s.CHECKPOINTING,
+                    now,
+                    f"artifacts staged on {m.target}; checkpointing {m.source}",
+                )
             return move_to(m, s.STARTING, now,
                            f"artifacts staged on {m.target} (stateless: no state to move); "
                            "starting")  # fmt: skip
@@ -244,8 +248,9 @@ def advance_migration(
             )  # fmt: skip
     elif m.state is s.TRANSFERRING:
         if copy is not None and copy.restored_sha256 == m.checkpoint_sha256:
-            return move_to(m, s.STARTING, now,
-                           f"state restored on {m.target} (sha256 verified); starting")
+            return move_to(
+                m, s.STARTING, now, f"state restored on {m.target} (sha256 verified); starting"
+            )
     elif m.state is s.STARTING:
         if copy is not None and copy.state is CopyState.RUNNING and copy.healthy:
             first = WEIGHT_SCHEDULE_PCT[0]
@@ -264,8 +269,9 @@ def advance_migration(
                 weight_pct=100,
             )  # fmt: skip
     elif m.state is s.DRAINING and elapsed_s >= timing.drain_s:
-        return move_to(m, s.COMPLETED, now,
-                       f"replica moved to {m.target}; {m.source} stops its copy")
+        return move_to(
+            m, s.COMPLETED, now, f"replica moved to {m.target}; {m.source} stops its copy"
+        )
     return m
 
 

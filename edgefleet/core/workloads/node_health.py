@@ -55,8 +55,14 @@ class NodeHealth:
         return None if value is None else str(value)
 
     def report_of(self, workload: str, replica: int) -> Mapping[str, Any] | None:
-        return next((r for r in self.replicas
-                     if r.get("workload") == workload and r.get("replica") == replica), None)
+        return next(
+            (
+                r
+                for r in self.replicas
+                if r.get("workload") == workload and r.get("replica") == replica
+            ),
+            None,
+        )
 
     def copy_status(self, workload: str, replica: int) -> CopyStatus | None:
         """This node's copy of the replica as last reported, if it reported one."""

@@ -108,6 +108,7 @@ __all__ = [
     "violated_constraint",
 ]
 
+
 def place(
     workloads: Iterable[Workload],
     nodes: Iterable[Node],

@@ -121,8 +121,18 @@ def replicas_for_node(
             restore = {"migration": m.id, "sha256": m.checkpoint_sha256,
                        "size_bytes": m.checkpoint_size_bytes}  # fmt: skip
         phase = ReplicaPhase.RUN if m.state in TARGET_RUNS else ReplicaPhase.STAGE
-        out.append(ReplicaEntry(m.workload, m.replica, m.generation, phase, source.document,
-                                source.releases, migration=m.id, restore=restore))
+        out.append(
+            ReplicaEntry(
+                m.workload,
+                m.replica,
+                m.generation,
+                phase,
+                source.document,
+                source.releases,
+                migration=m.id,
+                restore=restore,
+            )
+        )
     out.sort(key=lambda e: e.key)
     return tuple(out)
 

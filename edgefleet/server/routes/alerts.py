@@ -32,8 +32,11 @@ def alert_out(alert: Alert) -> AlertOut:
     )
 
 
-@router.get("", summary="Open alerts, newest first (with all=true also recently closed ones)",
-            response_model=list[AlertOut])
+@router.get(
+    "",
+    summary="Open alerts, newest first (with all=true also recently closed ones)",
+    response_model=list[AlertOut],
+)
 def list_alerts(
     all: bool = Query(False, description="Include alerts closed within `closed_within`"),
     closed_within: str = Query("24h", description="How far back closed alerts are listed"),

@@ -29,22 +29,28 @@ class ChallengeOut(BaseModel):
 
 class QuoteIn(BaseModel):
     nonce: str = Field(pattern=HEX64, description="The nonce of the device's challenge")
-    attestation_key: str = Field(max_length=4096,
-                                 description="The attestation key's public part (PEM)")
+    attestation_key: str = Field(
+        max_length=4096, description="The attestation key's public part (PEM)"
+    )
     message: str = Field(max_length=4096, description="TPMS_ATTEST (tpm2_quote -m), base64")
-    signature: str = Field(max_length=4096,
-                           description="TPMT_SIGNATURE (tpm2_quote -s), base64")
+    signature: str = Field(max_length=4096, description="TPMT_SIGNATURE (tpm2_quote -s), base64")
     pcrs: dict[str, str] = Field(description="Quoted sha256 PCR index -> value (hex)")
-    log: list[str] = Field(max_length=1024, description="Measurement digests extended into "
-                           "the PCR since the agent reset it, oldest first")
+    log: list[str] = Field(
+        max_length=1024,
+        description="Measurement digests extended into "
+        "the PCR since the agent reset it, oldest first",
+    )
 
 
 class AttestationIn(BaseModel):
     measurement: dict[str, Any] = Field(
         description="agent (version, sha256 of its files), slots (release, version, sha256 "
-        "of each file), config (settings that matter)")
-    digest: str = Field(pattern=HEX64, description="SHA-256 of the measurement's canonical "
-                        "JSON (sorted keys, no spaces)")
+        "of each file), config (settings that matter)"
+    )
+    digest: str = Field(
+        pattern=HEX64,
+        description="SHA-256 of the measurement's canonical JSON (sorted keys, no spaces)",
+    )
     tpm: QuoteIn | None = Field(None, description="A TPM quote over the measurement PCR")
 
 
@@ -61,8 +67,14 @@ class AttestationOut(BaseModel):
 
     @classmethod
     def of(cls, record: AttestationRecord, *, measurement: bool = True) -> AttestationOut:
-        withholds = [name for name, on in (("releases", record.withhold_releases),
-                                           ("workloads", record.withhold_workloads)) if on]
+        withholds = [
+            name
+            for name, on in (
+                ("releases", record.withhold_releases),
+                ("workloads", record.withhold_workloads),
+            )
+            if on
+        ]
         return cls(device_id=record.device_id,
                    status=record.status.value if record.status else None,
                    reason=record.reason, attested_at=record.attested_at, tpm=record.tpm,
@@ -71,8 +83,10 @@ class AttestationOut(BaseModel):
                    withholds=withholds)  # fmt: skip
 
 
-@router.post("/devices/{device_id}/attestation/challenge",
-             summary="A fresh nonce for the device's next TPM quote")
+@router.post(
+    "/devices/{device_id}/attestation/challenge",
+    summary="A fresh nonce for the device's next TPM quote",
+)
 async def challenge(
     device_id: str, device: Device = Depends(signed_device), svc: Services = Depends(services)
 ) -> ChallengeOut:
@@ -80,8 +94,10 @@ async def challenge(
     return ChallengeOut(nonce=nonce, expires_at=expires_at)
 
 
-@router.post("/devices/{device_id}/attestation",
-             summary="Report a measurement of the device's software state (with a TPM quote)")
+@router.post(
+    "/devices/{device_id}/attestation",
+    summary="Report a measurement of the device's software state (with a TPM quote)",
+)
 async def attest(
     request: Request,
     device_id: str,

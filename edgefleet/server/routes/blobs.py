@@ -99,8 +99,11 @@ def download_delta(
     svc.releases.guard_delta_pair(from_sha256, sha256)
     status = svc.deltas.request(from_sha256, sha256)
     if status.state is DeltaState.PENDING:
-        return JSONResponse({"state": status.state.value}, status_code=202,
-                            headers={"retry-after": str(DELTA_RETRY_AFTER_S)})
+        return JSONResponse(
+            {"state": status.state.value},
+            status_code=202,
+            headers={"retry-after": str(DELTA_RETRY_AFTER_S)},
+        )
     unavailable = NotFound(f"no delta from {from_sha256[:12]} to {sha256[:12]}: "
                            f"{status.state.value} {status.reason}".strip(),
                            code="delta_unavailable")  # fmt: skip

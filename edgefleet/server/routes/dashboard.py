@@ -41,8 +41,10 @@ def device_page(
                                  offset, limit)  # fmt: skip
 
 
-@router.get("/devices/{device}",
-            summary="A device's liveness (phi), replicas it hosts, rollouts and audit records")
+@router.get(
+    "/devices/{device}",
+    summary="A device's liveness (phi), replicas it hosts, rollouts and audit records",
+)
 def device_story(
     device: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
@@ -51,8 +53,9 @@ def device_story(
     return svc.dashboard.device_story(ctx, device)
 
 
-@router.get("/audit/verification",
-            summary="The audit log's hash chain verified by this control plane")
+@router.get(
+    "/audit/verification", summary="The audit log's hash chain verified by this control plane"
+)
 def verify_audit(
     ctx: OperatorContext = Depends(requires(Permission.AUDIT_READ)),
     svc: Services = Depends(services),

@@ -216,9 +216,13 @@ def create_target(
     response.headers.update(SECRET_HEADERS)
     device, target, token = svc.ddi.create_target(ctx, body.controller_id, body.labels)
     shown = DeviceOut.of(device, svc.devices.now()).model_dump()
-    return TargetOut(**shown, controller_id=target.controller_id, tenant=target.tenant,
-                     token=token,
-                     poll_path=f"/ddi/{target.tenant}/controller/v1/{target.controller_id}")
+    return TargetOut(
+        **shown,
+        controller_id=target.controller_id,
+        tenant=target.tenant,
+        token=token,
+        poll_path=f"/ddi/{target.tenant}/controller/v1/{target.controller_id}",
+    )
 
 
 @operator_router.post("/gateway-tokens", status_code=201, summary="Create a DDI GatewayToken")

@@ -28,8 +28,11 @@ from edgefleet.server.schemas import EnrollRequest, EnrollResponse, ReportReques
 router = APIRouter(prefix="/v1", tags=["device API"])
 
 
-@router.post("/enroll", summary="Enroll a device with an enrollment token",
-             dependencies=[Depends(no_credentials)])
+@router.post(
+    "/enroll",
+    summary="Enroll a device with an enrollment token",
+    dependencies=[Depends(no_credentials)],
+)
 async def enroll(
     request: Request, body: EnrollRequest, svc: Services = Depends(services)
 ) -> EnrollResponse:

@@ -113,4 +113,3 @@ def approve_change(
 ) -> dict[str, Any]:
     change, version = svc.approvals.approve(ctx, change_id)
     return {**change_view(change), "root_version": version}
-

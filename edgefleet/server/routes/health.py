@@ -11,14 +11,18 @@ from edgefleet.server.auth import Services, no_credentials, services
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness: the process is serving",
-            dependencies=[Depends(no_credentials)])
+@router.get(
+    "/healthz", summary="Liveness: the process is serving", dependencies=[Depends(no_credentials)]
+)
 def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", summary="Readiness: the database answers; which replica this is",
-            dependencies=[Depends(no_credentials)])
+@router.get(
+    "/readyz",
+    summary="Readiness: the database answers; which replica this is",
+    dependencies=[Depends(no_credentials)],
+)
 async def readyz(request: Request, svc: Services = Depends(services)) -> dict[str, object]:
     """503 store_unavailable when the database does not answer. `leading`: the controller
     leases this replica acts under now; `fenced_writes_refused`: writes of its controllers

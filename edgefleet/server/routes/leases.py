@@ -18,8 +18,9 @@ router = APIRouter(prefix="/v1/leases", tags=["replicas"])
 
 
 class LeaseOut(BaseModel):
-    name: str = Field(description="The controller: housekeeping, rollout-controller, "
-                      "workload-controllers.")
+    name: str = Field(
+        description="The controller: housekeeping, rollout-controller, workload-controllers."
+    )
     holder: str = Field(description="The replica id that holds (or last held) the lease.")
     token: int = Field(description="Fencing token: grows by one at every acquisition.")
     expires_at: datetime = Field(description="When the lease lapses unless renewed.")
@@ -31,8 +32,11 @@ class LeaseOut(BaseModel):
                    expires_at=lease.expires_at, live=lease.is_live(now))  # fmt: skip
 
 
-@router.get("", summary="List the controller leases: holder replica, token, expiry",
-            response_model=list[LeaseOut])
+@router.get(
+    "",
+    summary="List the controller leases: holder replica, token, expiry",
+    response_model=list[LeaseOut],
+)
 async def list_leases(
     _ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),

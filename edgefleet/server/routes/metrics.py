@@ -16,8 +16,12 @@ from edgefleet.server.prometheus import CONTENT_TYPE, render
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format 0.0.4)",
-            response_class=PlainTextResponse, dependencies=[Depends(no_credentials)])
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format 0.0.4)",
+    response_class=PlainTextResponse,
+    dependencies=[Depends(no_credentials)],
+)
 async def metrics(svc: Services = Depends(services)) -> PlainTextResponse:
     families = await run_in_threadpool(svc.fleet_metrics.families)
     return PlainTextResponse(render(families), media_type=CONTENT_TYPE)

@@ -60,14 +60,19 @@ def artifact_deltas(
 
 @router.get("/artifacts/{name}/{version}", summary="Show one artifact version")
 def show_artifact(
-    name: str, version: str, ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    name: str,
+    version: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> ArtifactOut:
     return ArtifactOut.of(svc.releases.get_artifact(ctx, Ref(name, version)))
 
 
-@router.post("/releases", status_code=201,
-             summary="Create a release from artifacts (and its service manifest)")
+@router.post(
+    "/releases",
+    status_code=201,
+    summary="Create a release from artifacts (and its service manifest)",
+)
 def create_release(
     body: CreateReleaseRequest,
     ctx: OperatorContext = Depends(requires(Permission.RELEASES_WRITE)),
@@ -75,8 +80,11 @@ def create_release(
 ) -> ReleaseOut:
     ref = parse_ref(f"{body.name}@{body.version}", "release")
     artifacts = [parse_ref(a) for a in body.artifacts]
-    service = (None if body.service is None
-               else ServiceFile(body.service.file_name, body.service.content.encode()))
+    service = (
+        None
+        if body.service is None
+        else ServiceFile(body.service.file_name, body.service.content.encode())
+    )
     return ReleaseOut.of(svc.releases.create_release(ctx, ref, artifacts, service))
 
 
@@ -90,7 +98,9 @@ def list_releases(
 
 @router.get("/releases/{name}/{version}", summary="Show a release and its files")
 def show_release(
-    name: str, version: str, ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
+    name: str,
+    version: str,
+    ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
 ) -> ReleaseOut:
     release, files = svc.releases.get_release(ctx, Ref(name, version))
@@ -142,13 +152,17 @@ def assign_release(
     svc: Services = Depends(services),
 ) -> AssignResponse:
     result = svc.releases.assign(
-        ctx, Ref(name, version), device=body.device, selector=body.selector,
+        ctx,
+        Ref(name, version),
+        device=body.device,
+        selector=body.selector,
         stage_only=body.stage_only,
     )
     return AssignResponse(
         assigned=[d.id for d in result.assigned],
-        skipped=[SkippedDevice(id=s.device_id, name=s.name, reason=s.reason)
-                 for s in result.skipped],
+        skipped=[
+            SkippedDevice(id=s.device_id, name=s.name, reason=s.reason) for s in result.skipped
+        ],
     )
 
 

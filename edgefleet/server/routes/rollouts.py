@@ -31,8 +31,9 @@ router = APIRouter(prefix="/v1", tags=["rollouts"])
 def create_rollout(
     body: CreateRolloutRequest,
     dry_run: bool = Query(
-        False, description="Decide everything, store nothing: answer 200 with the rollout, "
-        "its devices and its wave plan"
+        False,
+        description="Decide everything, store nothing: answer 200 with the rollout, "
+        "its devices and its wave plan",
     ),
     ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),

@@ -93,14 +93,22 @@ def _asset_response(name: str, request: Request) -> Response:
     return Response(asset.body, media_type=asset.media_type, headers=headers)
 
 
-@router.get("/ui", summary="The web dashboard (a page without data; log in on it)",
-            dependencies=[Depends(no_credentials)], response_class=Response)
+@router.get(
+    "/ui",
+    summary="The web dashboard (a page without data; log in on it)",
+    dependencies=[Depends(no_credentials)],
+    response_class=Response,
+)
 def page(request: Request) -> Response:
     return _asset_response("index.html", request)
 
 
-@router.get("/ui/assets/{name:path}", summary="The dashboard's scripts and styles",
-            dependencies=[Depends(no_credentials)], response_class=Response)
+@router.get(
+    "/ui/assets/{name:path}",
+    summary="The dashboard's scripts and styles",
+    dependencies=[Depends(no_credentials)],
+    response_class=Response,
+)
 def asset(name: str, request: Request) -> Response:
     return _asset_response(name, request)
 
@@ -113,8 +121,12 @@ def _cookie_is_secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-@router.post("/ui/session", status_code=201, dependencies=[Depends(no_credentials)],
-             summary="Log in: exchange an API token for a session cookie (HttpOnly)")
+@router.post(
+    "/ui/session",
+    status_code=201,
+    dependencies=[Depends(no_credentials)],
+    summary="Log in: exchange an API token for a session cookie (HttpOnly)",
+)
 def log_in(body: LoginRequest, request: Request, response: Response,
            svc: Services = Depends(services)) -> dict[str, Any]:  # fmt: skip
     session, secret = svc.ui_sessions.open(body.token.strip(), request_id_of(request))
@@ -124,8 +136,11 @@ def log_in(body: LoginRequest, request: Request, response: Response,
     response.set_cookie(SESSION_COOKIE, secret, max_age=max_age, path="/", httponly=True,
                         samesite="strict", secure=_cookie_is_secure(request))  # fmt: skip
     response.headers["cache-control"] = "no-store"
-    return {"name": session.name, "role": str(session.role),
-            "expires_at": session.expires_at.isoformat() if session.expires_at else None}
+    return {
+        "name": session.name,
+        "role": str(session.role),
+        "expires_at": session.expires_at.isoformat() if session.expires_at else None,
+    }
 
 
 @router.get("/ui/session", summary="The session's operator, role and permissions")
@@ -164,10 +179,12 @@ async def _stream(svc: Services) -> AsyncIterator[str]:
         await asyncio.sleep(TICK_S)
 
 
-@router.get("/ui/events",
-            summary="Server-sent events of fleet counts and rollout state changes (with "
-            "Accept: text/event-stream; otherwise the current counts once, as JSON)",
-            responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}})
+@router.get(
+    "/ui/events",
+    summary="Server-sent events of fleet counts and rollout state changes (with "
+    "Accept: text/event-stream; otherwise the current counts once, as JSON)",
+    responses={200: {"content": {"text/event-stream": {}, "application/json": {}}}},
+)
 async def events(request: Request,
                  _ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
                  svc: Services = Depends(services)) -> Response:  # fmt: skip

@@ -139,9 +139,18 @@ def _status_out(status: WorkloadStatus) -> dict[str, Any]:
 
 def _endpoints_out(found: ServiceEndpoints) -> dict[str, Any]:
     def one(e: Endpoint) -> dict[str, Any]:
-        return {"replica": e.replica, "node_id": e.node_id, "node": found.names.get(e.node_id),
-                "address": e.address, "port": e.port, "url": e.url, "weight": e.weight,
-                "role": e.role.value, "healthy": e.healthy, "migration": e.migration}
+        return {
+            "replica": e.replica,
+            "node_id": e.node_id,
+            "node": found.names.get(e.node_id),
+            "address": e.address,
+            "port": e.port,
+            "url": e.url,
+            "weight": e.weight,
+            "role": e.role.value,
+            "healthy": e.healthy,
+            "migration": e.migration,
+        }
 
     return {"service": found.service, "endpoints": [one(e) for e in found.endpoints]}
 
@@ -219,8 +228,11 @@ def delete_workload(
     return Response(status_code=204)
 
 
-@router.post("/workloads/{name}/migrations", status_code=201,
-             summary="Migrate a replica to a node (or the best node matching a selector)")
+@router.post(
+    "/workloads/{name}/migrations",
+    status_code=201,
+    summary="Migrate a replica to a node (or the best node matching a selector)",
+)
 def migrate_workload(
     name: str,
     body: MigrateRequest,
@@ -231,8 +243,10 @@ def migrate_workload(
     return migration_out(migration, svc.workloads.device_names())
 
 
-@router.post("/workloads/{name}/migrations/abort",
-             summary="Abort the workload's migrations: replicas return to their sources")
+@router.post(
+    "/workloads/{name}/migrations/abort",
+    summary="Abort the workload's migrations: replicas return to their sources",
+)
 def abort_migrations(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.WORKLOADS_WRITE)),
@@ -275,8 +289,10 @@ def show_placement(
     return {"workload": name, "placement": out["placement"], "migrations": out["migrations"]}
 
 
-@router.get("/placements/{name}/explain",
-            summary="Each candidate node's score terms, or why it was excluded")
+@router.get(
+    "/placements/{name}/explain",
+    summary="Each candidate node's score terms, or why it was excluded",
+)
 def explain_placement(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
@@ -311,8 +327,10 @@ def list_nodes(
     return out
 
 
-@router.get("/services/{name}/endpoints",
-            summary="A workload's service endpoints with traffic weights (clients follow them)")
+@router.get(
+    "/services/{name}/endpoints",
+    summary="A workload's service endpoints with traffic weights (clients follow them)",
+)
 def service_endpoints(
     name: str,
     _who: Device | OperatorContext = Depends(device_or_operator),
@@ -321,9 +339,12 @@ def service_endpoints(
     return _endpoints_out(svc.workloads.endpoints(name))
 
 
-@router.put("/checkpoints/{device_id}/{sha256}", status_code=201,
-            summary="Upload a state archive for a migration (device, signed; sealed to the "
-                    "ingest key as application/x-edgefleet-archive-sealed, or plain)")
+@router.put(
+    "/checkpoints/{device_id}/{sha256}",
+    status_code=201,
+    summary="Upload a state archive for a migration (device, signed; sealed to the "
+    "ingest key as application/x-edgefleet-archive-sealed, or plain)",
+)
 async def upload_checkpoint(
     device_id: str,
     sha256: str,

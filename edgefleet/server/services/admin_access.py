@@ -80,15 +80,22 @@ class AdminAccess:
             return AdminTokenCheck(AdminTokenState.CREATED, created.id)
         token = self._find(chosen)
         if token is None:
-            return AdminTokenCheck(AdminTokenState.IGNORED,
-                                   reason="the data dir has API tokens and it is none of them")
+            return AdminTokenCheck(
+                AdminTokenState.IGNORED, reason="the data dir has API tokens and it is none of them"
+            )
         if not _usable(token, now):
             state = "revoked" if token.revoked else "expired"
-            return AdminTokenCheck(AdminTokenState.IGNORED, token.id,
-                                   reason=f"it is token {token.id}, which is {state}")
+            return AdminTokenCheck(
+                AdminTokenState.IGNORED,
+                token.id,
+                reason=f"it is token {token.id}, which is {state}",
+            )
         if token.role is not Role.ADMIN:
-            return AdminTokenCheck(AdminTokenState.IGNORED, token.id,
-                                   reason=f"it is token {token.id}, of role {token.role}")
+            return AdminTokenCheck(
+                AdminTokenState.IGNORED,
+                token.id,
+                reason=f"it is token {token.id}, of role {token.role}",
+            )
         return AdminTokenCheck(AdminTokenState.IN_USE, token.id)
 
     def _find(self, secret: str) -> ApiToken | None:

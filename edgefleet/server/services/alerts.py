@@ -89,14 +89,28 @@ def apply_decisions(
             tx.alerts.insert(open_alert(new_alert_id(), device_id, decision, metrics_of))
             metrics.alerts_opened.inc(decision.kind.value)
             changed = True
-            log.info("alert opened", extra={"device_id": device_id, "kind": decision.kind.value,
-                                            "kpi": decision.kpi, "reason": decision.reason})
+            log.info(
+                "alert opened",
+                extra={
+                    "device_id": device_id,
+                    "kind": decision.kind.value,
+                    "kpi": decision.kpi,
+                    "reason": decision.reason,
+                },
+            )
         elif decision.move is AlertMove.CLOSE and existing is not None:
             tx.alerts.close(close_alert(existing, decision.at, decision.reason))
             metrics.alerts_closed.inc(decision.kind.value)
             changed = True
-            log.info("alert closed", extra={"device_id": device_id, "kind": decision.kind.value,
-                                            "kpi": decision.kpi, "reason": decision.reason})
+            log.info(
+                "alert closed",
+                extra={
+                    "device_id": device_id,
+                    "kind": decision.kind.value,
+                    "kpi": decision.kpi,
+                    "reason": decision.reason,
+                },
+            )
     return changed
 
 
@@ -113,14 +127,10 @@ def detect_on_ingest(
     relevant = [w for w in windows if w.name in wanted]
     if not relevant:
         return False
-    quantiles = sorted(
-        {s.quantile for s in detection.kpis if s.statistic is Statistic.QUANTILE}
-    )
+    quantiles = sorted({s.quantile for s in detection.kpis if s.statistic is Statistic.QUANTILE})
     per_metric = metric_windows(relevant, quantiles)
     decisions: list[AlertDecision] = []
-    open_kpis = {
-        a.kpi for a in tx.alerts.open_for_device(device_id) if a.kind is AlertKind.ANOMALY
-    }
+    open_kpis = {a.kpi for a in tx.alerts.open_for_device(device_id) if a.kind is AlertKind.ANOMALY}
     for spec in detection.kpis:
         points = kpi_points(spec, per_metric)
         if not points:
@@ -133,8 +143,10 @@ def detect_on_ingest(
                 else detector_from_document(config, stored)
             )  # fmt: skip
         except InvalidInput:
-            log.warning("unreadable detector state; starting afresh",
-                        extra={"device_id": device_id, "kpi": spec.name})
+            log.warning(
+                "unreadable detector state; starting afresh",
+                extra={"device_id": device_id, "kpi": spec.name},
+            )
             detector = new_kpi_detector(config)
         detector, events = feed_detector(detector, points)
         tx.telemetry.save_detector(
@@ -178,8 +190,9 @@ class AlertService:
         now = self._clock.now()
         with self._db.read() as tx:
             policy = tx.telemetry.fleet_policy()
-            devices = {d.id: d for d in tx.devices.all()
-                       if d.enrollment is EnrollmentState.APPROVED}
+            devices = {
+                d.id: d for d in tx.devices.all() if d.enrollment is EnrollmentState.APPROVED
+            }
         detection = policy.detection
         changed = 0
         for spec in detection.kpis:
@@ -190,8 +203,10 @@ class AlertService:
                     if self._apply(device_id, decisions, {spec.name: spec}):
                         changed += 1
                 except EdgefleetError as e:
-                    log.warning("drift alert update failed; next run retries",
-                                extra={"device_id": device_id, "error": e.message})
+                    log.warning(
+                        "drift alert update failed; next run retries",
+                        extra={"device_id": device_id, "error": e.message},
+                    )
         return changed
 
     def _drift_decisions(
@@ -205,8 +220,11 @@ class AlertService:
         recent_s = now_s - detection.drift_recent_s
         baseline_s = recent_s - detection.drift_baseline_s
         with self._db.read() as tx:
-            ids = [d for d in tx.telemetry.devices_with_windows([spec.metric], recent_s)
-                   if d in devices]
+            ids = [
+                d
+                for d in tx.telemetry.devices_with_windows([spec.metric], recent_s)
+                if d in devices
+            ]
             windows = tx.telemetry.windows(ids, [spec.metric], baseline_s, now_s + 1)
             open_alerts = {d: tx.alerts.open_for_device(d) for d in ids}
         baseline, recent = _split_sketches(windows, recent_s)
@@ -229,8 +247,9 @@ class AlertService:
                 )  # fmt: skip
                 if decision is not None:
                     decisions.append(decision)
-            peers = [p for p in cohorts[cohort_key(devices[device_id])]
-                     if p != device_id and p in recent][:MAX_COHORT_PEERS]
+            peers = [
+                p for p in cohorts[cohort_key(devices[device_id])] if p != device_id and p in recent
+            ][:MAX_COHORT_PEERS]
             if len(peers) + 1 >= detection.min_cohort_devices:
                 result = cohort_drift(
                     [detect_drift(recent[p], current, detection.drift) for p in peers]

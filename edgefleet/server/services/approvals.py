@@ -42,8 +42,10 @@ class ApprovalService:
         if change.state != "pending":
             raise Conflict(f"change {change.id} was already {change.state} by "
                            f"{change.decided_by}", code="change_decided")  # fmt: skip
-        decision = decide_approver(Requester.from_actor(change.requested_by),
-                                   Requester(ctx.principal.token_id, ctx.principal.name))
+        decision = decide_approver(
+            Requester.from_actor(change.requested_by),
+            Requester(ctx.principal.token_id, ctx.principal.name),
+        )
         if not decision.allowed:
             raise Forbidden(decision.reason, code="own_change")
         if change.kind != ROOT_ROTATION:

@@ -173,19 +173,31 @@ class AttestationService:
             return tx.attestations.all()
 
 
-def _published(tx: Transaction, measurement: Mapping[str, Any]) -> dict[tuple[str, str],
-                                                                         dict[str, str] | None]:
+def _published(
+    tx: Transaction, measurement: Mapping[str, Any]
+) -> dict[tuple[str, str], dict[str, str] | None]:
     """The published artifact hashes of each release a measured slot names."""
     out: dict[tuple[str, str], dict[str, str] | None] = {}
     for slot in dict(measurement.get("slots") or {}).values():
         key = (str(slot.get("release")), str(slot.get("version")))
         release = tx.releases.find(Ref(*key))
-        out[key] = None if release is None else {
-            a.name: a.sha256 for a in (tx.artifacts.get(r) for r in release.artifacts)}
+        out[key] = (
+            None
+            if release is None
+            else {a.name: a.sha256 for a in (tx.artifacts.get(r) for r in release.artifacts)}
+        )
     return out
 
 
 def _log(device_id: str, verdict: Verdict, tpm: bool) -> None:
     level = logging.WARNING if verdict.status == "failed" else logging.INFO
-    log.log(level, "attestation", extra={"device_id": device_id, "status": verdict.status.value,
-                                         "reason": verdict.reason, "tpm": tpm})
+    log.log(
+        level,
+        "attestation",
+        extra={
+            "device_id": device_id,
+            "status": verdict.status.value,
+            "reason": verdict.reason,
+            "tpm": tpm,
+        },
+    )

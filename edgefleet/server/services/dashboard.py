@@ -111,13 +111,18 @@ class DashboardService:
                     "rollouts": [
                         {**r, "updated_at": _iso(r["updated_at"])}
                         for r in repo.rollouts_in_trouble(
-                            [s.value for s in TROUBLED_ROLLOUTS], now - TROUBLE_WINDOW)
+                            [s.value for s in TROUBLED_ROLLOUTS], now - TROUBLE_WINDOW
+                        )
                     ],
-                    "nodes": repo.nodes_near_limits(self._battery_near_pct, self._cpu_near,
-                                                    TROUBLE_LIST),
+                    "nodes": repo.nodes_near_limits(
+                        self._battery_near_pct, self._cpu_near, TROUBLE_LIST
+                    ),
                 },
-                "active_rollouts": sum(1 for state, _ in repo.rollout_states(
-                    now, ACTIVE_ROLLOUTS).values() if state in ACTIVE_ROLLOUTS),
+                "active_rollouts": sum(
+                    1
+                    for state, _ in repo.rollout_states(now, ACTIVE_ROLLOUTS).values()
+                    if state in ACTIVE_ROLLOUTS
+                ),
                 "limits": {"battery_pct": self._battery_near_pct, "cpu_load": self._cpu_near},
             }
         return out
@@ -172,11 +177,19 @@ class DashboardService:
         return {
             "device_id": device.id,
             "liveness": liveness,
-            "placed": [{"workload": a.workload, "replica": a.replica,
-                        "generation": a.generation} for a in placed],
-            "rollouts": [{**r, "installed_at": _iso(r["installed_at"]),
-                          "first_assigned_at": _iso(r["first_assigned_at"]),
-                          "created_at": _iso(r["created_at"])} for r in rollouts],
+            "placed": [
+                {"workload": a.workload, "replica": a.replica, "generation": a.generation}
+                for a in placed
+            ],
+            "rollouts": [
+                {
+                    **r,
+                    "installed_at": _iso(r["installed_at"]),
+                    "first_assigned_at": _iso(r["first_assigned_at"]),
+                    "created_at": _iso(r["created_at"]),
+                }
+                for r in rollouts
+            ],
             "release_events": [{**e, "at": _iso(e["at"])} for e in release_events],
             "audit": audit,
         }

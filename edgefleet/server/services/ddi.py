@@ -155,8 +155,14 @@ class DdiService:
         return token
 
     def _insert(
-        self, tx: Transaction, tenant: str, controller_id: str, labels: Mapping[str, str],
-        enrollment: EnrollmentState, token_hash: str | None, gateway_id: str | None,
+        self,
+        tx: Transaction,
+        tenant: str,
+        controller_id: str,
+        labels: Mapping[str, str],
+        enrollment: EnrollmentState,
+        token_hash: str | None,
+        gateway_id: str | None,
         now: datetime,
     ) -> tuple[Device, DdiTarget]:
         device_id = _new_device_id()
@@ -179,7 +185,11 @@ class DdiService:
     # Authentication.
 
     def authenticate(
-        self, authorization: str, tenant: str, controller_id: str, enroll: bool,
+        self,
+        authorization: str,
+        tenant: str,
+        controller_id: str,
+        enroll: bool,
         request_id: str,
     ) -> Device:
         """The approved device a DDI request acts for. `TargetToken` acts for its own target
@@ -333,9 +343,10 @@ class DdiService:
                   now: datetime) -> ActionHandling:  # fmt: skip
         holder = tx.rollouts.claims([device.id]).get(device.id)
         record = tx.rollouts.find(holder) if holder else None
-        if record is None or (record.rollout.spec.release.name,
-                              record.rollout.spec.release.version) != (action.name,
-                                                                       action.version):
+        if record is None or (
+            record.rollout.spec.release.name,
+            record.rollout.spec.release.version,
+        ) != (action.name, action.version):
             return handling(action.stage_only, False, False, None)
         rollout = record.rollout
         windows = rollout.spec.maintenance_windows
@@ -419,8 +430,9 @@ class DdiService:
                       now: datetime) -> None:  # fmt: skip
         stored = device.release_status or {}
         status = stamp_last_good(stored, stamp_active_since(stored, new, now))
-        applied = applied_after_poll(device.release_assignment, status,
-                                     device.desired_generation, device.applied_generation)
+        applied = applied_after_poll(
+            device.release_assignment, status, device.desired_generation, device.applied_generation
+        )
         tx.devices.record_report(device.id, now, None, applied, status)
 
     # configData.
@@ -435,8 +447,14 @@ class DdiService:
             saved = device
             if labels != dict(device.labels):
                 saved = save_device(tx, replace(device, labels=labels))
-                record_action(tx, DeviceContext(device.id, request_id), "device.labels",
-                              f"device/{device.id}", now, {"labels": labels, "ddi": mode})
+                record_action(
+                    tx,
+                    DeviceContext(device.id, request_id),
+                    "device.labels",
+                    f"device/{device.id}",
+                    now,
+                    {"labels": labels, "ddi": mode},
+                )
             tx.ddi.mark_config_received(target.device_id, now)
         return saved
 

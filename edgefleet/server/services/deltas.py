@@ -110,8 +110,13 @@ class DeltaService:
             state = DeltaState(recorded["state"])
             if state is DeltaState.READY and not self.path(*pair).exists():
                 state, recorded = DeltaState.UNAVAILABLE, {"reason": "pruned"}
-            return DeltaStatus(state, *pair, recorded.get("delta_size"),
-                               recorded.get("target_size"), recorded.get("reason", ""))
+            return DeltaStatus(
+                state,
+                *pair,
+                recorded.get("delta_size"),
+                recorded.get("target_size"),
+                recorded.get("reason", ""),
+            )
         with self._lock:
             if pair in self._running:
                 return DeltaStatus(DeltaState.PENDING, *pair)
@@ -122,8 +127,11 @@ class DeltaService:
     def request(self, from_sha256: str, to_sha256: str) -> DeltaStatus:
         """The pair's status, scheduling its creation if it is not known yet."""
         current = self.status(from_sha256, to_sha256)
-        if not self._computes or current.state is not DeltaState.PENDING \
-                or current.reason != "not scheduled":
+        if (
+            not self._computes
+            or current.state is not DeltaState.PENDING
+            or current.reason != "not scheduled"
+        ):
             return current
         pair = (current.from_sha256, current.to_sha256)
         with self._lock:
@@ -176,13 +184,13 @@ class DeltaService:
             delta_size, target_size = future.result()
             worthwhile = delta_size <= self._margin * target_size
             state = DeltaState.READY if worthwhile else DeltaState.NOT_WORTHWHILE
-            record = {"state": state.value, "delta_size": delta_size,
-                      "target_size": target_size}
+            record = {"state": state.value, "delta_size": delta_size, "target_size": target_size}
             if not worthwhile:
                 self.path(*pair).unlink(missing_ok=True)
         except Exception as e:  # the child's failure is recorded; devices download in full
-            log.warning("delta creation failed", extra={"from": pair[0], "to": pair[1],
-                                                        "error": str(e)})
+            log.warning(
+                "delta creation failed", extra={"from": pair[0], "to": pair[1], "error": str(e)}
+            )
             record = {"state": DeltaState.FAILED.value, "reason": str(e)[:300]}
         write_json_atomically(self._meta_path(*pair), record)
         with self._lock:

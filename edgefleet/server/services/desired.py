@@ -77,9 +77,7 @@ def workloads_section(
             releases.append({"name": ref.name, "version": ref.version,
                              "targets": [dict(t) for t in section.targets]})  # fmt: skip
         sources[name] = WorkloadSource(record.document, tuple(releases))
-    return render_workloads_section(
-        replicas_for_node(device_id, assignments, migrations, sources)
-    )
+    return render_workloads_section(replicas_for_node(device_id, assignments, migrations, sources))
 
 
 def _hosting_nodes(placement: Placement) -> set[str]:
@@ -116,6 +114,7 @@ def refresh_hosting_nodes(
     """When the placement change moved the hosting interval (the number of hosting nodes
     crossed a step), re-render every node that hosts under `after` and is not in `done`;
     the ids whose desired state changed."""
+
     def level(placement: Placement) -> float:
         return hosting_heartbeat_s(math.inf, max(1, len(_hosting_nodes(placement))))
 

@@ -109,9 +109,12 @@ class DeviceLinkService:
             tx.devices.insert(device)
             tx.enrollment_tokens.count_use(token.id)
             record_action(
-                tx, DeviceContext(device_id, request_id), "device.enroll", f"device/{device_id}",
-                now, {"name": name, "enrollment_token": token.id,
-                      "enrollment": device.enrollment.value},
+                tx,
+                DeviceContext(device_id, request_id),
+                "device.enroll",
+                f"device/{device_id}",
+                now,
+                {"name": name, "enrollment_token": token.id, "enrollment": device.enrollment.value},
             )
             return device
 

@@ -69,8 +69,14 @@ class DeviceService:
             ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, device.labels)
             new_state = transition(device.enrollment, action)
             saved = tx.devices.update(replace(device, enrollment=new_state))
-            record_action(tx, ctx, f"device.{action.value}", f"device/{device.id}", now,
-                          {"from": device.enrollment.value, "to": new_state.value})
+            record_action(
+                tx,
+                ctx,
+                f"device.{action.value}",
+                f"device/{device.id}",
+                now,
+                {"from": device.enrollment.value, "to": new_state.value},
+            )
         self._watch.notify(saved.id)
         return saved
 
@@ -91,8 +97,14 @@ class DeviceService:
             tx.attestations.forget(device.id)
             tx.node_health.forget(device.id)
             tx.telemetry.forget_device(device.id)
-            record_action(tx, ctx, "device.delete", f"device/{device.id}", now,
-                          {"name": device.name, "enrollment": device.enrollment.value})
+            record_action(
+                tx,
+                ctx,
+                "device.delete",
+                f"device/{device.id}",
+                now,
+                {"name": device.name, "enrollment": device.enrollment.value},
+            )
         self._watch.notify(device.id)
         return device
 
@@ -126,8 +138,14 @@ class DeviceService:
             ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, labels)
             enforce(check_labels(policies_in_force(tx), device.name, labels))
             saved = save_device(tx, replace(device, labels=labels))
-            record_action(tx, ctx, "device.label", f"device/{device.id}", now,
-                          {"set": dict(change.set), "remove": sorted(change.remove)})
+            record_action(
+                tx,
+                ctx,
+                "device.label",
+                f"device/{device.id}",
+                now,
+                {"set": dict(change.set), "remove": sorted(change.remove)},
+            )
         self._watch.notify(saved.id)
         return saved
 
@@ -140,8 +158,14 @@ class DeviceService:
             device = tx.devices.resolve(id_or_name)
             ctx.principal.require_on_device(Permission.DEVICES_WRITE, device.name, device.labels)
             saved = save_device(tx, replace(device, heartbeat_interval_s=heartbeat_interval_s))
-            record_action(tx, ctx, "device.configure", f"device/{device.id}", now,
-                          {"heartbeat_interval_s": heartbeat_interval_s})
+            record_action(
+                tx,
+                ctx,
+                "device.configure",
+                f"device/{device.id}",
+                now,
+                {"heartbeat_interval_s": heartbeat_interval_s},
+            )
         self._watch.notify(saved.id)
         return saved
 
@@ -161,8 +185,9 @@ class DeviceService:
         )
         with self._db.transaction() as tx:
             tx.groups.insert(group)
-            record_action(tx, ctx, "group.create", f"group/{name}", now,
-                          {"selector": group.selector})
+            record_action(
+                tx, ctx, "group.create", f"group/{name}", now, {"selector": group.selector}
+            )
         return group
 
     def list_groups(self, ctx: OperatorContext) -> list[Group]:

@@ -29,9 +29,7 @@ class FleetMetricsService:
         with self._db.read() as tx:
             facts = tx.devices.connection_facts()
             open_alerts = tx.alerts.count_open_by_kind()
-            uploading, batches, dropped_windows, dropped_batches_total = (
-                tx.telemetry.fleet_totals()
-            )
+            uploading, batches, dropped_windows, dropped_batches_total = tx.telemetry.fleet_totals()
             rollouts = tx.rollouts.recent(active_only=True, limit=MAX_ROLLOUTS)
             rollout_devices = tx.rollouts.state_counts([r.id for r in rollouts])
         by_status = Tally(

@@ -159,8 +159,10 @@ class LeaseKeeper:
         try:
             await asyncio.to_thread(self._release_now, fence)
         except Exception as e:  # the TTL ends the lease anyway
-            log.warning("lease not released; it lapses after its TTL",
-                        extra={"lease": fence.name, "error": str(e) or type(e).__name__})
+            log.warning(
+                "lease not released; it lapses after its TTL",
+                extra={"lease": fence.name, "error": str(e) or type(e).__name__},
+            )
 
     def _release_now(self, fence: Fence) -> None:
         with self._db.transaction() as tx:

@@ -84,8 +84,14 @@ class LivenessController:
             )
             drain = health.drain
             if health.samples and judged.state is not Liveness.DEAD:
-                drain = drain_from_trends(drain, health.device_id, self._trends_of(health), now,
-                                          settings.drain_horizon_s, settings.drain_thresholds())
+                drain = drain_from_trends(
+                    drain,
+                    health.device_id,
+                    self._trends_of(health),
+                    now,
+                    settings.drain_horizon_s,
+                    settings.drain_thresholds(),
+                )
             if judged.state is health.state and drain.draining == health.drain.draining:
                 continue
             updated = replace(health, liveness=judged, drain=drain)
@@ -93,8 +99,10 @@ class LivenessController:
                 with self._db.transaction() as tx:
                     written = tx.node_health.put_judgement(updated, health.reported_at)
             except EdgefleetError as e:
-                log.warning("liveness update failed; will retry",
-                            extra={"device_id": health.device_id, "error": e.message})
+                log.warning(
+                    "liveness update failed; will retry",
+                    extra={"device_id": health.device_id, "error": e.message},
+                )
                 continue
             if not written:
                 continue

@@ -152,8 +152,10 @@ class MigrationController:
                     done = {saved.source, saved.target}
                     refreshed += refresh_hosting_nodes(tx, *moved, done)
         except EdgefleetError as e:
-            log.warning("migration step failed; will retry",
-                        extra={"migration": migration_id, "error": e.message})
+            log.warning(
+                "migration step failed; will retry",
+                extra={"migration": migration_id, "error": e.message},
+            )
             return []
         for device_id in refreshed:
             self._watch.notify(device_id)

@@ -166,19 +166,39 @@ class PlacementController:
 
     def _log(self, tick: PlacementTick, before: Placement, after: Placement) -> None:
         for d in tick.moves:
-            log.info("replica moved", extra={"workload": d.workload, "replica": d.replica,
-                                             "from": d.from_node_id, "to": d.node_id,
-                                             "generation": d.generation, "reason": d.reason})
+            log.info(
+                "replica moved",
+                extra={
+                    "workload": d.workload,
+                    "replica": d.replica,
+                    "from": d.from_node_id,
+                    "to": d.node_id,
+                    "generation": d.generation,
+                    "reason": d.reason,
+                },
+            )
         for d in tick.unplaceable:
-            log.warning("replica unplaceable", extra={"workload": d.workload,
-                                                      "replica": d.replica, "reason": d.reason})
+            log.warning(
+                "replica unplaceable",
+                extra={"workload": d.workload, "replica": d.replica, "reason": d.reason},
+            )
         for m in tick.migrations:
-            log.info("migration queued", extra={"migration": m.id, "workload": m.workload,
-                                                "replica": m.replica, "from": m.source,
-                                                "to": m.target, "trigger": m.trigger.value})
+            log.info(
+                "migration queued",
+                extra={
+                    "migration": m.id,
+                    "workload": m.workload,
+                    "replica": m.replica,
+                    "from": m.source,
+                    "to": m.target,
+                    "trigger": m.trigger.value,
+                },
+            )
         if before.generation != after.generation:
-            log.info("placement published", extra={"generation": after.generation,
-                                                    "devices": ",".join(tick.devices)})
+            log.info(
+                "placement published",
+                extra={"generation": after.generation, "devices": ",".join(tick.devices)},
+            )
 
 
 def _with_last_moves(

@@ -138,8 +138,14 @@ class ReleaseService:
         )
         with self._db.transaction() as tx:
             tx.artifacts.insert(artifact)
-            record_action(tx, ctx, "artifact.push", f"artifact/{artifact.ref}", now,
-                          {"sha256": sha256, "kind": kind.value, "size_bytes": artifact.size_bytes})
+            record_action(
+                tx,
+                ctx,
+                "artifact.push",
+                f"artifact/{artifact.ref}",
+                now,
+                {"sha256": sha256, "kind": kind.value, "size_bytes": artifact.size_bytes},
+            )
         return artifact
 
     def _facts(self, kind: ArtifactKind, sha256: str) -> dict[str, Any]:
@@ -182,14 +188,29 @@ class ReleaseService:
             tx.releases.insert(release)  # first: a taken version is named as such
             if manifest is not None:
                 tx.artifacts.insert(manifest)
-                record_action(tx, ctx, "artifact.push", f"artifact/{manifest.ref}", now,
-                              {"sha256": manifest.sha256, "kind": manifest.kind.value,
-                               "size_bytes": manifest.size_bytes})
+                record_action(
+                    tx,
+                    ctx,
+                    "artifact.push",
+                    f"artifact/{manifest.ref}",
+                    now,
+                    {
+                        "sha256": manifest.sha256,
+                        "kind": manifest.kind.value,
+                        "size_bytes": manifest.size_bytes,
+                    },
+                )
             members = [tx.artifacts.get(a) for a in members_refs]
             check_release_artifacts(members)
             _check_manifest_references(members)
-            record_action(tx, ctx, "release.create", f"release/{ref}", now,
-                          {"artifacts": [str(a) for a in members_refs]})
+            record_action(
+                tx,
+                ctx,
+                "release.create",
+                f"release/{ref}",
+                now,
+                {"artifacts": [str(a) for a in members_refs]},
+            )
             if service is not None and manifest is not None:
                 # Last, once every check passed: a refused release writes no blob either.
                 self.blobs.put(io.BytesIO(service.content), expected_sha256=manifest.sha256)
@@ -268,8 +289,10 @@ class ReleaseService:
                 reason = refusal or incompatibility(artifacts, target)
                 if reason is not None:
                     if device is not None:
-                        raise Conflict(f"device {target.id} is incompatible with {ref}: {reason}",
-                                       code="incompatible_device")
+                        raise Conflict(
+                            f"device {target.id} is incompatible with {ref}: {reason}",
+                            code="incompatible_device",
+                        )
                     skipped.append(Skipped(target.id, target.name, reason))
                     continue
                 assigned.append(
@@ -277,9 +300,16 @@ class ReleaseService:
                 )
                 delta_pairs |= delta_pairs_for(tx, target, artifacts)
             record_action(
-                tx, ctx, "release.assign", f"release/{ref}", now,
-                {"devices": [d.id for d in assigned], "stage_only": stage_only,
-                 "skipped": {s.device_id: s.reason for s in skipped}},
+                tx,
+                ctx,
+                "release.assign",
+                f"release/{ref}",
+                now,
+                {
+                    "devices": [d.id for d in assigned],
+                    "stage_only": stage_only,
+                    "skipped": {s.device_id: s.reason for s in skipped},
+                },
             )
         for saved in assigned:
             self._watch.notify(saved.id)
@@ -309,8 +339,11 @@ class ReleaseService:
             shared = (tx.artifacts.names_of_blob(from_sha256)
                       & tx.artifacts.names_of_blob(to_sha256))  # fmt: skip
         if not shared:
-            raise NotFound(f"no delta from {from_sha256[:12]} to {to_sha256[:12]}: they are "
-                           "not two versions of one artifact", code="delta_unavailable")
+            raise NotFound(
+                f"no delta from {from_sha256[:12]} to {to_sha256[:12]}: they are "
+                "not two versions of one artifact",
+                code="delta_unavailable",
+            )
 
     def delta_stats(self, ctx: OperatorContext, name: str, compute: bool) -> list[dict[str, Any]]:
         """Deltas between versions of artifact `name`: every pair already computed or asked
@@ -327,18 +360,24 @@ class ReleaseService:
                 if i == j or old.sha256 == new.sha256:
                     continue
                 status = self._deltas.status(old.sha256, new.sha256)
-                known = not (status.state is DeltaState.PENDING
-                             and status.reason == "not scheduled")
+                known = not (
+                    status.state is DeltaState.PENDING and status.reason == "not scheduled"
+                )
                 if (i, j) not in consecutive and not known:
                     continue
                 if compute and not known:
                     status = self._deltas.request(old.sha256, new.sha256)
-                rows.append({
-                    "from_version": old.version, "to_version": new.version,
-                    "state": status.state.value, "delta_size": status.delta_size,
-                    "target_size": status.target_size or new.size_bytes,
-                    "ratio": status.ratio, "reason": status.reason,
-                })
+                rows.append(
+                    {
+                        "from_version": old.version,
+                        "to_version": new.version,
+                        "state": status.state.value,
+                        "delta_size": status.delta_size,
+                        "target_size": status.target_size or new.size_bytes,
+                        "ratio": status.ratio,
+                        "reason": status.reason,
+                    }
+                )
         return rows
 
     def activate(self, ctx: OperatorContext, device: str) -> Device:
@@ -350,13 +389,20 @@ class ReleaseService:
             ctx.principal.require_on_device(Permission.DEVICES_WRITE, target.name, target.labels)
             assignment = target.release_assignment
             if assignment is None or not assignment.stage_only:
-                raise Conflict(f"device {target.id} has no staged release to activate",
-                               code="nothing_staged")
+                raise Conflict(
+                    f"device {target.id} has no staged release to activate", code="nothing_staged"
+                )
             saved = save_device(
                 tx, replace(target, release_assignment=replace(assignment, stage_only=False))
             )
-            record_action(tx, ctx, "release.activate", f"device/{target.id}", now,
-                          {"release": f"{assignment.name}@{assignment.version}"})
+            record_action(
+                tx,
+                ctx,
+                "release.activate",
+                f"device/{target.id}",
+                now,
+                {"release": f"{assignment.name}@{assignment.version}"},
+            )
         self._watch.notify(saved.id)
         return saved
 
@@ -442,8 +488,9 @@ def read_service_manifest(blobs: BlobStore, sha256: str) -> Any:
     try:
         return yaml.safe_load(blobs.path(sha256).read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"service manifest is not valid YAML: {e}",
-                           code="invalid_service_manifest") from None
+        raise InvalidInput(
+            f"service manifest is not valid YAML: {e}", code="invalid_service_manifest"
+        ) from None
 
 
 def _manifest_facts(data: bytes) -> dict[str, Any]:
@@ -451,8 +498,9 @@ def _manifest_facts(data: bytes) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(data.decode())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"service manifest is not valid YAML: {e}",
-                           code="invalid_service_manifest") from None
+        raise InvalidInput(
+            f"service manifest is not valid YAML: {e}", code="invalid_service_manifest"
+        ) from None
     return {"manifest": _manifest_dict(raw)}
 
 
@@ -470,8 +518,14 @@ def _manifest_dict(raw: Any) -> dict[str, Any]:
         },
         "artifacts": sorted(manifest.artifact_names()),
         "parameters": {
-            name: {"type": p.type.value, "default": p.default, "minimum": p.minimum,
-                   "maximum": p.maximum, "enum": list(p.choices) or None, "pattern": p.pattern}
+            name: {
+                "type": p.type.value,
+                "default": p.default,
+                "minimum": p.minimum,
+                "maximum": p.maximum,
+                "enum": list(p.choices) or None,
+                "pattern": p.pattern,
+            }
             for name, p in manifest.parameters.items()
         },
     }

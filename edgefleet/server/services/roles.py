@@ -61,7 +61,8 @@ class RoleService:
         with self._db.rehearsal() if dry_run else self._db.transaction() as tx:
             existing = tx.roles.find(spec.name)
             if existing is not None and (existing.permissions, existing.description) == (
-                spec.permissions, spec.description
+                spec.permissions,
+                spec.description,
             ):
                 return existing, "unchanged"
             stored = StoredRole(spec.name, spec.permissions, spec.description, ctx.actor, now)

@@ -32,13 +32,22 @@ def rollout_families(
         "Devices of each active rollout, by their state in it (installed, updating, failed, "
         "...).",
     )  # fmt: skip
-    wave = MetricFamily("edgefleet_rollout_wave", "gauge",
-                        "The current wave of each active rollout (1 is the first).")
+    wave = MetricFamily(
+        "edgefleet_rollout_wave",
+        "gauge",
+        "The current wave of each active rollout (1 is the first).",
+    )
     waves = MetricFamily("edgefleet_rollout_waves", "gauge", "Waves in each active rollout's plan.")
-    value = MetricFamily("edgefleet_rollout_gate_value", "gauge",
-                         "A gate's measured value at its rollout's latest evaluation.")
-    threshold = MetricFamily("edgefleet_rollout_gate_threshold", "gauge",
-                             "A gate's threshold at its rollout's latest evaluation.")
+    value = MetricFamily(
+        "edgefleet_rollout_gate_value",
+        "gauge",
+        "A gate's measured value at its rollout's latest evaluation.",
+    )
+    threshold = MetricFamily(
+        "edgefleet_rollout_gate_threshold",
+        "gauge",
+        "A gate's threshold at its rollout's latest evaluation.",
+    )
     verdict = MetricFamily(
         "edgefleet_rollout_gate_verdict", "gauge",
         "1 for a gate's verdict (pass, fail, insufficient-data) at its rollout's latest "

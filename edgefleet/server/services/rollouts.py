@@ -128,8 +128,11 @@ def create_rollout(
             superseded.append(other)
     rollout = Rollout(rollout_id, spec)
     if approval:  # the controller leaves it be until a second operator approves it
-        rollout = replace(rollout, state=RolloutState.AWAITING_APPROVAL,
-                          reason="needs a second operator's approval: " + "; ".join(approval))
+        rollout = replace(
+            rollout,
+            state=RolloutState.AWAITING_APPROVAL,
+            reason="needs a second operator's approval: " + "; ".join(approval),
+        )
     record = RolloutRecord(
         rollout=rollout,
         name=name,
@@ -152,8 +155,12 @@ def create_rollout(
                 f"created by {ctx.actor}: {spec.release} to {len(targets)} device(s) matching "
                 f"'{spec.target}'{note}",
                 actor=ctx.actor,
-                details={"devices": len(targets), "superseded": superseded, "train": train,
-                         "needs_approval": approval},
+                details={
+                    "devices": len(targets),
+                    "superseded": superseded,
+                    "train": train,
+                    "needs_approval": approval,
+                },
             )
         ],
     )
@@ -338,8 +345,10 @@ class RolloutService:
         with self._db.transaction() as tx:
             record = tx.rollouts.resolve(id_or_name)
             _require_in_scope(tx, ctx, Permission.ROLLOUTS_APPROVE, record.rollout.spec)
-            decision = decide_approver(Requester.from_actor(record.created_by),
-                                       Requester(ctx.principal.token_id, ctx.principal.name))
+            decision = decide_approver(
+                Requester.from_actor(record.created_by),
+                Requester(ctx.principal.token_id, ctx.principal.name),
+            )
             if not decision.allowed:
                 raise Forbidden(decision.reason, code="own_change")
             changed = approve(record.rollout, requested_by=record.created_by, actor=ctx.actor)

@@ -122,7 +122,6 @@ class SealingService:
         key_id = sealed[len(MAGIC) : len(MAGIC) + KEY_ID_BYTES]
         return unseal(self._private_keys(key_id), device_id, sealed)
 
-
     def stream_unsealer(self, device_id: str) -> StreamUnsealer:
         """An opener of a stream `device_id` sealed (a state archive), fed as it arrives."""
         return StreamUnsealer(self._private_keys, device_id)

@@ -316,9 +316,7 @@ class TelemetryService:
             windows = self._read_windows(tx, list(device_ids), names, since, until)
         per_device: dict[str, dict[str, list[Window]]] = {}
         for dw in windows:
-            per_device.setdefault(dw.device_id, {}).setdefault(dw.window.name, []).append(
-                dw.window
-            )
+            per_device.setdefault(dw.device_id, {}).setdefault(dw.window.name, []).append(dw.window)
         cohort_of = {d.id: cohort_key(d) for d in devices}
         device_points: dict[str, SeriesPoint] = {}
         cohort_windows: dict[str, list[Window]] = {}
@@ -336,9 +334,7 @@ class TelemetryService:
             device_id: _readings(detection.kpis, by_name)
             for device_id, by_name in per_device.items()
         }
-        return KpiSummary(
-            metric, since, until, quantile, device_points, cohorts, overall, kpis
-        )
+        return KpiSummary(metric, since, until, quantile, device_points, cohorts, overall, kpis)
 
     # The fleet policy.
 
@@ -387,9 +383,7 @@ class TelemetryService:
         cutoff_s = int(now.timestamp() - settings.telemetry_raw_retention_days * 86400)
         rolled = windows = 0
         with self._db.read() as tx:
-            device_ids = tx.telemetry.devices_with_windows_before(
-                cutoff_s, ROLLUP_DEVICES_PER_RUN
-            )
+            device_ids = tx.telemetry.devices_with_windows_before(cutoff_s, ROLLUP_DEVICES_PER_RUN)
         for device_id in device_ids:
             try:
                 with self._db.transaction() as tx:
@@ -407,8 +401,10 @@ class TelemetryService:
                         rolled += 1
                     windows += len(taken)
             except EdgefleetError as e:
-                log.warning("telemetry rollup failed; next run retries",
-                            extra={"device_id": device_id, "error": e.message})
+                log.warning(
+                    "telemetry rollup failed; next run retries",
+                    extra={"device_id": device_id, "error": e.message},
+                )
         rollup_cutoff_s = int(now.timestamp() - settings.telemetry_rollup_retention_days * 86400)
         with self._db.transaction() as tx:
             pruned = tx.telemetry.prune_rollups(rollup_cutoff_s)

@@ -84,8 +84,14 @@ class TokenService:
             )
             tx.api_tokens.insert(token, salted)
             ctx = OperatorContext(SYSTEM, request_id)
-            record_action(tx, ctx, "api-token.create", f"api-token/{token.id}", now,
-                          {"name": token.name, "role": str(token.role)})
+            record_action(
+                tx,
+                ctx,
+                "api-token.create",
+                f"api-token/{token.id}",
+                now,
+                {"name": token.name, "role": str(token.role)},
+            )
             return token
 
     def authenticate(self, secret: str) -> Principal:
@@ -205,8 +211,14 @@ class TokenService:
         )
         with self._db.transaction() as tx:
             tx.api_tokens.insert(token, hash_secret(secret))
-            record_action(tx, ctx, "api-token.create", f"api-token/{token.id}", now,
-                          {"name": name, "role": str(role), "scope": token.scope})
+            record_action(
+                tx,
+                ctx,
+                "api-token.create",
+                f"api-token/{token.id}",
+                now,
+                {"name": name, "role": str(role), "scope": token.scope},
+            )
         return token, secret
 
     def list_api_tokens(self, ctx: OperatorContext) -> list[ApiToken]:
@@ -251,9 +263,16 @@ class TokenService:
         with self._db.transaction() as tx:
             tx.enrollment_tokens.insert(token, hash_secret(secret))
             record_action(
-                tx, ctx, "enrollment-token.create", f"enrollment-token/{token.id}", now,
-                {"auto_approve": auto_approve, "max_uses": max_uses,
-                 "expires_at": _iso(token.expires_at)},
+                tx,
+                ctx,
+                "enrollment-token.create",
+                f"enrollment-token/{token.id}",
+                now,
+                {
+                    "auto_approve": auto_approve,
+                    "max_uses": max_uses,
+                    "expires_at": _iso(token.expires_at),
+                },
             )
         return token, secret
 

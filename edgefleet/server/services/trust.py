@@ -134,8 +134,9 @@ class TrustService:
         ctx.require(Permission.TRUST_ADMIN)
         now = self._clock.now()
         if not self.repository.initialized:
-            raise Conflict("trust is not initialized yet (edgefleet trust init)",
-                           code="tuf_not_initialized")
+            raise Conflict(
+                "trust is not initialized yet (edgefleet trust init)", code="tuf_not_initialized"
+            )
         with self._db.transaction() as tx:
             holding = trust_change_needs_approval(policies_in_force(tx))
             if holding:
@@ -164,8 +165,14 @@ class TrustService:
         """Rotate the root now and audit it (with `details`, e.g. who requested it)."""
         version = self.repository.rotate_root(root, now=now, targets=targets)
         with self._db.transaction() as tx:
-            record_action(tx, ctx, "trust.rotate-root", f"tuf/root/{version}", now,
-                          {"targets_resigned": targets is not None, **(details or {})})
+            record_action(
+                tx,
+                ctx,
+                "trust.rotate-root",
+                f"tuf/root/{version}",
+                now,
+                {"targets_resigned": targets is not None, **(details or {})},
+            )
         return version
 
     def stage_release(self, ctx: OperatorContext, ref: Ref, expires_in: timedelta | None) -> bytes:
@@ -182,8 +189,10 @@ class TrustService:
         now = self._clock.now()
         with self._db.read() as tx:
             release, artifacts = self._load(tx, ref)
-        listed = {path: t.hashes.get("sha256")
-                  for path, t in parse_targets(signed_targets).signed.targets.items()}
+        listed = {
+            path: t.hashes.get("sha256")
+            for path, t in parse_targets(signed_targets).signed.targets.items()
+        }
         for artifact in artifacts:
             path = target_path(ref, artifact.file_name)
             if listed.get(path) != artifact.sha256:
@@ -197,8 +206,9 @@ class TrustService:
                                   self._verified_signatures(signed_targets)))  # fmt: skip
         version = self.repository.publish_targets(signed_targets, now=now)
         with self._db.transaction() as tx:
-            record_action(tx, ctx, "release.sign", f"release/{release.ref}", now,
-                          {"targets_version": version})
+            record_action(
+                tx, ctx, "release.sign", f"release/{release.ref}", now, {"targets_version": version}
+            )
         self.reconcile_signed_releases()
         return version
 
@@ -215,8 +225,10 @@ class TrustService:
                 if release.signed:
                     continue
                 artifacts = [tx.artifacts.get(a) for a in release.artifacts]
-                if all(published.get(target_path(release.ref, a.file_name)) == a.sha256
-                       for a in artifacts):
+                if all(
+                    published.get(target_path(release.ref, a.file_name)) == a.sha256
+                    for a in artifacts
+                ):
                     tx.releases.mark_signed(release.ref, targets.signed.version)
                     marked += 1
         return marked

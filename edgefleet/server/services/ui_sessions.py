@@ -57,8 +57,14 @@ class UiSessionService:
         )
         with self._db.transaction() as tx:
             tx.api_tokens.insert(session, hash_secret(secret))
-            record_action(tx, ctx, "ui-session.open", f"api-token/{session.id}", now,
-                          {"role": str(session.role), "expires_at": expires_at.isoformat()})
+            record_action(
+                tx,
+                ctx,
+                "ui-session.open",
+                f"api-token/{session.id}",
+                now,
+                {"role": str(session.role), "expires_at": expires_at.isoformat()},
+            )
         return session, secret
 
     def close(self, ctx: OperatorContext) -> None:

@@ -45,8 +45,10 @@ class WorkloadControllers:
             try:
                 job()
             except EdgefleetError as e:  # e.g. a concurrent update: the next tick retries
-                log.warning("workload controller step failed; will retry",
-                            extra={"job": name, "code": e.code, "error": e.message})
+                log.warning(
+                    "workload controller step failed; will retry",
+                    extra={"job": name, "code": e.code, "error": e.message},
+                )
             except Exception:
                 log.exception("workload controller failed; will retry", extra={"job": name})
 

@@ -124,8 +124,9 @@ class WorkloadService:
                     code="unsigned_command",
                 )
             # The device runs the first manifest, as it finds them in this order.
-            manifest = parse_service_manifest(read_service_manifest(self._blobs,
-                                                                    services[0].sha256))
+            manifest = parse_service_manifest(
+                read_service_manifest(self._blobs, services[0].sha256)
+            )
             resolve_parameters(manifest, spec.parameters)
             existing = tx.workloads.find(spec.name)
             # Where it may run now, and, for an update, where it ran: a scoped operator
@@ -305,9 +306,7 @@ class WorkloadService:
         self._notify(refreshed)
         return aborted
 
-    def migrations(
-        self, ctx: OperatorContext, name: str
-    ) -> tuple[list[Migration], dict[str, str]]:
+    def migrations(self, ctx: OperatorContext, name: str) -> tuple[list[Migration], dict[str, str]]:
         """The workload's migrations, newest first, and device names."""
         ctx.require(Permission.FLEET_READ)
         with self._db.read() as tx:

@@ -162,8 +162,9 @@ class RolloutController:
             case AssignRelease() | RevertRelease():
                 record = self.records[action.device_id]
                 assert record.assigned_at is not None
-                self._agents[action.device_id].publish(Assignment(action.release,
-                                                                  record.assigned_at))
+                self._agents[action.device_id].publish(
+                    Assignment(action.release, record.assigned_at)
+                )
                 if isinstance(action, AssignRelease):
                     self._assigned(action, t)
             case MarkDevice():
@@ -220,6 +221,8 @@ class RolloutController:
         if record is None or record.healthy is healthy:
             return
         self.records[device_id] = replace(record, healthy=healthy)
-        if record.touched and self.rollout.state in (RolloutState.PROGRESSING,
-                                                      RolloutState.ROLLING_BACK):
+        if record.touched and self.rollout.state in (
+            RolloutState.PROGRESSING,
+            RolloutState.ROLLING_BACK,
+        ):
             self.request()

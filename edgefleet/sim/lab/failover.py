@@ -90,8 +90,12 @@ class FailoverRehearsal:
         self.placement = plan.placement
         self.initial_unplaceable = [(d.workload, d.replica, d.reason) for d in plan.unplaceable]
         placed = len(self.placement.assignments)
-        self._log(0.0, "placement", f"placed {placed} replica(s) of {len(self._workloads)} "
-                                    f"workload(s); {len(self.initial_unplaceable)} unplaceable")
+        self._log(
+            0.0,
+            "placement",
+            f"placed {placed} replica(s) of {len(self._workloads)} "
+            f"workload(s); {len(self.initial_unplaceable)} unplaceable",
+        )
 
     def hosting(self) -> dict[str, frozenset[str]]:
         """Node -> the workloads placed on it now."""
@@ -115,8 +119,9 @@ class FailoverRehearsal:
         """The node went silent now (died, partitioned, crashed)."""
         if self._holds(node_id):
             self._failed_at[node_id] = self._scheduler.now_s
-            self._held_before[node_id] = [(a.workload, a.replica, a.generation)
-                                          for a in self.placement.on_node(node_id)]
+            self._held_before[node_id] = [
+                (a.workload, a.replica, a.generation) for a in self.placement.on_node(node_id)
+            ]
 
     def set_liveness(self, node_id: str, liveness: Liveness) -> None:
         node = self.nodes.get(node_id)
@@ -140,8 +145,11 @@ class FailoverRehearsal:
         self.events.append(NodeEvent(node_id, "returned", self._scheduler.now_s,
                                      f"stopped {len(stopped)} copy(ies) it no longer owns",
                                      stopped))  # fmt: skip
-        self._log(self._scheduler.now_s, "node-returned",
-                  f"{node_id} is back: fenced, stopped {', '.join(stopped) or 'nothing'}")
+        self._log(
+            self._scheduler.now_s,
+            "node-returned",
+            f"{node_id} is back: fenced, stopped {', '.join(stopped) or 'nothing'}",
+        )
 
     # Steps.
 
@@ -167,12 +175,18 @@ class FailoverRehearsal:
             self.moves.append(record)
             self._scheduler.after(self._deploy_s(move.node_id, move.workload),
                                   self._healthy, record)  # fmt: skip
-            self._log(now_s, kind, f"{move.workload}#{move.replica}: {source} -> "
-                                   f"{move.node_id}: {move.reason}")
+            self._log(
+                now_s,
+                kind,
+                f"{move.workload}#{move.replica}: {source} -> {move.node_id}: {move.reason}",
+            )
         for decision in step.plan.unplaceable:
             if decision.from_node_id and decision.from_node_id in self._failed_at:
-                self._log(now_s, "unplaceable", f"{decision.workload}#{decision.replica}: "
-                                                f"{decision.reason}")
+                self._log(
+                    now_s,
+                    "unplaceable",
+                    f"{decision.workload}#{decision.replica}: {decision.reason}",
+                )
         self.placement = step.plan.placement
         if step.deferred:
             self._scheduler.after(RETRY_STEP_S, self._request_step)
@@ -210,9 +224,13 @@ class FailoverRehearsal:
         crosses_s = None if crosses is None else (crosses - self._start).total_seconds()
         self.events.append(NodeEvent(node_id, "drained", self._scheduler.now_s,
                                      decision.reason, replicas))  # fmt: skip
-        self._log(self._scheduler.now_s, "drain", f"{node_id}: {decision.reason} "
-                  f"(battery {level_at:.0f}%, threshold crossed at "
-                  f"{'?' if crosses_s is None else round(crosses_s)}s)")
+        self._log(
+            self._scheduler.now_s,
+            "drain",
+            f"{node_id}: {decision.reason} "
+            f"(battery {level_at:.0f}%, threshold crossed at "
+            f"{'?' if crosses_s is None else round(crosses_s)}s)",
+        )
         self._request_step()
 
     def battery_sample_s(self) -> float:

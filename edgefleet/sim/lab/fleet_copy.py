@@ -71,9 +71,7 @@ def _hardware(inventory: Mapping[str, Any]) -> HardwareSpec:
     )
 
 
-def _observed(
-    client: FleetClient, since: str, device: str | None = None
-) -> dict[str, Observed]:
+def _observed(client: FleetClient, since: str, device: str | None = None) -> dict[str, Observed]:
     """Per device (or for one): latency quantiles, request rate and error rate over `since`
     (a duration ago, or an ISO 8601 time)."""
     try:

@@ -54,8 +54,10 @@ class LabDevice:
         if self.battery_start_percent is None or self.hardware.power is PowerSource.MAINS:
             return None
         battery = self.hardware.battery
-        drain = drain_percent_per_hour if drain_percent_per_hour is not None else (
-            battery.drain_percent_per_hour if battery is not None else 0.0
+        drain = (
+            drain_percent_per_hour
+            if drain_percent_per_hour is not None
+            else (battery.drain_percent_per_hour if battery is not None else 0.0)
         )
         if drain <= 0:
             return None

@@ -287,8 +287,11 @@ class Rehearsal:
 
     def _depleted(self, device_id: str, state: tuple[float, float, float]) -> None:
         if self._battery.get(device_id) == state and self.agents[device_id].running:
-            self.timeline.append(TimelineEntry(self.scheduler.now_s, "battery-empty",
-                                               f"{device_id}: battery flat, node down"))
+            self.timeline.append(
+                TimelineEntry(
+                    self.scheduler.now_s, "battery-empty", f"{device_id}: battery flat, node down"
+                )
+            )
             self._kill(device_id, None)
 
     def _sample_batteries(self) -> None:

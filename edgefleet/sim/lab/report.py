@@ -202,8 +202,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Simulated {head['hours']:g} h from {head['start']}, seed {head['seed']}"
         + (", **release treated as bad**" if head["bad_release"] else ""),
         f"- Outcome: **{outcome['state']}** "
-        + (f"after {_at(outcome['finished_after_s'])}" if outcome["finished_after_s"] is not None
-           else f"(not finished after {head['hours']:g} h)")
+        + (
+            f"after {_at(outcome['finished_after_s'])}"
+            if outcome["finished_after_s"] is not None
+            else f"(not finished after {head['hours']:g} h)"
+        )
         + f" — {outcome['reason']}",
         f"- Device states: {', '.join(f'{k} {v}' for k, v in outcome['device_states'].items())}",
         "",
@@ -214,51 +217,71 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for wave in report["waves"]:
         verdicts = ", ".join(g["verdict"] for g in wave["gates"]) or "-"
-        lines.append(f"| {wave['wave']} ({wave['label']}) | {wave['size']} | "
-                     f"{_at(wave['first_assigned_s'])} | {_at(wave['settled_s'])} | "
-                     f"{_at(wave['soak_until_s'])} | {verdicts} |")
+        lines.append(
+            f"| {wave['wave']} ({wave['label']}) | {wave['size']} | "
+            f"{_at(wave['first_assigned_s'])} | {_at(wave['settled_s'])} | "
+            f"{_at(wave['soak_until_s'])} | {verdicts} |"
+        )
     lines += ["", "### Gate evaluations", ""]
     for wave in report["waves"]:
         for gate in wave["gates"]:
             lines.append(f"- wave {wave['wave']} at {_at(gate['at_s'])}: {gate['summary']}")
     skipped = report["skipped"]
     inc, win = skipped["incompatible"], skipped["outside_window"]
-    lines += ["", "## Skipped and held devices", "",
-              f"- Incompatible: {inc['count']}"]
+    lines += ["", "## Skipped and held devices", "", f"- Incompatible: {inc['count']}"]
     lines += [f"  - {n} x {reason}" for reason, n in inc["reasons"].items()]
-    lines.append(f"- Held by maintenance windows: {win['devices_held']} (mean wait "
-                 f"{_at(win['mean_wait_s'])}, longest {_at(win['max_wait_s'])}; "
-                 f"{win['still_waiting']} still waiting at the end)")
+    lines.append(
+        f"- Held by maintenance windows: {win['devices_held']} (mean wait "
+        f"{_at(win['mean_wait_s'])}, longest {_at(win['max_wait_s'])}; "
+        f"{win['still_waiting']} still waiting at the end)"
+    )
     blast = report["blast_radius"]
     lines += ["", "## Blast radius", "",
               f"- Devices assigned {blast['release']}: {blast['devices_assigned']} of "
               f"{blast['devices_targeted']} ({blast['share_of_target_percent']}%), by wave "
               f"{blast['assigned_by_wave']}"]  # fmt: skip
     if blast["release_is_bad"]:
-        lines.append(f"- Served the bad model: {blast['devices_served_bad_model']} devices, "
-                     f"{blast['device_hours_on_bad_model']} device-hours, "
-                     f"~{blast['requests_on_bad_model']} requests, "
-                     f"~{blast['errors_on_bad_model']} errors")
+        lines.append(
+            f"- Served the bad model: {blast['devices_served_bad_model']} devices, "
+            f"{blast['device_hours_on_bad_model']} device-hours, "
+            f"~{blast['requests_on_bad_model']} requests, "
+            f"~{blast['errors_on_bad_model']} errors"
+        )
     failover = report["failover"]
     if failover is not None:
-        lines += ["", "## Failover and migration rehearsals", "",
-                  f"- {failover['replicas_placed']} replicas of {', '.join(failover['workloads'])}"
-                  f"; median time from node failure to healthy elsewhere "
-                  f"{_at(failover['median_failover_s'])}, worst {_at(failover['max_failover_s'])}"]
-        lines += [f"- {m['kind']}: {m['workload']}#{m['replica']} {m['from']} → {m['to']}"
-                  f" (healthy {_at(m['time_to_healthy_s'])} after the trigger)"
-                  for m in failover["moves"][:MAX_LISTED]]
-        lines += [f"- {e['kind']} {e['node']} at {_at(e['at_s'])}: {e['detail']}"
-                  for e in failover["node_events"][:MAX_LISTED]]
+        lines += [
+            "",
+            "## Failover and migration rehearsals",
+            "",
+            f"- {failover['replicas_placed']} replicas of {', '.join(failover['workloads'])}"
+            f"; median time from node failure to healthy elsewhere "
+            f"{_at(failover['median_failover_s'])}, worst {_at(failover['max_failover_s'])}",
+        ]
+        lines += [
+            f"- {m['kind']}: {m['workload']}#{m['replica']} {m['from']} → {m['to']}"
+            f" (healthy {_at(m['time_to_healthy_s'])} after the trigger)"
+            for m in failover["moves"][:MAX_LISTED]
+        ]
+        lines += [
+            f"- {e['kind']} {e['node']} at {_at(e['at_s'])}: {e['detail']}"
+            for e in failover["node_events"][:MAX_LISTED]
+        ]
     if report["anomalies"]:
         lines += ["", "## Anomaly alerts (per device class)", ""]
-        lines += [f"- {_at(a['at_s'])} {a['event']}: {a['class']} {a['kpi']} = {a['value']}"
-                  for a in report["anomalies"][:MAX_LISTED]]
+        lines += [
+            f"- {_at(a['at_s'])} {a['event']}: {a['class']} {a['kpi']} = {a['value']}"
+            for a in report["anomalies"][:MAX_LISTED]
+        ]
     lines += ["", "## Timeline", ""]
     lines += [f"- `{e['at']}` {e['kind']}: {e['text']}" for e in report["timeline"][:120]]
     perf = report["performance"]
-    lines += ["", "## Performance", "",
-              f"{perf['wall_s']} s wall for {head['hours']:g} simulated hours "
-              f"({perf['simulated_hours_per_wall_s']} h/s); {perf['events']} events, "
-              f"{perf['decisions']} decisions ({perf['controller_ms_per_decision']} ms each)", ""]
+    lines += [
+        "",
+        "## Performance",
+        "",
+        f"{perf['wall_s']} s wall for {head['hours']:g} simulated hours "
+        f"({perf['simulated_hours_per_wall_s']} h/s); {perf['events']} events, "
+        f"{perf['decisions']} decisions ({perf['controller_ms_per_decision']} ms each)",
+        "",
+    ]
     return "\n".join(lines)

@@ -100,8 +100,14 @@ def scenario_from_profile(
     profile = load_profile(profile_name)
     fleet = lab_fleet_from_profile(profile, devices, profile.seed if seed is None else seed,
                                    current_release)  # fmt: skip
-    return Scenario(spec, rollout_id_for(spec, rollout_id), fleet, profile,
-                    f"profile {profile.name}", {r.release: r for r in profile.releases})
+    return Scenario(
+        spec,
+        rollout_id_for(spec, rollout_id),
+        fleet,
+        profile,
+        f"profile {profile.name}",
+        {r.release: r for r in profile.releases},
+    )
 
 
 def scenario_from_server(

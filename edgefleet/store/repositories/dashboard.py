@@ -194,7 +194,8 @@ class DashboardRepository:
     def rollout_states(self, since: datetime, active: Sequence[str]) -> dict[str, tuple[str, int]]:
         """(state, version) of every active rollout and of those changed since `since`."""
         query = select(rollouts.c.id, rollouts.c.state, rollouts.c.version).where(
-            or_(rollouts.c.state.in_(list(active)), rollouts.c.updated_at >= since))
+            or_(rollouts.c.state.in_(list(active)), rollouts.c.updated_at >= since)
+        )
         return {r.id: (r.state, int(r.version)) for r in self._c.execute(query)}
 
     def nodes_near_limits(

@@ -52,9 +52,7 @@ def _to_device(row: Row[Any]) -> Device:
         desired=row.desired,
         applied_generation=row.applied_generation,
         release_assignment=(
-            ReleaseAssignment.from_dict(row.release_assignment)
-            if row.release_assignment
-            else None
+            ReleaseAssignment.from_dict(row.release_assignment) if row.release_assignment else None
         ),
         release_status=row.release_status,
         version=row.version,

@@ -75,7 +75,5 @@ class EnrollmentTokenRepository:
     def revoke(self, token_id: str) -> None:
         self.get(token_id)
         self._c.execute(
-            update(enrollment_tokens)
-            .where(enrollment_tokens.c.id == token_id)
-            .values(revoked=True)
+            update(enrollment_tokens).where(enrollment_tokens.c.id == token_id).values(revoked=True)
         )

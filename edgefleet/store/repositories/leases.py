@@ -84,5 +84,6 @@ class LeaseRepository:
         if self._c.execute(query).first() is None:
             raise LeaseLost(
                 f"lease {fence.name!r} token {fence.token} of {fence.holder} was taken over: "
-                "write refused", code="lease_lost",
+                "write refused",
+                code="lease_lost",
             )

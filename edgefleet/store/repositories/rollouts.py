@@ -148,9 +148,7 @@ class RolloutRepository:
             .limit(1)
         ).first()
         if row is None:
-            raise NotFound(
-                f"no rollout with id or name {id_or_name!r}", code="rollout_not_found"
-            )
+            raise NotFound(f"no rollout with id or name {id_or_name!r}", code="rollout_not_found")
         return _to_rollout(row)
 
     def recent(self, *, active_only: bool = False, limit: int = 100) -> list[RolloutRecord]:

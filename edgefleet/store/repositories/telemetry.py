@@ -369,7 +369,11 @@ class TelemetryRepository:
         }
 
     def save_policy(
-        self, document: dict[str, Any], seen_version: int, updated_by: str, at: datetime,
+        self,
+        document: dict[str, Any],
+        seen_version: int,
+        updated_by: str,
+        at: datetime,
         name: str = FLEET_POLICY,
     ) -> int:
         """Store the fleet policy (or the policy `name`, e.g. SEALING_POLICY) if it is still
@@ -377,9 +381,7 @@ class TelemetryRepository:
         values = {"document": document, "updated_by": updated_by, "updated_at": at}
         if seen_version == 0:
             try:
-                self._c.execute(
-                    insert(telemetry_policies).values(name=name, version=1, **values)
-                )
+                self._c.execute(insert(telemetry_policies).values(name=name, version=1, **values))
             except IntegrityError:
                 raise _policy_raced() from None
             return 1
@@ -442,4 +444,3 @@ def _policy_raced() -> Conflict:
     return Conflict(
         "the telemetry policy was changed concurrently; retry", code="concurrent_update"
     )
-

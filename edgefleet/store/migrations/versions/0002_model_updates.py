@@ -19,9 +19,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("devices") as batch:
         batch.add_column(sa.Column("release_assignment", sa.JSON, nullable=True))
-        batch.add_column(
-            sa.Column("release_status", sa.JSON, nullable=False, server_default="{}")
-        )
+        batch.add_column(sa.Column("release_status", sa.JSON, nullable=False, server_default="{}"))
     with op.batch_alter_table("devices") as batch:
         batch.alter_column("release_status", server_default=None)
     op.create_table(
