@@ -33,6 +33,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check edgefleet tests demo bench
 	$(BIN)/ruff format --check edgefleet tests demo bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict edgefleet/core edgefleet/security edgefleet/errors.py
