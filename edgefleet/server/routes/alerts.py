@@ -8,7 +8,7 @@ from edgefleet.core.durations import parse_duration
 from edgefleet.core.telemetry.alerts import Alert
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import AlertOut
+from edgefleet.server.schemas.alerts import AlertOut
 from edgefleet.server.services.alerts import AlertFilter
 from edgefleet.server.services.audit import OperatorContext
 

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Query
 
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import SQL_INTEGER_MAX, AuditRecordOut
+from edgefleet.server.schemas.audit import AuditRecordOut
+from edgefleet.server.schemas.base import SQL_INTEGER_MAX
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])

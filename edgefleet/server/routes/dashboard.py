@@ -11,7 +11,7 @@ from edgefleet.core.device import ConnectionStatus
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import SQL_INTEGER_MAX
+from edgefleet.server.schemas.base import SQL_INTEGER_MAX
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.dashboard import MAX_PAGE
 

@@ -21,7 +21,8 @@ from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.ddi_auth import ddi_target, ddi_target_enrolling
 from edgefleet.server.error_handlers import request_id_of
-from edgefleet.server.schemas import DeviceOut, Strict
+from edgefleet.server.schemas.base import Strict
+from edgefleet.server.schemas.devices import DeviceOut
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.store.repositories.ddi import GatewayToken
 

@@ -9,7 +9,7 @@ from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState
 from edgefleet.core.labels import make_label_change
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import ConfigureRequest, DeviceOut, LabelRequest
+from edgefleet.server.schemas.devices import ConfigureRequest, DeviceOut, LabelRequest
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])

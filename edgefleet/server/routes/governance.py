@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import ManifestRequest
+from edgefleet.server.schemas.governance import ManifestRequest
 from edgefleet.server.services.approvals import change_view
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.policies import stored_view

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Response
 
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import CreateGroupRequest, GroupOut
+from edgefleet.server.schemas.groups import CreateGroupRequest, GroupOut
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1/groups", tags=["groups"])

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from edgefleet.core.rollouts.rehearsal_record import REHEARSALS_KEPT, RehearsalRecord
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import SaveRehearsalRequest
+from edgefleet.server.schemas.rehearsals import SaveRehearsalRequest
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1", tags=["rehearsals"])

@@ -11,13 +11,13 @@ from edgefleet.core.durations import parse_duration
 from edgefleet.core.updates.release import Ref, parse_ref
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import (
+from edgefleet.server.schemas.devices import DeviceOut
+from edgefleet.server.schemas.releases import (
     ArtifactOut,
     AssignRequest,
     AssignResponse,
     CreateArtifactRequest,
     CreateReleaseRequest,
-    DeviceOut,
     ReleaseOut,
     SkippedDevice,
 )

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from edgefleet.core.rollouts.rollout import OperatorCommand
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas import (
+from edgefleet.server.schemas.rollouts import (
     ApplyReleaseTrainRequest,
     CreateRolloutRequest,
     RolloutCommandRequest,

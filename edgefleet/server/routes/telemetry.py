@@ -17,11 +17,10 @@ from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.auth import Services, requires, services, signed_device
-from edgefleet.server.schemas import (
-    SQL_INTEGER_MAX,
+from edgefleet.server.schemas.base import SQL_INTEGER_MAX, Strict
+from edgefleet.server.schemas.telemetry import (
     KpiReadingOut,
     KpiSummaryOut,
-    Strict,
     TelemetryAck,
     TelemetryCursorOut,
     TelemetryPointOut,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, any_operator, requires, services
-from edgefleet.server.schemas import (
+from edgefleet.server.schemas.tokens import (
     ApiTokenOut,
     CreateApiTokenRequest,
     CreateEnrollmentTokenRequest,

@@ -11,7 +11,7 @@ from edgefleet.core.device import Device
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, device_or_operator, requires, services
-from edgefleet.server.schemas import SetRootRequest
+from edgefleet.server.schemas.trust import SetRootRequest
 from edgefleet.server.services.approvals import change_view
 from edgefleet.server.services.audit import OperatorContext
 

@@ -32,7 +32,7 @@ from edgefleet.server.auth import (
     services,
     signed_device_upload,
 )
-from edgefleet.server.schemas import ApplyWorkloadRequest, MigrateRequest
+from edgefleet.server.schemas.workloads import ApplyWorkloadRequest, MigrateRequest
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.workloads import ServiceEndpoints, WorkloadStatus
 
