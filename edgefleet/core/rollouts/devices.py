@@ -1,7 +1,7 @@
 """Device rules of a rollout: reading each device's report about its current assignment
 (installed; a failed attempt, retried after an exponential backoff until the attempts are
 used up; no report within the install timeout), and choosing which due devices get the
-release now (maintenance windows, max_unavailable, the rate limit).
+release now (maintenance windows, predicted idle hours, max_unavailable, the rate limit).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from edgefleet.core.backoff import backoff_delay_s
 from edgefleet.core.durations import format_duration
 from edgefleet.core.rollouts.actions import RATE_WINDOW, Action, AssignRelease, MarkDevice
 from edgefleet.core.rollouts.maintenance import any_window_open, next_opening, usable_time_zone
+from edgefleet.core.rollouts.predicted_window import judge_idle
 from edgefleet.core.rollouts.rollout import (
     DeviceState,
     InstallReport,
@@ -114,19 +115,22 @@ def observe_reports(
 
 
 def _window_check(rollout: Rollout, device: RolloutDevice, now: datetime) -> tuple[bool, str]:
-    windows = rollout.spec.maintenance_windows
-    if not windows:
+    windows, predicted = rollout.spec.maintenance_windows, rollout.spec.predicted_window
+    if not windows and predicted is None:
         return True, ""
     if rollout.past_deadline(now, DeadlineAction.FORCE):
         return True, "; deadline passed, maintenance window not required"
     zone, note = usable_time_zone(device.time_zone), ""
     if zone is None and device.time_zone is not None:
         note = f" (its zone {device.time_zone!r} is unknown; using UTC)"
-    if any_window_open(windows, zone, now):
+    if windows and not any_window_open(windows, zone, now):
+        opening = next_opening(windows, zone, now)
+        when = f"; next opens {format_time(opening)}" if opening is not None else ""
+        return False, f"outside its maintenance window in {zone or 'UTC'}{note}{when}"
+    if predicted is None:
         return True, ""
-    opening = next_opening(windows, zone, now)
-    when = f"; next opens {format_time(opening)}" if opening is not None else ""
-    return False, f"outside its maintenance window in {zone or 'UTC'}{note}{when}"
+    verdict = judge_idle(predicted, device.quiet_hours, now)
+    return verdict.install, verdict.reason
 
 
 def _rollback_note(device: RolloutDevice) -> str:

@@ -40,6 +40,7 @@ from enum import StrEnum
 from edgefleet.core.rollouts.gates import GateResult, GateVerdict
 from edgefleet.core.rollouts.spec import DeadlineAction, RolloutSpec
 from edgefleet.core.rollouts.waves import WavePlan
+from edgefleet.core.telemetry.quiet_hours import QuietHours
 from edgefleet.core.updates.compat import CompatVerdict
 from edgefleet.errors import IllegalTransition, InvalidInput
 
@@ -176,6 +177,7 @@ class RolloutDevice:
     report: InstallReport = InstallReport.PENDING
     healthy: bool = True  # online and its workloads healthy
     time_zone: str | None = None  # IANA name, for maintenance windows in "device" time
+    quiet_hours: QuietHours | None = None  # its learned profile, for `window: predicted`
     compatibility: CompatVerdict = field(default_factory=CompatVerdict)
     current_release: str | None = None  # the release it last ran successfully (its reports)
     desired_release: str | None = None  # the release its desired state names

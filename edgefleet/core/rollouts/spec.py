@@ -23,13 +23,15 @@ A document (`kind: Rollout`) in the Kubernetes shape, or flat with `name:` at th
       on_failure: rollback                  # or pause
       maintenance_windows:
         - {cron: "0 2 * * *", duration: 4h, time_zone: device}
+      window: predicted                     # or static (default); see predicted_window.py
       deadline: {at: "2026-07-01T00:00:00Z", action: force}   # or {after: 72h, action: fail}
       retries: {max_attempts: 3, backoff: {initial: 1m, max: 30m}}
 
 Every gate also takes `min_devices` (default 2); the gates are described in `gates.py`, the
-windows in `maintenance.py`, the waves in `waves.py`. No gate is implied: a rollout without
-`gates` promotes after each soak. Durations are `parse_duration` strings or seconds. Errors
-are InvalidInput naming the field path, e.g. `spec.strategy.waves[2]: ...`.
+windows in `maintenance.py` and `predicted_window.py`, the waves in `waves.py`. No gate is
+implied: a rollout without `gates` promotes after each soak. Durations are `parse_duration`
+strings or seconds. Errors are InvalidInput naming the field path, e.g.
+`spec.strategy.waves[2]: ...`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from edgefleet.core.manifest import (
 )
 from edgefleet.core.rollouts.gates import GatesSpec, parse_gates
 from edgefleet.core.rollouts.maintenance import MaintenanceWindow, parse_window
+from edgefleet.core.rollouts.predicted_window import PredictedWindow, parse_window_mode
 from edgefleet.core.rollouts.waves import Quantity, WaveSpec
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.errors import InvalidInput
@@ -78,6 +81,7 @@ _SPEC_KEYS = frozenset(
         "gates",
         "on_failure",
         "maintenance_windows",
+        "window",
         "deadline",
         "retries",
         "description",
@@ -165,6 +169,7 @@ class RolloutSpec:
     gates: GatesSpec = field(default_factory=GatesSpec)
     on_failure: FailureAction = FailureAction.ROLLBACK
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    predicted_window: PredictedWindow | None = None  # `window: predicted`
     deadline: Deadline | None = None
     retries: RetryPolicy = field(default_factory=RetryPolicy)
     name: str | None = None
@@ -336,6 +341,7 @@ def parse_rollout_spec(data: Mapping[str, object]) -> RolloutSpec:
                 read_list(spec.get("maintenance_windows", []), f"{prefix}maintenance_windows")
             )
         ),
+        predicted_window=parse_window_mode(spec.get("window", "static"), f"{prefix}window"),
         deadline=None
         if spec.get("deadline") is None
         else _deadline(spec["deadline"], f"{prefix}deadline"),

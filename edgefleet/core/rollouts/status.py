@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from edgefleet.core.rollouts.actions import RATE_WINDOW
 from edgefleet.core.rollouts.maintenance import next_opening, usable_time_zone
+from edgefleet.core.rollouts.predicted_window import judge_idle
 from edgefleet.core.rollouts.rollout import (
     FINAL_STATES,
     DeviceState,
@@ -100,7 +101,7 @@ def next_check_at(
         times += [t for t in (rollout.soak_until, rollout.gate_wait_until) if t is not None]
     timeout = timedelta(seconds=rollout.spec.strategy.install_timeout_s)
     progressing = rollout.state is RolloutState.PROGRESSING
-    windows = rollout.spec.maintenance_windows
+    windows, predicted = rollout.spec.maintenance_windows, rollout.spec.predicted_window
     for device in devices.values():
         if device.state in (DeviceState.UPDATING, DeviceState.ROLLING_BACK):
             if device.assigned_at is not None:
@@ -111,6 +112,10 @@ def next_check_at(
             opening = next_opening(windows, usable_time_zone(device.time_zone), now)
             if opening is not None:
                 times.append(opening)
+        elif progressing and device.state is DeviceState.OUTSIDE_WINDOW and predicted:
+            held_until = judge_idle(predicted, device.quiet_hours, now).held_until
+            if held_until is not None:
+                times.append(held_until)
     if progressing and rollout.spec.strategy.devices_per_minute is not None:
         times += [t + RATE_WINDOW for t in rollout.recent_assignments]
     return min((t for t in times if t > now), default=None)
