@@ -3,6 +3,7 @@ rule refuses exactly what it says, and names the policy, the rule and why."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from edgefleet.core.governance.policy import (
 from edgefleet.core.rollouts.spec import parse_rollout_spec
 from edgefleet.core.workloads.workload import parse_workload
 from edgefleet.errors import InvalidInput
+
+NOW = datetime(2026, 12, 7, 5, 30, tzinfo=UTC)
 
 
 def policy(**spec: Any) -> Policy:
@@ -48,22 +51,60 @@ def test_waves_add_every_device_once(shares: list[int], canary: bool, total: int
 
 def test_a_wave_larger_than_allowed_is_refused_with_its_size() -> None:
     spec = parse_rollout_spec({"release": "vision@1.0.0", "strategy": {"waves": [1, "100%"]}})
-    [violation] = check_rollout([policy(max_wave_size=10)], spec, fleet(30))
+    [violation] = check_rollout([policy(max_wave_size=10)], spec, fleet(30), NOW)
     assert (violation.policy, violation.rule) == ("prod", "max_wave_size")
     assert "a wave would update 29 devices at once; the most allowed is 10" in violation.reason
     small = parse_rollout_spec({"release": "vision@1.0.0",
                                 "strategy": {"waves": [1, 10, 20, "100%"]}})  # fmt: skip
-    assert check_rollout([policy(max_wave_size=10)], small, fleet(30)) == []
+    assert check_rollout([policy(max_wave_size=10)], small, fleet(30), NOW) == []
 
 
 def test_maintenance_windows_are_required_where_the_policy_says() -> None:
     rule = policy(maintenance=[{"devices": "env=prod"}])
     spec = parse_rollout_spec({"release": "vision@1.0.0"})
-    [violation] = check_rollout([rule], spec, {"cam-1": {"env": "prod"}, "cam-2": {}})
+    [violation] = check_rollout([rule], spec, {"cam-1": {"env": "prod"}, "cam-2": {}}, NOW)
     assert violation.reason == (
         "the rollout reaches cam-1, matching 'env=prod', and declares no maintenance window"
     )
-    assert check_rollout([rule], spec, {"cam-2": {"env": "dev"}}) == []
+    assert check_rollout([rule], spec, {"cam-2": {"env": "dev"}}, NOW) == []
+
+
+NIGHT = {"cron": "0 1 * * *", "duration": "5h"}  # 01:00-06:00, device time
+
+
+def windows(*items: dict[str, str]) -> Any:
+    return parse_rollout_spec({"release": "vision@1.0.0", "maintenance_windows": list(items)})
+
+
+def test_declared_windows_must_lie_inside_the_allowed_ones() -> None:
+    rule = policy(maintenance=[{"devices": "env=prod", "allowed": [NIGHT]}])
+    prod = {"cam-1": {"env": "prod"}}
+    assert check_rollout([rule], windows({"cron": "0 2 * * *", "duration": "2h"}), prod, NOW) == []
+    [late] = check_rollout([rule], windows({"cron": "0 5 * * *", "duration": "2h"}), prod, NOW)
+    assert (late.policy, late.rule) == ("prod", "maintenance")
+    assert "opens at 2026-12-08 05:00 UTC outside the allowed windows" in late.reason
+    # Only on Sundays at noon: the first Sunday is named.
+    [sunday] = check_rollout([rule], windows({"cron": "0 12 * * sun", "duration": "1h"}), prod,
+                             NOW)  # fmt: skip
+    assert "opens at 2026-12-13 12:00 UTC" in sunday.reason
+    # Devices the rule does not cover may be updated in any window.
+    assert check_rollout([rule], windows({"cron": "0 12 * * *", "duration": "1h"}),
+                         {"cam-2": {"env": "dev"}}, NOW) == []  # fmt: skip
+
+
+def test_allowed_windows_back_to_back_hold_a_window_across_them() -> None:
+    evening = {"cron": "0 22 * * *", "duration": "3h"}  # 22:00-01:00, then NIGHT to 06:00
+    rule = policy(maintenance=[{"devices": "env=prod", "allowed": [evening, NIGHT]}])
+    across = windows({"cron": "0 23 * * *", "duration": "4h"})  # 23:00-03:00
+    assert check_rollout([rule], across, {"cam-1": {"env": "prod"}}, NOW) == []
+    gap = policy(maintenance=[{"devices": "env=prod", "allowed": [NIGHT]}])
+    [violation] = check_rollout([gap], across, {"cam-1": {"env": "prod"}}, NOW)
+    assert "opens at 2026-12-07 23:00 UTC" in violation.reason
+
+
+def test_an_allowed_window_is_checked_like_a_declared_one() -> None:
+    with pytest.raises(InvalidInput, match=r"spec.maintenance\[0\].allowed\[0\].duration"):
+        policy(maintenance=[{"devices": "env=prod", "allowed": [{"cron": "0 1 * * *"}]}])
 
 
 def test_release_channels_need_their_signatures() -> None:

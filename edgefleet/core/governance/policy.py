@@ -15,6 +15,8 @@ touch), and answers `Violation`s naming the policy, the rule and why::
       max_wave_size: 100                 # devices a rollout's wave may add at most
       maintenance:                       # rollouts reaching these devices declare a window
         - devices: "env=prod"
+          allowed:                       # optional: and only windows inside these
+            - {cron: "0 1 * * *", duration: 5h, time_zone: device}
       releases:                          # signatures a release needs, by name pattern
         - match: "prod-*"
           min_signatures: 2
@@ -35,6 +37,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from edgefleet.core.manifest import (
     check_keys,
@@ -44,6 +47,7 @@ from edgefleet.core.manifest import (
     read_string,
     split_manifest,
 )
+from edgefleet.core.rollouts.maintenance import MaintenanceWindow, first_uncovered, parse_window
 from edgefleet.core.rollouts.spec import FailureAction, RolloutSpec
 from edgefleet.core.selector import Selector, parse_selector
 from edgefleet.core.workloads.workload import Workload
@@ -74,11 +78,20 @@ class ResidencyRule:
 
 
 @dataclass(frozen=True)
+class MaintenanceRule:
+    """Rollouts reaching `devices` declare maintenance windows, each inside `allowed` when
+    the rule names any."""
+
+    devices: Selector
+    allowed: tuple[MaintenanceWindow, ...] = ()
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     approval: ApprovalRule = ApprovalRule()
     max_wave_size: int | None = None
-    maintenance: tuple[Selector, ...] = ()
+    maintenance: tuple[MaintenanceRule, ...] = ()
     releases: tuple[SignerRule, ...] = ()
     forbidden_labels: tuple[tuple[tuple[str, str], ...], ...] = ()
     residency: tuple[ResidencyRule, ...] = ()
@@ -114,7 +127,7 @@ def parse_policy(document: Mapping[str, object]) -> Policy:
         approval=_approval(spec.get("approval", {}), f"{p}approval"),
         max_wave_size=None if wave is None else read_int(wave, f"{p}max_wave_size", 1, MAX_DEVICES),
         maintenance=tuple(
-            _selector(read_mapping(item, f"{p}maintenance[{i}]"), "devices", f"{p}maintenance[{i}]")
+            _maintenance(item, f"{p}maintenance[{i}]")
             for i, item in enumerate(read_list(spec.get("maintenance", []), f"{p}maintenance"))
         ),
         releases=tuple(
@@ -196,6 +209,17 @@ def _combination(value: object, path: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _maintenance(value: object, path: str) -> MaintenanceRule:
+    data = read_mapping(value, path)
+    check_keys(data, frozenset({"devices", "allowed"}), path)
+    devices = _selector({"devices": data.get("devices")}, "devices", path)
+    allowed = tuple(
+        parse_window(item, f"{path}.allowed[{i}]")
+        for i, item in enumerate(read_list(data.get("allowed", []), f"{path}.allowed"))
+    )
+    return MaintenanceRule(devices, allowed)
+
+
 def _residency(value: object, path: str) -> ResidencyRule:
     data = read_mapping(value, path)
     check_keys(data, frozenset({"devices", "allowed"}), path)
@@ -227,9 +251,10 @@ def wave_increments(spec: RolloutSpec, total: int) -> list[int]:
 
 
 def check_rollout(
-    policies: Sequence[Policy], spec: RolloutSpec, matched: Mapping[str, Labels]
+    policies: Sequence[Policy], spec: RolloutSpec, matched: Mapping[str, Labels], now: datetime
 ) -> list[Violation]:
-    """The rules a rollout of `spec` over the devices `matched` (name -> labels) breaks."""
+    """The rules a rollout of `spec` over the devices `matched` (name -> labels) breaks,
+    judged at `now` (UTC: where allowed maintenance windows are checked from)."""
     found = []
     for policy in policies:
         if policy.max_wave_size is not None:
@@ -243,18 +268,42 @@ def check_rollout(
                         f"{policy.max_wave_size} (add smaller waves to strategy.waves)",
                     )
                 )
-        if not spec.maintenance_windows:
-            for selector in policy.maintenance:
-                reached = sorted(n for n, labels in matched.items() if selector.matches(labels))
-                if reached:
-                    found.append(
-                        Violation(
-                            policy.name,
-                            "maintenance",
-                            f"the rollout reaches {_some(reached)}, matching '{selector}', and "
-                            "declares no maintenance window",
-                        )
-                    )
+        for rule in policy.maintenance:
+            reached = sorted(n for n, labels in matched.items() if rule.devices.matches(labels))
+            if reached:
+                found.extend(_maintenance_violations(policy.name, rule, spec, reached, now))
+    return found
+
+
+def _maintenance_violations(
+    policy: str, rule: MaintenanceRule, spec: RolloutSpec, reached: Sequence[str], now: datetime
+) -> list[Violation]:
+    if not spec.maintenance_windows:
+        return [
+            Violation(
+                policy,
+                "maintenance",
+                f"the rollout reaches {_some(reached)}, matching '{rule.devices}', and declares "
+                "no maintenance window",
+            )
+        ]
+    if not rule.allowed:
+        return []
+    allowed = "; ".join(str(w) for w in rule.allowed)
+    found = []
+    for window in spec.maintenance_windows:
+        # Windows in device time are compared in UTC: the same shift applies to both sides.
+        outside = first_uncovered(window, rule.allowed, None, now)
+        if outside is not None:
+            found.append(
+                Violation(
+                    policy,
+                    "maintenance",
+                    f"the rollout reaches {_some(reached)}, matching '{rule.devices}'; its "
+                    f"window {window} opens at {outside:%Y-%m-%d %H:%M} UTC outside the "
+                    f"allowed windows ({allowed})",
+                )
+            )
     return found
 
 

@@ -338,3 +338,52 @@ def next_opening(
     """The earliest start of any of `windows` at or after `now_utc`."""
     starts = [s for w in windows if (s := next_window_start(w, device_tz, now_utc)) is not None]
     return min(starts, default=None)
+
+
+# A policy's allowed windows hold a declared window when each of its openings lies inside
+# them: checked over the next 8 weeks (a weekly pattern twice over, a monthly one at least
+# once), at most this many openings.
+CONTAINMENT_DAYS = 56
+CONTAINMENT_OPENINGS = 2000
+
+
+def first_uncovered(
+    window: MaintenanceWindow,
+    allowed: Sequence[MaintenanceWindow],
+    device_tz: str | None,
+    since_utc: datetime,
+) -> datetime | None:
+    """The first opening of `window` from `since_utc` that is not wholly inside `allowed`
+    (one window, or several back to back), or None when every opening checked is."""
+    _check_aware(since_utc)
+    zone = window_zone(window, device_tz)
+    first_day = since_utc.astimezone(zone).date()
+    checked = 0
+    for offset in range(CONTAINMENT_DAYS):
+        for start in starts_on(window.cron, zone, first_day + timedelta(days=offset)):
+            if start < since_utc:
+                continue
+            end = start + timedelta(seconds=window.duration_s)
+            if not _covered(start, end, allowed, device_tz):
+                return start
+            checked += 1
+            if checked >= CONTAINMENT_OPENINGS:
+                return None
+    return None
+
+
+def _covered(
+    start: datetime, end: datetime, allowed: Sequence[MaintenanceWindow], device_tz: str | None
+) -> bool:
+    moment = start
+    while moment < end:
+        closes = [
+            opened + timedelta(seconds=w.duration_s)
+            for w in allowed
+            if (opened := previous_window_start(w, device_tz, moment)) is not None
+        ]
+        reach = max((c for c in closes if c > moment), default=None)
+        if reach is None:
+            return False
+        moment = reach
+    return True

@@ -53,11 +53,13 @@ def enforce(violations: Sequence[Violation]) -> None:
         raise Forbidden("; ".join(str(v) for v in violations), code="policy_violation")
 
 
-def rollout_verdict(tx: Transaction, spec: RolloutSpec) -> tuple[list[Violation], list[str]]:
+def rollout_verdict(
+    tx: Transaction, spec: RolloutSpec, now: datetime
+) -> tuple[list[Violation], list[str]]:
     """The rules a rollout of `spec` breaks, and why it needs a second operator's approval."""
     policies = policies_in_force(tx)
     matched = approved_devices(tx, spec.target)
-    return check_rollout(policies, spec, matched), approval_reasons(policies, spec, matched)
+    return check_rollout(policies, spec, matched, now), approval_reasons(policies, spec, matched)
 
 
 def workload_violations(tx: Transaction, document: Mapping[str, Any]) -> list[Violation]:
@@ -109,7 +111,9 @@ class PolicyService:
         kind = document.get("kind")
         with self._db.read() as tx:
             if kind == "Rollout":
-                violations, approval = rollout_verdict(tx, parse_rollout_spec(document))
+                violations, approval = rollout_verdict(
+                    tx, parse_rollout_spec(document), self._clock.now()
+                )
             elif kind == "Workload":
                 violations, approval = workload_violations(tx, document), []
             else:

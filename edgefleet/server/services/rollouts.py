@@ -114,7 +114,7 @@ def create_rollout(
         )
     targets = target_devices(tx, spec)
     _require_in_scope(tx, ctx, Permission.ROLLOUTS_WRITE, spec, targets)
-    violations, approval = rollout_verdict(tx, spec)
+    violations, approval = rollout_verdict(tx, spec, now)
     enforce(violations)
     holders = tx.rollouts.claims(targets)
     rollout_id = new_rollout_id()
