@@ -1,6 +1,10 @@
 """Delivery: getting a release's files onto the device, verified against signed metadata.
 
-For each file: when the live slot holds an earlier version of the same artifact, ask the
+For each file: when a slot already holds the very file (same signed sha256, as when rolling
+back to the release in the standby slot, or a file two releases share), copy it and check
+the copy against the signed hashes, so nothing crosses the wire; a copy that does not match
+(a damaged or altered slot) is dropped and the file fetched. Else, when the live slot holds
+an earlier version of the same artifact, ask the
 server for a delta and rebuild the new file from it (apply_delta checks the result's
 sha256 against the signed hash); on any trouble, or when the server has no worthwhile
 delta, download the full file, resuming a partial one with HTTP Range. Either way the
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -52,13 +57,20 @@ class Delivery:
         infos: list[VerifiedFile],
         bases: Mapping[str, tuple[str, Path]],
         progress: Callable[[int], None],
+        on_device: Mapping[str, Path] | None = None,
     ) -> int:
         """Make every target available at `path(sha)`; returns the bytes deltas saved.
+        `bases`: artifact name -> (sha256, path) of the live files, for deltas;
+        `on_device`: sha256 -> a file on the device said to hold it, reused once verified.
         Raises InvalidInput (`hash_mismatch`) when a full download does not verify."""
         done = 0
         saved = 0
+        on_device = on_device or {}
         for info in infos:
             final = self.path(info.sha256)
+            copy = on_device.get(info.sha256)
+            if not final.exists() and copy is not None:
+                self._try_reuse(info, copy, final)
             base = bases.get(info.artifact_name)
             if not final.exists() and base is not None and base[0] != info.sha256:
                 saved += await self._try_delta(info, base[1], base[0], final)
@@ -83,6 +95,26 @@ class Delivery:
             part.unlink(missing_ok=True)
             raise
         os.replace(part, final)
+
+    def _try_reuse(self, info: VerifiedFile, source: Path, final: Path) -> None:
+        """Copy `source` to `final` if the copy matches the signed target; else no `final`.
+        The copy is what gets verified, so a slot changed meanwhile cannot slip through."""
+        part = self._downloads / f"{info.sha256}.reused"
+        try:
+            shutil.copyfile(source, part)
+            verify_file(info, part)
+        except (EdgefleetError, OSError) as e:
+            part.unlink(missing_ok=True)
+            log.warning(
+                "file on the device not reused; fetching it",
+                extra={"artifact": info.path, "source": str(source), "reason": str(e)[:200]},
+            )
+            return
+        os.replace(part, final)
+        log.info(
+            "reused a verified file already on the device",
+            extra={"artifact": info.path, "source": str(source), "bytes": info.length_bytes},
+        )
 
     async def _try_delta(
         self, info: VerifiedFile, base: Path, base_sha256: str, final: Path

@@ -1,7 +1,8 @@
 """The installer: gets the assigned release onto this device safely.
 
-    verify TUF metadata ─▶ check compatibility ─▶ download (a delta against the live file
-      when the server has one, else the full file, resumable) + verify hashes
+    verify TUF metadata ─▶ check compatibility ─▶ download (nothing for a file a slot
+      already holds, as on a rollback to the standby slot; else a delta against the live
+      file when the server has one, else the full file, resumable) + verify hashes
       ─▶ fill the standby slot ─▶ sandbox-check the models ─▶ [staged: wait if stage-only]
       ─▶ switch slots (atomic) ─▶ restart the service ─▶ health window ─▶ installed
                                                                └──unhealthy──▶ rolled back
@@ -260,7 +261,9 @@ class Installer:
     async def _download(self, infos: list[VerifiedFile]) -> None:
         self._update(bytes_total=sum(i.length_bytes for i in infos), bytes_done=0)
         try:
-            saved = await self._delivery.fetch(infos, self._live_files(), self._progress)
+            saved = await self._delivery.fetch(
+                infos, self._live_files(), self._progress, self._files_on_device()
+            )
         except InvalidInput as e:
             raise InstallFailed(f"download refused: {e.message}") from None
         self._update(bytes_saved=saved)
@@ -281,6 +284,20 @@ class Installer:
             for name, file in manifest["files"].items()
             if name in shas
         }
+
+    def _files_on_device(self) -> dict[str, Path]:
+        """sha256 -> path of every file the two slots say they hold (a rollback finds its
+        files in the standby slot); delivery verifies each before using it."""
+        found: dict[str, Path] = {}
+        for slot in (self.slots.active(), self.slots.standby()):
+            manifest = self.slots.manifest(slot)
+            if slot is None or manifest is None:
+                continue
+            shas = manifest.get("shas", {})
+            for name, file in manifest.get("files", {}).items():
+                if name in shas:
+                    found[shas[name]] = self.slots.path(slot) / file
+        return found
 
     async def _fill_standby_slot(
         self, section: dict[str, Any], infos: list[VerifiedFile]
