@@ -34,8 +34,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from edgefleet.core.telemetry.windows import Window
 from edgefleet.errors import InvalidInput
 
+REQUESTS_METRIC = "inference.requests"  # a counter: requests per window
+CPU_METRIC = "host.cpu.percent"  # a gauge
 HOURS_PER_WEEK = 168
 DEFAULT_HALF_LIFE_S = 14 * 86400.0
 DEFAULT_IDLE_BAND = 0.25
@@ -103,6 +106,41 @@ def hour_of_week(at: datetime, time_zone: str) -> int:
         raise InvalidInput(f"time {at.isoformat()} has no time zone; pass UTC")
     local = at.astimezone(_zone(time_zone))
     return local.weekday() * 24 + local.hour
+
+
+def hour_samples(windows: Iterable[Window]) -> list[HourSample]:
+    """Hourly samples from stored windows of `REQUESTS_METRIC` and `CPU_METRIC` (raw windows
+    or hourly rollups, any tags): the request rate over the seconds the windows cover, the
+    mean CPU reading. Every window length divides an hour, so a window lies in one hour.
+
+    >>> from edgefleet.core.telemetry.windows import MetricKind
+    >>> ws = [Window(REQUESTS_METRIC, MetricKind.COUNTER, (), 3600 + 60 * i, 60, 1, 120.0,
+    ...              120.0, 120.0, 120.0) for i in range(3)]
+    >>> hour_samples(ws)[0].requests_per_s
+    2.0
+    """
+    requests: dict[int, list[float]] = {}
+    cpu: dict[int, list[float]] = {}
+    for w in windows:
+        hour_s = w.start_s // 3600 * 3600
+        if w.name == REQUESTS_METRIC:
+            acc = requests.setdefault(hour_s, [0.0, 0.0])
+            acc[0] += w.sum
+            acc[1] += w.length_s
+        elif w.name == CPU_METRIC and w.count:
+            acc = cpu.setdefault(hour_s, [0.0, 0.0])
+            acc[0] += w.sum
+            acc[1] += w.count
+    return [
+        HourSample(
+            datetime.fromtimestamp(hour_s, UTC),
+            requests_per_s=requests[hour_s][0] / requests[hour_s][1]
+            if hour_s in requests
+            else None,
+            cpu_percent=cpu[hour_s][0] / cpu[hour_s][1] if hour_s in cpu else None,
+        )
+        for hour_s in sorted(requests.keys() | cpu.keys())
+    ]
 
 
 def _activities(samples: Sequence[HourSample]) -> list[tuple[datetime, float]]:
