@@ -30,6 +30,7 @@ from edgefleet.core.telemetry.sampling import (
     TelemetryPolicy,
     decide_sampling,
     default_policy,
+    read_fidelity_advice,
     read_telemetry_section,
 )
 from edgefleet.core.telemetry.windows import Aggregator, MetricPoint, Window
@@ -65,6 +66,8 @@ class TelemetryCollector:
         self._batch_interval_s = batch_interval_s
         self.policy: TelemetryPolicy = default_policy()
         self.anomalous_metrics: frozenset[str] = frozenset()
+        self.fine_metrics: frozenset[str] = frozenset()  # the control plane's fidelity advice
+        self.coarse_metrics: frozenset[str] = frozenset()
         self._condition = DeviceCondition()
         self.decision = decide_sampling(self.policy, self._condition)
         self.aggregator = Aggregator(self.decision.window_s_for)
@@ -83,12 +86,14 @@ class TelemetryCollector:
         """
         try:
             policy, anomalous = read_telemetry_section(section)
+            fine, coarse = read_fidelity_advice(section)
         except InvalidInput as e:
             log.error(
                 "telemetry policy refused; keeping the current one", extra={"error": e.message}
             )
             return False
         self.policy, self.anomalous_metrics = policy, anomalous
+        self.fine_metrics, self.coarse_metrics = fine, coarse
         changed = self._redecide(logging.INFO)
         if changed:
             self._pending.extend(self.aggregator.close_all(now))
@@ -102,6 +107,8 @@ class TelemetryCollector:
             on_battery=self._condition.on_battery,
             battery_percent=self._condition.battery_percent,
             anomalous_metrics=self.anomalous_metrics,
+            fine_metrics=self.fine_metrics,
+            coarse_metrics=self.coarse_metrics,
         )
         self._condition = condition
         decision = decide_sampling(self.policy, condition)

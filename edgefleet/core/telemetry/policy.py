@@ -7,10 +7,13 @@ to load and battery, upload intervals), which devices receive, and a `detection`
 
 Each device's desired state carries
 
-    "telemetry": {"policy": {...sampling policy...}, "anomalous_metrics": [...]}
+    "telemetry": {"policy": {...sampling policy...}, "anomalous_metrics": [...],
+                  "fine_metrics": [...], "coarse_metrics": [...]}
 
 where `anomalous_metrics` are the metrics of the device's open alerts: the device samples
-them finer (core.sampling) until the alert closes. A change of either bumps the device's
+them finer (core.sampling) until the alert closes; `fine_metrics` and `coarse_metrics`,
+present only when there is fidelity advice (core.telemetry.fidelity), are sampled finer
+and coarser. A change of either bumps the device's
 generation, so it reaches the agent through the long poll without a redeploy.
 
 >>> section = render_telemetry_section(default_fleet_policy(), {"inference.latency_ms"})
@@ -27,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgefleet.core.telemetry.fidelity import FidelityAdvice
 from edgefleet.core.telemetry.kpi import (
     DetectionConfig,
     default_detection,
@@ -78,10 +82,18 @@ def fleet_policy_to_document(policy: FleetTelemetryPolicy) -> dict[str, Any]:
 
 
 def render_telemetry_section(
-    policy: FleetTelemetryPolicy, anomalous_metrics: Iterable[str]
+    policy: FleetTelemetryPolicy,
+    anomalous_metrics: Iterable[str],
+    advice: FidelityAdvice | None = None,
 ) -> dict[str, Any]:
-    """The `telemetry` section of one device's desired state."""
-    return {
+    """The `telemetry` section of one device's desired state, with the fidelity advice
+    (`fine_metrics`, `coarse_metrics`) when there is any."""
+    section: dict[str, Any] = {
         "policy": policy_to_document(policy.sampling),
         "anomalous_metrics": sorted(set(anomalous_metrics)),
     }
+    if advice is not None and advice.fine:
+        section["fine_metrics"] = sorted(advice.fine)
+    if advice is not None and advice.coarse:
+        section["coarse_metrics"] = sorted(advice.coarse)
+    return section

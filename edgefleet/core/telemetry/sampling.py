@@ -10,7 +10,10 @@ effective windows:
   what drains or starves a device;
 - while an anomaly is open on a metric, its set gets finer (/ `anomaly_divisor`) and uploads
   come sooner, so the operator sees the incident in detail; this wins over load and battery
-  unless the battery is critical.
+  unless the battery is critical;
+- fidelity advice from the control plane (`core.telemetry.fidelity`): a set covering a
+  metric near one of its thresholds gets finer (/ `anomaly_divisor`, uploads unchanged), a
+  set whose advised metrics are all far from theirs coarser (x `relaxed_factor`).
 
 Window lengths are snapped down to `WINDOW_LADDER_S`, whose every step divides an hour, so
 windows stay aligned across devices and a change of length never straddles an hour.
@@ -62,16 +65,20 @@ class TelemetryPolicy:
     anomaly_upload_interval_s: int = 60
     min_window_s: int = 10
     max_window_s: int = 900
+    relaxed_factor: int = 5
 
 
 @dataclass(frozen=True)
 class DeviceCondition:
-    """What the device observes about itself; None means the sensor is absent."""
+    """What the device observes about itself; None means the sensor is absent. The fine and
+    coarse metrics are the control plane's fidelity advice."""
 
     cpu_percent: float | None = None
     on_battery: bool = False
     battery_percent: float | None = None
     anomalous_metrics: frozenset[str] = frozenset()
+    fine_metrics: frozenset[str] = frozenset()
+    coarse_metrics: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -123,12 +130,20 @@ def _decide_set(
     critical = (
         condition.on_battery and battery is not None and battery < policy.critical_battery_percent
     )
+    near = _covers(metric_set, condition.fine_metrics)
+    relaxed = _covers(metric_set, condition.coarse_metrics)
     if anomalous and not critical:
         window_s = metric_set.window_s / policy.anomaly_divisor
         mode, reason = SamplingMode.FINE, f"anomaly open on {', '.join(anomalous)}"
+    elif near and not critical:
+        window_s = metric_set.window_s / policy.anomaly_divisor
+        mode, reason = SamplingMode.FINE, f"near a threshold: {', '.join(near)}"
     else:
         factor = 1
         reasons: list[str] = []
+        if relaxed and not near:
+            factor *= policy.relaxed_factor
+            reasons.append(f"far from thresholds: {', '.join(relaxed)}")
         if condition.on_battery:
             low = battery is not None and battery < policy.low_battery_percent
             factor *= policy.low_battery_factor if low else policy.battery_factor
@@ -152,7 +167,7 @@ def decide_sampling(policy: TelemetryPolicy, condition: DeviceCondition) -> Samp
         _decide_set(policy, s, condition) for s in policy.sets if s.name in policy.active_sets
     )
     upload_s = policy.upload_interval_s
-    if any(d.mode is SamplingMode.FINE for d in decisions):
+    if condition.anomalous_metrics and any(d.mode is SamplingMode.FINE for d in decisions):
         upload_s = min(upload_s, policy.anomaly_upload_interval_s)
     elif condition.on_battery:
         upload_s *= policy.battery_factor
@@ -188,6 +203,7 @@ _TUNABLES: dict[str, type] = {
     "anomaly_upload_interval_s": int,
     "min_window_s": int,
     "max_window_s": int,
+    "relaxed_factor": int,
 }
 
 
@@ -253,10 +269,22 @@ def read_telemetry_section(
         return default_policy(), frozenset()
     raw_policy = section.get("policy")
     policy = policy_from_document(raw_policy) if raw_policy else default_policy()
-    metrics = section.get("anomalous_metrics") or []
+    return policy, _metric_names(section, "anomalous_metrics")
+
+
+def read_fidelity_advice(
+    section: Mapping[str, Any] | None,
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The section's fidelity advice: (fine metrics, coarse metrics); none when absent."""
+    if not section:
+        return frozenset(), frozenset()
+    return _metric_names(section, "fine_metrics"), _metric_names(section, "coarse_metrics")
+
+
+def _metric_names(section: Mapping[str, Any], key: str) -> frozenset[str]:
+    metrics = section.get(key) or []
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise InvalidInput(
-            "telemetry section anomalous_metrics: expected a list of metric names",
-            code="bad_policy",
+            f"telemetry section {key}: expected a list of metric names", code="bad_policy"
         )
-    return policy, frozenset(metrics)
+    return frozenset(metrics)
