@@ -30,13 +30,11 @@ from edgefleet.security.desired_signature import (
     read_document,
     verify_desired,
 )
+from edgefleet.security.metadata_files import ENROLLMENT_ROOT, TRUSTED_ROOT
 
 log = logging.getLogger(__name__)
 
 TRUST_REFRESH_INTERVAL_S = 60.0
-TRUSTED_ROOT = "root.json"  # python-tuf's newest verified root in its metadata directory
-# security.tuf_client.ENROLLMENT_ROOT, named here again: that module loads python-tuf.
-ENROLLMENT_ROOT = "enrollment_root.json"
 
 
 class DesiredStateCheck:

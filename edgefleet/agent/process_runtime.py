@@ -40,22 +40,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import pwd
 import resource
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from edgefleet.errors import SettingsError
-
-_PR_SET_PDEATHSIG = 1
+from edgefleet.parent_death import death_signal_setter
 
 # The agent's variables a child takes (plus every LC_*): what programs need to run.
 INHERITED_ENV = frozenset({
@@ -218,19 +214,8 @@ class Runtime(Protocol):
         ...
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    prctl: Callable[..., int] = libc.prctl
-    return prctl
-
-
 # Loaded once, before any fork: the child must not import or load libraries.
-_PRCTL = _load_prctl()
+_ARM_DEATH_SIGNAL = death_signal_setter()
 
 
 def _child_setup(memory_limit_mb: int | None, cpu_seconds_limit: int | None) -> Callable[[], None]:
@@ -243,8 +228,8 @@ def _child_setup(memory_limit_mb: int | None, cpu_seconds_limit: int | None) -> 
     cpu_hard_s = None if cpu_seconds_limit is None else cpu_seconds_limit + 1
 
     def setup() -> None:
-        if _PRCTL is not None:
-            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if _ARM_DEATH_SIGNAL is not None:
+            _ARM_DEATH_SIGNAL()
         if memory_bytes is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         if cpu_seconds_limit is not None and cpu_hard_s is not None:

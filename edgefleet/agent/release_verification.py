@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from edgefleet.core.updates.compat import evaluate_compatibility, parse_requirements
 from edgefleet.core.updates.release import validate_file_name
 from edgefleet.errors import EdgefleetError, InvalidInput, Unavailable
+from edgefleet.security.metadata_files import ENROLLMENT_ROOT
 
 if TYPE_CHECKING:
     from edgefleet.agent.install_helper import InstallHelper
@@ -162,7 +163,7 @@ def check_release(
     snapshot, targets: signatures, thresholds, expiry, rollback), then release membership
     and compatibility of every target. `fetch(url)` returns a metadata file's bytes; `warn`
     reports what an operator should know. Runs in the install helper."""
-    from edgefleet.security.tuf_client import ENROLLMENT_ROOT, TufClient
+    from edgefleet.security.tuf_client import TufClient
 
     tuf_dir = request.tuf_dir
     if not (tuf_dir / ENROLLMENT_ROOT).exists():

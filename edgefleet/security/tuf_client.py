@@ -52,6 +52,7 @@ from edgefleet.errors import (
     Unauthenticated,
     Unavailable,
 )
+from edgefleet.security.metadata_files import ENROLLMENT_ROOT
 from edgefleet.security.tuf_metadata import (
     MAX_ROOT_BYTES,
     MAX_SNAPSHOT_BYTES,
@@ -62,7 +63,6 @@ from edgefleet.security.tuf_metadata import (
 )
 
 MetadataFetch = Callable[[str], bytes | Iterable[bytes]]
-ENROLLMENT_ROOT = "enrollment_root.json"
 DEFAULT_METADATA_BASE_URL = "/v1/tuf/"
 MAX_ROOT_ROTATIONS = 32
 R = TypeVar("R")

@@ -18,8 +18,6 @@ failed delta; the server kills it when it stops (`DeltaService.close`).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import signal
@@ -28,17 +26,18 @@ import threading
 import time
 from pathlib import Path
 
+from edgefleet.parent_death import death_signal_setter
+
 MODULE = "edgefleet.server.services.delta_child"
 NICENESS = 10
 PARENT_CHECK_INTERVAL_S = 1.0
-_PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent_pid: int) -> None:
     """Exit as soon as the server is gone (see the module docstring)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    arm = death_signal_setter()
+    if arm is not None:
+        arm()
     if os.getppid() != parent_pid:  # the server died before the line above
         os._exit(1)
 
