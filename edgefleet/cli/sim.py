@@ -15,7 +15,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from edgefleet.cli.output import console, print_json
+from edgefleet.cli.output import Output, console, print_json
 from edgefleet.core.durations import format_duration, parse_duration
 from edgefleet.errors import InvalidInput, SettingsError
 
@@ -166,6 +166,108 @@ def run(
         console.print(f"summary written to {summary}")
     if quiet or summary is None:
         print_json(result)
+
+
+@app.command("load")
+def load(
+    ctx: typer.Context,
+    devices: int = typer.Option(..., "--devices", "-n", min=1, help="Virtual devices"),
+    transport: str = typer.Option("http", help="http or mqtt (the steady device traffic)"),
+    server: str = typer.Option(None, "--server", help="Control plane URL [global --server]"),
+    token: str = typer.Option(
+        None, "--token", help="Operator API token (creates an auto-approving enrollment token)"
+    ),
+    enroll_token: str = typer.Option(
+        None, "--enroll-token", help="Use this auto-approving enrollment token instead"
+    ),
+    mqtt: str = typer.Option(
+        None, "--mqtt", help="Broker URL, mqtt://HOST:PORT (--transport mqtt)"
+    ),
+    duration: str = typer.Option("60s", help="How long to run, enrollment included"),
+    heartbeat_interval: float = typer.Option(30.0, min=1, help="Seconds between heartbeats"),
+    long_poll: float = typer.Option(30.0, min=1, help="Desired-state long poll (http), seconds"),
+    telemetry_interval: str = typer.Option(
+        "300s", help="Telemetry upload interval (a batch a minute, as the agent); 0s: none"
+    ),
+    ramp: str = typer.Option("0s", help="Spread device start-up over this long"),
+    workers: int = typer.Option(
+        None, min=1, max=64, help="Worker processes [enough for the file limit]"
+    ),
+    sources: int = typer.Option(
+        None,
+        min=1,
+        max=1000,
+        help="Loopback source addresses 127.0.0.2... [enough for the ephemeral ports]",
+    ),
+    identities: Path = typer.Option(
+        None, help="Keep the devices' keys here, so the next run reuses the same devices"
+    ),
+    name_prefix: str = typer.Option("load", help="Device names: PREFIX-000000, ..."),
+    seed: int = typer.Option(1, help="Seed for keys (without --identities) and jitter"),
+    output: Output = typer.Option(Output.TABLE, "--output", "-o", help="table or json"),
+) -> None:
+    """Run N light virtual devices (no agent: each only enrolls, heartbeats with signed
+    reports, follows its desired state and uploads telemetry, at the agent's cadence and
+    sizes, on connections of its own) against a real control plane, and summarize what
+    was sent and what failed."""
+    from edgefleet.client import FleetClient
+    from edgefleet.sim.load import plan_source_addresses, plan_workers, run_load
+    from edgefleet.sim.load_device import load_identities
+    from edgefleet.sim.load_stats import LoadSettings, LoadTransport
+    from edgefleet.transport.http_wire import split_url
+
+    try:
+        chosen = LoadTransport(transport)
+    except ValueError:
+        raise InvalidInput("--transport: expected http or mqtt") from None
+    if chosen is LoadTransport.MQTT and not mqtt:
+        raise SettingsError("--transport mqtt needs --mqtt mqtt://HOST:PORT")
+    duration_s = parse_duration(duration).total_seconds()
+    server, token = server or ctx.obj.server, token or ctx.obj.token
+    if server is None or (token is None and enroll_token is None):
+        resolved_server, resolved_token = ctx.obj.resolved()  # the config file
+        server, token = server or resolved_server, token or resolved_token
+    origin, _ = split_url(server)
+    if enroll_token is None:
+        if not token:
+            raise SettingsError("sim load needs --token (an operator token) or --enroll-token")
+        with FleetClient(server, token) as client:
+            enroll_token = client.create_enrollment_token(
+                description=f"sim load: {devices} devices", auto_approve=True,
+                expires_in_s=duration_s + 3600,
+            )["token"]  # fmt: skip
+    planned_sources = plan_source_addresses(devices, chosen, origin.host)
+    if sources is not None and origin.host.startswith("127."):
+        planned_sources = tuple(f"127.0.0.{2 + i}" for i in range(min(sources, 250)))
+    settings = LoadSettings(
+        server_url=server, enroll_token=enroll_token, devices=devices, transport=chosen,
+        mqtt_url=mqtt, duration_s=duration_s, heartbeat_interval_s=heartbeat_interval,
+        long_poll_s=long_poll,
+        telemetry_upload_interval_s=parse_duration(telemetry_interval).total_seconds(),
+        ramp_s=parse_duration(ramp).total_seconds(),
+        workers=plan_workers(devices, chosen, workers), source_addresses=planned_sources,
+        name_prefix=name_prefix, seed=seed,
+    )  # fmt: skip
+    result = run_load(settings, load_identities(identities, name_prefix, devices, seed))
+    if output is Output.JSON:
+        print_json(result)
+        return
+    head = Table(box=None, show_header=False, pad_edge=False)
+    for key in ("devices", "enrolled", "enroll_failed", "reports_sent", "reports_failed",
+                "telemetry_sent", "telemetry_failed", "desired_updates",
+                "generator_cpu_percent_of_a_core"):  # fmt: skip
+        head.add_row(key.replace("_", " "), str(result[key]))
+    console.print(head)
+    traffic = Table(box=None, header_style="bold", pad_edge=False)
+    for header in ("request", "count", "no answer", "http err", "p50 ms", "p99 ms"):
+        traffic.add_column(header, justify="right" if header != "request" else "left")
+    for kind, row in result["traffic"].items():
+        traffic.add_row(kind, str(row["requests"]), str(row["failures"]),
+                        str(row["http_errors"]), _ms(row["total_p50_ms"]),
+                        _ms(row["total_p99_ms"]))  # fmt: skip
+    console.print(traffic)
+    for error, count in result["errors"].items():
+        console.print(f"{count} x {error}", highlight=False, markup=False)
 
 
 @app.command("profiles")
