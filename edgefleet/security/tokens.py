@@ -92,10 +92,6 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def secrets_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
 def new_id(prefix: str) -> str:
     """A short random identifier such as `tok-5f2c9a1b0d3e`."""
     return f"{prefix}-{secrets.token_hex(6)}"

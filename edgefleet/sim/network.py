@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edgefleet.core.manifest import check_keys, read_duration_s, read_mapping, read_number
@@ -79,22 +78,6 @@ def parse_network(value: object, path: str) -> NetworkConditions:
         loss_percent=read_number(data.get("loss_percent", 0.0), f"{path}.loss_percent", 0, 100),
         outage=outage,
     )
-
-
-def network_to_document(conditions: NetworkConditions) -> Mapping[str, object]:
-    """The conditions as plain data (for summaries and reports)."""
-    document: dict[str, object] = {
-        "latency_ms": conditions.latency_ms,
-        "jitter_ms": conditions.jitter_ms,
-        "bandwidth_kbps": conditions.bandwidth_kbps,
-        "loss_percent": conditions.loss_percent,
-    }
-    if conditions.outage is not None:
-        document["outages"] = {
-            "every_s": conditions.outage.every_s,
-            "duration_s": conditions.outage.duration_s,
-        }
-    return document
 
 
 class NetworkModel:

@@ -28,7 +28,6 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
 from edgefleet.agent.link import ControlPlaneLink
@@ -60,15 +59,6 @@ class HostReader(Protocol):
     """Reads the host's baseline metrics (HostMetricsCollector; the simulator's own)."""
 
     def collect(self) -> list[MetricPoint]: ...
-
-
-def read_statsd_address(data_dir: Path) -> str | None:
-    """`127.0.0.1:PORT` of the running agent's StatsD endpoint, if it has one."""
-    try:
-        text = (data_dir / STATSD_ADDRESS_FILE).read_text().strip()
-    except OSError:
-        return None
-    return text or None
 
 
 class TelemetryPipeline:
