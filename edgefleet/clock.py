@@ -19,8 +19,23 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def pause(self, seconds: float, wake: asyncio.Event) -> None:
+        """Sleep `seconds` on this clock, or until `wake` is set (at once if it is): how a
+        loop waits for its next turn yet answers a nudge. Clocks that subclass `Clock` get
+        it from their `sleep`."""
+        if wake.is_set():
+            return
+        sleeper = asyncio.create_task(self.sleep(seconds))
+        waker = asyncio.create_task(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
 
-class SystemClock:
+
+class SystemClock(Clock):
     """The real clock."""
 
     def now(self) -> datetime:

@@ -327,7 +327,7 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         while True:
             delay = jittered_interval_s(self._heartbeat_interval_s, HEARTBEAT_JITTER, self._rng)
-            await self._pause(delay, self._report_now)
+            await self._clock.pause(delay, self._report_now)
             asked = self._report_now.is_set()
             self._report_now.clear()
             if not asked and self._rng.random() < self.settings.fault_heartbeat_loss:
@@ -394,15 +394,4 @@ class Agent:
         self.last_error = f"{code}: {error.message}"
         level = logging.INFO if code in _NOT_APPROVED else logging.WARNING
         log.log(level, error.message, extra=self._log_extra(code=code, retry_in_s=round(delay, 2)))
-        await self._pause(delay, stop)
-
-    async def _pause(self, seconds: float, wake: asyncio.Event) -> None:
-        """Sleep on the injected clock, or until `wake` is set."""
-        sleeper = asyncio.create_task(self._clock.sleep(seconds))
-        waker = asyncio.create_task(wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
+        await self._clock.pause(delay, stop)

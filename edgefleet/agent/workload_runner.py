@@ -181,7 +181,7 @@ class WorkloadRunner:
         """Follow `want()` forever; a full pass on every change and every few seconds."""
         last_pass_s = -RECONCILE_INTERVAL_S
         while True:
-            await _pause(self._clock, STATUS_INTERVAL_S, self._changed)
+            await self._clock.pause(STATUS_INTERVAL_S, self._changed)
             due = self._clock.monotonic() - last_pass_s >= RECONCILE_INTERVAL_S
             if self._changed.is_set() or due:
                 self._changed.clear()
@@ -488,17 +488,3 @@ async def _checkpoint_hook(http: LocalHttp, port: int) -> None:
         log.info("checkpoint hook answered", extra={"status": response.status})
     except Unavailable as e:
         log.info("checkpoint hook unavailable; archiving as is", extra={"error": e.message})
-
-
-async def _pause(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
-    """Sleep on `clock`, or until `wake` is set."""
-    if wake.is_set():
-        return
-    sleeper = asyncio.create_task(clock.sleep(seconds))
-    waker = asyncio.create_task(wake.wait())
-    try:
-        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeper.cancel()
-        waker.cancel()
-        await asyncio.gather(sleeper, waker, return_exceptions=True)

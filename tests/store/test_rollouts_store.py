@@ -54,33 +54,17 @@ from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
+from tests.fake_clock import FakeClock
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ADMIN = OperatorContext(Principal("tok-1", "alice", Role.ADMIN), "req-1")
 VIEWER = OperatorContext(Principal("tok-2", "val", Role.VIEWER), "req-2")
 
 
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.at = now
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return self.at.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
-
-
 class Plane:
     """The control plane's rollout services over one database, as the app wires them."""
 
-    def __init__(self, db: Database, clock: FixedClock, data_dir: Path) -> None:
+    def __init__(self, db: Database, clock: FakeClock, data_dir: Path) -> None:
         self.db = db
         self.clock = clock
         watch = DesiredStateWatch()
@@ -95,12 +79,12 @@ class Plane:
 
 
 @pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(T0)
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture
-def plane(db: Database, clock: FixedClock, tmp_path: Path) -> Iterator[Plane]:
+def plane(db: Database, clock: FakeClock, tmp_path: Path) -> Iterator[Plane]:
     plane = Plane(db, clock, tmp_path)
     yield plane
     plane.deltas.close()
@@ -142,7 +126,7 @@ class Agents:
     and live (or failed, for releases in `bad`: the live release stays what it was), and the
     devices stay online. The control plane stamps each report as the device API does."""
 
-    def __init__(self, db: Database, clock: FixedClock, bad: tuple[str, ...] = ()) -> None:
+    def __init__(self, db: Database, clock: FakeClock, bad: tuple[str, ...] = ()) -> None:
         self.db = db
         self.clock = clock
         self.bad = set(bad)

@@ -36,26 +36,13 @@ from edgefleet.server.services.telemetry import IngestResult, TelemetryService
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
+from tests.fake_clock import FakeClock
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 T0_S = int(T0.timestamp())
 LATENCY = "inference.latency_ms"
 ADMIN = OperatorContext(Principal("tok-1", "alice", Role.ADMIN), "req-1")
 VIEWER = OperatorContext(Principal("tok-2", "val", Role.VIEWER), "req-2")
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.at = now
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return self.at.timestamp()
-
-    async def sleep(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
 
 
 def timing(start_s: int, values: list[float], length_s: int = 60, tags: tuple = ()) -> Window:
@@ -147,7 +134,7 @@ def test_policy_versions_and_alerts(db: Database) -> None:
 
 
 def services(
-    db: Database, tmp_path: Path, clock: FixedClock, **settings: Any
+    db: Database, tmp_path: Path, clock: FakeClock, **settings: Any
 ) -> tuple[TelemetryService, AlertService, ServerMetrics]:
     config = ServerSettings(data_dir=tmp_path, **settings)
     metrics = ServerMetrics()
@@ -177,7 +164,7 @@ def upload(
 def test_ingest_stores_each_sequence_once_and_refusals_store_nothing(
     db: Database, tmp_path: Path
 ) -> None:
-    telemetry, _, metrics = services(db, tmp_path, FixedClock(T0))
+    telemetry, _, metrics = services(db, tmp_path, FakeClock(T0))
     add_device(db, "d-1")
     first = Batch(1, (gauge(T0_S, 10.0), gauge(T0_S + 60, 11.0)))
     assert upload(telemetry, db, "d-1", first).acked_through_seq == 1
@@ -211,7 +198,7 @@ def test_ingest_stores_each_sequence_once_and_refusals_store_nothing(
 def test_a_wrong_device_clock_is_undone_and_no_window_is_stored_in_the_future(
     db: Database, tmp_path: Path
 ) -> None:
-    clock = FixedClock(T0 + timedelta(hours=1))
+    clock = FakeClock(T0 + timedelta(hours=1))
     now_s = int(clock.now().timestamp())
     telemetry, _, _ = services(db, tmp_path, clock)
     add_device(db, "d-1")
@@ -245,7 +232,7 @@ def latency_batches(
 def test_a_degrading_kpi_opens_an_alert_and_makes_the_device_sample_finer(
     db: Database, tmp_path: Path
 ) -> None:
-    clock = FixedClock(T0 + timedelta(minutes=15))  # after the last window: none in the future
+    clock = FakeClock(T0 + timedelta(minutes=15))  # after the last window: none in the future
     telemetry, alerts, metrics = services(db, tmp_path, clock)
     telemetry.set_policy(ADMIN, {
         "sets": [{"name": "inference", "prefixes": ["inference."], "window_s": 60}],
@@ -278,7 +265,7 @@ def test_a_degrading_kpi_opens_an_alert_and_makes_the_device_sample_finer(
 
 
 def test_drift_against_own_baseline_and_against_cohort_peers(db: Database, tmp_path: Path) -> None:
-    clock = FixedClock(T0 + timedelta(hours=2))
+    clock = FakeClock(T0 + timedelta(hours=2))
     telemetry, alerts, _ = services(db, tmp_path, clock)
     telemetry.set_policy(ADMIN, {
         "sets": [{"name": "inference", "prefixes": ["inference."], "window_s": 60}],
@@ -307,7 +294,7 @@ def test_drift_against_own_baseline_and_against_cohort_peers(db: Database, tmp_p
 
 
 def test_retention_rolls_raw_windows_into_hours_then_prunes(db: Database, tmp_path: Path) -> None:
-    clock = FixedClock(T0 + timedelta(hours=2))  # the uploads arrive after their windows
+    clock = FakeClock(T0 + timedelta(hours=2))  # the uploads arrive after their windows
     telemetry, _, _ = services(
         db, tmp_path, clock, telemetry_raw_retention_days=1, telemetry_rollup_retention_days=3
     )
@@ -337,7 +324,7 @@ def test_retention_rolls_raw_windows_into_hours_then_prunes(db: Database, tmp_pa
 
 
 def test_queries_and_kpi_summaries(db: Database, tmp_path: Path) -> None:
-    clock = FixedClock(T0 + timedelta(hours=1))
+    clock = FakeClock(T0 + timedelta(hours=1))
     telemetry, _, _ = services(db, tmp_path, clock)
     add_device(db, "d-1")
     add_device(db, "d-2", arch="x86_64")

@@ -32,6 +32,7 @@ from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
+from tests.fake_clock import FakeClock
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 INVENTORY = {"hardware": {"cpu_count": 2, "memory_mb": 4096},
@@ -41,24 +42,10 @@ DOC = {"kind": "Workload", "metadata": {"name": "det"}, "spec": {
     "state_dir": "/var/lib/det", "service": {"port": "auto"}}}  # fmt: skip
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.at = T0
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return (self.at - T0).total_seconds()
-
-    async def sleep(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
-
-
 class Fleet:
     def __init__(self, db: Database, tmp_path: Path) -> None:
         self.db = db
-        self.clock = FakeClock()
+        self.clock = FakeClock(T0)
         settings = WorkloadSettings(migration_shift_step_s=1, migration_drain_s=1)
         watch = DesiredStateWatch()
         self.link = DeviceLinkService(db, self.clock, ServerSettings(data_dir=tmp_path))

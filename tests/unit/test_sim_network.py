@@ -18,6 +18,7 @@ from edgefleet.sim.network import NetworkConditions, NetworkModel, Outage, parse
 from edgefleet.sim.traffic import TrafficStats, request_kind
 from edgefleet.sim.transport import SimTransport
 from edgefleet.transport.messages import TransportResponse
+from tests.fake_clock import FakeClock
 
 DRAWS = 20_000
 
@@ -86,24 +87,6 @@ def test_a_transfer_pauses_while_the_link_is_down() -> None:
     assert math.isinf(link.advance_online(350.0, 100.0))
 
 
-class FakeClock:
-    """Records sleeps instead of sleeping; monotonic time advances with them."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        self.slept: list[float] = []
-
-    def now(self) -> object:
-        raise NotImplementedError
-
-    def monotonic(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
-
-
 class EchoTransport:
     def __init__(self) -> None:
         self.requests = 0
@@ -141,7 +124,7 @@ def test_the_transport_delays_drops_and_counts(tmp_path: Path) -> None:
         assert pytest.approx(0.15) in clock.slept
         report = stats.kinds["report"]
         assert (report.requests, report.failures) == (500, failures)
-        network.partition_until(clock.t + 1000)
+        network.partition_until(clock.monotonic() + 1000)
         with pytest.raises(Unavailable):
             await transport.download("/v1/blobs/abc", {}, tmp_path / "blob", 5.0)
         assert stats.kinds["blob"].failures == 1

@@ -17,22 +17,9 @@ from edgefleet.agent.telemetry.statsd import (
 )
 from edgefleet.core.telemetry.windows import Aggregator, MetricKind, MetricPoint, Window
 from edgefleet.errors import InvalidInput, SettingsError
+from tests.fake_clock import FakeClock
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.current = now
-
-    def now(self) -> datetime:
-        return self.current
-
-    def monotonic(self) -> float:
-        return 0.0
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +111,7 @@ def test_format_line_and_parse_line_agree(
 
 def test_the_server_feeds_the_aggregator_and_counts_malformed_lines() -> None:
     async def scenario() -> tuple[list[Window], int, int]:
-        clock = FixedClock(T0 + timedelta(seconds=5))
+        clock = FakeClock(T0 + timedelta(seconds=5))
         aggregator = Aggregator(lambda _: 60)
         server = await start_statsd_server(aggregator, clock, port=0)
         try:
@@ -163,7 +150,7 @@ def test_send_metric_without_a_listener_does_not_raise() -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.com"])
 def test_the_endpoint_refuses_to_listen_beyond_loopback(host: str) -> None:
     async def start() -> None:
-        await start_statsd_server(Aggregator(), FixedClock(T0), host=host, port=0)
+        await start_statsd_server(Aggregator(), FakeClock(T0), host=host, port=0)
 
     with pytest.raises(SettingsError):
         asyncio.run(start())

@@ -24,7 +24,6 @@ OpenTelemetry SDK exports its metrics to the agent without configuration.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -176,7 +175,7 @@ class TelemetryPipeline:
                     await self._append(collector.take_batch(monotonic_s))
             except EdgefleetError as e:
                 log.error("telemetry collection failed; carrying on", extra={"error": e.message})
-            await _pause(self._clock, collector.tick_s, stop)
+            await self._clock.pause(collector.tick_s, stop)
 
     async def _append(self, windows: list[Any]) -> None:
         try:
@@ -214,7 +213,7 @@ class TelemetryPipeline:
                 )
             else:
                 delay = float(self.collector.decision.upload_interval_s)
-            await _pause(self._clock, delay, self._upload_now)
+            await self._clock.pause(delay, self._upload_now)
             self._upload_now.clear()
             if not self._ready():
                 continue
@@ -231,18 +230,3 @@ class TelemetryPipeline:
             failures = 0
             if sent:
                 log.debug("telemetry uploaded", extra={"batches": sent})
-
-
-async def _pause(clock: Clock, seconds: float, wake: asyncio.Event) -> None:
-    """Sleep on `clock`, or until `wake` is set."""
-    if wake.is_set():
-        return
-    sleeper = asyncio.create_task(clock.sleep(seconds))
-    waker = asyncio.create_task(wake.wait())
-    try:
-        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        sleeper.cancel()
-        waker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
