@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgefleet.agent.install_helper import InstallHelper, MetadataFetch
+from edgefleet.agent.install_helper import InstallHelper
 from edgefleet.agent.link import SignedDocument
-from edgefleet.agent.release_verification import ReleaseRefused, VerifyRequest
+from edgefleet.agent.release_verification import MetadataFetch, ReleaseRefused, VerifyRequest
 from edgefleet.clock import Clock
 from edgefleet.errors import ApiError, Unavailable
 from edgefleet.security.desired_signature import (

@@ -39,7 +39,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +53,7 @@ from edgefleet.agent.install_child import (
 from edgefleet.agent.process_runtime import inherited_environment
 from edgefleet.agent.release_verification import (
     METADATA_FETCH_TIMEOUT_S,
+    MetadataFetch,
     ReleaseRefused,
     VerifiedFile,
     VerifyRequest,
@@ -63,7 +64,6 @@ from edgefleet.errors import EdgefleetError, InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
-MetadataFetch = Callable[[str], Coroutine[Any, Any, bytes]]
 
 VERIFY_TIMEOUT_S = 600.0
 DELTA_TIMEOUT_S = 900.0

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgefleet.core.updates.compat import evaluate_compatibility, parse_requirements
 from edgefleet.core.updates.release import validate_file_name
@@ -29,7 +29,6 @@ from edgefleet.errors import EdgefleetError, InvalidInput, Unavailable
 from edgefleet.security.metadata_files import ENROLLMENT_ROOT
 
 if TYPE_CHECKING:
-    from edgefleet.agent.install_helper import InstallHelper
     from edgefleet.agent.link import ControlPlaneLink
 
 METADATA_FETCH_TIMEOUT_S = 120
@@ -136,8 +135,20 @@ class VerifiedFile:
         return cls(path, length, dict(hashes), str(fields[0]), str(fields[1]), file_name)
 
 
+# Reads a TUF metadata file (`/v1/tuf/...`) from the control plane: the agent's signed link.
+MetadataFetch = Callable[[str], Coroutine[Any, Any, bytes]]
+
+
+class ReleaseVerifier(Protocol):
+    """Runs `check_release` outside the agent (the install helper, `install_helper.py`)."""
+
+    async def verify_release(
+        self, request: VerifyRequest, fetch: MetadataFetch
+    ) -> list[VerifiedFile]: ...
+
+
 async def verified_targets(
-    helper: InstallHelper,
+    helper: ReleaseVerifier,
     tuf_dir: Path,
     link: ControlPlaneLink,
     name: str,
