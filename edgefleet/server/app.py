@@ -61,6 +61,7 @@ from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
+from edgefleet.server.services.ingest import DeviceIngest
 from edgefleet.server.services.leases import LeaseKeeper
 from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
@@ -235,11 +236,13 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     if exporter is not None:
         svc.telemetry.on_stored(exporter.offer)
     notifications = DesiredNotifications(db, svc.watch, svc.device_link, svc.metrics)
+    ingest = DeviceIngest(db, clock, svc.device_link, svc.telemetry, svc.rollout_controller.wake)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         svc.watch.bind(asyncio.get_running_loop())
         notifications.start(asyncio.get_running_loop())
+        await ingest.start()
         log.info("replica starting", extra={"replica": settings.replica_id,
                                              "roles": settings.roles})  # fmt: skip
         tasks = [asyncio.create_task(_recheck_long_polls_forever(svc))]
@@ -251,6 +254,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
             yield
         finally:
             svc.watch.close()
+            await ingest.stop()  # what devices sent is stored before the replica stops
             await asyncio.to_thread(notifications.stop)
             for task in tasks:
                 task.cancel()
@@ -266,6 +270,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     )
     app.state.services = svc
     app.state.lease_keeper = keeper
+    app.state.ingest = ingest
     install_error_handlers(app)
     app.add_middleware(ResponseCompressionMiddleware)
     app.add_middleware(

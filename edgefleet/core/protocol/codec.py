@@ -128,9 +128,19 @@ def _str_decoder(bounds: Bounds) -> Decoder:
             raise _fail(path, f"at most {bounds.max_len} characters, got {len(raw)}")
         if pattern is not None and not pattern.fullmatch(raw):
             raise _fail(path, f"{raw[:80]!r} does not match {bounds.pattern}")
+        _check_unicode(raw, path)
         return raw
 
     return decode
+
+
+def _check_unicode(text: str, path: str) -> None:
+    """Refuse lone surrogates (JSON lets "\\ud800" through): no UTF-8 wire could carry them."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise _fail(path, "not valid Unicode (a lone surrogate)") from None
 
 
 def _bool_decoder(raw: Any, path: str) -> bool:
@@ -193,8 +203,11 @@ def _mapping_decoder(strings: bool, bounds: Bounds) -> Decoder:
         for key, value in raw.items():
             if not isinstance(key, str):
                 raise _fail(path, f"keys must be strings, got {_type_name(key)}")
-            if strings and not isinstance(value, str):
-                raise _fail(f"{path}.{key}", f"expected a string, got {_type_name(value)}")
+            _check_unicode(key, path)
+            if strings:
+                if not isinstance(value, str):
+                    raise _fail(f"{path}.{key}", f"expected a string, got {_type_name(value)}")
+                _check_unicode(value, f"{path}.{key}")
         return dict(raw)
 
     return decode
@@ -265,6 +278,62 @@ def _message_decoder(cls: type, binary: bool) -> Decoder:
         return cls(**values)
 
     return decode_binary if binary else decode_json
+
+
+def json_schema(kind: type) -> dict[str, Any]:
+    """The JSON Schema of `kind`'s JSON encoding, inline (the OpenAPI document's request and
+    answer bodies of the device routes are derived from the protocol, not written twice)."""
+    return _schema(kind, NO_BOUNDS)
+
+
+def _schema(tp: Any, bounds: Bounds) -> dict[str, Any]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        inner = next(a for a in args if a is not type(None))
+        return {"anyOf": [_schema(inner, bounds), {"type": "null"}]}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        fields = dataclasses.fields(tp)
+        out: dict[str, Any] = {
+            "type": "object",
+            "properties": {f.name: _schema(hints[f.name], f.metadata.get("bounds", NO_BOUNDS))
+                           for f in fields},
+            "additionalProperties": bool(getattr(tp, "lenient", False)),
+        }  # fmt: skip
+        required = [f.name for f in fields
+                    if f.default is MISSING and f.default_factory is MISSING]  # fmt: skip
+        if required:
+            out["required"] = required
+        return out
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return {"type": "string", "enum": [e.value for e in tp]}
+    if tp is str:
+        out = {"type": "string"}
+        if bounds.min_len:
+            out["minLength"] = bounds.min_len
+        if bounds.max_len is not None:
+            out["maxLength"] = bounds.max_len
+        if bounds.pattern:
+            out["pattern"] = f"^{bounds.pattern}$"
+        return out
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int or tp is float:
+        out = {"type": "integer" if tp is int else "number"}
+        if bounds.ge is not None:
+            out["minimum"] = bounds.ge
+        if bounds.le is not None:
+            out["maximum"] = bounds.le
+        return out
+    if origin is tuple:
+        out = {"type": "array", "items": _schema(args[0], NO_BOUNDS)}
+        if bounds.max_len is not None:
+            out["maxItems"] = bounds.max_len
+        return out
+    if origin in (Mapping, dict):
+        return {"type": "object", **({"additionalProperties": {"type": "string"}}
+                                     if args[1] is str else {})}  # fmt: skip
+    raise TypeError(f"no JSON schema for {tp!r}")
 
 
 def _encoder(tp: Any, binary: bool) -> Encoder:

@@ -15,28 +15,77 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from edgefleet.core.desired import heartbeat_interval_of
 from edgefleet.core.device import Device
+from edgefleet.core.protocol import (
+    DesiredState,
+    EnrollAnswer,
+    EnrollRequest,
+    Report,
+    ReportAnswer,
+    from_json,
+)
+from edgefleet.core.protocol import to_json as protocol_json
+from edgefleet.core.protocol.codec import json_schema
+from edgefleet.errors import Unavailable
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_HEADER
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.auth import Services, no_credentials, request_target, services, signed_device
-from edgefleet.server.error_handlers import request_id_of
-from edgefleet.server.schemas import EnrollRequest, EnrollResponse, ReportRequest, ReportResponse
+from edgefleet.server.error_handlers import error_response, request_id_of
+from edgefleet.server.services.ingest import RETRY_AFTER_S, DeviceIngest, Message
 
 router = APIRouter(prefix="/v1", tags=["device API"])
+
+
+def request_body(kind: type) -> dict[str, Any]:
+    """A device route's request body in the OpenAPI document: the protocol's JSON schema
+    (the route decodes the body with the protocol, the one place it is checked)."""
+    schema = json_schema(kind)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def answer_body(kind: type) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"description": "OK", "content": {"application/json": {"schema": json_schema(kind)}}}
+    }
+
+
+def answer(message: object) -> Response:
+    return Response(protocol_json(message), media_type="application/json")
+
+
+def device_ingest(request: Request) -> DeviceIngest:
+    """Dependency: the replica's batched ingest of device messages (services/ingest.py)."""
+    ingest: DeviceIngest = request.app.state.ingest
+    return ingest
+
+
+async def ingested(
+    request: Request, ingest: DeviceIngest, message: Message, device: Device
+) -> Response:
+    """`message` stored through the batched ingest; its answer, sent once it is stored. A
+    full queue is 503 with Retry-After (the device backs off and sends it again)."""
+    try:
+        return answer(await ingest.submit(message, device))
+    except Unavailable as e:
+        response = error_response(request, 503, e.code, e.message)
+        response.headers["retry-after"] = str(RETRY_AFTER_S)
+        return response
 
 
 @router.post(
     "/enroll",
     summary="Enroll a device with an enrollment token",
     dependencies=[Depends(no_credentials)],
+    openapi_extra=request_body(EnrollRequest),
+    responses=answer_body(EnrollAnswer),
+    response_class=JSONResponse,
 )
-async def enroll(
-    request: Request, body: EnrollRequest, svc: Services = Depends(services)
-) -> EnrollResponse:
+async def enroll(request: Request, svc: Services = Depends(services)) -> Response:
     raw = await request.body()
+    body = from_json(EnrollRequest, raw)
     signed = read_signed_headers(request.headers)
     device = await run_in_threadpool(
         svc.device_link.enroll,
@@ -45,52 +94,35 @@ async def enroll(
         request_target(request),
         raw,
         request_id_of(request),
-        body.enrollment_token,
-        body.public_key,
-        body.name,
-        body.labels,
-        body.inventory.model_dump(),
-        body.heartbeat_interval_s,
+        body,
     )
     root = svc.trust.root_bytes()
-    return EnrollResponse(
-        device_id=device.id,
-        enrollment=device.enrollment,
-        heartbeat_interval_s=device.heartbeat_interval_s,
-        trusted_root=json.loads(root) if root else None,
-        root_rotations=[json.loads(r) for r in svc.trust.root_rotations()],
+    return answer(
+        EnrollAnswer(
+            device_id=device.id,
+            enrollment=device.enrollment,
+            heartbeat_interval_s=device.heartbeat_interval_s,
+            trusted_root=json.loads(root) if root else None,
+            root_rotations=tuple(json.loads(r) for r in svc.trust.root_rotations()),
+        )
     )
 
 
 @router.post(
     "/devices/{device_id}/report",
     summary="Heartbeat with inventory and status",
-    response_model_exclude_none=True,
+    openapi_extra=request_body(Report),
+    responses=answer_body(ReportAnswer),
+    response_class=JSONResponse,
 )
 async def report(
+    request: Request,
     device_id: str,
-    body: ReportRequest,
     device: Device = Depends(signed_device),
-    svc: Services = Depends(services),
-) -> ReportResponse:
-    status = body.release.model_dump(mode="json") if body.release else {}
-    saved = await run_in_threadpool(
-        svc.device_link.report,
-        device,
-        body.applied_generation,
-        body.inventory.model_dump() if body.inventory else None,
-        status,
-        body.workloads.model_dump(mode="json") if body.workloads else None,
-        body.node.model_dump(mode="json") if body.node else None,
-    )
-    old = device.release_status or {}
-    if (status.get("serial"), status.get("state")) != (old.get("serial"), old.get("state")):
-        svc.rollout_controller.wake(device.id)  # an install moved on: its rollout may too
-    return ReportResponse(
-        desired_generation=saved.desired_generation,
-        heartbeat_interval_s=heartbeat_interval_of(saved),
-        inventory_optional=True if body.inventory else None,
-    )
+    ingest: DeviceIngest = Depends(device_ingest),
+) -> Response:
+    body = from_json(Report, await request.body())
+    return await ingested(request, ingest, body, device)
 
 
 def _generation_of(etag: str | None) -> int | None:
@@ -103,7 +135,8 @@ def _generation_of(etag: str | None) -> int | None:
 @router.get(
     "/devices/{device_id}/desired",
     summary="Desired state; with If-None-Match and `wait`, a long poll",
-    responses={304: {"description": "Unchanged within the wait"}},
+    responses={**answer_body(DesiredState), 304: {"description": "Unchanged within the wait"}},
+    response_class=JSONResponse,
 )
 async def desired(
     request: Request,
@@ -117,22 +150,22 @@ async def desired(
     while True:
         with svc.watch.subscribe(device.id) as changed:
             doc = await run_in_threadpool(svc.device_link.desired, device.id)
-            etag = f'"{doc["generation"]}"'
-            if known is None or doc["generation"] != known:
+            etag = f'"{doc.generation}"'
+            if known is None or doc.generation != known:
                 return _signed_document(svc, doc, etag)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or svc.watch.closed:  # closed: the server is shutting down
                 return Response(status_code=304, headers={"etag": etag})
             # Changes made by another replica: the watch re-reads the generations of all
             # waiting devices together and wakes this request if this one moved.
-            svc.watch.note(device.id, doc["generation"])
+            svc.watch.note(device.id, doc.generation)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=remaining)
 
 
-def _signed_document(svc: Services, doc: dict[str, Any], etag: str) -> Response:
+def _signed_document(svc: Services, doc: DesiredState, etag: str) -> Response:
     """The document as JSON bytes with the control plane's signature over exactly them."""
-    body = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    body = protocol_json(doc)
     headers = {"etag": etag}
     signature = svc.trust.sign_desired(body)
     if signature is not None:

@@ -5,23 +5,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
 from edgefleet.core.durations import parse_duration
+from edgefleet.core.protocol import TelemetryAck, TelemetryBatchHeader
 from edgefleet.core.telemetry.ingest import IngestCursor
 from edgefleet.core.telemetry.series import SeriesPoint
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.auth import Services, requires, services, signed_device
+from edgefleet.server.routes.device_api import answer_body, device_ingest, ingested
 from edgefleet.server.schemas.base import SQL_INTEGER_MAX, Strict
 from edgefleet.server.schemas.telemetry import (
     KpiReadingOut,
     KpiSummaryOut,
-    TelemetryAck,
     TelemetryCursorOut,
     TelemetryPointOut,
     TelemetryPolicyIn,
@@ -30,6 +32,7 @@ from edgefleet.server.schemas.telemetry import (
     TelemetrySeriesOut,
 )
 from edgefleet.server.services.audit import OperatorContext
+from edgefleet.server.services.ingest import DeviceIngest, TelemetryUpload
 from edgefleet.server.services.sealing import SealingStatus, check_sealed_media
 from edgefleet.server.services.telemetry import PolicyRecord
 
@@ -44,7 +47,8 @@ router = APIRouter(prefix="/v1/telemetry", tags=["telemetry"])
 @device_router.post(
     "/{device_id}/telemetry",
     summary="Upload one telemetry batch (binary wire format), stored exactly once by sequence",
-    response_model=TelemetryAck,
+    responses=answer_body(TelemetryAck),
+    response_class=JSONResponse,
 )
 async def upload(
     request: Request,
@@ -57,7 +61,8 @@ async def upload(
     ),
     device: Device = Depends(signed_device),
     svc: Services = Depends(services),
-) -> TelemetryAck:
+    ingest: DeviceIngest = Depends(device_ingest),
+) -> Response:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     sealed = check_sealed_media(media, SEALED_CONTENT_TYPE, CONTENT_TYPE)
     body = await request.body()
@@ -65,12 +70,8 @@ async def upload(
         body = await run_in_threadpool(svc.sealing.unseal, device.id, body)
     # Authentication has checked the signed timestamp; it shows the device's clock.
     signed_at_s = read_signed_headers(request.headers).timestamp
-    result = await run_in_threadpool(
-        svc.telemetry.ingest, device, body, dropped_through_seq, signed_at_s
-    )
-    return TelemetryAck(
-        acked_through_seq=result.acked_through_seq, stored_windows=result.stored_windows
-    )
+    header = TelemetryBatchHeader(dropped_through_seq=dropped_through_seq, sealed=sealed)
+    return await ingested(request, ingest, TelemetryUpload(header, body, signed_at_s), device)
 
 
 def _cursor_out(device_id: str, cursor: IngestCursor) -> TelemetryCursorOut:

@@ -8,9 +8,8 @@ desired-state document.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from edgefleet.clock import Clock
 from edgefleet.core.desired import desired_document, heartbeat_interval_of
@@ -23,6 +22,15 @@ from edgefleet.core.enrollment import (
     initial_state,
 )
 from edgefleet.core.labels import validate_labels
+from edgefleet.core.protocol import (
+    DesiredState,
+    EnrollRequest,
+    Report,
+    ReportAnswer,
+    WorkloadsReport,
+    from_dict,
+    to_dict,
+)
 from edgefleet.core.rollouts.observation import stamp_last_good
 from edgefleet.core.updates.release import stamp_active_since
 from edgefleet.core.workloads.node_health import record_report as record_node_report
@@ -57,17 +65,14 @@ class DeviceLinkService:
         target: str,
         body: bytes,
         request_id: str,
-        enrollment_token: str,
-        public_key: str,
-        name: str,
-        labels: Mapping[str, str],
-        inventory: Mapping[str, Any],
-        heartbeat_interval_s: float | None,
+        enroll: EnrollRequest,
     ) -> Device:
         """Admit a device, or return it unchanged if this key already enrolled (idempotent,
         so an agent that crashed before saving the answer can simply ask again; its name
         is then its own). A name another device holds is refused (409 device_name_taken)."""
         now = self._clock.now()
+        public_key, enrollment_token = enroll.public_key, enroll.enrollment_token
+        heartbeat_interval_s = enroll.heartbeat_interval_s
         decode_public_key(public_key)
         device_id = device_id_for(public_key)
         if signed.device_id != device_id:
@@ -79,8 +84,8 @@ class DeviceLinkService:
         verify_signed_request(
             signed, public_key, method, target, body, now, self._settings.max_clock_skew_s
         )
-        name = validate_device_name(name)
-        labels = validate_labels(labels)
+        name = validate_device_name(enroll.name)
+        labels = validate_labels(enroll.labels)
         with self._db.transaction() as tx:
             tx.nonces.remember(device_id, signed.nonce, self._nonce_expiry(signed))
             token = tx.enrollment_tokens.find_by_hash(hash_secret(enrollment_token))
@@ -98,7 +103,7 @@ class DeviceLinkService:
                     public_key=public_key,
                     enrollment=initial_state(token),
                     labels=labels,
-                    inventory=dict(inventory),
+                    inventory=to_dict(enroll.inventory),
                     enrollment_token_id=token.id,
                     created_at=now,
                     last_seen=now,
@@ -211,51 +216,61 @@ class DeviceLinkService:
             self._public_keys.clear()
         self._public_keys[device.id] = device.public_key
 
-    def report(
-        self,
-        device: Device,
-        applied_generation: int,
-        inventory: Mapping[str, Any] | None,
-        release_status: Mapping[str, Any],
-        workloads: Mapping[str, Any] | None = None,
-        node: Mapping[str, Any] | None = None,
-    ) -> Device:
-        """Store a heartbeat (`inventory` None: unchanged, the stored one is kept, so a
-        concurrent report that changed it is never overwritten with an older copy); refuses
-        a report from the future (applied > desired). Its
-        arrival feeds the node's failure detector; `workloads` (replica copies and
-        checkpoints) and `node` (address, power, load) feed the workload controllers."""
-        if applied_generation > device.desired_generation:
+    def report(self, device: Device, report: Report) -> ReportAnswer:
+        """Store a heartbeat in a transaction of its own (services/ingest.py stores many in
+        one with `store_report`)."""
+        with self._db.transaction() as tx:
+            answer, _ = self.store_report(tx, device, report, self._clock.now())
+        return answer
+
+    def store_report(
+        self, tx: Transaction, device: Device, report: Report, now: datetime
+    ) -> tuple[ReportAnswer, bool]:
+        """Store a heartbeat of the authenticated `device` in `tx`: the answer, and whether
+        its install moved on (its rollout may too). `report.inventory` None: unchanged, the
+        stored one is kept, so a concurrent report that changed it is never overwritten
+        with an older copy. Refuses a report from the future (applied > desired). Its
+        arrival feeds the node's failure detector; the workloads section (replica copies
+        and checkpoints) and the node section (address, power, load) feed the workload
+        controllers."""
+        applied = report.applied_generation
+        if applied > device.desired_generation:
             raise Conflict(
-                f"applied generation {applied_generation} is ahead of desired generation "
+                f"applied generation {applied} is ahead of desired generation "
                 f"{device.desired_generation}",
                 code="generation_ahead",
             )
-        now = self._clock.now()
         # A device that has applied its latest desired state heartbeats at the interval it
         # names (its own, or the hosting interval while it holds replicas).
-        interval_s = None
-        if applied_generation == device.desired_generation:
-            interval_s = heartbeat_interval_of(device)
-        with self._db.transaction() as tx:
-            stored = device.release_status or {}
-            status = stamp_last_good(stored, stamp_active_since(stored, release_status, now))
-            tx.devices.record_report(device.id, now, None if inventory is None else dict(inventory),
-                                     applied_generation, status)  # fmt: skip
-            tx.node_health.put_report(record_node_report(
-                tx.node_health.find(device.id), device.id, now,
-                (workloads or {}).get("replicas", []), (workloads or {}).get("checkpoints", []),
-                node or {}, interval_s,
-            ))  # fmt: skip
-            return tx.devices.get(device.id)
+        interval_s = heartbeat_interval_of(device)
+        stored = device.release_status or {}
+        reported = to_dict(report.release) if report.release is not None else {}
+        status = stamp_last_good(stored, stamp_active_since(stored, reported, now))
+        inventory = None if report.inventory is None else to_dict(report.inventory)
+        tx.devices.record_report(device.id, now, inventory, applied, status)
+        workloads = report.workloads or WorkloadsReport()
+        tx.node_health.put_report(record_node_report(
+            tx.node_health.find(device.id), device.id, now,
+            [to_dict(r) for r in workloads.replicas], [to_dict(c) for c in workloads.checkpoints],
+            {} if report.node is None else to_dict(report.node),
+            interval_s if applied == device.desired_generation else None,
+        ))  # fmt: skip
+        answer = ReportAnswer(
+            desired_generation=device.desired_generation,
+            heartbeat_interval_s=interval_s,
+            inventory_optional=True if report.inventory is not None else None,
+        )
+        moved = (reported.get("serial"), reported.get("state")) != (
+            stored.get("serial"), stored.get("state"))  # fmt: skip
+        return answer, moved
 
-    def desired(self, device_id: str) -> dict[str, Any]:
+    def desired(self, device_id: str) -> DesiredState:
         """The desired-state document; re-checks enrollment, since a long poll may outlive
         an approval."""
         with self._db.read() as tx:
             device = tx.devices.get(device_id)
         check_device_access(device.enrollment)
-        return desired_document(device)
+        return from_dict(DesiredState, desired_document(device))
 
     def desired_generations(self, device_ids: Sequence[str]) -> dict[str, int | None]:
         """Each device's desired generation, None when it is gone or no longer approved

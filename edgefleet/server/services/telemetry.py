@@ -47,8 +47,8 @@ from edgefleet.core.telemetry.series import (
     summarize,
 )
 from edgefleet.core.telemetry.windows import Window
-from edgefleet.core.telemetry.wire import decode_batch
-from edgefleet.errors import Conflict, EdgefleetError, InvalidInput, NotFound
+from edgefleet.core.telemetry.wire import Batch, decode_batch
+from edgefleet.errors import Conflict, EdgefleetError, InvalidInput, NotFound, StoreError
 from edgefleet.security.rbac import Permission
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import detect_on_ingest
@@ -69,6 +69,16 @@ MAX_QUERY_RANGE_S = 400 * 86400
 class IngestResult:
     acked_through_seq: int
     stored_windows: int
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """A batch written in a transaction, and what to do once that committed."""
+
+    device: Device
+    result: IngestResult
+    windows: Sequence[Window]
+    alerts_changed: bool
 
 
 @dataclass(frozen=True)
@@ -143,56 +153,90 @@ class TelemetryService:
         self, device: Device, body: bytes, dropped_through_seq: int, signed_at_s: int
     ) -> IngestResult:
         """Store one batch exactly once (see the module docstring for refusals), its windows
-        moved onto the server's clock (`signed_at_s`: the request's signed timestamp)."""
+        moved onto the server's clock (`signed_at_s`: the request's signed timestamp), in a
+        transaction of its own (services/ingest.py stores many in one)."""
+        batch = self.decode(body)
+        try:
+            with self._db.transaction() as tx:
+                done = self.store_batch(tx, device, batch, dropped_through_seq, signed_at_s,
+                                        self._clock.now())  # fmt: skip
+        except StoreError as e:  # a refusal of the batch itself is counted where it is made
+            self._metrics.batches_refused.inc(e.code)
+            raise
+        self.after_stored(done)
+        return done.result
+
+    def decode(self, body: bytes) -> Batch:
+        """A batch's wire bytes decoded and checked (before any transaction)."""
         self._metrics.batch_bytes.inc(amount=len(body))
         try:
-            result, alerts_changed, stored = self._ingest(
-                device, body, dropped_through_seq, signed_at_s
-            )
+            return decode_batch(body)
         except EdgefleetError as e:
             self._metrics.batches_refused.inc(e.code)
             raise
-        if self._on_stored is not None:
-            self._on_stored(device, stored)
-        self._metrics.batches_accepted.inc()
-        self._metrics.windows_accepted.inc(amount=result.stored_windows)
-        if alerts_changed:
-            self._watch.notify(device.id)
-        return result
 
-    def _ingest(
-        self, device: Device, body: bytes, dropped_through_seq: int, signed_at_s: int
-    ) -> tuple[IngestResult, bool, Sequence[Window]]:
-        batch = decode_batch(body)
-        now = self._clock.now()
-        with self._db.transaction() as tx:
-            cursor = tx.telemetry.cursor(device.id)
-            decision = decide_ingest(cursor or IngestCursor(), batch.seq, dropped_through_seq)
-            if decision.verdict is IngestVerdict.BAD_DECLARATION:
-                raise InvalidInput(decision.reason, code="bad_dropped_through")
-            if decision.verdict is IngestVerdict.DUPLICATE:
-                raise Conflict(decision.reason, code="duplicate_batch")
-            if decision.verdict is IngestVerdict.GAP:
-                raise Conflict(decision.reason, code="sequence_gap")
-            seen = cursor or IngestCursor()
-            placement = place_batch(
-                max((w.end_s for w in batch.windows), default=None), signed_at_s, now,
-                seen.clock.newest_end_s,
-            )  # fmt: skip
-            windows: Sequence[Window] = batch.windows
-            if placement.shift_s:
-                windows = [replace(w, start_s=w.start_s + placement.shift_s) for w in windows]
-            advanced = advance_cursor(
-                seen, batch.seq, len(windows),
-                batch.dropped_batches_total, batch.dropped_windows_total, now,
-            )  # fmt: skip
-            clock = record_placement(seen.clock, placement, len(windows))
-            tx.telemetry.save_cursor(device.id, cursor, replace(advanced, clock=clock))
-            tx.telemetry.insert_windows(device.id, batch.seq, windows)
-            detection = tx.telemetry.fleet_policy().detection
-            changed = detect_on_ingest(tx, device.id, windows, detection, self._metrics, now)
-            if changed:
-                save_device(tx, tx.devices.get(device.id))
+    def after_stored(self, done: StoredBatch) -> None:
+        """What follows a stored batch once its transaction committed."""
+        if self._on_stored is not None:
+            self._on_stored(done.device, done.windows)
+        self._metrics.batches_accepted.inc()
+        self._metrics.windows_accepted.inc(amount=done.result.stored_windows)
+        if done.alerts_changed:
+            self._watch.notify(done.device.id)
+
+    def store_batch(
+        self,
+        tx: Transaction,
+        device: Device,
+        batch: Batch,
+        dropped_through_seq: int,
+        signed_at_s: int,
+        now: datetime,
+    ) -> StoredBatch:
+        """Store `batch` in `tx`; `after_stored` once it committed. Raises (and counts) a
+        refusal: nothing of the batch is then written."""
+        try:
+            return self._store(tx, device, batch, dropped_through_seq, signed_at_s, now)
+        except EdgefleetError as e:
+            self._metrics.batches_refused.inc(e.code)
+            raise
+
+    def _store(
+        self,
+        tx: Transaction,
+        device: Device,
+        batch: Batch,
+        dropped_through_seq: int,
+        signed_at_s: int,
+        now: datetime,
+    ) -> StoredBatch:
+        cursor = tx.telemetry.cursor(device.id)
+        decision = decide_ingest(cursor or IngestCursor(), batch.seq, dropped_through_seq)
+        if decision.verdict is IngestVerdict.BAD_DECLARATION:
+            raise InvalidInput(decision.reason, code="bad_dropped_through")
+        if decision.verdict is IngestVerdict.DUPLICATE:
+            raise Conflict(decision.reason, code="duplicate_batch")
+        if decision.verdict is IngestVerdict.GAP:
+            raise Conflict(decision.reason, code="sequence_gap")
+        seen = cursor or IngestCursor()
+        placement = place_batch(
+            max((w.end_s for w in batch.windows), default=None), signed_at_s, now,
+            seen.clock.newest_end_s,
+        )  # fmt: skip
+        windows: Sequence[Window] = batch.windows
+        if placement.shift_s:
+            windows = [replace(w, start_s=w.start_s + placement.shift_s) for w in windows]
+        advanced = advance_cursor(
+            seen, batch.seq, len(windows),
+            batch.dropped_batches_total, batch.dropped_windows_total, now,
+        )  # fmt: skip
+        clock = record_placement(seen.clock, placement, len(windows))
+        tx.telemetry.save_cursor(device.id, cursor, replace(advanced, clock=clock))
+        tx.telemetry.insert_windows(device.id, batch.seq, windows)
+        detection = tx.telemetry.fleet_policy().detection
+        changed = detect_on_ingest(tx, device.id, windows, detection, self._metrics, now)
+        if changed:
+            save_device(tx, tx.devices.get(device.id))
         if dropped_through_seq > (cursor.acked_through_seq if cursor else 0):
             log.info("telemetry gap stepped over", extra={
                 "device_id": device.id, "seq": batch.seq,
@@ -206,7 +250,8 @@ class TelemetryService:
                 "skew_s": placement.skew_s, "windows": len(windows),
                 "corrections": ",".join(placement.corrections),
                 "reason": placement.reason})  # fmt: skip
-        return IngestResult(decision.acked_through_seq, len(batch.windows)), changed, windows
+        result = IngestResult(decision.acked_through_seq, len(batch.windows))
+        return StoredBatch(device, result, windows, changed)
 
     def cursor(self, device_id: str) -> IngestCursor:
         with self._db.read() as tx:
