@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from edgefleet.agent.hardware import Hardware
 from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.installer import Installer
 from edgefleet.agent.link import ControlPlaneLink
+from edgefleet.agent.mqtt_link import SEQUENCE_FILE, MessageSequence, MqttChannel
 from edgefleet.agent.node_status import NodeStatus
 from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.settings import AgentSettings
@@ -42,6 +43,7 @@ from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailabl
 from edgefleet.security.desired_signature import DesiredStateRefused
 from edgefleet.security.keys import DeviceKey
 from edgefleet.transport.messages import Transport
+from edgefleet.transport.mqtt_client import BrokerUrl
 
 if TYPE_CHECKING:
     from edgefleet.transport.http_client import ClientCertificate, LocalHttp
@@ -161,6 +163,8 @@ class Agent:
         self._desired_check = DesiredStateCheck(
             self.installer.tuf_dir, helper, self.link.fetch, clock, lambda: self.device_id
         )
+        self._mqtt_url = BrokerUrl.parse(settings.mqtt_url) if settings.mqtt_url else None
+        self._mqtt_sequence = MessageSequence(self._data_dir / SEQUENCE_FILE)
         self.attestation = (
             Attestor(settings, self.link, clock, self.installer.slots.root, self._rng)
             if settings.attestation_interval_s > 0
@@ -284,10 +288,13 @@ class Agent:
             self.state = replace(self.state, enrollment="approved")
             self.state.save(self._data_dir)
             log.info("device approved; following desired state", extra=self._log_extra())
-        tasks = [
-            asyncio.create_task(self._heartbeat_loop()),
-            asyncio.create_task(self._desired_loop()),
-        ]
+        if self._mqtt_url is not None:
+            tasks = [asyncio.create_task(self._mqtt_session(self._mqtt_url))]
+        else:
+            tasks = [
+                asyncio.create_task(self._heartbeat_loop(self._heartbeat_once)),
+                asyncio.create_task(self._desired_loop()),
+            ]
         if self.attestation is not None:
             tasks.append(asyncio.create_task(self.attestation.run()))
         if self.certificates is not None:
@@ -324,7 +331,77 @@ class Agent:
         self._failures = 0
         self.last_error = None
 
-    async def _heartbeat_loop(self) -> None:
+    async def _mqtt_session(self, url: BrokerUrl) -> None:
+        """Follow the desired state pushed over MQTT and report over it, until the
+        connection is lost (Unavailable: the caller backs off and connects again)."""
+        channel = MqttChannel(url, self.link, self._key, self._clock, self._mqtt_sequence,
+                              self.settings.mqtt_ca_file)  # fmt: skip
+        try:
+            await channel.open()
+
+            async def report(scheduled: bool) -> None:
+                await self._report_over(channel, scheduled=scheduled)
+
+            loops = [
+                asyncio.create_task(self._heartbeat_loop(report)),
+                asyncio.create_task(self._pushed_desired_loop(channel)),
+            ]
+            lost = asyncio.create_task(channel.lost())
+            try:
+                done, _ = await asyncio.wait([*loops, lost], return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is lost:
+                        raise Unavailable(f"MQTT device channel {task.result()}")
+                    task.result()
+            finally:
+                for task in [*loops, lost]:
+                    task.cancel()
+                await asyncio.gather(*loops, lost, return_exceptions=True)
+        finally:
+            await channel.close()
+
+    async def _report_over(self, channel: MqttChannel, *, scheduled: bool) -> None:
+        """A report published on MQTT: no answer comes back, the desired state carries the
+        heartbeat interval, and the inventory goes only when it changed (or hourly)."""
+        inventory = self._inventory()
+        now_s = self._clock.monotonic()
+        send_inventory = inventory != self._reported_inventory or now_s >= self._inventory_due_s
+        payload: dict[str, Any] = {
+            "applied_generation": self.state.applied_generation,
+            "release": self.installer.report(),
+            "node": {**self.node_status.report(), "scheduled": scheduled},
+        }
+        if send_inventory:
+            payload["inventory"] = inventory
+        workloads = self.workloads.report()
+        if workloads is not None:
+            payload["workloads"] = workloads
+        await channel.report(payload)
+        if send_inventory:
+            self._reported_inventory = inventory
+            self._inventory_due_s = now_s + INVENTORY_REFRESH_S
+        self._failures = 0
+        self.last_error = None
+
+    async def _pushed_desired_loop(self, channel: MqttChannel) -> None:
+        while True:
+            signed = await channel.desired()
+            try:
+                document = await self._desired_check.verified(
+                    signed, self.state.applied_generation if self.state.desired else 0
+                )
+            except DesiredStateRefused as e:
+                # Keep following what was verified before; the next push may do better.
+                self.last_error = f"{e.code}: {e.message}"
+                log.warning("desired state refused", extra=self._log_extra(
+                    code=e.code, reason=e.message))  # fmt: skip
+                continue
+            if self._desired_confirmed and document["generation"] == self.state.applied_generation:
+                continue  # the same document again (a republish)
+            self._desired_confirmed = True
+            self._apply(document)
+
+    async def _heartbeat_loop(self, report: Callable[..., Awaitable[None]]) -> None:
         while True:
             delay = jittered_interval_s(self._heartbeat_interval_s, HEARTBEAT_JITTER, self._rng)
             await self._clock.pause(delay, self._report_now)
@@ -332,7 +409,7 @@ class Agent:
             self._report_now.clear()
             if not asked and self._rng.random() < self.settings.fault_heartbeat_loss:
                 continue  # fault injection (tests, benchmarks): this heartbeat is lost
-            await self._heartbeat_once(scheduled=not asked)
+            await report(scheduled=not asked)
 
     async def _desired_loop(self) -> None:
         while True:

@@ -119,6 +119,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     add("--ca-file", "PEM",
         "CA certificates to check an https control plane against [system trust store]",
         envvar="EDGEFLEET_CA_FILE")  # fmt: skip
+    add("--mqtt", "URL",
+        "MQTT device channel, mqtt[s]://HOST:PORT: reports and the pushed desired state go "
+        "over it (credentials come from the control plane), enrollment and downloads stay "
+        "on HTTP [HTTP only]", envvar="EDGEFLEET_MQTT")  # fmt: skip
+    add("--mqtt-ca-file", "PEM", "CA certificates to check an mqtts:// broker against "
+        "[system trust store]", envvar="EDGEFLEET_MQTT_CA_FILE")  # fmt: skip
     parser.add_argument(
         "--device-certificate",
         action="store_true",
@@ -243,6 +249,8 @@ def settings_from_args(
         server_url=args.server,
         data_dir=Path(args.data_dir),
         ca_file=Path(args.ca_file) if args.ca_file else None,
+        mqtt_url=args.mqtt,
+        mqtt_ca_file=Path(args.mqtt_ca_file) if args.mqtt_ca_file else None,
         root_file=Path(args.root_file) if args.root_file else None,
         device_certificate=args.device_certificate,
         seal_telemetry=args.seal_telemetry,

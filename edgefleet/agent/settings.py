@@ -31,6 +31,10 @@ class AgentSettings:
     seal_telemetry: bool = False
     # Forward proxies (HTTPS_PROXY / HTTP_PROXY / NO_PROXY); None: direct connections.
     proxies: ProxySettings | None = None
+    # The MQTT device channel (mqtt[s]://HOST:PORT): reports and the pushed desired state go
+    # over it, enrollment and downloads stay on HTTP; None: HTTP only. Its CA file (mqtts).
+    mqtt_url: str | None = None
+    mqtt_ca_file: Path | None = None
     name: str = "device"
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_interval_s: float = 15.0
@@ -81,6 +85,18 @@ class AgentSettings:
             validate_device_name(self.name)
         except InvalidInput as e:  # the control plane would refuse it at every enrollment
             raise SettingsError(f"bad setting name (--name): {e.message}") from None
+        if self.mqtt_url is not None:
+            from edgefleet.transport.mqtt_client import BrokerUrl
+
+            try:
+                BrokerUrl.parse(self.mqtt_url)
+            except ValueError as e:
+                raise SettingsError(f"bad setting mqtt (--mqtt / EDGEFLEET_MQTT): {e}") from None
+        if self.mqtt_ca_file is not None and not self.mqtt_ca_file.is_file():
+            raise SettingsError(
+                f"bad setting mqtt_ca_file (--mqtt-ca-file / "
+                f"EDGEFLEET_MQTT_CA_FILE): {self.mqtt_ca_file} is not a file"
+            )
         if self.ca_file is not None and not self.ca_file.is_file():
             raise SettingsError(
                 f"bad setting ca_file (--ca-file / EDGEFLEET_CA_FILE): {self.ca_file} is not a file"

@@ -1,0 +1,141 @@
+"""The agent's MQTT device channel (`--mqtt mqtt[s]://HOST:PORT`).
+
+Enrollment, the approval check and bulk downloads stay on HTTP. Once approved, the agent
+asks the control plane for its broker credentials (a signed GET), connects with MQTT 5
+(keep-alive; a clean session: everything it needs is retained or resent), and subscribes
+to its desired-state topic: the control plane publishes the signed document there,
+retained, so a change arrives at once and a reconnecting device gets the current one on
+subscribing, without polling. Reports go out on its report topic at QoS 1, as the typed
+protocol's `Report` in its compact binary encoding.
+
+Every message the device publishes is signed by its key over the topic, its payload and a
+sequence number (`security/message_signing.py`). The numbers only grow, across restarts
+too: `MessageSequence` reserves them on disk in blocks before using them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgefleet.agent.link import ControlPlaneLink, SignedDocument
+from edgefleet.atomicfile import write_atomically
+from edgefleet.clock import Clock
+from edgefleet.core.protocol import Report, from_dict, to_binary
+from edgefleet.errors import SettingsError, Unavailable
+from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_PROPERTY
+from edgefleet.security.keys import DeviceKey
+from edgefleet.security.message_signing import sign_message
+from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage
+from edgefleet.transport.mqtt_topics import Channel, device_topic
+
+log = logging.getLogger(__name__)
+
+SEQUENCE_FILE = "mqtt-sequence"
+SEQUENCE_BLOCK = 1024
+KEEPALIVE_S = 60
+
+
+class MessageSequence:
+    """This device's message sequence numbers: each larger than any used before, also
+    after a crash (a block of numbers is written to disk before the first is used)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        try:
+            self._reserved = int(path.read_text().strip() or "0")
+        except FileNotFoundError:
+            self._reserved = 0
+        except ValueError:
+            raise SettingsError(f"agent state: {path} does not hold a sequence number") from None
+        self._next = self._reserved + 1
+
+    def next(self) -> int:
+        if self._next > self._reserved:
+            self._reserved = self._next + SEQUENCE_BLOCK - 1
+            write_atomically(self._path, f"{self._reserved}\n".encode(), 0o600)
+        number = self._next
+        self._next += 1
+        return number
+
+
+class MqttChannel:
+    def __init__(
+        self,
+        url: BrokerUrl,
+        link: ControlPlaneLink,
+        key: DeviceKey,
+        clock: Clock,
+        sequence: MessageSequence,
+        ca_file: Path | None = None,
+    ) -> None:
+        self._url = url
+        self._link = link
+        self._key = key
+        self._clock = clock
+        self._sequence = sequence
+        self._ca_file = ca_file
+        self._desired: asyncio.Queue[SignedDocument] = asyncio.Queue()
+        self._connection: MqttConnection | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self._link.device_id
+
+    async def open(self) -> None:
+        """Fetch the broker credentials, connect, subscribe to the desired state."""
+        credentials = json.loads(await self._link.fetch(f"/v1/devices/{self.device_id}/broker"))
+        connection = MqttConnection(
+            self._url,
+            client_id=str(credentials["client_id"]),
+            username=str(credentials["username"]),
+            password=str(credentials["password"]),
+            ca_file=self._ca_file,
+            clean_start=True,
+            keepalive_s=KEEPALIVE_S,
+            on_message=self._received,
+        )
+        self._connection = connection
+        await connection.connect()
+        await connection.subscribe([device_topic(self.device_id, Channel.DESIRED)])
+        broker = self._url.without_credentials()
+        log.info("MQTT device channel open", extra={"device_id": self.device_id, "broker": broker})
+
+    async def lost(self) -> str:
+        """Wait until the connection is lost; why."""
+        assert self._connection is not None
+        await self._connection.lost.wait()
+        return self._connection.lost_reason
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def desired(self) -> SignedDocument:
+        """The next desired-state document pushed by the control plane."""
+        return await self._desired.get()
+
+    async def publish(
+        self, channel: Channel, payload: bytes, properties: list[tuple[str, str]] | None = None
+    ) -> None:
+        """Publish a signed message on this device's `channel` and wait for the broker."""
+        if self._connection is None:
+            raise Unavailable("the MQTT device channel is not open")
+        topic = device_topic(self.device_id, channel)
+        signature = sign_message(self._key, topic, payload, self.device_id,
+                                 self._sequence.next(), self._clock.now())  # fmt: skip
+        properties = [*signature, *(properties or [])]
+        await self._connection.publish(topic, payload, user_properties=properties)
+
+    async def report(self, payload: dict[str, Any]) -> None:
+        """Publish a report (the HTTP report's fields) as the protocol's binary `Report`."""
+        await self.publish(Channel.REPORT, to_binary(from_dict(Report, payload)))
+
+    def _received(self, message: ReceivedMessage) -> None:
+        if message.topic != device_topic(self.device_id, Channel.DESIRED) or not message.payload:
+            return  # an empty retained message: the document was withdrawn
+        signature = message.user_property(DESIRED_SIGNATURE_PROPERTY)
+        self._desired.put_nowait(SignedDocument(message.payload, signature))
