@@ -14,11 +14,23 @@ from edgefleet.agent.telemetry.collector import TelemetryCollector
 from edgefleet.agent.telemetry.queue import TelemetryQueue
 from edgefleet.core.telemetry.fidelity import (
     FidelityAdvice,
+    FidelityConfig,
     MetricTrend,
     Threshold,
+    advice_from_document,
+    advice_to_document,
     advise_fidelity,
+    fidelity_to_document,
+    merge_advice,
+    parse_fidelity,
+    trends_from_windows,
 )
-from edgefleet.core.telemetry.policy import default_fleet_policy, render_telemetry_section
+from edgefleet.core.telemetry.policy import (
+    default_fleet_policy,
+    fleet_policy_to_document,
+    parse_fleet_policy,
+    render_telemetry_section,
+)
 from edgefleet.core.telemetry.sampling import (
     DeviceCondition,
     SamplingMode,
@@ -126,12 +138,12 @@ def test_fidelity_reads_the_values_and_their_trend() -> None:
     assert "within 8% of its threshold (above 200)" in near.reasons[LATENCY]
     heading = advise_fidelity(WATCH, {LATENCY: MetricTrend(120.0, slope_per_s=0.1)})
     assert heading.fine == {LATENCY}  # 120 + 0.1 * 900 = 210: past it within the horizon
-    middle = advise_fidelity(WATCH, {LATENCY: MetricTrend(130.0)})
+    middle = advise_fidelity(WATCH, {LATENCY: MetricTrend(165.0)})
     assert not middle.fine and not middle.coarse
     drifting = advise_fidelity(WATCH, {LATENCY: MetricTrend(60.0)}, drifting={LATENCY})
     assert drifting.fine == {LATENCY} and drifting.reasons[LATENCY] == "drift open"
     below = advise_fidelity(
-        (Threshold("battery", 15.0, above=False),), {"battery": MetricTrend(17.0)}
+        (Threshold("battery", 15.0, above=False),), {"battery": MetricTrend(16.0)}
     )
     assert below.fine == {"battery"}
     with pytest.raises(InvalidInput):
@@ -144,7 +156,7 @@ def test_sampling_follows_the_advice_and_an_anomaly_still_wins() -> None:
     fine = decide_sampling(policy, DeviceCondition(fine_metrics=frozenset({LATENCY})))
     coarse = decide_sampling(policy, DeviceCondition(coarse_metrics=frozenset({LATENCY})))
     assert base.window_s_for(LATENCY) == 60
-    assert fine.window_s_for(LATENCY) == 15 and fine.upload_interval_s == base.upload_interval_s
+    assert fine.window_s_for(LATENCY) == 15 and fine.upload_interval_s == 60
     assert coarse.window_s_for(LATENCY) == 300 and coarse.window_s_for("host.cpu.percent") == 60
     assert {d.name: d.mode for d in coarse.sets}["inference"] is SamplingMode.COARSE
     both = DeviceCondition(
@@ -175,3 +187,46 @@ def test_the_agent_collector_samples_as_advised(tmp_path: Path) -> None:
     assert collector.decision.window_s_for(LATENCY) == 15
     assert collector.apply_section(render_telemetry_section(default_fleet_policy(), ()), NOW)
     assert collector.decision.window_s_for(LATENCY) == 60
+
+
+def test_the_fleet_policy_declares_fidelity_thresholds() -> None:
+    assert parse_fidelity(None) == FidelityConfig()
+    config = parse_fidelity(
+        {"thresholds": [{"metric": LATENCY, "above": 200}, {"metric": "battery", "below": 20}],
+         "near": 0.05, "far": 0.3, "horizon": 600}
+    )  # fmt: skip
+    assert config.thresholds == (Threshold(LATENCY, 200.0), Threshold("battery", 20.0, False))
+    assert parse_fidelity(fidelity_to_document(config)) == config
+    document = fleet_policy_to_document(default_fleet_policy())
+    assert document["fidelity"]["enabled"] and not document["fidelity"]["thresholds"]
+    policy = parse_fleet_policy({**document, "fidelity": fidelity_to_document(config)})
+    assert policy.fidelity == config
+    for raw, key in (
+        ({"thresholds": [{"metric": LATENCY}]}, "thresholds[0]"),
+        ({"thresholds": [{"metric": LATENCY, "above": 1, "below": 2}]}, "thresholds[0]"),
+        ({"near": 0.5, "far": 0.2}, "near"),
+        ({"horizon": -1}, "horizon"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"thresholds": [], "sometimes": 1}, "sometimes"),
+    ):
+        with pytest.raises(InvalidInput, match=f"fidelity.{key}".replace("[", r"\[")):
+            parse_fidelity(raw)
+
+
+def test_trends_come_from_the_batch_and_absent_metrics_keep_their_advice() -> None:
+    from edgefleet.core.telemetry.windows import MetricKind, Window
+
+    windows = [
+        Window(LATENCY, MetricKind.TIMING, (), 60 * i, 60, 2, 2 * v, v, v, v)
+        for i, v in enumerate([100.0, 120.0, 140.0])
+    ]
+    trend = trends_from_windows(windows, {LATENCY, ERRORS})
+    assert set(trend) == {LATENCY}
+    assert trend[LATENCY].level == pytest.approx(140.0)
+    assert trend[LATENCY].slope_per_s == pytest.approx(20.0 / 60)
+    before = FidelityAdvice(frozenset({ERRORS}), frozenset({LATENCY}), {ERRORS: "near"})
+    judged = advise_fidelity(WATCH, trend)
+    merged = merge_advice(before, judged, trend.keys())
+    assert merged.fine == {ERRORS, LATENCY} and not merged.coarse  # latency climbs: fine now
+    assert advice_from_document(advice_to_document(merged)) == merged
+    assert advice_from_document({"fine": "x"}) == FidelityAdvice()

@@ -20,6 +20,7 @@ from edgefleet.core.telemetry.quiet_hours import (
     HourSample,
     QuietHours,
     forecast_idle,
+    forecast_settled_idle,
     hour_of_week,
     learn_quiet_hours,
     next_idle_start,
@@ -66,8 +67,9 @@ def test_predictions_follow_the_data() -> None:
     at_3, at_15 = NOW.replace(hour=3), NOW.replace(hour=15)
     assert forecast_idle(night, at_3).idle and not forecast_idle(night, at_15).idle
     assert forecast_idle(day, at_15).idle and not forecast_idle(day, at_3).idle
-    assert next_idle_start(night, NOW.replace(hour=10), 86400) == (NOW + timedelta(days=1))
-    assert next_idle_start(day, NOW.replace(hour=10), 86400) == NOW.replace(hour=12)
+    # The first quiet hour is skipped (it may begin busy): the next settled one is the second.
+    assert next_idle_start(night, NOW.replace(hour=10), 86400) == NOW + timedelta(days=1, hours=1)
+    assert next_idle_start(day, NOW.replace(hour=10), 86400) == NOW.replace(hour=13)
 
 
 def test_recent_weeks_weigh_more_so_a_changed_habit_is_learned() -> None:
@@ -92,7 +94,7 @@ def test_no_data_means_no_prediction_and_flat_devices_have_no_quiet_pattern() ->
     assert f.idle and "no quiet pattern" in f.reason
 
 
-def test_an_erratic_device_is_not_trusted() -> None:
+def test_an_erratic_device_has_no_quiet_pattern_and_is_never_held() -> None:
     rng = random.Random(7)
     weeks = 8
     samples = [
@@ -103,8 +105,18 @@ def test_an_erratic_device_is_not_trusted() -> None:
     erratic = learn_quiet_hours(samples, end, "UTC")
     steady = learn_quiet_hours(history(range(0, 6), weeks=weeks), end, "UTC")
     hours = [end + timedelta(hours=h) for h in range(HOURS_PER_WEEK)]
-    assert sum(forecast_idle(erratic, t).confidence for t in hours) / len(hours) < 0.45
+    assert all("no quiet pattern" in forecast_idle(erratic, t).reason for t in hours)
+    assert all(judge_idle(PredictedWindow(), erratic, t).install for t in hours[:24])
     assert min(forecast_idle(steady, t).confidence for t in hours) > 0.5
+    assert sum(not judge_idle(PredictedWindow(), steady, t).install for t in hours[:24]) == 19
+
+
+def test_the_first_hour_of_a_quiet_period_is_skipped() -> None:
+    profile = learn_quiet_hours(history(range(0, 6)), NOW, "UTC")
+    assert forecast_idle(profile, NOW).idle
+    settled = forecast_settled_idle(profile, NOW)
+    assert not settled.idle and "the quiet period begins this hour" in settled.reason
+    assert forecast_settled_idle(profile, NOW.replace(hour=1)).idle
 
 
 def test_samples_after_now_are_ignored_and_zones_are_checked() -> None:
@@ -184,13 +196,13 @@ def test_a_predicted_window_installs_each_device_in_its_own_quiet_hours() -> Non
         if now == NOW.replace(hour=10):
             held = {a.device_id: a.reason for a in decision.actions if isinstance(a, MarkDevice)}
             assert held["evening"].startswith(
-                "waiting for its predicted idle time at 2026-03-23 18:00"
+                "waiting for its predicted idle time at 2026-03-23 19:00"
             )
         now += timedelta(hours=1)
     assert installed_at == {
         "new": NOW.replace(hour=10),
-        "evening": NOW.replace(hour=18),
-        "night": NOW + timedelta(days=1),
+        "evening": NOW.replace(hour=19),
+        "night": NOW + timedelta(days=1, hours=1),
     }
 
 
@@ -200,7 +212,7 @@ def test_the_bound_installs_a_device_with_no_idle_hour_within_max_wait() -> None
     verdict = judge_idle(window, night, NOW.replace(hour=10))
     assert verdict.install and "within 4h, installing now" in verdict.reason
     held = judge_idle(window, night, NOW.replace(hour=21))
-    assert not held.install and held.held_until == NOW + timedelta(days=1)
+    assert not held.install and held.held_until == NOW + timedelta(days=1, hours=1)
     distrusted = judge_idle(PredictedWindow(min_confidence=0.99), night, NOW.replace(hour=3))
     assert distrusted.install  # confident enough nowhere: never held for nothing
 
@@ -217,7 +229,7 @@ def test_a_force_deadline_ends_a_predicted_hold() -> None:
         devices,
         decide(rollout_without_deadline, devices, {}, NOW.replace(hour=14)),
     )
-    assert decide(*held, {}, NOW.replace(hour=14)).next_check_at == NOW + timedelta(days=1)
+    assert decide(*held, {}, NOW.replace(hour=14)).next_check_at == NOW + timedelta(days=1, hours=1)
     now = NOW.replace(hour=14)
     decision = decide(rollout, devices, {}, now)
     assert decision.next_check_at == now + timedelta(hours=1)  # the deadline

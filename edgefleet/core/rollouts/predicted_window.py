@@ -3,7 +3,7 @@
 In a rollout spec::
 
     window: predicted                                   # the defaults below
-    window: {mode: predicted, max_wait: 12h, min_confidence: 0.5}
+    window: {mode: predicted, max_wait: 24h, min_confidence: 0.5}
     window: static                                      # the default: maintenance_windows only
 
 With `window: predicted` a due device gets the release when its quiet-hours profile
@@ -16,7 +16,7 @@ stored clock and survives a controller restart; a `force` deadline ends any hold
 Maintenance windows, if the spec also has them, must be open as well.
 
 >>> parse_window_mode("predicted", "spec.window")
-PredictedWindow(max_wait_s=43200.0, min_confidence=0.5)
+PredictedWindow(max_wait_s=86400.0, min_confidence=0.5)
 >>> parse_window_mode("static", "spec.window") is None
 True
 """
@@ -31,12 +31,12 @@ from edgefleet.core.manifest import check_keys, read_duration_s, read_mapping, r
 from edgefleet.core.telemetry.quiet_hours import (
     DEFAULT_MIN_CONFIDENCE,
     QuietHours,
-    forecast_idle,
+    forecast_settled_idle,
     next_idle_start,
 )
 from edgefleet.errors import InvalidInput
 
-DEFAULT_MAX_WAIT_S = 12 * 3600.0
+DEFAULT_MAX_WAIT_S = 24 * 3600.0
 MAX_MAX_WAIT_S = 7 * 86400.0
 _MODES = ("static", "predicted")
 
@@ -87,7 +87,7 @@ def judge_idle(window: PredictedWindow, profile: QuietHours | None, now: datetim
     """May a device whose profile is `profile` install at `now` under `window`?"""
     if profile is None or not profile.known:
         return IdleVerdict(True, "; no telemetry to predict its quiet hours, not held")
-    now_forecast = forecast_idle(profile, now)
+    now_forecast = forecast_settled_idle(profile, now)
     if now_forecast.idle and now_forecast.confidence >= window.min_confidence:
         return IdleVerdict(
             True, f"; predicted idle ({now_forecast.reason}, confidence "

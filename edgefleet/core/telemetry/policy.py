@@ -2,8 +2,9 @@
 
 Operators keep one fleet-wide policy (`edgefleet telemetry policy set -f policy.yaml`): the
 sampling part (core.sampling: metric sets, which are active, window lengths, how to adapt
-to load and battery, upload intervals), which devices receive, and a `detection` part
-(core.kpi: KPIs, detector tuning, drift thresholds), which stays on the control plane.
+to load and battery, upload intervals), which devices receive, a `detection` part
+(core.kpi: KPIs, detector tuning, drift thresholds), which stays on the control plane, and
+a `fidelity` part (core.telemetry.fidelity: thresholds near which devices sample finer).
 
 Each device's desired state carries
 
@@ -27,10 +28,15 @@ frozenset({'inference.latency_ms'})
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from edgefleet.core.telemetry.fidelity import FidelityAdvice
+from edgefleet.core.telemetry.fidelity import (
+    FidelityAdvice,
+    FidelityConfig,
+    fidelity_to_document,
+    parse_fidelity,
+)
 from edgefleet.core.telemetry.kpi import (
     DetectionConfig,
     default_detection,
@@ -46,12 +52,14 @@ from edgefleet.core.telemetry.sampling import (
 from edgefleet.errors import InvalidInput
 
 _SAMPLING_KEYS = frozenset(policy_to_document(default_policy()))
+_SECTIONS = frozenset({"detection", "fidelity"})
 
 
 @dataclass(frozen=True)
 class FleetTelemetryPolicy:
     sampling: TelemetryPolicy
     detection: DetectionConfig
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
 
 def default_fleet_policy() -> FleetTelemetryPolicy:
@@ -62,15 +70,19 @@ def parse_fleet_policy(document: Any) -> FleetTelemetryPolicy:
     """Validate a policy document as operators write it; InvalidInput names the key."""
     if not isinstance(document, Mapping):
         raise InvalidInput("telemetry policy: expected a mapping at the top", code="bad_policy")
-    unknown = sorted(set(document) - _SAMPLING_KEYS - {"detection"})
+    unknown = sorted(set(document) - _SAMPLING_KEYS - _SECTIONS)
     if unknown:
         raise InvalidInput(
             f"telemetry policy {unknown[0]}: unknown key (known: "
-            f"{', '.join(sorted(_SAMPLING_KEYS | {'detection'}))})",
+            f"{', '.join(sorted(_SAMPLING_KEYS | _SECTIONS))})",
             code="bad_policy",
         )
-    sampling = policy_from_document({k: v for k, v in document.items() if k != "detection"})
-    return FleetTelemetryPolicy(sampling, parse_detection(document.get("detection")))
+    sampling = policy_from_document({k: v for k, v in document.items() if k not in _SECTIONS})
+    return FleetTelemetryPolicy(
+        sampling,
+        parse_detection(document.get("detection")),
+        parse_fidelity(document.get("fidelity")),
+    )
 
 
 def fleet_policy_to_document(policy: FleetTelemetryPolicy) -> dict[str, Any]:
@@ -78,6 +90,7 @@ def fleet_policy_to_document(policy: FleetTelemetryPolicy) -> dict[str, Any]:
     return {
         **policy_to_document(policy.sampling),
         "detection": detection_to_document(policy.detection),
+        "fidelity": fidelity_to_document(policy.fidelity),
     }
 
 

@@ -8,10 +8,13 @@ weighted by `0.5 ** (age / half_life)`: the profile follows a device whose habit
 
 `forecast_idle` reads the profile for one instant. An hour is *idle* when its learned
 activity lies in the lowest `idle_band` of the device's own range (between its quietest
-and busiest hours); a device whose range is narrower than `FLAT_RANGE` has no quiet
-pattern, and every hour is as good as another. The forecast's *confidence* grows with
-the evidence behind the hour (decayed weeks seen: 1 week gives 0.5, 3 weeks 0.75) and
-shrinks with the spread of what was seen in it, so an erratic device is not trusted.
+and busiest hours); a device whose range is narrower than `FLAT_RANGE`, or than
+`NOISE_MULTIPLE` times its hour-to-hour spread, has no quiet pattern, and every hour is as
+good as another. `forecast_settled_idle` asks the same of the hour before as well: the
+first hour of a quiet period often begins busy (a shop closing at 22:10 makes 22:00-23:00
+mostly idle), so an install waits until the quiet period has surely begun. The forecast's
+*confidence* grows with the evidence behind the hour (decayed weeks seen: 1 week gives 0.5,
+3 weeks 0.75) and shrinks with the spread of what was seen in it.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> start = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,6 +47,7 @@ DEFAULT_HALF_LIFE_S = 14 * 86400.0
 DEFAULT_IDLE_BAND = 0.25
 DEFAULT_MIN_CONFIDENCE = 0.5
 FLAT_RANGE = 0.1  # activity range (0..1) below which a device has no quiet pattern
+NOISE_MULTIPLE = 4.0  # ... nor has one whose range is within this many times its noise
 _HOUR = timedelta(hours=1)
 
 
@@ -199,7 +203,10 @@ def forecast_idle(
     activity, spread = profile.activity[i], profile.spread[i]
     seen = evidence / (evidence + 1.0)
     width = high - low
-    if width < FLAT_RANGE:
+    noise = sum(s * e for s, e in zip(profile.spread, profile.evidence, strict=True)) / sum(
+        profile.evidence
+    )
+    if width < max(FLAT_RANGE, NOISE_MULTIPLE * noise):
         return IdleForecast(
             True, seen, activity, f"no quiet pattern (activity {low:.2f}-{high:.2f})"
         )
@@ -216,6 +223,27 @@ def forecast_idle(
     )  # fmt: skip
 
 
+def expected_activity(profile: QuietHours, at: datetime) -> float | None:
+    """The learned activity of the hour of the week `at` falls in; None if never seen."""
+    i = hour_of_week(at, profile.time_zone)
+    return profile.activity[i] if profile.evidence[i] > 0 else None
+
+
+def forecast_settled_idle(
+    profile: QuietHours, at: datetime, *, idle_band: float = DEFAULT_IDLE_BAND
+) -> IdleForecast:
+    """`forecast_idle` for `at` and the hour before it: idle only when both are, with the
+    lower confidence."""
+    now = forecast_idle(profile, at, idle_band=idle_band)
+    before = forecast_idle(profile, at - _HOUR, idle_band=idle_band)
+    if now.idle and not before.idle:
+        return IdleForecast(
+            False, min(now.confidence, before.confidence), now.activity,
+            f"the quiet period begins this hour ({now.reason}); waiting for it to settle",
+        )  # fmt: skip
+    return replace(now, confidence=min(now.confidence, before.confidence)) if now.idle else now
+
+
 def next_idle_start(
     profile: QuietHours,
     now: datetime,
@@ -224,12 +252,12 @@ def next_idle_start(
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     idle_band: float = DEFAULT_IDLE_BAND,
 ) -> datetime | None:
-    """The start of the first hour after `now`, within `within_s`, predicted idle with at
-    least `min_confidence`; None when there is none."""
+    """The start of the first hour after `now`, within `within_s`, predicted idle (settled)
+    with at least `min_confidence`; None when there is none."""
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + _HOUR
     end = now + timedelta(seconds=within_s)
     while hour <= end:
-        f = forecast_idle(profile, hour, idle_band=idle_band)
+        f = forecast_settled_idle(profile, hour, idle_band=idle_band)
         if f.idle and f.confidence >= min_confidence:
             return hour
         hour += _HOUR

@@ -12,8 +12,9 @@ effective windows:
   come sooner, so the operator sees the incident in detail; this wins over load and battery
   unless the battery is critical;
 - fidelity advice from the control plane (`core.telemetry.fidelity`): a set covering a
-  metric near one of its thresholds gets finer (/ `anomaly_divisor`, uploads unchanged), a
-  set whose advised metrics are all far from theirs coarser (x `relaxed_factor`).
+  metric near one of its thresholds gets finer (/ `anomaly_divisor`, and uploads come sooner,
+  as for an anomaly), a set whose advised metrics are far from theirs coarser
+  (x `relaxed_factor`).
 
 Window lengths are snapped down to `WINDOW_LADDER_S`, whose every step divides an hour, so
 windows stay aligned across devices and a change of length never straddles an hour.
@@ -167,7 +168,7 @@ def decide_sampling(policy: TelemetryPolicy, condition: DeviceCondition) -> Samp
         _decide_set(policy, s, condition) for s in policy.sets if s.name in policy.active_sets
     )
     upload_s = policy.upload_interval_s
-    if condition.anomalous_metrics and any(d.mode is SamplingMode.FINE for d in decisions):
+    if any(d.mode is SamplingMode.FINE for d in decisions):
         upload_s = min(upload_s, policy.anomaly_upload_interval_s)
     elif condition.on_battery:
         upload_s *= policy.battery_factor

@@ -8,7 +8,8 @@ move a replica to: the replica has to move again within the hour. `forecast_node
 those fields from the node's smoothed trends (`failover.fit_trend`, Holt's linear method,
 over the heartbeats' `cpu_load` fraction and `battery_pct`):
 
-    used CPU      the larger of the load now and the load forecast at the horizon
+    used CPU      the largest of the load now, the load forecast at the horizon and, when
+                  given, the peak its learned weekly profile expects over the horizon
     battery_pct   the smaller of the charge now and the charge forecast at the horizon
     empty at      when the battery trend reaches 0 %, if sooner than what the node said
 
@@ -40,8 +41,18 @@ DEFAULT_FORECAST_HORIZON_S = 3600.0
 MAX_EMPTY_FORECAST_S = 365 * 86400.0  # a slower drain than this is no drain
 
 
-def forecast_node(node: Node, trends: Mapping[str, Trend], now: datetime, horizon_s: float) -> Node:
-    """`node` with its load and battery as forecast over `[now, now + horizon_s]`."""
+def forecast_node(
+    node: Node,
+    trends: Mapping[str, Trend],
+    now: datetime,
+    horizon_s: float,
+    *,
+    seasonal_peak_load: float | None = None,
+) -> Node:
+    """`node` with its load and battery as forecast over `[now, now + horizon_s]`.
+    `seasonal_peak_load`, when known, is the highest CPU load (0..1) the node's learned
+    weekly profile (`core.telemetry.quiet_hours`, CPU alone) expects within the horizon:
+    a trend cannot see a shop opening before it opens."""
     if horizon_s < 0:
         raise InvalidInput("forecast horizon_s must not be negative")
     if horizon_s == 0:
@@ -49,8 +60,11 @@ def forecast_node(node: Node, trends: Mapping[str, Trend], now: datetime, horizo
     end = now + timedelta(seconds=horizon_s)
     changes: dict[str, object] = {}
     load = trends.get(LOAD_METRIC)
+    peaks = [] if seasonal_peak_load is None else [seasonal_peak_load]
     if load is not None:
-        peak = min(max(load.value_at(now), load.value_at(end), 0.0), 1.0)
+        peaks += [load.value_at(now), load.value_at(end)]
+    if peaks:
+        peak = min(max(*peaks, 0.0), 1.0)
         held = round(peak * node.cpu_millicores)
         changes["used_cpu_millicores"] = max(node.used_cpu_millicores, held)
     battery = trends.get(BATTERY_METRIC)

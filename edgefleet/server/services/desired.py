@@ -23,6 +23,7 @@ from edgefleet.core.workloads.section import (
     render_workloads_section,
     replicas_for_node,
 )
+from edgefleet.server.services.fidelity import stored_advice
 from edgefleet.store import Transaction
 from edgefleet.store.repositories.telemetry import SEALING_POLICY
 
@@ -37,10 +38,13 @@ def release_section(tx: Transaction, device: Device) -> ReleaseSection | None:
 
 
 def telemetry_section(tx: Transaction, device_id: str) -> dict[str, Any]:
-    """The fleet telemetry policy, made finer for the metrics of the device's open alerts."""
+    """The fleet telemetry policy, made finer for the metrics of the device's open alerts,
+    with the device's fidelity advice (services/fidelity.py)."""
     policy = tx.telemetry.fleet_policy()
     section = render_telemetry_section(
-        policy, anomalous_metrics(tx.alerts.open_for_device(device_id))
+        policy,
+        anomalous_metrics(tx.alerts.open_for_device(device_id)),
+        stored_advice(tx, device_id),
     )
     # Sealed telemetry: the ingest key the device seals its batches to (services/sealing.py).
     sealing = tx.telemetry.policy_record(SEALING_POLICY)

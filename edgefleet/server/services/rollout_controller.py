@@ -58,6 +58,7 @@ from edgefleet.core.updates.release import Ref, Release
 from edgefleet.errors import Conflict, EdgefleetError
 from edgefleet.security.rbac import SYSTEM
 from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.quiet_hours import QuietHoursReader
 from edgefleet.server.services.release_trains import ReleaseTrainService
 from edgefleet.server.services.releases import (
     ReleaseService,
@@ -111,6 +112,7 @@ class RolloutController:
         self._releases = releases
         self._telemetry = telemetry
         self._trains = trains
+        self._quiet_hours = QuietHoursReader()
         self._lock = threading.Lock()
         self._woken_devices: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -248,6 +250,10 @@ class RolloutController:
             verdict = (self._releases.compatibility(artifacts, device, ref.name) if release
                        else CompatVerdict())  # fmt: skip
             devices[device_id] = observe(base.device, base.assignment, device, verdict, now)
+        if rollout.spec.predicted_window is not None:  # `window: predicted`: quiet hours
+            zones = {d: r.time_zone for d, r in devices.items()}
+            profiles = self._quiet_hours.profiles(tx, zones, now)
+            devices = {d: replace(r, quiet_hours=profiles.get(d)) for d, r in devices.items()}
         return _Loaded(record, stored, devices, release, left_out)
 
     def _apply(

@@ -54,6 +54,7 @@ from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import detect_on_ingest
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import save_device
+from edgefleet.server.services.fidelity import update_advice
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database, Transaction
@@ -233,8 +234,11 @@ class TelemetryService:
         clock = record_placement(seen.clock, placement, len(windows))
         tx.telemetry.save_cursor(device.id, cursor, replace(advanced, clock=clock))
         tx.telemetry.insert_windows(device.id, batch.seq, windows)
-        detection = tx.telemetry.fleet_policy().detection
-        changed = detect_on_ingest(tx, device.id, windows, detection, self._metrics, now)
+        fleet_policy = tx.telemetry.fleet_policy()
+        changed = detect_on_ingest(
+            tx, device.id, windows, fleet_policy.detection, self._metrics, now
+        )
+        changed |= update_advice(tx, device.id, windows, fleet_policy.fidelity, now)
         if changed:
             save_device(tx, tx.devices.get(device.id))
         if dropped_through_seq > (cursor.acked_through_seq if cursor else 0):
