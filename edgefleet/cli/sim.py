@@ -190,6 +190,12 @@ def load(
         "300s", help="Telemetry upload interval (a batch a minute, as the agent); 0s: none"
     ),
     ramp: str = typer.Option("0s", help="Spread device start-up over this long"),
+    warmup: str = typer.Option(
+        "0s", help="Leave this first stretch out of the latency percentiles"
+    ),
+    progress: Path = typer.Option(
+        None, help="Append the counts sent so far here, 4 times a second (JSON lines)"
+    ),
     workers: int = typer.Option(
         None, min=1, max=64, help="Worker processes [enough for the file limit]"
     ),
@@ -245,6 +251,8 @@ def load(
         long_poll_s=long_poll,
         telemetry_upload_interval_s=parse_duration(telemetry_interval).total_seconds(),
         ramp_s=parse_duration(ramp).total_seconds(),
+        warmup_s=parse_duration(warmup).total_seconds(),
+        progress_path=None if progress is None else str(progress),
         workers=plan_workers(devices, chosen, workers), source_addresses=planned_sources,
         name_prefix=name_prefix, seed=seed,
     )  # fmt: skip

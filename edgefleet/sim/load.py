@@ -4,8 +4,9 @@ measure it (the full agent per device, `sim run`, stays for fidelity).
     run_load(settings, identities)
       ├─ one worker process per slice of the devices (spawned; each dies with this one,
       │  PR_SET_PDEATHSIG), or this process alone with workers=1
-      │    └─ asyncio: one HttpDeviceLoop (load_http.py) per device, started over the
-      │       ramp; each keeps its own connections and signs with its own key
+      │    └─ asyncio: one HttpDeviceLoop (load_http.py) or MqttDeviceLoop (load_mqtt.py)
+      │       per device, started over the ramp; each keeps its own connections and signs
+      │       with its own key
       └─ merge the workers' LoadStats ─▶ summary(): devices, reports sent / failed,
          telemetry, latency percentiles per request kind, desired-state update times
 
@@ -18,30 +19,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
+import json
 import math
 import multiprocessing
 import os
 import queue
 import resource
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from edgefleet.errors import InvalidInput
+from edgefleet.parent_death import death_signal_setter
 from edgefleet.sim.load_device import Identity, LoadDevice
 from edgefleet.sim.load_http import HttpDeviceLoop
+from edgefleet.sim.load_mqtt import MqttDeviceLoop
 from edgefleet.sim.load_stats import LoadSettings, LoadStats, LoadTransport
 from edgefleet.transport.http_wire import split_url
+from edgefleet.transport.mqtt_client import BrokerUrl
 
 CONNECTIONS_PER_DEVICE = {LoadTransport.HTTP: 2, LoadTransport.MQTT: 1}
 SOCKETS_PER_WORKER = 18_000  # under a 20,000 file limit, with room for the rest
 CONNECTIONS_PER_SOURCE = 25_000  # under the ~28,000 ephemeral ports of one address
 WORKER_POLL_S = 1.0
-_PR_SET_PDEATHSIG = 1
+PROGRESS_INTERVAL_S = 0.25
 
 
 def plan_workers(devices: int, transport: LoadTransport, asked: int | None) -> int:
@@ -85,20 +87,33 @@ async def run_devices(
 ) -> LoadStats:
     """Run these devices (index, identity) until `stop` is set or the duration is over."""
     stats = LoadStats(enroll_concurrency=settings.enroll_concurrency)
-    if settings.transport is not LoadTransport.HTTP:
-        raise InvalidInput(f"sim load: the {settings.transport} transport is not available")
     origin, _ = split_url(settings.server_url)
+    broker = None
+    if settings.transport is LoadTransport.MQTT:
+        try:
+            broker = BrokerUrl.parse(settings.mqtt_url or "")
+        except ValueError as e:
+            raise InvalidInput(f"--mqtt: {e}") from None
     sources = settings.source_addresses
     cpu_before = _process_cpu_s()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.duration_s
     loop.call_at(deadline, stop.set)
+    if settings.warmup_s:
+        loop.call_later(settings.warmup_s, stats.traffic.reset)
+    progress = None
+    if settings.progress_path is not None:
+        progress = asyncio.create_task(_write_progress(settings.progress_path, stats, stop))
     tasks: list[asyncio.Task[None]] = []
     step_s = settings.ramp_s / max(1, len(identities))
     for n, (index, identity) in enumerate(identities):
         device = LoadDevice(identity, settings.seed)
         source = sources[index % len(sources)] if sources else None
-        device_loop = HttpDeviceLoop(device, origin, source, settings, stats, stop)
+        device_loop = (
+            HttpDeviceLoop(device, origin, source, settings, stats, stop)
+            if broker is None
+            else MqttDeviceLoop(device, origin, broker, source, settings, stats, stop)
+        )
         tasks.append(asyncio.create_task(device_loop.run(), name=identity.name))
         if step_s and n + 1 < len(identities):
             with contextlib.suppress(TimeoutError):
@@ -106,11 +121,28 @@ async def run_devices(
             if stop.is_set():
                 break
     results = await asyncio.gather(*tasks, return_exceptions=True)
+    if progress is not None:
+        await progress
     for result in results:
         if isinstance(result, BaseException):
             stats.errors[f"device loop crashed: {type(result).__name__}: {result}"[:200]] += 1
     stats.cpu_s = _process_cpu_s() - cpu_before
     return stats
+
+
+async def _write_progress(path: str, stats: LoadStats, stop: asyncio.Event) -> None:
+    """Every PROGRESS_INTERVAL_S until the run stops, this process's counts as one JSON line (a
+    benchmark sets them against what the server stored)."""
+    with open(path, "a", buffering=1) as out:  # one write per line: lines never interleave
+        while True:
+            out.write(json.dumps({"t": round(time.time(), 3), "pid": os.getpid(),
+                                  "reports_sent": stats.reports_sent,
+                                  "reports_failed": stats.reports_failed,
+                                  "telemetry_sent": stats.telemetry_sent}) + "\n")  # fmt: skip
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROGRESS_INTERVAL_S)
 
 
 def _run_here(settings: LoadSettings, identities: Sequence[tuple[int, Identity]]) -> LoadStats:
@@ -130,9 +162,9 @@ def _worker(
     settings: LoadSettings, identities: list[tuple[int, Identity]], out: Any, parent: int
 ) -> None:
     """A worker process: dies with the parent, reports its stats (or its failure)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    arm = death_signal_setter()
+    if arm is not None:
+        arm()
     if os.getppid() != parent:
         os._exit(1)
     try:
@@ -195,6 +227,7 @@ def summarize(settings: LoadSettings, stats: LoadStats, elapsed_s: float) -> dic
         "workers": settings.workers,
         "source_addresses": list(settings.source_addresses),
         "heartbeat_interval_s": settings.heartbeat_interval_s,
+        "warmup_s": settings.warmup_s,
         "duration_s": round(elapsed_s, 1),
         "enrolled": stats.enrolled,
         "enroll_failed": stats.enroll_failed,

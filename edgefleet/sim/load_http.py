@@ -43,6 +43,7 @@ HEARTBEAT_JITTER = 0.1  # as the agent's
 TELEMETRY_CONTENT_TYPE = "application/x-edgefleet-telemetry"
 MAX_BODY_BYTES = 4 << 20
 RETRY_S = (1.0, 5.0)  # after a failed exchange, wait a random time in this range
+_CLOCK = SystemClock()
 
 
 class HttpLine:
@@ -118,6 +119,65 @@ class HttpLine:
             self._connection = None
 
 
+async def signed_exchange(
+    line: HttpLine, device: LoadDevice, stats: LoadStats, kind: str, method: str, target: str,
+    body: bytes = b"", extra: Mapping[str, str] | None = None, timeout_s: float = 15.0,
+) -> tuple[int, bytes] | None:  # fmt: skip
+    """One request signed by `device`, counted under `kind`; None when no answer came."""
+
+    def headers() -> dict[str, str]:
+        signed = sign_request(device.key, method, target, body, device.device_id,
+                              _CLOCK.now())  # fmt: skip
+        return {"content-type": "application/json", **(extra or {}), **signed}
+
+    started = time.perf_counter()
+    try:
+        status, content = await line.exchange(method, target, body, headers, timeout_s)
+    except Unavailable as e:
+        stats.answered(kind, time.perf_counter() - started, None, str(e))
+        return None
+    detail = None if status < 400 else f"{kind} {status}: {content[:200]!r}"
+    stats.answered(kind, time.perf_counter() - started, status, detail)
+    return status, content
+
+
+async def enroll(
+    line: HttpLine, device: LoadDevice, settings: LoadSettings, stats: LoadStats,
+    stop: asyncio.Event,
+) -> float | None:  # fmt: skip
+    """Enroll `device` (idempotent): the heartbeat interval it is to keep, or None when it
+    was refused, not approved, or the run stopped first."""
+    request = device.enroll_request(settings.enroll_token, settings.heartbeat_interval_s)
+    for _ in range(settings.enroll_attempts):
+        async with stats.enrolling:
+            answer = await signed_exchange(line, device, stats, "enroll", "POST", "/v1/enroll",
+                                           to_json(request), timeout_s=60.0)  # fmt: skip
+        if answer is not None and answer[0] < 300:
+            enrolled = json.loads(answer[1])
+            if enrolled.get("enrollment") == "approved":
+                stats.enrolled += 1
+                return float(enrolled["heartbeat_interval_s"])
+        if answer is not None and 400 <= answer[0] < 500 and answer[0] != 429:
+            break  # refused for good (a bad token, a taken name)
+        if await pause(stop, device.rng.uniform(*RETRY_S)):
+            break
+    stats.enroll_failed += 1
+    return None
+
+
+async def pause(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> bool:
+    """Sleep `seconds` (or until `wake` is set); True when the run is stopping."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waits.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+    return stop.is_set()
+
+
 class HttpDeviceLoop:
     """One virtual device's life over HTTP until `stop` is set."""
 
@@ -136,14 +196,16 @@ class HttpDeviceLoop:
         self._stop = stop
         self._main = HttpLine(origin, source_address)
         self._poll = HttpLine(origin, source_address)
-        self._clock = SystemClock()
         self._report_now = asyncio.Event()
         self._heartbeat_s = settings.heartbeat_interval_s
 
     async def run(self) -> None:
         try:
-            if not await self._enroll():
+            heartbeat_s = await enroll(self._main, self._device, self._settings, self._stats,
+                                       self._stop)  # fmt: skip
+            if heartbeat_s is None:
                 return
+            self._heartbeat_s = heartbeat_s
             await self._report(scheduled=False)
             poll = asyncio.create_task(self._poll_loop())
             try:
@@ -156,55 +218,14 @@ class HttpDeviceLoop:
             self._main.close()
             self._poll.close()
 
-    async def _signed(
-        self, line: HttpLine, kind: str, method: str, target: str, body: bytes,
-        extra: Mapping[str, str] | None = None, timeout_s: float = 15.0,
-    ) -> tuple[int, bytes] | None:  # fmt: skip
-        """One signed exchange, counted under `kind`; None when no answer came."""
-        device = self._device
-
-        def headers() -> dict[str, str]:
-            signed = sign_request(device.key, method, target, body, device.device_id,
-                                  self._clock.now())  # fmt: skip
-            return {"content-type": "application/json", **(extra or {}), **signed}
-
-        started = time.perf_counter()
-        try:
-            status, content = await line.exchange(method, target, body, headers, timeout_s)
-        except Unavailable as e:
-            self._stats.answered(kind, time.perf_counter() - started, None, str(e))
-            return None
-        detail = None if status < 400 else f"{kind} {status}: {content[:200]!r}"
-        self._stats.answered(kind, time.perf_counter() - started, status, detail)
-        return status, content
-
-    async def _enroll(self) -> bool:
-        device = self._device
-        request = device.enroll_request(self._settings.enroll_token,
-                                        self._settings.heartbeat_interval_s)  # fmt: skip
-        for _ in range(self._settings.enroll_attempts):
-            async with self._stats.enrolling:
-                answer = await self._signed(self._main, "enroll", "POST", "/v1/enroll",
-                                            to_json(request), timeout_s=60.0)  # fmt: skip
-            if answer is not None and answer[0] < 300:
-                enrolled = json.loads(answer[1])
-                if enrolled.get("enrollment") == "approved":
-                    self._heartbeat_s = float(enrolled["heartbeat_interval_s"])
-                    self._stats.enrolled += 1
-                    return True
-            if answer is not None and 400 <= answer[0] < 500 and answer[0] != 429:
-                break  # refused for good (a bad token, a taken name)
-            if await self._pause(self._retry_s()):
-                break
-        self._stats.enroll_failed += 1
-        return False
-
     async def _report(self, *, scheduled: bool) -> None:
         device = self._device
         body = to_json(device.report(time.monotonic(), scheduled=scheduled))
         target = f"/v1/devices/{device.device_id}/report"
         self._stats.reports_sent += 1
-        answer = await self._signed(self._main, "report", "POST", target, body)
+        answer = await signed_exchange(
+            self._main, self._device, self._stats, "report", "POST", target, body
+        )
         if answer is None or answer[0] >= 300:
             self._stats.reports_failed += 1
             return
@@ -228,8 +249,8 @@ class HttpDeviceLoop:
         while True:
             held = device.applied_generation
             extra = {"if-none-match": f'"{held}"'} if device.desired_seen else {}
-            answer = await self._signed(self._poll, "desired", "GET", target, b"", extra,
-                                        timeout_s=wait_s + 10)  # fmt: skip
+            answer = await signed_exchange(self._poll, device, self._stats, "desired", "GET",
+                                           target, b"", extra, timeout_s=wait_s + 10)  # fmt: skip
             if answer is None or answer[0] >= 400:
                 await asyncio.sleep(self._retry_s())
                 continue
@@ -262,8 +283,9 @@ class HttpDeviceLoop:
         dropped = device.telemetry_acked_through
         target = f"/v1/devices/{device.device_id}/telemetry?dropped_through_seq={dropped}"
         self._stats.telemetry_sent += 1
-        answer = await self._signed(self._main, "telemetry", "POST", target, payload,
-                                    {"content-type": TELEMETRY_CONTENT_TYPE})  # fmt: skip
+        kind = {"content-type": TELEMETRY_CONTENT_TYPE}
+        answer = await signed_exchange(self._main, device, self._stats, "telemetry", "POST",
+                                       target, payload, kind)  # fmt: skip
         if answer is None or answer[0] >= 300:
             self._stats.telemetry_failed += 1
             # Declared gone next time: a load run does not resend (the server says a gap).
@@ -275,13 +297,4 @@ class HttpDeviceLoop:
         return self._device.rng.uniform(*RETRY_S)
 
     async def _pause(self, seconds: float, wake: asyncio.Event | None = None) -> bool:
-        """Sleep `seconds` (or until `wake` is set); True when the run is stopping."""
-        waits = [asyncio.ensure_future(self._stop.wait())]
-        if wake is not None:
-            waits.append(asyncio.ensure_future(wake.wait()))
-        try:
-            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
-        return self._stop.is_set()
+        return await pause(self._stop, seconds, wake)

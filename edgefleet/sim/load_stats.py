@@ -37,6 +37,8 @@ class LoadSettings:
     long_poll_s: float = 30.0
     telemetry_upload_interval_s: float = 300.0  # 0: no telemetry
     ramp_s: float = 0.0  # spread the devices' starts over this long
+    warmup_s: float = 0.0  # latencies are measured after this (counts cover the whole run)
+    progress_path: str | None = None  # append counts as JSON lines, every second, here
     workers: int = 1
     source_addresses: tuple[str, ...] = ()  # loopback addresses to connect from
     enroll_concurrency: int = 16  # enrollments in flight per worker
