@@ -60,6 +60,12 @@ def server(
         help="Verify client certificates against these CAs (DATA_DIR/device-ca/ca.crt): "
         "devices may authenticate by mutual TLS",
     ),
+    mqtt: str = typer.Option(
+        None,
+        envvar="EDGEFLEET_MQTT_URL",
+        help="MQTT device channel: mqtt[s]://USER:PASSWORD@HOST:PORT of a Mosquitto with the "
+        "dynamic-security plugin, as a client that may administer it [HTTP only]",
+    ),
 ) -> None:
     """Run the control plane (operator API, device API) until interrupted.
 
@@ -88,6 +94,7 @@ def server(
         tls_cert=tls_cert,
         tls_key=tls_key,
         client_ca=client_ca,
+        mqtt_url=mqtt,
     )
     serve(settings)
 

@@ -20,6 +20,7 @@ from edgefleet.server.compression import ResponseCompressionMiddleware
 from edgefleet.server.error_handlers import install_error_handlers
 from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
 from edgefleet.server.middleware import RequestContextMiddleware
+from edgefleet.server.mqtt_bridge import MqttBridge
 from edgefleet.server.notify import DesiredNotifications
 from edgefleet.server.openapi import declare_auth
 from edgefleet.server.roles import split_by_role
@@ -28,6 +29,7 @@ from edgefleet.server.routes import (
     attestation,
     audit,
     blobs,
+    broker,
     certificates,
     dashboard,
     ddi,
@@ -237,6 +239,9 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         svc.telemetry.on_stored(exporter.offer)
     notifications = DesiredNotifications(db, svc.watch, svc.device_link, svc.metrics)
     ingest = DeviceIngest(db, clock, svc.device_link, svc.telemetry, svc.rollout_controller.wake)
+    bridge = MqttBridge(svc, clock, ingest) if settings.mqtt_url is not None else None
+    if bridge is not None:
+        svc.watch.on_notify(bridge.desired_changed)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -250,9 +255,13 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
             tasks.append(asyncio.create_task(keeper.run_forever()))
         if exporter is not None:
             tasks.append(asyncio.create_task(exporter.run_forever()))
+        if bridge is not None:
+            await bridge.start()
         try:
             yield
         finally:
+            if bridge is not None:
+                await bridge.stop()
             svc.watch.close()
             await ingest.stop()  # what devices sent is stored before the replica stops
             await asyncio.to_thread(notifications.stop)
@@ -270,6 +279,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     )
     app.state.services = svc
     app.state.lease_keeper = keeper
+    app.state.mqtt_bridge = bridge
     app.state.ingest = ingest
     install_error_handlers(app)
     app.add_middleware(ResponseCompressionMiddleware)
@@ -294,6 +304,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
         ddi.router,
         ddi.operator_router,
         attestation.router,
+        broker.router,
     ]
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
@@ -301,7 +312,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
                                              dashboard, ui, certificates)]  # fmt: skip
     routers.append(leases.router)
     # Each router is served by a role (`roles.py`); the shared ones by every replica.
-    device_routers = [device_api.router, telemetry.device_router, ddi.router]
+    device_routers = [device_api.router, telemetry.device_router, ddi.router, broker.router]
     shared_routers = [health.router, blobs.router, metrics.router]
     for router in routers:
         declare_auth(router)

@@ -181,13 +181,26 @@ class ServerMetrics:
             ("result",),
         )
 
+        self.reports_ingested = Counter(
+            "edgefleet_reports_ingested_total",
+            "Device reports stored, by transport (http, mqtt).",
+            ("transport",),
+        )
+        self.messages_dropped = Counter(
+            "edgefleet_messages_dropped_total",
+            "Device messages from the MQTT broker dropped, by reason: malformed, oversized, "
+            "unknown_topic, unsigned_request, bad_signature, stale_request, replayed_request, "
+            "unknown_device, device_revoked, ... (a telemetry batch's refusal code).",
+            ("reason",),
+        )
+
     def families(self) -> list[MetricFamily]:
         counters: list[Counter | Gauge] = [
             self.http_requests, self.batches_accepted, self.batches_refused,
             self.windows_accepted, self.batch_bytes, self.alerts_opened, self.alerts_closed,
             self.housekeeping_runs, self.otlp_exported_windows, self.otlp_dropped_windows,
             self.otlp_export_requests, self.otlp_queued_windows, self.long_polls_waiting,
-            self.desired_notifications,
+            self.desired_notifications, self.reports_ingested, self.messages_dropped,
         ]  # fmt: skip
         return [*(c.family() for c in counters), self.http_duration.family()]
 

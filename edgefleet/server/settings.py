@@ -173,6 +173,32 @@ class ServerSettings(BaseSettings):
         "dies is replaced after at most this long (plus a renewal interval).",
     )
 
+    mqtt_url: SecretStr | None = Field(
+        None,
+        description="MQTT broker for the device channel, mqtt[s]://USER:PASSWORD@HOST:PORT "
+        "(a client that may administer Mosquitto's dynamic-security plugin): devices report "
+        "over it and get their desired state pushed, retained. Unset: HTTP only.",
+    )
+    mqtt_ca_file: Path | None = Field(
+        None, description="CA certificates (PEM) an mqtts:// broker is checked against."
+    )
+    mqtt_client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="This replica's MQTT client id, the name of its persistent session "
+        "[edgefleet-REPLICA_ID]: keep it across restarts (set EDGEFLEET_REPLICA_ID) so a "
+        "restarted replica resumes its session and loses no message.",
+    )
+    mqtt_session_expiry_s: int = Field(
+        3600,
+        ge=0,
+        le=7 * 86400,
+        description="How long the broker keeps a disconnected replica's session and its "
+        "share of messages.",
+    )
+
     @field_validator("attestation_policy")
     @classmethod
     def _known_actions(cls, actions: str) -> str:
@@ -195,6 +221,19 @@ class ServerSettings(BaseSettings):
                 + (f"; unknown: {', '.join(unknown)}" if unknown else "")
             )
         return ",".join(r for r in ROLES if r in names)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _broker_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            from edgefleet.transport.mqtt_client import BrokerUrl
+
+            BrokerUrl.parse(url.get_secret_value())
+        return url
+
+    def resolved_mqtt_client_id(self) -> str:
+        """The MQTT client id: set, or derived from the replica id."""
+        return self.mqtt_client_id or f"edgefleet-{self.replica_id}"
 
     def role_names(self) -> frozenset[str]:
         """The roles of `roles`."""
@@ -224,7 +263,7 @@ class ServerSettings(BaseSettings):
 # The settings `edgefleet server` has a flag for (the others are variables only).
 FLAGS = {"data_dir": "--data-dir", "host": "--host", "port": "--port",
          "database_url": "--database-url", "heartbeat_interval_s": "--heartbeat-interval",
-         "log_level": "--log-level"}  # fmt: skip
+         "log_level": "--log-level", "mqtt_url": "--mqtt"}  # fmt: skip
 
 
 def load_server_settings(**overrides: Any) -> ServerSettings:

@@ -16,7 +16,7 @@ graceful shutdown open.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from edgefleet.server.metrics import Gauge
@@ -33,6 +33,12 @@ class DesiredStateWatch:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._seen: dict[str, int] = {}  # device -> the generation its waiters last read
         self._closed = False
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_notify(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(device_id)` at every `notify` too, on the notifying thread (the MQTT
+        channel publishes the device's new document)."""
+        self._listeners.append(listener)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -65,6 +71,8 @@ class DesiredStateWatch:
 
     def notify(self, device_id: str) -> None:
         """Wake every waiter for `device_id`; safe to call from worker threads."""
+        for listener in self._listeners:
+            listener(device_id)
         if self._loop is None or self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._wake, device_id)

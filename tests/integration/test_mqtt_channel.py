@@ -1,0 +1,291 @@
+"""The MQTT device channel against a real Mosquitto (dynamic-security plugin, a TLS
+listener with certificates made here), a real control plane started with --mqtt, and real
+agents started with --mqtt: reports stored, the desired state pushed (no long poll), the
+retained document for a reconnecting device, forged, replayed and foreign messages
+refused, a revoked device disconnected and refused by the broker, a restarted control
+plane losing no QoS 1 message."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgefleet.client import FleetClient
+from edgefleet.core.protocol import Report, to_binary
+from edgefleet.errors import Forbidden, Unauthenticated
+from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
+from edgefleet.security.message_signing import sign_message
+from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection
+from edgefleet.transport.mqtt_topics import Channel, device_topic
+from tests.conftest import ADMIN_TOKEN
+from tests.device_requests import RawDevice
+from tests.integration.test_device_certificates import make_server_tls
+from tests.mqtt_broker import BrokerProcess, require_mosquitto
+
+DESIRED_ROUTE = "/v1/devices/{device_id}/desired"
+REPORT_ROUTE = "/v1/devices/{device_id}/report"
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return make_server_tls(tmp_path_factory.mktemp("broker-tls"))
+
+
+@pytest.fixture(scope="module")
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, tls: tuple[Path, Path, Path]
+) -> Iterator[BrokerProcess]:
+    require_mosquitto()
+    process = BrokerProcess(tmp_path_factory.mktemp("broker"), tls=tls)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, broker: BrokerProcess
+) -> Iterator[ServerProcess]:
+    """A control plane on the broker, with a stable replica id (its MQTT session's name)."""
+    process = ServerProcess(tmp_path_factory.mktemp("server") / "data", ADMIN_TOKEN, env={
+        "EDGEFLEET_MQTT_URL": broker.admin_url, "EDGEFLEET_REPLICA_ID": "replica-a"})  # fmt: skip
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def enroll_token(server: ServerProcess) -> str:
+    with server.client() as admin:
+        return str(admin.create_enrollment_token(auto_approve=True)["token"])
+
+
+@pytest.fixture
+def mqtt_agents() -> Iterator[list[AgentProcess]]:
+    """Agents a test starts: each stopped when it ends."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.stop()
+
+
+def start_agent(server: ServerProcess, url: str, token: str, directory: Path, name: str,
+                extra: list[str] | None = None) -> AgentProcess:  # fmt: skip
+    agent = AgentProcess(server.url, directory / name, token, name, extra_args=[
+        "--mqtt", url, "--statsd-port", "0", "--otlp-port", "off",
+        "--attestation-interval", "0", *(extra or [])])  # fmt: skip
+    agent.start()
+    return agent
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    """One sample of /metrics (0 when absent)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
+    found = re.search(f"^{pattern}$", text, re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
+def requests_to(server: ServerProcess, route: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    pattern = rf'^edgefleet_http_requests_total\{{[^}}]*route="{re.escape(route)}"[^}}]*\}} (\S+)$'
+    return sum(float(m[1]) for m in re.finditer(pattern, text, re.MULTILINE))
+
+
+def labels_applied(agent: AgentProcess) -> dict[str, str]:
+    return dict(agent.state().get("desired", {}).get("labels", {}))
+
+
+def test_reports_go_over_mqtt_and_a_change_is_pushed_without_polling(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str,
+    mqtt_agents: list[AgentProcess], tmp_path: Path,
+) -> None:  # fmt: skip
+    agent = start_agent(server, broker.url, enroll_token, tmp_path, "mqtt-1")
+    mqtt_agents.append(agent)
+    before = metric(server, "edgefleet_reports_ingested_total", transport="mqtt")
+    wait_for(lambda: metric(server, "edgefleet_reports_ingested_total", transport="mqtt")
+             >= before + 3 or not agent.running, timeout_s=60,
+             what="reports over MQTT")  # fmt: skip
+    assert agent.running, agent.log()
+    with server.client() as admin:
+        device = admin.get_device(str(agent.device_id))
+        assert device["status"] == "online"
+        admin.label_device(str(agent.device_id), {"site": "berlin"}, [])
+    wait_for(lambda: labels_applied(agent).get("site") == "berlin", timeout_s=20,
+             what="the pushed label")  # fmt: skip
+    # Pushed, not polled; reports over MQTT, only the first after a connect over HTTP.
+    assert requests_to(server, DESIRED_ROUTE) == 0
+    assert requests_to(server, REPORT_ROUTE) <= 2
+    assert "MQTT device channel open" in agent.log()
+
+
+def test_a_reconnecting_device_gets_the_retained_state(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str,
+    mqtt_agents: list[AgentProcess], tmp_path: Path,
+) -> None:  # fmt: skip
+    agent = start_agent(server, broker.url, enroll_token, tmp_path, "mqtt-2")
+    mqtt_agents.append(agent)
+    wait_for(lambda: agent.state().get("applied_generation", 0) > 0, timeout_s=60,
+             what="a first desired state")  # fmt: skip
+    agent.stop()
+    with server.client() as admin:
+        admin.label_device(str(agent.device_id), {"shelf": "7"}, [])
+    agent.start()
+    wait_for(lambda: labels_applied(agent).get("shelf") == "7", timeout_s=30,
+             what="the retained document after a reconnect")  # fmt: skip
+    assert requests_to(server, DESIRED_ROUTE) == 0
+
+
+def test_an_agent_reaches_the_broker_over_tls(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str,
+    mqtt_agents: list[AgentProcess], tmp_path: Path, tls: tuple[Path, Path, Path],
+) -> None:  # fmt: skip
+    agent = start_agent(server, broker.tls_url, enroll_token, tmp_path, "mqtt-tls",
+                        ["--mqtt-ca-file", str(tls[0])])  # fmt: skip
+    mqtt_agents.append(agent)
+    wait_for(lambda: agent.state().get("applied_generation", 0) > 0 or not agent.running,
+             timeout_s=60, what="the desired state over mqtts")  # fmt: skip
+    assert agent.running, agent.log()
+    with server.client() as admin:
+        admin.label_device(str(agent.device_id), {"tls": "yes"}, [])
+    wait_for(lambda: labels_applied(agent).get("tls") == "yes", timeout_s=20,
+             what="a change over mqtts")  # fmt: skip
+    # Without the CA the broker's certificate is refused: the agent never gets a channel.
+    stranger = start_agent(server, broker.tls_url, enroll_token, tmp_path, "mqtt-no-ca")
+    mqtt_agents.append(stranger)
+    wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in stranger.log(), timeout_s=30,
+             what="the untrusted broker refused")  # fmt: skip
+    assert "MQTT device channel open" not in stranger.log()
+
+
+class RawMqttDevice:
+    """A device enrolled over HTTP by hand, speaking MQTT with edgefleet's own client and
+    signing: a test can replay, alter or misdirect exactly what it publishes."""
+
+    def __init__(self, server: ServerProcess, broker: BrokerProcess, token: str) -> None:
+        self.http = RawDevice(server.url)
+        answer = self.http.enroll(token)
+        assert answer.status_code == 200, answer.text
+        credentials = self.http.call("GET", f"/v1/devices/{self.id}/broker")
+        assert credentials.status_code == 200, credentials.text
+        self.credentials = credentials.json()
+        self.url = BrokerUrl.parse(broker.url)
+        self.seq = 0
+
+    @property
+    def id(self) -> str:
+        return self.http.id
+
+    def connection(self) -> MqttConnection:
+        return MqttConnection(self.url, client_id=self.credentials["client_id"],
+                              username=self.credentials["username"],
+                              password=self.credentials["password"])  # fmt: skip
+
+    def signed(self, payload: bytes, topic: str | None = None) -> list[tuple[str, str]]:
+        self.seq += 1
+        return sign_message(self.http.key, topic or device_topic(self.id, Channel.REPORT),
+                            payload, self.id, self.seq, datetime.now(UTC))  # fmt: skip
+
+
+REPORT = to_binary(Report(applied_generation=0))
+
+
+def test_forged_replayed_and_foreign_messages_are_refused(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str
+) -> None:
+    device, other = (RawMqttDevice(server, broker, enroll_token) for _ in range(2))
+    topic = device_topic(device.id, Channel.REPORT)
+
+    def dropped(reason: str) -> float:
+        return metric(server, "edgefleet_messages_dropped_total", reason=reason)
+
+    counts = {r: dropped(r) for r in ("replayed_request", "bad_signature", "unsigned_request")}
+    taken = metric(server, "edgefleet_reports_ingested_total", transport="mqtt")
+
+    async def play() -> None:
+        connection = device.connection()
+        await connection.connect()
+        try:
+            properties = device.signed(REPORT)
+            await connection.publish(topic, REPORT, user_properties=properties)
+            await connection.publish(topic, REPORT, user_properties=properties)  # replayed
+            altered = to_binary(Report(applied_generation=1))
+            await connection.publish(topic, altered, user_properties=device.signed(REPORT))
+            await connection.publish(topic, REPORT)  # unsigned
+            # Another device's topic: the broker refuses it (its ACL), the message goes
+            # nowhere; and its desired state cannot be read.
+            foreign = device_topic(other.id, Channel.REPORT)
+            with pytest.raises(Forbidden):
+                await connection.publish(foreign, REPORT, user_properties=device.signed(
+                    REPORT, foreign))  # fmt: skip
+            with pytest.raises(Forbidden):
+                await connection.subscribe([device_topic(other.id, Channel.DESIRED)])
+            with pytest.raises(Forbidden):  # nor may it publish a desired state
+                await connection.publish(device_topic(device.id, Channel.DESIRED), b"{}")
+        finally:
+            await connection.close()
+
+    asyncio.run(play())
+    wait_for(lambda: all(dropped(r) == counts[r] + 1 for r in counts), timeout_s=20,
+             what="each bad message counted once")  # fmt: skip
+    assert metric(server, "edgefleet_reports_ingested_total", transport="mqtt") == taken + 1
+    with FleetClient(server.url, ADMIN_TOKEN) as admin:
+        assert admin.get_device(device.id)["last_seen"] is not None
+
+
+def test_a_revoked_device_is_disconnected_and_refused_by_the_broker(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str
+) -> None:
+    device = RawMqttDevice(server, broker, enroll_token)
+
+    async def play() -> None:
+        connection = device.connection()
+        await connection.connect()
+        await connection.subscribe([device_topic(device.id, Channel.DESIRED)])
+        with FleetClient(server.url, ADMIN_TOKEN) as admin:
+            await asyncio.to_thread(admin.change_enrollment, device.id, "revoke")
+        await asyncio.wait_for(connection.lost.wait(), 20)
+        assert "Administrative action" in connection.lost_reason
+        await connection.close()
+        with pytest.raises(Unauthenticated) as refused:
+            await device.connection().connect()
+        assert refused.value.code == "broker_refused"
+
+    asyncio.run(play())
+    # Nor does the control plane hand it credentials any more.
+    answer = device.http.call("GET", f"/v1/devices/{device.id}/broker")
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "device_revoked"
+
+
+def test_a_restarted_control_plane_loses_no_message(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str
+) -> None:
+    """Reports published while the control plane is down wait in its persistent session
+    and are all taken, once each, when it comes back (SIGKILL: no clean disconnect)."""
+    device = RawMqttDevice(server, broker, enroll_token)
+    topic = device_topic(device.id, Channel.REPORT)
+    server.kill()
+
+    async def publish(count: int) -> None:
+        connection = device.connection()
+        await connection.connect()
+        try:
+            for _ in range(count):
+                await connection.publish(topic, REPORT, user_properties=device.signed(REPORT))
+        finally:
+            await connection.close()
+
+    asyncio.run(publish(25))
+    server.start()
+    wait_for(lambda: metric(server, "edgefleet_reports_ingested_total", transport="mqtt") >= 25,
+             timeout_s=30, what="the reports queued for the session")  # fmt: skip
+    assert metric(server, "edgefleet_reports_ingested_total", transport="mqtt") == 25
+    assert metric(server, "edgefleet_messages_dropped_total", reason="replayed_request") == 0
