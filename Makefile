@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 # Debian tools some tests and benchmarks use (promtool, chromium, xdelta3, zstd, GNU time,
 # systemd-analyze for the units, haproxy and mosquitto for the compose stack's configs, swtpm
-# and tpm2-tools for attestation); CI installs them, elsewhere the tests that need them skip
+# (with swtpm-tools for EK certificates) and tpm2-tools for attestation); CI installs them, elsewhere the tests that need them skip
 # with the reason.
 SYSTEM_TOOLS := promtool:prometheus chromium:chromium xdelta3:xdelta3 zstd:zstd /usr/bin/time:time \
-	systemd-analyze:systemd haproxy:haproxy swtpm:swtpm tpm2_quote:tpm2-tools \
+	systemd-analyze:systemd haproxy:haproxy swtpm:swtpm swtpm_setup:swtpm-tools \
+	tpm2_quote:tpm2-tools \
 	mosquitto:mosquitto mosquitto_ctrl:mosquitto-clients
 
 # rauc-hawkbit is the RAUC project's hawkBit DDI client, driven by the interop tests: they use

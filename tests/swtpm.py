@@ -4,6 +4,9 @@
                  --ctrl type=tcp,port=P+1 --flags not-need-init,startup-clear
 
 tpm2-tools reach it with TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=P (the agent's --tpm).
+
+`manufacture` gives a TPM state an EK certificate the way a TPM vendor does, from a local
+CA (swtpm_setup --create-ek-cert with swtpm_localca, package swtpm-tools).
 """
 
 from __future__ import annotations
@@ -28,6 +31,27 @@ def require_tpm_tools() -> None:
     if missing:
         pytest.skip(f"needs swtpm and tpm2-tools (missing: {', '.join(missing)}); "
                     "apt-get install swtpm swtpm-tools tpm2-tools")  # fmt: skip
+
+
+def manufacture(state_dir: Path, ca_dir: Path) -> Path:
+    """Make `state_dir` a TPM whose EK has a certificate (NV 0x01c00002) from the local CA in
+    `ca_dir` (created on first use: a root and an issuing CA, both named swtpm-localca*);
+    the issuing CA's certificate (PEM)."""
+    if shutil.which("swtpm_setup") is None or shutil.which("swtpm_localca") is None:
+        pytest.skip("needs swtpm_setup and swtpm_localca; apt-get install swtpm-tools")
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (ca_dir / "localca.conf").write_text(
+        f"statedir = {ca_dir}\nsigningkey = {ca_dir}/signkey.pem\n"
+        f"issuercert = {ca_dir}/issuercert.pem\ncertserial = {ca_dir}/certserial\n")  # fmt: skip
+    (ca_dir / "setup.conf").write_text(
+        f"create_certs_tool = {shutil.which('swtpm_localca')}\n"
+        f"create_certs_tool_config = {ca_dir}/localca.conf\n"
+        "create_certs_tool_options = /dev/null\nactive_pcr_banks = sha256\n")  # fmt: skip
+    subprocess.run(["swtpm_setup", "--tpm2", "--tpmstate", str(state_dir), "--create-ek-cert",
+                    "--config", str(ca_dir / "setup.conf")],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    return ca_dir / "issuercert.pem"
 
 
 def _free_port_pair() -> int:

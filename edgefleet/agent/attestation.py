@@ -8,8 +8,12 @@ The measurement is taken in a thread (it hashes the agent's files and the slots'
 the TPM is driven through `tpm2-tools` subprocesses (TPM2TOOLS_TCTI from `--tpm`), so the
 agent process loads no TPM library. The attestation key is created under the endorsement
 key on first use (`tpm2_createek`, `tpm2_createak`), made persistent at AK_HANDLE, and its
-public part (PEM) kept in DATA/attestation/ak.pem; the control plane registers it with the
-device's first quote.
+public part (PEM) kept in DATA/attestation/ak.pem. Until the control plane names it as the
+device's certified key (in each challenge), the agent has it certified by credential
+activation first:
+
+    EK public (+ EK certificate from NV), AK public and name ─▶ POST .../credential
+        ◀─ credential ─▶ tpm2_activatecredential (EK policy session) ─▶ POST .../activation
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from edgefleet.core.governance.attestation import (
     replay_pcr,
 )
 from edgefleet.errors import ApiError, EdgefleetError, Unavailable
+from edgefleet.security.tpm_credential import EK_CERTIFICATE_NV_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +178,48 @@ class Tpm:
         os.replace(self._dir / "ak.new.pem", pem)
         return pem.read_text()
 
+    async def key_offer(self) -> dict[str, Any]:
+        """What the control plane needs to certify the attestation key: the EK's and the
+        AK's public areas (tss format, base64), the AK's name (hex) and PEM, and the EK
+        certificate (DER, base64) when the TPM holds one."""
+        with tempfile.TemporaryDirectory(dir=self._dir) as tmp:
+            work = Path(tmp)
+            await self._run("tpm2_createek", "-c", str(work / "ek.ctx"), "-G", "rsa",
+                            "-u", str(work / "ek.pub"))  # fmt: skip
+            await self._run("tpm2_flushcontext", "-t")
+            await self._run("tpm2_readpublic", "-c", AK_HANDLE, "-f", "tss",
+                            "-o", str(work / "ak.pub"), "-n", str(work / "ak.name"))  # fmt: skip
+            certificate = None
+            indexes = await self._run("tpm2_getcap", "handles-nv-index")
+            if int(EK_CERTIFICATE_NV_INDEX, 16) in _handles(indexes):
+                await self._run("tpm2_nvread", EK_CERTIFICATE_NV_INDEX, "-o",
+                                str(work / "ek.crt"))  # fmt: skip
+                certificate = _b64(work / "ek.crt")
+            return {"ek_public": _b64(work / "ek.pub"), "ek_certificate": certificate,
+                    "ak_public": _b64(work / "ak.pub"),
+                    "ak_name": (work / "ak.name").read_bytes().hex(),
+                    "attestation_key": await self.attestation_key()}  # fmt: skip
+
+    async def activate_credential(self, credential: bytes) -> bytes:
+        """The secret `credential` holds, as the TPM opens it with the EK and the AK (the
+        EK's policy: PolicySecret on the endorsement hierarchy, in a policy session)."""
+        with tempfile.TemporaryDirectory(dir=self._dir) as tmp:
+            work = Path(tmp)
+            (work / "credential").write_bytes(credential)
+            ek, session = str(work / "ek.ctx"), str(work / "session.ctx")
+            await self._run("tpm2_createek", "-c", ek, "-G", "rsa")
+            await self._run("tpm2_startauthsession", "--policy-session", "-S", session)
+            try:
+                await self._run("tpm2_policysecret", "-S", session, "-c", "e")
+                await self._run("tpm2_activatecredential", "-c", AK_HANDLE, "-C", ek, "-i",
+                                str(work / "credential"), "-o", str(work / "secret"),
+                                "-P", f"session:{session}")  # fmt: skip
+            finally:
+                with contextlib.suppress(TpmError):
+                    await self._run("tpm2_flushcontext", session)
+                await self._run("tpm2_flushcontext", "-t")
+            return (work / "secret").read_bytes()
+
     async def read_pcr(self) -> str:
         """The measurement PCR's value (hex)."""
         with tempfile.NamedTemporaryFile(dir=self._dir) as out:
@@ -195,6 +242,16 @@ class Tpm:
             message, signature = msg.read_bytes(), sig.read_bytes()
         return {"message": base64.b64encode(message).decode(),
                 "signature": base64.b64encode(signature).decode()}  # fmt: skip
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _handles(getcap: bytes) -> set[int]:
+    """The handles `tpm2_getcap handles-*` lists (`- 0x1C00002` lines)."""
+    return {int(line.strip()[2:], 16) for line in getcap.decode().splitlines()
+            if line.strip().startswith("- 0x")}  # fmt: skip
 
 
 class Attestor:
@@ -252,6 +309,9 @@ class Attestor:
             await tpm.extend(digest)
             self._log.append(digest)
         challenge = await self._link.attestation_challenge()
+        if challenge.get("attestation_key") != key:
+            await self._certify(tpm)
+            challenge = await self._link.attestation_challenge()
         quote = await tpm.quote(str(challenge["nonce"]))
         pcr = await tpm.read_pcr()
         return {
@@ -261,3 +321,12 @@ class Attestor:
             "pcrs": {str(MEASUREMENT_PCR): pcr},
             "log": list(self._log),
         }
+
+    async def _certify(self, tpm: Tpm) -> None:
+        """Have the attestation key certified by credential activation (ApiError, with the
+        reason, when the control plane refuses it)."""
+        answer = await self._link.offer_attestation_key(await tpm.key_offer())
+        secret = await tpm.activate_credential(base64.b64decode(str(answer["credential"])))
+        certified = await self._link.activate_attestation_key(secret)
+        extra = {"device_id": self._link.device_id, "ek_name": certified.get("ek_name")}
+        log.info("attestation key certified", extra=extra)

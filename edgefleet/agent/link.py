@@ -213,6 +213,19 @@ class ControlPlaneLink:
         result: dict[str, Any] = self._json(await self._send("POST", target, {}))
         return result
 
+    async def offer_attestation_key(self, offer: dict[str, Any]) -> dict[str, Any]:
+        """Offer the TPM's attestation key for certification: `{"credential" (base64)}`."""
+        target = f"/v1/devices/{self.device_id}/attestation/credential"
+        result: dict[str, Any] = self._json(await self._send("POST", target, offer))
+        return result
+
+    async def activate_attestation_key(self, secret: bytes) -> dict[str, Any]:
+        """Return the secret the TPM opened the credential to: the key is certified."""
+        target = f"/v1/devices/{self.device_id}/attestation/credential/activation"
+        body = {"secret": secret.hex()}
+        result: dict[str, Any] = self._json(await self._send("POST", target, body))
+        return result
+
     async def attest(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Report a measurement (and a quote); the control plane's verdict."""
         target = f"/v1/devices/{self.device_id}/attestation"

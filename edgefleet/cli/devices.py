@@ -126,6 +126,15 @@ def _attestation(d: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _tpm(d: dict[str, Any]) -> str:
+    """`AK certified under EK 000b… · EK certificate issued by …`; `-` without a TPM."""
+    record = d.get("attestation") or {}
+    if record.get("ak_certified"):
+        return (f"AK certified under EK {record['ek_name']} · "
+                f"EK certificate {record['ek_certificate']}")  # fmt: skip
+    return "AK not certified" if record.get("tpm") else "-"
+
+
 DEVICE_FIELDS = [
     Column("id", lambda d: d["id"]),
     Column("name", lambda d: d["name"]),
@@ -145,6 +154,7 @@ DEVICE_FIELDS = [
     ),
     Column("release", lambda d: _release(d)),
     Column("attestation", lambda d: _attestation(d)),
+    Column("tpm", lambda d: _tpm(d)),
     Column("enrolled", lambda d: format_time(d["created_at"])),
 ]
 

@@ -50,6 +50,12 @@ def server(
     log_level: str = typer.Option(
         None, envvar="EDGEFLEET_LOG_LEVEL", help="debug, info, warning or error [info]"
     ),
+    tpm_ca_file: Path = typer.Option(
+        None,
+        envvar="EDGEFLEET_TPM_CA_FILE",
+        help="Trust TPMs whose EK certificate these TPM manufacturer CAs (PEM) signed; a "
+        "device whose TPM has none, or another, fails attestation [EK certificates not needed]",
+    ),
     tls_cert: Path = typer.Option(
         None, envvar="EDGEFLEET_TLS_CERT", help="Serve https with this PEM certificate (chain)"
     ),
@@ -91,6 +97,7 @@ def server(
         heartbeat_interval_s=heartbeat_interval,
         roles=roles,
         log_level=log_level,
+        tpm_ca_file=tpm_ca_file,
         tls_cert=tls_cert,
         tls_key=tls_key,
         client_ca=client_ca,

@@ -253,14 +253,18 @@ def load_ek_certificate(data: bytes) -> x509.Certificate:
 
 
 def ek_certificate_problem(
-    certificate: x509.Certificate, ek: TpmPublic, trusted: Sequence[x509.Certificate],
+    certificate: x509.Certificate,
+    ek: TpmPublic,
+    trusted: Sequence[x509.Certificate] | None,
     now: datetime,
-) -> str | None:  # fmt: skip
+) -> str | None:
     """Why `certificate` does not vouch for `ek` (None: it does): it must hold the EK's
-    public key, be valid at `now`, and be signed by one of the `trusted` TPM CAs (the
-    manufacturers' issuing CAs)."""
+    public key and, unless `trusted` is None (no TPM CA configured), be valid at `now` and
+    be signed by one of the `trusted` TPM CAs (the manufacturers' issuing CAs)."""
     if certificate.public_key() != ek.key:
         return "the EK certificate is for another key than the endorsement key sent"
+    if trusted is None:
+        return None
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         since, until = certificate.not_valid_before_utc, certificate.not_valid_after_utc
         return f"the EK certificate is not valid now (valid {since:%Y-%m-%d} to {until:%Y-%m-%d})"
@@ -272,5 +276,7 @@ def ek_certificate_problem(
         except (InvalidSignature, ValueError, TypeError):
             continue
         return None
-    return (f"the EK certificate's issuer ({certificate.issuer.rfc4514_string()}) is not a "
-            "trusted TPM manufacturer CA")  # fmt: skip
+    return (
+        f"the EK certificate's issuer ({certificate.issuer.rfc4514_string()}) is not a "
+        "trusted TPM manufacturer CA"
+    )

@@ -152,7 +152,9 @@ def build_services(
         dashboard=dashboard_service,
         dashboard_events=DashboardEvents(dashboard_service),
         ui_sessions=UiSessionService(db, clock, token_service),
-        attestation=AttestationService(db, clock, settings.attestation()),
+        attestation=AttestationService(
+            db, clock, settings.attestation(), settings.trusted_tpm_cas()
+        ),
         certificates=CertificateService(db, clock, settings),
         sealing=SealingService(db, clock, settings.data_dir, watch),
     )

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -151,6 +152,13 @@ class ServerSettings(BaseSettings):
         description="A device whose measurement no TPM quote vouches for (attestation "
         "unverified) counts as failed for attestation_policy.",
     )
+    tpm_ca_file: Path | None = Field(
+        None,
+        description="The TPM manufacturers' CA certificates (PEM, issuing CAs included) a "
+        "device's EK certificate must be signed by: a device whose TPM has none, or one from "
+        "another CA, has its attestation key refused (attestation failed). Unset: EK "
+        "certificates are not required, and a TPM is known by its EK only.",
+    )
 
     roles: str = Field(
         ",".join(ROLES),
@@ -205,6 +213,13 @@ class ServerSettings(BaseSettings):
         parse_policy(actions)
         return actions
 
+    @field_validator("tpm_ca_file")
+    @classmethod
+    def _certificates(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            load_tpm_cas(path)
+        return path
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, level: str) -> str:
@@ -250,6 +265,10 @@ class ServerSettings(BaseSettings):
         """The policy of `attestation_policy` and `attestation_require_tpm`."""
         return parse_policy(self.attestation_policy, require_tpm=self.attestation_require_tpm)
 
+    def trusted_tpm_cas(self) -> tuple[x509.Certificate, ...] | None:
+        """The certificates of `tpm_ca_file`; None when it is unset."""
+        return None if self.tpm_ca_file is None else load_tpm_cas(self.tpm_ca_file)
+
     def ddi_release_names(self) -> frozenset[str]:
         """The release names of `ddi_releases`."""
         return frozenset(n.strip() for n in self.ddi_releases.split(",") if n.strip())
@@ -262,8 +281,20 @@ class ServerSettings(BaseSettings):
 
 # The settings `edgefleet server` has a flag for (the others are variables only).
 FLAGS = {"data_dir": "--data-dir", "host": "--host", "port": "--port",
+         "tpm_ca_file": "--tpm-ca-file",
          "database_url": "--database-url", "heartbeat_interval_s": "--heartbeat-interval",
          "log_level": "--log-level", "mqtt_url": "--mqtt"}  # fmt: skip
+
+
+def load_tpm_cas(path: Path) -> tuple[x509.Certificate, ...]:
+    """The PEM certificates in `path`; ValueError when it cannot be read or holds none."""
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError:
+        raise ValueError(f"{path} holds no PEM certificate") from None
+    return tuple(certificates)
 
 
 def load_server_settings(**overrides: Any) -> ServerSettings:

@@ -519,6 +519,12 @@ device_attestations = Table(
     Column("measurement", JSON, nullable=False),
     Column("withhold_releases", Boolean, nullable=False),
     Column("withhold_workloads", Boolean, nullable=False),
+    # The attestation key certified by credential activation, under which TPM (EK name).
+    Column("ak_certified", Boolean, nullable=False),
+    Column("ek_name", String(132), nullable=True),
+    Column("ek_certificate", Text, nullable=False),
+    Column("credential", JSON, nullable=True),  # the outstanding credential
+    Column("credential_problem", Text, nullable=True),
 )
 
 # Policies as code (`core.policy`): one row per Policy document, all of them in force.

@@ -247,6 +247,9 @@ def test_an_ek_certificate_must_hold_the_ek_and_come_from_a_trusted_ca(
     assert "is not valid now" in str(
         ek_certificate_problem(good, ek, [ca], now + timedelta(days=400))
     )
+    # Without trusted CAs only the key is checked.
+    assert ek_certificate_problem(forged, ek, None, now) is None
+    assert ek_certificate_problem(other, ek, None, now) is not None
     # NV indexes may be larger than the certificate: the padding is ignored.
     der = good.public_bytes(serialization.Encoding.DER)
     assert load_ek_certificate(der + bytes(100)) == good

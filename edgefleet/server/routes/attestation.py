@@ -3,6 +3,8 @@ each device's latest verdict for operators."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from typing import Any
 
@@ -11,9 +13,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
+from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services, signed_device
 from edgefleet.server.error_handlers import request_id_of
+from edgefleet.server.services.attestation import KeyOffer
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.store.repositories.attestations import AttestationRecord
 
@@ -25,6 +29,46 @@ HEX64 = r"^[0-9a-f]{64}$"
 class ChallengeOut(BaseModel):
     nonce: str = Field(description="64 hex digits to quote over (tpm2_quote -q), used once")
     expires_at: datetime
+    attestation_key: str | None = Field(
+        description="The attestation key (PEM) this device certified by credential "
+        "activation; null: none yet. Quotes count only by this key."
+    )
+
+
+class CredentialIn(BaseModel):
+    ek_public: str = Field(
+        max_length=4096, description="The EK's TPM2B_PUBLIC (tpm2_createek -u, tss format), base64"
+    )
+    ek_certificate: str | None = Field(
+        None,
+        max_length=16384,
+        description="The EK certificate (DER, tpm2_nvread 0x01c00002), "
+        "base64; null when the TPM has none",
+    )
+    ak_public: str = Field(
+        max_length=4096, description="The AK's TPM2B_PUBLIC (tpm2_createak -u, tss format), base64"
+    )
+    ak_name: str = Field(pattern=r"^[0-9a-f]{4,132}$", description="The AK's name (hex)")
+    attestation_key: str = Field(max_length=4096, description="The AK's public key (PEM)")
+
+
+class CredentialOut(BaseModel):
+    credential: str = Field(
+        description="The credential file tpm2_activatecredential reads (-i), base64"
+    )
+    expires_at: datetime
+
+
+class ActivationIn(BaseModel):
+    secret: str = Field(
+        pattern=r"^[0-9a-f]{2,128}$",
+        description="The credential's secret as the TPM opened it (hex)",
+    )
+
+
+class ActivationOut(BaseModel):
+    ek_name: str = Field(description="The name of the endorsement key (the TPM), hex")
+    ek_certificate: str = Field(description="What the EK certificate showed")
 
 
 class QuoteIn(BaseModel):
@@ -64,6 +108,13 @@ class AttestationOut(BaseModel):
     measurement_digest: str | None
     measurement: dict[str, Any] = Field(default_factory=dict)
     withholds: list[str] = Field(description="What the policy withholds: releases, workloads")
+    ak_certified: bool = Field(
+        False, description="The attestation key passed credential activation"
+    )
+    ek_name: str | None = Field(
+        None, description="The endorsement key (the TPM) it was certified under, hex name"
+    )
+    ek_certificate: str = Field("", description="What the TPM's EK certificate showed")
 
     @classmethod
     def of(cls, record: AttestationRecord, *, measurement: bool = True) -> AttestationOut:
@@ -75,12 +126,20 @@ class AttestationOut(BaseModel):
             )
             if on
         ]
-        return cls(device_id=record.device_id,
-                   status=record.status.value if record.status else None,
-                   reason=record.reason, attested_at=record.attested_at, tpm=record.tpm,
-                   pcrs=record.pcrs, measurement_digest=record.measurement_digest,
-                   measurement=record.measurement if measurement else {},
-                   withholds=withholds)  # fmt: skip
+        return cls(
+            device_id=record.device_id,
+            status=record.status.value if record.status else None,
+            reason=record.reason,
+            attested_at=record.attested_at,
+            tpm=record.tpm,
+            pcrs=record.pcrs,
+            measurement_digest=record.measurement_digest,
+            measurement=record.measurement if measurement else {},
+            withholds=withholds,
+            ak_certified=record.ak_certified,
+            ek_name=record.ek_name,
+            ek_certificate=record.ek_certificate,
+        )
 
 
 @router.post(
@@ -90,8 +149,72 @@ class AttestationOut(BaseModel):
 async def challenge(
     device_id: str, device: Device = Depends(signed_device), svc: Services = Depends(services)
 ) -> ChallengeOut:
-    nonce, expires_at = await run_in_threadpool(svc.attestation.challenge, device)
-    return ChallengeOut(nonce=nonce, expires_at=expires_at)
+    nonce, expires_at, key = await run_in_threadpool(svc.attestation.challenge, device)
+    return ChallengeOut(nonce=nonce, expires_at=expires_at, attestation_key=key)
+
+
+@router.post(
+    "/devices/{device_id}/attestation/credential",
+    summary="Offer an attestation key for certification: a credential only its TPM opens",
+    responses={
+        403: {
+            "description": "attestation_key_refused: the key or its TPM is refused "
+            "(the device's attestation fails with the reason)"
+        }
+    },
+)
+async def offer_attestation_key(
+    request: Request,
+    device_id: str,
+    body: CredentialIn,
+    device: Device = Depends(signed_device),
+    svc: Services = Depends(services),
+) -> CredentialOut:
+    try:
+        offer = KeyOffer(
+            ek_public=base64.b64decode(body.ek_public, validate=True),
+            ek_certificate=(
+                base64.b64decode(body.ek_certificate, validate=True)
+                if body.ek_certificate is not None
+                else None
+            ),
+            ak_public=base64.b64decode(body.ak_public, validate=True),
+            ak_name=bytes.fromhex(body.ak_name),
+            ak_pem=body.attestation_key,
+        )
+    except (binascii.Error, ValueError):
+        raise InvalidInput("ek_public, ek_certificate and ak_public are base64") from None
+    try:
+        credential, expires_at = await run_in_threadpool(
+            svc.attestation.offer_key, device, request_id_of(request), offer
+        )
+    finally:
+        svc.watch.notify(device.id)
+    return CredentialOut(credential=base64.b64encode(credential).decode(), expires_at=expires_at)
+
+
+@router.post(
+    "/devices/{device_id}/attestation/credential/activation",
+    summary="Return the credential's secret: the attestation key is certified",
+    responses={
+        403: {"description": "attestation_key_refused: the secret is not the credential's"},
+        409: {"description": "no_outstanding_credential"},
+    },
+)
+async def activate_attestation_key(
+    request: Request,
+    device_id: str,
+    body: ActivationIn,
+    device: Device = Depends(signed_device),
+    svc: Services = Depends(services),
+) -> ActivationOut:
+    try:
+        record = await run_in_threadpool(
+            svc.attestation.activate_key, device, request_id_of(request), bytes.fromhex(body.secret)
+        )
+    finally:
+        svc.watch.notify(device.id)
+    return ActivationOut(ek_name=record.ek_name or "", ek_certificate=record.ek_certificate)
 
 
 @router.post(

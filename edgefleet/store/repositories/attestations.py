@@ -1,5 +1,6 @@
 """Device attestations: the latest verdict on each device's measured software state, the
-TPM attestation key it registered and the nonce it was last challenged with."""
+TPM attestation key it certified (by credential activation, under which endorsement key)
+and the nonce it was last challenged with."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ class AttestationRecord:
     measurement: dict[str, Any] = field(default_factory=dict)
     withhold_releases: bool = False
     withhold_workloads: bool = False
+    ak_certified: bool = False  # attestation_key_pem passed credential activation
+    ek_name: str | None = None  # hex name of the EK (the TPM) it was certified under
+    ek_certificate: str = ""  # what the EK certificate showed
+    # The outstanding credential: secret_sha256, key_pem, ek_name, ek_certificate, expires_at
+    credential: dict[str, Any] | None = None
+    credential_problem: str | None = None  # why the last key offered was refused
 
     def with_nonce(self, nonce: str | None, expires_at: datetime | None) -> AttestationRecord:
         return replace(self, nonce=nonce, nonce_expires_at=expires_at)
@@ -48,6 +55,11 @@ def _record(row: Row[Any]) -> AttestationRecord:
         measurement=dict(row.measurement),
         withhold_releases=row.withhold_releases,
         withhold_workloads=row.withhold_workloads,
+        ak_certified=row.ak_certified,
+        ek_name=row.ek_name,
+        ek_certificate=row.ek_certificate,
+        credential=dict(row.credential) if row.credential is not None else None,
+        credential_problem=row.credential_problem,
     )
 
 
@@ -87,6 +99,11 @@ class AttestationRepository:
             "measurement": record.measurement,
             "withhold_releases": record.withhold_releases,
             "withhold_workloads": record.withhold_workloads,
+            "ak_certified": record.ak_certified,
+            "ek_name": record.ek_name,
+            "ek_certificate": record.ek_certificate,
+            "credential": record.credential,
+            "credential_problem": record.credential_problem,
         }
         table = device_attestations
         changed = self._c.execute(
