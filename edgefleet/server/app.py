@@ -45,6 +45,7 @@ from edgefleet.server.routes import (
     rollouts,
     telemetry,
     tokens,
+    training,
     trust,
     ui,
     workloads,
@@ -79,6 +80,7 @@ from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.sealing import SealingService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
+from edgefleet.server.services.training import TrainingService
 from edgefleet.server.services.trust import TrustService
 from edgefleet.server.services.ui_sessions import UiSessionService
 from edgefleet.server.services.workload_controllers import WorkloadControllers
@@ -157,6 +159,7 @@ def build_services(
         ),
         certificates=CertificateService(db, clock, settings),
         sealing=SealingService(db, clock, settings.data_dir, watch),
+        training=TrainingService(db, clock, watch, blobs),
     )
 
 
@@ -176,6 +179,7 @@ async def _housekeeping_forever(svc: Services) -> None:
             ("telemetry-retention", svc.telemetry.roll_up_and_prune),
             ("delta-cache", lambda: svc.deltas.prune(svc.settings.delta_cache_bytes)),
             ("checkpoint-archives", svc.checkpoints.forget_unused),
+            ("training", svc.training.tick),
         ]
         if runs % analysis_every == 0:
             jobs.append(("telemetry-analysis", svc.alerts.analyze))
@@ -311,7 +315,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
                                              rollouts, rehearsals, governance, workloads,
-                                             dashboard, ui, certificates)]  # fmt: skip
+                                             dashboard, ui, certificates, training)]  # fmt: skip
     routers.append(leases.router)
     # Each router is served by a role (`roles.py`); the shared ones by every replica.
     device_routers = [device_api.router, telemetry.device_router, ddi.router, broker.router]

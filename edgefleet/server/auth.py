@@ -39,6 +39,7 @@ from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.sealing import SealingService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
+from edgefleet.server.services.training import TrainingService
 from edgefleet.server.services.trust import TrustService
 from edgefleet.server.services.ui_sessions import UiSessionService
 from edgefleet.server.services.workload_controllers import WorkloadControllers
@@ -85,6 +86,7 @@ class Services:
     attestation: AttestationService
     certificates: CertificateService
     sealing: SealingService
+    training: TrainingService
 
 
 def services(request: Request) -> Services:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -16,7 +18,6 @@ from edgefleet.server.schemas.releases import (
     AssignResponse,
     CreateArtifactRequest,
     CreateReleaseRequest,
-    DeltaOut,
     ReleaseOut,
     SkippedDevice,
 )
@@ -53,8 +54,8 @@ def artifact_deltas(
     compute: bool = Query(False, description="Schedule consecutive pairs not computed yet"),
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[DeltaOut]:
-    return [DeltaOut.model_validate(d) for d in svc.releases.delta_stats(ctx, name, compute)]
+) -> list[dict[str, Any]]:
+    return svc.releases.delta_stats(ctx, name, compute)
 
 
 @router.get("/artifacts/{name}/{version}", summary="Show one artifact version")
