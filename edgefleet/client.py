@@ -347,8 +347,8 @@ class FleetClient:
     def telemetry_policy(self) -> dict[str, Any]:
         return self._call("GET", "/v1/telemetry/policy")
 
-    def set_telemetry_policy(self, document: dict[str, Any]) -> dict[str, Any]:
-        return self._call("PUT", "/v1/telemetry/policy", json={"document": document})
+    def set_telemetry_policy(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PUT", "/v1/telemetry/policy", json={"manifest": manifest})
 
     def list_alerts(
         self,
@@ -475,17 +475,17 @@ class FleetClient:
 
     # Workloads, placements, migrations, service endpoints
 
-    def apply_workload(self, document: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def apply_workload(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
         """Create or update a workload from its manifest (either shape); with `dry_run`,
         only say what would happen."""
-        meta = document.get("metadata")
-        name = meta.get("name") if "spec" in document and isinstance(meta, dict) else None
-        name = name or document.get("name")
+        meta = manifest.get("metadata")
+        name = meta.get("name") if "spec" in manifest and isinstance(meta, dict) else None
+        name = name or manifest.get("name")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "invalid_input", "the manifest has no name (metadata.name)")
         params = {"dry_run": "true"} if dry_run else None
         return self._call(
-            "PUT", f"/v1/workloads/{_seg(name)}", json={"document": document}, params=params
+            "PUT", f"/v1/workloads/{_seg(name)}", json={"manifest": manifest}, params=params
         )
 
     def list_workloads(self) -> list[dict[str, Any]]:

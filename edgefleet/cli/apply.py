@@ -119,13 +119,13 @@ HANDLERS: dict[str, Handler] = {
     "FederatedTraining": apply_training,
 }
 
-# The document the control plane holds under a name, for kinds an apply can update (a
+# The manifest the control plane holds under a name, for kinds an apply can update (a
 # rollout is created or found identical, never updated).
 STORED: dict[str, Callable[[FleetClient, str], dict[str, Any]]] = {
     "ReleaseTrain": lambda client, name: client.get_release_train(name)["manifest"],
-    "Workload": lambda client, name: client.get_workload(name)["document"],
+    "Workload": lambda client, name: client.get_workload(name)["manifest"],
     "Policy": lambda client, name: next(
-        p["document"] for p in client.list_policies() if p["name"] == name
+        p["manifest"] for p in client.list_policies() if p["name"] == name
     ),
 }
 # kubectl diff's exit statuses.

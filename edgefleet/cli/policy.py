@@ -30,7 +30,7 @@ changes_app = typer.Typer(help="Trust changes waiting for a second admin's appro
 
 POLICY_COLUMNS = [
     Column("NAME", lambda p: p["name"], "cyan"),
-    Column("RULES", lambda p: ", ".join(sorted((p["document"].get("spec") or p["document"]).keys()
+    Column("RULES", lambda p: ", ".join(sorted((p["manifest"].get("spec") or p["manifest"]).keys()
                                                - {"kind", "name", "apiVersion"}))),
     Column("UPDATED BY", lambda p: p["updated_by"]),
     Column("UPDATED", lambda p: format_time(p["updated_at"])),

@@ -295,7 +295,7 @@ def policy_show(
         else "built-in default (never set)"
     )
     typer.echo(f"# {who}")
-    typer.echo(yaml.safe_dump(record["document"], sort_keys=False).rstrip())
+    typer.echo(yaml.safe_dump(record["manifest"], sort_keys=False).rstrip())
 
 
 @policy_app.command("set")
@@ -306,20 +306,20 @@ def policy_set(
 ) -> None:
     """Replace the fleet telemetry policy; devices follow within seconds, no redeploy."""
     try:
-        document = yaml.safe_load(file.read_text())
+        manifest = yaml.safe_load(file.read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
         raise InvalidInput(f"cannot read {file}: {e}") from None
-    if not isinstance(document, dict):
+    if not isinstance(manifest, dict):
         raise InvalidInput(f"{file}: expected a mapping at the top")
     with ctx.obj.client() as client:
-        record = client.set_telemetry_policy(document)
+        record = client.set_telemetry_policy(manifest)
     if output.is_document:
         emit_document(record, output)
     else:
-        sets = ", ".join(f"{s['name']} {s['window_s']}s" for s in record["document"]["sets"])
+        sets = ", ".join(f"{s['name']} {s['window_s']}s" for s in record["manifest"]["sets"])
         console.print(
             f"telemetry policy version {record['version']} set: {sets}; "
-            f"active {', '.join(record['document']['active_sets'])}"
+            f"active {', '.join(record['manifest']['active_sets'])}"
         )
 
 

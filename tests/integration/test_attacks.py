@@ -69,8 +69,8 @@ def test_an_operator_token_cannot_make_devices_run_a_command(
         "env": workload("pwn", env={"LD_PRELOAD": "/tmp/evil.so"}),
         "health_check.command": workload("pwn", health_check={"command": ["sh", "-c", "id"]}),
     }
-    for field, document in attempts.items():
-        answer = httpx.put(f"{server.url}/v1/workloads/pwn", json={"document": document},
+    for field, manifest in attempts.items():
+        answer = httpx.put(f"{server.url}/v1/workloads/pwn", json={"manifest": manifest},
                            headers=headers, timeout=10)  # fmt: skip
         assert answer.status_code == 400, (field, answer.text)
         error = answer.json()["error"]
@@ -79,7 +79,7 @@ def test_an_operator_token_cannot_make_devices_run_a_command(
     for parameters, fragment in [({"unbuffered": 7}, "above the maximum"),
                                  ({"script": "x"}, "not a parameter")]:  # fmt: skip
         answer = httpx.put(f"{server.url}/v1/workloads/pwn",
-                           json={"document": workload("pwn", parameters=parameters)},
+                           json={"manifest": workload("pwn", parameters=parameters)},
                            headers=headers, timeout=10)  # fmt: skip
         assert answer.status_code == 400
         assert answer.json()["error"]["code"] == "invalid_parameter"

@@ -93,7 +93,7 @@ def test_a_changed_workload_shows_its_diff_and_nothing_is_stored_or_audited(
         assert lines[-1] == f"workload/fresh created (1 replica(s), releases {release})"
     assert admin.audit_tail(1)[0]["seq"] == audit_head
     assert admin.get_workload("grows")["version"] == stored["version"]
-    assert admin.get_workload("grows")["document"] == stored["document"]
+    assert admin.get_workload("grows")["manifest"] == stored["manifest"]
     assert "fresh" not in [w["name"] for w in admin.list_workloads()]
 
 

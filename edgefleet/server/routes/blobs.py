@@ -18,6 +18,7 @@ from edgefleet.errors import NotFound, PayloadTooLarge
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, device_or_operator, requires, services
 from edgefleet.server.roles import served_by
+from edgefleet.server.schemas.blobs import StoredBlobOut
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.deltas import DeltaState
 
@@ -33,7 +34,7 @@ async def upload_blob(
     request: Request,
     ctx: OperatorContext = Depends(requires(Permission.ARTIFACTS_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, object]:
+) -> StoredBlobOut:
     validate_sha256(sha256)
     limit = svc.releases.blobs.max_blob_bytes
     spool_dir = str(svc.settings.data_dir)
@@ -46,7 +47,7 @@ async def upload_blob(
             spool.write(chunk)
         spool.seek(0)
         info = await run_in_threadpool(svc.releases.store_blob, ctx, sha256, cast(BinaryIO, spool))
-    return {"sha256": info.sha256, "size_bytes": info.size_bytes}
+    return StoredBlobOut(sha256=info.sha256, size_bytes=info.size_bytes)
 
 
 @router.head("/{sha256}", summary="Whether a blob exists, and its size")

@@ -4,29 +4,16 @@ certificates issued to devices for their own keys."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
 from edgefleet.server.auth import Services, no_credentials, services, signed_device
 from edgefleet.server.error_handlers import request_id_of
+from edgefleet.server.schemas.certificates import CertificateRequest, IssuedCertificateResponse
 
 router = APIRouter(prefix="/v1", tags=["device certificates"])
 
 PEM_CERTIFICATE = "application/x-pem-file"
-
-
-class CertificateRequest(BaseModel):
-    csr: str = Field(max_length=16384, description="PEM CSR signed by the device's own key")
-
-
-class IssuedCertificateResponse(BaseModel):
-    certificate: str
-    ca_certificate: str
-    serial: str
-    not_before: str
-    not_after: str
-    renew_after: str
 
 
 @router.get("/device-ca/certificate", summary="The device CA's certificate (PEM)",

@@ -3,8 +3,6 @@ fleet cheap (`services/dashboard.py`)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query
 
 from edgefleet.core.device import ConnectionStatus
@@ -12,6 +10,12 @@ from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.schemas.base import SQL_INTEGER_MAX
+from edgefleet.server.schemas.dashboard import (
+    AuditVerificationOut,
+    DevicePageOut,
+    DeviceStoryOut,
+    OverviewOut,
+)
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.dashboard import MAX_PAGE
 
@@ -22,8 +26,8 @@ router = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 def overview(
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.dashboard.overview(ctx)
+) -> OverviewOut:
+    return OverviewOut.model_validate(svc.dashboard.overview(ctx))
 
 
 @router.get("/devices", summary="One page of devices in name order, with the total matching")
@@ -35,10 +39,11 @@ def device_page(
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.dashboard.devices(ctx, status.value if status else None,
+) -> DevicePageOut:
+    page = svc.dashboard.devices(ctx, status.value if status else None,
                                  enrollment.value if enrollment else None, search or None,
                                  offset, limit)  # fmt: skip
+    return DevicePageOut.model_validate(page)
 
 
 @router.get(
@@ -49,8 +54,8 @@ def device_story(
     device: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.dashboard.device_story(ctx, device)
+) -> DeviceStoryOut:
+    return DeviceStoryOut.model_validate(svc.dashboard.device_story(ctx, device))
 
 
 @router.get(
@@ -59,5 +64,5 @@ def device_story(
 def verify_audit(
     ctx: OperatorContext = Depends(requires(Permission.AUDIT_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.dashboard.verify_audit(ctx)
+) -> AuditVerificationOut:
+    return AuditVerificationOut.model_validate(svc.dashboard.verify_audit(ctx))

@@ -6,12 +6,10 @@ gateway tokens). `docs/interop.md` describes the mapping onto devices and releas
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.artifacts.blobstore import parse_range_header
@@ -21,10 +19,22 @@ from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
 from edgefleet.server.ddi_auth import ddi_target, ddi_target_enrolling
 from edgefleet.server.error_handlers import request_id_of
-from edgefleet.server.schemas.base import Strict
+from edgefleet.server.schemas.ddi import (
+    CreateGatewayTokenRequest,
+    CreateTargetRequest,
+    DdiAckOut,
+    DdiActionOut,
+    DdiBasePollOut,
+    DdiCancelOut,
+    DdiConfigOut,
+    DdiLinkOut,
+    DdiPollingOut,
+    DdiStopOut,
+    GatewayTokenOut,
+    TargetOut,
+)
 from edgefleet.server.schemas.devices import DeviceOut
 from edgefleet.server.services.audit import OperatorContext
-from edgefleet.store.repositories.ddi import GatewayToken
 
 router = APIRouter(prefix="/ddi/{tenant}/controller/v1/{controller_id}", tags=["hawkBit DDI"])
 operator_router = APIRouter(prefix="/v1/ddi", tags=["hawkBit DDI"])
@@ -49,20 +59,21 @@ async def base_poll(
     controller_id: str,
     device: Device = Depends(ddi_target_enrolling),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DdiBasePollOut:
     poll = await run_in_threadpool(svc.ddi.poll, device.id)
     base = _base_url(request, tenant, controller_id)
-    links: dict[str, Any] = {}
+    links: dict[str, DdiLinkOut] = {}
     if poll.cancel is not None:
-        links["cancelAction"] = {"href": f"{base}/cancelAction/{poll.cancel}"}
+        links["cancelAction"] = DdiLinkOut(href=f"{base}/cancelAction/{poll.cancel}")
     elif poll.deployment is not None:
         action, tag = poll.deployment
-        links["deploymentBase"] = {"href": f"{base}/deploymentBase/{action}?c={tag}"}
+        links["deploymentBase"] = DdiLinkOut(href=f"{base}/deploymentBase/{action}?c={tag}")
     if poll.installed is not None:
-        links["installedBase"] = {"href": f"{base}/installedBase/{poll.installed}"}
+        links["installedBase"] = DdiLinkOut(href=f"{base}/installedBase/{poll.installed}")
     if poll.config_wanted:
-        links["configData"] = {"href": f"{base}/configData"}
-    return {"config": {"polling": {"sleep": polling_sleep(poll.interval_s)}}, "_links": links}
+        links["configData"] = DdiLinkOut(href=f"{base}/configData")
+    polling = DdiPollingOut(sleep=polling_sleep(poll.interval_s))
+    return DdiBasePollOut(config=DdiConfigOut(polling=polling), links=links)
 
 
 @router.get("/deploymentBase/{action_id}", summary="DDI deployment: chunks, handling, window")
@@ -73,9 +84,9 @@ async def deployment_base(
     action_id: int = ActionId,
     device: Device = Depends(ddi_target),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DdiActionOut:
     base = _base_url(request, tenant, controller_id)
-    return await run_in_threadpool(svc.ddi.deployment, device.id, action_id, base)
+    return DdiActionOut.of(await run_in_threadpool(svc.ddi.deployment, device.id, action_id, base))
 
 
 @router.post("/deploymentBase/{action_id}/feedback", summary="DDI deployment feedback")
@@ -84,9 +95,9 @@ async def deployment_feedback(
     body: dict[str, Any] = Body(...),
     device: Device = Depends(ddi_target),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DdiAckOut:
     await run_in_threadpool(svc.ddi.feedback, device.id, action_id, body)
-    return {}
+    return DdiAckOut()
 
 
 @router.get("/cancelAction/{action_id}", summary="DDI cancel: the action to stop")
@@ -94,8 +105,11 @@ async def cancel_action(
     action_id: int = ActionId,
     device: Device = Depends(ddi_target),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return await run_in_threadpool(svc.ddi.cancellation, device.id, action_id)
+) -> DdiCancelOut:
+    cancel = await run_in_threadpool(svc.ddi.cancellation, device.id, action_id)
+    return DdiCancelOut(
+        id=cancel["id"], cancel_action=DdiStopOut(stop_id=cancel["cancelAction"]["stopId"])
+    )
 
 
 @router.post("/cancelAction/{action_id}/feedback", summary="DDI cancel feedback")
@@ -104,9 +118,9 @@ async def cancel_feedback(
     body: dict[str, Any] = Body(...),
     device: Device = Depends(ddi_target),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DdiAckOut:
     await run_in_threadpool(svc.ddi.cancel_feedback, device.id, action_id, body)
-    return {}
+    return DdiAckOut()
 
 
 @router.put("/configData", summary="DDI configData: the data map onto the device's labels")
@@ -115,11 +129,11 @@ async def config_data(
     body: dict[str, Any] = Body(...),
     device: Device = Depends(ddi_target),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DdiAckOut:
     mode = body.get("mode", "merge")
     await run_in_threadpool(svc.ddi.config_data, device.id, body.get("data"), str(mode),
                             request_id_of(request))  # fmt: skip
-    return {}
+    return DdiAckOut()
 
 
 @router.get("/installedBase/{action_id}", summary="DDI installed base: the running release")
@@ -130,9 +144,9 @@ async def installed_base(
     action_id: int = ActionId,
     device: Device = Depends(ddi_target),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DdiActionOut:
     base = _base_url(request, tenant, controller_id)
-    return await run_in_threadpool(svc.ddi.installed, device.id, action_id, base)
+    return DdiActionOut.of(await run_in_threadpool(svc.ddi.installed, device.id, action_id, base))
 
 
 @router.get(
@@ -170,41 +184,6 @@ async def download_artifact(
 
 
 # The operator side.
-
-
-class CreateTargetRequest(Strict):
-    controller_id: str = Field(min_length=1, max_length=64)
-    labels: dict[str, str] = Field(default_factory=dict)
-
-
-class TargetOut(DeviceOut):
-    controller_id: str
-    tenant: str
-    token: str = Field(description="The TargetToken, shown once")
-    poll_path: str = Field(description="The base poll's path")
-
-
-class CreateGatewayTokenRequest(Strict):
-    description: str = Field("", max_length=256)
-    auto_approve: bool = False
-
-
-class GatewayTokenOut(BaseModel):
-    id: str
-    tenant: str
-    description: str
-    auto_approve: bool
-    revoked: bool
-    created_by: str
-    created_at: datetime
-    token: str | None = Field(None, description="The GatewayToken, shown once at creation")
-
-    @classmethod
-    def of(cls, token: GatewayToken, secret: str | None = None) -> GatewayTokenOut:
-        return cls(id=token.id, tenant=token.tenant, description=token.description,
-                   auto_approve=token.auto_approve, revoked=token.revoked,
-                   created_by=token.created_by, created_at=token.created_at,
-                   token=secret)  # fmt: skip
 
 
 @operator_router.post("/targets", status_code=201, summary="Create an approved DDI target")

@@ -3,16 +3,22 @@ the changes waiting for a second operator's approval."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query
 
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas.governance import ManifestRequest
-from edgefleet.server.services.approvals import change_view
+from edgefleet.server.schemas.base import DeletedOut
+from edgefleet.server.schemas.governance import (
+    AppliedPolicyOut,
+    AppliedRoleOut,
+    ApprovedChangeOut,
+    ChangeOut,
+    ManifestRequest,
+    PolicyOut,
+    PolicyTestOut,
+    RoleOut,
+)
 from edgefleet.server.services.audit import OperatorContext
-from edgefleet.server.services.policies import stored_view
 from edgefleet.server.services.roles import role_view
 
 router = APIRouter(prefix="/v1", tags=["governance"])
@@ -24,17 +30,17 @@ def apply_policy(
     dry_run: bool = Query(False, description="Validate and decide, store nothing"),
     ctx: OperatorContext = Depends(requires(Permission.POLICIES_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> AppliedPolicyOut:
     stored, outcome = svc.policies.apply(ctx, body.manifest, dry_run=dry_run)
-    return {"outcome": outcome, "dry_run": dry_run, "policy": stored_view(stored)}
+    return AppliedPolicyOut(outcome=outcome, dry_run=dry_run, policy=PolicyOut.of(stored))
 
 
 @router.get("/policies", summary="The policies in force")
 def list_policies(
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return [stored_view(p) for p in svc.policies.list_policies(ctx)]
+) -> list[PolicyOut]:
+    return [PolicyOut.of(p) for p in svc.policies.list_policies(ctx)]
 
 
 @router.delete("/policies/{name}", summary="Delete a policy (admin)")
@@ -42,9 +48,9 @@ def delete_policy(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.POLICIES_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DeletedOut:
     svc.policies.delete(ctx, name)
-    return {"deleted": name}
+    return DeletedOut(deleted=name)
 
 
 @router.post(
@@ -55,8 +61,8 @@ def test_policies(
     body: ManifestRequest,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.policies.test(ctx, body.manifest)
+) -> PolicyTestOut:
+    return PolicyTestOut.model_validate(svc.policies.test(ctx, body.manifest))
 
 
 @router.put("/roles", summary="Create or update a custom role from its manifest (admin)")
@@ -65,17 +71,18 @@ def apply_role(
     dry_run: bool = Query(False, description="Validate and decide, store nothing"),
     ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> AppliedRoleOut:
     stored, outcome = svc.roles.apply(ctx, body.manifest, dry_run=dry_run)
-    return {"outcome": outcome, "dry_run": dry_run, "role": role_view(stored)}
+    role = RoleOut.model_validate(role_view(stored))
+    return AppliedRoleOut(outcome=outcome, dry_run=dry_run, role=role)
 
 
 @router.get("/roles", summary="Built-in and custom roles with their permissions (admin)")
 def list_roles(
     ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return svc.roles.list_roles(ctx)
+) -> list[RoleOut]:
+    return [RoleOut.model_validate(r) for r in svc.roles.list_roles(ctx)]
 
 
 @router.get("/roles/{name}", summary="A role's permissions and the tokens holding it (admin)")
@@ -83,8 +90,8 @@ def show_role(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.roles.show(ctx, name)
+) -> RoleOut:
+    return RoleOut.model_validate(svc.roles.show(ctx, name))
 
 
 @router.delete("/roles/{name}", summary="Delete a custom role no live token holds (admin)")
@@ -92,17 +99,17 @@ def delete_role(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.API_TOKENS_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> DeletedOut:
     svc.roles.delete(ctx, name)
-    return {"deleted": name}
+    return DeletedOut(deleted=name)
 
 
 @router.get("/changes", summary="Changes waiting for (or given) a second approval")
 def list_changes(
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return [change_view(c) for c in svc.approvals.list_changes(ctx)]
+) -> list[ChangeOut]:
+    return [ChangeOut.of(c) for c in svc.approvals.list_changes(ctx)]
 
 
 @router.post("/changes/{change_id}/approve", summary="Approve another admin's trust change")
@@ -110,6 +117,6 @@ def approve_change(
     change_id: str,
     ctx: OperatorContext = Depends(requires(Permission.TRUST_ADMIN)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> ApprovedChangeOut:
     change, version = svc.approvals.approve(ctx, change_id)
-    return {**change_view(change), "root_version": version}
+    return ApprovedChangeOut(**ChangeOut.fields_of(change), root_version=version)

@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgefleet import __version__
 from edgefleet.server.auth import Services, no_credentials, services
+from edgefleet.server.schemas.health import HealthOut, ReadinessOut
 
 router = APIRouter(tags=["health"])
 
@@ -14,8 +15,8 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/healthz", summary="Liveness: the process is serving", dependencies=[Depends(no_credentials)]
 )
-def healthz() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+def healthz() -> HealthOut:
+    return HealthOut(status="ok", version=__version__)
 
 
 @router.get(
@@ -23,16 +24,16 @@ def healthz() -> dict[str, str]:
     summary="Readiness: the database answers; which replica this is",
     dependencies=[Depends(no_credentials)],
 )
-async def readyz(request: Request, svc: Services = Depends(services)) -> dict[str, object]:
+async def readyz(request: Request, svc: Services = Depends(services)) -> ReadinessOut:
     """503 store_unavailable when the database does not answer. `leading`: the controller
     leases this replica acts under now; `fenced_writes_refused`: writes of its controllers
     that found their lease taken over (after a pause past the lease's end)."""
     await run_in_threadpool(svc.db.ping)
     keeper = request.app.state.lease_keeper
-    return {
-        "status": "ready",
-        "replica": svc.settings.replica_id,
-        "roles": svc.settings.roles.split(","),
-        "leading": keeper.leading() if keeper is not None else [],
-        "fenced_writes_refused": svc.db.fenced_writes_refused,
-    }
+    return ReadinessOut(
+        status="ready",
+        replica=svc.settings.replica_id,
+        roles=svc.settings.roles.split(","),
+        leading=keeper.leading() if keeper is not None else [],
+        fenced_writes_refused=svc.db.fenced_writes_refused,
+    )

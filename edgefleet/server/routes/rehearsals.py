@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query
 
-from edgefleet.core.rollouts.rehearsal_record import REHEARSALS_KEPT, RehearsalRecord
+from edgefleet.core.rollouts.rehearsal_record import REHEARSALS_KEPT
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
-from edgefleet.server.schemas.rehearsals import SaveRehearsalRequest
+from edgefleet.server.schemas.rehearsals import (
+    RehearsalOut,
+    RehearsalWithReportOut,
+    SaveRehearsalRequest,
+)
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1", tags=["rehearsals"])
-
-
-def _summary(r: RehearsalRecord) -> dict[str, Any]:
-    return {"id": r.id, "rollout": r.rollout, "release": r.release, "outcome": r.outcome,
-            "size_bytes": r.size_bytes, "created_by": r.created_by,
-            "created_at": r.created_at.isoformat()}  # fmt: skip
 
 
 @router.post("/rehearsals", status_code=201, summary="Store a rehearsal report")
@@ -26,8 +22,8 @@ def save_rehearsal(
     body: SaveRehearsalRequest,
     ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return _summary(svc.rehearsals.save(ctx, body.rollout, body.report))
+) -> RehearsalOut:
+    return RehearsalOut.of(svc.rehearsals.save(ctx, body.rollout, body.report))
 
 
 @router.get("/rehearsals", summary="Stored rehearsals, newest first (without their reports)")
@@ -36,8 +32,8 @@ def list_rehearsals(
     limit: int = Query(50, ge=1, le=REHEARSALS_KEPT),
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return [_summary(r) for r in svc.rehearsals.newest(ctx, rollout, limit)]
+) -> list[RehearsalOut]:
+    return [RehearsalOut.of(r) for r in svc.rehearsals.newest(ctx, rollout, limit)]
 
 
 @router.get("/rehearsals/{rehearsal_id}", summary="A stored rehearsal with its report")
@@ -45,6 +41,5 @@ def get_rehearsal(
     rehearsal_id: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    record = svc.rehearsals.get(ctx, rehearsal_id)
-    return {**_summary(record), "report": dict(record.report)}
+) -> RehearsalWithReportOut:
+    return RehearsalWithReportOut.of(svc.rehearsals.get(ctx, rehearsal_id))

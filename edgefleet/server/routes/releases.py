@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,6 +16,7 @@ from edgefleet.server.schemas.releases import (
     AssignResponse,
     CreateArtifactRequest,
     CreateReleaseRequest,
+    DeltaOut,
     ReleaseOut,
     SkippedDevice,
 )
@@ -54,8 +53,8 @@ def artifact_deltas(
     compute: bool = Query(False, description="Schedule consecutive pairs not computed yet"),
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return svc.releases.delta_stats(ctx, name, compute)
+) -> list[DeltaOut]:
+    return [DeltaOut.model_validate(d) for d in svc.releases.delta_stats(ctx, name, compute)]
 
 
 @router.get("/artifacts/{name}/{version}", summary="Show one artifact version")

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from edgefleet.core.rollouts.rollout import OperatorCommand
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.routes.typed_response import typed_response
 from edgefleet.server.schemas.rollouts import (
+    AppliedReleaseTrainOut,
     ApplyReleaseTrainRequest,
+    CreatedRolloutOut,
     CreateRolloutRequest,
+    ReleaseTrainOut,
     RolloutCommandRequest,
+    RolloutDryRunOut,
+    RolloutListItemOut,
+    RolloutReportOut,
+    RolloutStatusOut,
+    RolloutSummaryOut,
 )
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.release_trains import train_view
@@ -26,6 +35,7 @@ router = APIRouter(prefix="/v1", tags=["rollouts"])
     "/rollouts",
     status_code=201,
     summary="Create a rollout from a manifest (200 when an identical one is already active)",
+    response_model=CreatedRolloutOut | RolloutDryRunOut,
     responses={409: {"description": "Devices in another active rollout, or name in use"}},
 )
 def create_rollout(
@@ -39,14 +49,15 @@ def create_rollout(
     svc: Services = Depends(services),
 ) -> Response:
     if dry_run:
-        return JSONResponse(svc.rollouts.dry_run(ctx, body.manifest, supersede=body.supersede))
+        preview = svc.rollouts.dry_run(ctx, body.manifest, supersede=body.supersede)
+        return typed_response(RolloutDryRunOut.model_validate(preview))
     created = svc.rollouts.create(ctx, body.manifest, supersede=body.supersede)
-    content = {
-        "created": created.created,
-        "superseded": list(created.superseded),
-        "rollout": rollout_summary(created.record),
-    }
-    return JSONResponse(content, status_code=201 if created.created else 200)
+    out = CreatedRolloutOut(
+        created=created.created,
+        superseded=list(created.superseded),
+        rollout=RolloutSummaryOut.model_validate(rollout_summary(created.record)),
+    )
+    return typed_response(out, status_code=201 if created.created else 200)
 
 
 @router.get("/rollouts", summary="List rollouts, newest first")
@@ -54,8 +65,9 @@ def list_rollouts(
     active: bool = Query(False, description="Only rollouts not finished yet"),
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return svc.rollouts.list_rollouts(ctx, active_only=active)
+) -> list[RolloutListItemOut]:
+    found = svc.rollouts.list_rollouts(ctx, active_only=active)
+    return [RolloutListItemOut.model_validate(r) for r in found]
 
 
 @router.get("/rollouts/{rollout}", summary="A rollout's status: waves, gates, devices")
@@ -63,14 +75,15 @@ def show_rollout(
     rollout: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.rollouts.status(ctx, rollout)
+) -> RolloutStatusOut:
+    return RolloutStatusOut.model_validate(svc.rollouts.status(ctx, rollout))
 
 
 @router.get(
     "/rollouts/{rollout}/report",
     summary="The rollout's report: timeline, waves, gates, skipped/failed devices, rollback",
-    responses={200: {"content": {"application/json": {}, "text/markdown": {}}}},
+    response_model=RolloutReportOut,
+    responses={200: {"content": {"text/markdown": {}}}},
 )
 def rollout_report(
     rollout: str,
@@ -81,7 +94,7 @@ def rollout_report(
     report = svc.rollouts.report(ctx, rollout)
     if format == "markdown":
         return PlainTextResponse(render_markdown(report), media_type="text/markdown")
-    return JSONResponse(report)
+    return typed_response(RolloutReportOut.model_validate(report))
 
 
 @router.post(
@@ -93,8 +106,9 @@ def approve_rollout(
     body: RolloutCommandRequest | None = None,
     ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_APPROVE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return rollout_summary(svc.rollouts.approve(ctx, rollout, body.note if body else ""))
+) -> RolloutSummaryOut:
+    record = svc.rollouts.approve(ctx, rollout, body.note if body else "")
+    return RolloutSummaryOut.model_validate(rollout_summary(record))
 
 
 @router.post("/rollouts/{rollout}/{command}", summary="pause, resume, abort or roll back")
@@ -104,9 +118,9 @@ def command_rollout(
     body: RolloutCommandRequest | None = None,
     ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> RolloutSummaryOut:
     record = svc.rollouts.command(ctx, rollout, command, body.note if body else "")
-    return rollout_summary(record)
+    return RolloutSummaryOut.model_validate(rollout_summary(record))
 
 
 @router.put("/release-trains", summary="Create or update a release train from a manifest")
@@ -115,17 +129,19 @@ def apply_release_train(
     dry_run: bool = Query(False, description="Decide everything, store nothing"),
     ctx: OperatorContext = Depends(requires(Permission.ROLLOUTS_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> AppliedReleaseTrainOut:
     record, action = svc.release_trains.apply(ctx, body.manifest, dry_run=dry_run)
-    return {"action": action, "train": train_view(record), "dry_run": dry_run}
+    train = ReleaseTrainOut.model_validate(train_view(record))
+    return AppliedReleaseTrainOut(action=action, train=train, dry_run=dry_run)
 
 
 @router.get("/release-trains", summary="List release trains")
 def list_release_trains(
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return [train_view(t) for t in svc.release_trains.list_trains(ctx)]
+) -> list[ReleaseTrainOut]:
+    trains = svc.release_trains.list_trains(ctx)
+    return [ReleaseTrainOut.model_validate(train_view(t)) for t in trains]
 
 
 @router.get("/release-trains/{name}", summary="Show a release train")
@@ -133,5 +149,5 @@ def show_release_train(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return train_view(svc.release_trains.get(ctx, name))
+) -> ReleaseTrainOut:
+    return ReleaseTrainOut.model_validate(train_view(svc.release_trains.get(ctx, name)))

@@ -253,7 +253,7 @@ def metric_names(
 
 def _policy_out(record: PolicyRecord) -> TelemetryPolicyOut:
     return TelemetryPolicyOut(
-        document=record.document,
+        manifest=record.document,
         version=record.version,
         updated_by=record.updated_by,
         updated_at=record.updated_at,
@@ -278,7 +278,7 @@ def put_policy(
     ctx: OperatorContext = Depends(requires(Permission.TELEMETRY_WRITE)),
     svc: Services = Depends(services),
 ) -> TelemetryPolicyOut:
-    return _policy_out(svc.telemetry.set_policy(ctx, body.document))
+    return _policy_out(svc.telemetry.set_policy(ctx, body.manifest))
 
 
 class SealingIn(Strict):

@@ -5,33 +5,43 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import JSONResponse
 
 from edgefleet.core.device import Device
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, device_or_operator, requires, services
-from edgefleet.server.schemas.trust import SetRootRequest
-from edgefleet.server.services.approvals import change_view
+from edgefleet.server.routes.typed_response import typed_response
+from edgefleet.server.schemas.governance import ChangeOut
+from edgefleet.server.schemas.trust import (
+    OnlineKeysOut,
+    PendingRootChangeOut,
+    RootVersionOut,
+    SetRootRequest,
+    TrustStatusOut,
+)
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1", tags=["trust (TUF)"])
 
 
-@router.get("/trust", summary="Trust status: root version, roles, thresholds, targets")
+@router.get(
+    "/trust",
+    summary="Trust status: root version, roles, thresholds, targets",
+    response_model_exclude_unset=True,
+)
 def trust_status(
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, object]:
-    return svc.trust.status(ctx)
+) -> TrustStatusOut:
+    return TrustStatusOut.model_validate(svc.trust.status(ctx))
 
 
 @router.get("/trust/online-keys", summary="The server's snapshot and timestamp public keys")
 def online_keys(
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, object]:
-    return svc.trust.online_keys(ctx)
+) -> OnlineKeysOut:
+    return OnlineKeysOut.model_validate(svc.trust.online_keys(ctx))
 
 
 @router.post("/trust/root", status_code=201, summary="Install the first root (admin)")
@@ -39,13 +49,18 @@ def initialize_root(
     body: SetRootRequest,
     ctx: OperatorContext = Depends(requires(Permission.TRUST_ADMIN)),
     svc: Services = Depends(services),
-) -> dict[str, object]:
+) -> RootVersionOut:
     if body.targets is not None:
         raise InvalidInput("targets are only sent with a root rotation")
-    return {"root_version": svc.trust.initialize(ctx, json.dumps(body.root).encode())}
+    return RootVersionOut(root_version=svc.trust.initialize(ctx, json.dumps(body.root).encode()))
 
 
-@router.put("/trust/root", summary="Rotate to the next root (admin)")
+@router.put(
+    "/trust/root",
+    summary="Rotate to the next root (admin)",
+    response_model=RootVersionOut,
+    responses={202: {"model": PendingRootChangeOut, "description": "Waiting for approval"}},
+)
 def rotate_root(
     body: SetRootRequest,
     ctx: OperatorContext = Depends(requires(Permission.TRUST_ADMIN)),
@@ -56,8 +71,8 @@ def rotate_root(
     targets = json.dumps(body.targets).encode() if body.targets is not None else None
     result = svc.trust.rotate_root(ctx, json.dumps(body.root).encode(), targets)
     if isinstance(result, int):
-        return JSONResponse({"root_version": result})
-    return JSONResponse({"pending_change": change_view(result)}, status_code=202)
+        return typed_response(RootVersionOut(root_version=result))
+    return typed_response(PendingRootChangeOut(pending_change=ChangeOut.of(result)), 202)
 
 
 @router.get("/tuf/{filename}", summary="TUF metadata (N.root.json, timestamp.json, ...)")

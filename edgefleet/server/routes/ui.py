@@ -19,7 +19,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
 
 from edgefleet.errors import NotFound
 from edgefleet.security.rbac import Permission
@@ -32,6 +31,7 @@ from edgefleet.server.auth import (
     services,
 )
 from edgefleet.server.error_handlers import request_id_of
+from edgefleet.server.schemas.ui import LoginRequest, SessionInfoOut, SessionOut
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.dashboard_events import TICK_S, changes
 from edgefleet.server.services.ui_sessions import SESSION_TTL
@@ -113,10 +113,6 @@ def asset(name: str, request: Request) -> Response:
     return _asset_response(name, request)
 
 
-class LoginRequest(BaseModel):
-    token: str = Field(min_length=1, max_length=512, description="An API token")
-
-
 def _cookie_is_secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
@@ -128,7 +124,7 @@ def _cookie_is_secure(request: Request) -> bool:
     summary="Log in: exchange an API token for a session cookie (HttpOnly)",
 )
 def log_in(body: LoginRequest, request: Request, response: Response,
-           svc: Services = Depends(services)) -> dict[str, Any]:  # fmt: skip
+           svc: Services = Depends(services)) -> SessionOut:  # fmt: skip
     session, secret = svc.ui_sessions.open(body.token.strip(), request_id_of(request))
     max_age = int(SESSION_TTL.total_seconds())
     if session.expires_at is not None:
@@ -136,17 +132,17 @@ def log_in(body: LoginRequest, request: Request, response: Response,
     response.set_cookie(SESSION_COOKIE, secret, max_age=max_age, path="/", httponly=True,
                         samesite="strict", secure=_cookie_is_secure(request))  # fmt: skip
     response.headers["cache-control"] = "no-store"
-    return {
-        "name": session.name,
-        "role": str(session.role),
-        "expires_at": session.expires_at.isoformat() if session.expires_at else None,
-    }
+    return SessionOut(
+        name=session.name,
+        role=str(session.role),
+        expires_at=session.expires_at.isoformat() if session.expires_at else None,
+    )
 
 
 @router.get("/ui/session", summary="The session's operator, role and permissions")
 def session_info(ctx: OperatorContext = Depends(any_operator),
-                 svc: Services = Depends(services)) -> dict[str, Any]:  # fmt: skip
-    return svc.dashboard.session_info(ctx)
+                 svc: Services = Depends(services)) -> SessionInfoOut:  # fmt: skip
+    return SessionInfoOut.model_validate(svc.dashboard.session_info(ctx))
 
 
 @router.delete("/ui/session", status_code=204, summary="Log out: revoke the session")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 # The largest integer a database column holds (SQLite and PostgreSQL BIGINT): the bound of
 # every sequence number and cursor a request may carry.
@@ -13,3 +16,16 @@ class Strict(BaseModel):
     """A request body: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+# A moment as Python's isoformat() writes it ("+00:00", not pydantic's "Z"): the form the
+# API has always sent for the fields that were rendered by hand.
+IsoDatetime = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: moment.isoformat(), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class DeletedOut(BaseModel):
+    deleted: str = Field(description="The name of what was deleted")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.core.updates.release import Artifact, ArtifactKind, Release
 from edgefleet.core.updates.service_manifest import MAX_MANIFEST_BYTES
@@ -106,3 +106,15 @@ class SkippedDevice(BaseModel):
 class AssignResponse(BaseModel):
     assigned: list[str]
     skipped: list[SkippedDevice]
+
+
+class DeltaOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_version: str
+    to_version: str
+    state: str
+    delta_size: int | None
+    target_size: int | None
+    ratio: float | None = Field(description="Delta size over target size")
+    reason: str

@@ -71,14 +71,14 @@ class TelemetryQueryOut(BaseModel):
 
 
 class TelemetryPolicyOut(BaseModel):
-    document: dict[str, Any]
+    manifest: dict[str, Any] = Field(description="The fleet telemetry policy in force")
     version: int = Field(description="0 while the built-in default applies.")
     updated_by: str | None
     updated_at: datetime | None
 
 
 class TelemetryPolicyIn(Strict):
-    document: dict[str, Any] = Field(description="The fleet telemetry policy (see docs).")
+    manifest: dict[str, Any] = Field(description="The fleet telemetry policy (see docs).")
 
 
 class KpiReadingOut(BaseModel):

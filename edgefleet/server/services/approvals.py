@@ -60,17 +60,3 @@ class ApprovalService:
         with self._db.transaction() as tx:
             tx.pending_changes.decide(change.id, "approved", ctx.actor, now)
             return tx.pending_changes.get(change.id), version
-
-
-def change_view(change: PendingChange) -> dict[str, Any]:
-    """A pending change without its payload (the metadata is in the change's request)."""
-    return {
-        "id": change.id,
-        "kind": change.kind,
-        "summary": change.summary,
-        "state": change.state,
-        "requested_by": change.requested_by,
-        "requested_at": change.requested_at.isoformat(),
-        "decided_by": change.decided_by,
-        "decided_at": change.decided_at.isoformat() if change.decided_at else None,
-    }

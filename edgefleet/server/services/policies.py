@@ -129,12 +129,3 @@ class PolicyService:
             ],
             "needs_approval": approval,
         }
-
-
-def stored_view(policy: StoredPolicy) -> dict[str, Any]:
-    return {"name": policy.name, "document": dict(policy.document),
-            "updated_by": policy.updated_by, "updated_at": _iso(policy.updated_at)}  # fmt: skip
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat()
