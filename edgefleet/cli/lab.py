@@ -1,5 +1,6 @@
 """`edgefleet lab rehearse`: a rollout rehearsed on a virtual copy of the fleet, in
-accelerated simulated time, with the control plane's own decision engine."""
+accelerated simulated time, with the control plane's own decision engine; `edgefleet lab
+predictive`: the predictive controllers against today's static policies."""
 
 from __future__ import annotations
 
@@ -122,3 +123,38 @@ def rehearse(
             saved = client.save_rehearsal(spec.rollout_name, report)
         console.print(f"rehearsal saved as {saved['id']} for rollout {saved['rollout']} "
                       "(dashboard: Lab)", markup=False)  # fmt: skip
+
+
+@app.command("predictive")
+def predictive(
+    profile: list[str] = typer.Option(
+        ..., "--profile", "-p", help="Fleet profile (file or shipped name), repeatable"
+    ),
+    devices: int = typer.Option(100, "--devices", "-n", min=2, help="Devices per profile"),
+    seed: int = typer.Option(None, help="Seed [each profile's own]"),
+    quick: bool = typer.Option(False, "--quick", help="Fewer devices, starts and events"),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write the results: .md for Markdown, .json for JSON"
+    ),
+) -> None:
+    """Evaluate the predictive controllers (window: predicted, forecast migration targets,
+    telemetry fidelity) against today's static policies on fleet profiles, same seeds."""
+    from edgefleet.sim.lab.predictive import PredictiveConfig, run_predictive
+    from edgefleet.sim.lab.predictive_report import render_markdown, verdicts
+    from edgefleet.sim.profile import load_profile
+
+    results = []
+    for name in profile:
+        config = PredictiveConfig(load_profile(name), devices=devices, seed=seed)
+        if quick:
+            config = config.quick()
+        with console.status(f"evaluating {config.profile.name} ({config.devices} devices)"):
+            results.append(run_predictive(config))
+    markdown = render_markdown(results)
+    if output is None:
+        console.print(markdown, markup=False, highlight=False)
+    elif output.suffix == ".json":
+        document = {"results": results, "verdicts": verdicts(results)}
+        output.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    else:
+        output.write_text(markdown)
