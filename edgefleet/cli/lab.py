@@ -17,11 +17,9 @@ from edgefleet.errors import InvalidInput, SettingsError
 app = typer.Typer(help="Rehearse changes on a virtual copy of the fleet.", no_args_is_help=True)
 
 
-def _start(text: str | None) -> datetime:
-    from edgefleet.sim.lab.scenario import default_start
-
+def _start(text: str | None) -> datetime | None:
     if text is None:
-        return default_start()
+        return None
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -49,7 +47,9 @@ def rehearse(
     since: str = typer.Option("24h", help="Telemetry period copied with --fleet-from"),
     hours: float = typer.Option(24.0, min=0.01, max=24 * 366, help="Simulated hours"),
     seed: int = typer.Option(None, help="Seed [the profile's, else 1]"),
-    start: str = typer.Option(None, help="Simulated start (ISO 8601) [now, to the hour]"),
+    start: str = typer.Option(
+        None, help="Simulated start (ISO 8601) [now: when the fleet was copied or drawn]"
+    ),
     bad_release: bool = typer.Option(
         False, "--bad-release", help="Rehearse as if the release were bad (blast radius)"
     ),
@@ -58,7 +58,10 @@ def rehearse(
         None, help="Release the profile's devices run before (--profile) [none]"
     ),
     controller_interval: float = typer.Option(
-        15.0, min=0.1, help="Simulated seconds between two controller decisions at most"
+        None,
+        min=0.1,
+        help="Simulated seconds between two controller decisions at most [1 s up to 1000 "
+        "devices, as the server reacts to each report; 15 s above, for speed]",
     ),
     output: Path = typer.Option(
         None, "--output", "-o", help="Write the report: .md for Markdown, .json for JSON"
