@@ -88,6 +88,7 @@ def server(
     with _server_extra("edgefleet server"):
         from edgefleet.server.main import serve
         from edgefleet.server.settings import load_server_settings
+        from edgefleet.server.workload_settings import load_workload_settings
 
     settings = load_server_settings(
         data_dir=data_dir,
@@ -103,7 +104,8 @@ def server(
         client_ca=client_ca,
         mqtt_url=mqtt,
     )
-    serve(settings)
+    # One settings object each per process, read here from flags and EDGEFLEET_* once.
+    serve(settings, load_workload_settings())
 
 
 @app.command("bootstrap-token")

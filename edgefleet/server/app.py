@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from edgefleet import __version__
-from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.clock import Clock, SystemClock
 from edgefleet.core.lease import LeaseName
 from edgefleet.errors import SettingsError
 from edgefleet.security.tuf_metadata import MAX_TARGETS_BYTES
-from edgefleet.server.auth import Services
+from edgefleet.server.composition import Services, build_services
 from edgefleet.server.compression import ResponseCompressionMiddleware
 from edgefleet.server.error_handlers import install_error_handlers
 from edgefleet.server.metrics import HttpMetricsMiddleware, ServerMetrics
@@ -45,122 +44,19 @@ from edgefleet.server.routes import (
     rollouts,
     telemetry,
     tokens,
-    training,
     trust,
     ui,
     workloads,
 )
-from edgefleet.server.services.alerts import AlertService
-from edgefleet.server.services.approvals import ApprovalService
-from edgefleet.server.services.attestation import AttestationService
-from edgefleet.server.services.audit import AuditService
-from edgefleet.server.services.blob_access import BlobAccess
-from edgefleet.server.services.certificates import CertificateService
-from edgefleet.server.services.checkpoints import CheckpointService
-from edgefleet.server.services.dashboard import DashboardService
-from edgefleet.server.services.dashboard_events import DashboardEvents
-from edgefleet.server.services.ddi import DdiService
-from edgefleet.server.services.deltas import DeltaService
-from edgefleet.server.services.device_link import DeviceLinkService
-from edgefleet.server.services.devices import DeviceService
-from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.ingest import DeviceIngest
 from edgefleet.server.services.leases import LeaseKeeper
-from edgefleet.server.services.liveness import LivenessController
-from edgefleet.server.services.migration_controller import MigrationController
 from edgefleet.server.services.otlp_export import OtlpExporter, parse_headers
-from edgefleet.server.services.placement_controller import PlacementController
-from edgefleet.server.services.policies import PolicyService
-from edgefleet.server.services.rehearsals import RehearsalService
-from edgefleet.server.services.release_trains import ReleaseTrainService
-from edgefleet.server.services.releases import ReleaseService
-from edgefleet.server.services.roles import RoleService
-from edgefleet.server.services.rollout_controller import RolloutController
-from edgefleet.server.services.rollouts import RolloutService
-from edgefleet.server.services.sealing import SealingService
-from edgefleet.server.services.telemetry import TelemetryService
-from edgefleet.server.services.tokens import TokenService
-from edgefleet.server.services.training import TrainingService
-from edgefleet.server.services.trust import TrustService
-from edgefleet.server.services.ui_sessions import UiSessionService
-from edgefleet.server.services.workload_controllers import WorkloadControllers
-from edgefleet.server.services.workloads import WorkloadService
 from edgefleet.server.settings import ServerSettings
-from edgefleet.server.watch import RECHECK_INTERVAL_S, DesiredStateWatch
-from edgefleet.server.workload_settings import WorkloadSettings, load_workload_settings
+from edgefleet.server.watch import RECHECK_INTERVAL_S
+from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
 
 log = logging.getLogger(__name__)
-
-
-def build_services(
-    settings: ServerSettings,
-    db: Database,
-    clock: Clock,
-    workload_settings: WorkloadSettings | None = None,
-) -> Services:
-    server_metrics = ServerMetrics()
-    watch = DesiredStateWatch(server_metrics.long_polls_waiting)
-    blobs = FilesystemBlobStore(settings.data_dir / "blobs", max_blob_bytes=settings.max_blob_bytes)
-    blobs.remove_partial_puts()
-    trust = TrustService(settings.data_dir, db, clock)
-    trust.reconcile_signed_releases()
-    deltas = DeltaService(blobs, settings.data_dir / "deltas",
-                          computes="deltas" in settings.role_names())  # fmt: skip
-    releases = ReleaseService(
-        db, blobs, clock, watch, deltas, ddi_releases=settings.ddi_release_names()
-    )
-    telemetry_service = TelemetryService(db, clock, watch, server_metrics, settings)
-    trains = ReleaseTrainService(db, clock, lambda: controller.wake())
-    controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
-    workload_settings = workload_settings or load_workload_settings()
-    checkpoints = CheckpointService(db, clock, blobs, workload_settings)
-    controllers = WorkloadControllers(
-        workload_settings,
-        LivenessController(db, clock, workload_settings),
-        MigrationController(db, clock, workload_settings, watch, blobs, checkpoints),
-        PlacementController(db, clock, workload_settings, watch),
-    )
-    token_service = TokenService(db, clock)
-    dashboard_service = DashboardService(db, clock, workload_settings)
-    return Services(
-        settings=settings,
-        db=db,
-        devices=DeviceService(db, clock, watch),
-        tokens=token_service,
-        device_link=DeviceLinkService(db, clock, settings),
-        audit=AuditService(db),
-        releases=releases,
-        deltas=deltas,
-        trust=trust,
-        watch=watch,
-        metrics=server_metrics,
-        telemetry=telemetry_service,
-        alerts=AlertService(db, clock, watch, server_metrics),
-        fleet_metrics=FleetMetricsService(db, clock, server_metrics),
-        workload_settings=workload_settings,
-        workloads=WorkloadService(db, clock, watch, blobs),
-        checkpoints=checkpoints,
-        blob_access=BlobAccess(db),
-        workload_controllers=controllers,
-        rollouts=RolloutService(db, clock, controller.wake),
-        rehearsals=RehearsalService(db, clock),
-        policies=PolicyService(db, clock),
-        roles=RoleService(db, clock),
-        approvals=ApprovalService(db, clock, trust),
-        release_trains=trains,
-        rollout_controller=controller,
-        ddi=DdiService(db, clock, settings, blobs, controller.wake),
-        dashboard=dashboard_service,
-        dashboard_events=DashboardEvents(dashboard_service),
-        ui_sessions=UiSessionService(db, clock, token_service),
-        attestation=AttestationService(
-            db, clock, settings.attestation(), settings.trusted_tpm_cas()
-        ),
-        certificates=CertificateService(db, clock, settings),
-        sealing=SealingService(db, clock, settings.data_dir, watch),
-        training=TrainingService(db, clock, watch, blobs),
-    )
 
 
 async def _housekeeping_forever(svc: Services) -> None:
@@ -179,7 +75,6 @@ async def _housekeeping_forever(svc: Services) -> None:
             ("telemetry-retention", svc.telemetry.roll_up_and_prune),
             ("delta-cache", lambda: svc.deltas.prune(svc.settings.delta_cache_bytes)),
             ("checkpoint-archives", svc.checkpoints.forget_unused),
-            ("training", svc.training.tick),
         ]
         if runs % analysis_every == 0:
             jobs.append(("telemetry-analysis", svc.alerts.analyze))
@@ -234,10 +129,15 @@ def lease_keeper(svc: Services, clock: Clock) -> LeaseKeeper:
     })  # fmt: skip
 
 
-def create_app(settings: ServerSettings, db: Database, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: ServerSettings,
+    workload_settings: WorkloadSettings,
+    db: Database,
+    clock: Clock | None = None,
+) -> FastAPI:
     """The control-plane app over an already migrated database."""
     clock = clock or SystemClock()
-    svc = build_services(settings, db, clock)
+    svc = build_services(settings, db, clock, workload_settings)
     roles = settings.role_names()
     keeper = lease_keeper(svc, clock) if "controllers" in roles else None
     exporter = otlp_exporter(settings, svc.metrics)
@@ -315,7 +215,7 @@ def create_app(settings: ServerSettings, db: Database, clock: Clock | None = Non
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
                                              rollouts, rehearsals, governance, workloads,
-                                             dashboard, ui, certificates, training)]  # fmt: skip
+                                             dashboard, ui, certificates)]  # fmt: skip
     routers.append(leases.router)
     # Each router is served by a role (`roles.py`); the shared ones by every replica.
     device_routers = [device_api.router, telemetry.device_router, ddi.router, broker.router]

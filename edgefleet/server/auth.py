@@ -13,80 +13,11 @@ from edgefleet.core.device import Device
 from edgefleet.errors import Forbidden, Unauthenticated
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import SignedRequest, read_signed_headers
+from edgefleet.server.composition import Services
 from edgefleet.server.error_handlers import request_id_of
-from edgefleet.server.metrics import ServerMetrics
-from edgefleet.server.services.alerts import AlertService
-from edgefleet.server.services.approvals import ApprovalService
-from edgefleet.server.services.attestation import AttestationService
-from edgefleet.server.services.audit import AuditService, OperatorContext
-from edgefleet.server.services.blob_access import BlobAccess
-from edgefleet.server.services.certificates import CertificateService
-from edgefleet.server.services.checkpoints import CheckpointService
-from edgefleet.server.services.dashboard import DashboardService
-from edgefleet.server.services.dashboard_events import DashboardEvents
-from edgefleet.server.services.ddi import DdiService
-from edgefleet.server.services.deltas import DeltaService
+from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.device_link import DeviceLinkService
-from edgefleet.server.services.devices import DeviceService
-from edgefleet.server.services.fleet_metrics import FleetMetricsService
-from edgefleet.server.services.policies import PolicyService
-from edgefleet.server.services.rehearsals import RehearsalService
-from edgefleet.server.services.release_trains import ReleaseTrainService
-from edgefleet.server.services.releases import ReleaseService
-from edgefleet.server.services.roles import RoleService
-from edgefleet.server.services.rollout_controller import RolloutController
-from edgefleet.server.services.rollouts import RolloutService
-from edgefleet.server.services.sealing import SealingService
-from edgefleet.server.services.telemetry import TelemetryService
-from edgefleet.server.services.tokens import TokenService
-from edgefleet.server.services.training import TrainingService
-from edgefleet.server.services.trust import TrustService
-from edgefleet.server.services.ui_sessions import UiSessionService
-from edgefleet.server.services.workload_controllers import WorkloadControllers
-from edgefleet.server.services.workloads import WorkloadService
-from edgefleet.server.settings import ServerSettings
 from edgefleet.server.tls import peer_certificate
-from edgefleet.server.watch import DesiredStateWatch
-from edgefleet.server.workload_settings import WorkloadSettings
-from edgefleet.store import Database
-
-
-@dataclass(frozen=True)
-class Services:
-    settings: ServerSettings
-    db: Database
-    devices: DeviceService
-    tokens: TokenService
-    device_link: DeviceLinkService
-    audit: AuditService
-    releases: ReleaseService
-    deltas: DeltaService
-    trust: TrustService
-    watch: DesiredStateWatch
-    metrics: ServerMetrics
-    telemetry: TelemetryService
-    alerts: AlertService
-    fleet_metrics: FleetMetricsService
-    workload_settings: WorkloadSettings
-    workloads: WorkloadService
-    checkpoints: CheckpointService
-    blob_access: BlobAccess
-    workload_controllers: WorkloadControllers
-    rollouts: RolloutService
-    rehearsals: RehearsalService
-    policies: PolicyService
-    roles: RoleService
-    approvals: ApprovalService
-    release_trains: ReleaseTrainService
-    rollout_controller: RolloutController
-    ddi: DdiService
-    dashboard: DashboardService
-    dashboard_events: DashboardEvents
-    ui_sessions: UiSessionService
-    attestation: AttestationService
-    certificates: CertificateService
-    sealing: SealingService
-    training: TrainingService
 
 
 def services(request: Request) -> Services:

@@ -18,6 +18,7 @@ from edgefleet.server.app import create_app
 from edgefleet.server.services.admin_access import AdminAccess, AdminTokenCheck, AdminTokenState
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.tls import uvicorn_tls_options
+from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def log_admin_token_check(check: AdminTokenCheck, settings: ServerSettings) -> N
         )
 
 
-def serve(settings: ServerSettings) -> None:
+def serve(settings: ServerSettings, workload_settings: WorkloadSettings) -> None:
     """Run the control plane until SIGINT/SIGTERM. Writes the bound URL to DATA_DIR/server.url
     (useful with --port 0)."""
     configure(settings.log_level)
@@ -116,7 +117,7 @@ def serve(settings: ServerSettings) -> None:
     # schema, the server's TUF keys, the first admin token.
     with db.one_at_a_time():
         db.migrate()
-        app = create_app(settings, db)
+        app = create_app(settings, workload_settings, db)
         admin = AdminAccess(db, app.state.services.tokens, SystemClock()).check_at_start(
             settings.admin_token.get_secret_value() if settings.admin_token is not None else None
         )

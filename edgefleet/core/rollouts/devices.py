@@ -65,12 +65,9 @@ def _timed_out(rollout: Rollout, device: RolloutDevice, now: datetime) -> bool:
     )
 
 
-def _timeout(rollout: Rollout) -> str:
-    return format_duration(rollout.spec.strategy.install_timeout_s)
-
-
 def _observe_one(rollout: Rollout, device: RolloutDevice, now: datetime) -> Action | None:
     release = rollout.spec.release
+    timeout = format_duration(rollout.spec.strategy.install_timeout_s)
     state, report = device.state, device.report
     if state is DeviceState.ROLLING_BACK:
         previous = device.previous_release or "no release"
@@ -80,7 +77,7 @@ def _observe_one(rollout: Rollout, device: RolloutDevice, now: datetime) -> Acti
             why = (
                 "reported a failure"
                 if report is InstallReport.FAILED
-                else f"no report in {_timeout(rollout)}"
+                else f"no report in {timeout}"
             )
             return MarkDevice(
                 device.device_id,
@@ -96,8 +93,7 @@ def _observe_one(rollout: Rollout, device: RolloutDevice, now: datetime) -> Acti
         if state is DeviceState.UPDATING and report is InstallReport.INSTALLED:
             return MarkDevice(device.device_id, DeviceState.INSTALLED, f"installed {release}")
         if state is DeviceState.UPDATING and _timed_out(rollout, device, now):
-            why = f"no install report within {_timeout(rollout)}"
-            return _failed_attempt(rollout, device, why, now)
+            return _failed_attempt(rollout, device, f"no install report within {timeout}", now)
     elif (
         state in (*_WAITING_STATES, DeviceState.RETRY_WAIT) and not device.compatibility.compatible
     ):
