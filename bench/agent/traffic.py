@@ -41,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.capacity.transports import start_patiently  # noqa: E402
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for  # noqa: E402
 from tests.mqtt_broker import BrokerProcess  # noqa: E402
 from tests.relay import Relay  # noqa: E402
@@ -69,7 +70,7 @@ def measure(seconds: float, workdir: Path, transport: str) -> dict[str, Any]:
     server = ServerProcess(workdir / "server", "bench-admin-token-0123456789", env=env)
     agent: AgentProcess | None = None
     try:
-        server.start()
+        start_patiently(server)
         with contextlib.ExitStack() as stack, server.client() as admin:
             relay = stack.enter_context(Relay(server.url))
             mqtt = None

@@ -67,7 +67,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from bench.capacity.run import CpuSampler  # noqa: E402
-from edgefleet.localfleet import EDGEFLEET, ServerProcess  # noqa: E402
+from edgefleet.client import FleetClient  # noqa: E402
+from edgefleet.errors import EdgefleetError  # noqa: E402
+from edgefleet.localfleet import EDGEFLEET, ServerProcess, wait_for  # noqa: E402
 from tests.mqtt_broker import BrokerProcess  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "capacity-transports.json"
@@ -78,6 +80,7 @@ P99_LIMIT_S = 1.0
 SCRAPE_S = 0.25
 PROPAGATION_TAIL_S = 40.0
 DRAIN_S = 10.0
+POLICY_TIMEOUT_S = 300.0  # re-rendering every device's desired state takes a while
 REPORT_ROUTE = 'route="/v1/devices/{device_id}/report"'
 
 
@@ -203,6 +206,25 @@ def quantile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def start_patiently(server: ServerProcess, timeout_s: float = 300.0) -> None:
+    """Start the server, waiting longer than `ServerProcess.start` does: on a busy shared
+    machine importing the server alone may take it more than 20 s."""
+    try:
+        server.start()
+        return
+    except TimeoutError:
+        if not server.running:
+            raise
+    url_file = server.data_dir / "server.url"
+
+    def ready() -> bool:
+        url = url_file.read_text().strip() if url_file.exists() else ""
+        return bool(url) and httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+
+    wait_for(ready, timeout_s=timeout_s, what="server to start")
+    server.url = url_file.read_text().strip()
+
+
 class Bench:
     def __init__(self, workdir: Path, database_url: str | None) -> None:
         self.workdir = workdir
@@ -210,12 +232,16 @@ class Bench:
         env = {"EDGEFLEET_LOG_LEVEL": "warning"}
         if database_url:
             env["EDGEFLEET_DATABASE_URL"] = database_url
-        self.broker.start()
         env["EDGEFLEET_MQTT_URL"] = self.broker.admin_url
         self.server = ServerProcess(workdir / "server", ADMIN_TOKEN, env=env)
-        self.server.start()
-        with self.server.client() as admin:
-            self.token = admin.create_enrollment_token(auto_approve=True)["token"]
+        try:  # stop whatever started if the rest does not
+            self.broker.start()
+            start_patiently(self.server)
+            with self.server.client() as admin:
+                self.token = admin.create_enrollment_token(auto_approve=True)["token"]
+        except BaseException:
+            self.close()
+            raise
         self.identities = workdir / "identities.json"
         self.upload_interval_s = 300
         self.idle_rate = self.measure_idle(10.0)
@@ -238,7 +264,7 @@ class Bench:
     def change_every_device(self) -> float:
         """One desired-state change for every device: the fleet telemetry policy's upload
         interval, toggled. The wall-clock time just before the request."""
-        with self.server.client() as admin:
+        with FleetClient(self.server.url, ADMIN_TOKEN, timeout_s=POLICY_TIMEOUT_S) as admin:
             policy = admin.telemetry_policy()
             manifest = policy["manifest"]
             self.upload_interval_s = 240 if self.upload_interval_s == 300 else 300
@@ -270,10 +296,14 @@ class Bench:
         sampler.start()
         window = (began + ramp_s + warmup_s, began + ramp_s + warmup_s + measure_s)
         propagation_began = None
+        propagation_error = None
         if propagate:
             time.sleep(max(0.0, window[1] + 5 - time.time()))
             if generator.poll() is None:
-                propagation_began = self.change_every_device()
+                try:
+                    propagation_began = self.change_every_device()
+                except EdgefleetError as e:
+                    propagation_error = e.message
         out, err = generator.communicate(timeout=duration_s + 900)
         time.sleep(DRAIN_S)
         scraper.halt.set()
@@ -300,6 +330,7 @@ class Bench:
             "devices": devices,
             "enrolled": summary["enrolled"],
             "enroll_failed": summary["enroll_failed"],
+            "online": summary["online"],
             "window_s": round(window_s, 1),
             "heartbeats": int(heartbeats),
             "heartbeats_expected": round(expected),
@@ -331,12 +362,14 @@ class Bench:
         )  # fmt: skip
         if propagation_began is not None:
             row["propagation"] = propagation(summary, propagation_began)
+        elif propagation_error is not None:
+            row["propagation"] = {"error": propagation_error}
         row["samples"] = {"rss": sampler.rss, "progress_file": progress.name}
         return row
 
 
 def propagation(summary: dict[str, Any], began: float) -> dict[str, Any]:
-    online = summary["enrolled"]
+    online = summary["online"]
     arrivals = sorted(t - began for t in summary["desired_update_times_unix"] if t >= began)
     needed = math.ceil(0.99 * online)
     reached = arrivals[needed - 1] if len(arrivals) >= needed and needed else None

@@ -231,6 +231,7 @@ def summarize(settings: LoadSettings, stats: LoadStats, elapsed_s: float) -> dic
         "duration_s": round(elapsed_s, 1),
         "enrolled": stats.enrolled,
         "enroll_failed": stats.enroll_failed,
+        "online": stats.online,
         "reports_sent": stats.reports_sent,
         "reports_failed": stats.reports_failed,
         "telemetry_sent": stats.telemetry_sent,

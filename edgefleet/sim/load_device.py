@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ HOST_SERIES: tuple[tuple[str, MetricKind, float, float], ...] = (
     ("agent.cpu.percent", MetricKind.GAUGE, 0.2, 0.05),
 )
 HOST_SAMPLES_PER_WINDOW = 6  # a reading every 10 s
+TELEMETRY_EPOCH_S = 1_700_000_000  # 2023-11-14: batch numbers stay far below 2**31
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,11 @@ class LoadDevice:
         self.desired_seen = False  # a desired state was fetched (the first one is no update)
         self._inventory_optional = False
         self._inventory_due_s = 0.0
-        self._telemetry_seq = 0
-        self.telemetry_acked_through = 0
+        # Batch numbers go on from where an earlier run with this identity left off: they
+        # start at the clock (seconds since TELEMETRY_EPOCH_S), everything before declared
+        # gone, so the server never takes a new batch for a duplicate.
+        self._telemetry_seq = max(0, int(time.time() - TELEMETRY_EPOCH_S))
+        self.telemetry_acked_through = self._telemetry_seq
         self._levels = [level for _, _, level, _ in HOST_SERIES]
 
     def inventory(self) -> Inventory:

@@ -259,6 +259,8 @@ class HttpDeviceLoop:
             generation = int(json.loads(answer[1])["generation"])
             if device.desired_seen and generation != device.applied_generation:
                 self._stats.desired_update(time.time())
+            if not device.desired_seen:
+                self._stats.online += 1
             device.desired_seen = True
             if generation != device.applied_generation:
                 device.applied_generation = generation

@@ -42,6 +42,7 @@ KEEPALIVE_S = 60  # as the agent's
 PUBACK_TIMEOUT_S = 15.0
 CONNECT_TIMEOUT_S = 30.0
 RECONNECT_S = (1.0, 10.0)
+BROKER_CREDENTIALS_TIMEOUT_S = 60.0
 DROPPED_THROUGH = "dropped"  # the telemetry message's property (as the control plane reads it)
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 0x10, 0x20, 0x30, 0x40
@@ -300,23 +301,28 @@ class MqttDeviceLoop:
             self._mqtt.close()
 
     async def _enroll(self) -> dict[str, str] | None:
-        """Enroll, then get the broker credentials; None when either failed for good."""
+        """Enroll, then get the broker credentials (asking again until the run stops: the
+        control plane creates the broker client first); None when enrollment failed."""
         device = self._device
         heartbeat_s = await enroll(self._http, device, self._settings, self._stats, self._stop)
         if heartbeat_s is None:
             return None
         self._heartbeat_s = heartbeat_s
         target = f"/v1/devices/{device.device_id}/broker"
-        for _ in range(self._settings.enroll_attempts):
-            answer = await signed_exchange(self._http, device, self._stats, "other", "GET",
-                                           target)  # fmt: skip
+        while True:
+            async with self._stats.enrolling:
+                answer = await signed_exchange(
+                    self._http, device, self._stats, "other", "GET", target,
+                    timeout_s=BROKER_CREDENTIALS_TIMEOUT_S,
+                )  # fmt: skip
             if answer is not None and answer[0] < 300:
                 self._http.close()  # idle from now on, as the agent's pool closes it
                 credentials: dict[str, str] = json.loads(answer[1])
                 return credentials
+            if answer is not None and 400 <= answer[0] < 500 and answer[0] != 429:
+                return None  # no MQTT channel there, or the device is refused
             if await pause(self._stop, device.rng.uniform(*RECONNECT_S)):
-                break
-        return None
+                return None
 
     async def _connect(self, credentials: dict[str, str]) -> bool:
         device = self._device
@@ -374,6 +380,8 @@ class MqttDeviceLoop:
             self._stats.answered("desired", 0.0, 200, None)
             if device.desired_seen and generation != device.applied_generation:
                 self._stats.desired_update(time.time())
+            if not device.desired_seen:
+                self._stats.online += 1
             device.desired_seen = True
             if generation != device.applied_generation:
                 device.applied_generation = generation

@@ -52,6 +52,7 @@ class LoadStats:
     traffic: TrafficStats = field(default_factory=TrafficStats)
     enrolled: int = 0
     enroll_failed: int = 0
+    online: int = 0  # devices that got their first desired state (connected and in sync)
     reports_sent: int = 0
     reports_failed: int = 0  # no answer, or an error status
     telemetry_sent: int = 0
@@ -75,7 +76,7 @@ class LoadStats:
 
     def merge(self, other: LoadStats) -> None:
         self.traffic.merge(other.traffic)
-        for name in ("enrolled", "enroll_failed", "reports_sent", "reports_failed",
+        for name in ("enrolled", "enroll_failed", "online", "reports_sent", "reports_failed",
                      "telemetry_sent", "telemetry_failed", "cpu_s"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.desired_updates += other.desired_updates
@@ -84,7 +85,8 @@ class LoadStats:
     def to_wire(self) -> dict[str, Any]:
         return {
             "traffic": self.traffic.to_wire(), "enrolled": self.enrolled,
-            "enroll_failed": self.enroll_failed, "reports_sent": self.reports_sent,
+            "enroll_failed": self.enroll_failed, "online": self.online,
+            "reports_sent": self.reports_sent,
             "reports_failed": self.reports_failed, "telemetry_sent": self.telemetry_sent,
             "telemetry_failed": self.telemetry_failed, "desired_updates": self.desired_updates,
             "errors": dict(self.errors), "cpu_s": self.cpu_s,
@@ -94,7 +96,7 @@ class LoadStats:
     def from_wire(cls, raw: Mapping[str, Any]) -> LoadStats:
         return cls(
             TrafficStats.from_wire(raw["traffic"]), raw["enrolled"], raw["enroll_failed"],
-            raw["reports_sent"], raw["reports_failed"], raw["telemetry_sent"],
+            raw["online"], raw["reports_sent"], raw["reports_failed"], raw["telemetry_sent"],
             raw["telemetry_failed"], list(raw["desired_updates"]), Counter(raw["errors"]),
             raw["cpu_s"],
         )  # fmt: skip
