@@ -246,6 +246,10 @@ def delta_figures(r: dict[str, Any]) -> list[Figure]:
                    len(met) == len(pairs))]  # fmt: skip
 
 
+def predictive_figures(r: dict[str, Any]) -> list[Figure]:
+    return [Figure(f"predictive: {name}", verdict) for name, verdict in r["verdicts"].items()]
+
+
 BENCHMARKS = [
     Benchmark(
         "capacity",
@@ -338,6 +342,15 @@ BENCHMARKS = [
         "model delta size and speed vs bsdiff4, xdelta3, zstd --patch-from",
         "synthetic ONNX model pairs",
         delta_figures,
+    ),
+    Benchmark(
+        "predictive",
+        "predictive/run.py",
+        "predictive.json",
+        "predictive controllers against static policies: installs' disruption, migrations, "
+        "telemetry bytes and detection delay",
+        "lab, the three shipped profiles with their own seeds, 100 devices each",
+        predictive_figures,
     ),
 ]
 

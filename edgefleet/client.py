@@ -451,6 +451,22 @@ class FleetClient:
         params = {"dry_run": "true"} if dry_run else None
         return self._call("PUT", "/v1/release-trains", json={"manifest": manifest}, params=params)
 
+    def apply_training(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        params = {"dry_run": "true"} if dry_run else None
+        return self._call("POST", "/v1/training", json=manifest, params=params)
+
+    def training_jobs(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/training")
+
+    def training_status(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/training/{_seg(name)}")
+
+    def training_report(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/training/{_seg(name)}/report")
+
+    def change_training(self, name: str, action: str) -> dict[str, Any]:
+        return self._call("POST", f"/v1/training/{_seg(name)}/{action}")
+
     def list_release_trains(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/release-trains")
 

@@ -36,6 +36,7 @@ from edgefleet.agent.settings import AgentSettings
 from edgefleet.agent.state import KEY_FILE, AgentState
 from edgefleet.agent.supervisor import Supervisor
 from edgefleet.agent.telemetry.pipeline import HostReader, TelemetryPipeline
+from edgefleet.agent.training_helper import TrainingRunner
 from edgefleet.agent.workload_runner import WorkloadRunner
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
@@ -94,6 +95,8 @@ class Agent:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._key = DeviceKey.load_or_create(self._data_dir / KEY_FILE)
         self.link = ControlPlaneLink(transport, self._key, clock)
+        self.training = TrainingRunner(lambda: self.device_id, self.link.exchange,
+                                       self._data_dir / "training")  # fmt: skip
         self.certificates = (
             DeviceCertificates(self._data_dir, self.link, self._key, clock, client_certificate)
             if settings.device_certificate
@@ -213,6 +216,7 @@ class Agent:
             installing.cancel()
             running_workloads.cancel()
             await asyncio.gather(installing, running_workloads, return_exceptions=True)
+            await self.training.stop()
             await self.supervisor.aclose()
             await self._runtime.close()
             telemetry_stop.set()  # what the stopped services measured goes into the queue
@@ -448,6 +452,7 @@ class Agent:
         self.installer.want(document.get("release"))
         self.telemetry.apply(document.get("telemetry"))
         self.workloads.want(document.get("workloads"), fresh=True)
+        self.training.want(document.get("training"))
         self._report_now.set()
         log.info("applied desired state", extra=self._log_extra(generation=document["generation"]))
 

@@ -145,6 +145,15 @@ class ControlPlaneLink:
         headers = self._signed(method, target, body, extra)
         return await self._transport.request(method, target, body, headers, timeout_s)
 
+    async def exchange(self, method: str, target: str, body: bytes) -> bytes:
+        """A signed request with an opaque body (the training child's, relayed); the
+        response body, or the error its status says."""
+        headers = {"content-type": "application/msgpack"} if body else {}
+        response = await self._send_bytes(method, target, body, headers, REQUEST_TIMEOUT_S)
+        if response.status >= 400:
+            raise error_from_response(response.status, response.body)
+        return response.body
+
     async def download_blob(self, sha256: str, destination: Path) -> None:
         """Download a blob into `destination`, resuming after the bytes already there."""
         await self._download(f"/v1/blobs/{sha256}", destination)

@@ -103,12 +103,20 @@ def apply_role(client: FleetClient, doc: dict[str, Any], options: ApplyOptions) 
                    answer)  # fmt: skip
 
 
+def apply_training(client: FleetClient, doc: dict[str, Any], options: ApplyOptions) -> Applied:
+    answer = client.apply_training(doc, dry_run=options.dry_run)
+    action = "created" if answer["created"] else "unchanged"
+    detail = f"{answer['rounds']} round(s), {answer['strategy']}, {answer['status']}"
+    return Applied("FederatedTraining", answer["name"], action, detail, answer)
+
+
 HANDLERS: dict[str, Handler] = {
     "Rollout": apply_rollout,
     "ReleaseTrain": apply_release_train,
     "Workload": apply_workload,
     "Policy": apply_policy,
     "Role": apply_role,
+    "FederatedTraining": apply_training,
 }
 
 # The manifest the control plane holds under a name, for kinds an apply can update (a

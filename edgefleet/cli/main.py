@@ -30,6 +30,7 @@ from edgefleet.cli import (
     sim,
     telemetry,
     tokens,
+    training,
     trust,
     workloads,
 )
@@ -198,6 +199,7 @@ app.command(name="apply")(apply)
 app.command(name="diff")(diff)
 app.add_typer(rollouts.app, name="rollouts")
 app.add_typer(rollouts.trains_app, name="trains")
+app.add_typer(training.app, name="training")
 app.add_typer(workloads.workloads_app, name="workloads")
 app.add_typer(workloads.placements_app, name="placements")
 app.add_typer(policy.app, name="policy")

@@ -24,11 +24,13 @@ def render_spec(
     telemetry: Mapping[str, Any] | None = None,
     workloads: Mapping[str, Any] | None = None,
     heartbeat_interval_s: float | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The spec part of `device`'s desired state, from its current inputs. `telemetry` is
     the rendered section (core.telemetry_policy.render_telemetry_section), `workloads` the
     replicas the device should hold (core.workload_section.render_workloads_section),
-    `heartbeat_interval_s` the interval while it hosts replicas (else its own)."""
+    `heartbeat_interval_s` the interval while it hosts replicas (else its own), `training`
+    the federated training rounds it is planned in (docs/learning.md)."""
     interval = device.heartbeat_interval_s if heartbeat_interval_s is None else (
         heartbeat_interval_s)  # fmt: skip
     spec: dict[str, Any] = {
@@ -41,6 +43,8 @@ def render_spec(
         spec["telemetry"] = dict(telemetry)
     if workloads is not None:
         spec["workloads"] = dict(workloads)
+    if training is not None:
+        spec["training"] = dict(training)
     return spec
 
 
@@ -69,9 +73,10 @@ def refresh_desired(
     telemetry: Mapping[str, Any] | None = None,
     workloads: Mapping[str, Any] | None = None,
     heartbeat_interval_s: float | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> Device:
     """`device` with its spec re-rendered and its generation bumped if the spec changed."""
-    spec = render_spec(device, release, telemetry, workloads, heartbeat_interval_s)
+    spec = render_spec(device, release, telemetry, workloads, heartbeat_interval_s, training)
     generation = next_generation(device.desired_generation, device.desired, spec)
     if generation == device.desired_generation:
         return device

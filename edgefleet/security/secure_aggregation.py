@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from edgefleet.core.learning.shamir import PRIME
 from edgefleet.errors import InvalidInput
 
 _NONCE = bytes(12)
@@ -25,7 +26,8 @@ _NONCE = bytes(12)
 
 @dataclass(frozen=True)
 class RoundKeys:
-    """A client's secrets for one round (made from 96 bytes of fresh entropy)."""
+    """A client's secrets for one round (made from 96 bytes of fresh entropy). The top bit
+    of each is cleared, so each is an element of the Shamir field (X25519 ignores that bit)."""
 
     c_sk: bytes
     s_sk: bytes
@@ -35,10 +37,18 @@ class RoundKeys:
     def from_entropy(cls, entropy: bytes) -> RoundKeys:
         if len(entropy) != 96:
             raise InvalidInput("round keys: expected 96 bytes of entropy")
-        return cls(entropy[:32], entropy[32:64], entropy[64:])
+        c_sk, s_sk, seed = (_field_element(entropy[i : i + 32]) for i in (0, 32, 64))
+        return cls(c_sk, s_sk, seed)
 
     def public(self) -> dict[str, bytes]:
         return {"c_pk": public_key(self.c_sk), "s_pk": public_key(self.s_sk)}
+
+
+def _field_element(secret: bytes) -> bytes:
+    value = int.from_bytes(secret, "big") & ((1 << 255) - 1)
+    if value >= PRIME:  # probability 2**-250
+        raise InvalidInput("round keys: entropy out of the field; draw again")
+    return value.to_bytes(32, "big")
 
 
 def public_key(secret: bytes) -> bytes:

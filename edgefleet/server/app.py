@@ -44,6 +44,7 @@ from edgefleet.server.routes import (
     rollouts,
     telemetry,
     tokens,
+    training,
     trust,
     ui,
     workloads,
@@ -75,6 +76,7 @@ async def _housekeeping_forever(svc: Services) -> None:
             ("telemetry-retention", svc.telemetry.roll_up_and_prune),
             ("delta-cache", lambda: svc.deltas.prune(svc.settings.delta_cache_bytes)),
             ("checkpoint-archives", svc.checkpoints.forget_unused),
+            ("training", svc.training.tick),
         ]
         if runs % analysis_every == 0:
             jobs.append(("telemetry-analysis", svc.alerts.analyze))
@@ -215,7 +217,7 @@ def create_app(
     routers += [module.router for module in (health, devices, tokens, groups, audit, blobs,
                                              releases, trust, telemetry, alerts, metrics,
                                              rollouts, rehearsals, governance, workloads,
-                                             dashboard, ui, certificates)]  # fmt: skip
+                                             dashboard, ui, certificates, training)]  # fmt: skip
     routers.append(leases.router)
     # Each router is served by a role (`roles.py`); the shared ones by every replica.
     device_routers = [device_api.router, telemetry.device_router, ddi.router, broker.router]

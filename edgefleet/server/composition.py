@@ -38,6 +38,7 @@ from edgefleet.server.services.rollouts import RolloutService
 from edgefleet.server.services.sealing import SealingService
 from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.server.services.tokens import TokenService
+from edgefleet.server.services.training import TrainingService
 from edgefleet.server.services.trust import TrustService
 from edgefleet.server.services.ui_sessions import UiSessionService
 from edgefleet.server.services.workload_controllers import WorkloadControllers
@@ -83,6 +84,7 @@ class Services:
     attestation: AttestationService
     certificates: CertificateService
     sealing: SealingService
+    training: TrainingService
 
 
 def build_services(
@@ -151,4 +153,5 @@ def build_services(
         ),
         certificates=CertificateService(db, clock, settings),
         sealing=SealingService(db, clock, settings.data_dir, watch),
+        training=TrainingService(db, clock, watch, blobs),
     )

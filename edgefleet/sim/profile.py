@@ -22,6 +22,7 @@
           hardware: {...}              # sim/hardware.py
           network: {...}               # sim/network.py
           model: {...}                 # sim/model_behaviour.py
+          activity: {...}              # sim/activity.py (optional: busy around the clock)
       bad_model: {...}                 # sim/model_behaviour.py
       bad_releases: ["detector@2.0.*"]
       releases:                        # what the lab needs to know of a release when it
@@ -62,6 +63,7 @@ from edgefleet.core.rollouts.spec import ReleaseRef
 from edgefleet.core.updates.compat import Requirements, parse_requirements
 from edgefleet.core.workloads.workload import Workload, parse_workload
 from edgefleet.errors import InvalidInput
+from edgefleet.sim.activity import DailyActivity, parse_activity
 from edgefleet.sim.faults import FaultSpec, parse_fault
 from edgefleet.sim.hardware import HardwareSpec, parse_hardware
 from edgefleet.sim.model_behaviour import (
@@ -105,6 +107,7 @@ class DeviceClass:
     hardware: HardwareSpec = field(default_factory=HardwareSpec)
     network: NetworkConditions = field(default_factory=NetworkConditions)
     model: ModelBehaviour = field(default_factory=ModelBehaviour)
+    activity: DailyActivity = field(default_factory=DailyActivity)  # busy around the clock
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ def _region(value: object, path: str) -> Region:
 
 def _device_class(value: object, path: str) -> DeviceClass:
     data = read_mapping(value, path)
-    check_keys(data, frozenset({"name", "share", "labels", "hardware", "network", "model"}), path)
+    check_keys(data, frozenset({"name", "share", "labels", "hardware", "network", "model",
+                                "activity"}), path)  # fmt: skip
     return DeviceClass(
         name=read_string(data.get("name"), f"{path}.name"),
         share=_share(data, path),
@@ -221,6 +225,9 @@ def _device_class(value: object, path: str) -> DeviceClass:
         hardware=parse_hardware(data.get("hardware", {}), f"{path}.hardware"),
         network=parse_network(data.get("network", {}), f"{path}.network"),
         model=parse_model_behaviour(data.get("model", {}), f"{path}.model"),
+        activity=DailyActivity()
+        if "activity" not in data
+        else parse_activity(data["activity"], f"{path}.activity"),
     )
 
 

@@ -51,6 +51,7 @@ from edgefleet.store.repositories.releases import ArtifactRepository, ReleaseRep
 from edgefleet.store.repositories.roles import RoleRepository
 from edgefleet.store.repositories.rollouts import ReleaseTrainRepository, RolloutRepository
 from edgefleet.store.repositories.telemetry import TelemetryRepository
+from edgefleet.store.repositories.training import TrainingRepository
 from edgefleet.store.repositories.workloads import PlacementRepository, WorkloadRepository
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Transaction:
         self.rollouts = RolloutRepository(connection)
         self.release_trains = ReleaseTrainRepository(connection)
         self.rehearsals = RehearsalRepository(connection)
+        self.training = TrainingRepository(connection)
         self.ddi = DdiRepository(connection)
         self.attestations = AttestationRepository(connection)
         self.policies = PolicyRepository(connection)

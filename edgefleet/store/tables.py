@@ -580,3 +580,41 @@ rehearsals = Table(
     Index("ix_rehearsals_rollout_created", "rollout", "created_at"),
     Index("ix_rehearsals_created", "created_at"),
 )
+
+# Federated training jobs (`core.learning.job.JobRecord`) and the open or last round of each
+# (`RoundRecord`: the secure-aggregation state, msgpack in `state`).
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rounds_done", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("model_sha256", String(64), nullable=False),
+    Column("initial_sha256", String(64), nullable=False),
+    Column("source_kind", String(8), nullable=False),
+    Column("history", JSON, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+training_rounds = Table(
+    "training_rounds",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("phase", String(16), nullable=False),
+    Column("clients", JSON, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("task", JSON, nullable=False),
+    Column("base_sha256", String(64), nullable=False),
+    Column("traffic", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("step", LargeBinary, nullable=True),
+    Column("version", Integer, nullable=False),
+)

@@ -171,9 +171,10 @@ def test_a_masked_input_alone_does_not_show_the_update() -> None:
 
 def test_a_client_never_reveals_both_secrets_of_one_peer() -> None:
     rnd = random.Random(6)
-    plain = share_secrets(rnd.randbytes(32), rnd.randbytes(32), ["a", "b", "c"], 2, rnd.randbytes)
+    keys = RoundKeys.from_entropy(rnd.randbytes(96))
+    plain = share_secrets(keys.self_seed, keys.s_sk, ["a", "b", "c"], 2, rnd.randbytes)
     shown = reveal_shares("a", plain, ["a", "b", "c"], ["a", "b"], 2)
-    assert shown["c"] == plain["c"][68:] and shown["b"] == plain["b"][:68]
+    assert shown["c"] == plain["c"][34:] and shown["b"] == plain["b"][:34]
     with pytest.raises(InvalidInput):  # survivors below the threshold: nothing revealed
         reveal_shares("a", plain, ["a", "b", "c"], ["a"], 2)
     with pytest.raises(InvalidInput):  # a survivor that never sent shares

@@ -111,7 +111,7 @@ class Quantisation:
 class Eligibility:
     min_battery_pct: float = 30.0  # unless charging
     networks: frozenset[str] = frozenset({"ethernet", "wifi"})
-    max_load: float = 0.8
+    max_load: float = 0.8  # the load average per CPU (1.0: every core busy)
     regions: frozenset[str] = frozenset()  # empty: any; else the device's `region` label
 
 
@@ -257,6 +257,6 @@ def _read_eligibility(value: object, path: str) -> Eligibility:
             data.get("minBatteryPct", 30), f"{path}.minBatteryPct", 0.0, 100.0
         ),
         networks=networks,
-        max_load=read_number(data.get("maxLoad", 0.8), f"{path}.maxLoad", 0.0, 1.0),
+        max_load=read_number(data.get("maxLoad", 0.8), f"{path}.maxLoad", 0.0, 1000.0),
         regions=regions,
     )

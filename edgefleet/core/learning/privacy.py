@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import numpy.typing as npt
+
 # Orders searched: dense where the optimum usually lies, and far enough for large noise.
 ORDERS = (
     *(1.0 + x / 10.0 for x in range(1, 100)),
@@ -49,3 +52,9 @@ def epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
 def client_noise_std(clip_norm: float, noise_multiplier: float, threshold: int) -> float:
     """The standard deviation of the noise each client adds to each coordinate."""
     return noise_multiplier * clip_norm / math.sqrt(threshold)
+
+
+def clip_l2(update: npt.NDArray[np.float64], clip_norm: float) -> npt.NDArray[np.float64]:
+    """`update` scaled down to L2 norm `clip_norm` if it is longer."""
+    norm = float(np.linalg.norm(update))
+    return update if norm <= clip_norm else update * (clip_norm / norm)

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from edgefleet.core.learning.ring import Ring, expand_mask
-from edgefleet.core.learning.shamir import Share, split_secret
+from edgefleet.core.learning.shamir import SHARE_BYTES, Share, split_secret
 from edgefleet.errors import InvalidInput
 
-SHARE_BYTES = 2 + 66
 PAIR_PLAINTEXT_BYTES = 2 * SHARE_BYTES  # b-share || s_sk-share
 
 

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 
 from edgefleet.core.learning.ring import Ring, expand_mask, unpack
-from edgefleet.core.learning.shamir import Share, combine_shares
+from edgefleet.core.learning.shamir import SHARE_BYTES, Share, combine_shares
 from edgefleet.errors import Conflict, InvalidInput
 
 KEY_BYTES = 32
 SEED_BYTES = 32
-MAX_SHARE_CIPHERTEXT_BYTES = 512
+MAX_SHARE_CIPHERTEXT_BYTES = 256
 
 Agree = Callable[[bytes, bytes], bytes]  # (s_sk of one client, s_pk of another) -> seed
 
@@ -159,7 +159,7 @@ def accept(state: RoundState, client: str, phase: Phase, payload: Any) -> RoundS
             raise InvalidInput("masked input: expected bytes")
         unpack(payload, state.length, state.ring_bits)  # checks the length
         return replace(state, masked={**state.masked, client: payload})
-    shares = _read_bytes_map(payload, set(state.shares), 2 + 66)
+    shares = _read_bytes_map(payload, set(state.shares), SHARE_BYTES)
     for data in shares.values():
         Share.from_bytes(data)
     return replace(state, reveals={**state.reveals, client: shares})
@@ -214,6 +214,7 @@ def view_for(state: RoundState, client: str) -> dict[str, Any]:
         "threshold": state.threshold,
         "length": state.length,
         "ring_bits": state.ring_bits,
+        "in_step": client in state.expected(),
         "waiting_for_me": client in state.expected() and client not in state.answered(),
     }
     if state.phase in (Phase.SHARES, Phase.MASKED, Phase.UNMASK):
@@ -264,3 +265,42 @@ def _rebuild(state: RoundState, subject: str) -> bytes:
 def survivors(state: RoundState) -> tuple[str, ...]:
     """The clients whose updates the aggregate holds (U3)."""
     return tuple(sorted(state.masked))
+
+
+def state_to_wire(state: RoundState) -> dict[str, Any]:
+    """`state` as plain data (bytes kept as bytes) for the store."""
+    return {
+        "job": state.job,
+        "number": state.number,
+        "clients": list(state.clients),
+        "threshold": state.threshold,
+        "length": state.length,
+        "ring_bits": state.ring_bits,
+        "deadline_s": state.deadline_s,
+        "phase": str(state.phase),
+        "phase_deadline": state.phase_deadline.isoformat(),
+        "keys": {u: [c, s] for u, (c, s) in state.keys.items()},
+        "shares": {u: dict(v) for u, v in state.shares.items()},
+        "masked": dict(state.masked),
+        "reveals": {u: dict(v) for u, v in state.reveals.items()},
+        "reason": state.reason,
+    }
+
+
+def state_from_wire(data: Mapping[str, Any]) -> RoundState:
+    return RoundState(
+        job=str(data["job"]),
+        number=int(data["number"]),
+        clients=tuple(data["clients"]),
+        threshold=int(data["threshold"]),
+        length=int(data["length"]),
+        ring_bits=int(data["ring_bits"]),
+        deadline_s=float(data["deadline_s"]),
+        phase=Phase(data["phase"]),
+        phase_deadline=datetime.fromisoformat(data["phase_deadline"]),
+        keys={u: (bytes(c), bytes(s)) for u, (c, s) in data["keys"].items()},
+        shares={u: dict(v) for u, v in data["shares"].items()},
+        masked=dict(data["masked"]),
+        reveals={u: dict(v) for u, v in data["reveals"].items()},
+        reason=str(data["reason"]),
+    )

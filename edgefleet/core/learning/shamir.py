@@ -1,5 +1,6 @@
-"""Shamir secret sharing over the prime field GF(2**521 - 1): t of n shares rebuild a secret
-of up to 64 bytes; any t - 1 of them say nothing about it.
+"""Shamir secret sharing over the prime field GF(2**255 - 19): t of n shares rebuild a
+secret below that prime (a 32-byte key with its top bit clear, as X25519 keys are used);
+any t - 1 of them say nothing about it. A share is 34 bytes: x (2) and y (32).
 
 The coefficients come from `entropy` (os.urandom in the shells; a seeded source in tests),
 so this module stays free of hidden randomness.
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 
 from edgefleet.errors import InvalidInput
 
-PRIME = (1 << 521) - 1
-MAX_SECRET_BYTES = 64
-_Y_BYTES = 66
+PRIME = (1 << 255) - 19
+SECRET_BYTES = 32
+_Y_BYTES = 32
+SHARE_BYTES = 2 + _Y_BYTES
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class Share:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
-        if len(data) != 2 + _Y_BYTES:
+        if len(data) != SHARE_BYTES:
             raise InvalidInput("share: wrong length")
         x, y = int.from_bytes(data[:2], "big"), int.from_bytes(data[2:], "big")
         if not 1 <= x < PRIME or y >= PRIME:
@@ -45,12 +47,12 @@ def split_secret(
     secret: bytes, threshold: int, count: int, entropy: Callable[[int], bytes]
 ) -> list[Share]:
     """`count` shares of `secret`, any `threshold` of which rebuild it (share i has x = i+1)."""
-    if len(secret) > MAX_SECRET_BYTES:
-        raise InvalidInput(f"secret: at most {MAX_SECRET_BYTES} bytes")
+    if len(secret) > SECRET_BYTES or int.from_bytes(secret, "big") >= PRIME:
+        raise InvalidInput(f"secret: at most {SECRET_BYTES} bytes, below the field's prime")
     if not 1 <= threshold <= count < 1 << 16:
         raise InvalidInput(f"shares: need 1 <= threshold ({threshold}) <= count ({count})")
     coefficients = [int.from_bytes(secret, "big")] + [
-        int.from_bytes(entropy(_Y_BYTES), "big") % PRIME for _ in range(threshold - 1)
+        int.from_bytes(entropy(_Y_BYTES + 16), "big") % PRIME for _ in range(threshold - 1)
     ]
     shares = []
     for x in range(1, count + 1):

@@ -247,6 +247,7 @@ class DesiredState:
     release: JsonObject | None = bounded(None, omit_none=True)
     telemetry: JsonObject | None = bounded(None, omit_none=True)
     workloads: JsonObject | None = bounded(None, omit_none=True)
+    training: JsonObject | None = bounded(None, omit_none=True)  # rounds it is planned in
 
 
 # Telemetry.

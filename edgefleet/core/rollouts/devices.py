@@ -65,9 +65,12 @@ def _timed_out(rollout: Rollout, device: RolloutDevice, now: datetime) -> bool:
     )
 
 
+def _timeout(rollout: Rollout) -> str:
+    return format_duration(rollout.spec.strategy.install_timeout_s)
+
+
 def _observe_one(rollout: Rollout, device: RolloutDevice, now: datetime) -> Action | None:
     release = rollout.spec.release
-    timeout = format_duration(rollout.spec.strategy.install_timeout_s)
     state, report = device.state, device.report
     if state is DeviceState.ROLLING_BACK:
         previous = device.previous_release or "no release"
@@ -77,7 +80,7 @@ def _observe_one(rollout: Rollout, device: RolloutDevice, now: datetime) -> Acti
             why = (
                 "reported a failure"
                 if report is InstallReport.FAILED
-                else f"no report in {timeout}"
+                else f"no report in {_timeout(rollout)}"
             )
             return MarkDevice(
                 device.device_id,
@@ -93,7 +96,8 @@ def _observe_one(rollout: Rollout, device: RolloutDevice, now: datetime) -> Acti
         if state is DeviceState.UPDATING and report is InstallReport.INSTALLED:
             return MarkDevice(device.device_id, DeviceState.INSTALLED, f"installed {release}")
         if state is DeviceState.UPDATING and _timed_out(rollout, device, now):
-            return _failed_attempt(rollout, device, f"no install report within {timeout}", now)
+            why = f"no install report within {_timeout(rollout)}"
+            return _failed_attempt(rollout, device, why, now)
     elif (
         state in (*_WAITING_STATES, DeviceState.RETRY_WAIT) and not device.compatibility.compatible
     ):

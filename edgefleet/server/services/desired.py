@@ -104,7 +104,16 @@ def render_device(tx: Transaction, device: Device) -> Device:
         telemetry_section(tx, device.id),
         workloads,
         interval,
+        training_section(tx, device.id),
     )
+
+
+def training_section(tx: Transaction, device_id: str) -> dict[str, Any] | None:
+    """The federated training rounds the device is planned in (services/training.py)."""
+    rounds = tx.training.open_rounds_of(device_id)
+    if not rounds:
+        return None
+    return {"rounds": [{"job": job, "round": number} for job, number in rounds]}
 
 
 def save_device(tx: Transaction, device: Device) -> Device:

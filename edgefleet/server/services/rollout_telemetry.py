@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from edgefleet.core.rollouts.gates import DeviceTelemetry, GatesSpec
+from edgefleet.controllers.rollout import needs_telemetry
+from edgefleet.core.rollouts.gates import DeviceTelemetry
 from edgefleet.core.rollouts.record import DeviceRecord
 from edgefleet.core.rollouts.rollout import Rollout
 from edgefleet.core.telemetry.kpi import ERRORS_METRIC, REQUESTS_METRIC, KpiReading
@@ -27,11 +28,6 @@ from edgefleet.server.services.telemetry import TelemetryService
 from edgefleet.store import Database
 
 KPI_BASELINE_S = 3600.0
-
-
-def needs_telemetry(gates: GatesSpec) -> bool:
-    """Whether any declared gate reads telemetry (install failures do not)."""
-    return gates.workload_error_rate is not None or bool(gates.kpis)
 
 
 def gate_telemetry(

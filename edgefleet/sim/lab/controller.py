@@ -1,15 +1,16 @@
-"""The lab's rollout controller: the same loop as the control plane's, around the same pure
-engine — load the records, refresh what devices reported, `decide`, `apply_decision`, carry
-out the assignments — on simulated time.
+"""The lab's rollout controller: the control plane's controller step
+(`controllers.rollout.reconcile`: load, decide, gather gate telemetry, decide again, apply)
+over an in-memory store, on simulated time.
 
-    report / liveness change / next_check_at ─▶ request() ─▶ (at most once per interval)
-        decide(rollout, records, telemetry, now) ─▶ apply_decision ─▶ publish to agents
+    report / liveness change / next look ─▶ request() ─▶ (at most once per interval)
+        reconcile(MemoryRolloutStore) ─▶ publish to agents, note the timeline
 
 Runs are coalesced to one per `interval_s` of simulated time (the real controller runs on
 reports as they come; between two runs nothing but reports can change a decision, and
-those are all taken into account at the next run). Each rollout-level action lands in the
-timeline with the engine's own reason; wave milestones and device outcomes are kept for
-the report.
+those are all taken into account at the next run). The next look is the one the shared
+step schedules, without the control plane's blind rescan (here every change is announced).
+Each rollout-level action lands in the timeline with the engine's own reason; wave
+milestones and device outcomes are kept for the report.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from edgefleet.controllers.memory import MemoryRolloutStore
+from edgefleet.controllers.rollout import Outcome, Timing, reconcile
 from edgefleet.core.rollouts.actions import (
     Action,
     AssignRelease,
@@ -29,9 +32,8 @@ from edgefleet.core.rollouts.actions import (
     RevertRelease,
     StartRollout,
     StartSoak,
-    apply_decision,
 )
-from edgefleet.core.rollouts.decision import decide
+from edgefleet.core.rollouts.gates import DeviceTelemetry
 from edgefleet.core.rollouts.rollout import (
     FINAL_STATES,
     DeviceState,
@@ -45,6 +47,9 @@ from edgefleet.sim.lab.fleet_model import LabDevice
 from edgefleet.sim.lab.scheduler import EventScheduler
 from edgefleet.sim.lab.telemetry_model import DeviceView, LabTelemetry
 from edgefleet.sim.lab.virtual_agent import Assignment, VirtualAgent
+
+# Every change reaches the lab's controller as an event: no blind rescans.
+LAB_TIMING = Timing(rescan_s=None)
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class RolloutController:
         interval_s: float,
         seed: int,
     ) -> None:
-        self.rollout = rollout
+        self._id = rollout.id
         self._agents = agents
         self._scheduler = scheduler
         self._start = start
@@ -91,7 +96,8 @@ class RolloutController:
         self._interval_s = interval_s
         self._seed = seed
         targets = [d for d in devices if rollout.spec.target.matches(d.labels)]
-        self.records: dict[str, RolloutDevice] = {
+        self._store = MemoryRolloutStore(self._gate_telemetry, self._applied)
+        self._store.add(rollout, {
             d.id: RolloutDevice(
                 d.id,
                 healthy=agents[d.id].running,
@@ -100,7 +106,7 @@ class RolloutController:
                 current_release=d.current_release,
             )
             for d in targets
-        }
+        })  # fmt: skip
         self.waves: list[WaveRecord] = []
         self.decisions = 0
         self.actions: Counter[str] = Counter()
@@ -114,6 +120,14 @@ class RolloutController:
         self.finished_s: float | None = None
         self._pending_s: float | None = None
         self._last_run_s = -math.inf
+
+    @property
+    def rollout(self) -> Rollout:
+        return self._store.get(self._id).rollout
+
+    @property
+    def records(self) -> Mapping[str, RolloutDevice]:
+        return self._store.get(self._id).devices
 
     def now(self) -> datetime:
         return self._start + timedelta(seconds=self._scheduler.now_s)
@@ -135,22 +149,25 @@ class RolloutController:
         if self._pending_s != when:
             return  # an earlier run was scheduled since
         self._pending_s = None
-        t = self._scheduler.now_s
-        self._last_run_s = t
-        now = self.now()
-        planned = list(self.rollout.plan.device_ids) if self.rollout.plan else list(self.records)
-        telemetry = LabTelemetry(self._view, planned, t, self._seed)
+        self._last_run_s = self._scheduler.now_s
         began = time.perf_counter()
-        decision = decide(self.rollout, self.records, telemetry, now)
-        self.rollout, self.records = apply_decision(self.rollout, self.records, decision)
+        decision = reconcile(self._store, self._id, self.now(), LAB_TIMING)
         self.wall_s += time.perf_counter() - began
-        self.decisions += 1
-        for action in decision.actions:
+        if decision is not None:
+            self.decisions += 1
+
+    def _gate_telemetry(self, rollout: Rollout, now: datetime) -> Mapping[str, DeviceTelemetry]:
+        planned = list(rollout.plan.device_ids) if rollout.plan else list(self.records)
+        return LabTelemetry(self._view, planned, self._scheduler.now_s, self._seed)
+
+    def _applied(self, outcome: Outcome) -> None:
+        t = self._scheduler.now_s
+        for action in outcome.decision.actions:
             self._carry_out(action, t)
-        if self.rollout.state in FINAL_STATES and self.finished_s is None:
+        if outcome.rollout.state in FINAL_STATES and self.finished_s is None:
             self.finished_s = t
-        if decision.next_check_at is not None:
-            self.request((decision.next_check_at - self._start).total_seconds())
+        if outcome.due_at is not None:
+            self.request((outcome.due_at - self._start).total_seconds())
 
     # What a decision asks for.
 
@@ -212,7 +229,7 @@ class RolloutController:
         record = self.records.get(device_id)
         if record is None or record.assigned_at != assignment.token or record.report is outcome:
             return
-        self.records[device_id] = replace(record, report=outcome)
+        self._store.observe_device(self._id, replace(record, report=outcome))
         self.request()
 
     def set_healthy(self, device_id: str, healthy: bool) -> None:
@@ -220,7 +237,7 @@ class RolloutController:
         record = self.records.get(device_id)
         if record is None or record.healthy is healthy:
             return
-        self.records[device_id] = replace(record, healthy=healthy)
+        self._store.observe_device(self._id, replace(record, healthy=healthy))
         if record.touched and self.rollout.state in (
             RolloutState.PROGRESSING,
             RolloutState.ROLLING_BACK,

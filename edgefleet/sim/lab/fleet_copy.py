@@ -12,6 +12,12 @@ it has none, or the defaults. The control plane does not know the network a devi
 behind, so links get the default conditions; a profile given as well adds its bad model,
 faults and workloads.
 
+How long an install takes on a device beyond its release's health window (long poll,
+metadata, download, the sandbox check, start-up, the report) comes from the newest finished
+rollouts that installed something on it: from the assignment until the control plane saw
+it installed (`install_overhead_s`); devices without such history get their class's median,
+or the defaults.
+
 The release's facts (size, requirements, and the health window its service manifest sets)
 come from the server's release record.
 """
@@ -38,6 +44,8 @@ from edgefleet.sim.profile import ReleaseFacts
 
 LATENCY_METRIC = "inference.latency_ms"
 MAX_RECENT_CHANGES = 100
+HISTORY_ROLLOUTS = 5  # the newest finished rollouts whose installs time the devices'
+FINISHED = frozenset({"succeeded", "failed", "aborted", "rolled-back"})
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,50 @@ def _behaviour(observed: list[Observed]) -> ModelBehaviour:
     )
 
 
+def install_overhead_s(client: FleetClient) -> dict[str, float]:
+    """Per device, the median time its installs in the newest finished rollouts took beyond
+    the release's health window: from the assignment until the control plane saw the device
+    report the release installed."""
+    try:
+        finished = [r for r in client.list_rollouts() if r.get("state") in FINISHED]
+    except ApiError:
+        return {}
+    windows: dict[str, float] = {}
+    seen: dict[str, list[float]] = {}
+    for summary in finished[:HISTORY_ROLLOUTS]:  # newest first
+        release = str(summary["release"])
+        if release not in windows:
+            facts = release_facts(client, release)
+            windows[release] = (
+                facts.health_window_s if facts else ReleaseFacts(release).health_window_s
+            )
+        try:
+            devices = client.get_rollout(summary["id"]).get("devices") or []
+        except ApiError:
+            continue
+        for row in devices:
+            if (
+                row.get("state") == "installed"
+                and row.get("installed_at")
+                and row.get("assigned_at")
+            ):
+                took = datetime.fromisoformat(row["installed_at"]) - datetime.fromisoformat(
+                    row["assigned_at"]
+                )
+                seen.setdefault(row["device_id"], []).append(
+                    took.total_seconds() - windows[release]
+                )
+    return {d: max(0.0, statistics.median(values)) for d, values in seen.items()}
+
+
+def _with_install_time(behaviour: ModelBehaviour, overhead_s: float | None) -> ModelBehaviour:
+    """`behaviour` with the sandbox check and start-up taking `overhead_s` together, half
+    each: history gives only the sum, and both start a process that loads the model."""
+    if overhead_s is None:
+        return behaviour
+    return replace(behaviour, sandbox_s=overhead_s / 2, start_s=overhead_s / 2)
+
+
 def copy_fleet(
     client: FleetClient, selector: str | None = None, since: str = "24h"
 ) -> list[LabDevice]:
@@ -131,6 +183,13 @@ def copy_fleet(
         if device["id"] in observed:
             by_class.setdefault(class_of(device["inventory"]), []).append(observed[device["id"]])
     class_behaviour = {name: _behaviour(values) for name, values in by_class.items()}
+    overheads = install_overhead_s(client)
+    class_overheads: dict[str, list[float]] = {}
+    for device in devices:
+        if device["id"] in overheads:
+            class_overheads.setdefault(class_of(device["inventory"]), []).append(
+                overheads[device["id"]]
+            )
     fleet = []
     for device in sorted(devices, key=lambda d: d["id"]):
         inventory = device.get("inventory") or {}
@@ -139,6 +198,10 @@ def copy_fleet(
         name = class_of(inventory)
         own = observed.get(device["id"])
         behaviour = _behaviour([own]) if own else class_behaviour.get(name, ModelBehaviour())
+        overhead = overheads.get(device["id"])
+        if overhead is None and name in class_overheads:
+            overhead = statistics.median(class_overheads[name])
+        behaviour = _with_install_time(behaviour, overhead)
         fleet.append(LabDevice(
             id=device["id"],
             name=device.get("name") or device["id"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,18 @@ def load_rollout(path: Path) -> tuple[RolloutSpec, Mapping[str, Any]]:
         raise InvalidInput(f"{path.name}: {e.message}", code="invalid_rollout") from None
 
 
-def default_start() -> datetime:
-    """Now, truncated to the hour: a rehearsal started twice within an hour is the same."""
-    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+# Reports coalesced into one controller decision per this many simulated seconds at most:
+# as the control plane (which decides on each report) up to this many devices, ...
+EXACT_CONTROLLER_UP_TO = 1000
+EXACT_CONTROLLER_INTERVAL_S = 1.0
+LARGE_FLEET_CONTROLLER_INTERVAL_S = 15.0  # ... and coarser above, for speed
+
+
+def default_controller_interval_s(devices: int) -> float:
+    """The lab controller's interval for a fleet of `devices` (see the constants above)."""
+    if devices <= EXACT_CONTROLLER_UP_TO:
+        return EXACT_CONTROLLER_INTERVAL_S
+    return LARGE_FLEET_CONTROLLER_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -51,23 +60,30 @@ class Scenario:
     profile: FleetProfile | None
     source: str
     releases: Mapping[str, Any]
+    # When the fleet was copied (or drawn): a rehearsal starts there unless told otherwise,
+    # so maintenance windows and soaks fall where they would for a rollout started now.
+    taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def rehearsal(
         self,
         *,
-        start: datetime,
+        start: datetime | None = None,
         hours: float,
         seed: int,
         bad_release: bool,
-        controller_interval_s: float = 15.0,
+        controller_interval_s: float | None = None,
         bad_model: BadModel | None = None,
     ) -> Rehearsal:
-        """`bad_model`: how a bad release behaves (default: the profile's, or BadModel())."""
+        """`start`: default `taken_at`; `controller_interval_s`: default by fleet size
+        (`default_controller_interval_s`); `bad_model`: how a bad release behaves (default:
+        the profile's, or BadModel())."""
         profile = self.profile
+        if controller_interval_s is None:
+            controller_interval_s = default_controller_interval_s(len(self.devices))
         config = RehearsalConfig(
             rollout=self.rollout,
             rollout_id=self.rollout_id,
-            start=start,
+            start=self.taken_at if start is None else start,
             hours=hours,
             seed=seed,
             bad_release=bad_release,
@@ -128,4 +144,12 @@ def scenario_from_server(
         releases[release] = facts
     elif release not in releases:
         source += f"; {release} is not on that server: default size, no requirements"
-    return Scenario(spec, rollout_id_for(spec, rollout_id), fleet, profile, source, releases)
+    # The releases the devices run now are the ones a rollback reinstalls: their health
+    # windows and limits decide how long a rollback takes and whether it succeeds.
+    for current in sorted({d.current_release for d in fleet if d.current_release} - {release}):
+        facts = release_facts(client, current)
+        if facts is not None:
+            releases[current] = facts
+    taken_at = datetime.now(UTC)  # copied: a rollout created now starts about here
+    return Scenario(spec, rollout_id_for(spec, rollout_id), fleet, profile, source, releases,
+                    taken_at)  # fmt: skip

@@ -3,7 +3,8 @@
     publish(release, token) ─▶ (link up? long poll answers after the one-way latency)
         ─▶ verify metadata ─▶ download (pauses while offline) ─▶ sandbox ─▶ start
         ─▶ health window ─▶ judged by core.install.judge_health on the window's counters
-        ─▶ installed, or rolled back locally ─▶ report (when the link is up)
+        ─▶ installed, or rolled back locally (the previous service restarted)
+        ─▶ report (when the link is up)
 
 It follows the real agent's install path step by step, with each step's duration taken
 from the device's class (`sandbox_s`, `start_s`), the release (size, health window) and the
@@ -160,6 +161,12 @@ class VirtualAgent:
         else:
             self._stop_bad(now)
             self.install_reasons.append(verdict.reason)
+            # The local rollback restarts the previous release's service, then reports.
+            self._scheduler.after(self.device.behaviour.start_s, self._rolled_back, epoch,
+                                  assignment)  # fmt: skip
+
+    def _rolled_back(self, epoch: int, assignment: Assignment) -> None:
+        if epoch == self.epoch:
             self._finish(assignment, InstallReport.FAILED)
 
     def _go_live(self, release: str | None, since_s: float) -> None:

@@ -3,7 +3,7 @@ certified, the name of the endorsement key (the TPM) it was certified under, wha
 certificate showed, the outstanding credential, and why a key was refused.
 
 Revision ID: 0018_ak_credential
-Revises: 0016_rehearsals
+Revises: 0017_training
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018_ak_credential"
-down_revision = "0016_rehearsals"
+down_revision = "0017_training"
 branch_labels = None
 depends_on = None
 
