@@ -26,6 +26,7 @@ import httpx
 from edgefleet.client import FleetClient
 
 EDGEFLEET = [sys.executable, "-m", "edgefleet.cli"]
+FAULTY_AGENT = [sys.executable, "-m", "edgefleet.sim.faulty_agent"]
 # The scale-out stack's load balancer configuration (a source checkout's deploy/).
 HAPROXY_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
 T = TypeVar("T")
@@ -186,6 +187,13 @@ class AgentProcess(ManagedProcess):
         # In the environment, as a supervisor passes it: never on a command line.
         token = {"EDGEFLEET_ENROLL_TOKEN": enroll_token} if enroll_token else {}
         super().__init__(args, data_dir.parent / f"{data_dir.name}.log", {**token, **(env or {})})
+
+    def inject_faults(self, faults: dict[str, str]) -> None:
+        """Run (when next started) as the simulator's faulty agent with these fault variables
+        (sim/faulty_agent.py: EDGEFLEET_FAULT_KILL_AT, EDGEFLEET_FAULT_HEARTBEAT_LOSS)."""
+        flags = self.args[self.args.index("agent") + 1 :]
+        self.args = [*FAULTY_AGENT, *flags]
+        self.env.update(faults)
 
     def state(self) -> dict[str, Any]:
         path = self.data_dir / "agent-state.json"

@@ -20,8 +20,9 @@ directory, an HTTP health check with the Workload defaults (`/healthz`).
                  copy: fencing) before the next trial. Reported: median, min, max of
                  t_healthy, and the detection part (until the control plane declared the
                  node dead; from its liveness record).
-    lossy link   two more agents drop 10% of their heartbeats before sending them
-                 (EDGEFLEET_FAULT_HEARTBEAT_LOSS=0.1) while each runs a replica, for
+    lossy link   two more agents lose 10% of their periodic heartbeats on the link
+                 (the simulator's faulty agent, EDGEFLEET_FAULT_HEARTBEAT_LOSS=0.1: the link
+                 loses them, sim/faulty_agent.py) while each runs a replica, for
                  `--lossy-minutes`; every 0.5 s the control plane's view is sampled. A
                  false failover is any replica moved off them (placement generation
                  changed) or a `dead` verdict; `suspect` verdicts and the worst phi are
@@ -61,6 +62,7 @@ from edgefleet.agent.settings import AgentSettings  # noqa: E402
 from edgefleet.artifacts.model_builder import build_mlp  # noqa: E402
 from edgefleet.client import FleetClient  # noqa: E402
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for  # noqa: E402
+from edgefleet.sim.faulty_agent import HEARTBEAT_LOSS_ENV  # noqa: E402
 from tests.releases import Trust, free_port, publish  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "failover.json"
@@ -235,14 +237,12 @@ def main() -> None:
         specs: dict[str, tuple[dict[str, str], dict[str, str]]] = {
             f"node-{i}": ({"role": "failover"}, {}) for i in range(3)
         }
-        specs |= {
-            f"lossy-{i}": ({"lossy": "yes"}, {"EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.1"})
-            for i in range(2)
-        }
-        for name, (labels, env) in specs.items():
+        specs |= {f"lossy-{i}": ({"lossy": "yes"}, {HEARTBEAT_LOSS_ENV: "0.1"}) for i in range(2)}
+        for name, (labels, faults) in specs.items():
             agent = AgentProcess(server.url, work / name, token, name, labels,
-                                 AgentSettings.heartbeat_interval_s, log_level="info",
-                                 env=env)  # fmt: skip
+                                 AgentSettings.heartbeat_interval_s, log_level="info")  # fmt: skip
+            if faults:
+                agent.inject_faults(faults)
             agent.start()
             agents[name] = agent
         for agent in agents.values():

@@ -40,6 +40,7 @@ from edgefleet.agent.training_helper import TrainingRunner
 from edgefleet.agent.workload_runner import WorkloadRunner
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s, jittered_interval_s
+from edgefleet.core.protocol import Inventory, Report, from_dict, to_dict
 from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailable
 from edgefleet.security.desired_signature import DesiredStateRefused
 from edgefleet.security.keys import DeviceKey
@@ -133,7 +134,7 @@ class Agent:
             sandbox_memory_limit_mb=settings.sandbox_memory_limit_mb,
             sandbox_timeout_s=settings.sandbox_timeout_s,
             max_backoff_s=settings.max_backoff_s,
-            crash_at=settings.fault_kill_at,
+            durable=hardware.durable,
             rng=self._rng,
             sandbox_runtime=runtime,
             helper=helper,
@@ -253,25 +254,25 @@ class Agent:
             token,
             self.settings.name,
             dict(self.settings.labels),
-            self._inventory(),
+            from_dict(Inventory, self._inventory()),
             self.settings.heartbeat_interval_s,
         )
-        root = answer.get("trusted_root")
+        root = answer.trusted_root
         pinned = self._pinned_root()
         if root or pinned:
             await self.installer.pin_enrollment_root(
                 json.dumps(root).encode() if root else None, pinned=pinned,
-                rotations=[json.dumps(r).encode() for r in answer.get("root_rotations") or []],
+                rotations=[json.dumps(r).encode() for r in answer.root_rotations],
             )  # fmt: skip
         self.state = replace(
             self.state,
             server_url=self.settings.server_url,
-            device_id=answer["device_id"],
-            enrollment=answer["enrollment"],
+            device_id=answer.device_id,
+            enrollment=answer.enrollment.value,
         )
         self.state.save(self._data_dir)
-        self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
-        log.info("enrolled", extra=self._log_extra(enrollment=answer["enrollment"]))
+        self._heartbeat_interval_s = answer.heartbeat_interval_s
+        log.info("enrolled", extra=self._log_extra(enrollment=answer.enrollment.value))
 
     def _pinned_root(self) -> bytes | None:
         """The root pinned out of band (--root-file), which the enrollment root must be or
@@ -323,15 +324,13 @@ class Agent:
             or now_s >= self._inventory_due_s
         )
         answer = await self.link.report(
-            self.state.applied_generation, inventory if send_inventory else None,
-            self.installer.report(), workloads=self.workloads.report(),
-            node={**self.node_status.report(), "scheduled": scheduled},
-        )  # fmt: skip
+            self._report_message(scheduled, inventory if send_inventory else None)
+        )
         if send_inventory:
             self._reported_inventory = inventory
             self._inventory_due_s = now_s + INVENTORY_REFRESH_S
-            self._inventory_optional = answer.get("inventory_optional") is True
-        self._heartbeat_interval_s = float(answer["heartbeat_interval_s"])
+            self._inventory_optional = answer.inventory_optional is True
+        self._heartbeat_interval_s = answer.heartbeat_interval_s
         self._failures = 0
         self.last_error = None
 
@@ -370,17 +369,8 @@ class Agent:
         inventory = self._inventory()
         now_s = self._clock.monotonic()
         send_inventory = inventory != self._reported_inventory or now_s >= self._inventory_due_s
-        payload: dict[str, Any] = {
-            "applied_generation": self.state.applied_generation,
-            "release": self.installer.report(),
-            "node": {**self.node_status.report(), "scheduled": scheduled},
-        }
-        if send_inventory:
-            payload["inventory"] = inventory
-        workloads = self.workloads.report()
-        if workloads is not None:
-            payload["workloads"] = workloads
-        await channel.report(payload)
+        report = self._report_message(scheduled, inventory if send_inventory else None)
+        await channel.report(to_dict(report))
         if send_inventory:
             self._reported_inventory = inventory
             self._inventory_due_s = now_s + INVENTORY_REFRESH_S
@@ -411,8 +401,6 @@ class Agent:
             await self._clock.pause(delay, self._report_now)
             asked = self._report_now.is_set()
             self._report_now.clear()
-            if not asked and self._rng.random() < self.settings.fault_heartbeat_loss:
-                continue  # fault injection (tests, benchmarks): this heartbeat is lost
             await report(scheduled=not asked)
 
     async def _desired_loop(self) -> None:
@@ -455,6 +443,16 @@ class Agent:
         self.training.want(document.get("training"))
         self._report_now.set()
         log.info("applied desired state", extra=self._log_extra(generation=document["generation"]))
+
+    def _report_message(self, scheduled: bool, inventory: dict[str, Any] | None) -> Report:
+        """This device's report now (`inventory` None: left out, unchanged)."""
+        return Report(
+            applied_generation=self.state.applied_generation,
+            release=self.installer.report(),
+            inventory=None if inventory is None else from_dict(Inventory, inventory),
+            workloads=self.workloads.report(),
+            node=self.node_status.report(scheduled=scheduled),
+        )
 
     def _inventory(self) -> dict[str, Any]:
         return {**self._hardware.inventory(), "location": self.settings.location()}

@@ -19,13 +19,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from edgefleet.agent.hardware import Hardware
     from edgefleet.agent.settings import AgentSettings
     from edgefleet.errors import EdgefleetError
+    from edgefleet.transport.messages import Transport
 
-# Crash-safety testing: the agent SIGKILLs itself right after journaling this install state.
-FAULT_ENV = "EDGEFLEET_FAULT_KILL_AT"
-# Lossy-link testing: this share of periodic heartbeats is dropped before it is sent.
-HEARTBEAT_LOSS_ENV = "EDGEFLEET_FAULT_HEARTBEAT_LOSS"
+    # The seams a simulation wraps (sim/faulty_agent.py injects faults there).
+    TransportSeam = Callable[[Transport], Transport]
+    HardwareSeam = Callable[[Hardware], Hardware]
+
 ENROLL_TOKEN_ENV = "EDGEFLEET_ENROLL_TOKEN"
 ENROLL_TOKEN_FLAG = "--enroll-token"
 
@@ -233,17 +235,15 @@ def without_enroll_token(
 def settings_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> AgentSettings:
-    """The agent's settings from parsed flags (and the fault-injection variables)."""
+    """The agent's settings from parsed flags (and the proxy variables)."""
     import socket
     from pathlib import Path
 
     from edgefleet.agent.settings import AgentSettings
     from edgefleet.core.labels import parse_label_assignments
-    from edgefleet.core.updates.install import InstallState
     from edgefleet.transport.http_proxy import ProxySettings
 
     env = os.environ if environ is None else environ
-    fault = env.get(FAULT_ENV)
     proxies = ProxySettings.from_environ(env)
     return AgentSettings(
         server_url=args.server,
@@ -274,18 +274,22 @@ def settings_from_args(
         telemetry_batch_interval_s=args.telemetry_batch_interval,
         telemetry_queue_max_bytes=args.telemetry_queue_max_bytes,
         telemetry_queue_max_rows=args.telemetry_queue_max_rows,
-        fault_kill_at=InstallState(fault) if fault else None,
         advertise_address=args.advertise_address,
         simulated_battery=args.simulated_battery,
-        fault_heartbeat_loss=float(env.get(HEARTBEAT_LOSS_ENV) or 0),
         service_user=args.service_user,
         attestation_interval_s=args.attestation_interval,
         tpm=args.tpm,
     )
 
 
-async def run_agent(settings: AgentSettings) -> None:
-    """Run the agent on this machine until SIGINT or SIGTERM."""
+async def run_agent(
+    settings: AgentSettings,
+    *,
+    transport_seam: TransportSeam | None = None,
+    hardware_seam: HardwareSeam | None = None,
+) -> None:
+    """Run the agent on this machine until SIGINT or SIGTERM (its transport and hardware
+    wrapped by the seams, when given)."""
     import asyncio
     import logging
     import signal
@@ -325,17 +329,19 @@ async def run_agent(settings: AgentSettings) -> None:
     if settings.device_certificate:
         client_certificate = ClientCertificate(settings.data_dir / CERTIFICATE_FILE,
                                                settings.data_dir / KEY_FILE)  # fmt: skip
+    transport: Transport = HttpTransport(
+        settings.server_url,
+        ca_file=settings.ca_file,
+        proxies=settings.proxies,
+        client_certificate=client_certificate,
+    )
+    hardware: Hardware = HostHardware(settings.data_dir, list(settings.accelerators))
     agent = Agent(
         settings,
         clock=SystemClock(),
-        transport=HttpTransport(
-            settings.server_url,
-            ca_file=settings.ca_file,
-            proxies=settings.proxies,
-            client_certificate=client_certificate,
-        ),
+        transport=transport if transport_seam is None else transport_seam(transport),
         client_certificate=client_certificate,
-        hardware=HostHardware(settings.data_dir, list(settings.accelerators)),
+        hardware=hardware if hardware_seam is None else hardware_seam(hardware),
         runtime=HostRuntime(service_user=service_user),
     )
     try:
@@ -359,7 +365,12 @@ def _color(stream: object) -> bool:
     return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    transport_seam: TransportSeam | None = None,
+    hardware_seam: HardwareSeam | None = None,
+) -> None:
     """`python -m edgefleet.agent [flags]`: parse, run, and exit 1 with one line on an
     edgefleet error (2 for usage errors, 130 on Ctrl-C).
 
@@ -381,7 +392,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     configure(args.log_level)
     try:
-        asyncio.run(run_agent(settings_from_args(args)))
+        settings = settings_from_args(args)
+        asyncio.run(run_agent(settings, transport_seam=transport_seam,
+                              hardware_seam=hardware_seam))  # fmt: skip
     except EdgefleetError as e:
         _print_error(e)
         sys.exit(1)

@@ -19,7 +19,13 @@ from edgefleet import __version__
 
 class Hardware(Protocol):
     def inventory(self) -> dict[str, Any]:
-        """`{"hardware": {...}, "software": {...}}` as the device API's Inventory schema."""
+        """`{"hardware": {...}, "software": {...}}` as the device protocol's Inventory."""
+        ...
+
+    def durable(self, moment: str) -> None:
+        """The agent has just made `moment` durable (`install:<state>`: the install journal
+        at that step): where a simulated machine may lose power (sim/hardware.py). A real
+        machine does nothing."""
         ...
 
 
@@ -88,6 +94,9 @@ class HostHardware:
             "agent_version": __version__,
             "onnxruntime": _package_version("onnxruntime"),
         }
+
+    def durable(self, moment: str) -> None:
+        pass
 
     def inventory(self) -> dict[str, Any]:
         free_mb = shutil.disk_usage(self._data_dir).free // (1024 * 1024)

@@ -23,10 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import shutil
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +47,7 @@ from edgefleet.agent.slots import SlotName, Slots
 from edgefleet.agent.supervisor import HealthState, Supervisor
 from edgefleet.clock import Clock
 from edgefleet.core.backoff import backoff_delay_s
+from edgefleet.core.protocol import ActiveRelease, ReleaseStatus
 from edgefleet.core.updates.install import (
     HealthSample,
     HealthVerdictState,
@@ -90,13 +89,14 @@ class Installer:
         sandbox_memory_limit_mb: int = 1024,
         sandbox_timeout_s: float = 60.0,
         max_backoff_s: float = 60.0,
-        crash_at: InstallState | None = None,
+        durable: Callable[[str], None] = lambda _moment: None,
         rng: random.Random | None = None,
         sandbox_runtime: Runtime | None = None,
         helper: InstallHelper | None = None,
     ) -> None:
         """`helper` runs metadata checks and deltas: a child process per job unless given
-        (the simulator passes an `InProcessHelper`)."""
+        (the simulator passes an `InProcessHelper`). `durable` hears `install:<state>` each
+        time a step is journaled (the Hardware seam, where a simulation may lose power)."""
         self.slots = Slots(data_dir / "release")
         self.journal = Journal(data_dir / "release" / "journal.json")
         self._helper = helper or ChildProcessHelper()
@@ -115,7 +115,7 @@ class Installer:
         self._sandbox_memory_limit_mb = sandbox_memory_limit_mb
         self._sandbox_timeout_s = sandbox_timeout_s
         self._max_backoff_s = max_backoff_s
-        self._crash_at = crash_at
+        self._durable = durable
         self._rng = rng or random.Random()
         self._sandbox_runtime = sandbox_runtime
         self.record = self.journal.load()
@@ -135,22 +135,23 @@ class Installer:
         self._remove_unwanted = authoritative
         self._changed.set()
 
-    def report(self) -> dict[str, Any] | None:
+    def report(self) -> ReleaseStatus | None:
+        """The heartbeat's release status: what the installer does with its release."""
         record = self.record
         active = self.slots.manifest(self.slots.active())
         if record is None:
             return None
-        return {
-            "name": record.name,
-            "version": record.version,
-            "serial": record.serial,
-            "state": record.state.value,
-            "reason": record.reason[:1000],
-            "bytes_done": record.bytes_done,
-            "bytes_total": record.bytes_total,
-            "bytes_saved": record.bytes_saved,
-            "active": _active(active),
-        }
+        return ReleaseStatus(
+            name=record.name,
+            version=record.version,
+            serial=record.serial,
+            state=record.state,
+            reason=record.reason[:1000],
+            bytes_done=record.bytes_done,
+            bytes_total=record.bytes_total,
+            bytes_saved=record.bytes_saved,
+            active=_active(active),
+        )
 
     async def run(self) -> None:
         """Start the live slot's service, then follow `want()` forever."""
@@ -457,9 +458,7 @@ class Installer:
     def _save(self, record: InstallRecord) -> InstallRecord:
         self.record = self.journal.save(record)
         self._on_change()
-        if self._crash_at is record.state:
-            # Fault injection for crash-safety tests: die right after journaling.
-            os.kill(os.getpid(), signal.SIGKILL)
+        self._durable(f"install:{record.state.value}")
         return record
 
     def _move(self, state: InstallState, **changes: Any) -> InstallRecord:
@@ -477,7 +476,7 @@ class Installer:
         self._on_change()
 
 
-def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _active(slot_manifest: Mapping[str, Any] | None) -> ActiveRelease | None:
     """The live release as reported, with the port its service listens on."""
     if not slot_manifest:
         return None
@@ -485,4 +484,4 @@ def _active(slot_manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
     port = None
     if service is not None:
         port = slot_manifest.get("port") if service.auto_port else service.port
-    return {"name": slot_manifest["release"], "version": slot_manifest["version"], "port": port}
+    return ActiveRelease(name=slot_manifest["release"], version=slot_manifest["version"], port=port)

@@ -10,10 +10,20 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgefleet.clock import Clock
-from edgefleet.errors import ApiError
+from edgefleet.core.protocol import (
+    EnrollAnswer,
+    EnrollRequest,
+    Inventory,
+    Report,
+    ReportAnswer,
+    TelemetryAck,
+    from_json,
+    to_json,
+)
+from edgefleet.errors import ApiError, InvalidInput
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_HEADER
 from edgefleet.security.keys import DeviceKey, device_id_for
 from edgefleet.security.request_signing import sign_request
@@ -24,6 +34,7 @@ TELEMETRY_CONTENT_TYPE = "application/x-edgefleet-telemetry"
 SEALED_TELEMETRY_CONTENT_TYPE = "application/x-edgefleet-telemetry-sealed"
 # A whole artifact may take a while on a slow link; progress is kept between attempts.
 DOWNLOAD_TIMEOUT_S = 600.0
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,22 @@ class ControlPlaneLink:
         return headers
 
     @staticmethod
+    def _answer(kind: type[M], response: TransportResponse) -> M:
+        """The protocol answer of `kind` in `response`, or the error its status says."""
+        if response.status >= 400:
+            raise error_from_response(response.status, response.body)
+        try:
+            return from_json(kind, response.body)
+        except InvalidInput as e:
+            raise ApiError(response.status, "bad_response", f"server sent {e.message}") from None
+
+    async def _exchange(self, target: str, message: object, kind: type[M]) -> M:
+        """POST a protocol message; its answer of `kind`."""
+        body = to_json(message)
+        return self._answer(kind, await self._send_bytes("POST", target, body, {},
+                                                         REQUEST_TIMEOUT_S))  # fmt: skip
+
+    @staticmethod
     def _json(response: TransportResponse) -> Any:
         if response.status >= 400:
             raise error_from_response(response.status, response.body)
@@ -80,40 +107,23 @@ class ControlPlaneLink:
         enrollment_token: str,
         name: str,
         labels: dict[str, str],
-        inventory: dict[str, Any],
+        inventory: Inventory,
         heartbeat_interval_s: float | None,
-    ) -> dict[str, Any]:
-        payload = {
-            "enrollment_token": enrollment_token,
-            "public_key": self._key.public_key_b64,
-            "name": name,
-            "labels": labels,
-            "inventory": inventory,
-            "heartbeat_interval_s": heartbeat_interval_s,
-        }
-        result: dict[str, Any] = self._json(await self._send("POST", "/v1/enroll", payload))
-        return result
+    ) -> EnrollAnswer:
+        request = EnrollRequest(
+            enrollment_token=enrollment_token,
+            public_key=self._key.public_key_b64,
+            name=name,
+            labels=labels,
+            inventory=inventory,
+            heartbeat_interval_s=heartbeat_interval_s,
+        )
+        return await self._exchange("/v1/enroll", request, EnrollAnswer)
 
-    async def report(
-        self,
-        applied_generation: int,
-        inventory: dict[str, Any] | None,
-        release: dict[str, Any] | None = None,
-        workloads: dict[str, Any] | None = None,
-        node: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """A heartbeat; `inventory` None: unchanged since the last one the server took."""
-        payload: dict[str, Any] = {"applied_generation": applied_generation, "release": release}
-        if inventory is not None:
-            payload["inventory"] = inventory
-        # Sent only when there is something to say, so older servers still take the report.
-        if workloads is not None:
-            payload["workloads"] = workloads
-        if node is not None:
-            payload["node"] = node
-        target = f"/v1/devices/{self.device_id}/report"
-        result: dict[str, Any] = self._json(await self._send("POST", target, payload))
-        return result
+    async def report(self, report: Report) -> ReportAnswer:
+        """A heartbeat (`report.inventory` None: unchanged since the last one the server
+        took)."""
+        return await self._exchange(f"/v1/devices/{self.device_id}/report", report, ReportAnswer)
 
     async def request_certificate(self, csr_pem: str) -> dict[str, Any]:
         """A certificate of the device CA for the key that signed `csr_pem`."""
@@ -197,17 +207,15 @@ class ControlPlaneLink:
         payload: bytes,
         dropped_through_seq: int,
         content_type: str = TELEMETRY_CONTENT_TYPE,
-    ) -> dict[str, Any]:
-        """POST one telemetry batch (wire bytes, or sealed ones with the sealed content type);
-        `{"acked_through_seq", "stored_windows"}`. `dropped_through_seq`: every batch up to
-        it that the server lacks is gone here."""
+    ) -> TelemetryAck:
+        """POST one telemetry batch (wire bytes, or sealed ones with the sealed content type).
+        `dropped_through_seq`: every batch up to it that the server lacks is gone here."""
         target = f"/v1/devices/{self.device_id}/telemetry?dropped_through_seq={dropped_through_seq}"
         headers = self._signed("POST", target, payload, {"content-type": content_type})
         response = await self._transport.request(
             "POST", target, payload, headers, REQUEST_TIMEOUT_S
         )
-        result: dict[str, Any] = self._json(response)
-        return result
+        return self._answer(TelemetryAck, response)
 
     async def telemetry_cursor(self) -> dict[str, Any]:
         """Where the server's copy of this device's telemetry stands (`acked_through_seq`)."""

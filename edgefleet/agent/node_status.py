@@ -18,9 +18,10 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgefleet.clock import Clock
+from edgefleet.core import protocol
+from edgefleet.core.protocol import PowerSource
 from edgefleet.errors import SettingsError
 
 
@@ -65,23 +66,22 @@ class NodeStatus:
             simulated_battery)  # fmt: skip
         self._started_s = clock.monotonic()
 
-    def report(self) -> dict[str, Any]:
-        """The heartbeat's `node` section."""
-        out: dict[str, Any] = {"address": self._address, "cpu_load": _cpu_load()}
+    def report(self, *, scheduled: bool) -> protocol.NodeStatus:
+        """The heartbeat's `node` section; `scheduled`: sent on the heartbeat schedule."""
+        source, battery_pct = PowerSource.MAINS, None
         if self._battery is not None:
-            elapsed_s = self._clock.monotonic() - self._started_s
-            level = self._battery.level_pct(elapsed_s)
-            out["power_source"] = "battery"
-            if level is not None:
-                out["battery_pct"] = round(level, 2)
-            return out
-        battery = _host_battery()
-        if battery is None:
-            out["power_source"] = "mains"
-        else:
-            out["power_source"] = "mains" if battery[1] else "battery"
-            out["battery_pct"] = battery[0]
-        return out
+            level = self._battery.level_pct(self._clock.monotonic() - self._started_s)
+            source, battery_pct = PowerSource.BATTERY, None if level is None else round(level, 2)
+        elif (battery := _host_battery()) is not None:
+            source = PowerSource.MAINS if battery[1] else PowerSource.BATTERY
+            battery_pct = battery[0]
+        return protocol.NodeStatus(
+            address=self._address,
+            cpu_load=_cpu_load(),
+            power_source=source,
+            battery_pct=battery_pct,
+            scheduled=scheduled,
+        )
 
 
 def _cpu_load() -> float | None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from edgefleet.core.device_names import validate_device_name
-from edgefleet.core.updates.install import InstallState
 from edgefleet.errors import InvalidInput, SettingsError
 from edgefleet.transport.http_proxy import ProxySettings
 
@@ -58,14 +57,10 @@ class AgentSettings:
     telemetry_batch_interval_s: float = 60.0
     telemetry_queue_max_bytes: int = 16 * 1024 * 1024
     telemetry_queue_max_rows: int = 10_000
-    # Fault injection for crash-safety tests: SIGKILL self right after journaling this state.
-    fault_kill_at: InstallState | None = None
     # Workloads: the host clients reach this device's replicas at; a simulated battery
-    # (`START[:DRAIN_PER_MIN]`, tests and demos only); the share of periodic heartbeats
-    # dropped on purpose (fault injection: a lossy link, tests and benchmarks only).
+    # (`START[:DRAIN_PER_MIN]`, tests and demos only).
     advertise_address: str = "127.0.0.1"
     simulated_battery: str | None = None
-    fault_heartbeat_loss: float = 0.0
     # Who the release service and workloads run as (a user name); None: the default
     # (edgefleet-svc when the agent runs as root and that user exists).
     service_user: str | None = None
@@ -134,7 +129,6 @@ class AgentSettings:
             ),
             ("telemetry_queue_max_rows", self.telemetry_queue_max_rows >= 1, "at least 1"),
             ("advertise_address", 0 < len(self.advertise_address) <= 255, "a host name or IP"),
-            ("fault_heartbeat_loss", 0 <= self.fault_heartbeat_loss < 1, "0 <= loss < 1"),
             (
                 "service_user",
                 self.service_user is None or 0 < len(self.service_user) <= 32,

@@ -54,6 +54,14 @@ from edgefleet.agent.workload_artifacts import FetchedRelease, ReleaseCache
 from edgefleet.agent.workload_state import archive_state, restore_state
 from edgefleet.atomicfile import write_json_atomically
 from edgefleet.clock import Clock
+from edgefleet.core.protocol import (
+    CheckpointReport,
+    ReplicaHealth,
+    ReplicaPhaseName,
+    ReplicaState,
+    ReplicaStatus,
+    WorkloadsReport,
+)
 from edgefleet.core.updates.service_manifest import (
     ServiceManifest,
     expand_placeholders,
@@ -152,10 +160,10 @@ class WorkloadRunner:
         self._entries: tuple[ReplicaEntry, ...] = ()
         self._fresh = False
         self._copies: dict[Key, _Copy] = {}
-        self._checkpoints: dict[str, dict[str, Any]] = {}
+        self._checkpoints: dict[str, CheckpointReport] = {}
         self._changed = asyncio.Event()
         self._persisted = self._load()
-        self._reported: dict[str, Any] | None = None
+        self._reported: WorkloadsReport | None = None
 
     # -- what the agent sees -------------------------------------------------------------
 
@@ -170,12 +178,12 @@ class WorkloadRunner:
         self._fresh = self._fresh or fresh
         self._changed.set()
 
-    def report(self) -> dict[str, Any] | None:
+    def report(self) -> WorkloadsReport | None:
         """The heartbeat's `workloads` section (None when there is nothing to say)."""
-        replicas = [self._copy_report(c) for _, c in sorted(self._copies.items())]
+        replicas = tuple(self._copy_report(c) for _, c in sorted(self._copies.items()))
         if not replicas and not self._checkpoints:
             return None
-        return {"replicas": replicas, "checkpoints": list(self._checkpoints.values())}
+        return WorkloadsReport(replicas=replicas, checkpoints=tuple(self._checkpoints.values()))
 
     async def run(self) -> None:
         """Follow `want()` forever; a full pass on every change and every few seconds."""
@@ -356,7 +364,7 @@ class WorkloadRunner:
 
     # -- state: checkpoint and restore ---------------------------------------------------
 
-    async def _checkpoint(self, entry: ReplicaEntry, migration: str) -> dict[str, Any] | None:
+    async def _checkpoint(self, entry: ReplicaEntry, migration: str) -> CheckpointReport | None:
         """Archive the replica's state directory and upload it; the report entry, or None
         to try again on the next pass (the control plane is unreachable)."""
         copy = self._copies.get(entry.key)
@@ -379,14 +387,14 @@ class WorkloadRunner:
             return None
         except (ApiError, OSError) as e:
             log.warning("checkpoint failed", extra={"migration": migration, "error": str(e)})
-            return {"migration": migration, "error": str(e)[:500]}
+            return CheckpointReport(migration=migration, error=str(e)[:500])
         finally:
             archive.unlink(missing_ok=True)
         log.info(
             "checkpoint uploaded",
             extra={"migration": migration, "sha256": sha256, "size_bytes": size},
         )
-        return {"migration": migration, "sha256": sha256, "size_bytes": size}
+        return CheckpointReport(migration=migration, sha256=sha256, size_bytes=size)
 
     async def _restore(self, entry: ReplicaEntry, sha256: str) -> None:
         part = self._root / "restore" / f"{sha256}.part"
@@ -405,22 +413,21 @@ class WorkloadRunner:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _copy_report(self, copy: _Copy) -> dict[str, Any]:
+    def _copy_report(self, copy: _Copy) -> ReplicaStatus:
         entry = copy.entry
-        out: dict[str, Any] = {
-            "workload": entry.workload,
-            "replica": entry.replica,
-            "generation": entry.generation,
-            "phase": entry.phase.value,
-            "state": copy.state.value,
-            "health": copy.health if copy.started else "unknown",
-            "restarts": copy.restarts,
-            "port": copy.port,
-            "detail": copy.detail[:500],
-            "restored_sha256": self._persisted.restored.get(_key(entry)),
-            "migration": entry.migration,
-        }
-        return out
+        return ReplicaStatus(
+            workload=entry.workload,
+            replica=entry.replica,
+            generation=entry.generation,
+            phase=ReplicaPhaseName(entry.phase.value),
+            state=ReplicaState(copy.state.value),
+            health=ReplicaHealth(copy.health if copy.started else "unknown"),
+            restarts=copy.restarts,
+            port=copy.port,
+            detail=copy.detail[:500],
+            restored_sha256=self._persisted.restored.get(_key(entry)),
+            migration=entry.migration,
+        )
 
     def _load(self) -> _Persisted:
         try:

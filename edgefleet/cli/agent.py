@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import typer
 
-from edgefleet.agent.command import FAULT_ENV, HEARTBEAT_LOSS_ENV
 from edgefleet.launcher import exec_agent
 
-__all__ = ["FAULT_ENV", "HEARTBEAT_LOSS_ENV", "agent"]
+__all__ = ["agent"]
 
 # Everything after `agent` goes to the agent's own parser, --help included.
 CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True,

@@ -19,12 +19,15 @@ detection sees a realistic baseline.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from edgefleet import __version__
+from edgefleet.agent.hardware import Hardware
 from edgefleet.agent.telemetry.host_metrics import (
     AGENT_CPU_PERCENT,
     AGENT_RSS_BYTES,
@@ -151,6 +154,9 @@ class SimHardware:
         self._level_at_s = now_s()
         self._level = self._battery_at_start
 
+    def durable(self, moment: str) -> None:
+        pass  # virtual devices crash through the fault schedule (sim/faults.py)
+
     def inventory(self) -> dict[str, Any]:
         spec = self.spec
         return {
@@ -217,3 +223,21 @@ class SimHardware:
             plugged = 1.0 if self.spec.power is PowerSource.MAINS else 0.0
             points.append(MetricPoint(POWER_PLUGGED, MetricKind.GAUGE, plugged))
         return points
+
+
+class PowerLossAt:
+    """A machine that loses power (SIGKILL, no clean-up) the moment the agent has made one
+    of `moments` durable, e.g. `install:staged`: every install step reached
+    deterministically, for crash-safety tests (sim/faulty_agent.py)."""
+
+    def __init__(self, inner: Hardware, moments: frozenset[str]) -> None:
+        self._inner = inner
+        self._moments = moments
+
+    def inventory(self) -> dict[str, Any]:
+        return self._inner.inventory()
+
+    def durable(self, moment: str) -> None:
+        self._inner.durable(moment)
+        if moment in self._moments:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -15,11 +15,13 @@ the real request took.
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
 from edgefleet.clock import Clock
-from edgefleet.errors import Unavailable
+from edgefleet.core.protocol import Report, from_json
+from edgefleet.errors import InvalidInput, Unavailable
 from edgefleet.sim.network import NetworkModel
 from edgefleet.sim.traffic import TrafficStats, request_kind
 from edgefleet.transport.messages import Headers, Transport, TransportResponse
@@ -91,3 +93,44 @@ class SimTransport:
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class LossyHeartbeats:
+    """A link that loses this share of the periodic heartbeats on their way to the control
+    plane (the agent hears the previous answer, as if this one had gone out): a lossy link
+    for the failure detector, without the agent knowing (sim/faulty_agent.py)."""
+
+    def __init__(self, inner: Transport, loss: float, rng: random.Random) -> None:
+        self._inner = inner
+        self._loss = loss
+        self._rng = rng
+        self._last_answer: TransportResponse | None = None
+
+    async def request(
+        self, method: str, target: str, body: bytes, headers: Headers, timeout_s: float
+    ) -> TransportResponse:
+        heartbeat = method == "POST" and target.endswith("/report") and _scheduled(body)
+        if heartbeat and self._last_answer is not None and self._rng.random() < self._loss:
+            return self._last_answer
+        response = await self._inner.request(method, target, body, headers, timeout_s)
+        if heartbeat and response.status == 200:
+            self._last_answer = response
+        return response
+
+    async def download(
+        self, target: str, headers: Headers, destination: Path, timeout_s: float
+    ) -> TransportResponse:
+        return await self._inner.download(target, headers, destination, timeout_s)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _scheduled(body: bytes) -> bool:
+    """Whether a report is a periodic heartbeat (an extra report on a change is never lost:
+    the agent sends it at once and the control plane learns no interval from it)."""
+    try:
+        report = from_json(Report, body)
+    except InvalidInput:
+        return False
+    return report.node is not None and report.node.scheduled

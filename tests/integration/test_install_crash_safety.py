@@ -1,7 +1,7 @@
 """An agent killed with SIGKILL at any step of an install restarts into a working slot and
-either finishes the install or rolls it back. The agent kills itself right after
-journaling the chosen state (EDGEFLEET_FAULT_KILL_AT), which makes every step reachable
-deterministically."""
+either finishes the install or rolls it back. The simulator's faulty agent loses power
+right after journaling the chosen state (EDGEFLEET_FAULT_KILL_AT, sim/faulty_agent.py),
+which makes every step reachable deterministically."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp
-from edgefleet.cli.agent import FAULT_ENV
 from edgefleet.client import FleetClient
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
+from edgefleet.sim.faulty_agent import KILL_AT_ENV
 from tests.conftest import AgentFactory
 from tests.releases import Trust, free_port, publish
 
@@ -43,7 +43,7 @@ def fleet(admin: FleetClient, agents: AgentFactory, trust: Trust, tmp_path: Path
         # One device per test (names are unique in a fleet), restarted under its own name.
         agent = agents(f"crashy-{tmp_path.name}", token, data_dir=data_dir, start=False)
         if fault:
-            agent.env[FAULT_ENV] = fault
+            agent.inject_faults({KILL_AT_ENV: fault})
         agent.start()
         return agent
 

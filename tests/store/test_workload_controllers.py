@@ -17,6 +17,7 @@ from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.artifacts.blobstore import BlobInfo
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.protocol import Report, from_dict
 from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.migration import MigrationState, MigrationTrigger
 from edgefleet.core.workloads.move import MoveKind
@@ -78,12 +79,13 @@ class Fleet:
     def heartbeat(self, device_id: str, **node: Any) -> None:
         with self.db.read() as tx:
             device = tx.devices.get(device_id)
-        reports = {
-            "replicas": self.copies.get(device_id, []),
-            "checkpoints": self.checkpoints.get(device_id, []),
-        }
-        self.link.report(device, 0, INVENTORY, {}, reports,
-                         {"address": "127.0.0.1", "scheduled": True, **node})  # fmt: skip
+        report = from_dict(Report, {
+            "applied_generation": 0,
+            "workloads": {"replicas": self.copies.get(device_id, []),
+                          "checkpoints": self.checkpoints.get(device_id, [])},
+            "node": {"address": "127.0.0.1", "scheduled": True, **node},
+        })  # fmt: skip
+        self.link.report(device, report)
 
     def run_copies(self) -> None:
         """Every node does what its desired state says, at once: healthy copies, state

@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.agent.command import (
-    FAULT_ENV,
-    build_parser,
-    settings_from_args,
-    without_enroll_token,
-)
+from edgefleet.agent.command import build_parser, settings_from_args, without_enroll_token
 from edgefleet.agent.process_runtime import ServiceUser, resolve_service_user
 from edgefleet.agent.settings import AgentSettings
-from edgefleet.core.updates.install import InstallState
 from edgefleet.errors import SettingsError
 
 REQUIRED = ["--server", "http://cp:8080", "--data-dir", "/var/lib/edgefleet", "--name", "d1"]
@@ -56,13 +50,14 @@ def test_every_flag_reaches_the_settings() -> None:
 def test_environment_fills_in_flags_and_an_empty_variable_is_unset() -> None:
     env = {
         "EDGEFLEET_SERVER": "http://from-env:1", "EDGEFLEET_DATA_DIR": "/d",
-        "EDGEFLEET_STATSD_PORT": "9125", "EDGEFLEET_REGION": "", FAULT_ENV: "staged",
-        "EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.25", "EDGEFLEET_OTLP_PORT": "off",
+        "EDGEFLEET_STATSD_PORT": "9125", "EDGEFLEET_REGION": "", "EDGEFLEET_OTLP_PORT": "off",
     }  # fmt: skip
     got = settings(["--name", "d1"], env)
     assert (got.server_url, got.data_dir) == ("http://from-env:1", Path("/d"))
     assert (got.statsd_port, got.otlp_port, got.region) == (9125, None, None)
-    assert (got.fault_kill_at, got.fault_heartbeat_loss) == (InstallState.STAGED, 0.25)
+    # Faults are the simulator's (sim/faulty_agent.py): the agent's settings ignore them.
+    faults = {"EDGEFLEET_FAULT_KILL_AT": "staged", "EDGEFLEET_FAULT_HEARTBEAT_LOSS": "0.25"}
+    assert settings(["--name", "d1"], {**env, **faults}) == got
     assert settings([*REQUIRED], env).server_url == "http://cp:8080"  # the flag wins
 
 

@@ -19,6 +19,7 @@ from edgefleet.agent.release_service import service_spec
 from edgefleet.agent.telemetry.collector import TelemetryCollector
 from edgefleet.agent.telemetry.queue import TelemetryQueue
 from edgefleet.agent.telemetry.uploader import TelemetryUploader
+from edgefleet.core.protocol import TelemetryAck
 from edgefleet.core.telemetry.ingest import (
     IngestCursor,
     IngestVerdict,
@@ -81,7 +82,7 @@ class LedgerServer:
         self.lose_answers = 0
         self.refuse_seqs: set[int] = set()
 
-    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> dict[str, Any]:
+    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> TelemetryAck:
         if self.down:
             raise Unavailable("connection refused")
         batch = decode_batch(payload)
@@ -101,7 +102,8 @@ class LedgerServer:
         if self.lose_answers:
             self.lose_answers -= 1
             raise Unavailable("timed out after the server stored it")
-        return {"acked_through_seq": decision.acked_through_seq}
+        return TelemetryAck(acked_through_seq=decision.acked_through_seq,
+                            stored_windows=len(batch.windows))  # fmt: skip
 
     async def telemetry_cursor(self) -> dict[str, Any]:
         return {"acked_through_seq": self.cursor.acked_through_seq}
@@ -161,7 +163,7 @@ def test_an_overflow_during_an_upload_never_counts_the_stored_batch_as_dropped(
     queue: TelemetryQueue
 
     class FillingServer(LedgerServer):
-        async def upload_telemetry(self, payload: bytes, through: int) -> dict[str, Any]:
+        async def upload_telemetry(self, payload: bytes, through: int) -> TelemetryAck:
             if decode_batch(payload).seq == 1:
                 await asyncio.to_thread(queue.append, [window(2)])
             return await super().upload_telemetry(payload, through)

@@ -75,7 +75,7 @@ def test_the_simulated_battery_drains_or_follows_a_file(tmp_path: Path) -> None:
 def test_the_node_section_of_a_heartbeat(tmp_path: Path) -> None:
     level = tmp_path / "level"
     level.write_text("33")
-    report = NodeStatus(SystemClock(), "10.1.2.3", f"file:{level}").report()
-    assert report["address"] == "10.1.2.3"
-    assert (report["power_source"], report["battery_pct"]) == ("battery", 33.0)
-    assert report["cpu_load"] is None or report["cpu_load"] >= 0
+    report = NodeStatus(SystemClock(), "10.1.2.3", f"file:{level}").report(scheduled=False)
+    assert (report.address, report.scheduled) == ("10.1.2.3", False)
+    assert (report.power_source, report.battery_pct) == ("battery", 33.0)
+    assert report.cpu_load is None or report.cpu_load >= 0

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgefleet.agent.link import SEALED_TELEMETRY_CONTENT_TYPE, ControlPlaneLink
+from edgefleet.core.protocol import TelemetryAck
 from edgefleet.errors import Unavailable
 from edgefleet.security.sealing import key_id_of, seal
 
@@ -56,7 +57,7 @@ class SealingTelemetryLink:
         self.public_key = public_key
         return held_back
 
-    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> dict[str, Any]:
+    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> TelemetryAck:
         if self.public_key is None:
             if self._required:
                 raise Unavailable(

@@ -22,6 +22,7 @@ import logging
 from typing import Any, Protocol
 
 from edgefleet.agent.telemetry.queue import QueuedBatch, TelemetryQueue
+from edgefleet.core.protocol import TelemetryAck
 from edgefleet.errors import ApiError, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,7 @@ _RESYNC_CODES = {"duplicate_batch", "sequence_gap", "concurrent_upload"}
 
 
 class TelemetryLink(Protocol):
-    async def upload_telemetry(
-        self, payload: bytes, dropped_through_seq: int
-    ) -> dict[str, Any]: ...
+    async def upload_telemetry(self, payload: bytes, dropped_through_seq: int) -> TelemetryAck: ...
 
     async def telemetry_cursor(self) -> dict[str, Any]: ...
 
@@ -73,7 +72,7 @@ class TelemetryUploader:
                 if declared is None:
                     return False  # evicted by an overflow while we were sending earlier ones
                 answer = await self._link.upload_telemetry(batch.payload, declared)
-            acked = int(answer["acked_through_seq"])
+            acked = answer.acked_through_seq
         except ApiError as e:
             if e.code in _RESYNC_CODES:
                 acked = await self._resync(batch, e)
@@ -107,7 +106,7 @@ class TelemetryUploader:
             extra={"seq": batch.seq, "server_acked_through_seq": acked},
         )
         answer = await self._link.upload_telemetry(batch.payload, batch.seq - 1)
-        return int(answer["acked_through_seq"])
+        return answer.acked_through_seq
 
     async def _ack(self, acked_through_seq: int) -> None:
         try:

@@ -1,13 +1,4 @@
 """Wire schemas of the HTTP API (pydantic), one module per noun as in `server/routes/`:
 requests are strict (unknown fields refused), responses are typed so /openapi.json says
-exactly what each route answers."""
-
-# routes/device_api.py (its protocol is being reworked) still imports these from here.
-from edgefleet.server.schemas.device_api import (
-    EnrollRequest,
-    EnrollResponse,
-    ReportRequest,
-    ReportResponse,
-)
-
-__all__ = ["EnrollRequest", "EnrollResponse", "ReportRequest", "ReportResponse"]
+exactly what each route answers. The device routes' bodies are the device protocol's
+(core/protocol/), not schemas here."""

@@ -10,13 +10,6 @@ from pydantic import BaseModel, Field
 from edgefleet.server.schemas.base import Strict
 
 
-class TelemetryAck(BaseModel):
-    acked_through_seq: int = Field(
-        description="Highest contiguous batch sequence stored (gaps declared dropped skipped)."
-    )
-    stored_windows: int = Field(0, description="Windows stored from this upload.")
-
-
 class TelemetryCursorOut(BaseModel):
     device_id: str
     acked_through_seq: int
