@@ -58,7 +58,8 @@ def round_target(device_id: str, job: str, number: int) -> str:
 @dataclass
 class _Held:
     keys: RoundKeys
-    shares: dict[str, bytes]
+    shares: dict[str, bytes]  # the plaintext shares the others sent this device
+    peers: dict[str, Any]  # the public keys of U1, as the SHARES step showed them
 
 
 class ModelCache:
@@ -150,7 +151,7 @@ def run_round(
 ) -> dict[str, Any]:
     """Take part in round `number` until this device has nothing left to send; a summary."""
     target = round_target(device_id, job, number)
-    held = _Held(RoundKeys.from_entropy(entropy(96)), {})
+    held = _Held(RoundKeys.from_entropy(entropy(96)), {}, {})
     sent: list[str] = []
     while True:
         view = msgpack.unpackb(exchange("GET", target, b""), strict_map_key=False)
@@ -191,7 +192,7 @@ def _shares(
     held: _Held,
     entropy: Callable[[int], bytes],
 ) -> dict[str, bytes]:
-    keys = view["keys"]
+    keys = held.peers = view["keys"]
     plain = share_secrets(
         held.keys.self_seed, held.keys.s_sk, list(keys), int(view["threshold"]), entropy
     )
@@ -204,7 +205,7 @@ def _shares(
 def _masked(
     view: dict[str, Any], me: str, job: str, number: int, held: _Held, update: np.ndarray
 ) -> bytes:
-    keys, bits = view["keys"], int(view["ring_bits"])
+    keys, bits = held.peers, int(view["ring_bits"])
     for sender, ciphertext in view["shares"].items():
         held.shares[sender] = decrypt_share(
             job, number, sender, me, held.keys.c_sk, keys[sender]["c_pk"], ciphertext

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -58,10 +59,12 @@ def run_round(
     state = advance(state, now)
     assert state.phase is Phase.SHARES
     held: dict[str, dict[str, bytes]] = {c: {} for c in clients}
+    peers: dict[str, Any] = {}
     for i, c in enumerate(clients):
         if i in drop_before_shares:
             continue
         view = view_for(state, c)
+        peers = view["keys"]
         plain = share_secrets(
             keys[c].self_seed, keys[c].s_sk, list(view["keys"]), threshold, entropy
         )
@@ -79,12 +82,8 @@ def run_round(
             continue
         view = view_for(state, c)
         for u, ct in view["shares"].items():
-            held[c][u] = decrypt_share(JOB, 1, u, c, keys[c].c_sk, view["keys"][u]["c_pk"], ct)
-        seeds = {
-            v: mask_seed(JOB, 1, keys[c].s_sk, view["keys"][v]["s_pk"])
-            for v in view["u2"]
-            if v != c
-        }
+            held[c][u] = decrypt_share(JOB, 1, u, c, keys[c].c_sk, peers[u]["c_pk"], ct)
+        seeds = {v: mask_seed(JOB, 1, keys[c].s_sk, peers[v]["s_pk"]) for v in view["u2"] if v != c}
         y = mask_input(updates[c] % (1 << ring_bits), c, keys[c].self_seed, seeds, ring_bits)
         state = accept(state, c, Phase.MASKED, pack(y, ring_bits))
     now += timedelta(seconds=60)

@@ -206,28 +206,31 @@ def advance(state: RoundState, now: datetime) -> RoundState:
 
 
 def view_for(state: RoundState, client: str) -> dict[str, Any]:
-    """What `client` may see of the round: the step, who is in it, and what was sent to it."""
+    """What `client` may see of the round: the step, whether it is in it, and, while the
+    step waits for its answer, what it needs for that answer (the others' public keys at
+    SHARES, the shares sent to it at MASKED, who is left at UNMASK). A client polls, so
+    the view is small whenever there is nothing for it to do."""
+    waiting = client in state.expected() and client not in state.answered()
     view: dict[str, Any] = {
-        "job": state.job,
-        "round": state.number,
         "phase": str(state.phase),
-        "threshold": state.threshold,
-        "length": state.length,
-        "ring_bits": state.ring_bits,
         "in_step": client in state.expected(),
-        "waiting_for_me": client in state.expected() and client not in state.answered(),
+        "waiting_for_me": waiting,
     }
-    if state.phase in (Phase.SHARES, Phase.MASKED, Phase.UNMASK):
+    if state.phase is Phase.FAILED:
+        view["reason"] = state.reason
+    if not waiting:
+        return view
+    view.update(threshold=state.threshold, length=state.length, ring_bits=state.ring_bits)
+    if state.phase is Phase.SHARES:
         view["keys"] = {u: {"c_pk": c, "s_pk": s} for u, (c, s) in sorted(state.keys.items())}
-    if state.phase in (Phase.MASKED, Phase.UNMASK):
+    elif state.phase is Phase.MASKED:
         view["u2"] = sorted(state.shares)
         view["shares"] = {
             u: cts[client] for u, cts in sorted(state.shares.items()) if client in cts
         }
-    if state.phase is Phase.UNMASK:
+    elif state.phase is Phase.UNMASK:
+        view["u2"] = sorted(state.shares)
         view["u3"] = sorted(state.masked)
-    if state.phase is Phase.FAILED:
-        view["reason"] = state.reason
     return view
 
 

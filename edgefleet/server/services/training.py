@@ -425,7 +425,7 @@ class TrainingService:
         with self._db.transaction() as tx:
             record = self._device_round(tx, device, job, number)
             view = view_for(record.state, device.id)
-            if record.state.phase is Phase.MASKED:
+            if record.state.phase is Phase.MASKED and view["waiting_for_me"]:
                 view["task"] = dict(record.task)
                 view["model_sha256"] = record.base_sha256
             body = msgpack.packb(view)
