@@ -1,15 +1,24 @@
-"""Agreement: the rehearsal and the real run make the same decisions.
+"""Agreement: the rehearsal predicts the real run — the same decisions, at the same times.
 
 The same small scenario both ways: a fleet of real agents behind a real control plane, and
-the lab's copy of that fleet (`--fleet-from`), rehearsing the same rollout manifest under
-the same rollout id. A good release first, then a bad one (its model answers NaN on every
-input, so each device's health window rolls it back). Timing differs by design (the lab is
-simulated time); the decisions must not: wave membership, skipped devices, the sequence of
-rollout-level actions, the actions on each device, gate verdicts, and every final state.
+the lab's copy of that fleet (`--fleet-from`, as `lab rehearse` takes it: starting when it
+was copied, with its default controller interval), rehearsing the same rollout manifest
+under the same rollout id; the lab runs the control plane's own controller step
+(`controllers.rollout`) over its in-memory store. A good release first, then a bad one (its
+model answers NaN on every input, so each device's health window rolls it back) held by a
+maintenance window that opens at the next minute. The decisions must agree: wave
+membership, skipped devices, the sequence of rollout-level actions, the actions on each
+device, gate verdicts, every final state, the blast radius. For the bad release the
+prediction must hold in time too: each phase between two rollout-level actions or the first
+assignment (the window's wait, the install, the soak, the rollback back to the good
+release, whose own 2 s health window the lab reads from its signed service manifest)
+within 20 % of the real one. The fleet's install times come from its history (the good
+release's rollout).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -23,6 +32,7 @@ from edgefleet.client import FleetClient
 from edgefleet.core.rollouts.spec import parse_rollout_spec
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.sim.lab.rehearsal import Rehearsal
+from edgefleet.sim.lab.report import build_report
 from edgefleet.sim.lab.scenario import scenario_from_server
 from edgefleet.sim.model_behaviour import BadModel
 from tests.conftest import AgentFactory
@@ -35,6 +45,8 @@ ROLLOUT_KINDS = frozenset({
 FINAL = {"succeeded", "failed", "aborted", "rolled-back"}
 # What build_nan_mlp does: NaN outputs on every input.
 NAN_MODEL = BadModel(affected_inputs_percent=100, error_percent=100, latency_factor=1)
+PHASE_TOLERANCE = 0.2  # of the real phase's length
+CLOCK_SLACK_S = 0.25  # timestamps: the lab's event times against the server's clock reads
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +55,7 @@ def trust(server: ServerProcess) -> Trust:
         return Trust.install(client)
 
 
-def manifest(name: str, release: str) -> dict[str, Any]:
+def manifest(name: str, release: str, windows: list[dict[str, str]]) -> dict[str, Any]:
     return {
         "kind": "Rollout",
         "metadata": {"name": name},
@@ -55,8 +67,19 @@ def manifest(name: str, release: str) -> dict[str, Any]:
             "gates": {"install_failure_rate": {"max_percent": 0, "min_devices": 1}},
             "retries": {"max_attempts": 1},
             "on_failure": "rollback",
+            "maintenance_windows": windows,
         },
     }  # fmt: skip
+
+
+def closed_until_next_minute() -> list[dict[str, str]]:
+    """A window open for the first part of every minute, closed now: it opens at the next
+    minute and stays open long enough for the rest of the rollout (20 s at least)."""
+    second = datetime.now(UTC).second
+    if not 22 <= second <= 50:  # too short a window, or too little time to create the rollout
+        time.sleep((22 - second) % 60)
+        second = 22
+    return [{"cron": "* * * * *", "duration": f"{second - 2}s", "time_zone": "UTC"}]
 
 
 def real_run(admin: FleetClient, document: dict[str, Any]) -> tuple[str, dict[str, Any],
@@ -96,6 +119,36 @@ def decisions_of_lab(rehearsal: Rehearsal) -> dict[str, Any]:
     }
 
 
+def milestones_of_real(report: dict[str, Any]) -> list[tuple[str, float]]:
+    """Each rollout-level action and the first assignment, in seconds since the start."""
+    timeline = report["timeline"]
+    entries = [(e["kind"], datetime.fromisoformat(e["at"])) for e in timeline
+               if e["kind"] in ROLLOUT_KINDS]  # fmt: skip
+    first = min(datetime.fromisoformat(e["at"]) for e in timeline if e["kind"] == "assign-release")
+    began = entries[0][1]
+    entries.append(("first-assignment", first))
+    return sorted(((kind, (at - began).total_seconds()) for kind, at in entries),
+                  key=lambda m: m[1])  # fmt: skip
+
+
+def milestones_of_lab(rehearsal: Rehearsal) -> list[tuple[str, float]]:
+    entries = [(e.kind, e.at_s) for e in rehearsal.timeline if e.kind in ROLLOUT_KINDS]
+    first = rehearsal.controller.waves[0].first_assigned_s
+    assert first is not None
+    began = entries[0][1]
+    entries.append(("first-assignment", first))
+    return sorted(((kind, at_s - began) for kind, at_s in entries), key=lambda m: m[1])
+
+
+def phases(milestones: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Each stretch between two milestones: (the milestone ending it, its length)."""
+    return [(kind, at - milestones[i][1]) for i, (kind, at) in enumerate(milestones[1:])]
+
+
+def blast_radius_of_real(report: dict[str, Any]) -> list[str]:
+    return sorted({e["device_id"] for e in report["timeline"] if e["kind"] == "assign-release"})
+
+
 def applied_generation(agent: AgentProcess) -> Any:
     """The generation the agent applied: falsy until it follows its desired state."""
     return agent.state().get("applied_generation")
@@ -121,17 +174,31 @@ def test_the_rehearsal_and_the_real_rollout_agree(
     for name, version, model, bad in runs:
         publish(admin, tmp_path / name, "agree", version, model, "auto",  # type: ignore[arg-type]
                 trust.targets_keys, requires=["label.ring=main"], window_s=2)  # fmt: skip
-        document = manifest(name, f"agree@{version}")
+        document = manifest(name, f"agree@{version}", closed_until_next_minute() if bad else [])
         scenario = scenario_from_server(parse_rollout_spec(document), admin)  # before it starts
         facts = scenario.releases[f"agree@{version}"]  # the release's own health window
         assert (facts.health_window_s, facts.max_error_percent) == (2, 5)
         rollout_id, status, report = real_run(admin, document)
-        rehearsal = replace(scenario, rollout_id=rollout_id).rehearsal(
-            start=datetime.now(UTC), hours=6, seed=1, bad_release=bad,
-            controller_interval_s=1.0, bad_model=NAN_MODEL,
-        ).run()  # fmt: skip
+        rehearsal = (
+            replace(scenario, rollout_id=rollout_id)
+            .rehearsal(hours=6, seed=1, bad_release=bad, bad_model=NAN_MODEL)
+            .run()
+        )
         real, lab = decisions_of_real(status, report), decisions_of_lab(rehearsal)
         assert lab == real, f"{name}: the rehearsal disagrees with the real run"
+        radius = build_report(rehearsal)["blast_radius"]["devices_assigned"]
+        assert radius == len(blast_radius_of_real(report)), f"{name}: blast radius"
+    # The rollback reinstalls the good release with its own 2 s window, as the device does.
+    assert scenario.releases["agree@1.0.0"].health_window_s == 2
     assert real["state"] == "rolled-back"
     assert sorted(real["device_states"].values()) == ["rolled-back", "skipped-incompatible",
                                                       "waiting", "waiting"]  # fmt: skip
+    assert rehearsal.controller.window_waits_s, "the window held the first wave back"
+    real_phases = phases(milestones_of_real(report))
+    lab_phases = phases(milestones_of_lab(rehearsal))
+    assert [k for k, _ in lab_phases] == [k for k, _ in real_phases]
+    for (kind, real_s), (_, lab_s) in zip(real_phases, lab_phases, strict=True):
+        assert abs(lab_s - real_s) <= PHASE_TOLERANCE * real_s + CLOCK_SLACK_S, (
+            f"the phase ending in {kind}: predicted {lab_s:.1f} s, really {real_s:.1f} s "
+            f"(real {real_phases}, lab {lab_phases})"
+        )
