@@ -9,24 +9,15 @@ from a secret of the control plane, so asking again gives the same one.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
 
 from edgefleet.core.device import Device
 from edgefleet.errors import NotFound
 from edgefleet.server.auth import signed_device
 from edgefleet.server.mqtt_bridge import MqttBridge
+from edgefleet.server.schemas.broker import BrokerCredentials
 from edgefleet.transport.mqtt_topics import Channel, device_topic
 
 router = APIRouter(prefix="/v1", tags=["device API"])
-
-
-class BrokerCredentials(BaseModel):
-    username: str
-    client_id: str
-    password: str = Field(description="Connect with it; the same at every request")
-    report_topic: str
-    telemetry_topic: str
-    desired_topic: str = Field(description="Retained, signed like the HTTP document")
 
 
 @router.get(

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
@@ -20,10 +19,12 @@ from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import read_signed_headers
 from edgefleet.server.auth import Services, requires, services, signed_device
 from edgefleet.server.routes.device_api import answer_body, device_ingest, ingested
-from edgefleet.server.schemas.base import SQL_INTEGER_MAX, Strict
+from edgefleet.server.schemas.base import SQL_INTEGER_MAX
 from edgefleet.server.schemas.telemetry import (
     KpiReadingOut,
     KpiSummaryOut,
+    SealingIn,
+    SealingOut,
     TelemetryCursorOut,
     TelemetryPointOut,
     TelemetryPolicyIn,
@@ -279,18 +280,6 @@ def put_policy(
     svc: Services = Depends(services),
 ) -> TelemetryPolicyOut:
     return _policy_out(svc.telemetry.set_policy(ctx, body.manifest))
-
-
-class SealingIn(Strict):
-    enabled: bool = Field(description="Devices seal their telemetry batches to the ingest key")
-    rotate: bool = Field(False, description="Make a new ingest key (the last 3 still open)")
-
-
-class SealingOut(BaseModel):
-    enabled: bool
-    key_id: str | None = Field(description="Hex id of the current ingest key")
-    public_key: str | None = Field(description="The current X25519 ingest key (base64)")
-    version: int
 
 
 @router.get("/sealing", summary="Sealed telemetry: whether it is on, the ingest public key",

@@ -88,3 +88,15 @@ class KpiSummaryOut(BaseModel):
     cohorts: dict[str, TelemetryPointOut]
     overall: TelemetryPointOut | None
     kpis: dict[str, dict[str, KpiReadingOut]]
+
+
+class SealingIn(Strict):
+    enabled: bool = Field(description="Devices seal their telemetry batches to the ingest key")
+    rotate: bool = Field(False, description="Make a new ingest key (the last 3 still open)")
+
+
+class SealingOut(BaseModel):
+    enabled: bool
+    key_id: str | None = Field(description="Hex id of the current ingest key")
+    public_key: str | None = Field(description="The current X25519 ingest key (base64)")
+    version: int
