@@ -20,7 +20,9 @@ server's /metrics and the generator's own counts (`--progress`) four times a sec
     heartbeats      reports the server stored in the window (/metrics:
                     edgefleet_reports_ingested_total{transport}), against N / 30 s
     lost            reports the generator sent in the whole step minus those the server
-                    stored (after a drain): must be 0, with no failed publish or request
+                    stored once its count stopped moving after the run (up to 3 min): must
+                    be 0 (failed requests or publishes count as sent: a report whose answer
+                    timed out may still be stored)
     report->stored  per report, the time from the generator counting it sent to the
                     server counting it stored: the horizontal distance between the two
                     cumulative curves (sampled every 0.25 s, interpolated); p50 / p99
@@ -33,8 +35,9 @@ server's /metrics and the generator's own counts (`--progress`) four times a sec
                     policy's upload interval, one PUT), and the time until 99 % of the
                     devices online had received the new desired state (their own
                     receipt times, from the generator)
-    sustained       report->stored p99 < 1 s, nothing lost, no enrollment failed, and at
-                    least 90 % of the expected heartbeats stored
+    sustained       report->stored p99 < 1 s, nothing lost, no request or publish failed,
+                    every device enrolled and online, and at least 90 % of the expected
+                    heartbeats stored
 
 Steps stop at the first one not sustained. `--soak S` then runs one transport at one size
 for S seconds: errors, p99 latencies, and the server's RSS growth after warm-up (RSS at the
@@ -79,7 +82,8 @@ HEARTBEAT_S = 30.0
 P99_LIMIT_S = 1.0
 SCRAPE_S = 0.25
 PROPAGATION_TAIL_S = 40.0
-DRAIN_S = 10.0
+QUIET_S = 10.0  # after the run, the stored count has not moved for this long: drained
+DRAIN_MAX_S = 180.0
 POLICY_TIMEOUT_S = 300.0  # re-rendering every device's desired state takes a while
 REPORT_ROUTE = 'route="/v1/devices/{device_id}/report"'
 
@@ -119,6 +123,16 @@ class Scraper(threading.Thread):
         self.samples: list[tuple[float, float]] = []
         self.dropped: dict[str, float] = {}
         self.halt = threading.Event()
+
+    def drained(self, quiet_s: float, max_s: float) -> None:
+        """Wait until the stored count stops moving (what the broker still held for the
+        control plane, or requests still in flight, are stored), at most `max_s`."""
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            recent = [c for t, c in self.samples if t >= time.time() - quiet_s]
+            if len(recent) > 1 and recent[-1] == recent[0]:
+                return
 
     def run(self) -> None:
         with httpx.Client(timeout=10) as http:
@@ -305,7 +319,7 @@ class Bench:
                 except EdgefleetError as e:
                     propagation_error = e.message
         out, err = generator.communicate(timeout=duration_s + 900)
-        time.sleep(DRAIN_S)
+        scraper.drained(QUIET_S, DRAIN_MAX_S)
         scraper.halt.set()
         scraper.join()
         sampler.stop()
@@ -358,7 +372,8 @@ class Bench:
         }
         row["sustained"] = bool(
             p99 is not None and p99 < P99_LIMIT_S and lost <= 0 and summary["reports_failed"] == 0
-            and summary["enroll_failed"] == 0 and heartbeats >= 0.9 * expected
+            and summary["enroll_failed"] == 0 and summary["online"] == devices
+            and heartbeats >= 0.9 * expected
         )  # fmt: skip
         if propagation_began is not None:
             row["propagation"] = propagation(summary, propagation_began)
@@ -501,10 +516,16 @@ def main() -> None:
     for row in [*steps, *([soaked] if soaked else [])]:
         row.pop("samples", None)
     load = psutil.getloadavg()
+    command = " ".join(["bench/capacity/transports.py", *sys.argv[1:]])
+    earlier = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not steps and earlier.get("steps"):
+        # A soak alone: keep the steps of the run before, and say which command made what.
+        steps = earlier["steps"]
+        command = f"{earlier['command']}` then `{command}"
     report = {
         "benchmark": "capacity-transports",
         "when": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()),
-        "command": " ".join(["bench/capacity/transports.py", *sys.argv[1:]]),
+        "command": command,
         "python": platform.python_version(),
         "cpus": psutil.cpu_count(),
         "load_average_at_end": [round(x, 2) for x in load],
