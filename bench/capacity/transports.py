@@ -362,6 +362,7 @@ class Bench:
             "server_marginal_cpu_ms_per_heartbeat": round(
                 1000 * max(0.0, cpu["server"] - self.idle_rate * window_s) / max(heartbeats, 1), 3
             ),
+            "devices_per_server_core": round(devices * window_s / max(cpu["server"], 1e-9)),
             "broker_cpu_percent": round(100 * cpu["broker"] / window_s, 1),
             "broker_rss_mb_max": round(max(broker_rss), 1) if broker_rss else None,
             "generator_cpu_percent": round(100 * cpu["generator"] / window_s, 1),
@@ -448,9 +449,9 @@ def table(report: dict[str, Any]) -> str:
              f"Server idle (no device): {report['server_idle_cpu_percent']} % of a core.", "",
              "| transport | devices | sustained | stored/s (expected) | lost | report->stored "
              "p50 / p99 s | HTTP exchange p99 ms (after warm-up, change included) | server CPU % "
-             "| server ms/heartbeat (marginal) | broker CPU % | broker RSS MB | generator CPU % "
-             "| change to 99 % of online, s |",
-             "|---" * 13 + "|"]  # fmt: skip
+             "| server ms/heartbeat (marginal) | devices per server core | broker CPU % "
+             "| broker RSS MB | generator CPU % | change to 99 % of online, s |",
+             "|---" * 14 + "|"]  # fmt: skip
     for row in report["steps"]:
         prop = row.get("propagation") or {}
         exchange = row["report_exchange_p99_ms"] if row["transport"] == "http" else "-"
@@ -459,7 +460,7 @@ def table(report: dict[str, Any]) -> str:
             f"| {row['heartbeats_per_s']} ({row['devices'] / HEARTBEAT_S:.0f}) | {row['lost']} "
             f"| {row['report_to_stored_p50_s']} / {row['report_to_stored_p99_s']} | {exchange} "
             f"| {row['server_cpu_percent']} | {row['server_cpu_ms_per_heartbeat']} "
-            f"({row['server_marginal_cpu_ms_per_heartbeat']}) "
+            f"({row['server_marginal_cpu_ms_per_heartbeat']}) | {row['devices_per_server_core']} "
             f"| {row['broker_cpu_percent']} | {row['broker_rss_mb_max']} "
             f"| {row['generator_cpu_percent']} "
             f"| {prop.get('time_to_99_percent_s')} (of {prop.get('devices_online')}) |"
