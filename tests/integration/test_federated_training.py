@@ -4,12 +4,15 @@ secure aggregation; every byte the devices send goes through a relay and is insp
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
+import yaml
 
 from edgefleet.artifacts.model_builder import build_mlp, save_model
 from edgefleet.cli.releases import push_file
@@ -18,7 +21,8 @@ from edgefleet.core.learning.ring import to_signed, unpack
 from edgefleet.core.updates.release import ArtifactKind
 from edgefleet.examples.federated_task import CLASSES, HIDDEN_SIZE, INPUT_SIZE, site_data
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
-from tests.conftest import AgentFactory
+from tests.cli_runner import CliResult, run_cli
+from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.relay import Relay
 
 SAMPLES = 300
@@ -57,7 +61,12 @@ def relay(server: ServerProcess) -> Iterator[Relay]:
 
 
 def test_three_rounds_with_four_agents_and_nothing_in_the_clear(
-    admin: FleetClient, agents: AgentFactory, relay: Relay, base_release: None
+    server: ServerProcess,
+    admin: FleetClient,
+    agents: AgentFactory,
+    relay: Relay,
+    base_release: None,
+    tmp_path: Path,
 ) -> None:
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     # The agents talk through the relay: every byte they send is kept.
@@ -72,14 +81,22 @@ def test_three_rounds_with_four_agents_and_nothing_in_the_clear(
     wait_for(lambda: all(d["status"] == "online" for d in admin.list_devices()
                          if d["id"] in ids), what="agents online", timeout_s=60)  # fmt: skip
 
-    applied = admin.apply_training(manifest())
-    assert applied["created"] and applied["status"] == "running"
+    # A bad manifest is refused with the field's name, before anything is stored.
+    bad = cli(server, tmp_path, manifest(rounds=0), "apply", "-f")
+    assert bad.code != 0 and "spec.rounds" in bad.stderr and "Traceback" not in bad.stderr
+    applied = cli(server, tmp_path, manifest(), "apply", "-f")
+    assert applied.code == 0, applied.stderr
+    assert "federatedtraining/sites created" in applied.stdout
     assert admin.apply_training(manifest())["created"] is False  # the same manifest again
 
     def finished() -> bool:
         return admin.training_status(JOB)["status"] != "running"
 
     wait_for(finished, what="the training job to finish", timeout_s=240)
+    watched = run_cli("training", "status", JOB, "--watch", "-o", "json", env=env(server))
+    assert watched.code == 0 and json.loads(watched.stdout.splitlines()[-1])["rounds_done"] == 3
+    shown = run_cli("training", "report", JOB, env=env(server))
+    assert "3/3 rounds" in shown.stdout and f"--artifact {JOB}-model@0.0.3" in shown.stdout
     job = admin.training_report(JOB)
     assert job["status"] == "completed", job
     done = [h for h in job["history"] if h["outcome"] == "done"]
@@ -96,6 +113,16 @@ def test_three_rounds_with_four_agents_and_nothing_in_the_clear(
     assert final["kind"] == "onnx-model"
 
     _check_wire(relay, fleet_ids=ids)
+
+
+def env(server: ServerProcess) -> dict[str, str]:
+    return {"EDGEFLEET_SERVER": server.url, "EDGEFLEET_TOKEN": ADMIN_TOKEN}
+
+
+def cli(server: ServerProcess, tmp: Path, document: dict[str, Any], *args: str) -> CliResult:
+    path = tmp / "training.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return run_cli(*args, str(path), env=env(server))
 
 
 def _cohort(admin: FleetClient, number: int) -> list[str]:
