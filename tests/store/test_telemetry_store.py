@@ -367,3 +367,20 @@ def test_queries_and_kpi_summaries(db: Database, tmp_path: Path) -> None:
     assert summary.kpis["d-1"]["error_rate_pct"].value == pytest.approx(2.0)
     assert summary.kpis["d-1"]["error_rate_pct"].samples == 500
     assert summary.kpis["d-2"]["p95_latency_ms"].value == pytest.approx(40.0, rel=0.01)
+
+
+def test_hourly_totals_add_up_raw_windows_and_rollups_per_device_and_hour(db: Database) -> None:
+    hour = T0_S // 3600 * 3600
+    raw = [gauge(hour + 60 * i, 10.0 + i) for i in range(3)] + [gauge(hour + 3600, 50.0)]
+    rolled = replace(gauge(hour - 3600, 0.0), length_s=3600, count=60, sum=600.0)
+    with db.transaction() as tx:
+        tx.telemetry.insert_windows("d-1", 1, raw)
+        tx.telemetry.insert_windows("d-2", 1, [gauge(hour, 99.0)])
+        tx.telemetry.put_rollup("d-1", rolled, replace_existing=False)
+    with db.read() as tx:
+        totals = tx.telemetry.hourly_totals(["d-1"], ["host.cpu.percent"], hour - 3600, hour + 7200)
+    assert [(t.device_id, t.hour_s, t.sum, t.count, t.covered_s) for t in totals] == [
+        ("d-1", hour - 3600, 600.0, 60, 3600),
+        ("d-1", hour, 2 * (10.0 + 11.0 + 12.0), 6, 180),
+        ("d-1", hour + 3600, 100.0, 2, 60),
+    ]

@@ -37,14 +37,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edgefleet.core.telemetry.windows import Window
+from edgefleet.core.telemetry.rollup import HourTotal
 from edgefleet.errors import InvalidInput
 
 REQUESTS_METRIC = "inference.requests"  # a counter: requests per window
 CPU_METRIC = "host.cpu.percent"  # a gauge
 HOURS_PER_WEEK = 168
 DEFAULT_HALF_LIFE_S = 14 * 86400.0
-DEFAULT_IDLE_BAND = 0.25
+DEFAULT_IDLE_BAND = 0.15  # idle: within 15 % of the device's range above its quietest hour
 DEFAULT_MIN_CONFIDENCE = 0.5
 FLAT_RANGE = 0.1  # activity range (0..1) below which a device has no quiet pattern
 NOISE_MULTIPLE = 4.0  # ... nor has one whose range is within this many times its noise
@@ -112,29 +112,21 @@ def hour_of_week(at: datetime, time_zone: str) -> int:
     return local.weekday() * 24 + local.hour
 
 
-def hour_samples(windows: Iterable[Window]) -> list[HourSample]:
-    """Hourly samples from stored windows of `REQUESTS_METRIC` and `CPU_METRIC` (raw windows
-    or hourly rollups, any tags): the request rate over the seconds the windows cover, the
-    mean CPU reading. Every window length divides an hour, so a window lies in one hour.
+def hour_samples(totals: Iterable[HourTotal]) -> list[HourSample]:
+    """Hourly samples of one device from its hourly totals of `REQUESTS_METRIC` and
+    `CPU_METRIC` (raw windows and rollups added up by the store): the request rate over the
+    seconds the windows cover, the mean CPU reading.
 
-    >>> from edgefleet.core.telemetry.windows import MetricKind
-    >>> ws = [Window(REQUESTS_METRIC, MetricKind.COUNTER, (), 3600 + 60 * i, 60, 1, 120.0,
-    ...              120.0, 120.0, 120.0) for i in range(3)]
-    >>> hour_samples(ws)[0].requests_per_s
+    >>> hour_samples([HourTotal("d", REQUESTS_METRIC, 3600, 360.0, 3, 180)])[0].requests_per_s
     2.0
     """
-    requests: dict[int, list[float]] = {}
-    cpu: dict[int, list[float]] = {}
-    for w in windows:
-        hour_s = w.start_s // 3600 * 3600
-        if w.name == REQUESTS_METRIC:
-            acc = requests.setdefault(hour_s, [0.0, 0.0])
-            acc[0] += w.sum
-            acc[1] += w.length_s
-        elif w.name == CPU_METRIC and w.count:
-            acc = cpu.setdefault(hour_s, [0.0, 0.0])
-            acc[0] += w.sum
-            acc[1] += w.count
+    requests: dict[int, tuple[float, int]] = {}
+    cpu: dict[int, tuple[float, int]] = {}
+    for t in totals:
+        if t.name == REQUESTS_METRIC and t.covered_s > 0:
+            requests[t.hour_s] = (t.sum, t.covered_s)
+        elif t.name == CPU_METRIC and t.count > 0:
+            cpu[t.hour_s] = (t.sum, t.count)
     return [
         HourSample(
             datetime.fromtimestamp(hour_s, UTC),

@@ -21,13 +21,25 @@ everything up at once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from edgefleet.core.telemetry.sketch import DDSketch
 from edgefleet.core.telemetry.windows import MetricKind, Tags, Window
 from edgefleet.errors import InvalidInput
 
 HOUR_S = 3600
+
+
+@dataclass(frozen=True)
+class HourTotal:
+    """One device's windows of one metric in one hour, added up (the store sums them)."""
+
+    device_id: str
+    name: str
+    hour_s: int  # the hour's start, Unix seconds
+    sum: float
+    count: int
+    covered_s: int  # seconds the windows cover
 
 
 def combine(windows: Sequence[Window]) -> Window:

@@ -3,10 +3,10 @@
 The rollout controller asks for the profiles of a rollout's devices before each decision.
 A profile is learned (`core.telemetry.quiet_hours`) from the last `HISTORY_DAYS` of the
 device's `inference.requests` and `host.cpu.percent` windows (raw, and hourly rollups past
-the raw retention) in the device's own zone (UTC when it reports none), and kept for the
-rest of the hour: a new hour is the smallest change the profile can see, so devices are
-read once an hour, not at every rescan. The cache is per process; two replicas each learn
-the same profile from the same rows.
+the raw retention), which the store adds up per hour, in the device's own zone (UTC when
+it reports none), and kept for the rest of the hour: a new hour is the smallest change the
+profile can see, so devices are read once an hour, not at every rescan. The cache is per
+process; two replicas each learn the same profile from the same rows.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from edgefleet.core.telemetry.quiet_hours import (
     hour_samples,
     learn_quiet_hours,
 )
-from edgefleet.core.telemetry.windows import Window
+from edgefleet.core.telemetry.rollup import HourTotal
 from edgefleet.store import Transaction
 
 HISTORY_DAYS = 28
@@ -53,12 +53,12 @@ class QuietHoursReader:
         if not missing:
             return out
         since_s = int((now - timedelta(days=HISTORY_DAYS)).timestamp())
-        found = tx.telemetry.windows(
+        found = tx.telemetry.hourly_totals(
             sorted(missing), [REQUESTS_METRIC, CPU_METRIC], since_s, int(now.timestamp())
         )
-        by_device: dict[str, list[Window]] = {d: [] for d in missing}
-        for dw in found:
-            by_device[dw.device_id].append(dw.window)
+        by_device: dict[str, list[HourTotal]] = {d: [] for d in missing}
+        for total in found:
+            by_device[total.device_id].append(total)
         learned = {
             d: learn_quiet_hours(hour_samples(by_device[d]), now, zone)
             for d, zone in missing.items()

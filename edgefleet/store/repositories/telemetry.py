@@ -24,6 +24,7 @@ from edgefleet.core.telemetry.policy import (
     default_fleet_policy,
     parse_fleet_policy,
 )
+from edgefleet.core.telemetry.rollup import HOUR_S, HourTotal
 from edgefleet.core.telemetry.series import DeviceWindow
 from edgefleet.core.telemetry.sketch import DDSketch
 from edgefleet.core.telemetry.windows import MetricKind, Tags, Window
@@ -230,6 +231,33 @@ class TelemetryRepository:
             )
             out += [DeviceWindow(r.device_id, _to_window(r)) for r in self._c.execute(query)]
         return out
+
+    def hourly_totals(
+        self, device_ids: Sequence[str], names: Sequence[str], since_s: int, until_s: int
+    ) -> list[HourTotal]:
+        """Per device, metric and hour starting in [since_s, until_s): the sums, counts and
+        covered seconds of its raw windows and rollups (any tags), added up by the database,
+        so a month of one-minute windows comes back as at most 24 x 31 rows per metric."""
+        added: dict[tuple[str, str, int], list[float]] = {}
+        for table in (telemetry_windows, telemetry_rollups):
+            hour = (table.c.start_s // HOUR_S) * HOUR_S
+            for chunk in _chunks(list(device_ids), 500):
+                query = (
+                    select(table.c.device_id, table.c.name, hour, func.sum(table.c.sum),
+                           func.sum(table.c.count), func.sum(table.c.length_s))
+                    .where(table.c.device_id.in_(chunk), table.c.name.in_(list(names)),
+                           table.c.start_s >= since_s, table.c.start_s < until_s)
+                    .group_by(table.c.device_id, table.c.name, hour)
+                )  # fmt: skip
+                for device_id, name, hour_s, total, count, covered in self._c.execute(query):
+                    acc = added.setdefault((device_id, name, int(hour_s)), [0.0, 0, 0])
+                    acc[0] += float(total)
+                    acc[1] += int(count)
+                    acc[2] += int(covered)
+        return [
+            HourTotal(device_id, name, hour_s, acc[0], int(acc[1]), int(acc[2]))
+            for (device_id, name, hour_s), acc in sorted(added.items())
+        ]
 
     def batch_window_counts(self, device_id: str) -> dict[int, int]:
         """Stored raw windows per batch sequence (for checks and diagnostics)."""
