@@ -183,7 +183,9 @@ class Plane:
         )
 
 
-def run_edgefleet(args: argparse.Namespace, dropout: float, test: tuple[Any, Any]) -> Run:
+def run_edgefleet(
+    args: argparse.Namespace, bits: int, dropout: float, test: tuple[Any, Any]
+) -> Run:
     shapes = Shapes(INPUT_SIZE, args.hidden, CLASSES)
     clients = [f"site-{i:02d}" for i in range(args.clients)]
     spec = parse_training_manifest(
@@ -196,11 +198,11 @@ def run_edgefleet(args: argparse.Namespace, dropout: float, test: tuple[Any, Any
             "minClients": max(2, args.clients // 2),
             "roundDeadline": args.deadline_s,
             "local": {"epochs": EPOCHS, "batchSize": BATCH, "learningRate": LR},
-            "quantisation": {"bits": args.bits, "range": args.range},
+            "quantisation": {"bits": bits, "range": args.range},
         }
     )
     plane = Plane(spec, shapes, initial_weights(shapes, args.seed), clients)
-    run = Run(f"edgefleet FedAvg, {dropout:.0%} dropout")
+    run = Run(f"edgefleet FedAvg {bits}-bit, {dropout:.0%} dropout")
     rng = random.Random(args.seed)
     caches = tempfile.TemporaryDirectory()
     for number in range(1, args.rounds + 1):
@@ -364,7 +366,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--bits", type=int, default=8)
+    parser.add_argument("--bits", type=int, nargs="+", default=[8, 7])
     parser.add_argument("--range", type=float, default=0.25)
     parser.add_argument("--dropout", type=float, default=0.3)
     parser.add_argument("--deadline-s", type=float, default=10.0)
@@ -374,7 +376,8 @@ def main() -> None:
     runs = []
     for dropout in (0.0, args.dropout):
         runs.append(run_flower(args, dropout, test))
-        runs.append(run_edgefleet(args, dropout, test))
+        for bits in args.bits:
+            runs.append(run_edgefleet(args, bits, dropout, test))
     report(args, runs)
 
 
@@ -421,7 +424,8 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         f"{args.clients} clients, {args.rounds} rounds, MLP {INPUT_SIZE}-{args.hidden}-"
         f"{CLASSES} ({Shapes(INPUT_SIZE, args.hidden, CLASSES).length} weights), "
         f"{EPOCHS} local epochs, {SAMPLES} samples per site, updates quantised to "
-        f"{args.bits} bits within +-{args.range}; dropout {args.dropout:.0%} per round"
+        f"{' or '.join(map(str, args.bits))} bits within +-{args.range}; "
+        f"dropout {args.dropout:.0%} per round"
     )
     text = "\n".join(
         [

@@ -20,8 +20,9 @@ from edgefleet.cli.output import (
 )
 from edgefleet.client import FleetClient
 
-app = typer.Typer(help="Federated training: rounds, clients, accuracy, bytes.",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Federated training: rounds, clients, accuracy, bytes.", no_args_is_help=True
+)
 
 FINAL = {"completed", "paused", "cancelled"}
 JOB_COLUMNS = [
@@ -49,20 +50,40 @@ def _step(job: dict[str, Any]) -> str:
     current = job.get("current")
     if not current:
         return "-"
-    return (f"round {current['round']} {current['phase']} "
-            f"{len(current['answered'])}/{len(current['clients'])}")  # fmt: skip
+    return (
+        f"round {current['round']} {current['phase']} "
+        f"{len(current['answered'])}/{len(current['clients'])}"
+    )
 
 
 def _rounds_table(job: dict[str, Any]) -> Any:
     table = new_table()
-    for header in ("ROUND", "OUTCOME", "CLIENTS", "MASKED", "DROPPED", "ACCURACY",
-                   "BYTES UP", "BYTES DOWN", "BYTES/CLIENT", "REASON"):  # fmt: skip
+    for header in (
+        "ROUND",
+        "OUTCOME",
+        "CLIENTS",
+        "MASKED",
+        "DROPPED",
+        "ACCURACY",
+        "BYTES UP",
+        "BYTES DOWN",
+        "BYTES/CLIENT",
+        "REASON",
+    ):
         table.add_column(header)
     for h in job["history"]:
-        table.add_row(str(h["round"]), h["outcome"], f"{h['keys']}/{h['planned']}",
-                      str(h["masked"]), str(len(h["dropped"])), _accuracy(h),
-                      str(h["bytes_up"]), str(h["bytes_down"]), str(h["bytes_per_client"]),
-                      h["reason"] or "-")  # fmt: skip
+        table.add_row(
+            str(h["round"]),
+            h["outcome"],
+            f"{h['keys']}/{h['planned']}",
+            str(h["masked"]),
+            str(len(h["dropped"])),
+            _accuracy(h),
+            str(h["bytes_up"]),
+            str(h["bytes_down"]),
+            str(h["bytes_per_client"]),
+            h["reason"] or "-",
+        )
     return table
 
 
@@ -87,8 +108,9 @@ def status(
     (the mean of the clients' own test sets) and bytes per client."""
     with ctx.obj.client() as client:
         if not watch or name is None:
-            _show(client.training_jobs() if name is None else [client.training_status(name)],
-                  output)  # fmt: skip
+            _show(
+                client.training_jobs() if name is None else [client.training_status(name)], output
+            )
             return
         _watch(client, name, interval, output)
 
@@ -118,20 +140,30 @@ def report(ctx: typer.Context, name: str, output: Output = OutputOpt) -> None:
     if output.is_document:
         emit_document(job, output)
         return
-    console.print(f"[bold]{job['name']}[/bold]: {job['status']}, "
-                  f"{job['rounds_done']}/{job['rounds']} rounds, {job['strategy']}")  # fmt: skip
+    console.print(
+        f"[bold]{job['name']}[/bold]: {job['status']}, "
+        f"{job['rounds_done']}/{job['rounds']} rounds, {job['strategy']}"
+    )
     console.print(_rounds_table(job))
     privacy = job.get("privacy")
     if privacy:
-        console.print(f"differential privacy: noise multiplier {privacy['noise_multiplier']}, "
-                      f"clip {privacy['clip_norm']}: epsilon {privacy['epsilon_so_far']:.2f} "
-                      f"so far, {privacy['epsilon_at_end']:.2f} after every round "
-                      f"(delta {privacy['delta']:g})")  # fmt: skip
+        spent, total = privacy["epsilon_so_far"], privacy["epsilon_at_end"]
+        budget = (
+            "no guarantee (no noise)"
+            if total is None
+            else f"epsilon {spent:.2f} so far, {total:.2f} after every round"
+        )
+        console.print(
+            f"differential privacy: noise multiplier {privacy['noise_multiplier']}, "
+            f"clip {privacy['clip_norm']}, delta {privacy['delta']:g}: {budget}"
+        )
     final = job.get("final_artifact")
     if final:
-        console.print(f"final model: artifact {final}. Release it and sign it as any model:\n"
-                      f"  edgefleet releases create {job['name']} --version 1 --artifact {final}\n"
-                      f"  edgefleet releases sign {job['name']}@1 --key targets.key")  # fmt: skip
+        console.print(
+            f"final model: artifact {final}. Release it and sign it as any model:\n"
+            f"  edgefleet releases create {job['name']} --version 1 --artifact {final}\n"
+            f"  edgefleet releases sign {job['name']}@1 --key targets.key"
+        )
 
 
 def _change(action: str) -> Any:

@@ -19,6 +19,7 @@ from edgefleet.cli.releases import push_file
 from edgefleet.client import FleetClient
 from edgefleet.core.learning.ring import to_signed, unpack
 from edgefleet.core.updates.release import ArtifactKind
+from edgefleet.errors import ApiError
 from edgefleet.examples.federated_task import CLASSES, HIDDEN_SIZE, INPUT_SIZE, site_data
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from tests.cli_runner import CliResult, run_cli
@@ -29,7 +30,7 @@ SAMPLES = 300
 JOB = "sites"
 
 
-def manifest(**changes: Any) -> dict[str, Any]:
+def manifest(name: str = JOB, **changes: Any) -> dict[str, Any]:
     spec = {
         "model": {"release": "fl-base", "version": "1.0.0", "artifact": "fl-base-model"},
         "selector": "role=fl",
@@ -42,7 +43,7 @@ def manifest(**changes: Any) -> dict[str, Any]:
         "eligibility": {"maxLoad": 1000},
         **changes,
     }
-    return {"kind": "FederatedTraining", "metadata": {"name": JOB}, "spec": spec}
+    return {"kind": "FederatedTraining", "metadata": {"name": name}, "spec": spec}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +89,15 @@ def test_three_rounds_with_four_agents_and_nothing_in_the_clear(
     assert applied.code == 0, applied.stderr
     assert "federatedtraining/sites created" in applied.stdout
     assert admin.apply_training(manifest())["created"] is False  # the same manifest again
+    with pytest.raises(ApiError) as conflict:  # another manifest under a job's name
+        admin.apply_training(manifest(rounds=5))
+    assert conflict.value.status == 409
+    # A dry run checks the manifest and its model, shows the privacy budget, stores nothing.
+    private = manifest("private", privacy={"clipNorm": 1.0, "noiseMultiplier": 1.0})
+    checked = admin.apply_training(private, dry_run=True)
+    assert checked["privacy"]["epsilon_so_far"] == 0.0
+    assert 9.8 < checked["privacy"]["epsilon_at_end"] < 9.9  # 3 rounds at z = 1, delta 1e-5
+    assert [j["name"] for j in admin.training_jobs()] == [JOB]
 
     def finished() -> bool:
         return admin.training_status(JOB)["status"] != "running"

@@ -23,6 +23,7 @@ from edgefleet.core.learning.job import JobStatus
 from edgefleet.errors import NotFound, PayloadTooLarge
 from edgefleet.security.rbac import Permission
 from edgefleet.server.auth import Services, requires, services, signed_device
+from edgefleet.server.schemas.training import AppliedTrainingOut, TrainingJobOut
 from edgefleet.server.services.audit import OperatorContext
 
 router = APIRouter(prefix="/v1", tags=["training"])
@@ -39,18 +40,18 @@ def apply_training(
     dry_run: bool = Query(False, description="Check the manifest and its model; store nothing"),
     ctx: OperatorContext = Depends(requires(Permission.RELEASES_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> AppliedTrainingOut:
     status, created = svc.training.apply(ctx, document, dry_run)
     response.status_code = 201 if created and not dry_run else 200
-    return {**status, "created": created}
+    return AppliedTrainingOut(**status, created=created)
 
 
 @router.get("/training", summary="Every training job's status")
 def list_training(
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> list[dict[str, Any]]:
-    return svc.training.jobs(ctx)
+) -> list[TrainingJobOut]:
+    return [TrainingJobOut(**job) for job in svc.training.jobs(ctx)]
 
 
 @router.get("/training/{name}", summary="A training job's status")
@@ -58,8 +59,8 @@ def training_status(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.training.status(ctx, name)
+) -> TrainingJobOut:
+    return TrainingJobOut(**svc.training.status(ctx, name))
 
 
 @router.get("/training/{name}/report", summary="A training job's rounds, figure by figure")
@@ -67,8 +68,8 @@ def training_report(
     name: str,
     ctx: OperatorContext = Depends(requires(Permission.FLEET_READ)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
-    return svc.training.report(ctx, name)
+) -> TrainingJobOut:
+    return TrainingJobOut(**svc.training.status(ctx, name))
 
 
 @router.post("/training/{name}/{action}", summary="Pause, resume or cancel a training job")
@@ -77,11 +78,11 @@ def change_training(
     action: str,
     ctx: OperatorContext = Depends(requires(Permission.RELEASES_WRITE)),
     svc: Services = Depends(services),
-) -> dict[str, Any]:
+) -> TrainingJobOut:
     if action not in _ACTIONS:
         raise NotFound(f"no action {action!r} (pause, resume, cancel)", code="not_found")
     svc.training.set_status(ctx, name, _ACTIONS[action])
-    return svc.training.status(ctx, name)
+    return TrainingJobOut(**svc.training.status(ctx, name))
 
 
 @router.get("/devices/{device_id}/training/{job}/rounds/{number}", summary="A training round")

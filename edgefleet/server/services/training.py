@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import random
 from dataclasses import replace
 from datetime import datetime
@@ -33,7 +34,6 @@ from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.artifacts.onnx_inspect import inspect_onnx
 from edgefleet.artifacts.training_model import (
     Weights,
-    decode_weights,
     encode_step,
     encode_weights,
     read_npz,
@@ -206,11 +206,11 @@ class TrainingService:
                 "noise_multiplier": spec.privacy.noise_multiplier,
                 "clip_norm": spec.privacy.clip_norm,
                 "delta": spec.privacy.delta,
-                "epsilon_so_far": epsilon(
-                    spec.privacy.noise_multiplier, job.rounds_done, spec.privacy.delta
+                "epsilon_so_far": _finite(
+                    epsilon(spec.privacy.noise_multiplier, job.rounds_done, spec.privacy.delta)
                 ),
-                "epsilon_at_end": epsilon(
-                    spec.privacy.noise_multiplier, spec.rounds, spec.privacy.delta
+                "epsilon_at_end": _finite(
+                    epsilon(spec.privacy.noise_multiplier, spec.rounds, spec.privacy.delta)
                 ),
             }
         if job.status is JobStatus.COMPLETED:
@@ -483,17 +483,10 @@ class TrainingService:
             )
         return record
 
-    def report(self, ctx: OperatorContext, name: str) -> dict[str, Any]:
-        """The job's status with every round's figures, and what to run to release it."""
-        status = self.status(ctx, name)
-        with self._db.read() as tx:
-            job = tx.training.job(name)
-            status["rounds_detail"] = [dict(h) for h in job.history]
-        return status
 
-    def decode_model(self, sha256: str) -> Weights:
-        """The weights of a stored model (for tests and the benchmark)."""
-        return decode_weights(encode_weights(self._weights(sha256)))
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: no noise, no guarantee, said as None."""
+    return value if math.isfinite(value) else None
 
 
 def round_version(number: int) -> str:
