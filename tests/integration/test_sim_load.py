@@ -1,8 +1,8 @@
-"""`edgefleet sim load` against a real control plane: light virtual devices enroll in bulk
-with an auto-approving token, heartbeat with signed reports, upload telemetry and follow
-their desired state, from two worker processes and two loopback source addresses. The
-server stored every report and telemetry batch they sent, and a label change reached every
-device."""
+"""`edgefleet sim load` against a real control plane, over HTTP and over MQTT (a real
+Mosquitto): light virtual devices enroll in bulk with an auto-approving token, heartbeat
+with signed reports, upload telemetry and follow their desired state, from two worker
+processes and two loopback source addresses. The server stored every report and telemetry
+batch they sent, and a label change reached every device (long poll, or pushed)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,39 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from edgefleet.client import FleetClient
 from edgefleet.localfleet import ServerProcess, wait_for
 from tests.conftest import ADMIN_TOKEN
+from tests.mqtt_broker import BrokerProcess
 
 DEVICES = 20
 REPORT_ROUTE = 'route="/v1/devices/{device_id}/report"'
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(tmp_path_factory.mktemp("broker"))
+    process.start()  # skips the test without Mosquitto
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def mqtt_server(
+    tmp_path_factory: pytest.TempPathFactory, broker: BrokerProcess
+) -> Iterator[ServerProcess]:
+    """A control plane with the MQTT device channel."""
+    process = ServerProcess(tmp_path_factory.mktemp("server") / "data", ADMIN_TOKEN,
+                            env={"EDGEFLEET_MQTT_URL": broker.admin_url})  # fmt: skip
+    process.start()
+    yield process
+    process.stop()
 
 
 def counted(metrics: str, name: str, *labels: str) -> float:
@@ -62,7 +86,11 @@ def run_load(server: ServerProcess, admin: FleetClient, ids: Path, *extra: str) 
     assert labelled.is_set()
     summary: dict[str, Any] = json.loads(result.stdout)
     assert summary["errors"] == {}
-    assert (summary["enrolled"], summary["enroll_failed"]) == (DEVICES, 0)
+    assert (summary["enrolled"], summary["enroll_failed"], summary["online"]) == (
+        DEVICES,
+        0,
+        DEVICES,
+    )
     assert summary["reports_failed"] == 0 and summary["reports_sent"] >= DEVICES * 8
     assert summary["telemetry_failed"] == 0 and summary["telemetry_sent"] >= DEVICES * 3
     assert summary["source_addresses"] == ["127.0.0.2", "127.0.0.3"]
@@ -93,3 +121,25 @@ def test_every_report_a_light_fleet_sends_over_http_is_stored(
     accepted = counted(metrics, "edgefleet_telemetry_batches_accepted_total")
     assert accepted == summary["telemetry_sent"]
     check_the_change_reached_every_device(admin, summary, tmp_path / "ids.json")
+
+
+def test_every_report_a_light_fleet_sends_over_mqtt_is_stored(
+    mqtt_server: ServerProcess, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    with mqtt_server.client() as admin:
+        summary = run_load(mqtt_server, admin, tmp_path / "ids.json", "--transport", "mqtt",
+                           "--mqtt", broker.url)  # fmt: skip
+
+        # Every report and batch published (each acknowledged by the broker) was stored.
+        def stored() -> tuple[float, float]:
+            metrics = admin.prometheus_metrics()
+            return (
+                counted(metrics, "edgefleet_reports_ingested_total", 'transport="mqtt"'),
+                counted(metrics, "edgefleet_telemetry_batches_accepted_total"),
+            )
+
+        sent = (summary["reports_sent"], summary["telemetry_sent"])
+        wait_for(lambda: stored() == sent, timeout_s=30, what=f"{sent} stored")
+        assert counted(admin.prometheus_metrics(), "edgefleet_messages_dropped_total") == 0
+        assert summary["traffic"]["desired"]["requests"] >= 2 * DEVICES  # pushed, no polls
+        check_the_change_reached_every_device(admin, summary, tmp_path / "ids.json")
