@@ -1,7 +1,8 @@
 """The typed operator client: how the CLI, the simulator and the dashboard reach the server.
 
-Every method returns the server's JSON (dicts with stable field names) or raises from the
-error tree: ApiError with the server's code and message, Unavailable when unreachable.
+Every method returns the server's JSON (dicts with stable field names; typed where
+`client_views.py` declares the document) or raises from the error tree: ApiError with the
+server's code and message, Unavailable when unreachable.
 """
 
 from __future__ import annotations
@@ -13,6 +14,16 @@ from urllib.parse import quote
 
 import httpx
 
+from edgefleet.client_views import (
+    AppliedWorkloadView,
+    ExplanationView,
+    MigrationView,
+    MoveView,
+    NodeView,
+    PlacementView,
+    ServiceEndpointsView,
+    WorkloadStatusView,
+)
 from edgefleet.errors import ApiError, Unavailable
 from edgefleet.transport.messages import error_from_response
 
@@ -475,7 +486,9 @@ class FleetClient:
 
     # Workloads, placements, migrations, service endpoints
 
-    def apply_workload(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def apply_workload(
+        self, manifest: dict[str, Any], dry_run: bool = False
+    ) -> AppliedWorkloadView:
         """Create or update a workload from its manifest (either shape); with `dry_run`,
         only say what would happen."""
         meta = manifest.get("metadata")
@@ -488,10 +501,10 @@ class FleetClient:
             "PUT", f"/v1/workloads/{_seg(name)}", json={"manifest": manifest}, params=params
         )
 
-    def list_workloads(self) -> list[dict[str, Any]]:
+    def list_workloads(self) -> list[WorkloadStatusView]:
         return self._call("GET", "/v1/workloads")
 
-    def get_workload(self, name: str) -> dict[str, Any]:
+    def get_workload(self, name: str) -> WorkloadStatusView:
         return self._call("GET", f"/v1/workloads/{_seg(name)}")
 
     def delete_workload(self, name: str) -> None:
@@ -499,29 +512,29 @@ class FleetClient:
 
     def migrate_workload(
         self, name: str, replica: int = 0, to: str | None = None, selector: str | None = None
-    ) -> dict[str, Any]:
+    ) -> MigrationView:
         body = {"replica": replica, "to": to, "selector": selector}
         return self._call("POST", f"/v1/workloads/{_seg(name)}/migrations", json=body)
 
-    def abort_migrations(self, name: str) -> list[dict[str, Any]]:
+    def abort_migrations(self, name: str) -> list[MigrationView]:
         return self._call("POST", f"/v1/workloads/{_seg(name)}/migrations/abort")
 
-    def workload_migrations(self, name: str) -> list[dict[str, Any]]:
+    def workload_migrations(self, name: str) -> list[MigrationView]:
         return self._call("GET", f"/v1/workloads/{_seg(name)}/migrations")
 
-    def workload_moves(self, name: str) -> list[dict[str, Any]]:
+    def workload_moves(self, name: str) -> list[MoveView]:
         """The workload's replica moves (placements, failovers, migrations), newest first."""
         return self._call("GET", f"/v1/workloads/{_seg(name)}/moves")
 
-    def placement(self, name: str) -> dict[str, Any]:
+    def placement(self, name: str) -> PlacementView:
         return self._call("GET", f"/v1/placements/{_seg(name)}")
 
-    def explain_placement(self, name: str) -> dict[str, Any]:
+    def explain_placement(self, name: str) -> ExplanationView:
         return self._call("GET", f"/v1/placements/{_seg(name)}/explain")
 
-    def service_endpoints(self, name: str) -> dict[str, Any]:
+    def service_endpoints(self, name: str) -> ServiceEndpointsView:
         return self._call("GET", f"/v1/services/{_seg(name)}/endpoints")
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def list_nodes(self) -> list[NodeView]:
         """Nodes as the workload controllers see them (liveness, phi, drain, power)."""
         return self._call("GET", "/v1/nodes")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefleet.client import FleetClient
+from edgefleet.client_views import PlacedReplicaView
 from edgefleet.localfleet import AgentProcess, wait_for
 
 FILES_RELEASE = "files@1.0.0"  # publish it with FILES_SERVICE as its service manifest
@@ -32,9 +33,8 @@ def http_workload(name: str, **spec: Any) -> dict[str, Any]:
     }}  # fmt: skip
 
 
-def placement(admin: FleetClient, name: str) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = admin.get_workload(name)["placement"]
-    return result
+def placement(admin: FleetClient, name: str) -> list[PlacedReplicaView]:
+    return admin.get_workload(name)["placement"]
 
 
 def wait_running(
@@ -43,10 +43,10 @@ def wait_running(
     replica: int = 0,
     not_on: str | None = None,
     timeout_s: float = 60,
-) -> dict[str, Any]:
+) -> PlacedReplicaView:
     """The placement row of a replica once it runs healthy (on another node than `not_on`)."""
 
-    def running() -> dict[str, Any] | None:
+    def running() -> PlacedReplicaView | None:
         row = placement(admin, name)[replica]
         ok = row["state"] == "running" and row["health"] == "ok"
         return row if ok and row["node_id"] != not_on else None

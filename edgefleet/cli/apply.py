@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -50,7 +50,7 @@ class Applied:
     name: str
     action: str  # created | updated | unchanged
     detail: str = ""
-    result: dict[str, Any] = field(default_factory=dict)
+    result: Mapping[str, Any] = field(default_factory=dict)
 
 
 Handler = Callable[[FleetClient, dict[str, Any], ApplyOptions], Applied]

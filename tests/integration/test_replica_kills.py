@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
+from edgefleet.client_views import MoveView
 from edgefleet.core.lease import LeaseName
 from edgefleet.localfleet import AgentProcess, wait_for
 from tests.ha_deployment import REPLICAS, Deployment, run_deployment
@@ -124,7 +124,7 @@ def victims(deployment: Deployment) -> Iterator[list[str]]:
         deployment.replicas[name].start()
 
 
-def moves(client: FleetClient, name: str) -> list[dict[str, Any]]:
+def moves(client: FleetClient, name: str) -> list[MoveView]:
     return list(reversed(client.workload_moves(name)))  # oldest first
 
 
@@ -135,6 +135,7 @@ def test_a_failover_completes_when_the_lease_holder_is_killed_in_its_middle(
         client.apply_workload(http_workload("survivor",
                                             constraints={"selector": nodes.selector}))  # fmt: skip
         first = wait_running(client, "survivor")
+        assert first["node_id"] is not None and first["generation"] is not None
         doomed = nodes.by_id(first["node_id"])
         other = nodes.other_than(doomed)
         [placed] = moves(client, "survivor")
@@ -164,7 +165,9 @@ def test_a_planned_migration_completes_when_the_lease_holder_is_killed_in_its_mi
 ) -> None:
     with deployment.client() as client:
         client.apply_workload(http_workload("mover", constraints={"selector": nodes.selector}))
-        source = nodes.by_id(wait_running(client, "mover")["node_id"])
+        source_id = wait_running(client, "mover")["node_id"]
+        assert source_id is not None
+        source = nodes.by_id(source_id)
         target = nodes.other_than(source)
         (source.data_dir / "workloads" / "state" / "mover" / "note.txt").write_text("kept")
         migration = client.migrate_workload("mover", 0, to=target.device_id)

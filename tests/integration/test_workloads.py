@@ -213,11 +213,14 @@ def test_failover_within_residency_and_fencing_of_the_returning_node(
     for name in ("roam", "eu-only"):
         assert wait_running(admin, name)["node_id"] == berlin.device_id
     old_port = placement(admin, "roam")[0]["port"]
+    assert old_port is not None
 
     berlin.kill()  # SIGKILL: the node is gone, its replicas with it
     moved = wait_running(admin, "roam", not_on=berlin.device_id)
     assert moved["node_id"] == newyork.device_id
-    assert "cross-region failover eu-west -> us-east" in moved["last_move"]["reason"]
+    last_move = moved["last_move"]
+    assert last_move is not None
+    assert "cross-region failover eu-west -> us-east" in last_move["reason"]
     failover = admin.workload_moves("roam")[0]  # the history, newest first
     assert (failover["kind"], failover["from"], failover["to"]) == (
         "failover", berlin.device_id, newyork.device_id)  # fmt: skip
@@ -240,6 +243,7 @@ def test_failover_within_residency_and_fencing_of_the_returning_node(
 
     # A partition: the New York agent freezes while its replica keeps serving.
     stale_port = placement(admin, "roam")[0]["port"]
+    assert stale_port is not None
     os.kill(newyork.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
     try:
         back = wait_running(admin, "roam", not_on=newyork.device_id)
@@ -307,10 +311,11 @@ def test_planned_migration_moves_state_and_shifts_traffic_then_abort_returns_to_
         "draining",
         "completed",
     ]
-    assert done["checkpoint"]["size_bytes"] > 0
+    checkpoint = done["checkpoint"]
+    assert checkpoint is not None and (checkpoint["size_bytes"] or 0) > 0
     # The state archive is the workload's data: a viewer may not even ask for it; once the
     # migration completed it is deleted (an operator, who may ask, finds it gone).
-    archive = f"{server.url}/v1/blobs/{done['checkpoint']['sha256']}"
+    archive = f"{server.url}/v1/blobs/{checkpoint['sha256']}"
     viewer = admin.create_api_token("archive-viewer", "viewer")["token"]
     refused = httpx.get(archive, headers={"authorization": f"Bearer {viewer}"})
     assert refused.status_code == 403
@@ -329,6 +334,7 @@ def test_planned_migration_moves_state_and_shifts_traffic_then_abort_returns_to_
 
     # Abort: the copy on the other node goes, traffic stays with the source.
     serving_port = row["port"]
+    assert serving_port is not None
     admin.migrate_workload("infer", to=source.device_id)
 
     def shifting() -> bool:
