@@ -125,3 +125,25 @@ def test_report_ahead_of_desired_generation_is_refused(device: RawDevice) -> Non
     response = device.report(applied_generation=999)
     assert response.status_code == 409
     assert error_code(response) == "generation_ahead"
+
+
+def reports_ingested(server: ServerProcess) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10,
+                     headers={"authorization": f"Bearer {server.admin_token}"}).text  # fmt: skip
+    line = 'edgefleet_reports_ingested_total{transport="http"} '
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_a_report_is_decoded_by_the_device_protocol_and_counted_once_stored(
+    server: ServerProcess, device: RawDevice
+) -> None:
+    before = reports_ingested(server)
+    assert device.report().status_code == 200
+    assert reports_ingested(server) == before + 1
+    bad = {"applied_generation": 0, "release": {"name": "m", "version": "1", "serial": 1,
+                                                "state": "exploded"}}  # fmt: skip
+    response = device.call("POST", f"/v1/devices/{device.id}/report", bad)
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_input"
+    assert response.json()["error"]["message"].startswith("report.release.state: 'exploded'")
+    assert reports_ingested(server) == before + 1

@@ -120,9 +120,13 @@ async def report(
     device_id: str,
     device: Device = Depends(signed_device),
     ingest: DeviceIngest = Depends(device_ingest),
+    svc: Services = Depends(services),
 ) -> Response:
     body = from_json(Report, await request.body())
-    return await ingested(request, ingest, body, device)
+    response = await ingested(request, ingest, body, device)
+    if response.status_code == 200:
+        svc.metrics.reports_ingested.inc("http")
+    return response
 
 
 def _generation_of(etag: str | None) -> int | None:
