@@ -52,7 +52,7 @@ from edgefleet.artifacts.training_model import (
     encode_weights,
     weights_sha256,
 )
-from edgefleet.core.learning.job import apply_aggregate, render_task
+from edgefleet.core.learning.job import apply_step_values, render_task, server_step
 from edgefleet.core.learning.manifest import parse_training_manifest
 from edgefleet.core.learning.ring import ring_bits_for
 from edgefleet.core.learning.secure_round import (
@@ -172,15 +172,12 @@ class Plane:
     def _finish(self) -> None:
         state, quant = self.state, self.spec.quantisation
         total = aggregate(state, lambda sk, pk: mask_seed(JOB, state.number, sk, pk))
-        self.steps.append(
-            (
-                self.base,
-                encode_step(total, len(state.masked), state.ring_bits, quant.range, quant.bits),
-            )
+        rng = np.random.default_rng(state.number)
+        values = server_step(
+            total, len(state.masked), state.ring_bits, quant.range, quant.bits, rng
         )
-        self.weights = apply_aggregate(
-            self.weights, total, len(state.masked), state.ring_bits, quant.range, quant.bits
-        )
+        self.steps.append((self.base, encode_step(values, quant.range, quant.bits)))
+        self.weights = apply_step_values(self.weights, values, quant.range, quant.bits)
 
 
 def run_edgefleet(

@@ -2,13 +2,13 @@
 round's step as the survivors' ring sum, both coded with the tensor codec.
 
 A device that holds round r's weights needs only round r+1's step to compute round r+1's
-weights exactly (`core.learning.job.apply_aggregate`, the same arithmetic the control plane
-runs), so rounds travel as steps: integers of about ring_bits, which the codec's SUB
-transform packs to a few bits each. A device without the weights gets them whole. Every
+weights exactly (`core.learning.job.apply_step_values`, the same arithmetic the control
+plane runs), so rounds travel as steps: small integers (the mean update on the updates'
+grid), which the codec packs to a few bits each. A device without the weights gets them whole. Every
 result is checked against the sha256 the control plane names.
 
-    step = msgpack {"n": survivors, "bits": ring_bits, "range": r, "vbits": value_bits,
-                    "len": elements, "chunks": [tensor-codec i32 chunk, ...]}
+    step = msgpack {"range": r, "vbits": value_bits, "len": elements,
+                    "chunks": [tensor-codec i8 (i16 over 8 bits) chunk, ...]}
     weights = msgpack {"len": elements, "chunks": [tensor-codec f32 chunk, ...]}
 """
 
@@ -25,13 +25,14 @@ import numpy.typing as npt
 
 from edgefleet.artifacts.delta_format import CHUNK_ELEMENTS, KINDS, ElementKind
 from edgefleet.artifacts.tensor_codec import decode_chunk, encode_chunk
-from edgefleet.core.learning.job import apply_aggregate
-from edgefleet.core.learning.ring import Ring, to_signed
+from edgefleet.core.learning.job import apply_step_values
+from edgefleet.core.learning.ring import Ring
 from edgefleet.errors import InvalidInput
 
 Weights = npt.NDArray[np.float32]
 LAYERS = ("W1", "b1", "W2", "b2")
 MAX_ELEMENTS = 1 << 24
+_STEP_KINDS = {True: ("i8", "<i1"), False: ("i16", "<i2")}  # by value_bits <= 8: codec, numpy
 
 
 def _kind(name: str) -> ElementKind:
@@ -73,37 +74,28 @@ def decode_weights(blob: bytes) -> Weights:
     return _decode(_kind("f32"), data.get("chunks"), int(data.get("len", -1)), "<f4")
 
 
-def encode_step(
-    total: Ring, survivors: int, ring_bits: int, range_: float, value_bits: int
-) -> bytes:
-    signed = to_signed(total, ring_bits).astype("<i4")
-    step = {
-        "n": survivors,
-        "bits": ring_bits,
+def encode_step(step: Ring, range_: float, value_bits: int) -> bytes:
+    """A round's step (core.learning.job.server_step), coded for the devices."""
+    kind, dtype = _STEP_KINDS[value_bits <= 8]
+    data = {
         "range": range_,
         "vbits": value_bits,
-        "len": int(total.size),
-        "chunks": _encode(_kind("i32"), signed),
+        "len": int(step.size),
+        "chunks": _encode(_kind(kind), step.astype(dtype)),
     }
-    return msgpack.packb(step)
+    return msgpack.packb(data)
 
 
 def apply_step(weights: Weights, step: bytes) -> Weights:
     """The weights after one round's step."""
     data = _unpack(step)
     try:
-        length, bits = int(data["len"]), int(data["bits"])
-        signed = _decode(_kind("i32"), data["chunks"], length, "<i4").astype(np.int64)
-        if length != weights.size or not 2 <= bits <= 32:
+        length, value_bits = int(data["len"]), int(data["vbits"])
+        if length != weights.size or not 2 <= value_bits <= 16:
             raise InvalidInput("training step: does not fit the model")
-        return apply_aggregate(
-            weights,
-            signed % (1 << bits),
-            int(data["n"]),
-            bits,
-            float(data["range"]),
-            int(data["vbits"]),
-        )
+        kind, dtype = _STEP_KINDS[value_bits <= 8]
+        values = _decode(_kind(kind), data["chunks"], length, dtype).astype(np.int64)
+        return apply_step_values(weights, values, float(data["range"]), value_bits)
     except (KeyError, TypeError, ValueError):
         raise InvalidInput("training step: malformed") from None
 

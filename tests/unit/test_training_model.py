@@ -15,7 +15,7 @@ from edgefleet.artifacts.training_model import (
     weights_sha256,
     write_npz,
 )
-from edgefleet.core.learning.job import apply_aggregate
+from edgefleet.core.learning.job import apply_step_values, server_step
 from edgefleet.core.learning.ring import quantise, ring_bits_for
 from edgefleet.errors import InvalidInput
 
@@ -26,11 +26,12 @@ def test_a_step_gives_the_control_planes_weights_exactly() -> None:
     bits = ring_bits_for(8, 5)
     total = np.sum([quantise(rng.normal(0, 0.05, weights.size), 0.25, 8, rng)
                     for _ in range(5)], axis=0) % (1 << bits)  # fmt: skip
-    plane = apply_aggregate(weights, total, 5, bits, 0.25, 8)
-    step = encode_step(total, 5, bits, 0.25, 8)
+    values = server_step(total, 5, bits, 0.25, 8, rng)
+    plane = apply_step_values(weights, values, 0.25, 8)
+    step = encode_step(values, 0.25, 8)
     device = apply_step(decode_weights(encode_weights(weights)), step)
     assert weights_sha256(device) == weights_sha256(plane)
-    assert len(step) < weights.size * 2  # well under the 4 bytes a float takes
+    assert len(step) < weights.size  # under a byte a weight, against the 4 of a float
 
 
 def test_malformed_models_are_refused() -> None:
@@ -38,7 +39,7 @@ def test_malformed_models_are_refused() -> None:
     with pytest.raises(InvalidInput):
         apply_step(weights, b"\x93nonsense")
     with pytest.raises(InvalidInput):  # a step of another length
-        apply_step(weights, encode_step(np.zeros(11, dtype=np.int64), 2, 10, 0.25, 8))
+        apply_step(weights, encode_step(np.zeros(11, dtype=np.int64), 0.25, 8))
     with pytest.raises(InvalidInput):
         decode_weights(b"\x81\xa3len\x05")
     with pytest.raises(InvalidInput):

@@ -8,7 +8,8 @@
      paused ──cancel──▶ cancelled   (running ──cancel──▶ cancelled too)
 
 FedAvg and FedProx take the same server step, the mean of the survivors' updates added to
-the global weights (FedProx differs on the device: a proximal term mu/2 |w - w_global|^2).
+the global weights, rounded to the updates' grid (`server_step`); FedProx differs on the
+device: a proximal term mu/2 |w - w_global|^2.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy.typing as npt
 
 from edgefleet.core.learning.manifest import TrainingSpec
 from edgefleet.core.learning.privacy import client_noise_std
-from edgefleet.core.learning.ring import Ring, dequantise
+from edgefleet.core.learning.ring import Ring, dequantise, quantise, value_limit
 from edgefleet.core.learning.secure_round import RoundState
 from edgefleet.errors import Conflict
 
@@ -54,17 +55,28 @@ def transition(current: JobStatus, target: JobStatus) -> JobStatus:
     return target
 
 
-def apply_aggregate(
-    weights: npt.NDArray[np.float32],
+def server_step(
     total: Ring,
     survivors: int,
     ring_bits: int,
     range_: float,
     value_bits: int,
-) -> npt.NDArray[np.float32]:
-    """The next global weights: the survivors' mean update (from their ring sum) added."""
+    rng: np.random.Generator,
+) -> Ring:
+    """The round's step: the survivors' mean update (from their ring sum) rounded, without
+    bias, to the updates' own grid (`value_bits` within +-range). This, not the sum, is
+    what the devices receive and apply: a third of the bytes, and the same weights on both
+    sides."""
     mean = dequantise(total, ring_bits, range_, value_bits) / max(1, survivors)
-    return (weights.astype(np.float64) + mean).astype(np.float32)
+    return quantise(mean, range_, value_bits, rng)
+
+
+def apply_step_values(
+    weights: npt.NDArray[np.float32], step: Ring, range_: float, value_bits: int
+) -> npt.NDArray[np.float32]:
+    """The next global weights: `weights` plus the step (server_step) in real units."""
+    scale = range_ / value_limit(value_bits)
+    return (weights.astype(np.float64) + step.astype(np.float64) * scale).astype(np.float32)
 
 
 @dataclass(frozen=True)

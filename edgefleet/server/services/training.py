@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from edgefleet.artifacts.blobstore import BlobStore
 from edgefleet.artifacts.onnx_inspect import inspect_onnx
@@ -49,8 +50,9 @@ from edgefleet.core.learning.job import (
     JobRecord,
     JobStatus,
     RoundRecord,
-    apply_aggregate,
+    apply_step_values,
     render_task,
+    server_step,
     transition,
 )
 from edgefleet.core.learning.manifest import TrainingSpec, parse_training_manifest
@@ -118,14 +120,33 @@ class TrainingService:
                 )
             weights, kind = self._initial_weights(tx, spec)
             sha = weights_sha256(weights)
-            job = JobRecord(spec.name, document, JobStatus.RUNNING, 0, 0, "", sha, sha, kind,
-                            (), ctx.actor, now, now)  # fmt: skip
+            job = JobRecord(
+                spec.name,
+                document,
+                JobStatus.RUNNING,
+                0,
+                0,
+                "",
+                sha,
+                sha,
+                kind,
+                (),
+                ctx.actor,
+                now,
+                now,
+            )
             if dry_run:
                 return self._status(tx, job), True
             self._store_weights(weights)
             tx.training.insert_job(job)
-            record_action(tx, ctx, "training.apply", f"training/{spec.name}", now,
-                          {"rounds": spec.rounds, "selector": spec.selector_text})  # fmt: skip
+            record_action(
+                tx,
+                ctx,
+                "training.apply",
+                f"training/{spec.name}",
+                now,
+                {"rounds": spec.rounds, "selector": spec.selector_text},
+            )
         self.tick_job(spec.name)
         with self._db.read() as tx:
             return self._status(tx, tx.training.job(spec.name)), True
@@ -151,8 +172,6 @@ class TrainingService:
         return sha
 
     def _weights(self, sha256: str) -> Weights:
-        import numpy as np
-
         return np.frombuffer(self._blobs.path(sha256).read_bytes(), dtype="<f4").copy()
 
     def set_status(self, ctx: OperatorContext, name: str, target: JobStatus) -> JobRecord:
@@ -279,16 +298,19 @@ class TrainingService:
         total = aggregate(state, lambda sk, pk: mask_seed(job.name, state.number, sk, pk))
         survivors = len(state.masked)
         quant = spec.quantisation
-        weights = apply_aggregate(
-            self._weights(record.base_sha256),
+        values = server_step(
             total,
             survivors,
             state.ring_bits,
             quant.range,
             quant.bits,
+            np.random.default_rng(self._rng.getrandbits(64)),
+        )
+        weights = apply_step_values(
+            self._weights(record.base_sha256), values, quant.range, quant.bits
         )
         sha = self._store_weights(weights)
-        step = encode_step(total, survivors, state.ring_bits, quant.range, quant.bits)
+        step = encode_step(values, quant.range, quant.bits)
         tx.training.put_round(replace(record, step=step))
         self._register_round_artifact(tx, job, record.number, weights, now)
         done = job.rounds_done + 1
