@@ -152,6 +152,16 @@ class FleetClient:
         body = {
             "description": description,
             "auto_approve": auto_approve,
+    def device_ca_certificate(self) -> str:
+        """The device CA's certificate (PEM), which brokers and devices trust."""
+        data: bytes = self._call("GET", "/v1/device-ca/certificate", raw=True)
+        return data.decode()
+
+    def device_ca_crl(self) -> str:
+        """The device CA's certificate revocation list (PEM)."""
+        data: bytes = self._call("GET", "/v1/device-ca/crl", raw=True)
+        return data.decode()
+
             "expires_in_s": expires_in_s,
             "max_uses": max_uses,
         }
@@ -378,6 +388,15 @@ class FleetClient:
 
     def create_rollout(
         self, manifest: dict[str, Any], supersede: bool = False, dry_run: bool = False
+    def telemetry_sealing(self) -> dict[str, Any]:
+        """Whether devices seal their telemetry, and the ingest key they seal to."""
+        return self._call("GET", "/v1/telemetry/sealing")
+
+    def set_telemetry_sealing(self, enabled: bool, rotate: bool = False) -> dict[str, Any]:
+        """Turn sealed telemetry on or off; `rotate` makes a new ingest key."""
+        body = {"enabled": enabled, "rotate": rotate}
+        return self._call("PUT", "/v1/telemetry/sealing", json=body)
+
     ) -> dict[str, Any]:
         """Create a rollout; `created` is False when an identical one was already active.
         With `dry_run` nothing is stored: the answer adds the devices and the wave plan."""

@@ -345,6 +345,18 @@ def delete_group(ctx: typer.Context, name: str) -> None:
     typer.echo(f"group {name} deleted")
 
 
+@app.command("ca")
+def device_ca(
+    ctx: typer.Context,
+    crl: bool = typer.Option(False, "--crl", help="The revocation list instead"),
+) -> None:
+    """The device CA's certificate (PEM) that issues device certificates, for a broker's
+    `cafile` or a device's trust store; with --crl, its revocation list (`crlfile`)."""
+    with ctx.obj.client() as client:
+        pem = client.device_ca_crl() if crl else client.device_ca_certificate()
+    typer.echo(pem, nl=not pem.endswith("\n"))
+
+
 describe(app, {
     "list": ["edgefleet devices list -l 'region=eu,!canary' --status online",
              "edgefleet devices list --enrollment pending -o name",
@@ -360,6 +372,8 @@ describe(app, {
     "set-release": ["edgefleet devices set-release vision@1.2.0 -d cam-1",
                     "edgefleet devices set-release vision@1.2.0 -l kind=camera --stage-only"],
     "activate": ["edgefleet devices activate cam-1"],
+    "ca": ["edgefleet devices ca > device-ca.pem",
+           "edgefleet devices ca --crl > device-ca.crl"],
 })  # fmt: skip
 describe(groups_app, {
     "create": ["edgefleet groups create cams-eu -l 'kind=camera,region=eu'"],

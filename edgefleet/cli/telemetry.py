@@ -1,4 +1,4 @@
-"""`edgefleet telemetry ...` (queries, KPIs, ingest status, the fleet policy) and
+"""`edgefleet telemetry ...` (queries, KPIs, ingest status, the fleet policy, sealing) and
 `edgefleet alerts list`."""
 
 from __future__ import annotations
@@ -278,6 +278,38 @@ def metrics(
             console.print(name)
 
 
+SEALING_FIELDS = [
+    Column("SEALED", lambda s: "on" if s["enabled"] else "off"),
+    Column("INGEST KEY", lambda s: s["key_id"] or "-"),
+    Column("PUBLIC KEY", lambda s: s["public_key"] or "-"),
+    Column("VERSION", lambda s: s["version"]),
+]
+
+
+@app.command("sealing")
+def sealing(
+    ctx: typer.Context,
+    on: bool = typer.Option(False, "--on", help="Devices seal their telemetry batches"),
+    off: bool = typer.Option(False, "--off", help="Devices send telemetry unsealed"),
+    rotate: bool = typer.Option(
+        False, "--rotate", help="Make a new ingest key (batches sealed to the last 3 still open)"
+    ),
+    output: Output = OutputOpt,
+) -> None:
+    """Sealed telemetry: whether devices encrypt their telemetry and checkpoints end to end
+    to the control plane's ingest key (brokers and gateways in between see nothing), and
+    the key's id. With --on, --off or --rotate, change it; every device follows."""
+    if on and off:
+        raise InvalidInput("--on and --off exclude each other")
+    with ctx.obj.client() as client:
+        if on or off or rotate:
+            enabled = on or (not off and client.telemetry_sealing()["enabled"])
+            record = client.set_telemetry_sealing(enabled, rotate)
+        else:
+            record = client.telemetry_sealing()
+    emit_object(record, output, SEALING_FIELDS, name=lambda s: s["key_id"] or "")
+
+
 @policy_app.command("show")
 def policy_show(
     ctx: typer.Context,
@@ -360,6 +392,8 @@ describe(app, {
     "kpis": ["edgefleet telemetry kpis -l kind=camera --since 1h"],
     "status": ["edgefleet telemetry status cam-1"],
     "metrics": ["edgefleet telemetry metrics cam-1 --since 24h"],
+    "sealing": ["edgefleet telemetry sealing", "edgefleet telemetry sealing --on",
+                "edgefleet telemetry sealing --rotate -o json"],
 })  # fmt: skip
 describe(policy_app, {
     "show": ["edgefleet telemetry policy show > policy.yaml"],
