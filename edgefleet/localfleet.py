@@ -135,7 +135,8 @@ class ServerProcess(ManagedProcess):
             self.url = url_file.read_text().strip()
             return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
 
-        wait_for(ready, what="server to start")
+        # Generous: on a loaded machine (tests in parallel) a start takes tens of seconds.
+        wait_for(ready, timeout_s=90, what="server to start")
         # Later restarts reuse the same port, so agents find it again.
         self.port = int(self.url.rsplit(":", 1)[1])
         self.args[self.args.index("--port") + 1] = str(self.port)

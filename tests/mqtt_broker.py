@@ -84,10 +84,14 @@ class BrokerProcess:
                                         stderr=subprocess.STDOUT)  # fmt: skip
         log.close()
         process = self.process
-        wait_for(lambda: _accepts(self.port) or process.poll() is not None, timeout_s=20,
-                 what="mosquitto listening")  # fmt: skip
-        if process.poll() is not None:
-            raise RuntimeError(f"mosquitto exited:\n{self.log()}")
+        try:
+            wait_for(lambda: _accepts(self.port) or process.poll() is not None, timeout_s=20,
+                     what="mosquitto listening")  # fmt: skip
+            if process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited:\n{self.log()}")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -29,7 +29,12 @@ from edgefleet.agent.hardware import Hardware
 from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.installer import Installer
 from edgefleet.agent.link import ControlPlaneLink
-from edgefleet.agent.mqtt_link import SEQUENCE_FILE, MessageSequence, MqttChannel
+from edgefleet.agent.mqtt_link import (
+    SEQUENCE_FILE,
+    MessageSequence,
+    MqttChannel,
+    TelemetryOverMqtt,
+)
 from edgefleet.agent.node_status import NodeStatus
 from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.settings import AgentSettings
@@ -95,7 +100,9 @@ class Agent:
         self._data_dir = settings.data_dir
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._key = DeviceKey.load_or_create(self._data_dir / KEY_FILE)
-        self.link = ControlPlaneLink(transport, self._key, clock)
+        # On MQTT, telemetry uploads leave the HTTP transport while the channel is open.
+        self._telemetry_route = TelemetryOverMqtt(transport) if settings.mqtt_url else None
+        self.link = ControlPlaneLink(self._telemetry_route or transport, self._key, clock)
         self.training = TrainingRunner(lambda: self.device_id, self.link.exchange,
                                        self._data_dir / "training")  # fmt: skip
         self.certificates = (
@@ -341,6 +348,8 @@ class Agent:
                               self.settings.mqtt_ca_file)  # fmt: skip
         try:
             await channel.open()
+            if self._telemetry_route is not None:
+                self._telemetry_route.channel = channel
 
             async def report(scheduled: bool) -> None:
                 await self._report_over(channel, scheduled=scheduled)
@@ -361,6 +370,8 @@ class Agent:
                     task.cancel()
                 await asyncio.gather(*loops, lost, return_exceptions=True)
         finally:
+            if self._telemetry_route is not None:
+                self._telemetry_route.channel = None
             await channel.close()
 
     async def _report_over(self, channel: MqttChannel, *, scheduled: bool) -> None:

@@ -6,7 +6,9 @@ asks the control plane for its broker credentials (a signed GET), connects with 
 to its desired-state topic: the control plane publishes the signed document there,
 retained, so a change arrives at once and a reconnecting device gets the current one on
 subscribing, without polling. Reports go out on its report topic at QoS 1, as the typed
-protocol's `Report` in its compact binary encoding.
+protocol's `Report` in its compact binary encoding, and telemetry batches on its telemetry
+topic (`TelemetryOverMqtt`: the telemetry pipeline's uploads, taken off the HTTP transport
+while the channel is open).
 
 Every message the device publishes is signed by its key over the topic, its payload and a
 sequence number (`security/message_signing.py`). The numbers only grow, across restarts
@@ -18,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from edgefleet.agent.link import ControlPlaneLink, SignedDocument
+from edgefleet.agent.link import SEALED_TELEMETRY_CONTENT_TYPE, ControlPlaneLink, SignedDocument
 from edgefleet.atomicfile import write_atomically
 from edgefleet.clock import Clock
 from edgefleet.core.protocol import Report, from_dict, to_binary
@@ -29,12 +33,19 @@ from edgefleet.errors import SettingsError, Unavailable
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_PROPERTY
 from edgefleet.security.keys import DeviceKey
 from edgefleet.security.message_signing import sign_message
+from edgefleet.transport.messages import Headers, Transport, TransportResponse, resolve_headers
 from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage
-from edgefleet.transport.mqtt_topics import Channel, device_topic
+from edgefleet.transport.mqtt_topics import (
+    TELEMETRY_DROPPED_THROUGH,
+    TELEMETRY_SEALED,
+    Channel,
+    device_topic,
+)
 
 log = logging.getLogger(__name__)
 
 SEQUENCE_FILE = "mqtt-sequence"
+_TELEMETRY_UPLOAD = re.compile(r"/v1/devices/[^/]+/telemetry")
 SEQUENCE_BLOCK = 1024
 KEEPALIVE_S = 60
 
@@ -139,3 +150,47 @@ class MqttChannel:
             return  # an empty retained message: the document was withdrawn
         signature = message.user_property(DESIRED_SIGNATURE_PROPERTY)
         self._desired.put_nowait(SignedDocument(message.payload, signature))
+
+
+class TelemetryOverMqtt:
+    """The agent's Transport: the HTTP one, except that a telemetry batch upload goes out on
+    the MQTT channel while one is open (`channel`).
+
+    The broker's acknowledgement stands for the control plane's: the batch is then held for
+    the control plane's persistent session, which stores it exactly once by its sequence
+    number (or drops and counts it). The acknowledgement names the batch being sent as
+    `dropped_through_seq + 1`: the uploader sends the queue's oldest pending batch and
+    declares everything before it acknowledged or dropped, and the queue numbers batches
+    without gaps.
+    """
+
+    def __init__(self, http: Transport) -> None:
+        self._http = http
+        self.channel: MqttChannel | None = None
+
+    async def request(
+        self, method: str, target: str, body: bytes, headers: Headers, timeout_s: float
+    ) -> TransportResponse:
+        channel = self.channel
+        parts = urlsplit(target)
+        if channel is None or method != "POST" or not _TELEMETRY_UPLOAD.fullmatch(parts.path):
+            return await self._http.request(method, target, body, headers, timeout_s)
+        try:
+            dropped_through = int(parse_qs(parts.query).get("dropped_through_seq", ["0"])[0])
+        except ValueError:
+            dropped_through = 0
+        properties = [(TELEMETRY_DROPPED_THROUGH, str(dropped_through))]
+        if resolve_headers(headers).get("content-type") == SEALED_TELEMETRY_CONTENT_TYPE:
+            properties.append((TELEMETRY_SEALED, "1"))
+        await channel.publish(Channel.TELEMETRY, body, properties)
+        ack = {"acked_through_seq": dropped_through + 1, "stored_windows": 0}
+        return TransportResponse(200, json.dumps(ack).encode(),
+                                 {"content-type": "application/json"})  # fmt: skip
+
+    async def download(
+        self, target: str, headers: Headers, destination: Path, timeout_s: float
+    ) -> TransportResponse:
+        return await self._http.download(target, headers, destination, timeout_s)
+
+    async def close(self) -> None:
+        await self._http.close()

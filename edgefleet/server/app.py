@@ -150,6 +150,7 @@ def create_app(
     bridge = MqttBridge(svc, clock, ingest) if settings.mqtt_url is not None else None
     if bridge is not None:
         svc.watch.on_notify(bridge.desired_changed)
+        svc.devices.on_enrollment_change(bridge.enrollment_changed)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -16,12 +16,16 @@ device not approved; a store that is down is waited for (the message stays unack
 Desired state: every change a service signals (`DesiredStateWatch.notify`, where long
 polls are woken) marks the device; a publisher task renders the marked devices' documents,
 signs them like the HTTP route, and publishes each retained on the device's desired topic,
-so a connected device gets it at once and a reconnecting one on subscribing. The same pass
-keeps the broker's accounts (`services/broker_accounts.py`): an approved device's client
-exists, a revoked, rejected or deleted device's client is deleted (disconnected) and its
-retained document cleared. A report that shows a device behind its desired generation
-marks it again (at most every REPUBLISH_AFTER_S), so a publish lost to a broker restart
-heals.
+so a connected device gets it at once and a reconnecting one on subscribing; a device no
+longer approved has its retained document cleared. A report that shows a device behind its
+desired generation marks it again (at most every REPUBLISH_AFTER_S), so a publish lost to a
+broker restart heals.
+
+Broker accounts (`services/broker_accounts.py`) follow enrollment changes
+(`DeviceService.on_enrollment_change`): an approved device gets its client, a revoked,
+rejected or deleted one loses it (the broker disconnects it at once). A device approved at
+enrollment (an auto-approving token) gets its client when it asks for its credentials. The
+changes wait, in order per device, while the broker is unreachable.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from edgefleet.server.services.ingest import DeviceIngest, TelemetryUpload
 from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage
 from edgefleet.transport.mqtt_topics import (
     FROM_DEVICES,
+    TELEMETRY_DROPPED_THROUGH,
+    TELEMETRY_SEALED,
     Channel,
     device_topic,
     parse_device_topic,
@@ -72,9 +78,6 @@ RECEIVE_MAXIMUM = 256
 PUBLISH_CHUNK = 256
 REPUBLISH_AFTER_S = 30.0
 RETRY_PAUSE_S = 1.0
-# Telemetry batch properties beside the signature: dropped_through_seq, sealed or not.
-DROPPED_THROUGH = "dropped"
-SEALED = "sealed"
 _GONE = (EnrollmentState.REVOKED, EnrollmentState.REJECTED)
 
 
@@ -107,6 +110,8 @@ class MqttBridge:
         self._marked: set[str] = set()
         self._marked_event: asyncio.Event | None = None
         self._republished: dict[str, float] = {}
+        self._accounts_due: dict[str, bool] = {}  # device -> keep (True) or remove its client
+        self._accounts_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -115,8 +120,10 @@ class MqttBridge:
         workers and the desired-state publisher."""
         self._loop = asyncio.get_running_loop()
         self._marked_event = asyncio.Event()
+        self._accounts_event = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._publish_marked_forever()),
+            asyncio.create_task(self._keep_accounts_forever()),
             asyncio.create_task(self._settler.run_forever()),
         ]
         self.connection.start()
@@ -135,6 +142,42 @@ class MqttBridge:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._mark, device_id)
+
+    def enrollment_changed(self, device_id: str, enrollment: EnrollmentState | None) -> None:
+        """Keep (approved) or remove (revoked, rejected, deleted: None) the device's broker
+        client; any thread."""
+        if enrollment is EnrollmentState.PENDING:
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            keep = enrollment is EnrollmentState.APPROVED
+            loop.call_soon_threadsafe(self._account_due, device_id, keep)
+
+    def _account_due(self, device_id: str, keep: bool) -> None:
+        self._accounts_due[device_id] = keep
+        if self._accounts_event is not None:
+            self._accounts_event.set()
+
+    async def _keep_accounts_forever(self) -> None:
+        assert self._accounts_event is not None
+        while True:
+            await self._accounts_event.wait()
+            self._accounts_event.clear()
+            await self.connection.wait_connected()
+            due, self._accounts_due = self._accounts_due, {}
+            for device_id, keep in due.items():
+                try:
+                    if keep:
+                        await self.accounts.ensure_device(device_id)
+                    else:
+                        await self.accounts.remove_device(device_id)
+                except EdgefleetError as e:
+                    log.warning("broker account not updated; retrying", extra={
+                        "device_id": device_id, "error": e.message})  # fmt: skip
+                    self._accounts_due.setdefault(device_id, keep)  # unless changed since
+                    self._accounts_event.set()
+            if self._accounts_due:
+                await asyncio.sleep(RETRY_PAUSE_S)
 
     def _mark(self, device_id: str) -> None:
         self._marked.add(device_id)
@@ -237,10 +280,10 @@ class MqttBridge:
         """The batch of a telemetry message: its header from the message's properties, its
         bytes unsealed if sealed."""
         try:
-            dropped_through = int(message.user_property(DROPPED_THROUGH) or "0")
+            dropped_through = int(message.user_property(TELEMETRY_DROPPED_THROUGH) or "0")
         except ValueError:
             raise InvalidInput("bad dropped property", code="malformed") from None
-        sealed = message.user_property(SEALED) == "1"
+        sealed = message.user_property(TELEMETRY_SEALED) == "1"
         header = from_dict(TelemetryBatchHeader,
                            {"dropped_through_seq": dropped_through, "sealed": sealed})  # fmt: skip
         body = self._svc.sealing.unseal(device.id, message.payload) if sealed else message.payload
@@ -279,7 +322,8 @@ class MqttBridge:
         for device_id in device_ids:
             device = devices.get(device_id)
             if device is None or device.enrollment in _GONE:
-                work.append(self._withdraw(device_id))
+                work.append(self._publish(device_topic(device_id, Channel.DESIRED), b"",
+                                          retain=True))  # fmt: skip
             elif device.enrollment is EnrollmentState.APPROVED:
                 work.append(self._publish_document(device))
         results = await asyncio.gather(*work, return_exceptions=True)
@@ -296,17 +340,11 @@ class MqttBridge:
         return {d: device for d, device in found.items() if device is not None}
 
     async def _publish_document(self, device: Device) -> None:
-        await self.accounts.ensure_device(device.id)
         body = render_document(desired_document(device))
         signature = self._svc.trust.sign_desired(body)
         properties = [] if signature is None else [(DESIRED_SIGNATURE_PROPERTY, signature)]
         await self._publish(device_topic(device.id, Channel.DESIRED), body, retain=True,
                             user_properties=properties)  # fmt: skip
-
-    async def _withdraw(self, device_id: str) -> None:
-        """Delete the device's broker client (disconnecting it) and its retained document."""
-        await self.accounts.remove_device(device_id)
-        await self._publish(device_topic(device_id, Channel.DESIRED), b"", retain=True)
 
     async def _publish(
         self,

@@ -1,7 +1,8 @@
 """The device channel's MQTT topics: one subtree per device, one topic per message kind.
 
     edgefleet/v1/devices/{device_id}/report      device → control plane (QoS 1)
-    edgefleet/v1/devices/{device_id}/telemetry   device → control plane (QoS 1)
+    edgefleet/v1/devices/{device_id}/telemetry   device → control plane (QoS 1; properties
+                                                 `dropped` and `sealed`)
     edgefleet/v1/devices/{device_id}/desired     control plane → device (QoS 1, retained)
 
 The control plane consumes the device-published kinds through a shared subscription
@@ -29,6 +30,10 @@ class Channel(StrEnum):
 
 # What devices publish (and the control plane consumes).
 FROM_DEVICES = (Channel.REPORT, Channel.TELEMETRY)
+# A telemetry message's user properties beside its signature: the batch's
+# dropped_through_seq, and "1" when the batch is sealed to the control plane's ingest key.
+TELEMETRY_DROPPED_THROUGH = "dropped"
+TELEMETRY_SEALED = "sealed"
 
 
 def device_topic(device_id: str, channel: Channel) -> str:

@@ -1,9 +1,9 @@
 """The MQTT device channel against a real Mosquitto (dynamic-security plugin, a TLS
 listener with certificates made here), a real control plane started with --mqtt, and real
-agents started with --mqtt: reports stored, the desired state pushed (no long poll), the
-retained document for a reconnecting device, forged, replayed and foreign messages
-refused, a revoked device disconnected and refused by the broker, a restarted control
-plane losing no QoS 1 message."""
+agents started with --mqtt: reports and telemetry stored, the desired state pushed (no long
+poll), the retained document for a reconnecting device, forged, replayed and foreign
+messages refused, a revoked device disconnected and refused by the broker, two replicas
+splitting the messages, a killed control plane losing no QoS 1 message."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ from tests.conftest import ADMIN_TOKEN
 from tests.device_requests import RawDevice
 from tests.integration.test_device_certificates import make_server_tls
 from tests.mqtt_broker import BrokerProcess, require_mosquitto
+from tests.telemetry_fleet import FAST_AGENT_ARGS, fast_policy
 
 DESIRED_ROUTE = "/v1/devices/{device_id}/desired"
 REPORT_ROUTE = "/v1/devices/{device_id}/report"
+TELEMETRY_ROUTE = "/v1/devices/{device_id}/telemetry"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,11 @@ def broker(
 ) -> Iterator[BrokerProcess]:
     require_mosquitto()
     process = BrokerProcess(tmp_path_factory.mktemp("broker"), tls=tls)
-    process.start()
-    yield process
-    process.stop()
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +59,11 @@ def server(
     """A control plane on the broker, with a stable replica id (its MQTT session's name)."""
     process = ServerProcess(tmp_path_factory.mktemp("server") / "data", ADMIN_TOKEN, env={
         "EDGEFLEET_MQTT_URL": broker.admin_url, "EDGEFLEET_REPLICA_ID": "replica-a"})  # fmt: skip
-    process.start()
-    yield process
-    process.stop()
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +113,9 @@ def test_reports_go_over_mqtt_and_a_change_is_pushed_without_polling(
     server: ServerProcess, broker: BrokerProcess, enroll_token: str,
     mqtt_agents: list[AgentProcess], tmp_path: Path,
 ) -> None:  # fmt: skip
-    agent = start_agent(server, broker.url, enroll_token, tmp_path, "mqtt-1")
+    with server.client() as admin:
+        admin.set_telemetry_policy(fast_policy())  # uploads every second
+    agent = start_agent(server, broker.url, enroll_token, tmp_path, "mqtt-1", FAST_AGENT_ARGS)
     mqtt_agents.append(agent)
     before = metric(server, "edgefleet_reports_ingested_total", transport="mqtt")
     wait_for(lambda: metric(server, "edgefleet_reports_ingested_total", transport="mqtt")
@@ -120,9 +128,14 @@ def test_reports_go_over_mqtt_and_a_change_is_pushed_without_polling(
         admin.label_device(str(agent.device_id), {"site": "berlin"}, [])
     wait_for(lambda: labels_applied(agent).get("site") == "berlin", timeout_s=20,
              what="the pushed label")  # fmt: skip
+    # Telemetry batches too, stored exactly as over HTTP.
+    wait_for(lambda: metric(server, "edgefleet_telemetry_batches_accepted_total") >= 2,
+             timeout_s=30, what="telemetry batches over MQTT")  # fmt: skip
+    assert metric(server, "edgefleet_messages_dropped_total", reason="duplicate_batch") == 0
     # Pushed, not polled; reports over MQTT, only the first after a connect over HTTP.
     assert requests_to(server, DESIRED_ROUTE) == 0
     assert requests_to(server, REPORT_ROUTE) <= 2
+    assert requests_to(server, TELEMETRY_ROUTE) == 0
     assert "MQTT device channel open" in agent.log()
 
 
@@ -263,6 +276,49 @@ def test_a_revoked_device_is_disconnected_and_refused_by_the_broker(
     answer = device.http.call("GET", f"/v1/devices/{device.id}/broker")
     assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "device_revoked"
+
+
+def test_two_replicas_split_the_device_messages(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str
+) -> None:
+    """A second replica on the same data dir joins the shared subscription: the broker hands
+    each message to one of the two, every message is taken once."""
+    second = ServerProcess(server.data_dir, ADMIN_TOKEN, env={
+        "EDGEFLEET_MQTT_URL": broker.admin_url, "EDGEFLEET_REPLICA_ID": "replica-b",
+        "EDGEFLEET_ROLES": "device",  # its session ends with it (no share kept for later):
+        "EDGEFLEET_MQTT_SESSION_EXPIRY_S": "0"})  # fmt: skip
+    second.log_path = server.data_dir.parent / "replica-b.log"
+    first_url = server.url
+    try:
+        second.start()
+        server.url = first_url  # the shared data dir's server.url now names the second
+        wait_for(lambda: "MQTT device channel connected" in second.log(), timeout_s=20,
+                 what="the second replica on the broker")  # fmt: skip
+        device = RawMqttDevice(server, broker, enroll_token)
+        topic = device_topic(device.id, Channel.REPORT)
+        taken = {r.url: metric(r, "edgefleet_reports_ingested_total", transport="mqtt")
+                 for r in (server, second)}  # fmt: skip
+
+        async def publish(count: int) -> None:
+            connection = device.connection()
+            await connection.connect()
+            try:
+                for _ in range(count):
+                    await connection.publish(topic, REPORT, user_properties=device.signed(REPORT))
+            finally:
+                await connection.close()
+
+        asyncio.run(publish(40))
+
+        def split() -> list[float]:
+            return [metric(r, "edgefleet_reports_ingested_total", transport="mqtt") - taken[r.url]
+                    for r in (server, second)]  # fmt: skip
+
+        wait_for(lambda: sum(split()) >= 40, timeout_s=30, what="every report taken")
+        assert sum(split()) == 40
+        assert min(split()) > 0, split()  # both replicas took a share
+    finally:
+        second.stop()
 
 
 def test_a_restarted_control_plane_loses_no_message(

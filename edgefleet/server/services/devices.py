@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -27,6 +28,12 @@ class DeviceService:
         self._db = db
         self._clock = clock
         self._watch = watch
+        self._enrollment_listeners: list[Callable[[str, EnrollmentState | None], None]] = []
+
+    def on_enrollment_change(self, listener: Callable[[str, EnrollmentState | None], None]) -> None:
+        """Call `listener(device_id, enrollment)` after each committed enrollment change, and
+        with None after a deletion (the MQTT channel keeps the broker's accounts)."""
+        self._enrollment_listeners.append(listener)
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -78,6 +85,8 @@ class DeviceService:
                 {"from": device.enrollment.value, "to": new_state.value},
             )
         self._watch.notify(saved.id)
+        for listener in self._enrollment_listeners:
+            listener(saved.id, saved.enrollment)
         return saved
 
     def delete(self, ctx: OperatorContext, id_or_name: str) -> Device:
@@ -106,6 +115,8 @@ class DeviceService:
                 {"name": device.name, "enrollment": device.enrollment.value},
             )
         self._watch.notify(device.id)
+        for listener in self._enrollment_listeners:
+            listener(device.id, None)
         return device
 
     @staticmethod
