@@ -165,3 +165,6 @@ def test_a_device_near_a_declared_threshold_is_told_to_sample_finer(
     with pytest.raises(ApiError, match=r"fidelity\.thresholds\[0\]") as e:
         admin.set_telemetry_policy({**policy, "fidelity": {"thresholds": [{"metric": "x"}]}})
     assert e.value.status == 400
+    # Without thresholds the advice is no longer rendered (the policy change re-renders).
+    admin.set_telemetry_policy(policy)
+    assert "fine_metrics" not in section() and "coarse_metrics" not in section()

@@ -44,7 +44,7 @@ def telemetry_section(tx: Transaction, device_id: str) -> dict[str, Any]:
     section = render_telemetry_section(
         policy,
         anomalous_metrics(tx.alerts.open_for_device(device_id)),
-        stored_advice(tx, device_id),
+        stored_advice(tx, device_id, policy.fidelity),
     )
     # Sealed telemetry: the ingest key the device seals its batches to (services/sealing.py).
     sealing = tx.telemetry.policy_record(SEALING_POLICY)

@@ -28,9 +28,13 @@ from edgefleet.store import Transaction
 ADVICE_KEY = ""
 
 
-def stored_advice(tx: Transaction, device_id: str) -> FidelityAdvice:
-    """The device's current advice (none while fidelity has never judged it)."""
-    return advice_from_document(tx.telemetry.detector(device_id, ADVICE_KEY))
+def stored_advice(tx: Transaction, device_id: str, config: FidelityConfig) -> FidelityAdvice:
+    """The device's advice for the metrics `config` watches (none while it watches none)."""
+    if not config.enabled or not config.thresholds:
+        return FidelityAdvice()
+    advice = advice_from_document(tx.telemetry.detector(device_id, ADVICE_KEY))
+    watched = config.metrics
+    return FidelityAdvice(advice.fine & watched, advice.coarse & watched, advice.reasons)
 
 
 def update_advice(
@@ -40,25 +44,27 @@ def update_advice(
     config: FidelityConfig,
     now: datetime,
 ) -> bool:
-    """Judge a stored batch; True when the device's advice changed (and was saved)."""
+    """Judge a stored batch; True when the device's advice changed (and was saved). Without
+    thresholds nothing is read or written: what is stored then is not rendered."""
+    if not config.enabled or not config.thresholds:
+        return False
+    trends = trends_from_windows(windows, config.metrics)
+    if not trends:
+        return False
     stored = tx.telemetry.detector(device_id, ADVICE_KEY)
     previous = advice_from_document(stored)
-    if not config.enabled or not config.thresholds:
-        new = FidelityAdvice()
-    else:
-        trends = trends_from_windows(windows, config.metrics)
-        judged = advise_fidelity(
-            config.thresholds,
-            trends,
-            near_fraction=config.near_fraction,
-            far_fraction=config.far_fraction,
-            horizon_s=config.horizon_s,
-        )
-        # Metrics no longer watched lose their advice; those absent from the batch keep it.
-        kept = FidelityAdvice(
-            previous.fine & config.metrics, previous.coarse & config.metrics, previous.reasons
-        )
-        new = merge_advice(kept, judged, trends.keys())
+    judged = advise_fidelity(
+        config.thresholds,
+        trends,
+        near_fraction=config.near_fraction,
+        far_fraction=config.far_fraction,
+        horizon_s=config.horizon_s,
+    )
+    # Metrics no longer watched lose their advice; those absent from the batch keep it.
+    kept = FidelityAdvice(
+        previous.fine & config.metrics, previous.coarse & config.metrics, previous.reasons
+    )
+    new = merge_advice(kept, judged, trends.keys())
     if (new.fine, new.coarse) == (previous.fine, previous.coarse):
         return False
     tx.telemetry.save_detector(device_id, ADVICE_KEY, advice_to_document(new), stored is not None,
