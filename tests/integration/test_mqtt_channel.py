@@ -178,6 +178,30 @@ def test_an_agent_reaches_the_broker_over_tls(
     assert "MQTT device channel open" not in stranger.log()
 
 
+def test_a_broker_restart_loses_neither_the_channel_nor_the_desired_state(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str,
+    mqtt_agents: list[AgentProcess], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The broker restarts (its clients, roles, retained messages and sessions persisted):
+    the agent reconnects with backoff, the control plane resumes its session, and a change
+    made meanwhile reaches the device."""
+    agent = start_agent(server, broker.url, enroll_token, tmp_path, "mqtt-restart")
+    mqtt_agents.append(agent)
+    wait_for(lambda: agent.state().get("applied_generation", 0) > 0, timeout_s=60,
+             what="a first desired state")  # fmt: skip
+    broker.stop()
+    with server.client() as admin:
+        admin.label_device(str(agent.device_id), {"after": "restart"}, [])
+    broker.start()
+    wait_for(lambda: labels_applied(agent).get("after") == "restart", timeout_s=90,
+             what="the change made while the broker was down")  # fmt: skip
+    before = metric(server, "edgefleet_reports_ingested_total", transport="mqtt")
+    wait_for(lambda: metric(server, "edgefleet_reports_ingested_total", transport="mqtt")
+             >= before + 2, timeout_s=60, what="reports after the restart")  # fmt: skip
+    assert agent.running
+    assert requests_to(server, DESIRED_ROUTE) == 0
+
+
 class RawMqttDevice:
     """A device enrolled over HTTP by hand, speaking MQTT with edgefleet's own client and
     signing: a test can replay, alter or misdirect exactly what it publishes."""
