@@ -15,12 +15,27 @@ from urllib.parse import quote
 import httpx
 
 from edgefleet.client_views import (
+    AppliedPolicyView,
+    AppliedReleaseTrainView,
+    AppliedRoleView,
     AppliedWorkloadView,
+    ApprovedChangeView,
+    ChangeView,
+    CreatedRolloutView,
+    DeletedView,
     ExplanationView,
     MigrationView,
     MoveView,
     NodeView,
     PlacementView,
+    PolicyTestView,
+    PolicyView,
+    RehearsalView,
+    RehearsalWithReportView,
+    ReleaseTrainView,
+    RoleView,
+    RolloutListItemView,
+    RolloutSummaryView,
     ServiceEndpointsView,
     WorkloadStatusView,
 )
@@ -135,6 +150,16 @@ class FleetClient:
     def list_api_tokens(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/tokens")
 
+    def device_ca_certificate(self) -> str:
+        """The device CA's certificate (PEM), which brokers and devices trust."""
+        data: bytes = self._call("GET", "/v1/device-ca/certificate", raw=True)
+        return data.decode()
+
+    def device_ca_crl(self) -> str:
+        """The device CA's certificate revocation list (PEM)."""
+        data: bytes = self._call("GET", "/v1/device-ca/crl", raw=True)
+        return data.decode()
+
     def delete_device(self, device: str) -> dict[str, Any]:
         """Decommission a device (by id or name); the answer is the device as it was."""
         return self._call("DELETE", f"/v1/devices/{_seg(device)}")
@@ -152,16 +177,6 @@ class FleetClient:
         body = {
             "description": description,
             "auto_approve": auto_approve,
-    def device_ca_certificate(self) -> str:
-        """The device CA's certificate (PEM), which brokers and devices trust."""
-        data: bytes = self._call("GET", "/v1/device-ca/certificate", raw=True)
-        return data.decode()
-
-    def device_ca_crl(self) -> str:
-        """The device CA's certificate revocation list (PEM)."""
-        data: bytes = self._call("GET", "/v1/device-ca/crl", raw=True)
-        return data.decode()
-
             "expires_in_s": expires_in_s,
             "max_uses": max_uses,
         }
@@ -371,6 +386,15 @@ class FleetClient:
     def set_telemetry_policy(self, manifest: dict[str, Any]) -> dict[str, Any]:
         return self._call("PUT", "/v1/telemetry/policy", json={"manifest": manifest})
 
+    def telemetry_sealing(self) -> dict[str, Any]:
+        """Whether devices seal their telemetry, and the ingest key they seal to."""
+        return self._call("GET", "/v1/telemetry/sealing")
+
+    def set_telemetry_sealing(self, enabled: bool, rotate: bool = False) -> dict[str, Any]:
+        """Turn sealed telemetry on or off; `rotate` makes a new ingest key."""
+        body = {"enabled": enabled, "rotate": rotate}
+        return self._call("PUT", "/v1/telemetry/sealing", json=body)
+
     def list_alerts(
         self,
         include_closed: bool = False,
@@ -388,70 +412,61 @@ class FleetClient:
 
     def create_rollout(
         self, manifest: dict[str, Any], supersede: bool = False, dry_run: bool = False
-    def telemetry_sealing(self) -> dict[str, Any]:
-        """Whether devices seal their telemetry, and the ingest key they seal to."""
-        return self._call("GET", "/v1/telemetry/sealing")
-
-    def set_telemetry_sealing(self, enabled: bool, rotate: bool = False) -> dict[str, Any]:
-        """Turn sealed telemetry on or off; `rotate` makes a new ingest key."""
-        body = {"enabled": enabled, "rotate": rotate}
-        return self._call("PUT", "/v1/telemetry/sealing", json=body)
-
-    ) -> dict[str, Any]:
+    ) -> CreatedRolloutView:
         """Create a rollout; `created` is False when an identical one was already active.
         With `dry_run` nothing is stored: the answer adds the devices and the wave plan."""
         body = {"manifest": manifest, "supersede": supersede}
         params = {"dry_run": "true"} if dry_run else None
         return self._call("POST", "/v1/rollouts", json=body, params=params)
 
-    def list_rollouts(self, active: bool = False) -> list[dict[str, Any]]:
+    def list_rollouts(self, active: bool = False) -> list[RolloutListItemView]:
         return self._call("GET", "/v1/rollouts", params={"active": "true" if active else None})
 
     def get_rollout(self, rollout: str) -> dict[str, Any]:
         """Status: waves with device counts, gate evaluations, devices."""
         return self._call("GET", f"/v1/rollouts/{_seg(rollout)}")
 
-    def approve_rollout(self, rollout: str, note: str = "") -> dict[str, Any]:
+    def approve_rollout(self, rollout: str, note: str = "") -> RolloutSummaryView:
         """Approve a rollout awaiting a second operator."""
         return self._call("POST", f"/v1/rollouts/{_seg(rollout)}/approve", json={"note": note})
 
     # Governance
 
-    def apply_policy(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def apply_policy(self, manifest: dict[str, Any], dry_run: bool = False) -> AppliedPolicyView:
         params = {"dry_run": "true"} if dry_run else None
         return self._call("PUT", "/v1/policies", json={"manifest": manifest}, params=params)
 
-    def list_policies(self) -> list[dict[str, Any]]:
+    def list_policies(self) -> list[PolicyView]:
         return self._call("GET", "/v1/policies")
 
-    def delete_policy(self, name: str) -> dict[str, Any]:
+    def delete_policy(self, name: str) -> DeletedView:
         return self._call("DELETE", f"/v1/policies/{_seg(name)}")
 
-    def apply_role(self, manifest: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def apply_role(self, manifest: dict[str, Any], dry_run: bool = False) -> AppliedRoleView:
         params = {"dry_run": "true"} if dry_run else None
         return self._call("PUT", "/v1/roles", json={"manifest": manifest}, params=params)
 
-    def list_roles(self) -> list[dict[str, Any]]:
+    def list_roles(self) -> list[RoleView]:
         return self._call("GET", "/v1/roles")
 
-    def get_role(self, name: str) -> dict[str, Any]:
+    def get_role(self, name: str) -> RoleView:
         return self._call("GET", f"/v1/roles/{_seg(name)}")
 
-    def delete_role(self, name: str) -> dict[str, Any]:
+    def delete_role(self, name: str) -> DeletedView:
         return self._call("DELETE", f"/v1/roles/{_seg(name)}")
 
-    def test_policy(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def test_policy(self, manifest: dict[str, Any]) -> PolicyTestView:
         """What the stored policies say about a Rollout or Workload manifest."""
         return self._call("POST", "/v1/policies/test", json={"manifest": manifest})
 
-    def list_changes(self) -> list[dict[str, Any]]:
+    def list_changes(self) -> list[ChangeView]:
         return self._call("GET", "/v1/changes")
 
-    def approve_change(self, change_id: str) -> dict[str, Any]:
+    def approve_change(self, change_id: str) -> ApprovedChangeView:
         """Approve (and apply) another admin's pending trust change."""
         return self._call("POST", f"/v1/changes/{_seg(change_id)}/approve")
 
-    def rollout_command(self, rollout: str, command: str, note: str = "") -> dict[str, Any]:
+    def rollout_command(self, rollout: str, command: str, note: str = "") -> RolloutSummaryView:
         """pause | resume | abort | rollback."""
         path = f"/v1/rollouts/{_seg(rollout)}/{_seg(command)}"
         return self._call("POST", path, json={"note": note})
@@ -464,20 +479,20 @@ class FleetClient:
         data: bytes = self._call("GET", path, params={"format": "markdown"}, raw=True)
         return data.decode()
 
-    def save_rehearsal(self, rollout: str, report: dict[str, Any]) -> dict[str, Any]:
+    def save_rehearsal(self, rollout: str, report: dict[str, Any]) -> RehearsalView:
         """Store a lab rehearsal report under the rollout's name."""
         return self._call("POST", "/v1/rehearsals", json={"rollout": rollout, "report": report})
 
-    def list_rehearsals(self, rollout: str | None = None) -> list[dict[str, Any]]:
+    def list_rehearsals(self, rollout: str | None = None) -> list[RehearsalView]:
         params = {"rollout": rollout} if rollout else None
         return self._call("GET", "/v1/rehearsals", params=params)
 
-    def get_rehearsal(self, rehearsal_id: str) -> dict[str, Any]:
+    def get_rehearsal(self, rehearsal_id: str) -> RehearsalWithReportView:
         return self._call("GET", f"/v1/rehearsals/{_seg(rehearsal_id)}")
 
     def apply_release_train(
         self, manifest: dict[str, Any], dry_run: bool = False
-    ) -> dict[str, Any]:
+    ) -> AppliedReleaseTrainView:
         params = {"dry_run": "true"} if dry_run else None
         return self._call("PUT", "/v1/release-trains", json={"manifest": manifest}, params=params)
 
@@ -497,10 +512,10 @@ class FleetClient:
     def change_training(self, name: str, action: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/training/{_seg(name)}/{action}")
 
-    def list_release_trains(self) -> list[dict[str, Any]]:
+    def list_release_trains(self) -> list[ReleaseTrainView]:
         return self._call("GET", "/v1/release-trains")
 
-    def get_release_train(self, name: str) -> dict[str, Any]:
+    def get_release_train(self, name: str) -> ReleaseTrainView:
         return self._call("GET", f"/v1/release-trains/{_seg(name)}")
 
     # Workloads, placements, migrations, service endpoints

@@ -9,7 +9,7 @@ does not have. Times are ISO 8601 text, as on the wire.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 # Workloads, placements, migrations, service endpoints (server/schemas/workloads.py).
 
@@ -180,3 +180,158 @@ class EndpointView(TypedDict):
 class ServiceEndpointsView(TypedDict):
     service: str
     endpoints: list[EndpointView]
+
+
+# Rollouts and release trains (server/schemas/rollouts.py); times as the store writes them.
+
+
+class RolloutSummaryView(TypedDict):
+    id: str
+    name: str
+    release: str
+    target: str
+    state: str
+    reason: str
+    train: str | None
+    created_by: str
+    created_at: str | None
+    updated_at: str | None
+    started_at: str | None
+    wave: int | None
+    waves_total: int | None
+    on_failure: str
+    due_at: str | None
+
+
+class RolloutListItemView(RolloutSummaryView):
+    counts: dict[str, int]
+
+
+class PlannedDeviceView(TypedDict):
+    id: str
+    name: str
+    wave: int | None
+    compatible: bool
+    reason: str
+
+
+class PlannedWaveView(TypedDict):
+    index: int
+    label: str
+    size: int
+    soak_s: float
+    devices: list[str]
+
+
+class PlanPreviewView(TypedDict):
+    devices: list[PlannedDeviceView]
+    waves: list[PlannedWaveView]
+
+
+class CreatedRolloutView(TypedDict):
+    created: bool
+    superseded: list[str]
+    rollout: RolloutSummaryView
+    dry_run: NotRequired[bool]  # only with ?dry_run=true, with the plan
+    plan: NotRequired[PlanPreviewView | None]
+
+
+class ReleaseTrainView(TypedDict):
+    name: str
+    state: str
+    reason: str
+    releases: list[str]
+    position: int
+    current_release: str | None
+    rollout_id: str | None
+    allow_insufficient_data: bool
+    description: str
+    created_by: str
+    created_at: str | None
+    updated_at: str | None
+    manifest: dict[str, Any]
+
+
+class AppliedReleaseTrainView(TypedDict):
+    action: str
+    train: ReleaseTrainView
+    dry_run: bool
+
+
+class RehearsalView(TypedDict):
+    id: str
+    rollout: str
+    release: str
+    outcome: str
+    size_bytes: int
+    created_by: str
+    created_at: str
+
+
+class RehearsalWithReportView(RehearsalView):
+    report: dict[str, Any]
+
+
+# Governance: policies, roles, changes waiting for approval (server/schemas/governance.py).
+
+
+class PolicyView(TypedDict):
+    name: str
+    manifest: dict[str, Any]
+    updated_by: str
+    updated_at: str
+
+
+class AppliedPolicyView(TypedDict):
+    outcome: str
+    dry_run: bool
+    policy: PolicyView
+
+
+class ViolationView(TypedDict):
+    policy: str
+    rule: str
+    reason: str
+
+
+class PolicyTestView(TypedDict):
+    kind: str
+    policies: int
+    allowed: bool
+    violations: list[ViolationView]
+    needs_approval: list[str]
+
+
+class RoleView(TypedDict):
+    name: str
+    builtin: bool
+    permissions: list[str]
+    description: str
+    updated_by: str | None
+    updated_at: str | None
+    tokens: list[str] | None
+
+
+class AppliedRoleView(TypedDict):
+    outcome: str
+    dry_run: bool
+    role: RoleView
+
+
+class DeletedView(TypedDict):
+    deleted: str
+
+
+class ChangeView(TypedDict):
+    id: str
+    kind: str
+    summary: str
+    state: str
+    requested_by: str
+    requested_at: str
+    decided_by: str | None
+    decided_at: str | None
+
+
+class ApprovedChangeView(ChangeView):
+    root_version: int

@@ -107,7 +107,9 @@ def test_a_rollout_whose_selector_reaches_outside_is_refused(
     planned = eu.create_rollout(
         {"release": "vision@1.0.0", "target": "region=eu,kind=camera"}, dry_run=True
     )
-    assert [d["name"] for d in planned["plan"]["devices"]] == ["cam-eu"]
+    plan = planned.get("plan")
+    assert plan is not None
+    assert [d["name"] for d in plan["devices"]] == ["cam-eu"]
 
 
 def test_a_scoped_operator_commands_only_rollouts_within_its_scope(
