@@ -100,5 +100,9 @@ def render_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             )
     lines += ["", f"## Verdicts (a win: {WIN_MARGIN:.0%} better on one profile, worse on none)",
               ""]  # fmt: skip
-    lines += [f"- {name}: **{verdict}**" for name, verdict in verdicts(results).items()]
+    lines += [
+        f"- {name}: **{verdict}** — "
+        + ("ships as the default" if verdict == "wins" else "not the default")
+        for name, verdict in verdicts(results).items()
+    ]
     return "\n".join(lines) + "\n"
