@@ -49,6 +49,10 @@ class BrokerProcess:
         return f"mqtt://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{self.port}"
 
     @property
+    def admin_tls_url(self) -> str:
+        return f"mqtts://{ADMIN_USER}:{ADMIN_PASSWORD}@127.0.0.1:{self.tls_port}"
+
+    @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 

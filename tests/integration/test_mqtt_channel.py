@@ -303,12 +303,14 @@ def test_a_revoked_device_is_disconnected_and_refused_by_the_broker(
 
 
 def test_two_replicas_split_the_device_messages(
-    server: ServerProcess, broker: BrokerProcess, enroll_token: str
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str, tls: tuple[Path, Path, Path]
 ) -> None:
-    """A second replica on the same data dir joins the shared subscription: the broker hands
-    each message to one of the two, every message is taken once."""
+    """A second replica on the same data dir, connected over TLS, joins the shared
+    subscription: the broker hands each message to one of the two, every message is taken
+    once."""
     second = ServerProcess(server.data_dir, ADMIN_TOKEN, env={
-        "EDGEFLEET_MQTT_URL": broker.admin_url, "EDGEFLEET_REPLICA_ID": "replica-b",
+        "EDGEFLEET_MQTT_URL": broker.admin_tls_url, "EDGEFLEET_MQTT_CA_FILE": str(tls[0]),
+        "EDGEFLEET_REPLICA_ID": "replica-b",
         "EDGEFLEET_ROLES": "device",  # its session ends with it (no share kept for later):
         "EDGEFLEET_MQTT_SESSION_EXPIRY_S": "0"})  # fmt: skip
     second.log_path = server.data_dir.parent / "replica-b.log"
