@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.protocol import NodeStatus
 from edgefleet.core.workloads.node_health import record_report
 from edgefleet.store import Database
 from tests.store.test_store import T0, new_device
@@ -34,20 +35,21 @@ def test_heartbeat_is_stored_and_generations_report_what_long_polls_need(db: Dat
 def test_node_markers_move_with_each_heartbeat(db: Database) -> None:
     with db.transaction() as tx:
         for i in range(3):
-            tx.node_health.put_report(record_report(None, f"d-{i}", T0, [], [], {}))
+            tx.node_health.put_report(record_report(None, f"d-{i}", T0, None, None))
     with db.read() as tx:
         before = tx.node_health.markers()
         previous = tx.node_health.find("d-1")
     later = T0 + timedelta(seconds=30)
     with db.transaction() as tx:
-        tx.node_health.put_report(record_report(previous, "d-1", later, [], [], {"load": 1}))
+        tx.node_health.put_report(record_report(previous, "d-1", later, None,
+                                                NodeStatus(cpu_load=1.0)))  # fmt: skip
     with db.read() as tx:
         after = tx.node_health.markers()
         found = tx.node_health.find_many(["d-1", "d-2", "d-unknown"])
     assert before == {f"d-{i}": (T0, "alive") for i in range(3)}
     assert after == {**before, "d-1": (later, "alive")}
     assert sorted(found) == ["d-1", "d-2"]
-    assert (found["d-1"].reported_at, found["d-1"].node) == (later, {"load": 1})
+    assert (found["d-1"].reported_at, found["d-1"].node["cpu_load"]) == (later, 1.0)
 
 
 def test_concurrent_writers_all_commit(db: Database) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from edgefleet.core.protocol import NodeStatus, ReplicaState, ReplicaStatus, WorkloadsReport
 from edgefleet.core.updates.release import Ref
 from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.liveness import evaluate_liveness
@@ -71,8 +72,9 @@ def test_the_placement_row_is_created_once_and_guarded_by_its_version(db: Databa
 
 
 def test_a_judgement_never_overwrites_a_newer_heartbeat(db: Database) -> None:
-    first = record_report(None, "d-1", T0, [{"workload": "det", "replica": 0}], [],
-                          {"address": "10.0.0.1", "battery_pct": 50})  # fmt: skip
+    copy = ReplicaStatus(workload="det", replica=0, generation=1, state=ReplicaState.RUNNING)
+    first = record_report(None, "d-1", T0, WorkloadsReport(replicas=(copy,)),
+                          NodeStatus(address="10.0.0.1", battery_pct=50))  # fmt: skip
     with db.transaction() as tx:
         tx.node_health.put_report(first)
     with db.read() as tx:
@@ -83,7 +85,7 @@ def test_a_judgement_never_overwrites_a_newer_heartbeat(db: Database) -> None:
         drain=DrainState(True, "battery", T0),
     )  # fmt: skip
     assert dead.state is Liveness.DEAD
-    newer = record_report(first, "d-1", T0 + timedelta(seconds=61), [], [], {})
+    newer = record_report(first, "d-1", T0 + timedelta(seconds=61), None, None)
     with db.transaction() as tx:
         tx.node_health.put_report(newer)
         assert not tx.node_health.put_judgement(dead, read.reported_at)

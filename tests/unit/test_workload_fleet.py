@@ -10,6 +10,14 @@ from typing import Any
 
 import pytest
 
+from edgefleet.core.protocol import (
+    CheckpointReport,
+    NodeStatus,
+    ReplicaHealth,
+    ReplicaState,
+    ReplicaStatus,
+    WorkloadsReport,
+)
 from edgefleet.core.selector import parse_selector
 from edgefleet.core.updates.release import Ref, Release
 from edgefleet.core.workloads.failover import DrainThreshold
@@ -98,20 +106,24 @@ def test_samples_are_bounded_in_count_and_age() -> None:
 
 
 def test_a_heartbeat_records_liveness_reports_and_samples() -> None:
-    replicas = [{"workload": "w", "replica": 0, "generation": 4, "state": "running",
-                 "health": "ok", "port": 9000}]  # fmt: skip
-    checkpoints = [{"migration": "m1", "sha256": "ab" * 32, "size_bytes": 10}]
-    node = {"address": "10.0.0.5", "battery_pct": 80, "cpu_load": 0.5}
-    health = record_report(None, "d1", T0, replicas, checkpoints, node)
+    running = ReplicaStatus(workload="w", replica=0, generation=4, state=ReplicaState.RUNNING,
+                            health=ReplicaHealth.OK, port=9000)  # fmt: skip
+    workloads = WorkloadsReport(
+        replicas=(running,),
+        checkpoints=(CheckpointReport(migration="m1", sha256="ab" * 32, size_bytes=10),),
+    )
+    node = NodeStatus(address="10.0.0.5", battery_pct=80, cpu_load=0.5)
+    health = record_report(None, "d1", T0, workloads, node)
     assert health.state is Liveness.ALIVE and health.address == "10.0.0.5"
     copy = health.copy_status("w", 0)
     assert copy is not None and copy.healthy and copy.state is CopyState.RUNNING
     assert health.copy_status("w", 1) is None
     checkpoint = health.checkpoint_for("m1")
     assert checkpoint is not None and checkpoint.sha256 == "ab" * 32
-    again = record_report(health, "d1", T0 + timedelta(seconds=1), [], [], node)
+    again = record_report(health, "d1", T0 + timedelta(seconds=1), None, node)
     assert len(again.samples) == 2 and again.replicas == ()
-    starting = record_report(None, "d1", T0, [{**replicas[0], "state": "starting"}], [], {})
+    starting_copy = dataclasses.replace(running, state=ReplicaState.STARTING)
+    starting = record_report(None, "d1", T0, WorkloadsReport(replicas=(starting_copy,)), None)
     unhealthy = starting.copy_status("w", 0)
     assert unhealthy is not None and not unhealthy.healthy
 

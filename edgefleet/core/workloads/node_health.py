@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from edgefleet.core.protocol import NodeStatus, WorkloadsReport, to_dict
 from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.liveness import NodeLiveness, observe_heartbeat
 from edgefleet.core.workloads.migration import CheckpointStatus, CopyState, CopyStatus
 
 MAX_SAMPLES = 120
 SAMPLE_WINDOW_S = 1800.0
-SAMPLED_METRICS = ("battery_pct", "cpu_load")
 
 Sample = tuple[datetime, Mapping[str, float]]  # (when, metric -> value)
 
@@ -93,25 +93,27 @@ def record_report(
     previous: NodeHealth | None,
     device_id: str,
     at: datetime,
-    replicas: Sequence[Mapping[str, Any]],
-    checkpoints: Sequence[Mapping[str, Any]],
-    node: Mapping[str, Any],
+    workloads: WorkloadsReport | None,
+    node: NodeStatus | None,
     interval_s: float | None = None,
 ) -> NodeHealth:
-    """The node after a heartbeat at `at`: liveness observed, reports replaced, samples
-    of battery and load appended. `interval_s`: the heartbeat interval the node runs
-    with now, when known (its liveness is judged against it)."""
+    """The node after a heartbeat at `at` (its report's workloads and node sections):
+    liveness observed, reports replaced, samples of battery and load appended.
+    `interval_s`: the heartbeat interval the node runs with now, when known (its liveness
+    is judged against it)."""
     liveness = observe_heartbeat(None if previous is None else previous.liveness, at,
-                                 scheduled=node.get("scheduled", True) is not False,
+                                 scheduled=node is None or node.scheduled,
                                  interval_s=interval_s)  # fmt: skip
-    values = {k: float(node[k]) for k in SAMPLED_METRICS if node.get(k) is not None}
+    reading = {} if node is None else {"battery_pct": node.battery_pct, "cpu_load": node.cpu_load}
+    values = {k: float(v) for k, v in reading.items() if v is not None}
     samples = add_sample(() if previous is None else previous.samples, at, values)
+    workloads = workloads or WorkloadsReport()
     return NodeHealth(
         device_id=device_id,
         liveness=liveness,
-        replicas=tuple(dict(r) for r in replicas),
-        checkpoints=tuple(dict(c) for c in checkpoints),
-        node=dict(node),
+        replicas=tuple(to_dict(r) for r in workloads.replicas),
+        checkpoints=tuple(to_dict(c) for c in workloads.checkpoints),
+        node={} if node is None else to_dict(node),
         samples=tuple(samples),
         drain=NOT_DRAINING if previous is None else previous.drain,
         reported_at=at,

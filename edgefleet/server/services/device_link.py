@@ -27,7 +27,6 @@ from edgefleet.core.protocol import (
     EnrollRequest,
     Report,
     ReportAnswer,
-    WorkloadsReport,
     from_dict,
     to_dict,
 )
@@ -248,11 +247,8 @@ class DeviceLinkService:
         status = stamp_last_good(stored, stamp_active_since(stored, reported, now))
         inventory = None if report.inventory is None else to_dict(report.inventory)
         tx.devices.record_report(device.id, now, inventory, applied, status)
-        workloads = report.workloads or WorkloadsReport()
         tx.node_health.put_report(record_node_report(
-            tx.node_health.find(device.id), device.id, now,
-            [to_dict(r) for r in workloads.replicas], [to_dict(c) for c in workloads.checkpoints],
-            {} if report.node is None else to_dict(report.node),
+            tx.node_health.find(device.id), device.id, now, report.workloads, report.node,
             interval_s if applied == device.desired_generation else None,
         ))  # fmt: skip
         answer = ReportAnswer(
