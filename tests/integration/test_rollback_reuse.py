@@ -6,6 +6,8 @@ agent and server sees every request the agent makes."""
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from edgefleet.artifacts.model_builder import build_mlp
 from edgefleet.client import FleetClient
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from tests.relay import Relay
-from tests.releases import Trust, fine_tuned, free_port, publish
+from tests.releases import Trust, fine_tuned, free_port, publish, service_manifest
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +38,18 @@ def install(admin: FleetClient, agent: AgentProcess, version: str) -> None:
         return bool(s.get("version") == version and s.get("serial", -1) > before
                     and s.get("state") == "installed")  # fmt: skip
 
-    wait_for(done, timeout_s=90, what=f"rb {version} installed")
+    wait_for(done, timeout_s=240, what=f"rb {version} installed")
 
 
-def blob_requests(relay: Relay, since: int) -> list[str]:
-    """Paths of the blob and delta downloads among the requests relayed after `since`."""
-    return [path for method, path, _ in relay.requests()[since:]
-            if method == "GET" and path.startswith("/v1/blobs/")]  # fmt: skip
+def blob_requests(relay: Relay, before: Counter[str]) -> list[str]:
+    """Paths of the blob and delta downloads relayed since `before` was taken (by count:
+    the relay lists requests per connection, so a list index is no point in time)."""
+    return sorted((blob_paths(relay) - before).elements())
+
+
+def blob_paths(relay: Relay) -> Counter[str]:
+    return Counter(path for method, path, _ in relay.requests()
+                   if method == "GET" and path.startswith("/v1/blobs/"))  # fmt: skip
 
 
 def model_sha(release: dict[str, Any]) -> str:
@@ -59,10 +66,13 @@ def test_a_rollback_reuses_the_standby_slot_and_refuses_an_altered_one(
     token = admin.create_enrollment_token(auto_approve=True)["token"]
     port = free_port()
     base = build_mlp(64, 512, 16, seed=7)
-    v1 = publish(admin, tmp_path, "rb", "1.0.0", base, port, trust.targets_keys)
-    v2 = publish(
-        admin, tmp_path, "rb", "2.0.0", fine_tuned(base, 1e-3, 1), port, trust.targets_keys
-    )
+    # Probes 3 s apart: five failed in a row (15 s) before a slow start counts as unhealthy.
+    manifest = json.loads(service_manifest(port, "rb-model"))
+    manifest["health"]["interval_s"] = 3
+    v1 = publish(admin, tmp_path, "rb", "1.0.0", base, port, trust.targets_keys,
+                 manifest=manifest)  # fmt: skip
+    v2 = publish(admin, tmp_path, "rb", "2.0.0", fine_tuned(base, 1e-3, 1), port,
+                 trust.targets_keys, manifest=manifest)  # fmt: skip
     with Relay(server.url) as relay:
         agent = AgentProcess(relay.url, tmp_path / "agent", token, "rollback-cam",
                              log_level="info")  # fmt: skip
@@ -73,7 +83,7 @@ def test_a_rollback_reuses_the_standby_slot_and_refuses_an_altered_one(
             install(admin, agent, "2.0.0")
 
             # Back to v1, which the standby slot holds: no blob or delta is asked for.
-            before = len(relay.requests())
+            before = blob_paths(relay)
             install(admin, agent, "1.0.0")
             assert blob_requests(relay, before) == []
             assert hashlib.sha256(live_model(agent).read_bytes()).hexdigest() == model_sha(v1)
@@ -89,7 +99,7 @@ def test_a_rollback_reuses_the_standby_slot_and_refuses_an_altered_one(
             data = bytearray(model.read_bytes())
             data[len(data) // 2] ^= 0xFF
             model.write_bytes(bytes(data))
-            before = len(relay.requests())
+            before = blob_paths(relay)
             install(admin, agent, "2.0.0")
             fetched = blob_requests(relay, before)
             assert any(path.startswith(f"/v1/blobs/{model_sha(v2)}") for path in fetched)
