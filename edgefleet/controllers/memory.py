@@ -10,11 +10,12 @@ decision changed since it was loaded is refused, as another replica's write woul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from edgefleet.controllers.rollout import Outcome
+from edgefleet.core.governance.policy import Labels, Policy
 from edgefleet.core.rollouts.gates import DeviceTelemetry
 from edgefleet.core.rollouts.rollout import FINAL_STATES, Rollout, RolloutDevice
 
@@ -66,6 +67,11 @@ class MemoryRolloutStore:
         now: datetime,
     ) -> Mapping[str, DeviceTelemetry]:
         return self._telemetry(view, now)
+
+    def policies(
+        self, loaded: MemoryRollout, device_ids: Sequence[str]
+    ) -> tuple[Sequence[Policy], Mapping[str, Labels]]:
+        return (), {}  # the lab rehearses a rollout, not the fleet's policies
 
     def apply(self, loaded: MemoryRollout, outcome: Outcome, now: datetime) -> bool:
         rollout_id = loaded.rollout.id

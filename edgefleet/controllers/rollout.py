@@ -10,6 +10,11 @@ apply, through a `RolloutStore` port.
    store gathers it and the engine decides again — it is deterministic, so the second
    decision is the first one with the gates' evidence. (A store whose telemetry is computed
    on demand, the lab's model, hands it over up front: one decision, the same one.)
+   Before a wave starts (the decision promotes), the rollout's policies are checked again
+   over the wave's devices as they are now (`store.policies`): a policy applied, or labels
+   changed, since the rollout was created may forbid it. On a violation the decision
+   becomes a pause naming the rule (`hold_for_policies`); the operator resumes once the
+   cause is fixed, and the check runs again before the wave.
 3. *Apply*: the store saves the records `apply_decision` gives, publishes every
    AssignRelease and RevertRelease, and schedules the next look (`next_due`). It may refuse
    (another replica changed the rollout meanwhile): the next pass decides again.
@@ -22,14 +27,17 @@ what the control plane does, and when.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from edgefleet.core.governance.policy import Labels, Policy, check_wave
 from edgefleet.core.rollouts.actions import (
     Decision,
     MarkDevice,
+    PauseRollout,
+    PromoteWave,
     RecordGates,
     StartRollout,
     apply_decision,
@@ -103,6 +111,13 @@ class RolloutStore(Protocol[L]):
         """What the gates of `view` (the rollout as its gates see it) read, per device."""
         ...
 
+    def policies(
+        self, loaded: L, device_ids: Sequence[str]
+    ) -> tuple[Sequence[Policy], Mapping[str, Labels]]:
+        """The policies in force, and the current labels of those of `device_ids` still in
+        the fleet, by device name."""
+        ...
+
     def apply(self, loaded: L, outcome: Outcome, now: datetime) -> bool:
         """Save, publish and schedule `outcome` together; False when the rollout changed
         meanwhile (nothing applied)."""
@@ -125,10 +140,42 @@ def reconcile(
         if view is not None:
             telemetry = store.gate_telemetry(loaded, view, newly_installed(decision, now), now)
             decision = decide(rollout, devices, telemetry, now)
+    promoted = promoted_wave(decision)
+    if promoted is not None:
+        plan = rollout.require_plan()
+        policies, members = store.policies(loaded, plan.waves[promoted].device_ids)
+        decision = hold_for_policies(rollout, decision, policies, members, now)
     after, records = apply_decision(rollout, devices, decision)
     due = None if after.state in FINAL_STATES else next_due(after, decision, now, timing)
     outcome = Outcome(decision, after, records, due, newly_installed(decision, now))
     return decision if store.apply(loaded, outcome, now) else None
+
+
+def promoted_wave(decision: Decision) -> int | None:
+    """The index of the wave `decision` starts by promoting, if it does."""
+    return next((a.wave for a in decision.actions if isinstance(a, PromoteWave)), None)
+
+
+def hold_for_policies(
+    rollout: Rollout,
+    decision: Decision,
+    policies: Sequence[Policy],
+    members: Mapping[str, Labels],
+    now: datetime,
+) -> Decision:
+    """`decision`, or, when the wave it promotes to breaks a policy over its devices
+    `members` (name -> labels), the same decision up to the promotion, then a pause naming
+    every broken rule: the next wave's devices get nothing."""
+    wave = promoted_wave(decision)
+    if wave is None:
+        return decision
+    violations = check_wave(policies, rollout.spec, rollout.wave_name(wave), members, now)
+    if not violations:
+        return decision
+    reason = f"held before {rollout.wave_name(wave)}: " + "; ".join(str(v) for v in violations)
+    cut = next(i for i, a in enumerate(decision.actions) if isinstance(a, PromoteWave))
+    actions = (*decision.actions[:cut], PauseRollout(reason))
+    return Decision(now, actions, RolloutState.PAUSED, reason)
 
 
 def needs_telemetry(gates: GatesSpec) -> bool:

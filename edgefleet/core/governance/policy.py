@@ -275,6 +275,34 @@ def check_rollout(
     return found
 
 
+def check_wave(
+    policies: Sequence[Policy],
+    spec: RolloutSpec,
+    wave: str,
+    members: Mapping[str, Labels],
+    now: datetime,
+) -> list[Violation]:
+    """The rules starting `wave` of a running rollout of `spec` breaks, over the wave's
+    devices `members` (name -> labels as they are now): the controller asks before each
+    wave, since policies applied and labels changed after the rollout was created count too."""
+    found = []
+    for policy in policies:
+        if policy.max_wave_size is not None and len(members) > policy.max_wave_size:
+            found.append(
+                Violation(
+                    policy.name,
+                    "max_wave_size",
+                    f"{wave} would update {len(members)} devices at once; the most allowed "
+                    f"is {policy.max_wave_size}",
+                )
+            )
+        for rule in policy.maintenance:
+            reached = sorted(n for n, labels in members.items() if rule.devices.matches(labels))
+            if reached:
+                found.extend(_maintenance_violations(policy.name, rule, spec, reached, now))
+    return found
+
+
 def _maintenance_violations(
     policy: str, rule: MaintenanceRule, spec: RolloutSpec, reached: Sequence[str], now: datetime
 ) -> list[Violation]:

@@ -17,11 +17,12 @@ over the control plane's database.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from edgefleet.controllers.rollout import RESCAN_S, Outcome
+from edgefleet.core.governance.policy import Labels, Policy
 from edgefleet.core.rollouts.actions import (
     Action,
     AssignRelease,
@@ -46,6 +47,7 @@ from edgefleet.core.updates.release import Ref, Release
 from edgefleet.errors import Conflict
 from edgefleet.security.rbac import SYSTEM
 from edgefleet.server.services.audit import OperatorContext, record_action
+from edgefleet.server.services.policies import policies_in_force
 from edgefleet.server.services.quiet_hours import QuietHoursReader
 from edgefleet.server.services.releases import (
     ReleaseService,
@@ -143,6 +145,13 @@ class SqlRolloutStore:
             profiles = self._quiet_hours.profiles(tx, zones, now)
             devices = {d: replace(r, quiet_hours=profiles.get(d)) for d, r in devices.items()}
         return SqlLoaded(record, stored, devices, release, left_out)
+
+    def policies(
+        self, loaded: SqlLoaded, device_ids: Sequence[str]
+    ) -> tuple[Sequence[Policy], Mapping[str, Labels]]:
+        with self._db.read() as tx:
+            found = (tx.devices.find(d) for d in device_ids)
+            return policies_in_force(tx), {d.name: d.labels for d in found if d is not None}
 
     def apply(self, loaded: SqlLoaded, outcome: Outcome, now: datetime) -> bool:
         """Store and carry out `outcome` in one transaction, then wake the devices whose
