@@ -42,10 +42,10 @@ from edgefleet.core.governance.attestation import (
     replay_pcr,
 )
 from edgefleet.errors import ApiError, EdgefleetError, Unavailable
-from edgefleet.security.tpm_credential import EK_CERTIFICATE_NV_INDEX
 
 log = logging.getLogger(__name__)
 
+EK_CERTIFICATE_NV_INDEX = "0x01c00002"  # the RSA EK's certificate (TCG EK Credential Profile)
 AK_HANDLE = "0x81010016"  # the persistent handle of the attestation key
 TOOL_TIMEOUT_S = 60.0
 MAX_LOG = 1000  # measurements extended before the PCR is reset and the log starts over

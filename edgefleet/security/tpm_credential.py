@@ -57,7 +57,6 @@ TPM_ALG_ECDAA = 0x001A
 TPM_ECC_NIST_P256 = 0x0003
 CREDENTIAL_MAGIC = 0xBADCC0DE
 CREDENTIAL_VERSION = 1
-EK_CERTIFICATE_NV_INDEX = "0x01c00002"  # the RSA EK's certificate (TCG EK Credential Profile)
 
 _HASHES: dict[int, tuple[str, type[hashes.HashAlgorithm]]] = {
     0x0004: ("sha1", hashes.SHA1),
