@@ -43,6 +43,7 @@ from edgefleet.core.workloads.placement import (
 from edgefleet.core.workloads.placement_record import decision_key, decision_to_dict
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.fleet_view import FleetView, load_view
+from edgefleet.server.services.policies import residency_holds
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
@@ -50,6 +51,7 @@ from edgefleet.store import Database
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "system"
+HELD_BY_POLICY = "no new placements:"  # how a held workload's decisions say why
 
 
 def new_migration_id() -> str:
@@ -80,6 +82,7 @@ class PlacementController:
             if not tx.workloads.all() and not tx.placement.load().placement.assignments:
                 return None  # nothing declared, nothing placed: no need to read the fleet
             view = load_view(tx, now)
+            held = residency_holds(tx, view.specs)
         current = view.placement.placement
         nodes = view.nodes()
         step = plan_failover_step(
@@ -90,14 +93,17 @@ class PlacementController:
         decisions: list[Decision] = []
         queued: list[Migration] = []
         for d in step.plan.decisions:
+            if d.workload in held:
+                decisions.append(hold_for_policy(d, held[d.workload]))
+                continue
             decided, migration = self._plan_move(d, view, by_id, current, now)
             decisions.append(decided)
             if migration is not None:
                 queued.append(migration)
         plan = build_plan(decisions, current, now)
         stored = _with_last_moves(plan.decisions, view.placement.decisions, now)
-        same_decisions = [decision_key(d) for d in stored] == [
-            decision_key(d) for d in view.placement.decisions
+        same_decisions = [_stored_key(d, held) for d in stored] == [
+            _stored_key(d, held) for d in view.placement.decisions
         ]
         if plan.placement == current and same_decisions and not queued:
             return None
@@ -232,6 +238,26 @@ def _moves(decisions: Sequence[Decision], view: FleetView, now: datetime) -> lis
         if d.action in (DecisionAction.MOVE, DecisionAction.PLACE)
         and d.node_id is not None and d.generation is not None  # build_plan numbered it
     ]  # fmt: skip
+
+
+def hold_for_policy(d: Decision, violation: str) -> Decision:
+    """`d` for a workload a policy now refuses: what runs stays where it is, nothing is
+    placed anew, and each replica says why."""
+    why = f"{HELD_BY_POLICY} {violation}"
+    if d.action in (DecisionAction.PLACE, DecisionAction.MOVE) and d.from_node_id is None:
+        return replace(d, action=DecisionAction.UNPLACEABLE, node_id=None, reason=why, terms=None)
+    if d.action is DecisionAction.MOVE and d.from_node_id is not None:
+        return _kept(d, d.from_node_id, f"kept on {d.from_node_id}; {why}")
+    if d.action is DecisionAction.REMOVE:
+        return d
+    return replace(d, reason=f"{d.reason}; {why}")
+
+
+def _stored_key(d: Mapping[str, Any], held: Mapping[str, str]) -> tuple[Any, ...]:
+    """`decision_key`, plus the reason of a held workload's decisions, so that a hold
+    starting or ending is stored (and shown) even when no replica moves."""
+    shown = d["workload"] in held or HELD_BY_POLICY in d["reason"]
+    return (*decision_key(d), d["reason"] if shown else "")
 
 
 def _kept(d: Decision, source: str, reason: str) -> Decision:

@@ -24,7 +24,7 @@ from edgefleet.core.governance.policy import (
 )
 from edgefleet.core.rollouts.spec import RolloutSpec, parse_rollout_spec
 from edgefleet.core.selector import Selector
-from edgefleet.core.workloads.workload import parse_workload
+from edgefleet.core.workloads.workload import Workload, parse_workload
 from edgefleet.errors import Forbidden, InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
@@ -66,6 +66,23 @@ def workload_violations(tx: Transaction, document: Mapping[str, Any]) -> list[Vi
     workload = parse_workload(dict(document))
     matched = approved_devices(tx, workload.constraints.selector)
     return check_workload(policies_in_force(tx), workload, matched)
+
+
+def residency_holds(tx: Transaction, workloads: Sequence[Workload]) -> dict[str, str]:
+    """Why the workloads a residency rule in force now refuses (a policy applied, or a
+    device relabelled, after they were) get no new placements, by workload name."""
+    policies = [p for p in policies_in_force(tx) if p.residency]
+    if not policies or not workloads:
+        return {}
+    approved = [d for d in tx.devices.all() if d.enrollment is EnrollmentState.APPROVED]
+    held = {}
+    for workload in workloads:
+        selector = workload.constraints.selector
+        matched = {d.name: d.labels for d in approved if selector.matches(d.labels)}
+        violations = check_workload(policies, workload, matched)
+        if violations:
+            held[workload.name] = "; ".join(str(v) for v in violations)
+    return held
 
 
 class PolicyService:
