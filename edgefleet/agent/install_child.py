@@ -24,93 +24,19 @@ group never turns into a failed verification.
 from __future__ import annotations
 
 import base64
-import json
-import logging
-import os
-import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from edgefleet.agent.child_channel import Channel, Job, serve
 from edgefleet.agent.release_verification import (
-    ReleaseRefused,
     VerifyRequest,
     check_release,
 )
-from edgefleet.errors import (
-    ApiError,
-    Conflict,
-    EdgefleetError,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    SettingsError,
-    Unauthenticated,
-    Unavailable,
-)
+from edgefleet.errors import InvalidInput
 
 MODULE = "edgefleet.agent.install_child"
-_ERROR_TYPES: dict[str, type[EdgefleetError]] = {
-    cls.__name__: cls
-    for cls in (EdgefleetError, InvalidInput, Unauthenticated, Forbidden, NotFound, Conflict,
-                SettingsError, Unavailable, ReleaseRefused)
-}  # fmt: skip
-
-
-def error_to_wire(error: EdgefleetError) -> dict[str, Any]:
-    """An error as one message field; its class is the nearest one both sides know."""
-    wire: dict[str, Any] = {"code": error.code, "message": error.message}
-    if isinstance(error, ApiError):
-        return {"type": "ApiError", "status": error.status, **wire}
-    name = next(c.__name__ for c in type(error).__mro__ if c.__name__ in _ERROR_TYPES)
-    return {"type": name, **wire}
-
-
-def error_from_wire(raw: object) -> EdgefleetError:
-    """The error `error_to_wire` described; ValueError when `raw` is not such a message."""
-    if not isinstance(raw, dict):
-        raise ValueError("an error must be an object")
-    kind, code, message = raw.get("type"), raw.get("code"), raw.get("message")
-    if not isinstance(code, str) or not isinstance(message, str):
-        raise ValueError("an error needs a code and a message")
-    if kind == "ApiError" and isinstance(raw.get("status"), int):
-        return ApiError(raw["status"], code, message)
-    if not isinstance(kind, str) or kind not in _ERROR_TYPES:
-        raise ValueError(f"unknown error type {kind!r}")
-    return _ERROR_TYPES[kind](message, code=code)
-
-
-class Channel:
-    """The child's end of the conversation: JSON lines in, JSON lines out."""
-
-    def __init__(self, reader: IO[bytes], writer: IO[bytes]) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    def read(self) -> dict[str, Any]:
-        line = self._reader.readline()
-        if not line:
-            raise EOFError("the agent closed the conversation")
-        message = json.loads(line)
-        if not isinstance(message, dict):
-            raise ValueError("a message must be a JSON object")
-        return message
-
-    def write(self, message: Mapping[str, Any]) -> None:
-        self._writer.write(json.dumps(message).encode() + b"\n")
-        self._writer.flush()
-
-    def fetch(self, url: str) -> bytes:
-        """A metadata file, fetched by the agent."""
-        self.write({"fetch": url})
-        reply = self.read()
-        if "body" in reply:
-            return base64.b64decode(reply["body"], validate=True)
-        raise error_from_wire(reply.get("error"))
-
-    def warn(self, message: str) -> None:
-        self.write({"warning": message})
 
 
 def _verify_release(args: Mapping[str, Any], channel: Channel) -> Any:
@@ -160,7 +86,7 @@ def _read_manifest(args: Mapping[str, Any], channel: Channel) -> Any:
     return read_service_manifest(Path(args["path"]))
 
 
-JOBS: dict[str, Callable[[Mapping[str, Any], Channel], Any]] = {
+JOBS: dict[str, Job] = {
     "verify_release": _verify_release,
     "apply_delta": _apply_delta,
     "pin_root": _pin_root,
@@ -169,22 +95,7 @@ JOBS: dict[str, Callable[[Mapping[str, Any], Channel], Any]] = {
 
 
 def main() -> int:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    # The conversation keeps the real stdout; anything else printed lands on stderr.
-    channel = Channel(sys.stdin.buffer, os.fdopen(os.dup(1), "wb"))
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    request = channel.read()
-    job = JOBS[request["job"]]
-    try:
-        result = job(request["args"], channel)
-    except EdgefleetError as e:
-        channel.write({"error": error_to_wire(e)})
-    else:
-        channel.write({"result": result})
-    return 0
+    return serve(JOBS)
 
 
 if __name__ == "__main__":

@@ -36,21 +36,22 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import edgefleet
-from edgefleet.agent.install_child import (
-    MODULE,
+from edgefleet.agent.child_channel import (
+    EXIT_GRACE_S,
+    MAX_MESSAGE_BYTES,
+    child_environment,
     error_from_wire,
     error_to_wire,
-    read_service_manifest,
+    send,
+    stderr_tail,
 )
-from edgefleet.agent.process_runtime import inherited_environment
+from edgefleet.agent.install_child import MODULE, read_service_manifest
 from edgefleet.agent.release_verification import (
     METADATA_FETCH_TIMEOUT_S,
     MetadataFetch,
@@ -69,9 +70,6 @@ VERIFY_TIMEOUT_S = 600.0
 DELTA_TIMEOUT_S = 900.0
 PIN_TIMEOUT_S = 60.0
 MANIFEST_TIMEOUT_S = 60.0
-EXIT_GRACE_S = 10.0
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the longest line the agent reads from the child
-STDERR_TAIL_BYTES = 8 * 1024
 _METADATA_URL_RE = re.compile(r"/v1/tuf/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -178,13 +176,13 @@ class ChildProcessHelper:
             process = await asyncio.create_subprocess_exec(
                 self._python, "-m", MODULE,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=_child_env(), start_new_session=True,
+                stderr=asyncio.subprocess.PIPE, env=child_environment(), start_new_session=True,
                 limit=MAX_MESSAGE_BYTES,
             )  # fmt: skip
         except OSError as e:
             raise InstallHelperFailed(f"the install helper could not start: {e}") from None
         assert process.stderr is not None
-        stderr = asyncio.ensure_future(_tail(process.stderr))
+        stderr = asyncio.ensure_future(stderr_tail(process.stderr))
         answer: dict[str, Any] | None = None
         failure = ""
         try:
@@ -233,7 +231,7 @@ class ChildProcessHelper:
         exits without one)."""
         assert process.stdin is not None and process.stdout is not None
         try:
-            await _send(process.stdin, {"job": job, "args": args})
+            await send(process.stdin, {"job": job, "args": args})
             while True:
                 try:
                     line = await process.stdout.readline()
@@ -243,7 +241,7 @@ class ChildProcessHelper:
                     return None
                 message = _parse(line)
                 if "fetch" in message:
-                    await _send(process.stdin, await _serve_fetch(message["fetch"], fetch))
+                    await send(process.stdin, await _serve_fetch(message["fetch"], fetch))
                 elif "warning" in message:
                     log.warning(str(message["warning"])[:500], extra={"job": job})
                 else:
@@ -331,28 +329,5 @@ async def _serve_fetch(url: object, fetch: MetadataFetch | None) -> dict[str, An
     return {"body": base64.b64encode(body).decode()}
 
 
-async def _send(stream: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    stream.write(json.dumps(message).encode() + b"\n")
-    await stream.drain()
-
-
-async def _tail(stream: asyncio.StreamReader) -> str:
-    """Everything the child writes to stderr, keeping only the last STDERR_TAIL_BYTES."""
-    kept = b""
-    while chunk := await stream.read(64 * 1024):
-        kept = (kept + chunk)[-STDERR_TAIL_BYTES:]
-    return kept.decode("utf-8", "replace")
-
-
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
-
-
-def _child_env() -> dict[str, str]:
-    # The child must import edgefleet even when the agent runs from a source tree; numpy's
-    # math libraries get one thread (a delta is applied chunk by chunk anyway). Like the
-    # runtime's children it sees none of the agent's secrets (the enrollment token).
-    package_root = str(Path(edgefleet.__file__).resolve().parent.parent)
-    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    return {**inherited_environment(os.environ), "PYTHONPATH": python_path,
-            "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip

@@ -15,19 +15,15 @@ The agent relays only requests to this round's training routes of its own device
 from __future__ import annotations
 
 import base64
-import logging
-import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgefleet.agent.install_child import Channel, error_from_wire, error_to_wire
+from edgefleet.agent.child_channel import Channel, error_from_wire, serve
 from edgefleet.agent.training_client import ModelCache, run_round
-from edgefleet.errors import EdgefleetError
 
 MODULE = "edgefleet.agent.training_child"
 
@@ -52,23 +48,7 @@ def train_round(args: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
 
 
 def main() -> int:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    channel = Channel(sys.stdin.buffer, os.fdopen(os.dup(1), "wb"))
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    request = channel.read()
-    if request.get("job") != "train_round":
-        channel.write({"error": error_to_wire(EdgefleetError(f"no job {request.get('job')!r}"))})
-        return 0
-    try:
-        result = train_round(request["args"], channel)
-    except EdgefleetError as e:
-        channel.write({"error": error_to_wire(e)})
-    else:
-        channel.write({"result": result})
-    return 0
+    return serve({"train_round": train_round})
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from edgefleet.agent.install_child import error_to_wire
-from edgefleet.agent.install_helper import (
+from edgefleet.agent.child_channel import (
     EXIT_GRACE_S,
     MAX_MESSAGE_BYTES,
-    _child_env,
-    _send,
-    _tail,
+    child_environment,
+    error_to_wire,
+    send,
+    stderr_tail,
 )
 from edgefleet.errors import EdgefleetError
 
@@ -82,14 +82,14 @@ class TrainingRunner:
             process = await asyncio.create_subprocess_exec(
                 self._python, "-m", MODULE, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=_child_env(), start_new_session=True, limit=MAX_MESSAGE_BYTES,
+                env=child_environment(), start_new_session=True, limit=MAX_MESSAGE_BYTES,
             )  # fmt: skip
         except OSError as e:
             log.warning("training child could not start", extra={**extra, "reason": str(e)})
             return
         assert process.stdin is not None and process.stdout is not None
         assert process.stderr is not None
-        stderr = asyncio.ensure_future(_tail(process.stderr))
+        stderr = asyncio.ensure_future(stderr_tail(process.stderr))
         answer: dict[str, Any] | None = None
         try:
             answer = await asyncio.wait_for(self._converse(process, args, allowed), ROUND_TIMEOUT_S)
@@ -111,7 +111,7 @@ class TrainingRunner:
     async def _converse(self, process: asyncio.subprocess.Process, args: dict[str, Any],
                         allowed: re.Pattern[str]) -> dict[str, Any] | None:  # fmt: skip
         assert process.stdin is not None and process.stdout is not None
-        await _send(process.stdin, {"job": "train_round", "args": args})
+        await send(process.stdin, {"job": "train_round", "args": args})
         while True:
             line = await process.stdout.readline()
             if not line:
@@ -122,7 +122,7 @@ class TrainingRunner:
             if "request" not in message:
                 process.stdin.close()
                 return message
-            await _send(process.stdin, await self._relay(message["request"], allowed))
+            await send(process.stdin, await self._relay(message["request"], allowed))
 
     async def _relay(self, request: Any, allowed: re.Pattern[str]) -> dict[str, Any]:
         if not isinstance(request, dict) or request.get("method") not in ("GET", "POST"):
