@@ -18,9 +18,11 @@ too: `MessageSequence` reserves them on disk in blocks before using them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -29,7 +31,7 @@ from edgefleet.agent.link import SEALED_TELEMETRY_CONTENT_TYPE, ControlPlaneLink
 from edgefleet.atomicfile import write_atomically
 from edgefleet.clock import Clock
 from edgefleet.core.protocol import Report, from_dict, to_binary
-from edgefleet.errors import SettingsError, Unavailable
+from edgefleet.errors import ApiError, Forbidden, SettingsError, Unauthenticated, Unavailable
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_PROPERTY
 from edgefleet.security.keys import DeviceKey
 from edgefleet.security.message_signing import sign_message
@@ -73,6 +75,17 @@ class MessageSequence:
         return number
 
 
+@contextlib.contextmanager
+def _broker_refusals() -> Iterator[None]:
+    """The broker's refusals (credentials, ACLs) as the agent's loop takes a server's: an
+    ApiError it logs and backs off from, then connects again."""
+    try:
+        yield
+    except (Unauthenticated, Forbidden) as e:
+        status = 401 if isinstance(e, Unauthenticated) else 403
+        raise ApiError(status, e.code, e.message) from None
+
+
 class MqttChannel:
     def __init__(
         self,
@@ -110,8 +123,9 @@ class MqttChannel:
             on_message=self._received,
         )
         self._connection = connection
-        await connection.connect()
-        await connection.subscribe([device_topic(self.device_id, Channel.DESIRED)])
+        with _broker_refusals():
+            await connection.connect()
+            await connection.subscribe([device_topic(self.device_id, Channel.DESIRED)])
         broker = self._url.without_credentials()
         log.info("MQTT device channel open", extra={"device_id": self.device_id, "broker": broker})
 
@@ -139,7 +153,8 @@ class MqttChannel:
         signature = sign_message(self._key, topic, payload, self.device_id,
                                  self._sequence.next(), self._clock.now())  # fmt: skip
         properties = [*signature, *(properties or [])]
-        await self._connection.publish(topic, payload, user_properties=properties)
+        with _broker_refusals():
+            await self._connection.publish(topic, payload, user_properties=properties)
 
     async def report(self, payload: dict[str, Any]) -> None:
         """Publish a report (the HTTP report's fields) as the protocol's binary `Report`."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from edgefleet.transport.mqtt_topics import Channel, device_topic
 from tests.conftest import ADMIN_TOKEN
 from tests.device_requests import RawDevice
 from tests.integration.test_device_certificates import make_server_tls
-from tests.mqtt_broker import BrokerProcess, require_mosquitto
+from tests.mqtt_broker import ADMIN_PASSWORD, ADMIN_USER, BrokerProcess, require_mosquitto
 from tests.telemetry_fleet import FAST_AGENT_ARGS, fast_policy
 
 DESIRED_ROUTE = "/v1/devices/{device_id}/desired"
@@ -200,6 +201,26 @@ def test_a_broker_restart_loses_neither_the_channel_nor_the_desired_state(
              >= before + 2, timeout_s=60, what="reports after the restart")  # fmt: skip
     assert agent.running
     assert requests_to(server, DESIRED_ROUTE) == 0
+
+
+def test_an_agent_the_broker_refuses_backs_off_and_keeps_running(
+    server: ServerProcess, broker: BrokerProcess, enroll_token: str,
+    mqtt_agents: list[AgentProcess], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Its broker client deleted behind the control plane's back: the broker kicks the agent
+    and refuses it; the agent says why and tries again later, it does not exit."""
+    agent = start_agent(server, broker.url, enroll_token, tmp_path, "mqtt-refused")
+    mqtt_agents.append(agent)
+    wait_for(lambda: agent.state().get("applied_generation", 0) > 0, timeout_s=60,
+             what="a first desired state")  # fmt: skip
+    _, ctrl = require_mosquitto()
+    subprocess.run([ctrl, "-h", "127.0.0.1", "-p", str(broker.port), "-u", ADMIN_USER,
+                    "-P", ADMIN_PASSWORD, "dynsec", "deleteClient", str(agent.device_id)],
+                   check=True, capture_output=True, timeout=30)  # fmt: skip
+    # Refused, backed off, refused again: still running.
+    wait_for(lambda: agent.log().count("code=broker_refused") >= 2 or not agent.running,
+             timeout_s=60, what="the refusal logged twice")  # fmt: skip
+    assert agent.running, agent.log()
 
 
 class RawMqttDevice:
