@@ -50,8 +50,8 @@ def migration(state: MigrationState, **kw: object) -> Migration:
         5,
         state=state,
         generation=9,
-        **kw,
-    )  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def test_a_node_holds_its_placed_replicas_at_their_generations() -> None:
