@@ -72,6 +72,9 @@ class BrokerProcess:
             "per_listener_settings false", "allow_anonymous false",
             f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {dynsec}",
             "persistence true", f"persistence_location {data}/",
+            # A control plane that falls behind must not lose acknowledged reports: its
+            # session's queue holds a million (Mosquitto's default drops beyond 1,000).
+            "max_queued_messages 1000000",
             "log_dest stdout", "log_type error", "log_type warning", "log_type notice",
             f"listener {self.port} 127.0.0.1",
         ]  # fmt: skip
