@@ -28,8 +28,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python demo/demo.py
 
+# Tests run in TEST_JOBS processes (pytest-xdist), a test module per process at a time so
+# its module-scoped control plane is shared as before; most integration tests wait on real
+# processes, so three jobs fit two cores.
+TEST_JOBS ?= 3
+
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgefleet tests demo bench
@@ -37,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict edgefleet/core edgefleet/security edgefleet/errors.py
+	$(BIN)/mypy --strict edgefleet/core edgefleet/controllers edgefleet/security edgefleet/errors.py
 	$(BIN)/mypy edgefleet
 	$(BIN)/mypy tests
 

@@ -46,7 +46,10 @@ FINAL = {"succeeded", "failed", "aborted", "rolled-back"}
 # What build_nan_mlp does: NaN outputs on every input.
 NAN_MODEL = BadModel(affected_inputs_percent=100, error_percent=100, latency_factor=1)
 PHASE_TOLERANCE = 0.2  # of the real phase's length
-CLOCK_SLACK_S = 0.25  # timestamps: the lab's event times against the server's clock reads
+# Timestamps and scheduling: the lab's event times against the server's clock reads, and the
+# real install's process start-ups, which a busy machine (the suite runs modules side by
+# side) stretches by a second or so in one rollout and not in the one the lab learnt from.
+CLOCK_SLACK_S = 1.5
 
 
 @pytest.fixture(scope="module")

@@ -560,8 +560,10 @@ def test_status_watch_streams_changes_and_exits_by_outcome(
     device = agents("rwatch-0", token, {"kind": "camera", "fleet": "watch"})
     wait_for(lambda: device.state().get("applied_generation"), what="agent in sync")
 
+    # A soak long enough that the watch, however slowly its CLI starts, sees the rollout
+    # running before it succeeds.
     created = run_cli("rollouts", "create", "-r", releases["good"], "-l", "fleet=watch",
-                      "--name", "watched", "--waves", "1", "--soak", "1s", env=env)  # fmt: skip
+                      "--name", "watched", "--waves", "1", "--soak", "10s", env=env)  # fmt: skip
     assert created.code == 0, created.stderr
     watched = run_cli("rollouts", "status", "watched", "--watch", "--interval", "0.5",
                       "-o", "json", env=env, timeout_s=240)  # fmt: skip
