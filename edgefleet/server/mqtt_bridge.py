@@ -50,12 +50,17 @@ from edgefleet.errors import (
 )
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_PROPERTY
 from edgefleet.security.message_signing import read_message_signature
+from edgefleet.security.request_signing import SignedRequest
 from edgefleet.server.services.broker_accounts import (
     RESPONSE_TOPIC,
     BrokerAccounts,
     load_or_create_secret,
 )
-from edgefleet.server.services.device_messages import DeviceMessageService, MessageSettler
+from edgefleet.server.services.device_messages import (
+    ArrivedMessage,
+    Batcher,
+    DeviceMessageService,
+)
 from edgefleet.server.services.ingest import DeviceIngest, TelemetryUpload
 from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage
 from edgefleet.transport.mqtt_topics import (
@@ -104,7 +109,8 @@ class MqttBridge:
             on_connected=self._connected,
         )
         self._metrics = svc.metrics
-        self._settler = MessageSettler(self._messages)
+        self._authenticator: Batcher[ArrivedMessage, Device] = Batcher(self._messages.authenticate)
+        self._settler: Batcher[SignedRequest, None] = Batcher(self._messages.settle)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._device_locks: dict[str, asyncio.Lock] = {}
         self._marked: set[str] = set()
@@ -124,6 +130,7 @@ class MqttBridge:
         self._tasks = [
             asyncio.create_task(self._publish_marked_forever()),
             asyncio.create_task(self._keep_accounts_forever()),
+            asyncio.create_task(self._authenticator.run_forever()),
             asyncio.create_task(self._settler.run_forever()),
         ]
         self.connection.start()
@@ -253,8 +260,9 @@ class MqttBridge:
         if len(message.payload) > self._svc.settings.max_body_bytes:
             raise PayloadTooLarge(f"{len(message.payload)} bytes", code="oversized")
         signed = read_message_signature(device_id, message.user_property)
-        device = await asyncio.to_thread(self._messages.authenticate, signed, message.topic,
-                                         message.payload)  # fmt: skip
+        device = await self._authenticator.submit(
+            ArrivedMessage(signed, message.topic, message.payload)
+        )
         try:
             if channel is Channel.REPORT:
                 report = from_binary(Report, message.payload)
@@ -268,9 +276,9 @@ class MqttBridge:
         except (StoreError, Unavailable):
             raise  # not taken: the message is tried again
         except EdgefleetError:
-            await self._settler.settle(signed)  # refused for good
+            await self._settler.submit(signed)  # refused for good
             raise
-        await self._settler.settle(signed)
+        await self._settler.submit(signed)
         if channel is Channel.REPORT:
             self._metrics.reports_ingested.inc("mqtt")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,9 @@ class MqttConnection:
         self._on_message = on_message
         self._on_connected = on_connected
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Callbacks handed from paho's thread to the loop, run in order by one wake-up.
+        self._handed: deque[tuple[Callable[..., None], tuple[object, ...]]] = deque()
+        self._wake_pending = False
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._subscribing: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._connecting: asyncio.Future[bool] | None = None
@@ -274,8 +278,26 @@ class MqttConnection:
         return self._loop
 
     def _later(self, callback: Callable[..., None], *args: object) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback, *args)
+        """Run `callback(*args)` on the event loop, after those handed over before it. A
+        burst of messages wakes the loop once, not once each (every wake-up is a write to
+        the loop's self-pipe). The flag is cleared before the queue is drained, so an item
+        appended meanwhile is either drained now or schedules a drain of its own."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        self._handed.append((callback, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop.call_soon_threadsafe(self._run_handed)
+
+    def _run_handed(self) -> None:
+        self._wake_pending = False
+        while self._handed:
+            callback, args = self._handed.popleft()
+            try:
+                callback(*args)
+            except Exception:  # as the loop itself would: logged, the others still run
+                log.exception("MQTT callback failed")
 
     def _connected_cb(self, _client: paho.Client, _userdata: object, flags: paho.ConnectFlags,
                       reason: ReasonCode, _properties: Properties | None) -> None:  # fmt: skip

@@ -7,20 +7,24 @@ message's work is done (`settle`, many messages in one transaction): a consumer 
 the work and the settling gets the message again from the broker and does the work again,
 which every device message tolerates (a report replaces the stored one; a telemetry batch
 already stored is refused by its batch sequence). Remembering it first would lose it.
+
+Both steps take messages in batches (`Batcher`): whatever arrives while one store round trip
+runs goes into the next, so a burst of messages costs a few reads and writes, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from edgefleet.clock import Clock
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import check_device_access
-from edgefleet.errors import Unauthenticated
+from edgefleet.errors import EdgefleetError, Unauthenticated
 from edgefleet.security.message_signing import METHOD
 from edgefleet.security.request_signing import SignedRequest, check_fresh, verify_signed_request
 from edgefleet.server.settings import ServerSettings
@@ -28,7 +32,18 @@ from edgefleet.store import Database
 
 log = logging.getLogger(__name__)
 
-MAX_SETTLE_BATCH = 512
+MAX_BATCH = 512
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ArrivedMessage:
+    """A device message as the broker delivered it: its signature, topic and payload."""
+
+    signed: SignedRequest
+    topic: str
+    payload: bytes
 
 
 class DeviceMessageService:
@@ -37,24 +52,37 @@ class DeviceMessageService:
         self._clock = clock
         self._settings = settings
 
-    def authenticate(self, signed: SignedRequest, topic: str, payload: bytes) -> Device:
-        """The approved device that signed this message on its own topic; Unauthenticated
-        (bad_signature, stale_request, replayed_request, unknown_device) or
-        DeviceNotApproved otherwise."""
+    def authenticate(self, messages: Sequence[ArrivedMessage]) -> list[Device | EdgefleetError]:
+        """Per message, the approved device that signed it on its own topic, or why not:
+        Unauthenticated (bad_signature, stale_request, replayed_request, unknown_device) or
+        DeviceNotApproved. One read of the store for all of them (devices and used sequence
+        numbers), then the signatures."""
         now = self._clock.now()
-        check_fresh(signed, now, self._settings.max_clock_skew_s)
+        skew_s = self._settings.max_clock_skew_s
         with self._db.read() as tx:
-            device = tx.devices.find(signed.device_id)
-            replayed = device is not None and tx.nonces.used(device.id, signed.nonce)
-        if device is None:
-            raise Unauthenticated(f"unknown device {signed.device_id!r}", code="unknown_device")
-        verify_signed_request(signed, device.public_key, METHOD, topic, payload, now,
-                              self._settings.max_clock_skew_s)  # fmt: skip
-        if replayed:
-            raise Unauthenticated("message sequence number already used: replay refused",
-                                  code="replayed_request")  # fmt: skip
-        check_device_access(device.enrollment)
-        return device
+            devices = tx.devices.find_many(sorted({m.signed.device_id for m in messages}))
+            pairs = [(m.signed.device_id, m.signed.nonce) for m in messages]
+            used = tx.nonces.used_among([p for p in pairs if p[0] in devices])
+        outcomes: list[Device | EdgefleetError] = []
+        for m in messages:
+            signed = m.signed
+            try:
+                check_fresh(signed, now, skew_s)
+                device = devices.get(signed.device_id)
+                if device is None:
+                    raise Unauthenticated(f"unknown device {signed.device_id!r}",
+                                          code="unknown_device")  # fmt: skip
+                verify_signed_request(signed, device.public_key, METHOD, m.topic, m.payload, now,
+                                      skew_s)  # fmt: skip
+                if (device.id, signed.nonce) in used:
+                    raise Unauthenticated("message sequence number already used: replay refused",
+                                          code="replayed_request")  # fmt: skip
+                check_device_access(device.enrollment)
+            except EdgefleetError as e:
+                outcomes.append(e)
+            else:
+                outcomes.append(device)
+        return outcomes
 
     def settle(self, messages: Sequence[SignedRequest]) -> list[Unauthenticated | None]:
         """Remember the messages' sequence numbers, each until its timestamp could no longer
@@ -78,41 +106,44 @@ class DeviceMessageService:
 
 
 @dataclass
-class _Settling:
-    signed: SignedRequest
-    done: asyncio.Future[None]
+class _Waiting(Generic[T, R]):
+    item: T
+    done: asyncio.Future[R]
 
 
-class MessageSettler:
-    """Settles messages in batches: whatever arrived while one transaction was written goes
-    into the next (group commit), so many messages cost one write."""
+class Batcher(Generic[T, R]):
+    """Runs `work` over items in batches on a worker thread: whatever is submitted while one
+    batch runs goes into the next (as a group commit does), so many messages cost one store
+    round trip. `work` answers each item with its result or the error it raises for it."""
 
-    def __init__(self, messages: DeviceMessageService) -> None:
-        self._messages = messages
-        self._queue: asyncio.Queue[_Settling] = asyncio.Queue()
+    def __init__(
+        self, work: Callable[[list[T]], Sequence[R | BaseException]], max_batch: int = MAX_BATCH
+    ) -> None:
+        self._work = work
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue()
 
-    async def settle(self, signed: SignedRequest) -> None:
-        """Return once the message is remembered; raises what `DeviceMessageService.settle`
-        said of it, or the store's failure."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Settling(signed, done))
-        await done
+    async def submit(self, item: T) -> R:
+        """The item's result once its batch ran; raises its error, or the batch's failure."""
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Waiting(item, done))
+        return await done
 
     async def run_forever(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < MAX_SETTLE_BATCH and not self._queue.empty():
+            while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes: Sequence[BaseException | None] = await asyncio.to_thread(
-                    self._messages.settle, [item.signed for item in batch]
+                outcomes: Sequence[R | BaseException] = await asyncio.to_thread(
+                    self._work, [waiting.item for waiting in batch]
                 )
             except Exception as e:
                 outcomes = [e] * len(batch)
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if item.done.done():
+            for waiting, outcome in zip(batch, outcomes, strict=True):
+                if waiting.done.done():
                     continue
-                if outcome is None:
-                    item.done.set_result(None)
+                if isinstance(outcome, BaseException):
+                    waiting.done.set_exception(outcome)
                 else:
-                    item.done.set_exception(outcome)
+                    waiting.done.set_result(outcome)

@@ -22,6 +22,7 @@ ID_CHUNK = 500  # ids per IN (...) list, well under every backend's parameter li
 # Statements every device request runs, built once: building one and computing its cache
 # key costs more than SQLite takes to run it.
 _FIND = select(devices).where(devices.c.id == bindparam("b_id"))
+_FIND_MANY = select(devices).where(devices.c.id.in_(bindparam("b_ids", expanding=True)))
 _RECORD_HEARTBEAT = (
     update(devices)
     .where(devices.c.id == bindparam("b_id"))
@@ -89,6 +90,16 @@ class DeviceRepository:
     def find(self, device_id: str) -> Device | None:
         row = self._c.execute(_FIND, {"b_id": device_id}).first()
         return _to_device(row) if row else None
+
+    def find_many(self, device_ids: Sequence[str]) -> dict[str, Device]:
+        """The devices among `device_ids` that exist, by id."""
+        out: dict[str, Device] = {}
+        for start in range(0, len(device_ids), ID_CHUNK):
+            chunk = list(device_ids[start : start + ID_CHUNK])
+            out.update(
+                (row.id, _to_device(row)) for row in self._c.execute(_FIND_MANY, {"b_ids": chunk})
+            )
+        return out
 
     def get(self, device_id: str) -> Device:
         device = self.find(device_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,12 @@ def _remember_statement(dialect_insert: Any) -> Any:
         .returning(device_nonces.c.nonce)
     )
 
+
+_USED_AMONG = select(device_nonces.c.device_id, device_nonces.c.nonce).where(
+    device_nonces.c.device_id.in_(bindparam("b_devices", expanding=True)),
+    device_nonces.c.nonce.in_(bindparam("b_nonces", expanding=True)),
+)
+NONCE_CHUNK = 500  # nonces per IN (...) list, well under every backend's parameter limit
 
 _REMEMBER = {
     False: _remember_statement(sqlite.insert),
@@ -54,6 +61,17 @@ class NonceRepository:
             device_nonces.c.device_id == device_id, device_nonces.c.nonce == nonce
         )
         return self._c.execute(query).first() is not None
+
+    def used_among(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the (device id, nonce) pairs already used, in one query per chunk."""
+        wanted = sorted(set(pairs))
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(wanted), NONCE_CHUNK):
+            chunk = wanted[start : start + NONCE_CHUNK]
+            params = {"b_devices": sorted({d for d, _ in chunk}),
+                      "b_nonces": sorted({n for _, n in chunk})}  # fmt: skip
+            found.update((row.device_id, row.nonce) for row in self._c.execute(_USED_AMONG, params))
+        return found & set(wanted)
 
     def forget(self, device_id: str) -> None:
         """Drop every nonce of a device that is deleted."""
