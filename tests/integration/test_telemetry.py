@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edgefleet.client import FleetClient
@@ -351,6 +352,22 @@ def test_metrics_are_valid_prometheus_exposition(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_metrics_can_be_limited_to_named_families(server: ServerProcess) -> None:
+    def families(*names: str) -> list[str]:
+        answer = httpx.get(f"{server.url}/metrics", params=[("name[]", n) for n in names])
+        assert answer.status_code == 200
+        return [line.split()[2] for line in answer.text.splitlines()
+                if line.startswith("# TYPE ")]  # fmt: skip
+
+    # A counter of this process alone, one read of the store, both, an unknown name.
+    assert families("edgefleet_reports_ingested_total") == ["edgefleet_reports_ingested_total"]
+    assert families("edgefleet_devices") == ["edgefleet_devices"]
+    assert sorted(families("edgefleet_devices", "edgefleet_build_info")) == [
+        "edgefleet_build_info", "edgefleet_devices"]  # fmt: skip
+    assert families("no_such_family") == []
+    assert len(families()) > 10  # no name: everything
 
 
 def _value(exposition: str, name: str) -> float:

@@ -6,6 +6,7 @@ active rollouts with their devices, waves and gates).
 from __future__ import annotations
 
 from collections import Counter as Tally
+from collections.abc import Collection
 
 from edgefleet import __version__
 from edgefleet.clock import Clock
@@ -24,7 +25,34 @@ class FleetMetricsService:
         self._clock = clock
         self._metrics = metrics
 
-    def families(self) -> list[MetricFamily]:
+    def families(self, names: Collection[str] | None = None) -> list[MetricFamily]:
+        """Every family, or only those named (`/metrics?name[]=...`, as Prometheus' own
+        client libraries filter). Naming only this process's families skips the store: a
+        scraper that polls a counter often costs the control plane next to nothing."""
+        process = [self._build_info(), self._start_time(), *self._metrics.families()]
+        if names is not None:
+            wanted = set(names)
+            if wanted <= {family.name for family in process}:
+                return [family for family in process if family.name in wanted]
+            return [family for family in self._fleet_families() + process if family.name in wanted]
+        return self._fleet_families() + process
+
+    def _build_info(self) -> MetricFamily:
+        info = MetricFamily("edgefleet_build_info", "gauge", "The running edgefleet version.")
+        info.add(1, {"version": __version__})
+        return info
+
+    def _start_time(self) -> MetricFamily:
+        started = MetricFamily(
+            "edgefleet_process_start_time_seconds",
+            "gauge",
+            "Start time of this control-plane process since the Unix epoch.",
+        )
+        started.add(round(self._metrics.started_at_s, 3))
+        return started
+
+    def _fleet_families(self) -> list[MetricFamily]:
+        """The fleet aggregates, read from the store."""
         now = self._clock.now()
         with self._db.read() as tx:
             facts = tx.devices.connection_facts()
@@ -74,15 +102,7 @@ class FleetMetricsService:
             "Batches devices report having dropped from full queues, summed over the fleet.",
         )
         dropped_batches.add(dropped_batches_total)
-        info = MetricFamily("edgefleet_build_info", "gauge", "The running edgefleet version.")
-        info.add(1, {"version": __version__})
-        started = MetricFamily(
-            "edgefleet_process_start_time_seconds",
-            "gauge",
-            "Start time of this control-plane process since the Unix epoch.",
-        )
-        started.add(round(self._metrics.started_at_s, 3))
         return [
-            info, started, fleet, alerts, reporting, stored, dropped, dropped_batches,
-            *rollout_families(rollouts, rollout_devices), *self._metrics.families(),
+            fleet, alerts, reporting, stored, dropped, dropped_batches,
+            *rollout_families(rollouts, rollout_devices),
         ]  # fmt: skip
