@@ -22,7 +22,8 @@ from edgefleet.core.protocol import Report, to_binary
 from edgefleet.errors import Forbidden, Unauthenticated
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
 from edgefleet.security.message_signing import sign_message
-from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection
+from edgefleet.server.services.broker_accounts import RESPONSE_TOPIC, BrokerAccounts
+from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage
 from edgefleet.transport.mqtt_topics import Channel, device_topic
 from tests.conftest import ADMIN_TOKEN
 from tests.device_requests import RawDevice
@@ -392,3 +393,49 @@ def test_a_restarted_control_plane_loses_no_message(
              timeout_s=30, what="the reports queued for the session")  # fmt: skip
     assert metric(server, "edgefleet_reports_ingested_total", transport="mqtt") == 25
     assert metric(server, "edgefleet_messages_dropped_total", reason="replayed_request") == 0
+
+
+def test_a_device_client_is_created_and_a_stale_one_repaired(broker: BrokerProcess) -> None:
+    """The control plane's broker accounts against the real plugin: a new device's client
+    (two plugin changes) lets it connect; a client left disabled with another password
+    (an older control plane's, say) is repaired by the next control plane that ensures it."""
+    device_id = "accounts-device"
+
+    async def can_connect(password: str) -> bool:
+        connection = MqttConnection(BrokerUrl.parse(broker.url), client_id=device_id,
+                                    username=device_id, password=password)  # fmt: skip
+        try:
+            await connection.connect()
+        except Unauthenticated:
+            return False
+        await connection.close()
+        return True
+
+    async def ensured_by_a_fresh_control_plane() -> str:
+        accounts: BrokerAccounts | None = None
+
+        def received(message: ReceivedMessage) -> None:
+            assert accounts is not None
+            accounts.answered(message)
+
+        admin = MqttConnection(BrokerUrl.parse(broker.admin_url), client_id="accounts-admin",
+                               on_message=received)  # fmt: skip
+        accounts = BrokerAccounts(b"s" * 32, lambda topic, payload: admin.publish(topic, payload))
+        await admin.connect()
+        try:
+            await admin.subscribe([RESPONSE_TOPIC])
+            await accounts.ensure_device(device_id)
+        finally:
+            await admin.close()
+        return accounts.password(device_id)
+
+    password = asyncio.run(ensured_by_a_fresh_control_plane())
+    assert asyncio.run(can_connect(password))
+    _, ctrl = require_mosquitto()
+    for command in (["disableClient", device_id], ["setClientPassword", device_id, "stale"]):
+        subprocess.run([ctrl, "-h", "127.0.0.1", "-p", str(broker.port), "-u", ADMIN_USER,
+                        "-P", ADMIN_PASSWORD, "dynsec", *command],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+    assert not asyncio.run(can_connect(password))
+    assert asyncio.run(ensured_by_a_fresh_control_plane()) == password
+    assert asyncio.run(can_connect(password))

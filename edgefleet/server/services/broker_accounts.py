@@ -105,15 +105,21 @@ class BrokerAccounts:
             for channel in (Channel.REPORT, Channel.TELEMETRY)
         ] + [{"acltype": "subscribeLiteral",
               "topic": device_topic(device_id, Channel.DESIRED), "allow": True}]  # fmt: skip
-        await self._run([
+        # The plugin rewrites its whole configuration file after every change, so a new
+        # device costs two changes, not five: the repairs run only for a client that exists
+        # already (created before, perhaps disabled or with another password).
+        outcomes = await self._run([
             {"command": "createRole", "rolename": role, "acls": acls},
             {"command": "createClient", "username": device_id, "clientid": device_id,
              "password": self.password(device_id), "roles": [{"rolename": role}]},
-            {"command": "setClientPassword", "username": device_id,
-             "password": self.password(device_id)},
-            {"command": "addClientRole", "username": device_id, "rolename": role},
-            {"command": "enableClient", "username": device_id},
         ])  # fmt: skip
+        if outcomes[1]:
+            await self._run([
+                {"command": "setClientPassword", "username": device_id,
+                 "password": self.password(device_id)},
+                {"command": "addClientRole", "username": device_id, "rolename": role},
+                {"command": "enableClient", "username": device_id},
+            ])  # fmt: skip
         self.known.add(device_id)
         log.info("broker client ready", extra={"device_id": device_id})
 
@@ -151,15 +157,17 @@ class BrokerAccounts:
             if future is not None and not future.done():
                 future.set_result(response)
 
-    async def _run(self, commands: Sequence[dict[str, Any]]) -> None:
-        """Send `commands` in one message; raise Unavailable naming the first that failed
-        (other than for being done already)."""
+    async def _run(self, commands: Sequence[dict[str, Any]]) -> list[str]:
+        """Send `commands` in one message; per command "" when it was done now, or the
+        plugin's error when it was done already; raise Unavailable naming the first that
+        failed otherwise."""
         loop = asyncio.get_running_loop()
         tagged = []
         for command in commands:
             tag = secrets.token_hex(8)
             self._answers[tag] = loop.create_future()
             tagged.append({**command, "correlationData": tag})
+        outcomes = []
         try:
             await self._publish(CONTROL_TOPIC, json.dumps({"commands": tagged}).encode())
             for command in tagged:
@@ -176,6 +184,8 @@ class BrokerAccounts:
                 done_already = _ALREADY.get(command["command"])
                 if error and (done_already is None or done_already not in error.lower()):
                     raise Unavailable(f"dynamic-security {command['command']}: {error}")
+                outcomes.append(error)
         finally:
             for command in tagged:
                 self._answers.pop(command["correlationData"], None)
+        return outcomes
