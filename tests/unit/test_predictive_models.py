@@ -40,7 +40,7 @@ from edgefleet.core.telemetry.sampling import (
 )
 from edgefleet.core.workloads.failover import fit_trend
 from edgefleet.core.workloads.forecast import forecast_node
-from edgefleet.core.workloads.placement import Placement, place
+from edgefleet.core.workloads.placement import Assignment, Placement, place
 from edgefleet.core.workloads.terms import Node, PowerSource, Topology
 from edgefleet.core.workloads.workload import parse_workload
 from edgefleet.errors import InvalidInput
@@ -108,6 +108,29 @@ def test_a_forecast_steers_a_replica_away_from_a_node_about_to_be_busy_or_flat()
         place([workload], forecast, Topology(), Placement(), NOW).placement.assignments[0].node_id
         == "steady"
     )
+
+
+def test_a_forecast_does_not_count_the_placed_replicas_load_twice() -> None:
+    """The measured load includes the replicas placed on the node, which the plan counts by
+    their requests: the forecast holds only the rest, so a busy replica is not pushed off
+    its own node by its own load."""
+    busy = fit_trend(samples(0.75, per_hour=0.0))  # 1500m of 2000m, all of it the replica's
+    assert busy is not None
+    workload = parse_workload(
+        {"kind": "Workload", "metadata": {"name": "big"},
+         "spec": {"resources": {"cpu_millicores": 1500, "memory_mb": 64}, "replicas": 1}}
+    )  # fmt: skip
+    current = Placement((Assignment("big", 0, "a", 1),), 1)
+    own = forecast_node(node("a"), {"cpu_load": busy}, NOW, 3600, placed_cpu_millicores=1500)
+    assert own.used_cpu_millicores == 0
+    plan = place([workload], [own, node("b")], Topology(), current, NOW)
+    assert plan.placement.assignments[0].node_id == "a"
+    twice = forecast_node(node("a"), {"cpu_load": busy}, NOW, 3600)
+    assert twice.used_cpu_millicores == 1500  # counted as foreign work: no room left for it
+    moved = place([workload], [twice, node("b")], Topology(), current, NOW)
+    assert moved.placement.assignments[0].node_id == "b"
+    with pytest.raises(InvalidInput):
+        forecast_node(node("a"), {}, NOW, 3600, placed_cpu_millicores=-1)
 
 
 @settings(max_examples=50, deadline=None)

@@ -16,6 +16,12 @@ over the heartbeats' `cpu_load` fraction and `battery_pct`):
 so the unchanged scoring prefers destinations that still have room and charge at the end
 of the horizon. Off by default (`horizon_s` 0 leaves the node as it is).
 
+The measured load is the whole host's, replicas included, while `Node.used_cpu_millicores`
+is work the plan does not manage: the plan counts its own replicas by their requests. So
+the control plane passes `placed_cpu_millicores`, what the replicas placed on the node
+request, and the forecast holds only the rest; counted twice, a replica's own load would
+push it off its node (and then off the next one).
+
 >>> from datetime import UTC, datetime
 >>> from edgefleet.core.workloads.failover import Trend
 >>> now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -48,13 +54,26 @@ def forecast_node(
     horizon_s: float,
     *,
     seasonal_peak_load: float | None = None,
+    placed_cpu_millicores: int = 0,
 ) -> Node:
     """`node` with its load and battery as forecast over `[now, now + horizon_s]`.
     `seasonal_peak_load`, when known, is the highest CPU load (0..1) the node's learned
     weekly profile (`core.telemetry.quiet_hours`, CPU alone) expects within the horizon:
-    a trend cannot see a shop opening before it opens."""
+    a trend cannot see a shop opening before it opens. `placed_cpu_millicores`: CPU the plan
+    counts on this node itself (its replicas' requests), taken off the forecast load.
+
+    >>> from datetime import UTC, datetime
+    >>> now = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> node = Node("n1", "r", "z", cpu_millicores=2000, memory_mb=512)
+    >>> steady = Trend(level=0.75, slope_per_s=0.0, at=now)  # a replica of 1500m, busy
+    >>> forecast_node(node, {"cpu_load": steady}, now, 3600,
+    ...               placed_cpu_millicores=1500).used_cpu_millicores
+    0
+    """
     if horizon_s < 0:
         raise InvalidInput("forecast horizon_s must not be negative")
+    if placed_cpu_millicores < 0:
+        raise InvalidInput("forecast placed_cpu_millicores must not be negative")
     if horizon_s == 0:
         return node
     end = now + timedelta(seconds=horizon_s)
@@ -65,7 +84,7 @@ def forecast_node(
         peaks += [load.value_at(now), load.value_at(end)]
     if peaks:
         peak = min(max(*peaks, 0.0), 1.0)
-        held = round(peak * node.cpu_millicores)
+        held = round(peak * node.cpu_millicores) - placed_cpu_millicores
         changes["used_cpu_millicores"] = max(node.used_cpu_millicores, held)
     battery = trends.get(BATTERY_METRIC)
     if battery is not None and node.power_source is not PowerSource.MAINS:
