@@ -27,6 +27,7 @@ from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
+from edgefleet.server.services.node_trends import NodeTrends
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.services.policies import PolicyService
 from edgefleet.server.services.rehearsals import RehearsalService
@@ -109,9 +110,10 @@ def build_services(
     trains = ReleaseTrainService(db, clock, lambda: controller.wake())
     controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
     checkpoints = CheckpointService(db, clock, blobs, workload_settings)
+    trends = NodeTrends()  # fitted once per heartbeat
     controllers = WorkloadControllers(
         workload_settings,
-        LivenessController(db, clock, workload_settings),
+        LivenessController(db, clock, workload_settings, trends),
         MigrationController(db, clock, workload_settings, watch, blobs, checkpoints),
         PlacementController(db, clock, workload_settings, watch),
     )

@@ -9,7 +9,7 @@ A tick runs every `controller_interval_s` over the whole fleet, so it keeps the 
 decoded: it reads every node's (reported_at, state) and decodes again only the rows where
 either moved (a heartbeat, or a verdict stored by another replica); judging a node it
 already holds is arithmetic. A node's metric trends (the drain forecast's input) are fitted
-once per new set of samples, not on every tick.
+once per new set of samples, not on every tick (`node_trends.NodeTrends`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from edgefleet.clock import Clock
-from edgefleet.core.workloads.failover import Trend
 from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.liveness import evaluate_liveness
-from edgefleet.core.workloads.node_health import NodeHealth, Sample
-from edgefleet.core.workloads.nodes import drain_from_trends, trends_of
+from edgefleet.core.workloads.node_health import NodeHealth
+from edgefleet.core.workloads.nodes import drain_from_trends
 from edgefleet.errors import EdgefleetError
+from edgefleet.server.services.node_trends import NodeTrends
 from edgefleet.server.workload_settings import WorkloadSettings
 from edgefleet.store import Database
 
@@ -41,15 +41,20 @@ class LivenessChange:
 
 
 class LivenessController:
-    def __init__(self, db: Database, clock: Clock, settings: WorkloadSettings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: WorkloadSettings,
+        trends: NodeTrends | None = None,  # one per process, shared
+    ) -> None:
         self._db = db
         self._clock = clock
         self._settings = settings
         self.watching_since: datetime = clock.now()
         # device -> the node as last read or written, with the marker it was read at
         self._known: dict[str, tuple[tuple[datetime | None, str], NodeHealth]] = {}
-        # device -> the samples its trends were fitted from, and those trends
-        self._trends: dict[str, tuple[tuple[Sample, ...], dict[str, Trend]]] = {}
+        self._trends = trends or NodeTrends()
 
     def _load(self) -> list[NodeHealth]:
         """Every node, decoding only rows changed since the last tick."""
@@ -60,18 +65,11 @@ class LivenessController:
             fresh = tx.node_health.find_many(stale) if stale else {}
         for device_id, health in fresh.items():
             self._known[device_id] = ((health.reported_at, health.state.value), health)
-        for device_id in self._known.keys() - markers.keys():
+        gone = self._known.keys() - markers.keys()
+        for device_id in gone:
             del self._known[device_id]
-            self._trends.pop(device_id, None)
+        self._trends.forget(gone)
         return [self._known[d][1] for d in sorted(markers) if d in self._known]
-
-    def _trends_of(self, health: NodeHealth) -> dict[str, Trend]:
-        samples = health.samples
-        cached = self._trends.get(health.device_id)
-        if cached is None or (cached[0] is not samples and cached[0] != samples):
-            cached = (samples, trends_of(samples))
-            self._trends[health.device_id] = cached
-        return cached[1]
 
     def tick(self) -> list[LivenessChange]:
         """Judge every node now; returns the changes written."""
@@ -87,7 +85,7 @@ class LivenessController:
                 drain = drain_from_trends(
                     drain,
                     health.device_id,
-                    self._trends_of(health),
+                    self._trends.of(health),
                     now,
                     settings.drain_horizon_s,
                     settings.drain_thresholds(),
