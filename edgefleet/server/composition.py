@@ -27,7 +27,7 @@ from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
-from edgefleet.server.services.node_trends import NodeTrends
+from edgefleet.server.services.node_trends import NodeTrends, forecast_destinations
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.services.policies import PolicyService
 from edgefleet.server.services.rehearsals import RehearsalService
@@ -110,12 +110,12 @@ def build_services(
     trains = ReleaseTrainService(db, clock, lambda: controller.wake())
     controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
     checkpoints = CheckpointService(db, clock, blobs, workload_settings)
-    trends = NodeTrends()  # fitted once per heartbeat
+    trends = NodeTrends()  # fitted once per heartbeat, for drains and forecast destinations
     controllers = WorkloadControllers(
         workload_settings,
         LivenessController(db, clock, workload_settings, trends),
         MigrationController(db, clock, workload_settings, watch, blobs, checkpoints),
-        PlacementController(db, clock, workload_settings, watch),
+        PlacementController(db, clock, workload_settings, watch, trends),
     )
     token_service = TokenService(db, clock)
     dashboard_service = DashboardService(db, clock, workload_settings)
@@ -135,7 +135,9 @@ def build_services(
         alerts=AlertService(db, clock, watch, server_metrics),
         fleet_metrics=FleetMetricsService(db, clock, server_metrics),
         workload_settings=workload_settings,
-        workloads=WorkloadService(db, clock, watch, blobs),
+        workloads=WorkloadService(
+            db, clock, watch, blobs, forecast_destinations(workload_settings, trends)
+        ),
         checkpoints=checkpoints,
         blob_access=BlobAccess(db),
         workload_controllers=controllers,

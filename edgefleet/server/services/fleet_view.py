@@ -1,6 +1,7 @@
 """The fleet as the workload controllers see it: one consistent read of devices, node health,
 workloads, the placement in force and the active migrations, and the placement inputs
-(`Node`s, liveness times) derived from it with the pure functions of `core`.
+(`Node`s, liveness times) derived from it with the pure functions of `core`; the nodes as
+they are now, or as forecast (`node_trends.DestinationForecast`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from edgefleet.core.workloads.placement import Node
 from edgefleet.core.workloads.placement_record import PlacementRecord
 from edgefleet.core.workloads.record import WorkloadRecord
 from edgefleet.core.workloads.workload import Workload
+from edgefleet.server.services.node_trends import DestinationForecast
 from edgefleet.store import Transaction
 
 
@@ -45,8 +47,9 @@ class FleetView:
     def zone_of(self) -> dict[str, str]:
         return {d.id: region_and_zone(d.labels, d.inventory)[1] for d in self.devices.values()}
 
-    def nodes(self) -> list[Node]:
-        """Placement nodes; migration copies hold resources on their targets."""
+    def nodes(self, forecast: DestinationForecast | None = None) -> list[Node]:
+        """Placement nodes; migration copies hold resources on their targets. With
+        `forecast`, each node's load and battery as forecast over its horizon."""
         held: dict[str, list[int]] = {}
         for m in self.migrations:
             record = self.workloads.get(m.workload)
@@ -56,25 +59,37 @@ class FleetView:
             used = held.setdefault(m.target, [0, 0])
             used[0] += r.cpu_millicores
             used[1] += r.memory_mb
+        placed = self._placed_cpu_millicores() if forecast is not None else {}
         out = []
         for device in self.devices.values():
             health = self.health[device.id]
             used = held.get(device.id, [0, 0])
-            out.append(
-                node_from_facts(
-                    NodeFacts(
-                        id=device.id,
-                        labels=device.labels,
-                        inventory=device.inventory,
-                        liveness=health.state,
-                        reliability=health.liveness.reliability(self.now),
-                        power=health.node,
-                        draining=health.drain.draining or device.id in self.quarantined,
-                        used_cpu_millicores=used[0],
-                        used_memory_mb=used[1],
-                    )
+            node = node_from_facts(
+                NodeFacts(
+                    id=device.id,
+                    labels=device.labels,
+                    inventory=device.inventory,
+                    liveness=health.state,
+                    reliability=health.liveness.reliability(self.now),
+                    power=health.node,
+                    draining=health.drain.draining or device.id in self.quarantined,
+                    used_cpu_millicores=used[0],
+                    used_memory_mb=used[1],
                 )
             )
+            if forecast is not None:
+                node = forecast.node(node, health, self.now, placed.get(device.id, 0))
+            out.append(node)
+        return out
+
+    def _placed_cpu_millicores(self) -> dict[str, int]:
+        """Per node, the CPU its placed replicas request: part of the load it measures."""
+        out: dict[str, int] = {}
+        for a in self.placement.placement.assignments:
+            record = self.workloads.get(a.workload)
+            if record is not None:
+                cpu = record.spec.resources.cpu_millicores
+                out[a.node_id] = out.get(a.node_id, 0) + cpu
         return out
 
 

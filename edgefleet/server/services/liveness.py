@@ -9,7 +9,8 @@ A tick runs every `controller_interval_s` over the whole fleet, so it keeps the 
 decoded: it reads every node's (reported_at, state) and decodes again only the rows where
 either moved (a heartbeat, or a verdict stored by another replica); judging a node it
 already holds is arithmetic. A node's metric trends (the drain forecast's input) are fitted
-once per new set of samples, not on every tick (`node_trends.NodeTrends`).
+once per new set of samples, not on every tick (`node_trends.NodeTrends`, which forecast
+destinations share).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class LivenessController:
         db: Database,
         clock: Clock,
         settings: WorkloadSettings,
-        trends: NodeTrends | None = None,  # one per process, shared
+        trends: NodeTrends | None = None,  # shared with the placement controller
     ) -> None:
         self._db = db
         self._clock = clock

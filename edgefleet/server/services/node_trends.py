@@ -1,6 +1,9 @@
-"""Each node's metric trends, fitted once per new set of samples.
+"""Each node's metric trends, fitted once per new set of samples, and the forecast through
+which placement may see its destinations.
 
-The liveness controller forecasts drains from a node's trends on every tick. Fitting them
+The liveness controller forecasts drains from a node's trends on every tick; with
+`placement_forecast_horizon_s` set, placement judges destinations by the same trends (the
+placement controller's ticks, `placements explain`, `workloads migrate`). Fitting them
 (`core.workloads.nodes.trends_of`, Holt over up to 120 samples) is the costly part, and a
 node's samples change only with its heartbeats, so one `NodeTrends` per process keeps each
 node's trends with the samples they came from, and every reader shares it.
@@ -10,10 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from edgefleet.core.workloads.failover import Trend
+from edgefleet.core.workloads.forecast import forecast_node
 from edgefleet.core.workloads.node_health import NodeHealth, Sample
 from edgefleet.core.workloads.nodes import trends_of
+from edgefleet.core.workloads.placement import Decision, DecisionAction, Node
+from edgefleet.server.workload_settings import WorkloadSettings
 
 
 class NodeTrends:
@@ -40,3 +48,39 @@ class NodeTrends:
         with self._lock:
             for device_id in device_ids:
                 self._fitted.pop(device_id, None)
+
+
+@dataclass(frozen=True)
+class DestinationForecast:
+    """Placement sees each node's load and battery as forecast `horizon_s` ahead."""
+
+    horizon_s: float
+    trends: NodeTrends
+
+    def node(
+        self, node: Node, health: NodeHealth, now: datetime, placed_cpu_millicores: int
+    ) -> Node:
+        """`node` as forecast from its health samples' trends (`core.workloads.forecast`);
+        `placed_cpu_millicores`: what the replicas placed on it request (the plan counts
+        them itself)."""
+        return forecast_node(node, self.trends.of(health), now, self.horizon_s,
+                             placed_cpu_millicores=placed_cpu_millicores)  # fmt: skip
+
+    def noted(self, d: Decision) -> Decision:
+        """`d`, its reason saying that the nodes it weighed (scores, free capacity) were
+        forecast; a removal or a hold on a suspect node weighs none."""
+        if d.action in (DecisionAction.REMOVE, DecisionAction.HOLD):
+            return d
+        return replace(d, reason=f"{d.reason}; {self.note}")
+
+    @property
+    def note(self) -> str:
+        return f"nodes seen by load and battery forecast {self.horizon_s:g} s ahead"
+
+
+def forecast_destinations(
+    settings: WorkloadSettings, trends: NodeTrends
+) -> DestinationForecast | None:
+    """The forecast placement uses under `settings`, None when it judges values now."""
+    horizon_s = settings.placement_forecast_horizon_s
+    return DestinationForecast(horizon_s, trends) if horizon_s > 0 else None

@@ -2,7 +2,9 @@
 publish the placement, each replica with its placement generation, in the desired state of
 the nodes whose replicas changed.
 
-    find: one read of the fleet (devices, node health, workloads, placement, migrations)
+    find: one read of the fleet (devices, node health, workloads, placement, migrations);
+          with `placement_forecast_horizon_s`, its nodes as forecast over that horizon
+          (`node_trends`), and each scored decision's reason says so
     decide: core.failover.plan_failover_step (place + hold on suspect + reschedule on dead
             within residency + rate limits), then per move:
               off a dead node or a suspect one (backfill)  -> published as is (failover)
@@ -43,6 +45,7 @@ from edgefleet.core.workloads.placement import (
 from edgefleet.core.workloads.placement_record import decision_key, decision_to_dict
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.fleet_view import FleetView, load_view
+from edgefleet.server.services.node_trends import NodeTrends, forecast_destinations
 from edgefleet.server.services.policies import residency_holds
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.server.workload_settings import WorkloadSettings
@@ -68,12 +71,18 @@ class PlacementTick:
 
 class PlacementController:
     def __init__(
-        self, db: Database, clock: Clock, settings: WorkloadSettings, watch: DesiredStateWatch
+        self,
+        db: Database,
+        clock: Clock,
+        settings: WorkloadSettings,
+        watch: DesiredStateWatch,
+        trends: NodeTrends | None = None,  # shared with the liveness controller
     ) -> None:
         self._db = db
         self._clock = clock
         self._settings = settings
         self._watch = watch
+        self._forecast = forecast_destinations(settings, trends or NodeTrends())
 
     def tick(self) -> PlacementTick | None:
         """One placement step; None when nothing had to change."""
@@ -84,7 +93,7 @@ class PlacementController:
             view = load_view(tx, now)
             held = residency_holds(tx, view.specs)
         current = view.placement.placement
-        nodes = view.nodes()
+        nodes = view.nodes(self._forecast)
         step = plan_failover_step(
             view.specs, nodes, Topology(), current, now, view.liveness_since(),
             self._settings.failover_policy(),
@@ -93,6 +102,8 @@ class PlacementController:
         decisions: list[Decision] = []
         queued: list[Migration] = []
         for d in step.plan.decisions:
+            if self._forecast is not None:
+                d = self._forecast.noted(d)
             if d.workload in held:
                 decisions.append(hold_for_policy(d, held[d.workload]))
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from edgefleet.security.rbac import Permission
 from edgefleet.server.services.audit import OperatorContext, record_action
 from edgefleet.server.services.desired import refresh_device
 from edgefleet.server.services.fleet_view import FleetView, load_view
+from edgefleet.server.services.node_trends import DestinationForecast
 from edgefleet.server.services.placement_controller import new_migration_id
 from edgefleet.server.services.policies import enforce, workload_violations
 from edgefleet.server.services.releases import read_service_manifest
@@ -87,12 +88,18 @@ class ServiceEndpoints:
 
 class WorkloadService:
     def __init__(
-        self, db: Database, clock: Clock, watch: DesiredStateWatch, blobs: BlobStore
+        self,
+        db: Database,
+        clock: Clock,
+        watch: DesiredStateWatch,
+        blobs: BlobStore,
+        forecast: DestinationForecast | None = None,  # as the placement controller has it
     ) -> None:
         self._db = db
         self._clock = clock
         self._watch = watch
         self._blobs = blobs
+        self._forecast = forecast
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -194,8 +201,10 @@ class WorkloadService:
         view = self._view()
         if name not in view.workloads:
             raise NotFound(f"no workload named {name!r}", code="workload_not_found")
-        result = explain(name, view.specs, view.nodes(), Topology(), view.placement.placement,
-                         view.now)  # fmt: skip
+        result = explain(name, view.specs, view.nodes(self._forecast), Topology(),
+                         view.placement.placement, view.now)  # fmt: skip
+        if self._forecast is not None:  # the nodes it scored are the controller's forecast
+            result = replace(result, decisions=tuple(map(self._forecast.noted, result.decisions)))
         return result, _names(view)
 
     def nodes(self, ctx: OperatorContext) -> list[NodeView]:
@@ -257,18 +266,20 @@ class WorkloadService:
                 raise Conflict(f"{name}[{replica}] is already migrating ({busy[0].id}, "
                                f"{busy[0].state})", code="migration_in_progress")  # fmt: skip
             choice = choose_migration_target(
-                name, replica, view.specs, view.nodes(), Topology(), view.placement.placement,
-                now, to=target_id, selector=None if selector is None else parse_selector(selector),
+                name, replica, view.specs, view.nodes(self._forecast), Topology(),
+                view.placement.placement, now, to=target_id,
+                selector=None if selector is None else parse_selector(selector),
             )  # fmt: skip
             if choice.node_id is None:
                 raise Conflict(f"cannot migrate {name}[{replica}]: {choice.reason}",
                                code="no_migration_target")  # fmt: skip
+            note = "" if self._forecast is None else f"; {self._forecast.note}"
             source = next(a for a in view.placement.placement.assignments
                           if (a.workload, a.replica) == (name, replica))  # fmt: skip
             migration = Migration(
                 id=new_migration_id(), workload=name, replica=replica, source=source.node_id,
                 target=choice.node_id, trigger=MigrationTrigger.OPERATOR,
-                reason=f"requested by {ctx.actor}: {choice.reason}",
+                reason=f"requested by {ctx.actor}: {choice.reason}{note}",
                 stateful=view.workloads[name].spec.stateful, created_by=ctx.actor,
                 created_at=now, source_generation=source.generation,
             )  # fmt: skip
