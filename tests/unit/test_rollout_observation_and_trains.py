@@ -202,3 +202,29 @@ def test_a_device_already_runs_a_release_only_when_assigned_installed_and_live()
                             "vision", "1.0.0")  # fmt: skip
     staged = replace(running, release_assignment=ReleaseAssignment("vision", "1.0.0", True, 3))
     assert not already_runs(staged, "vision", "1.0.0")
+
+
+def test_observing_reports_skips_only_devices_with_nothing_to_say() -> None:
+    """`observe_reports` decides installed and waiting devices without asking each one: the
+    actions are those of asking every device, for every state, report, compatibility and
+    rollout state (assigned long ago, so every timeout has passed)."""
+    from itertools import product
+
+    from edgefleet.core.rollouts.devices import _observe_one, observe_reports
+    from edgefleet.core.rollouts.rollout import DeviceState
+    from edgefleet.core.rollouts.waves import Wave, WavePlan
+
+    incompatible = CompatVerdict((RequirementFailure("arch", "needs aarch64"),))
+    devices = {
+        f"d{i}": RolloutDevice(f"d{i}", state=state, report=report, compatibility=compat,
+                               assigned_at=T0 - timedelta(days=2))
+        for i, (state, report, compat) in enumerate(
+            product(DeviceState, InstallReport, (CompatVerdict(), incompatible))
+        )
+    }  # fmt: skip
+    plan = WavePlan("r", (Wave(0, "100%", tuple(devices), 0.0),))
+    spec = parse_rollout_spec({"release": "vision@1.1.0"})
+    for rollout_state in RolloutState:
+        rollout = replace(Rollout("r", spec), state=rollout_state, plan=plan)
+        asked = [_observe_one(rollout, devices[d], T0) for d in devices]
+        assert observe_reports(rollout, devices, T0) == [a for a in asked if a is not None]
