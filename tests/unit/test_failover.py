@@ -258,6 +258,9 @@ def test_noise_is_smoothed_and_flat_series_never_cross() -> None:
     flat = Trend(level=50.0, slope_per_s=0.0, at=NOW)
     assert forecast_crossing(flat, 15.0, falling=True) is None
     assert forecast_crossing(flat, 60.0, falling=True) == NOW  # already below
+    noise = Trend(level=98.8, slope_per_s=-3.1e-15, at=NOW)  # a constant series, fitted
+    assert forecast_crossing(noise, 15.0, falling=True) is None
+    assert decide_drain("n", {"battery_pct": noise}, NOW).drain is False
     assert fit_trend(series([1.0])) is None
     with pytest.raises(InvalidInput):
         fit_trend(series([1.0, 2.0]), alpha=0)

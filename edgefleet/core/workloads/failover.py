@@ -365,13 +365,18 @@ def fit_trend(
     return Trend(level, slope, at)
 
 
+FORECAST_NEVER_S = 100 * 365 * 86_400.0
+
+
 def forecast_crossing(trend: Trend, threshold: float, *, falling: bool) -> datetime | None:
     """When the trend reaches `threshold` going down (`falling`) or up; None if never."""
     gap = trend.level - threshold if falling else threshold - trend.level
     if gap <= 0:
         return trend.at
     rate = -trend.slope_per_s if falling else trend.slope_per_s
-    if rate <= 0:
+    # A flat series fits a slope of float noise (1e-15): its crossing is millennia away and
+    # would not fit a datetime. Beyond a century is never.
+    if rate <= 0 or gap / rate > FORECAST_NEVER_S:
         return None
     return trend.at + timedelta(seconds=gap / rate)
 
