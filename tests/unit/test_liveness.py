@@ -1,6 +1,7 @@
 """Node liveness from heartbeat arrivals: verdicts move only when they change, a returning
 node is alive at once and not penalised for its outage, a restarted observer does not
-declare the fleet dead, reliability decays while dead and recovers while alive."""
+declare the fleet dead, reliability decays while dead and recovers while alive; the moment
+a verdict would next change is exact (a controller may sleep until then)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.core.workloads.failure_detector import Liveness, Thresholds
+from edgefleet.core.workloads.failure_detector import (
+    Liveness,
+    Thresholds,
+    new_history,
+    phi,
+    phi_reaches_at,
+)
 from edgefleet.core.workloads.liveness import (
     NodeLiveness,
+    detector_settings,
     evaluate_liveness,
     hosting_heartbeat_s,
     liveness_from_dict,
     liveness_to_dict,
     observe_heartbeat,
+    verdict_changes_at,
 )
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -154,3 +163,61 @@ def test_the_slowed_hosting_interval_moves_in_steps_and_keeps_the_cap() -> None:
         assert not seen or interval >= seen[-1]  # never faster with more hosting nodes
         seen.append(interval)
     assert len(set(seen)) == 27  # 1, 1.25 ... 8, 10 ... 80, 100 ... 400 s
+
+
+MICROSECOND = timedelta(microseconds=1)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> NodeLiveness:
+    """A node heard from at irregular gaps, told an interval or not, in any verdict."""
+    gaps = draw(st.lists(st.floats(min_value=0.001, max_value=120.0), min_size=0, max_size=40))
+    interval_s = draw(st.none() | st.floats(min_value=0.5, max_value=60.0))
+    record = observe_heartbeat(None, T0, interval_s=interval_s)
+    t = 0.0
+    for gap in gaps:
+        t += gap
+        record = observe_heartbeat(record, at(t), scheduled=draw(st.booleans()))
+    state = draw(st.sampled_from(Liveness))
+    return NodeLiveness(record.history, state, record.since, interval_s=interval_s)
+
+
+thresholds = st.tuples(
+    st.floats(min_value=0.1, max_value=50.0), st.floats(min_value=0.0, max_value=50.0)
+).map(lambda t: Thresholds(t[0], t[0] + t[1]))
+
+
+@given(records(), thresholds, st.floats(min_value=0.0, max_value=4000.0),
+       st.floats(min_value=-100.0, max_value=4000.0))  # fmt: skip
+def test_a_verdict_changes_exactly_when_predicted(
+    record: NodeLiveness, limits: Thresholds, now_s: float, watching_s: float
+) -> None:
+    last = record.history.last_heartbeat_at
+    assert last is not None
+    now, watching_since = last + timedelta(seconds=now_s), T0 + timedelta(seconds=watching_s)
+    changes = verdict_changes_at(record, now, watching_since, limits)
+
+    def verdict(when: datetime) -> Liveness:
+        return evaluate_liveness(record, when, watching_since, limits).state
+
+    if changes is None:  # never: dead, and no silence brings it back
+        assert record.state is Liveness.DEAD or verdict(now) is record.state
+        assert all(verdict(now + timedelta(days=d)) is record.state for d in (0, 1, 365))
+        return
+    assert changes >= now
+    assert verdict(changes) is not record.state
+    if changes > now:  # not a moment earlier
+        assert verdict(changes - MICROSECOND) is record.state
+
+
+@given(records(), st.floats(min_value=0.0, max_value=150.0))
+def test_phi_reaches_a_value_at_the_first_microsecond_it_can(
+    record: NodeLiveness, value: float
+) -> None:
+    history, settings = record.history, detector_settings(record.interval_s)
+    reached = phi_reaches_at(history, value, settings)
+    assert reached is not None and history.last_heartbeat_at is not None
+    assert phi(history, reached, settings) >= value
+    if reached > history.last_heartbeat_at:
+        assert phi(history, reached - MICROSECOND, settings) < value
+    assert phi_reaches_at(new_history(), value) is None

@@ -25,7 +25,14 @@ from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.migration import CopyState
 from edgefleet.core.workloads.migration_targets import choose_migration_target
 from edgefleet.core.workloads.node_health import NOT_DRAINING, add_sample, record_report
-from edgefleet.core.workloads.nodes import NodeFacts, node_from_facts, update_drain
+from edgefleet.core.workloads.nodes import (
+    NodeFacts,
+    drain_changes_at,
+    drain_from_trends,
+    node_from_facts,
+    trends_of,
+    update_drain,
+)
 from edgefleet.core.workloads.placement import Assignment, Placement, Topology
 from edgefleet.core.workloads.placement_record import with_assignment
 from edgefleet.core.workloads.record import resolve_release_ref
@@ -95,6 +102,24 @@ def test_a_battery_forecast_drains_the_node_and_the_drain_is_sticky() -> None:
     assert kept.draining and kept.since == now  # hysteresis: no release on a wobble
     released = update_drain(drained, "d1", slow, later, 900, BATTERY)
     assert not released.draining and released.reason.startswith("drain ended")
+
+
+def test_a_drain_starts_when_predicted_and_holds_while_the_trends_stay() -> None:
+    now = T0 + timedelta(seconds=19)
+    slow = trends_of(draining_samples(90, 0.01, 20))  # crossing in ~2 h
+    starts = drain_changes_at(NOT_DRAINING, "d1", slow, now, 900, BATTERY)
+    assert starts is not None and starts > now
+
+    def draining(when: datetime) -> bool:
+        return drain_from_trends(NOT_DRAINING, "d1", slow, when, 900, BATTERY).draining
+
+    assert draining(starts) and not draining(starts - timedelta(microseconds=1))
+    drained = drain_from_trends(NOT_DRAINING, "d1", slow, starts, 900, BATTERY)
+    assert drain_changes_at(drained, "d1", slow, starts, 900, BATTERY) is None  # sticky
+    assert drain_changes_at(NOT_DRAINING, "d1", {}, now, 900, BATTERY) is None  # no samples
+    steep = trends_of(draining_samples(90, 1.0, 20))
+    assert drain_changes_at(NOT_DRAINING, "d1", steep, now, 900, BATTERY) == now
+    assert drain_changes_at(drained, "d1", slow, now + timedelta(days=1), 900, BATTERY) is None
 
 
 def test_samples_are_bounded_in_count_and_age() -> None:

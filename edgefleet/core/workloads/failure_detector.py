@@ -30,9 +30,10 @@ stops is declared dead 4.4 s later (p95 4.5 s); with 10% of heartbeats lost it t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from edgefleet.errors import InvalidInput
@@ -40,6 +41,9 @@ from edgefleet.errors import InvalidInput
 # Beyond this many standard deviations erfc underflows; use its asymptotic expansion.
 _ERFC_TAIL_Z = 20.0
 _LOG10_E = math.log10(math.e)
+_MICROSECOND = timedelta(microseconds=1)
+# A silence longer than this is "never" (and would overflow a datetime): about 300 years.
+_NEVER_S = 1e10
 
 
 class Liveness(StrEnum):
@@ -185,3 +189,66 @@ def seconds_until(
             high = mid
     elapsed_s = (now - state.last_heartbeat_at).total_seconds()
     return max(0.0, high - elapsed_s)
+
+
+def phi_reaches_at(
+    state: HeartbeatHistory, phi_value: float, settings: DetectorSettings = DEFAULT_SETTINGS
+) -> datetime | None:
+    """The first instant, to the microsecond, at which `phi` reaches `phi_value` if no
+    heartbeat arrives after the last one; None for a device never heard from (or never).
+
+    phi grows with the silence alone, so a controller need not judge a node again before
+    then. The standard score at which phi reaches the value depends on the value only (found
+    once by bisection); the instant follows from the history's mean and deviation, then is
+    checked against `phi` itself to the microsecond.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> state = new_history()
+    >>> for i in range(20):
+    ...     state = record_heartbeat(state, t0 + timedelta(seconds=i))
+    >>> at = phi_reaches_at(state, 16.0)
+    >>> phi(state, at - timedelta(microseconds=1)) < 16.0 <= phi(state, at)
+    True
+    """
+    last = state.last_heartbeat_at
+    z = _z_of_phi(phi_value)
+    if last is None or z is None:
+        return None
+    mean_s, std_s = interval_stats(state, settings)
+    elapsed_s = max(0.0, mean_s + z * std_s)
+    if elapsed_s > _NEVER_S:
+        return None
+    at = last + timedelta(microseconds=math.ceil(elapsed_s * 1e6))
+    # Rounding: step to the exact microsecond (a few steps at most).
+    for _ in range(1000):
+        if phi(state, at, settings) >= phi_value:
+            break
+        at += _MICROSECOND
+    for _ in range(1000):
+        if at <= last or phi(state, at - _MICROSECOND, settings) < phi_value:
+            break
+        at -= _MICROSECOND
+    return at
+
+
+@functools.lru_cache(maxsize=64)
+def _z_of_phi(phi_value: float) -> float | None:
+    """The smallest standard score at which `_phi_normal` reaches `phi_value` (bisection);
+    None if it never does."""
+    if phi_value <= 0:
+        return -math.inf
+    low, high = -40.0, 1.0
+    while _phi_normal(high) < phi_value:
+        high *= 2
+        if high > 1e9:
+            return None
+    for _ in range(200):
+        mid = (low + high) / 2
+        if mid in (low, high):
+            break
+        if _phi_normal(mid) < phi_value:
+            low = mid
+        else:
+            high = mid
+    return high

@@ -12,7 +12,9 @@ One `NodeLiveness` record per device holds the detector's history, the current v
                            on the heartbeat schedule) proves life but teaches no interval:
                            only the schedule's own intervals model when the next is due
     controller tick        `evaluate_liveness`: phi now -> verdict; a change of verdict moves
-                           `since` (failover's grace periods count from it)
+                           `since` (failover's grace periods count from it).
+                           `verdict_changes_at` says when, without a heartbeat, the verdict
+                           would next change: the controller need not look before then
 
 The verdict only counts silence the observer could have seen: `watching_since` (when the
 controller started) stands in for an older last heartbeat, so a control plane that was down
@@ -49,6 +51,7 @@ from edgefleet.core.workloads.failure_detector import (
     classify,
     new_history,
     phi,
+    phi_reaches_at,
     record_heartbeat,
 )
 
@@ -173,16 +176,57 @@ def evaluate_liveness(
     """The record with its verdict at `now`; `since` moves only when the verdict changes.
     `settings` default to `detector_settings` of the node's interval."""
     settings = settings or detector_settings(record.interval_s)
-    history = record.history
-    last = history.last_heartbeat_at
-    if last is not None and last < watching_since:
-        history = replace(history, last_heartbeat_at=watching_since)
-    value = phi(history, now, settings)
+    value = phi(_watched(record.history, watching_since), now, settings)
     state = classify(value, thresholds)
     if state is record.state:
         return replace(record, phi=value)
     return NodeLiveness(record.history, state, now, record.reliability(now), value,
                         record.interval_s)  # fmt: skip
+
+
+def verdict_changes_at(
+    record: NodeLiveness,
+    now: datetime,
+    watching_since: datetime,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    settings: DetectorSettings | None = None,
+) -> datetime | None:
+    """The first moment from `now` at which `evaluate_liveness` would give a verdict other
+    than `record.state` if no heartbeat arrives; None: never (dead, or never heard from).
+
+    phi only grows with the silence, so without a heartbeat the verdict only moves down,
+    alive -> suspect -> dead; `now` itself when the verdict is already another.
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> rec = None
+    >>> for i in range(10):
+    ...     rec = observe_heartbeat(rec, t0 + timedelta(seconds=i))
+    >>> at = verdict_changes_at(rec, t0 + timedelta(seconds=9), t0)
+    >>> before = at - timedelta(microseconds=1)
+    >>> evaluate_liveness(rec, before, t0).state, evaluate_liveness(rec, at, t0).state
+    (<Liveness.ALIVE: 'alive'>, <Liveness.SUSPECT: 'suspect'>)
+    """
+    settings = settings or detector_settings(record.interval_s)
+    history = _watched(record.history, watching_since)
+    if classify(phi(history, now, settings), thresholds) is not record.state:
+        return now
+    if record.state is Liveness.ALIVE:
+        at = phi_reaches_at(history, thresholds.suspect_phi, settings)
+    elif record.state is Liveness.SUSPECT:
+        at = phi_reaches_at(history, thresholds.dead_phi, settings)
+    else:
+        return None
+    return None if at is None else max(at, now)
+
+
+def _watched(history: HeartbeatHistory, watching_since: datetime) -> HeartbeatHistory:
+    """The history as the observer could have seen it: a last heartbeat before it started
+    watching counts from `watching_since`."""
+    last = history.last_heartbeat_at
+    if last is not None and last < watching_since:
+        return replace(history, last_heartbeat_at=watching_since)
+    return history
 
 
 def liveness_to_dict(record: NodeLiveness) -> dict[str, Any]:

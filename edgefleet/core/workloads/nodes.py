@@ -15,14 +15,15 @@ record, its reported inventory and power, its liveness, and whether it is being 
 Drain: battery charge and CPU load are sampled from heartbeats; `update_drain` smooths them
 with `fit_trend` and asks `decide_drain` whether a threshold is crossed within the horizon.
 A drain is sticky: it ends only when the forecast crossing moves beyond twice the horizon (or
-away), so a noisy trend does not cordon and release a node on alternate ticks.
+away), so a noisy trend does not cordon and release a node on alternate ticks. While the
+trends stay (no new samples), `drain_changes_at` says when the drain would next start or end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from edgefleet.core.workloads.failover import DrainThreshold, Trend, decide_drain, fit_trend
@@ -137,3 +138,30 @@ def drain_from_trends(
             return DrainState(True, previous.reason, previous.since, crossing)
         return DrainState(False, f"drain ended: {decision.reason}", now, crossing)
     return DrainState(False, decision.reason, previous.since, decision.crosses_at)
+
+
+def drain_changes_at(
+    previous: DrainState,
+    node_id: str,
+    trends: Mapping[str, Trend],
+    now: datetime,
+    horizon_s: float,
+    thresholds: Sequence[DrainThreshold],
+) -> datetime | None:
+    """The first moment from `now` at which `drain_from_trends` over these `trends` would
+    start or end the drain `previous`; None: not while the trends stay.
+
+    The forecast crossing does not move with time, only its distance: a drain that holds
+    now holds while the trends stay, and one that has not started starts when the crossing
+    comes within the horizon.
+    """
+    drain = drain_from_trends(previous, node_id, trends, now, horizon_s, thresholds)
+    if drain.draining is not previous.draining:
+        return now
+    crossing = decide_drain(node_id, trends, now, horizon_s, thresholds).crosses_at
+    if previous.draining or crossing is None:
+        return None
+    at = crossing - timedelta(seconds=horizon_s)
+    while (crossing - at).total_seconds() > horizon_s:  # rounding, to the microsecond
+        at += timedelta(microseconds=1)
+    return max(at, now)
