@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.clock import Clock
+from edgefleet.controllers.liveness import LivenessController
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import AlertService
 from edgefleet.server.services.approvals import ApprovalService
@@ -25,7 +26,7 @@ from edgefleet.server.services.deltas import DeltaService
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
-from edgefleet.server.services.liveness import LivenessController
+from edgefleet.server.services.liveness_store import SqlLivenessStore
 from edgefleet.server.services.migration_controller import MigrationController
 from edgefleet.server.services.node_trends import NodeTrends, forecast_destinations
 from edgefleet.server.services.placement_controller import PlacementController
@@ -113,7 +114,13 @@ def build_services(
     trends = NodeTrends()  # fitted once per heartbeat, for drains and forecast destinations
     controllers = WorkloadControllers(
         workload_settings,
-        LivenessController(db, clock, workload_settings, trends),
+        clock,
+        LivenessController(
+            SqlLivenessStore(db),
+            workload_settings.liveness_policy(),
+            watching_since=clock.now(),
+            trends=trends,
+        ),
         MigrationController(db, clock, workload_settings, watch, blobs, checkpoints),
         PlacementController(db, clock, workload_settings, watch, trends),
     )

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edgefleet.controllers.liveness import LivenessPolicy
 from edgefleet.core.workloads.failover import DrainThreshold, FailoverPolicy
 from edgefleet.core.workloads.failure_detector import Thresholds
 from edgefleet.core.workloads.migration import MigrationLimits, MigrationTiming
@@ -105,6 +106,9 @@ class WorkloadSettings(BaseSettings):
 
     def thresholds(self) -> Thresholds:
         return Thresholds(self.suspect_phi, self.dead_phi)
+
+    def liveness_policy(self) -> LivenessPolicy:
+        return LivenessPolicy(self.thresholds(), self.drain_horizon_s, self.drain_thresholds())
 
     def failover_policy(self) -> FailoverPolicy:
         return FailoverPolicy(

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
+from edgefleet.controllers.liveness import LivenessController
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.protocol import Report, from_dict
 from edgefleet.core.workloads.placement import Assignment, Placement
 from edgefleet.core.workloads.record import WorkloadRecord
 from edgefleet.server.services.device_link import DeviceLinkService
-from edgefleet.server.services.liveness import LivenessController
+from edgefleet.server.services.liveness_store import SqlLivenessStore
 from edgefleet.server.services.node_trends import NodeTrends
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.settings import ServerSettings
@@ -53,7 +54,8 @@ class Fleet:
         settings = WorkloadSettings(placement_forecast_horizon_s=horizon_s)
         trends = NodeTrends()
         self.link = DeviceLinkService(db, self.clock, ServerSettings(data_dir=tmp_path))
-        self.liveness = LivenessController(db, self.clock, settings, trends)
+        self.liveness = LivenessController(SqlLivenessStore(db), settings.liveness_policy(),
+                                           self.clock.now(), trends)  # fmt: skip
         self.placement = PlacementController(db, self.clock, settings, DesiredStateWatch(),
                                              trends)  # fmt: skip
 
@@ -75,7 +77,7 @@ class Fleet:
                     "address": "127.0.0.1", "scheduled": True,
                     **node_at(step * HEARTBEAT_S / 60)}})  # fmt: skip
                 self.link.report(device, report)
-            self.liveness.tick()
+            self.liveness.tick(self.clock.now())
 
     def declare(self, cpu_millicores: int) -> None:
         with self.db.transaction() as tx:

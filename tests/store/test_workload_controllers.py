@@ -15,6 +15,7 @@ import pytest
 
 from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.artifacts.blobstore import BlobInfo
+from edgefleet.controllers.liveness import LivenessController
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.protocol import Report, from_dict
@@ -26,7 +27,7 @@ from edgefleet.core.workloads.record import WorkloadRecord
 from edgefleet.server.services.checkpoints import CheckpointService
 from edgefleet.server.services.desired import refresh_device, refresh_hosting_nodes
 from edgefleet.server.services.device_link import DeviceLinkService
-from edgefleet.server.services.liveness import LivenessController
+from edgefleet.server.services.liveness_store import SqlLivenessStore
 from edgefleet.server.services.migration_controller import MigrationController
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.settings import ServerSettings
@@ -50,7 +51,8 @@ class Fleet:
         settings = WorkloadSettings(migration_shift_step_s=1, migration_drain_s=1)
         watch = DesiredStateWatch()
         self.link = DeviceLinkService(db, self.clock, ServerSettings(data_dir=tmp_path))
-        self.liveness = LivenessController(db, self.clock, settings)
+        self.liveness = LivenessController(SqlLivenessStore(db), settings.liveness_policy(),
+                                           self.clock.now())  # fmt: skip
         self.placement = PlacementController(db, self.clock, settings, watch)
         self.blobs = FilesystemBlobStore(tmp_path / "blobs")
         self.archives = CheckpointService(db, self.clock, self.blobs, settings)
@@ -123,7 +125,7 @@ class Fleet:
         for device_id in ("a", "b"):
             if device_id not in silent:
                 self.heartbeat(device_id, **node.get(device_id, {}))
-        self.liveness.tick()
+        self.liveness.tick(self.clock.now())
         self.migrations.tick()
         self.placement.tick()
         self.run_copies()

@@ -12,8 +12,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from edgefleet.clock import Clock
+from edgefleet.controllers.liveness import LivenessController
 from edgefleet.errors import EdgefleetError
-from edgefleet.server.services.liveness import LivenessController
 from edgefleet.server.services.migration_controller import MigrationController
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.workload_settings import WorkloadSettings
@@ -25,11 +26,13 @@ class WorkloadControllers:
     def __init__(
         self,
         settings: WorkloadSettings,
+        clock: Clock,
         liveness: LivenessController,
         migrations: MigrationController,
         placement: PlacementController,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self.liveness = liveness
         self.migrations = migrations
         self.placement = placement
@@ -37,7 +40,7 @@ class WorkloadControllers:
     def tick(self) -> None:
         """One round of all three controllers (each failure logged, the others still run)."""
         jobs: list[tuple[str, Callable[[], object]]] = [
-            ("liveness", self.liveness.tick),
+            ("liveness", lambda: self.liveness.tick(self._clock.now())),
             ("migrations", self.migrations.tick),
             ("placement", self.placement.tick),
         ]
