@@ -4,7 +4,6 @@ rehearsed; and the models it rests on (mixture latency, phi detection delays).""
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +12,10 @@ import pytest
 from edgefleet.core.rollouts.spec import parse_rollout_spec
 from edgefleet.core.rollouts.waves import plan_waves
 from edgefleet.core.workloads.failure_detector import Liveness
-from edgefleet.sim.lab.liveness import LivenessModel
+from edgefleet.sim.lab.liveness import LabLiveness
 from edgefleet.sim.lab.report import build_report, render_markdown
 from edgefleet.sim.lab.scenario import scenario_from_profile
+from edgefleet.sim.lab.scheduler import EventScheduler
 from edgefleet.sim.lab.telemetry_model import latency_quantile_ms
 from edgefleet.sim.model_behaviour import BadModel, LatencyDistribution
 from edgefleet.sim.network import NetworkConditions
@@ -129,14 +129,30 @@ def test_a_bad_model_has_a_slower_tail_than_a_good_one() -> None:
     )
 
 
+def silence_verdicts(last_s: float, back_s: float | None, interval_s: float,
+                     conditions: NetworkConditions) -> list[tuple[float, Liveness]]:  # fmt: skip
+    """The lab's liveness controller on a device silent after a heartbeat at `last_s`."""
+    scheduler = EventScheduler()
+    seen: list[tuple[float, Liveness]] = []
+    lab = LabLiveness(scheduler, START, 1, lambda _, state: seen.append((scheduler.now_s, state)))
+    scheduler.at(last_s, lab.fall_silent, "d", last_s, interval_s, conditions)
+    if back_s is not None:
+        scheduler.at(back_s, lab.heartbeat, "d", back_s)
+    scheduler.run(until_s=3600.0)
+    return seen
+
+
 def test_phi_declares_a_silent_device_dead_after_a_few_intervals() -> None:
-    model = LivenessModel(seed=1)
-    clean = model.delays(30.0, NetworkConditions(latency_ms=20, jitter_ms=2))
-    lossy = model.delays(30.0, NetworkConditions(latency_ms=20, jitter_ms=2, loss_percent=10))
-    assert 30.0 < clean.suspect_after_s <= clean.dead_after_s < 90.0
-    assert lossy.dead_after_s > clean.dead_after_s  # lost heartbeats teach it patience
-    silence = model.silence(1000.0, 1020.0, 30.0, NetworkConditions(), random.Random(1))
-    assert silence.dead_at_s is None and silence.back_at_s is not None
-    forever = model.silence(1000.0, None, 30.0, NetworkConditions(), random.Random(1))
-    assert forever.dead_at_s is not None and forever.back_at_s is None
-    assert Liveness.DEAD.value == "dead"
+    clean = silence_verdicts(1000.0, None, 30.0, NetworkConditions(latency_ms=20, jitter_ms=2))
+    lossy = silence_verdicts(
+        1000.0, None, 30.0, NetworkConditions(latency_ms=20, jitter_ms=2, loss_percent=10)
+    )
+    assert [state for _, state in clean] == [Liveness.SUSPECT, Liveness.DEAD]
+    (suspect_s, _), (dead_s, _) = clean
+    assert 1030.0 < suspect_s <= dead_s < 1090.0
+    assert lossy[-1][1] is Liveness.DEAD and lossy[-1][0] > dead_s  # patience on a lossy link
+    back = silence_verdicts(1000.0, 1020.0, 30.0, NetworkConditions())
+    assert back == []  # back before it was suspect: no verdict changed
+    late = silence_verdicts(1000.0, 2000.0, 30.0, NetworkConditions())
+    assert [state for _, state in late] == [Liveness.SUSPECT, Liveness.DEAD, Liveness.ALIVE]
+    assert late[-1][0] == 2000.0

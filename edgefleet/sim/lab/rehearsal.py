@@ -3,11 +3,12 @@ control plane's pure core making every decision.
 
     LabDevice ─▶ VirtualAgent + LinkSchedule ──reports──▶ RolloutController (decide,
          │                                                apply_decision) ──assignments──┘
-         ├─ silences (outages, partitions, crashes, deaths, flat batteries) ─▶ LivenessModel
+         ├─ silences (outages, partitions, crashes, deaths, flat batteries)
          │        ├─ connection status (online within 3 heartbeats) ─▶ rollout records'
          │        │     `healthy` (max_unavailable), as the server's controller observes it
-         │        └─ phi: suspect / dead / alive ─▶ FailoverRehearsal (place,
-         │              plan_failover_step, fence_node, decide_drain)
+         │        └─ LabLiveness (the server's liveness controller, in memory): suspect /
+         │              dead / alive ─▶ FailoverRehearsal (place, plan_failover_step,
+         │              fence_node, decide_drain)
          └─ what each device serves ─▶ CohortWatch (core.anomaly per class and KPI)
 
 Everything is driven by one `EventScheduler` and seeded: the same configuration, devices
@@ -33,7 +34,7 @@ from edgefleet.sim.lab.controller import RolloutController, TimelineEntry
 from edgefleet.sim.lab.failover import FailoverRehearsal
 from edgefleet.sim.lab.fleet_model import LabDevice
 from edgefleet.sim.lab.link import LinkSchedule
-from edgefleet.sim.lab.liveness import LivenessModel
+from edgefleet.sim.lab.liveness import LabLiveness, offline_at_s
 from edgefleet.sim.lab.scheduler import EventScheduler
 from edgefleet.sim.lab.telemetry_model import DeviceView, Serving
 from edgefleet.sim.lab.virtual_agent import Assignment, VirtualAgent
@@ -69,6 +70,7 @@ class _Silence:
     start_s: float
     end_s: float | None
     epoch: int
+    last_s: float  # the last heartbeat before it
 
 
 class Rehearsal:
@@ -77,7 +79,8 @@ class Rehearsal:
         self.devices = sorted(devices, key=lambda d: d.id)
         self.scheduler = EventScheduler()
         self.timeline: list[TimelineEntry] = []
-        self._liveness_model = LivenessModel(config.seed)
+        self.lab_liveness = LabLiveness(self.scheduler, config.start, config.seed,
+                                        self._set_liveness)  # fmt: skip
         self.liveness: dict[str, Liveness] = {}
         self.transitions: dict[Liveness, int] = {state: 0 for state in Liveness}
         self._silences: dict[str, _Silence] = {}
@@ -163,39 +166,45 @@ class Rehearsal:
     def _silent(self, device_id: str, start_s: float, end_s: float | None) -> None:
         """The device stops heartbeating over [start_s, end_s) (None: for good)."""
         current = self._silences.get(device_id)
-        if current is not None and (current.end_s is None or current.end_s > start_s):
-            start_s = current.start_s
-            end_s = None if current.end_s is None or end_s is None else max(current.end_s, end_s)
+        device = self.agents[device_id].device
+        interval_s = device.heartbeat_interval_s
         epoch = self._epochs.get(device_id, 0) + 1
         self._epochs[device_id] = epoch
-        self._silences[device_id] = _Silence(start_s, end_s, epoch)
-        device = self.agents[device_id].device
-        rng = random.Random(f"silence:{self.config.seed}:{device_id}:{epoch}")
-        silence = self._liveness_model.silence(start_s, end_s, device.heartbeat_interval_s,
-                                               device.network, rng, RECONNECT_S)  # fmt: skip
+        if current is not None and (current.end_s is None or current.end_s > start_s):
+            # The same silence, longer: the last heartbeat stays what it was.
+            start_s, last_s = current.start_s, current.last_s
+            end_s = None if current.end_s is None or end_s is None else max(current.end_s, end_s)
+        else:
+            # The last heartbeat came up to one interval before the silence.
+            rng = random.Random(f"silence:{self.config.seed}:{device_id}:{epoch}")
+            last_s = start_s - rng.uniform(0.0, interval_s)
+            self.lab_liveness.fall_silent(device_id, last_s, interval_s, device.network)
+        self._silences[device_id] = _Silence(start_s, end_s, epoch, last_s)
+        # When it ends the agent reports at once (after its back-off).
+        back_s = None if end_s is None else end_s + RECONNECT_S
         if self.failover is not None:
             self.failover.node_failed(device_id)
         at = self.scheduler.at
-        if silence.offline_at_s is not None:
-            at(silence.offline_at_s, self._set_online, device_id, False, epoch)
-        if silence.suspect_at_s is not None:
-            at(silence.suspect_at_s, self._set_liveness, device_id, Liveness.SUSPECT, epoch)
-        if silence.dead_at_s is not None:
-            at(silence.dead_at_s, self._set_liveness, device_id, Liveness.DEAD, epoch)
-        if silence.back_at_s is not None:
-            at(silence.back_at_s, self._set_online, device_id, True, epoch)
-            at(silence.back_at_s, self._set_liveness, device_id, Liveness.ALIVE, epoch)
+        offline_s = offline_at_s(last_s, interval_s)
+        if back_s is None or offline_s < back_s:
+            at(offline_s, self._set_online, device_id, False, epoch)
+        if back_s is not None:
+            at(back_s, self._set_online, device_id, True, epoch)
+            at(back_s, self._back, device_id, epoch)
 
     def _set_online(self, device_id: str, online: bool, epoch: int) -> None:
         """What rollouts see: online devices are healthy (as `rollout_observation` says)."""
         if self._epochs.get(device_id) == epoch:
             self.controller.set_healthy(device_id, online)
 
-    def _set_liveness(self, device_id: str, state: Liveness, epoch: int) -> None:
-        if self._epochs.get(device_id) != epoch:
-            return
-        if state is Liveness.ALIVE:
+    def _back(self, device_id: str, epoch: int) -> None:
+        """The first heartbeat after the silence of `epoch`."""
+        if self._epochs.get(device_id) == epoch:
             self._silences.pop(device_id, None)
+            self.lab_liveness.heartbeat(device_id, self.scheduler.now_s)
+
+    def _set_liveness(self, device_id: str, state: Liveness) -> None:
+        """A verdict of the liveness controller (or a returning heartbeat's)."""
         if self.liveness.get(device_id, Liveness.ALIVE) is state:
             return
         self.liveness[device_id] = state
