@@ -14,10 +14,16 @@ assignment (the window's wait, the install, the soak, the rollback back to the g
 release, whose own 2 s health window the lab reads from its signed service manifest)
 within 20 % of the real one. The fleet's install times come from its history (the good
 release's rollout).
+
+Liveness too: a node stopped for good in a real run (its agent killed) and in the lab's copy
+of that fleet, where the control plane's own liveness controller (`controllers.liveness`)
+judges the silence on simulated time: the same verdicts in the same order, and the time
+from its last heartbeat to `dead` within 20 % of the real one.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -30,12 +36,16 @@ import pytest
 from edgefleet.artifacts.model_builder import build_mlp, build_nan_mlp
 from edgefleet.client import FleetClient
 from edgefleet.core.rollouts.spec import parse_rollout_spec
+from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.localfleet import AgentProcess, ServerProcess, wait_for
+from edgefleet.sim.lab.fleet_copy import copy_fleet
+from edgefleet.sim.lab.liveness import LabLiveness
 from edgefleet.sim.lab.rehearsal import Rehearsal
 from edgefleet.sim.lab.report import build_report
 from edgefleet.sim.lab.scenario import scenario_from_server
+from edgefleet.sim.lab.scheduler import EventScheduler
 from edgefleet.sim.model_behaviour import BadModel
-from tests.conftest import AgentFactory
+from tests.conftest import ADMIN_TOKEN, AgentFactory
 from tests.releases import Trust, publish
 
 ROLLOUT_KINDS = frozenset({
@@ -205,3 +215,59 @@ def test_the_rehearsal_and_the_real_rollout_agree(
             f"the phase ending in {kind}: predicted {lab_s:.1f} s, really {real_s:.1f} s "
             f"(real {real_phases}, lab {lab_phases})"
         )
+
+
+# The liveness controller runs this often in the liveness run's control plane (the default
+# 0.5 s would often skip `suspect`: with a steady 1 s heartbeat, phi goes from 5 to 16 in
+# about 0.4 s; the lab judges at the exact moment).
+LIVENESS_TICK_S = 0.1
+VERDICT = re.compile(r'msg="node liveness changed" device_id=(\S+) from=(\w+) to=(\w+)')
+
+
+def real_verdicts(server: ServerProcess, device_id: str) -> list[str]:
+    """The verdicts the control plane's liveness controller wrote for `device_id`, in order
+    (from its log)."""
+    return [m[3] for m in VERDICT.finditer(server.log()) if m[1] == device_id]
+
+
+@pytest.mark.slow
+def test_the_lab_judges_a_stopped_node_as_the_control_plane_does(tmp_path: Path) -> None:
+    env = {"EDGEFLEET_CONTROLLER_INTERVAL_S": str(LIVENESS_TICK_S)}
+    server = ServerProcess(tmp_path / "server", ADMIN_TOKEN, env)
+    server.start()
+    agent: AgentProcess | None = None
+    try:
+        with server.client() as admin:
+            token = admin.create_enrollment_token(auto_approve=True)["token"]
+            agent = AgentProcess(server.url, tmp_path / "node", token, "live-0",
+                                 {"kind": "live"}, heartbeat_interval_s=1.0)  # fmt: skip
+            agent.start()
+            wait_for(lambda: [n for n in admin.list_nodes()
+                              if n["name"] == "live-0" and n["heartbeats_seen"] >= 30],
+                     timeout_s=120, what="30 heartbeats")  # fmt: skip
+            [device] = copy_fleet(admin, "kind=live", "1h")
+            agent.kill()
+            [node] = wait_for(lambda: [n for n in admin.list_nodes()
+                                       if n["name"] == "live-0" and n["liveness"] == "dead"],
+                              timeout_s=60, what="the stopped node declared dead")  # fmt: skip
+    finally:
+        if agent is not None:
+            agent.stop()
+        server.stop()
+    assert node["last_heartbeat_at"] is not None
+    real_dead_s = (datetime.fromisoformat(node["liveness_since"])
+                   - datetime.fromisoformat(node["last_heartbeat_at"])).total_seconds()  # fmt: skip
+    real = real_verdicts(server, device.id)
+
+    scheduler = EventScheduler()
+    seen: list[tuple[float, Liveness]] = []
+    lab = LabLiveness(scheduler, datetime.now(UTC), seed=1,
+                      on_change=lambda _, state: seen.append((scheduler.now_s, state)))  # fmt: skip
+    lab.fall_silent(device.id, 0.0, device.heartbeat_interval_s, device.network)
+    scheduler.run(until_s=600.0)
+
+    assert [state.value for _, state in seen] == real == ["suspect", "dead"]
+    lab_dead_s = seen[-1][0]
+    assert abs(lab_dead_s - real_dead_s) <= PHASE_TOLERANCE * real_dead_s, (
+        f"dead {lab_dead_s:.2f} s after the last heartbeat in the lab, really {real_dead_s:.2f} s"
+    )
