@@ -20,7 +20,7 @@ A tick costs what changed, not the fleet:
   change without news: phi grows with the silence alone (`verdict_changes_at`), and a drain
   forecast moves only with new samples (`drain_changes_at`). A node is judged again at that
   moment, or when its marker moves; the rest of the tick is a heap lookup. Trends are
-  fitted once per new set of samples.
+  fitted once per new set of samples, for the metrics the drain thresholds name.
 
 The control plane's store is SQL (`server/services/liveness_store.py`), ticked every
 `controller_interval_s`; the lab's is in memory (`controllers/memory_liveness.py`), ticked
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -81,16 +81,18 @@ class Trends(Protocol):
 
 
 class FittedTrends:
-    """A `Trends` of one's own: device -> the samples its trends came from, and those."""
+    """A `Trends` of one's own: device -> the samples its trends came from, and those;
+    of `metrics` only, when given."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Collection[str] | None = None) -> None:
+        self._metrics = metrics
         self._fitted: dict[str, tuple[tuple[Sample, ...], Mapping[str, Trend]]] = {}
 
     def of(self, health: NodeHealth) -> Mapping[str, Trend]:
         samples = health.samples
         cached = self._fitted.get(health.device_id)
         if cached is None or (cached[0] is not samples and cached[0] != samples):
-            cached = (samples, trends_of(samples))
+            cached = (samples, trends_of(samples, self._metrics))
             self._fitted[health.device_id] = cached
         return cached[1]
 
@@ -124,7 +126,8 @@ def marker_of(health: NodeHealth) -> Marker:
 
 class LivenessController:
     """`watching_since`: when this observer started (silence before it is not counted);
-    `trends`: where node trends are fitted and kept (default: a cache of its own)."""
+    `trends`: where node trends are fitted and kept (default: a cache of its own, of the
+    metrics the drain thresholds name)."""
 
     def __init__(
         self,
@@ -138,7 +141,9 @@ class LivenessController:
         self.watching_since = watching_since
         # device -> the node as last read or written, with its row's marker then
         self._known: dict[str, tuple[Marker, NodeHealth]] = {}
-        self._trends: Trends = trends if trends is not None else FittedTrends()
+        if trends is None:  # a drain reads the trends of its thresholds' metrics only
+            trends = FittedTrends({t.metric for t in policy.drain_thresholds})
+        self._trends: Trends = trends
         # device -> when to judge it next (absent: not until its marker moves); the heap
         # holds (when, device) entries, stale ones skipped as they come up
         self._due: dict[str, datetime] = {}

@@ -28,7 +28,7 @@ from edgefleet.server.services.devices import DeviceService
 from edgefleet.server.services.fleet_metrics import FleetMetricsService
 from edgefleet.server.services.liveness_store import SqlLivenessStore
 from edgefleet.server.services.migration_controller import MigrationController
-from edgefleet.server.services.node_trends import NodeTrends, forecast_destinations
+from edgefleet.server.services.node_trends import forecast_destinations, node_trends_for
 from edgefleet.server.services.placement_controller import PlacementController
 from edgefleet.server.services.policies import PolicyService
 from edgefleet.server.services.rehearsals import RehearsalService
@@ -111,7 +111,7 @@ def build_services(
     trains = ReleaseTrainService(db, clock, lambda: controller.wake())
     controller = RolloutController(db, clock, watch, releases, telemetry_service, trains)
     checkpoints = CheckpointService(db, clock, blobs, workload_settings)
-    trends = NodeTrends()  # fitted once per heartbeat, for drains and forecast destinations
+    trends = node_trends_for(workload_settings)  # once per heartbeat: drains, forecasts
     controllers = WorkloadControllers(
         workload_settings,
         clock,

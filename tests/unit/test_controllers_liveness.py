@@ -18,13 +18,16 @@ from edgefleet.controllers.liveness import (
     LivenessPolicy,
 )
 from edgefleet.controllers.memory_liveness import MemoryLivenessStore
+from edgefleet.core.workloads.failover import DrainThreshold
 from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.liveness import evaluate_liveness, observe_heartbeat
 from edgefleet.core.workloads.node_health import NOT_DRAINING, NodeHealth, add_sample
 from edgefleet.core.workloads.nodes import update_drain
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
-POLICY = LivenessPolicy(drain_horizon_s=60.0)
+# The server's default thresholds: the battery only (a cpu_load threshold is opt-in).
+BATTERY = DrainThreshold("battery_pct", 15.0, falling=True)
+POLICY = LivenessPolicy(drain_horizon_s=60.0, drain_thresholds=(BATTERY,))
 TICK_S = 0.5
 
 
@@ -34,7 +37,8 @@ def heartbeat(store: MemoryLivenessStore, device_id: str, at: datetime,
     previous = store.get(device_id)
     liveness = observe_heartbeat(None if previous is None else previous.liveness, at,
                                  interval_s=1.0)  # fmt: skip
-    values = {} if battery_pct is None else {"battery_pct": battery_pct}
+    # cpu_load is sampled too, though no threshold of POLICY reads it.
+    values = {} if battery_pct is None else {"battery_pct": battery_pct, "cpu_load": 0.99}
     samples = add_sample(() if previous is None else previous.samples, at, values)
     store.put_report(NodeHealth(device_id, liveness, samples=tuple(samples),
                                 drain=NOT_DRAINING if previous is None else previous.drain,

@@ -21,7 +21,7 @@ trends stay (no new samples), `drain_changes_at` says when the drain would next 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,12 +91,16 @@ def node_from_facts(facts: NodeFacts) -> Node:
 # -- drains ------------------------------------------------------------------------------
 
 
-def trends_of(samples: Sequence[Sample]) -> dict[str, Trend]:
-    """A smoothed trend per metric that has at least two samples."""
+def trends_of(
+    samples: Sequence[Sample], metrics: Collection[str] | None = None
+) -> dict[str, Trend]:
+    """A smoothed trend per metric that has at least two samples (of `metrics` only, when
+    given: a drain reads the metrics of its thresholds)."""
     by_metric: dict[str, list[tuple[datetime, float]]] = {}
     for at, values in samples:
         for metric, value in values.items():
-            by_metric.setdefault(metric, []).append((at, value))
+            if metrics is None or metric in metrics:
+                by_metric.setdefault(metric, []).append((at, value))
     trends = {}
     for metric, series in by_metric.items():
         trend = fit_trend(sorted(series))

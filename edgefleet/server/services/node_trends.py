@@ -12,7 +12,7 @@ node's trends with the samples they came from, and every reader shares it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -25,9 +25,11 @@ from edgefleet.server.workload_settings import WorkloadSettings
 
 
 class NodeTrends:
-    """Device -> the samples its trends were fitted from, and those trends."""
+    """Device -> the samples its trends were fitted from, and those trends; of `metrics`
+    only, when given (`node_trends_for`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Collection[str] | None = None) -> None:
+        self._metrics = metrics
         self._lock = threading.Lock()  # the API's threads read it beside the controllers
         self._fitted: dict[str, tuple[tuple[Sample, ...], Mapping[str, Trend]]] = {}
 
@@ -38,7 +40,7 @@ class NodeTrends:
             cached = self._fitted.get(health.device_id)
         if cached is not None and (cached[0] is samples or cached[0] == samples):
             return cached[1]
-        trends = trends_of(samples)
+        trends = trends_of(samples, self._metrics)
         with self._lock:
             self._fitted[health.device_id] = (samples, trends)
         return trends
@@ -76,6 +78,14 @@ class DestinationForecast:
     @property
     def note(self) -> str:
         return f"nodes seen by load and battery forecast {self.horizon_s:g} s ahead"
+
+
+def node_trends_for(settings: WorkloadSettings) -> NodeTrends:
+    """The process's trends: of every metric while placement forecasts destinations, else
+    of the drain thresholds' metrics only (the battery, by default: half the fitting)."""
+    if settings.placement_forecast_horizon_s > 0:
+        return NodeTrends()
+    return NodeTrends({t.metric for t in settings.drain_thresholds()})
 
 
 def forecast_destinations(
