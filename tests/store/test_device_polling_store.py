@@ -46,8 +46,13 @@ def test_node_markers_move_with_each_heartbeat(db: Database) -> None:
     with db.read() as tx:
         after = tx.node_health.markers()
         found = tx.node_health.find_many(["d-1", "d-2", "d-unknown"])
-    assert before == {f"d-{i}": (T0, "alive") for i in range(3)}
-    assert after == {**before, "d-1": (later, "alive")}
+    # The reported_at part is an opaque token (the driver's value): equal for equal times.
+    assert sorted(before) == ["d-0", "d-1", "d-2"]
+    assert len({marker for marker in before.values()}) == 1
+    assert {state for _, state in before.values()} == {"alive"}
+    assert {d: m for d, m in after.items() if d != "d-1"} == {d: m for d, m in before.items()
+                                                               if d != "d-1"}  # fmt: skip
+    assert after["d-1"] != before["d-1"] and after["d-1"][1] == "alive"
     assert sorted(found) == ["d-1", "d-2"]
     assert (found["d-1"].reported_at, found["d-1"].node["cpu_load"]) == (later, 1.0)
 
