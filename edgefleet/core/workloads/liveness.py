@@ -15,6 +15,12 @@ One `NodeLiveness` record per device holds the detector's history, the current v
                            `since` (failover's grace periods count from it).
                            `verdict_changes_at` says when, without a heartbeat, the verdict
                            would next change: the controller need not look before then
+    the broker's Will      `observe_will` (MQTT channel: the device's connection ended
+                           without a goodbye): a node hosting nothing is dead at once; a
+                           hosting node only becomes suspect at once, so failover's grace
+                           period runs from the Will and phi still decides `dead`. The
+                           verdict does not fall below that floor until the node is heard
+                           from again
 
 The verdict only counts silence the observer could have seen: `watching_since` (when the
 controller started) stands in for an older last heartbeat, so a control plane that was down
@@ -123,6 +129,7 @@ class NodeLiveness:
     reliability_at_since: float = 1.0  # reliability when `state` was entered
     phi: float = 0.0  # at the last evaluation
     interval_s: float | None = None  # the heartbeat interval the node was told, if known
+    floor: Liveness | None = None  # the least verdict since its Will, until it is heard from
 
     def reliability(self, now: datetime, half_life_s: float = RELIABILITY_HALF_LIFE_S) -> float:
         """Share of recent time alive, exponentially weighted; 1.0 for a new node."""
@@ -153,7 +160,7 @@ def observe_heartbeat(
         if record is None:
             return NodeLiveness(fresh, Liveness.ALIVE, at, interval_s=interval_s)
         if record.state is Liveness.ALIVE:
-            return replace(record, history=fresh, phi=0.0, interval_s=interval_s)
+            return replace(record, history=fresh, phi=0.0, interval_s=interval_s, floor=None)
         return NodeLiveness(fresh, Liveness.ALIVE, at, record.reliability(at), 0.0, interval_s)
     last = record.history.last_heartbeat_at
     if record.state is Liveness.DEAD or (not scheduled and (last is None or at > last)):
@@ -162,8 +169,37 @@ def observe_heartbeat(
     else:
         history = record_heartbeat(record.history, at, settings)
     if record.state is Liveness.ALIVE:
-        return replace(record, history=history, phi=0.0)
+        return replace(record, history=history, phi=0.0, floor=None)
     return NodeLiveness(history, Liveness.ALIVE, at, record.reliability(at), 0.0, interval_s)
+
+
+_SEVERITY = {Liveness.ALIVE: 0, Liveness.SUSPECT: 1, Liveness.DEAD: 2}
+
+
+def _at_least(verdict: Liveness, floor: Liveness | None) -> Liveness:
+    """`verdict`, or the floor a Will set when that is worse."""
+    if floor is not None and _SEVERITY[floor] > _SEVERITY[verdict]:
+        return floor
+    return verdict
+
+
+def observe_will(record: NodeLiveness, at: datetime, hosting: bool) -> NodeLiveness:
+    """The record after the broker published the node's Will at `at` (its connection ended
+    without a goodbye): dead at once when it hosts nothing; suspect at once when it hosts
+    replicas, so that failover holds them for its grace period and phi decides `dead` as
+    for any silent node. Either stays the least verdict until the node is heard from.
+
+    >>> from datetime import datetime, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> alive = observe_heartbeat(None, t0)
+    >>> observe_will(alive, t0, hosting=False).state, observe_will(alive, t0, hosting=True).state
+    (<Liveness.DEAD: 'dead'>, <Liveness.SUSPECT: 'suspect'>)
+    """
+    floor = Liveness.SUSPECT if hosting else Liveness.DEAD
+    if _SEVERITY[record.state] >= _SEVERITY[floor]:
+        return replace(record, floor=floor)
+    return NodeLiveness(record.history, floor, at, record.reliability(at), record.phi,
+                        record.interval_s, floor)  # fmt: skip
 
 
 def evaluate_liveness(
@@ -177,11 +213,11 @@ def evaluate_liveness(
     `settings` default to `detector_settings` of the node's interval."""
     settings = settings or detector_settings(record.interval_s)
     value = phi(_watched(record.history, watching_since), now, settings)
-    state = classify(value, thresholds)
+    state = _at_least(classify(value, thresholds), record.floor)
     if state is record.state:
         return replace(record, phi=value)
     return NodeLiveness(record.history, state, now, record.reliability(now), value,
-                        record.interval_s)  # fmt: skip
+                        record.interval_s, record.floor)  # fmt: skip
 
 
 def verdict_changes_at(
@@ -209,7 +245,8 @@ def verdict_changes_at(
     """
     settings = settings or detector_settings(record.interval_s)
     history = _watched(record.history, watching_since)
-    if classify(phi(history, now, settings), thresholds) is not record.state:
+    verdict = _at_least(classify(phi(history, now, settings), thresholds), record.floor)
+    if verdict is not record.state:
         return now
     if record.state is Liveness.ALIVE:
         at = phi_reaches_at(history, thresholds.suspect_phi, settings)
@@ -241,6 +278,7 @@ def liveness_to_dict(record: NodeLiveness) -> dict[str, Any]:
         "reliability_at_since": record.reliability_at_since,
         "phi": record.phi if math.isfinite(record.phi) else 1e9,
         "interval_s": record.interval_s,
+        "floor": None if record.floor is None else record.floor.value,
     }
 
 
@@ -260,4 +298,5 @@ def liveness_from_dict(raw: Mapping[str, Any]) -> NodeLiveness:
         float(raw.get("reliability_at_since", 1.0)),
         float(raw.get("phi", 0.0)),
         None if raw.get("interval_s") is None else float(raw["interval_s"]),
+        None if raw.get("floor") is None else Liveness(str(raw["floor"])),
     )
