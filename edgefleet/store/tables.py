@@ -67,6 +67,13 @@ devices = Table(
     Column("version", Integer, nullable=False),
     Column("release_assignment", JSON, nullable=True),
     Column("release_status", JSON, nullable=False),
+    # On the MQTT channel, the last presence message taken (core/presence.py): its state
+    # (online, offline: the device's Will), when, its sequence number, and the interval the
+    # device is told while online and hosting nothing. All null off MQTT.
+    Column("presence", String(8), nullable=True),
+    Column("presence_at", UTCDateTime, nullable=True),
+    Column("presence_seq", BigInteger, nullable=True),
+    Column("presence_interval_s", Float, nullable=True),
 )
 Index("ix_devices_name", devices.c.name)
 # One device per name among those not revoked (revoking a device frees its name).

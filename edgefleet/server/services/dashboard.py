@@ -60,7 +60,7 @@ def status_cutoffs(intervals: list[float], now: datetime) -> list[StatusCutoffs]
 
 def _connection(row: DeviceRow, cutoffs: list[StatusCutoffs]) -> str:
     cut = next((c for c in cutoffs if c.heartbeat_interval_s == row.heartbeat_interval_s), None)
-    if row.last_seen is None or cut is None or row.last_seen < cut.offline_before:
+    if row.gone or row.last_seen is None or cut is None or row.last_seen < cut.offline_before:
         return "offline"
     return "online" if row.last_seen >= cut.online_since else "stale"
 

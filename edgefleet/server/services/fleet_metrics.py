@@ -61,8 +61,8 @@ class FleetMetricsService:
             rollouts = tx.rollouts.recent(active_only=True, limit=MAX_ROLLOUTS)
             rollout_devices = tx.rollouts.state_counts([r.id for r in rollouts])
         by_status = Tally(
-            (enrollment, classify_connection(last_seen, now, interval_s).value)
-            for enrollment, last_seen, interval_s in facts
+            (enrollment, classify_connection(last_seen, now, interval_s, presence).value)
+            for enrollment, last_seen, interval_s, presence in facts
         )
         fleet = MetricFamily(
             "edgefleet_devices",

@@ -4,7 +4,9 @@ instead of decoding every device's inventory and desired state.
 
 Connection status depends on each device's heartbeat interval (`core/device.py`), so the
 caller passes one `StatusCutoffs` per distinct interval and the queries compare `last_seen`
-against those instants.
+against those instants. On the MQTT channel the interval is the longer one an online device
+hosting nothing is told (`_status_interval`), and a Will taken after the last heartbeat is
+offline at once (`_gone`), as `core.device.classify_connection` has it.
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ class DeviceRow:
     region: str
     site: str
     last_seen: datetime | None
-    heartbeat_interval_s: float
+    heartbeat_interval_s: float  # what its status is judged against
     release: str | None
     release_state: str | None
+    gone: bool = False  # its Will came after its last heartbeat
 
 
 def _region() -> ColumnElement[Any]:
@@ -79,9 +82,24 @@ def _release() -> ColumnElement[Any]:
     return case((name.is_(None), None), else_=name + literal("@") + version)
 
 
+def _status_interval() -> ColumnElement[Any]:
+    """The interval a device's status is judged against: its own, or the longer one it is
+    told while online on the MQTT channel and hosting nothing."""
+    longer = and_(devices.c.presence == "online",
+                  devices.c.presence_interval_s > devices.c.heartbeat_interval_s)  # fmt: skip
+    return case((longer, devices.c.presence_interval_s), else_=devices.c.heartbeat_interval_s)
+
+
+def _gone() -> ColumnElement[bool]:
+    """The device's Will (presence offline) was taken at or after its last heartbeat."""
+    return and_(devices.c.presence == "offline", devices.c.last_seen.is_not(None),
+                devices.c.presence_at >= devices.c.last_seen)  # fmt: skip
+
+
 def _status_condition(status: str, cutoffs: Sequence[StatusCutoffs]) -> ColumnElement[bool]:
     """Approved devices in `status` (online, stale or offline)."""
     seen = devices.c.last_seen
+    interval = _status_interval()
     per_interval = []
     for c in cutoffs:
         if status == "online":
@@ -90,8 +108,9 @@ def _status_condition(status: str, cutoffs: Sequence[StatusCutoffs]) -> ColumnEl
             cond = and_(seen < c.online_since, seen >= c.offline_before)
         else:
             cond = or_(seen.is_(None), seen < c.offline_before)
-        per_interval.append(and_(devices.c.heartbeat_interval_s == c.heartbeat_interval_s, cond))
+        per_interval.append(and_(interval == c.heartbeat_interval_s, cond))
     matched = or_(*per_interval) if per_interval else literal(False)
+    matched = or_(_gone(), matched) if status == "offline" else and_(~_gone(), matched)
     return and_(devices.c.enrollment == APPROVED, matched)
 
 
@@ -100,8 +119,9 @@ class DashboardRepository:
         self._c = connection
 
     def heartbeat_intervals(self) -> list[float]:
-        """The distinct heartbeat intervals of approved devices (a handful in practice)."""
-        query = select(devices.c.heartbeat_interval_s).where(devices.c.enrollment == APPROVED)
+        """The distinct heartbeat intervals approved devices' status is judged against (a
+        handful in practice)."""
+        query = select(_status_interval()).where(devices.c.enrollment == APPROVED)
         return [float(r[0]) for r in self._c.execute(query.distinct())]
 
     def enrollment_counts(self) -> dict[str, int]:
@@ -161,14 +181,16 @@ class DashboardRepository:
                     .scalar_one())  # fmt: skip
         query = (select(devices.c.id, devices.c.name, devices.c.enrollment, devices.c.labels,
                         _region().label("region"), _site().label("site"), devices.c.last_seen,
-                        devices.c.heartbeat_interval_s, _release().label("release"),
-                        devices.c.release_status[("state",)].as_string().label("release_state"))
+                        _status_interval().label("heartbeat_interval_s"),
+                        _release().label("release"),
+                        devices.c.release_status[("state",)].as_string().label("release_state"),
+                        _gone().label("gone"))
                  .where(where).order_by(devices.c.name, devices.c.id)
                  .offset(offset).limit(limit))  # fmt: skip
         rows = [DeviceRow(id=r.id, name=r.name, enrollment=r.enrollment, labels=dict(r.labels),
                           region=r.region, site=r.site, last_seen=r.last_seen,
                           heartbeat_interval_s=float(r.heartbeat_interval_s), release=r.release,
-                          release_state=r.release_state)
+                          release_state=r.release_state, gone=bool(r.gone))
                 for r in self._c.execute(query)]  # fmt: skip
         return total, rows
 

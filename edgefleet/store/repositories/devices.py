@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from edgefleet.core.device import Device
 from edgefleet.core.device_names import normalize_device_name
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.presence import Presence, PresenceState
 from edgefleet.core.updates.release import ReleaseAssignment
 from edgefleet.errors import Conflict, NotFound
 from edgefleet.store.notifications import notify_desired
@@ -57,7 +58,15 @@ def _to_device(row: Row[Any]) -> Device:
         ),
         release_status=row.release_status,
         version=row.version,
+        presence=_to_presence(row),
     )
+
+
+def _to_presence(row: Any) -> Presence | None:
+    if row.presence is None:
+        return None
+    return Presence(PresenceState(row.presence), row.presence_at, int(row.presence_seq),
+                    row.presence_interval_s)  # fmt: skip
 
 
 def _values(device: Device) -> dict[str, Any]:
@@ -80,7 +89,17 @@ def _values(device: Device) -> dict[str, Any]:
         ),
         "release_status": dict(device.release_status),
         "version": device.version,
+        **_presence_values(device.presence),
     }
+
+
+def _presence_values(presence: Presence | None) -> dict[str, Any]:
+    if presence is None:
+        return {"presence": None, "presence_at": None, "presence_seq": None,
+                "presence_interval_s": None}  # fmt: skip
+    return {"presence": presence.state.value, "presence_at": presence.at,
+            "presence_seq": presence.seq,
+            "presence_interval_s": presence.idle_interval_s}  # fmt: skip
 
 
 class DeviceRepository:
@@ -161,11 +180,13 @@ class DeviceRepository:
         rows = self._c.execute(select(devices).order_by(devices.c.created_at, devices.c.id))
         return [_to_device(r) for r in rows]
 
-    def connection_facts(self) -> list[tuple[str, datetime | None, float]]:
-        """(enrollment, last_seen, heartbeat_interval_s) of every device: what fleet counts
-        by status need, without decoding any device's documents."""
-        columns = (devices.c.enrollment, devices.c.last_seen, devices.c.heartbeat_interval_s)
-        return [(r[0], r[1], r[2]) for r in self._c.execute(select(*columns))]
+    def connection_facts(self) -> list[tuple[str, datetime | None, float, Presence | None]]:
+        """(enrollment, last_seen, heartbeat_interval_s, presence) of every device: what
+        fleet counts by status need, without decoding any device's documents."""
+        columns = (devices.c.enrollment, devices.c.last_seen, devices.c.heartbeat_interval_s,
+                   devices.c.presence, devices.c.presence_at, devices.c.presence_seq,
+                   devices.c.presence_interval_s)  # fmt: skip
+        return [(r[0], r[1], r[2], _to_presence(r)) for r in self._c.execute(select(*columns))]
 
     def count(self) -> int:
         return int(self._c.execute(select(func.count()).select_from(devices)).scalar_one())

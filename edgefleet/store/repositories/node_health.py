@@ -18,6 +18,7 @@ from sqlalchemy import (
     update,
 )
 
+from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.liveness import liveness_from_dict, liveness_to_dict
 from edgefleet.core.workloads.node_health import (
     NodeHealth,
@@ -29,6 +30,7 @@ from edgefleet.core.workloads.node_health import (
 from edgefleet.store.repositories.devices import ID_CHUNK
 from edgefleet.store.tables import node_health
 
+_SEVERITY = (Liveness.ALIVE, Liveness.SUSPECT, Liveness.DEAD)
 # Statements each heartbeat or controller tick runs, built once (see repositories.devices).
 _FIND = select(node_health).where(node_health.c.device_id == bindparam("b_id"))
 # reported_at as the driver returns it (a string on SQLite): compared, never read, so not
@@ -111,16 +113,30 @@ class NodeHealthRepository:
 
     def put_judgement(self, health: NodeHealth, read_reported_at: datetime | None) -> bool:
         """Store the controllers' liveness verdict and drain, unless a heartbeat arrived
-        since the row was read (then the next tick judges again). True when written."""
+        since the row was read (then the next tick judges again), or the stored verdict is
+        already worse than this one: without a heartbeat a verdict only worsens, so a worse
+        one stored meanwhile is a Will's (`put_liveness`). True when written."""
         values = _values(health)
         condition = (
             node_health.c.reported_at.is_(None)
             if read_reported_at is None
             else node_health.c.reported_at == read_reported_at
         )
+        rank = _SEVERITY.index(health.state)
+        not_worse = node_health.c.state.in_([s.value for s in _SEVERITY[: rank + 1]])
         result = self._c.execute(
             update(node_health)
-            .where(node_health.c.device_id == health.device_id, condition)
+            .where(node_health.c.device_id == health.device_id, condition, not_worse)
             .values(liveness=values["liveness"], state=values["state"], drain=values["drain"])
         )
         return result.rowcount == 1
+
+    def put_liveness(self, health: NodeHealth) -> None:
+        """Store a node's liveness alone (what a Will changed), leaving what its last
+        heartbeat brought as it is."""
+        values = _values(health)
+        self._c.execute(
+            update(node_health)
+            .where(node_health.c.device_id == health.device_id)
+            .values(liveness=values["liveness"], state=values["state"])
+        )
