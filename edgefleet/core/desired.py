@@ -29,7 +29,8 @@ def render_spec(
     """The spec part of `device`'s desired state, from its current inputs. `telemetry` is
     the rendered section (core.telemetry_policy.render_telemetry_section), `workloads` the
     replicas the device should hold (core.workload_section.render_workloads_section),
-    `heartbeat_interval_s` the interval while it hosts replicas (else its own), `training`
+    `heartbeat_interval_s` the interval while it hosts replicas or idles on the MQTT channel
+    (else its own), `training`
     the federated training rounds it is planned in (docs/learning.md)."""
     interval = device.heartbeat_interval_s if heartbeat_interval_s is None else (
         heartbeat_interval_s)  # fmt: skip
@@ -50,7 +51,8 @@ def render_spec(
 
 def heartbeat_interval_of(device: Device) -> float:
     """The interval `device` is told to heartbeat at: its desired state's (the hosting
-    interval while it holds replicas), else its own setting."""
+    interval while it holds replicas, the idle one while it is online on the MQTT channel
+    hosting nothing), else its own setting."""
     agent = device.desired.get("agent") or {}
     return float(agent.get("heartbeat_interval_s", device.heartbeat_interval_s))
 

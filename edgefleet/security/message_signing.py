@@ -14,6 +14,11 @@ replayed, moved to another device's topic, or altered by the broker is refused. 
 numbers are remembered rather than compared with the highest seen: replicas of the control
 plane sharing a subscription may take a device's messages in another order than it sent
 them.
+
+The one exception is the device's Last Will (its presence `offline`), signed when it
+connects and published by the broker when the connection ends, maybe days later: its
+signature is checked without the clock (`verify_message`), and its sequence number is
+compared with that of the last presence message taken (`core/presence.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from edgefleet.errors import Unauthenticated
-from edgefleet.security.keys import DeviceKey
+from edgefleet.security.keys import DeviceKey, verify_signature
 from edgefleet.security.request_signing import SignedRequest, canonical_request
 
 METHOD = "PUBLISH"
@@ -71,3 +76,20 @@ def read_message_signature(device_id: str, prop: Callable[[str], str | None]) ->
     if not 0 < seq < 10**20:
         raise Unauthenticated("message sequence number out of range", code="bad_signature")
     return SignedRequest(device_id, timestamp, nonce_of(seq), signature)
+
+
+def seq_of(signed: SignedRequest) -> int:
+    """The sequence number a message's nonce carries.
+
+    >>> seq_of(SignedRequest("d-1", 0, nonce_of(42), b""))
+    42
+    """
+    return int(signed.nonce.removeprefix("seq-"))
+
+
+def verify_message(signed: SignedRequest, public_key_b64: str, topic: str, payload: bytes) -> None:
+    """The signature alone, whatever its timestamp (a Will's); Unauthenticated
+    (bad_signature) unless the key signed this topic and payload."""
+    data = canonical_request(METHOD, topic, payload, signed.device_id, signed.timestamp,
+                             signed.nonce)  # fmt: skip
+    verify_signature(public_key_b64, data, signed.signature)

@@ -190,8 +190,15 @@ class ServerMetrics:
             "edgefleet_messages_dropped_total",
             "Device messages from the MQTT broker dropped, by reason: malformed, oversized, "
             "unknown_topic, unsigned_request, bad_signature, stale_request, replayed_request, "
-            "unknown_device, device_revoked, ... (a telemetry batch's refusal code).",
+            "unknown_device, device_revoked, stale_presence, ... (a telemetry batch's "
+            "refusal code).",
             ("reason",),
+        )
+        self.presence_taken = Counter(
+            "edgefleet_presence_taken_total",
+            "Presence messages of devices on the MQTT channel taken, by state: online (the "
+            "device connected), offline (its Last Will: the connection ended unannounced).",
+            ("state",),
         )
 
     def families(self) -> list[MetricFamily]:
@@ -201,6 +208,7 @@ class ServerMetrics:
             self.housekeeping_runs, self.otlp_exported_windows, self.otlp_dropped_windows,
             self.otlp_export_requests, self.otlp_queued_windows, self.long_polls_waiting,
             self.desired_notifications, self.reports_ingested, self.messages_dropped,
+            self.presence_taken,
         ]  # fmt: skip
         return [*(c.family() for c in counters), self.http_duration.family()]
 

@@ -13,6 +13,11 @@ What cannot be taken is dropped and counted (`edgefleet_messages_dropped_total{r
 never retried forever: malformed, oversized, unsigned, forged, stale, replayed, from a
 device not approved; a store that is down is waited for (the message stays unacknowledged).
 
+Presence: a device publishes `online` when it connects and registers a signed Will,
+`offline`, which the broker publishes when the connection ends unannounced
+(`services/presence.py`): the device shows offline and, hosting nothing, dead at once; while
+online and hosting nothing it is told the long idle heartbeat interval.
+
 Desired state: every change a service signals (`DesiredStateWatch.notify`, where long
 polls are woken) marks the device; a publisher task renders the marked devices' documents,
 signs them like the HTTP route, and publishes each retained on the device's desired topic,
@@ -40,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from edgefleet.core.desired import desired_document
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
+from edgefleet.core.presence import PresenceState, parse_presence
 from edgefleet.core.protocol import Report, TelemetryBatchHeader, from_binary, from_dict
 from edgefleet.errors import (
     EdgefleetError,
@@ -49,7 +55,7 @@ from edgefleet.errors import (
     Unavailable,
 )
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_PROPERTY
-from edgefleet.security.message_signing import read_message_signature
+from edgefleet.security.message_signing import read_message_signature, seq_of
 from edgefleet.security.request_signing import SignedRequest
 from edgefleet.server.services.broker_accounts import (
     RESPONSE_TOPIC,
@@ -62,6 +68,7 @@ from edgefleet.server.services.device_messages import (
     DeviceMessageService,
 )
 from edgefleet.server.services.ingest import DeviceIngest, TelemetryUpload
+from edgefleet.server.services.presence import PresenceService
 from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage
 from edgefleet.transport.mqtt_topics import (
     FROM_DEVICES,
@@ -95,6 +102,7 @@ class MqttBridge:
         self._ingest = ingest
         self.url = BrokerUrl.parse(settings.mqtt_url.get_secret_value())
         self._messages = DeviceMessageService(svc.db, clock, settings)
+        self._presence = PresenceService(svc.db, clock, settings, svc.watch)
         self.accounts = BrokerAccounts(load_or_create_secret(settings.data_dir), self._publish)
         self.connection = MqttConnection(
             self.url,
@@ -260,6 +268,9 @@ class MqttBridge:
         if len(message.payload) > self._svc.settings.max_body_bytes:
             raise PayloadTooLarge(f"{len(message.payload)} bytes", code="oversized")
         signed = read_message_signature(device_id, message.user_property)
+        if channel is Channel.PRESENCE:
+            await self._take_presence(message, signed)
+            return
         device = await self._authenticator.submit(
             ArrivedMessage(signed, message.topic, message.payload)
         )
@@ -281,6 +292,27 @@ class MqttBridge:
         await self._settler.submit(signed)
         if channel is Channel.REPORT:
             self._metrics.reports_ingested.inc("mqtt")
+
+    async def _take_presence(self, message: ReceivedMessage, signed: SignedRequest) -> None:
+        """A device's `online` (checked like any message) or its Will, `offline` (checked by
+        its signature, not its age: it was signed at connect time), then ordered by its
+        sequence number against the last presence taken (`services/presence.py`)."""
+        state = parse_presence(message.payload)
+        if state is None:
+            raise InvalidInput("a presence message says online or offline", code="malformed")
+        if state is PresenceState.OFFLINE:
+            device = await asyncio.to_thread(self._messages.authenticate_will, signed,
+                                             message.topic, message.payload)  # fmt: skip
+        else:
+            device = await self._authenticator.submit(
+                ArrivedMessage(signed, message.topic, message.payload)
+            )
+        try:
+            await asyncio.to_thread(self._presence.take, device.id, state, seq_of(signed))
+        finally:
+            if state is PresenceState.ONLINE:
+                await self._settler.submit(signed)
+        self._metrics.presence_taken.inc(state.value)
 
     def _telemetry_upload(
         self, device: Device, message: ReceivedMessage, signed_at_s: int

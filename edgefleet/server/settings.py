@@ -206,6 +206,15 @@ class ServerSettings(BaseSettings):
         description="How long the broker keeps a disconnected replica's session and its "
         "share of messages.",
     )
+    mqtt_idle_heartbeat_s: float = Field(
+        300.0,
+        ge=1,
+        le=3600,
+        description="Heartbeat interval of a device online on the MQTT channel that hosts no "
+        "replica: the broker's keep-alive and the device's Last Will stand for its "
+        "heartbeats, and reports on a change still go at once. Taken when the device "
+        "connects.",
+    )
 
     @field_validator("attestation_policy")
     @classmethod

@@ -4,6 +4,8 @@
     edgefleet/v1/devices/{device_id}/telemetry   device → control plane (QoS 1; properties
                                                  `dropped` and `sealed`)
     edgefleet/v1/devices/{device_id}/desired     control plane → device (QoS 1, retained)
+    edgefleet/v1/devices/{device_id}/presence    device (or the broker, its Last Will) →
+                                                 control plane (QoS 1): `online`, `offline`
 
 The control plane consumes the device-published kinds through a shared subscription
 (`$share/edgefleet/...`), so its replicas split the messages between them.
@@ -26,10 +28,11 @@ class Channel(StrEnum):
     REPORT = "report"
     TELEMETRY = "telemetry"
     DESIRED = "desired"
+    PRESENCE = "presence"
 
 
 # What devices publish (and the control plane consumes).
-FROM_DEVICES = (Channel.REPORT, Channel.TELEMETRY)
+FROM_DEVICES = (Channel.REPORT, Channel.TELEMETRY, Channel.PRESENCE)
 # A telemetry message's user properties beside its signature: the batch's
 # dropped_through_seq, and "1" when the batch is sealed to the control plane's ingest key.
 TELEMETRY_DROPPED_THROUGH = "dropped"

@@ -1,8 +1,9 @@
 """Broker accounts: each approved device's client in Mosquitto's dynamic-security plugin.
 
 A device gets a broker client (username and client id = its device id) with a role of its
-own, `edgefleet-device-{id}`, whose ACLs allow exactly its topics: publish its report and
-telemetry, subscribe to its desired state. (Mosquitto 2.0's plugin matches ACL topics
+own, `edgefleet-device-{id}`, whose ACLs allow exactly its topics: publish its report,
+telemetry and presence (its Last Will too: the broker checks a Will's topic when the
+client connects), subscribe to its desired state. (Mosquitto 2.0's plugin matches ACL topics
 literally, so the role is per device rather than one role with %u patterns.) The control
 plane creates it when the device is approved (or asks for its credentials) and deletes it
 when the device is revoked, rejected or deleted: the plugin then disconnects the client at
@@ -34,7 +35,7 @@ from typing import Any
 
 from edgefleet.errors import Unavailable
 from edgefleet.transport.mqtt_client import ReceivedMessage
-from edgefleet.transport.mqtt_topics import Channel, device_topic
+from edgefleet.transport.mqtt_topics import FROM_DEVICES, Channel, device_topic
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ _ALREADY = {
     "createRole": "already exists",
     "createClient": "already exists",
     "addClientRole": "internal error",
+    "addRoleACL": "already exists",
     "deleteClient": "not found",
     "deleteRole": "not found",
 }
@@ -102,7 +104,7 @@ class BrokerAccounts:
         acls = [
             {"acltype": "publishClientSend", "topic": device_topic(device_id, channel),
              "allow": True}
-            for channel in (Channel.REPORT, Channel.TELEMETRY)
+            for channel in FROM_DEVICES
         ] + [{"acltype": "subscribeLiteral",
               "topic": device_topic(device_id, Channel.DESIRED), "allow": True}]  # fmt: skip
         # The plugin rewrites its whole configuration file after every change, so a new
@@ -113,6 +115,11 @@ class BrokerAccounts:
             {"command": "createClient", "username": device_id, "clientid": device_id,
              "password": self.password(device_id), "roles": [{"rolename": role}]},
         ])  # fmt: skip
+        if outcomes[0]:  # the role existed: one made before the presence topic lacks its ACL
+            await self._run([
+                {"command": "addRoleACL", "rolename": role, "acltype": "publishClientSend",
+                 "topic": device_topic(device_id, Channel.PRESENCE), "allow": True},
+            ])  # fmt: skip
         if outcomes[1]:
             await self._run([
                 {"command": "setClientPassword", "username": device_id,

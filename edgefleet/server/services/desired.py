@@ -90,13 +90,17 @@ def _hosting_nodes(placement: Placement) -> set[str]:
 
 def render_device(tx: Transaction, device: Device) -> Device:
     """`device` with its desired state re-rendered from every input (not saved). A device
-    that hosts replicas heartbeats at the hosting interval, so its death is seen quickly."""
+    that hosts replicas heartbeats at the hosting interval, so its death is seen quickly; one
+    online on the MQTT channel that hosts nothing at the long idle interval, since the
+    broker's keep-alive and its Will tell of its death."""
     placement = tx.placement.load().placement
     workloads = workloads_section(tx, device.id, placement)
     interval = None
     if workloads is not None:
         hosting = len(_hosting_nodes(placement))
         interval = hosting_heartbeat_s(device.heartbeat_interval_s, max(1, hosting))
+    elif device.presence is not None and device.presence.idle_interval_s is not None:
+        interval = max(device.heartbeat_interval_s, device.presence.idle_interval_s)
     withheld = tx.attestations.get(device.id).withhold_releases  # the attestation policy
     return refresh_desired(
         device,

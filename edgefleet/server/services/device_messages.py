@@ -25,7 +25,7 @@ from edgefleet.clock import Clock
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import check_device_access
 from edgefleet.errors import EdgefleetError, Unauthenticated
-from edgefleet.security.message_signing import METHOD
+from edgefleet.security.message_signing import METHOD, verify_message
 from edgefleet.security.request_signing import SignedRequest, check_fresh, verify_signed_request
 from edgefleet.server.settings import ServerSettings
 from edgefleet.store import Database
@@ -83,6 +83,18 @@ class DeviceMessageService:
             else:
                 outcomes.append(device)
         return outcomes
+
+    def authenticate_will(self, signed: SignedRequest, topic: str, payload: bytes) -> Device:
+        """The approved device whose key signed this Will (on its own topic): the signature
+        only, not the clock nor the nonce, since it was signed when the device connected
+        (`services/presence.py` orders it by its sequence number instead)."""
+        with self._db.read() as tx:
+            device = tx.devices.find(signed.device_id)
+        if device is None:
+            raise Unauthenticated(f"unknown device {signed.device_id!r}", code="unknown_device")
+        verify_message(signed, device.public_key, topic, payload)
+        check_device_access(device.enrollment)
+        return device
 
     def settle(self, messages: Sequence[SignedRequest]) -> list[Unauthenticated | None]:
         """Remember the messages' sequence numbers, each until its timestamp could no longer
