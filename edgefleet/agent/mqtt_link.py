@@ -10,6 +10,13 @@ protocol's `Report` in its compact binary encoding, and telemetry batches on its
 topic (`TelemetryOverMqtt`: the telemetry pipeline's uploads, taken off the HTTP transport
 while the channel is open).
 
+Presence: the connection registers a Last Will on the device's presence topic, `offline`,
+which the broker publishes when the connection ends unannounced (a crash, a cut link, a
+missed keep-alive) or when the agent closes the channel; once connected the agent publishes
+`online` there. Both are signed at connect time, the Will with the larger sequence number
+(it fires last; `core/presence.py`). While online and hosting nothing the device is told a
+long heartbeat interval: the keep-alive and the Will stand for its heartbeats.
+
 Every message the device publishes is signed by its key over the topic, its payload and a
 sequence number (`security/message_signing.py`). The numbers only grow, across restarts
 too: `MessageSequence` reserves them on disk in blocks before using them.
@@ -30,13 +37,14 @@ from urllib.parse import parse_qs, urlsplit
 from edgefleet.agent.link import SEALED_TELEMETRY_CONTENT_TYPE, ControlPlaneLink, SignedDocument
 from edgefleet.atomicfile import write_atomically
 from edgefleet.clock import Clock
+from edgefleet.core.presence import PresenceState
 from edgefleet.core.protocol import Report, from_dict, to_binary
 from edgefleet.errors import ApiError, Forbidden, SettingsError, Unauthenticated, Unavailable
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_PROPERTY
 from edgefleet.security.keys import DeviceKey
 from edgefleet.security.message_signing import sign_message
 from edgefleet.transport.messages import Headers, Transport, TransportResponse, resolve_headers
-from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage
+from edgefleet.transport.mqtt_client import BrokerUrl, MqttConnection, ReceivedMessage, Will
 from edgefleet.transport.mqtt_topics import (
     TELEMETRY_DROPPED_THROUGH,
     TELEMETRY_SEALED,
@@ -110,8 +118,14 @@ class MqttChannel:
         return self._link.device_id
 
     async def open(self) -> None:
-        """Fetch the broker credentials, connect, subscribe to the desired state."""
+        """Fetch the broker credentials, connect with a signed Will, subscribe to the
+        desired state, say `online`."""
         credentials = json.loads(await self._link.fetch(f"/v1/devices/{self.device_id}/broker"))
+        presence = device_topic(self.device_id, Channel.PRESENCE)
+        online_seq, will_seq = self._sequence.next(), self._sequence.next()
+        offline = PresenceState.OFFLINE.value.encode()
+        will = Will(presence, offline, user_properties=tuple(self._signature(
+            presence, offline, will_seq)))  # fmt: skip
         connection = MqttConnection(
             self._url,
             client_id=str(credentials["client_id"]),
@@ -120,12 +134,16 @@ class MqttChannel:
             ca_file=self._ca_file,
             clean_start=True,
             keepalive_s=KEEPALIVE_S,
+            will=will,
             on_message=self._received,
         )
         self._connection = connection
         with _broker_refusals():
             await connection.connect()
             await connection.subscribe([device_topic(self.device_id, Channel.DESIRED)])
+            online = PresenceState.ONLINE.value.encode()
+            signature = self._signature(presence, online, online_seq)
+            await connection.publish(presence, online, user_properties=signature)
         broker = self._url.without_credentials()
         log.info("MQTT device channel open", extra={"device_id": self.device_id, "broker": broker})
 
@@ -136,8 +154,9 @@ class MqttChannel:
         return self._connection.lost_reason
 
     async def close(self) -> None:
+        """Disconnect; the broker publishes the Will (`offline`) for it."""
         if self._connection is not None:
-            await self._connection.close()
+            await self._connection.close(send_will=True)
 
     async def desired(self) -> SignedDocument:
         """The next desired-state document pushed by the control plane."""
@@ -150,11 +169,13 @@ class MqttChannel:
         if self._connection is None:
             raise Unavailable("the MQTT device channel is not open")
         topic = device_topic(self.device_id, channel)
-        signature = sign_message(self._key, topic, payload, self.device_id,
-                                 self._sequence.next(), self._clock.now())  # fmt: skip
+        signature = self._signature(topic, payload, self._sequence.next())
         properties = [*signature, *(properties or [])]
         with _broker_refusals():
             await self._connection.publish(topic, payload, user_properties=properties)
+
+    def _signature(self, topic: str, payload: bytes, seq: int) -> list[tuple[str, str]]:
+        return sign_message(self._key, topic, payload, self.device_id, seq, self._clock.now())
 
     async def report(self, payload: dict[str, Any]) -> None:
         """Publish a report (the HTTP report's fields) as the protocol's binary `Report`."""

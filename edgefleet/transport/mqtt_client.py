@@ -86,6 +86,7 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,11 @@ class MqttConnection:
             context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
             client.tls_set_context(context)
         if will is not None:
-            client.will_set(will.topic, will.payload, will.qos, will.retain)
+            will_properties = None
+            if will.user_properties:
+                will_properties = Properties(PacketTypes.WILLMESSAGE)
+                will_properties.UserProperty = list(will.user_properties)
+            client.will_set(will.topic, will.payload, will.qos, will.retain, will_properties)
         client.reconnect_delay_set(1, 60)
         client.on_connect = self._connected_cb
         client.on_disconnect = self._disconnected_cb
@@ -263,9 +268,14 @@ class MqttConnection:
         if message.qos > 0:
             self._client.ack(message.mid, message.qos)
 
-    async def close(self) -> None:
-        """Disconnect (a clean DISCONNECT: no Will) and stop the network thread."""
-        self._client.disconnect()
+    async def close(self, *, send_will: bool = False) -> None:
+        """Disconnect and stop the network thread: a clean DISCONNECT, after which the
+        broker drops the Will, unless `send_will` (MQTT 5's "disconnect with Will
+        message": the broker publishes it, as for a lost connection)."""
+        if send_will and self.connected:
+            self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        else:
+            self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
         self.connected = False
         self._fail_pending("connection closed")
