@@ -58,9 +58,12 @@ def broker(
 def server(
     tmp_path_factory: pytest.TempPathFactory, broker: BrokerProcess
 ) -> Iterator[ServerProcess]:
-    """A control plane on the broker, with a stable replica id (its MQTT session's name)."""
+    """A control plane on the broker, with a stable replica id (its MQTT session's name).
+    Idle devices here report at their own interval as before (the long idle interval and
+    presence are test_mqtt_presence.py's): these tests count reports."""
     process = ServerProcess(tmp_path_factory.mktemp("server") / "data", ADMIN_TOKEN, env={
-        "EDGEFLEET_MQTT_URL": broker.admin_url, "EDGEFLEET_REPLICA_ID": "replica-a"})  # fmt: skip
+        "EDGEFLEET_MQTT_URL": broker.admin_url, "EDGEFLEET_REPLICA_ID": "replica-a",
+        "EDGEFLEET_MQTT_IDLE_HEARTBEAT_S": "1"})  # fmt: skip
     try:
         process.start()
         yield process
