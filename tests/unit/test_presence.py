@@ -6,11 +6,13 @@ the idle interval."""
 
 from __future__ import annotations
 
+import doctest
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgefleet.core import presence as presence_module
 from edgefleet.core.device import ConnectionStatus, classify_connection
 from edgefleet.core.presence import (
     Presence,
@@ -139,3 +141,7 @@ def test_phi_judges_an_idle_node_against_the_long_interval() -> None:
     record = steady(interval_s=300.0, beats=5)  # last at 1200 s
     assert evaluate_liveness(record, at(1200 + 450), T0).state is Liveness.ALIVE
     assert evaluate_liveness(record, at(1200 + 3600), T0).state is Liveness.DEAD
+
+
+def test_the_module_examples_hold() -> None:
+    assert doctest.testmod(presence_module).failed == 0
