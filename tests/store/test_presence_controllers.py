@@ -88,7 +88,7 @@ def test_a_will_makes_an_idle_node_dead_at_once(fleet: Fleet, tmp_path: Path) ->
     assert liveness(fleet, other) is Liveness.ALIVE
     taken = presence.take(other, OFFLINE, 11)
     assert taken.liveness == "dead" and liveness(fleet, other) is Liveness.DEAD
-    fleet.liveness.tick()  # phi alone would say alive: the Will's verdict holds
+    fleet.liveness.tick(fleet.clock.now())  # phi alone would say alive: the Will holds
     assert liveness(fleet, other) is Liveness.DEAD
     with fleet.db.read() as tx:
         assert tx.devices.get(other).connection(fleet.clock.now()).value == "offline"
