@@ -29,12 +29,6 @@ from edgefleet.agent.hardware import Hardware
 from edgefleet.agent.install_helper import ChildProcessHelper, InstallHelper
 from edgefleet.agent.installer import Installer
 from edgefleet.agent.link import ControlPlaneLink
-from edgefleet.agent.mqtt_link import (
-    SEQUENCE_FILE,
-    MessageSequence,
-    MqttChannel,
-    TelemetryOverMqtt,
-)
 from edgefleet.agent.node_status import NodeStatus
 from edgefleet.agent.process_runtime import Runtime
 from edgefleet.agent.settings import AgentSettings
@@ -50,10 +44,11 @@ from edgefleet.errors import ApiError, EdgefleetError, SettingsError, Unavailabl
 from edgefleet.security.desired_signature import DesiredStateRefused
 from edgefleet.security.keys import DeviceKey
 from edgefleet.transport.messages import Transport
-from edgefleet.transport.mqtt_client import BrokerUrl
 
 if TYPE_CHECKING:
+    from edgefleet.agent.mqtt_link import MessageSequence, MqttChannel, TelemetryOverMqtt
     from edgefleet.transport.http_client import ClientCertificate, LocalHttp
+    from edgefleet.transport.mqtt_client import BrokerUrl
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +96,13 @@ class Agent:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._key = DeviceKey.load_or_create(self._data_dir / KEY_FILE)
         # On MQTT, telemetry uploads leave the HTTP transport while the channel is open.
-        self._telemetry_route = TelemetryOverMqtt(transport) if settings.mqtt_url else None
+        self._telemetry_route: TelemetryOverMqtt | None = None
+        if settings.mqtt_url:
+            # The MQTT channel (paho-mqtt with it, ~1.4 MB of an idle agent's RSS) is
+            # imported only by an agent that uses it.
+            from edgefleet.agent.mqtt_link import TelemetryOverMqtt
+
+            self._telemetry_route = TelemetryOverMqtt(transport)
         self.link = ControlPlaneLink(self._telemetry_route or transport, self._key, clock)
         self.training = TrainingRunner(lambda: self.device_id, self.link.exchange,
                                        self._data_dir / "training")  # fmt: skip
@@ -174,8 +175,14 @@ class Agent:
         self._desired_check = DesiredStateCheck(
             self.installer.tuf_dir, helper, self.link.fetch, clock, lambda: self.device_id
         )
-        self._mqtt_url = BrokerUrl.parse(settings.mqtt_url) if settings.mqtt_url else None
-        self._mqtt_sequence = MessageSequence(self._data_dir / SEQUENCE_FILE)
+        self._mqtt_url: BrokerUrl | None = None
+        self._mqtt_sequence: MessageSequence | None = None
+        if settings.mqtt_url:
+            from edgefleet.agent.mqtt_link import SEQUENCE_FILE, MessageSequence
+            from edgefleet.transport.mqtt_client import BrokerUrl
+
+            self._mqtt_url = BrokerUrl.parse(settings.mqtt_url)
+            self._mqtt_sequence = MessageSequence(self._data_dir / SEQUENCE_FILE)
         self.attestation = (
             Attestor(settings, self.link, clock, self.installer.slots.root, self._rng)
             if settings.attestation_interval_s > 0
@@ -344,6 +351,9 @@ class Agent:
     async def _mqtt_session(self, url: BrokerUrl) -> None:
         """Follow the desired state pushed over MQTT and report over it, until the
         connection is lost (Unavailable: the caller backs off and connects again)."""
+        from edgefleet.agent.mqtt_link import MqttChannel
+
+        assert self._mqtt_sequence is not None  # set with the URL
         channel = MqttChannel(url, self.link, self._key, self._clock, self._mqtt_sequence,
                               self.settings.mqtt_ca_file)  # fmt: skip
         try:
