@@ -46,6 +46,7 @@ def test_dashboard_counts_agree_with_each_device_s_status(db: Database) -> None:
         approved("d-idle", idle),  # told 300 s, seen 290 s ago: online
         approved("d-gone", will, seen_s=280),  # its Will came after its last report
         approved("d-back", will, seen_s=285),  # ... but this one reported since: online
+        approved("d-http-now", None, seen_s=285),  # no presence at all, seen 5 s ago: online
     ]
     devices[2] = dataclasses.replace(devices[2], presence=dataclasses.replace(
         will, at=T0 + timedelta(seconds=281)))  # fmt: skip
@@ -61,8 +62,9 @@ def test_dashboard_counts_agree_with_each_device_s_status(db: Database) -> None:
                                       offset=0, limit=10)  # fmt: skip
     expected = {d.id: d.connection(now).value for d in devices}
     assert expected == {"d-http": "offline", "d-idle": "online", "d-gone": "offline",
-                        "d-back": "online"}  # fmt: skip
-    assert counts == {"online": 2, "stale": 0, "offline": 2}
+                        "d-back": "online", "d-http-now": "online"}  # fmt: skip
+    # (a device without presence is not "gone": NULL presence must not make that unknown)
+    assert counts == {"online": 3, "stale": 0, "offline": 2}
     assert sorted(row.id for row in offline) == ["d-gone", "d-http"]
 
 

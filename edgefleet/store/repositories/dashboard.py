@@ -91,8 +91,10 @@ def _status_interval() -> ColumnElement[Any]:
 
 
 def _gone() -> ColumnElement[bool]:
-    """The device's Will (presence offline) was taken at or after its last heartbeat."""
-    return and_(devices.c.presence == "offline", devices.c.last_seen.is_not(None),
+    """The device's Will (presence offline) was taken at or after its last heartbeat.
+    False, never NULL, for a device without presence (HTTP): its negation must hold."""
+    return and_(devices.c.presence.is_not(None), devices.c.presence_at.is_not(None),
+                devices.c.last_seen.is_not(None), devices.c.presence == "offline",
                 devices.c.presence_at >= devices.c.last_seen)  # fmt: skip
 
 
