@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import update
+from sqlalchemy import insert, inspect, update
 
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
@@ -17,6 +17,7 @@ from edgefleet.errors import Conflict, NotFound, StoreError
 from edgefleet.security.audit import verify_chain
 from edgefleet.store import Database
 from edgefleet.store.database import MIGRATIONS_DIR
+from edgefleet.store.repositories.devices import _values as device_values
 from edgefleet.store.tables import devices
 from tests.store.test_store import new_device
 
@@ -107,10 +108,17 @@ def test_migration_repairs_illegal_and_duplicate_names_and_audits_each(db: Datab
     }
     with db.transaction() as tx:
         tx.audit.append("2026-11-27T12:00:00.000000Z", "admin", "token.create", "t", "r", {})
+        # Rows as that schema had them: the columns later migrations added are left out.
+        present = {column["name"] for column in inspect(tx.connection).get_columns("devices")}
         for number, device_id in enumerate(stored, start=1):
             device = new_device(device_id, f"placeholder-{number}")
-            tx.devices.insert(replace(device, created_at=device.created_at.replace(second=number)))
-        tx.devices.update(replace(tx.devices.get("d-3"), enrollment=EnrollmentState.REVOKED))
+            row = device_values(
+                replace(device, created_at=device.created_at.replace(second=number))
+            )
+            tx.connection.execute(insert(devices).values(
+                **{k: v for k, v in row.items() if k in present}))  # fmt: skip
+        tx.connection.execute(update(devices).where(devices.c.id == "d-3").values(
+            enrollment=EnrollmentState.REVOKED.value, version=devices.c.version + 1))  # fmt: skip
         for device_id, name in stored.items():
             tx.connection.execute(
                 update(devices).where(devices.c.id == device_id).values(name=name)
