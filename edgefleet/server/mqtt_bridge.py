@@ -307,11 +307,17 @@ class MqttBridge:
             device = await self._authenticator.submit(
                 ArrivedMessage(signed, message.topic, message.payload)
             )
+        settles = state is PresenceState.ONLINE  # a Will is ordered by its number instead
         try:
             await asyncio.to_thread(self._presence.take, device.id, state, seq_of(signed))
-        finally:
-            if state is PresenceState.ONLINE:
-                await self._settler.submit(signed)
+        except (StoreError, Unavailable):
+            raise  # not taken: the message is tried again, its number still unused
+        except EdgefleetError:
+            if settles:
+                await self._settler.submit(signed)  # refused for good
+            raise
+        if settles:
+            await self._settler.submit(signed)
         self._metrics.presence_taken.inc(state.value)
 
     def _telemetry_upload(
