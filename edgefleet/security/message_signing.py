@@ -7,13 +7,18 @@ sequence number (`seq-` and 20 digits), which only ever grows, across restarts t
 three travel as MQTT 5 user properties (`seq`, `ts`, `sig`), so the payload stays the bare
 message.
 
-The control plane checks them as it checks a request: the device's enrolled key, the
-timestamp within the allowed clock skew, and the sequence number not seen before (it is
-remembered, crash-safe in the store, as long as its timestamp stays acceptable). A message
-replayed, moved to another device's topic, or altered by the broker is refused. Sequence
-numbers are remembered rather than compared with the highest seen: replicas of the control
+The control plane checks the signature by the device's enrolled key and the sequence
+number, not the clock: a bus holds messages for a consumer that is down (a control plane
+restarting, an outage of an hour), and a message is as good when it arrives late as when it
+was sent. Replay protection is a sliding window of sequence numbers per device, as in
+IPsec's and DTLS's (RFC 4303 §3.4.3): a number taken is remembered, crash-safe in the
+store, for `max_clock_skew_s` after it was taken; when that memory is let go, the device's
+floor rises to it, and every number at or below the floor is refused (`stale_sequence`).
+Numbers are remembered rather than compared with the highest seen: replicas of the control
 plane sharing a subscription may take a device's messages in another order than it sent
-them.
+them, so a number above the floor that was never taken is accepted. A message replayed,
+moved to another device's topic, or altered by the broker is refused. The timestamp is
+signed and kept for the record, but a device's clock may be wrong by any amount.
 
 The one exception is the device's Last Will (its presence `offline`), signed when it
 connects and published by the broker when the connection ends, maybe days later: its
@@ -33,6 +38,7 @@ from edgefleet.security.keys import DeviceKey, verify_signature
 from edgefleet.security.request_signing import SignedRequest, canonical_request
 
 METHOD = "PUBLISH"
+SEQ_NONCE_PREFIX = "seq-"
 SEQ = "seq"
 TIMESTAMP = "ts"
 SIGNATURE = "sig"
@@ -44,7 +50,7 @@ def nonce_of(seq: int) -> str:
     >>> nonce_of(42)
     'seq-00000000000000000042'
     """
-    return f"seq-{seq:020d}"
+    return f"{SEQ_NONCE_PREFIX}{seq:020d}"
 
 
 def sign_message(
@@ -84,7 +90,7 @@ def seq_of(signed: SignedRequest) -> int:
     >>> seq_of(SignedRequest("d-1", 0, nonce_of(42), b""))
     42
     """
-    return int(signed.nonce.removeprefix("seq-"))
+    return int(signed.nonce.removeprefix(SEQ_NONCE_PREFIX))
 
 
 def verify_message(signed: SignedRequest, public_key_b64: str, topic: str, payload: bytes) -> None:

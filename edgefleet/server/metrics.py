@@ -189,7 +189,7 @@ class ServerMetrics:
         self.messages_dropped = Counter(
             "edgefleet_messages_dropped_total",
             "Device messages from the MQTT broker dropped, by reason: malformed, oversized, "
-            "unknown_topic, unsigned_request, bad_signature, stale_request, replayed_request, "
+            "unknown_topic, unsigned_request, bad_signature, stale_sequence, replayed_request, "
             "unknown_device, device_revoked, stale_presence, ... (a telemetry batch's "
             "refusal code).",
             ("reason",),

@@ -144,6 +144,15 @@ device_nonces = Table(
 )
 Index("ix_device_nonces_expires_at", device_nonces.c.expires_at)
 
+# Per device, the highest message sequence number forgotten: a bus message numbered at or
+# below it is refused as stale (`repositories/nonces.py`).
+message_floors = Table(
+    "message_floors",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("floor", BigInteger, nullable=False),
+)
+
 artifacts = Table(
     "artifacts",
     metadata,

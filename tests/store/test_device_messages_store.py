@@ -1,7 +1,8 @@
 """Device messages from the broker (server/services/device_messages.py) on SQLite and
 PostgreSQL: a batch is authenticated in one read, each message answered with its device or
-its own refusal; settled sequence numbers refuse the same message later; the batcher hands
-each caller its own outcome."""
+its own refusal; settled sequence numbers refuse the same message later, and once forgotten
+the device's floor does; an old timestamp alone refuses nothing; the batcher hands each
+caller its own outcome."""
 
 from __future__ import annotations
 
@@ -69,16 +70,64 @@ def test_a_batch_is_answered_message_by_message(db: Database, tmp_path: Path) ->
         tampered,
         message(keys["stranger"], "nobody", 1),
         message(keys["pending"], "pending", 1),
-        message(keys["a"], "a", 3, at_s=-3600),  # an hour old
+        message(keys["a"], "a", 3, at_s=-3600),  # held an hour by the broker: still good
     ])  # fmt: skip
     assert [code(o) for o in outcomes] == [
         "ok:a", "replayed_request", "ok:b", "bad_signature", "bad_signature",
-        "unknown_device", "device_pending", "stale_request",
+        "unknown_device", "device_pending", "ok:a",
     ]  # fmt: skip
     # The same sequence number settled twice: the second consumer is told it was taken.
     again = service.settle([first.signed, message(keys["a"], "a", 2).signed])
     assert isinstance(again[0], Unauthenticated) and again[0].code == "replayed_request"
     assert again[1] is None
+
+
+def test_a_forgotten_sequence_number_stays_refused_by_the_floor(
+    db: Database, tmp_path: Path
+) -> None:
+    """The window: numbers taken are remembered for the skew window, then the floor rises to
+    the highest of them; what is above it and never taken is still good (replicas take a
+    device's messages out of order), whatever its age."""
+    keys = {name: DeviceKey.generate() for name in ("a", "b")}
+    enrolled(db, "a", keys["a"], EnrollmentState.APPROVED)
+    enrolled(db, "b", keys["b"], EnrollmentState.APPROVED)
+    clock = FakeClock(T0)
+    settings = ServerSettings(data_dir=tmp_path, max_clock_skew_s=60)
+    service = DeviceMessageService(db, clock, settings)
+    taken = [message(keys["a"], "a", seq) for seq in (5, 7, 9)]
+    assert service.settle([m.signed for m in taken]) == [None] * 3
+    assert service.settle([message(keys["b"], "b", 3).signed]) == [None]
+    clock.advance(30)
+    later = message(keys["a"], "a", 12)  # taken after the others: remembered longer
+    assert service.settle([later.signed]) == [None]
+    clock.advance(40)  # 5, 7, 9 and b's 3 forgotten; 12 not yet
+    with db.transaction() as tx:
+        assert tx.nonces.prune(clock.now()) == 4
+        assert tx.nonces.floors(["a", "b", "nobody"]) == {"a": 9, "b": 3}
+    outcomes = service.authenticate([
+        taken[0], taken[2],                   # replays of forgotten numbers: the floor
+        message(keys["a"], "a", 6),           # never taken, but below the floor
+        later,                                # remembered: a replay
+        message(keys["a"], "a", 10, at_s=-86400),  # new, a day old: good
+        message(keys["b"], "b", 4),
+    ])  # fmt: skip
+    assert [code(o) for o in outcomes] == [
+        "stale_sequence", "stale_sequence", "stale_sequence", "replayed_request", "ok:a", "ok:b",
+    ]  # fmt: skip
+    # 12 forgotten in turn: the floor rises to it, never down (two replicas pruning at once
+    # raise it to the larger of their two answers); a deleted device's floor goes with it.
+    clock.advance(120)
+    with db.transaction() as tx:
+        assert tx.nonces.prune(clock.now()) == 1
+        assert tx.nonces.floors(["a"]) == {"a": 12}
+    with db.transaction() as tx:
+        tx.nonces.remember("a", "seq-00000000000000000011", clock.now())
+    clock.advance(1)
+    with db.transaction() as tx:
+        assert tx.nonces.prune(clock.now()) == 1
+        assert tx.nonces.floors(["a"]) == {"a": 12}
+        tx.nonces.forget("a")
+        assert tx.nonces.floors(["a", "b"]) == {"b": 3}
 
 
 def test_the_batcher_gives_each_caller_its_own_outcome() -> None:

@@ -1,8 +1,10 @@
 """Device messages from the broker: who sent one, and remembering that it was taken.
 
 A message is checked like a signed request (`security/message_signing.py`): the device is
-known and approved, the timestamp fresh, the signature by its enrolled key over the topic
-and payload, the sequence number unused. Its sequence number is remembered only once the
+known and approved, the signature by its enrolled key over the topic and payload, the
+sequence number above the device's floor and unused — but not its timestamp, so a message
+the broker held for a control plane that was down is taken when it comes back, however long
+that was. Its sequence number is remembered only once the
 message's work is done (`settle`, many messages in one transaction): a consumer killed between
 the work and the settling gets the message again from the broker and does the work again,
 which every device message tolerates (a report replaces the stored one; a telemetry batch
@@ -18,15 +20,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Generic, TypeVar
 
 from edgefleet.clock import Clock
 from edgefleet.core.device import Device
 from edgefleet.core.enrollment import check_device_access
 from edgefleet.errors import EdgefleetError, Unauthenticated
-from edgefleet.security.message_signing import METHOD, verify_message
-from edgefleet.security.request_signing import SignedRequest, check_fresh, verify_signed_request
+from edgefleet.security.message_signing import seq_of, verify_message
+from edgefleet.security.request_signing import SignedRequest
 from edgefleet.server.settings import ServerSettings
 from edgefleet.store import Database
 
@@ -54,26 +56,26 @@ class DeviceMessageService:
 
     def authenticate(self, messages: Sequence[ArrivedMessage]) -> list[Device | EdgefleetError]:
         """Per message, the approved device that signed it on its own topic, or why not:
-        Unauthenticated (bad_signature, stale_request, replayed_request, unknown_device) or
-        DeviceNotApproved. One read of the store for all of them (devices and used sequence
-        numbers), then the signatures."""
-        now = self._clock.now()
-        skew_s = self._settings.max_clock_skew_s
+        Unauthenticated (bad_signature, stale_sequence, replayed_request, unknown_device) or
+        DeviceNotApproved. One read of the store for all of them (devices, floors and used
+        sequence numbers), then the signatures."""
         with self._db.read() as tx:
             devices = tx.devices.find_many(sorted({m.signed.device_id for m in messages}))
+            floors = tx.nonces.floors(devices)
             pairs = [(m.signed.device_id, m.signed.nonce) for m in messages]
             used = tx.nonces.used_among([p for p in pairs if p[0] in devices])
         outcomes: list[Device | EdgefleetError] = []
         for m in messages:
             signed = m.signed
             try:
-                check_fresh(signed, now, skew_s)
                 device = devices.get(signed.device_id)
                 if device is None:
                     raise Unauthenticated(f"unknown device {signed.device_id!r}",
                                           code="unknown_device")  # fmt: skip
-                verify_signed_request(signed, device.public_key, METHOD, m.topic, m.payload, now,
-                                      skew_s)  # fmt: skip
+                verify_message(signed, device.public_key, m.topic, m.payload)
+                if seq_of(signed) <= floors.get(device.id, 0):
+                    raise Unauthenticated("message sequence number below the device's window: "
+                                          "replay refused", code="stale_sequence")  # fmt: skip
                 if (device.id, signed.nonce) in used:
                     raise Unauthenticated("message sequence number already used: replay refused",
                                           code="replayed_request")  # fmt: skip
@@ -97,24 +99,22 @@ class DeviceMessageService:
         return device
 
     def settle(self, messages: Sequence[SignedRequest]) -> list[Unauthenticated | None]:
-        """Remember the messages' sequence numbers, each until its timestamp could no longer
-        pass the skew check, in one transaction; per message None, or Unauthenticated
-        (replayed_request) when another consumer took the same message meanwhile."""
+        """Remember the messages' sequence numbers, for `max_clock_skew_s` from now (then the
+        device's floor covers them: `NonceRepository.prune`), in one transaction; per message
+        None, or Unauthenticated (replayed_request) when another consumer took the same
+        message meanwhile."""
         outcomes: list[Unauthenticated | None] = []
+        expiry = self._clock.now() + timedelta(seconds=self._settings.max_clock_skew_s + 1)
         with self._db.transaction() as tx:
             for signed in messages:
                 try:
                     with tx.connection.begin_nested():
-                        tx.nonces.remember(signed.device_id, signed.nonce, self._expiry(signed))
+                        tx.nonces.remember(signed.device_id, signed.nonce, expiry)
                 except Unauthenticated as e:
                     outcomes.append(e)
                 else:
                     outcomes.append(None)
         return outcomes
-
-    def _expiry(self, signed: SignedRequest) -> datetime:
-        moment = datetime.fromtimestamp(signed.timestamp, UTC)
-        return moment + timedelta(seconds=self._settings.max_clock_skew_s + 1)
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Nonces that devices have used, kept for the clock-skew window to refuse replays."""
+"""Nonces that devices have used, kept for the clock-skew window to refuse replays, and per
+device the floor of its bus message sequence numbers (`security/message_signing.py`): when
+a message's number is forgotten, the floor rises to it, so it stays refused."""
 
 from __future__ import annotations
 
@@ -6,11 +8,12 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from edgefleet.errors import Unauthenticated
-from edgefleet.store.tables import device_nonces
+from edgefleet.security.message_signing import SEQ_NONCE_PREFIX
+from edgefleet.store.tables import device_nonces, message_floors
 
 
 def _remember_statement(dialect_insert: Any) -> Any:
@@ -38,6 +41,25 @@ _REMEMBER = {
     False: _remember_statement(sqlite.insert),
     True: _remember_statement(postgresql.insert),
 }
+
+
+def _raise_floor_statement(dialect_insert: Any) -> Any:
+    """INSERT a floor, or raise the stored one to it (never lower it: two replicas pruning
+    at once agree)."""
+    insert = dialect_insert(message_floors)
+    higher = case((insert.excluded.floor > message_floors.c.floor, insert.excluded.floor),
+                  else_=message_floors.c.floor)  # fmt: skip
+    return insert.on_conflict_do_update(index_elements=[message_floors.c.device_id],
+                                        set_={"floor": higher})  # fmt: skip
+
+
+_RAISE_FLOOR = {
+    False: _raise_floor_statement(sqlite.insert),
+    True: _raise_floor_statement(postgresql.insert),
+}
+_FLOORS = select(message_floors.c.device_id, message_floors.c.floor).where(
+    message_floors.c.device_id.in_(bindparam("b_devices", expanding=True))
+)
 
 
 class NonceRepository:
@@ -73,11 +95,52 @@ class NonceRepository:
             found.update((row.device_id, row.nonce) for row in self._c.execute(_USED_AMONG, params))
         return found & set(wanted)
 
+    def floors(self, device_ids: Collection[str]) -> dict[str, int]:
+        """Each device's message sequence floor (absent: none yet, every number is new)."""
+        wanted = sorted(set(device_ids))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), NONCE_CHUNK):
+            params = {"b_devices": wanted[start : start + NONCE_CHUNK]}
+            found.update((row.device_id, row.floor) for row in self._c.execute(_FLOORS, params))
+        return found
+
     def forget(self, device_id: str) -> None:
-        """Drop every nonce of a device that is deleted."""
+        """Drop every nonce and the message floor of a device that is deleted."""
         self._c.execute(delete(device_nonces).where(device_nonces.c.device_id == device_id))
+        self._c.execute(delete(message_floors).where(message_floors.c.device_id == device_id))
 
     def prune(self, now: datetime) -> int:
-        """Forget nonces whose timestamps could no longer pass the skew check."""
-        result = self._c.execute(delete(device_nonces).where(device_nonces.c.expires_at < now))
+        """Forget nonces past their expiry; a device's message sequence numbers among them
+        raise its floor to the highest, so none of them is taken again."""
+        expired = device_nonces.c.expires_at < now
+        numbered = device_nonces.c.nonce.startswith(SEQ_NONCE_PREFIX)
+        highest = (
+            select(device_nonces.c.device_id, func.max(device_nonces.c.nonce).label("top"))
+            .where(expired, numbered)
+            .group_by(device_nonces.c.device_id)
+        )
+        raised = []
+        for row in self._c.execute(highest):
+            floor = _sequence(row.top)
+            if floor is None:  # a request's random nonce that happens to start alike
+                mine = select(device_nonces.c.nonce).where(
+                    expired, numbered, device_nonces.c.device_id == row.device_id
+                )
+                floor = max((n for n in map(_sequence, self._c.scalars(mine)) if n is not None),
+                            default=None)  # fmt: skip
+            if floor is not None:
+                raised.append({"device_id": row.device_id, "floor": floor})
+        if raised:
+            self._c.execute(_RAISE_FLOOR[self._c.dialect.name == "postgresql"], raised)
+        result = self._c.execute(delete(device_nonces).where(expired))
         return result.rowcount
+
+
+def _sequence(nonce: str) -> int | None:
+    """The message sequence number a nonce carries, None for a request's nonce.
+
+    >>> _sequence("seq-00000000000000000042"), _sequence("seq-x1")
+    (42, None)
+    """
+    digits = nonce.removeprefix(SEQ_NONCE_PREFIX)
+    return int(digits) if digits.isascii() and digits.isdigit() else None
