@@ -77,9 +77,11 @@ def test_a_batch_is_answered_message_by_message(db: Database, tmp_path: Path) ->
         "unknown_device", "device_pending", "ok:a",
     ]  # fmt: skip
     # The same sequence number settled twice: the second consumer is told it was taken.
-    again = service.settle([first.signed, message(keys["a"], "a", 2).signed])
+    second = message(keys["a"], "a", 2).signed
+    again = service.settle([first.signed, second, second])
     assert isinstance(again[0], Unauthenticated) and again[0].code == "replayed_request"
-    assert again[1] is None
+    assert again[1] is None  # the first copy in a batch is taken, the next is a replay
+    assert isinstance(again[2], Unauthenticated) and again[2].code == "replayed_request"
 
 
 def test_a_forgotten_sequence_number_stays_refused_by_the_floor(

@@ -103,18 +103,12 @@ class DeviceMessageService:
         device's floor covers them: `NonceRepository.prune`), in one transaction; per message
         None, or Unauthenticated (replayed_request) when another consumer took the same
         message meanwhile."""
-        outcomes: list[Unauthenticated | None] = []
         expiry = self._clock.now() + timedelta(seconds=self._settings.max_clock_skew_s + 1)
         with self._db.transaction() as tx:
-            for signed in messages:
-                try:
-                    with tx.connection.begin_nested():
-                        tx.nonces.remember(signed.device_id, signed.nonce, expiry)
-                except Unauthenticated as e:
-                    outcomes.append(e)
-                else:
-                    outcomes.append(None)
-        return outcomes
+            new = tx.nonces.remember_many([(m.device_id, m.nonce) for m in messages], expiry)
+        return [None if fresh else Unauthenticated(
+            "message sequence number already used: replay refused", code="replayed_request")
+            for fresh in new]  # fmt: skip
 
 
 @dataclass

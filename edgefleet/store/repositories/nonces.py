@@ -4,7 +4,7 @@ a message's number is forgotten, the floor rises to it, so it stays refused."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -76,6 +76,25 @@ class NonceRepository:
                 "request nonce was already used: replayed request refused",
                 code="replayed_request",
             )
+
+    def remember_many(self, pairs: Sequence[tuple[str, str]], expires_at: datetime) -> list[bool]:
+        """Record (device id, nonce) pairs in one statement per chunk; per pair whether it
+        was new (False: used before, or earlier in `pairs`)."""
+        dialect_insert = (
+            postgresql.insert if self._c.dialect.name == "postgresql" else sqlite.insert
+        )
+        taken: set[tuple[str, str]] = set()
+        for start in range(0, len(pairs), NONCE_CHUNK):
+            rows = [{"device_id": d, "nonce": n, "expires_at": expires_at}
+                    for d, n in dict.fromkeys(pairs[start : start + NONCE_CHUNK])]  # fmt: skip
+            statement = (dialect_insert(device_nonces).values(rows).on_conflict_do_nothing()
+                         .returning(device_nonces.c.device_id, device_nonces.c.nonce))  # fmt: skip
+            taken.update((row.device_id, row.nonce) for row in self._c.execute(statement))
+        outcomes = []
+        for pair in pairs:
+            outcomes.append(pair in taken)
+            taken.discard(pair)  # a second copy in the same batch is a replay
+        return outcomes
 
     def used(self, device_id: str, nonce: str) -> bool:
         """Whether this device already used this nonce (within its expiry)."""
