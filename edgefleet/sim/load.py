@@ -227,6 +227,7 @@ def summarize(settings: LoadSettings, stats: LoadStats, elapsed_s: float) -> dic
         "workers": settings.workers,
         "source_addresses": list(settings.source_addresses),
         "heartbeat_interval_s": settings.heartbeat_interval_s,
+        "presence": settings.presence and settings.transport is LoadTransport.MQTT,
         "warmup_s": settings.warmup_s,
         "duration_s": round(elapsed_s, 1),
         "enrolled": stats.enrolled,

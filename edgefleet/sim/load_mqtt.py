@@ -3,11 +3,16 @@
     MqttDeviceLoop.run()
       enroll over HTTP (signed, idempotent) ─▶ GET /v1/devices/{id}/broker (its broker
       credentials, signed) ─▶ the HTTP connection closes (bulk downloads only use it)
-      ─▶ MQTT 5 CONNECT (clean start, keep-alive 60 s) ─▶ SUBSCRIBE to its desired topic
+      ─▶ MQTT 5 CONNECT (clean start, keep-alive 60 s, a signed Will `offline` on its
+      presence topic) ─▶ SUBSCRIBE to its desired topic ─▶ a signed `online`
       ├─ heartbeats   the protocol's binary Report, QoS 1, every heartbeat interval (±10 %)
-      │               and at once after a new desired state arrived
+      │               — the one its desired state tells it (an idle device on MQTT: the
+      │               long idle interval) — and at once after a new desired state arrived
       ├─ desired      the retained document on subscribing, then every change, pushed
       └─ telemetry    every upload interval, one QoS 1 message per minute's batch
+
+With `--no-presence` a device neither says `online` nor leaves a Will, and reports every
+`--heartbeat-interval` whatever it is told: the traffic of a node hosting replicas.
 
 Every message is signed as the agent signs it (`security/message_signing.py`: the topic,
 the payload, a timestamp and a sequence number that only grows; the run starts its
@@ -28,6 +33,7 @@ from collections.abc import Sequence
 
 from edgefleet.clock import SystemClock
 from edgefleet.core.backoff import jittered_interval_s
+from edgefleet.core.presence import PresenceState
 from edgefleet.core.protocol import to_binary
 from edgefleet.errors import Unavailable
 from edgefleet.security.message_signing import sign_message
@@ -49,6 +55,7 @@ _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 0x10, 0x20, 0x30, 0x40
 _SUBSCRIBE, _SUBACK, _PINGREQ, _PINGRESP, _DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
 _USER_PROPERTY = 0x26
 _CLOCK = SystemClock()
+Message = tuple[str, bytes, Sequence[tuple[str, str]]]  # topic, payload, user properties
 
 
 def _varint(value: int) -> bytes:
@@ -103,12 +110,16 @@ class MqttLine:
         self._acks: dict[int, asyncio.Future[int]] = {}
         self._next_id = 0
         self._last_sent_s = 0.0
+        self._will = False
         self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self.lost = asyncio.Event()
 
-    async def connect(self, client_id: str, username: str, password: str) -> None:
-        """Connect and wait for the CONNACK; Unavailable when refused or unreachable."""
+    async def connect(self, client_id: str, username: str, password: str,
+                      will: Message | None = None) -> None:  # fmt: skip
+        """Connect (with a Last Will, QoS 1, when given) and wait for the CONNACK;
+        Unavailable when refused or unreachable."""
         self.lost.clear()
+        self._will = will is not None
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 reader, writer = await asyncio.open_connection(
@@ -117,8 +128,13 @@ class MqttLine:
                 )  # fmt: skip
                 self._writer = writer
                 flags = 0x80 | 0x40 | 0x02  # username, password, clean start
+                last_will = b""
+                if will is not None:
+                    flags |= 0x04 | 0x08  # a Will, at QoS 1
+                    topic, payload, properties = will
+                    last_will = _properties(properties) + _string(topic) + _string(payload)
                 header = _string("MQTT") + bytes([5, flags]) + KEEPALIVE_S.to_bytes(2, "big")
-                body = header + _varint(0) + _string(client_id) + _string(username)
+                body = header + _varint(0) + _string(client_id) + last_will + _string(username)
                 writer.write(_packet(_CONNECT, body + _string(password)))
                 await writer.drain()
                 first, data = await self._read_packet(reader)
@@ -239,8 +255,9 @@ class MqttLine:
         self.lost.set()
         if self._writer is not None:
             with contextlib.suppress(OSError, RuntimeError):
-                self._writer.write(_packet(_DISCONNECT, b""))
-                self._writer.close()  # after what is buffered: a clean disconnect
+                # As the agent closes: a clean disconnect, the Will published (reason 4).
+                self._writer.write(_packet(_DISCONNECT, b"\x04" if self._will else b""))
+                self._writer.close()  # after what is buffered
             self._writer = None
         for waiter in self._acks.values():
             if not waiter.done():
@@ -325,12 +342,21 @@ class MqttDeviceLoop:
                 return None
 
     async def _connect(self, credentials: dict[str, str]) -> bool:
+        """Connect and subscribe to the desired state; with presence (as the agent), with a
+        signed Will (`offline`) and then a signed `online`, the Will numbered after it."""
         device = self._device
         started = time.perf_counter()
+        will: Message | None = None
+        if self._settings.presence:
+            online_seq, will_seq = self._next_seq(), self._next_seq()
+            will = self._signed(Channel.PRESENCE, PresenceState.OFFLINE.value.encode(), will_seq)
         try:
             await self._mqtt.connect(credentials["client_id"], credentials["username"],
-                                     credentials["password"])  # fmt: skip
+                                     credentials["password"], will)  # fmt: skip
             await self._mqtt.subscribe(device_topic(device.device_id, Channel.DESIRED))
+            if self._settings.presence:
+                await self._mqtt.publish(*self._signed(
+                    Channel.PRESENCE, PresenceState.ONLINE.value.encode(), online_seq))  # fmt: skip
         except Unavailable as e:
             self._stats.answered("other", time.perf_counter() - started, None, str(e))
             self._mqtt.close()
@@ -338,16 +364,25 @@ class MqttDeviceLoop:
         self._stats.answered("other", time.perf_counter() - started, 200, None)
         return True
 
-    async def _publish(self, kind: str, channel: Channel, payload: bytes,
-                       extra: Sequence[tuple[str, str]] = ()) -> bool:  # fmt: skip
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _signed(self, channel: Channel, payload: bytes, seq: int,
+                extra: Sequence[tuple[str, str]] = ()) -> Message:  # fmt: skip
+        """A message on this device's `channel`, signed as the agent signs it."""
         device = self._device
         topic = device_topic(device.device_id, channel)
-        self._seq += 1
-        properties = sign_message(device.key, topic, payload, device.device_id, self._seq,
+        properties = sign_message(device.key, topic, payload, device.device_id, seq,
                                   _CLOCK.now())  # fmt: skip
+        return topic, payload, [*properties, *extra]
+
+    async def _publish(self, kind: str, channel: Channel, payload: bytes,
+                       extra: Sequence[tuple[str, str]] = ()) -> bool:  # fmt: skip
+        message = self._signed(channel, payload, self._next_seq(), extra)
         started = time.perf_counter()
         try:
-            await self._mqtt.publish(topic, payload, [*properties, *extra])
+            await self._mqtt.publish(*message)
         except Unavailable as e:
             self._stats.answered(kind, time.perf_counter() - started, None, str(e))
             return False
@@ -376,7 +411,11 @@ class MqttDeviceLoop:
             _, payload = await self._mqtt.messages.get()
             if not payload:
                 continue  # withdrawn
-            generation = int(json.loads(payload)["generation"])
+            document = json.loads(payload)
+            generation = int(document["generation"])
+            told = document.get("agent", {}).get("heartbeat_interval_s")
+            if self._settings.presence and told:  # as the agent: the interval it is told
+                self._heartbeat_s = float(told)
             self._stats.answered("desired", 0.0, 200, None)
             if device.desired_seen and generation != device.applied_generation:
                 self._stats.desired_update(time.time())

@@ -34,6 +34,7 @@ class LoadSettings:
     mqtt_url: str | None = None
     duration_s: float = 60.0
     heartbeat_interval_s: float = 30.0
+    presence: bool = True  # mqtt: a Will and `online`, then the interval the device is told
     long_poll_s: float = 30.0
     telemetry_upload_interval_s: float = 300.0  # 0: no telemetry
     ramp_s: float = 0.0  # spread the devices' starts over this long
