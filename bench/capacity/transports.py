@@ -4,7 +4,8 @@ generator CPU, the time a desired-state change takes to reach 99 % of the device
 and optionally a soak.
 
     .venv/bin/python bench/capacity/transports.py [--http-steps 1000 2000] \\
-        [--mqtt-steps 2000 5000 10000] [--warmup 30] [--measure 90] \\
+        [--mqtt-steps 2000 5000 10000] [--mqtt-idle-steps 10000] [--warmup 30] \\
+        [--measure 90] \\
         [--soak 600 --soak-transport mqtt --soak-devices N] [--quick]
 
 Setup: one Mosquitto 2 (dynamic-security plugin, `tests/mqtt_broker.py`), one control
@@ -38,6 +39,14 @@ server's /metrics and the generator's own counts (`--progress`) four times a sec
     sustained       report->stored p99 < 1 s, nothing lost, no request or publish failed,
                     every device enrolled and online, and at least 90 % of the expected
                     heartbeats stored
+
+Transports: `http`; `mqtt`, every device reporting every 30 s (`sim load --no-presence`:
+what a node hosting replicas does); `mqtt-idle`, devices as the agent on MQTT (a signed Will
+and `online`, then reports at the interval an idle device is told, 300 s: presence and the
+broker's keep-alive stand for the heartbeats). For `mqtt-idle` the warm-up is at least
+one told interval, so that the window sees the steady state, and `us/device-30s` (server
+CPU per device per 30 s, the heartbeat interval the others report at) is the comparable
+figure.
 
 Steps stop at the first one not sustained. `--soak S` then runs one transport at one size
 for S seconds: errors, p99 latencies, and the server's RSS growth after warm-up (RSS at the
@@ -79,6 +88,8 @@ RESULTS = ROOT / "bench" / "results" / "capacity-transports.json"
 TABLE = RESULTS.with_suffix(".md")
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 HEARTBEAT_S = 30.0
+IDLE_HEARTBEAT_S = 300.0  # what the control plane tells an idle device online on MQTT
+IDLE_WARMUP_S = IDLE_HEARTBEAT_S * 1.1 + 10  # past every device's first told interval
 P99_LIMIT_S = 1.0
 SCRAPE_S = 0.25
 PROPAGATION_TAIL_S = 40.0
@@ -253,6 +264,7 @@ class Bench:
         if database_url:
             env["EDGEFLEET_DATABASE_URL"] = database_url
         env["EDGEFLEET_MQTT_URL"] = self.broker.admin_url
+        env["EDGEFLEET_MQTT_IDLE_HEARTBEAT_S"] = f"{IDLE_HEARTBEAT_S:.0f}"
         self.server = ServerProcess(workdir / "server", ADMIN_TOKEN, env=env)
         try:  # stop whatever started if the rest does not
             self.broker.start()
@@ -295,18 +307,21 @@ class Bench:
 
     def run(self, transport: str, devices: int, ramp_s: float, warmup_s: float,
             measure_s: float, tail_s: float, propagate: bool) -> dict[str, Any]:  # fmt: skip
-        """One generator run of `devices` over `transport`, measured."""
+        """One generator run of `devices` over `transport` (http, mqtt, mqtt-idle), measured."""
         progress = self.workdir / f"progress-{transport}-{devices}-{time.time():.0f}.jsonl"
         duration_s = ramp_s + warmup_s + measure_s + tail_s
+        wire = transport.removesuffix("-idle")
+        idle = transport == "mqtt-idle"
+        interval_s = IDLE_HEARTBEAT_S if idle else HEARTBEAT_S
         args = [*EDGEFLEET, "sim", "load", "--server", self.server.url, "--enroll-token",
-                self.token, "--devices", str(devices), "--transport", transport,
+                self.token, "--devices", str(devices), "--transport", wire,
                 "--duration", f"{duration_s:.0f}s", "--ramp", f"{ramp_s:.0f}s",
                 "--warmup", f"{ramp_s + warmup_s:.0f}s", "--heartbeat-interval",
                 str(HEARTBEAT_S), "--identities", str(self.identities), "--progress",
                 str(progress), "-o", "json"]  # fmt: skip
-        if transport == "mqtt":
-            args += ["--mqtt", self.broker.url]
-        scraper = Scraper(self.server.url, transport)
+        if wire == "mqtt":
+            args += ["--mqtt", self.broker.url, "--presence" if idle else "--no-presence"]
+        scraper = Scraper(self.server.url, wire)
         scraper.start()
         time.sleep(2 * SCRAPE_S)
         began = time.time()
@@ -342,7 +357,7 @@ class Bench:
         cpu = {name: sampler.used(name, *window) for name in ("server", "broker", "generator")}
         broker_rss = sampler.rss_between("broker", began, time.time())
         server_rss = sampler.rss_between("server", began, time.time())
-        expected = devices / HEARTBEAT_S * window_s
+        expected = devices / interval_s * window_s
         report = summary["traffic"].get("report", {})
         p99 = quantile(lags, 0.99)
         row: dict[str, Any] = {
@@ -368,7 +383,11 @@ class Bench:
             "server_marginal_cpu_ms_per_heartbeat": round(
                 1000 * max(0.0, cpu["server"] - self.idle_rate * window_s) / max(heartbeats, 1), 3
             ),
+            "server_cpu_us_per_device_30s": round(
+                1e6 * cpu["server"] / max(devices * window_s / HEARTBEAT_S, 1e-9)
+            ),
             "devices_per_server_core": round(devices * window_s / max(cpu["server"], 1e-9)),
+            "heartbeat_interval_s": interval_s,
             "broker_cpu_percent": round(100 * cpu["broker"] / window_s, 1),
             "broker_rss_mb_max": round(max(broker_rss), 1) if broker_rss else None,
             "generator_cpu_percent": round(100 * cpu["generator"] / window_s, 1),
@@ -412,14 +431,17 @@ def run_steps(bench: Bench, transport: str, steps: list[int], warmup_s: float,
               measure_s: float) -> list[dict[str, Any]]:  # fmt: skip
     rows = []
     for devices in steps:
+        if transport == "mqtt-idle":
+            warmup_s = max(warmup_s, IDLE_WARMUP_S)
         row = bench.run(transport, devices, ramp_for(devices), warmup_s, measure_s,
                         PROPAGATION_TAIL_S, propagate=True)  # fmt: skip
         rows.append(row)
         prop = row.get("propagation", {})
         print(f"{transport} {devices:>6}: stored {row['heartbeats_per_s']}/s "
-              f"(expected {devices / HEARTBEAT_S:.0f}/s), lost {row['lost']}, "
+              f"(expected {devices / row['heartbeat_interval_s']:.0f}/s), lost {row['lost']}, "
               f"report->stored p99 {row['report_to_stored_p99_s']} s, server "
-              f"{row['server_cpu_percent']}% ({row['server_cpu_ms_per_heartbeat']} ms/hb), "
+              f"{row['server_cpu_percent']}% ({row['server_cpu_ms_per_heartbeat']} ms/hb, "
+              f"{row['server_cpu_us_per_device_30s']} us/device-30s), "
               f"broker {row['broker_cpu_percent']}% {row['broker_rss_mb_max']} MB, generator "
               f"{row['generator_cpu_percent']}%, change to 99%: "
               f"{prop.get('time_to_99_percent_s')} s -> "
@@ -455,18 +477,20 @@ def table(report: dict[str, Any]) -> str:
              f"Server idle (no device): {report['server_idle_cpu_percent']} % of a core.", "",
              "| transport | devices | sustained | stored/s (expected) | lost | report->stored "
              "p50 / p99 s | HTTP exchange p99 ms (after warm-up, change included) | server CPU % "
-             "| server ms/heartbeat (marginal) | devices per server core | broker CPU % "
-             "| broker RSS MB | generator CPU % | change to 99 % of online, s |",
-             "|---" * 14 + "|"]  # fmt: skip
+             "| server ms/heartbeat (marginal) | server us/device-30s | devices per server core "
+             "| broker CPU % | broker RSS MB | generator CPU % | change to 99 % of online, s |",
+             "|---" * 15 + "|"]  # fmt: skip
     for row in report["steps"]:
         prop = row.get("propagation") or {}
         exchange = row["report_exchange_p99_ms"] if row["transport"] == "http" else "-"
         lines.append(
             f"| {row['transport']} | {row['devices']} | {row['sustained']} "
-            f"| {row['heartbeats_per_s']} ({row['devices'] / HEARTBEAT_S:.0f}) | {row['lost']} "
+            f"| {row['heartbeats_per_s']} ({row['devices'] / row['heartbeat_interval_s']:.0f}) "
+            f"| {row['lost']} "
             f"| {row['report_to_stored_p50_s']} / {row['report_to_stored_p99_s']} | {exchange} "
             f"| {row['server_cpu_percent']} | {row['server_cpu_ms_per_heartbeat']} "
-            f"({row['server_marginal_cpu_ms_per_heartbeat']}) | {row['devices_per_server_core']} "
+            f"({row['server_marginal_cpu_ms_per_heartbeat']}) "
+            f"| {row['server_cpu_us_per_device_30s']} | {row['devices_per_server_core']} "
             f"| {row['broker_cpu_percent']} | {row['broker_rss_mb_max']} "
             f"| {row['generator_cpu_percent']} "
             f"| {prop.get('time_to_99_percent_s')} (of {prop.get('devices_online')}) |"
@@ -489,19 +513,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--http-steps", type=int, nargs="*", default=[1000, 2000, 3000])
     parser.add_argument("--mqtt-steps", type=int, nargs="*", default=[2000, 5000, 10000])
+    parser.add_argument("--mqtt-idle-steps", type=int, nargs="*", default=[10000])
     parser.add_argument("--warmup", type=float, default=30.0)
     parser.add_argument("--measure", type=float, default=90.0)
     parser.add_argument("--soak", type=float, default=0.0, help="seconds (0: none)")
-    parser.add_argument("--soak-transport", choices=("http", "mqtt"), default="mqtt")
+    parser.add_argument("--soak-transport", choices=("http", "mqtt", "mqtt-idle"),
+                        default="mqtt")  # fmt: skip
     parser.add_argument("--soak-devices", type=int,
                         help="default: the largest sustained step of --soak-transport")  # fmt: skip
     parser.add_argument("--database-url", help="PostgreSQL (SQLAlchemy URL) instead of SQLite")
     parser.add_argument("--quick", action="store_true", help="100 devices each, short windows")
     args = parser.parse_args()
-    http_steps, mqtt_steps, warmup_s, measure_s = (
-        args.http_steps, args.mqtt_steps, args.warmup, args.measure)  # fmt: skip
+    http_steps, mqtt_steps, idle_steps = args.http_steps, args.mqtt_steps, args.mqtt_idle_steps
+    warmup_s, measure_s = args.warmup, args.measure
     if args.quick:
-        http_steps, mqtt_steps, warmup_s, measure_s = [100], [100], 10.0, 30.0
+        http_steps, mqtt_steps, idle_steps, warmup_s, measure_s = [100], [100], [], 10.0, 30.0
     workdir = Path(tempfile.mkdtemp(prefix="edgefleet-bench-transports-"))
     bench = Bench(workdir, args.database_url)
     steps: list[dict[str, Any]] = []
@@ -509,6 +535,7 @@ def main() -> None:
     try:
         steps += run_steps(bench, "http", http_steps, warmup_s, measure_s)
         steps += run_steps(bench, "mqtt", mqtt_steps, warmup_s, measure_s)
+        steps += run_steps(bench, "mqtt-idle", idle_steps, warmup_s, measure_s)
         if args.soak:
             sustained = [r["devices"] for r in steps
                          if r["transport"] == args.soak_transport and r["sustained"]]  # fmt: skip
@@ -549,7 +576,7 @@ def main() -> None:
             t: max(
                 [r["devices"] for r in steps if r["transport"] == t and r["sustained"]], default=0
             )
-            for t in ("http", "mqtt")
+            for t in ("http", "mqtt", "mqtt-idle")
         },
         "soak": soaked,
     }
