@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
+from edgefleet.controllers.placement import note_forecast
 from edgefleet.core.workloads.failover import Trend
 from edgefleet.core.workloads.forecast import forecast_node
 from edgefleet.core.workloads.node_health import NodeHealth, Sample
 from edgefleet.core.workloads.nodes import trends_of
-from edgefleet.core.workloads.placement import Decision, DecisionAction, Node
+from edgefleet.core.workloads.placement import Decision, Node
 from edgefleet.server.workload_settings import WorkloadSettings
 
 
@@ -71,9 +72,7 @@ class DestinationForecast:
     def noted(self, d: Decision) -> Decision:
         """`d`, its reason saying that the nodes it weighed (scores, free capacity) were
         forecast; a removal or a hold on a suspect node weighs none."""
-        if d.action in (DecisionAction.REMOVE, DecisionAction.HOLD):
-            return d
-        return replace(d, reason=f"{d.reason}; {self.note}")
+        return note_forecast(d, self.note)
 
     @property
     def note(self) -> str:
