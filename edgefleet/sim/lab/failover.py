@@ -1,33 +1,42 @@
-"""Failover and migration rehearsals: the profile's workloads placed on the lab fleet with
-`core.placement.place`, then moved by `core.failover.plan_failover_step` as the liveness
-model declares nodes suspect and dead — the steps the control plane would take.
+"""Failover and migration rehearsals: the control plane's own placement controller
+(`controllers.placement`: plan_failover_step, then failover, planned migration or kept per
+move) over an in-memory store, ticked on the lab's simulated clock as the liveness
+controller declares nodes suspect and dead; and what only the lab has: when a moved
+replica is healthy again, the returning node's fencing, and the battery it drains by.
 
-    node silent ─▶ suspect (phi) ─▶ held in place ─▶ dead (phi) ─▶ failover step: moves
-        ─▶ each moved replica healthy on its new node after its start-up ─▶ recorded
+    node silent ─▶ suspect (phi) ─▶ held in place ─▶ dead (phi), or its grace over ─▶
+        placement tick: moves ─▶ each moved replica healthy on its new node after its
+        start-up ─▶ recorded
     node back ─▶ fence_node: the copies it no longer owns are stopped ─▶ recorded
     battery falling ─▶ fit_trend + decide_drain: cordon before it is empty ─▶ proactive
-        migration (recorded with the forecast crossing)
+        move (recorded with the forecast crossing)
 
-Steps run on liveness changes of nodes that hold replicas, and again while moves are
-deferred by the rate limits.
+The placement starts empty (the first tick places the profile's workloads, as the control
+plane's first tick does) or as copied from a control plane. Ticks run on liveness changes
+of nodes that hold replicas, when a drain starts, when a suspect node's grace ends
+(`next_due`), and again while moves are deferred by the rate limits. The store reports no
+copies of replicas, so a move off a live node (a drain) is a cold move where the control
+plane would run a planned migration.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from edgefleet.controllers.memory_placement import MemoryPlacementStore
+from edgefleet.controllers.placement import PlacementController, PlacementPolicy
 from edgefleet.core.workloads.failover import (
     FailoverPolicy,
     decide_drain,
     fence_node,
     fit_trend,
-    plan_failover_step,
 )
 from edgefleet.core.workloads.failure_detector import Liveness
-from edgefleet.core.workloads.placement import Node, Placement, Topology, place
+from edgefleet.core.workloads.placement import Placement
 from edgefleet.core.workloads.workload import Workload
 from edgefleet.sim.lab.controller import TimelineEntry
 from edgefleet.sim.lab.fleet_model import LabDevice
@@ -70,25 +79,29 @@ class FailoverRehearsal:
         start: datetime,
         timeline: list[TimelineEntry],
         policy: FailoverPolicy = FailoverPolicy(),
+        placement: Placement | None = None,
     ) -> None:
         self._workloads = list(workloads)
         self._devices = {d.id: d for d in devices}
         self._scheduler = scheduler
         self._start = start
         self._timeline = timeline
-        self._policy = policy
-        self.nodes: dict[str, Node] = {d.id: d.node() for d in devices}
-        self.liveness_since: dict[str, datetime] = {}
+        self.store = MemoryPlacementStore(self._workloads, (d.node() for d in devices),
+                                          placement)  # fmt: skip
+        numbers = itertools.count(1)  # seeded runs give the same report: no random ids
+        self.controller = PlacementController(
+            self.store, PlacementPolicy(policy), new_id=lambda: f"mig-lab-{next(numbers)}"
+        )
         self.moves: list[MoveRecord] = []
         self.events: list[NodeEvent] = []
         self.steps = 0
         self._failed_at: dict[str, float] = {}
         self._held_before: dict[str, list[tuple[str, int, int]]] = {}
-        self._step_pending = False
+        self._step_pending: float | None = None  # when the requested tick runs
         self._batteries: dict[str, list[tuple[datetime, float]]] = {}
-        plan = place(self._workloads, list(self.nodes.values()), Topology(), Placement(), start)
-        self.placement = plan.placement
-        self.initial_unplaceable = [(d.workload, d.replica, d.reason) for d in plan.unplaceable]
+        first = self.controller.tick(start)
+        unplaceable = () if first is None else first.unplaceable
+        self.initial_unplaceable = [(d.workload, d.replica, d.reason) for d in unplaceable]
         placed = len(self.placement.assignments)
         self._log(
             0.0,
@@ -96,6 +109,10 @@ class FailoverRehearsal:
             f"placed {placed} replica(s) of {len(self._workloads)} "
             f"workload(s); {len(self.initial_unplaceable)} unplaceable",
         )
+
+    @property
+    def placement(self) -> Placement:
+        return self.store.placement
 
     def hosting(self) -> dict[str, frozenset[str]]:
         """Node -> the workloads placed on it now."""
@@ -124,11 +141,10 @@ class FailoverRehearsal:
             ]
 
     def set_liveness(self, node_id: str, liveness: Liveness) -> None:
-        node = self.nodes.get(node_id)
+        node = self.store.node(node_id)
         if node is None or node.liveness is liveness:
             return
-        self.nodes[node_id] = replace(node, liveness=liveness)
-        self.liveness_since[node_id] = self._now()
+        self.store.set_liveness(node_id, liveness, self._now())
         held = node_id in self._held_before
         if liveness is Liveness.ALIVE:
             self._returned(node_id)
@@ -153,19 +169,20 @@ class FailoverRehearsal:
 
     # Steps.
 
-    def _request_step(self) -> None:
-        if not self._step_pending:
-            self._step_pending = True
-            self._scheduler.after(0.0, self._step)
+    def _request_step(self, delay_s: float = 0.0) -> None:
+        at_s = self._scheduler.now_s + delay_s
+        if self._step_pending is None or at_s < self._step_pending:
+            self._step_pending = at_s
+            self._scheduler.at(at_s, self._step, at_s)
 
-    def _step(self) -> None:
-        self._step_pending = False
+    def _step(self, at_s: float) -> None:
+        if self._step_pending != at_s:
+            return  # an earlier step was requested since
+        self._step_pending = None
         now_s = self._scheduler.now_s
-        step = plan_failover_step(self._workloads, list(self.nodes.values()), Topology(),
-                                  self.placement, self._now(), self.liveness_since,
-                                  self._policy)  # fmt: skip
+        tick = self.controller.tick(self._now())
         self.steps += 1
-        for move in step.moves:
+        for move in () if tick is None else tick.moves:
             source = move.from_node_id
             failed_at = self._failed_at.get(source or "")
             kind = "failover" if failed_at is not None else "rebalance"
@@ -180,16 +197,18 @@ class FailoverRehearsal:
                 kind,
                 f"{move.workload}#{move.replica}: {source} -> {move.node_id}: {move.reason}",
             )
-        for decision in step.plan.unplaceable:
+        for decision in () if tick is None else tick.unplaceable:
             if decision.from_node_id and decision.from_node_id in self._failed_at:
                 self._log(
                     now_s,
                     "unplaceable",
                     f"{decision.workload}#{decision.replica}: {decision.reason}",
                 )
-        self.placement = step.plan.placement
-        if step.deferred:
-            self._scheduler.after(RETRY_STEP_S, self._request_step)
+        if tick is not None and tick.deferred:
+            self._request_step(RETRY_STEP_S)
+        due = self.controller.next_due  # a suspect node's grace ends: its replicas move
+        if due is not None:
+            self._request_step((due - self._now()).total_seconds())
 
     def _deploy_s(self, node_id: str | None, workload: str) -> float:
         device = self._devices.get(node_id or "")
@@ -207,7 +226,8 @@ class FailoverRehearsal:
     def watch_battery(self, node_id: str, level_at: float) -> None:
         """Record a battery reading of a node holding replicas; drain it when the forecast
         crosses the threshold within the horizon."""
-        if not self._holds(node_id) or not self.nodes[node_id].schedulable:
+        node = self.store.node(node_id)
+        if node is None or not node.schedulable or not self._holds(node_id):
             return
         samples = self._batteries.setdefault(node_id, [])
         samples.append((self._now(), level_at))
@@ -218,7 +238,7 @@ class FailoverRehearsal:
         decision = decide_drain(node_id, {"battery_pct": trend}, self._now())
         if not decision.drain:
             return
-        self.nodes[node_id] = replace(self.nodes[node_id], schedulable=False)
+        self.store.cordon(node_id, decision.reason)
         replicas = [f"{a.workload}#{a.replica}" for a in self.placement.on_node(node_id)]
         crosses = decision.crosses_at
         crosses_s = None if crosses is None else (crosses - self._start).total_seconds()
