@@ -19,7 +19,9 @@ it installed (`install_overhead_s`); devices without such history get their clas
 or the defaults.
 
 The release's facts (size, requirements, and the health window its service manifest sets)
-come from the server's release record.
+come from the server's release record. The server's workloads and where their replicas run
+now (`copy_workloads`, `copy_placement`) let the lab's placement controller start from the
+placement in force rather than place anew.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from edgefleet.core.durations import parse_duration
 from edgefleet.core.rollouts.observation import last_good_release
 from edgefleet.core.rollouts.spec import ReleaseRef
 from edgefleet.core.updates.compat import parse_requirements
+from edgefleet.core.workloads.placement import Assignment, Placement
+from edgefleet.core.workloads.workload import Workload, parse_workload
 from edgefleet.errors import ApiError
 from edgefleet.sim.hardware import HardwareSpec
 from edgefleet.sim.lab.fleet_model import LabDevice
@@ -265,3 +269,21 @@ def release_facts(client: FleetClient, release: str) -> ReleaseFacts | None:
                 min_requests=int(health.get("min_requests", 0)),
             )
     return facts
+
+
+def copy_workloads(client: FleetClient) -> list[Workload]:
+    """The server's workloads, from the documents they were applied with."""
+    return [parse_workload(w["manifest"]) for w in client.list_workloads()]
+
+
+def copy_placement(client: FleetClient) -> Placement:
+    """Where the server's workloads' replicas run now, each at its placement generation."""
+    assignments = []
+    for workload in client.list_workloads():
+        for row in client.get_workload(workload["name"])["placement"]:
+            node_id, generation = row["node_id"], row["generation"]
+            if node_id is not None and generation is not None:
+                assignments.append(Assignment(workload["name"], row["replica"], node_id,
+                                              generation))  # fmt: skip
+    assignments.sort(key=lambda a: (a.workload, a.replica))
+    return Placement(tuple(assignments), max((a.generation for a in assignments), default=0))
