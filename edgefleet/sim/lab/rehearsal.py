@@ -7,8 +7,8 @@ control plane's pure core making every decision.
          │        ├─ connection status (online within 3 heartbeats) ─▶ rollout records'
          │        │     `healthy` (max_unavailable), as the server's controller observes it
          │        └─ LabLiveness (the server's liveness controller, in memory): suspect /
-         │              dead / alive ─▶ FailoverRehearsal (place, plan_failover_step,
-         │              fence_node, decide_drain)
+         │              dead / alive ─▶ FailoverRehearsal (the server's placement
+         │              controller, in memory; fence_node, decide_drain)
          └─ what each device serves ─▶ CohortWatch (core.anomaly per class and KPI)
 
 Everything is driven by one `EventScheduler` and seeded: the same configuration, devices
