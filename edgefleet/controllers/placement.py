@@ -99,11 +99,11 @@ class PlacementView:
 
     def liveness(self, node_id: str) -> Liveness:
         """The node's liveness as stored (a node the view lacks is dead)."""
-        node = self._by_id.get(node_id)
+        node = self.nodes_by_id.get(node_id)
         return Liveness.DEAD if node is None else node.liveness
 
     @cached_property
-    def _by_id(self) -> Mapping[str, Node]:
+    def nodes_by_id(self) -> Mapping[str, Node]:
         return {n.id: n for n in self.nodes}
 
 
@@ -195,7 +195,7 @@ def decide(
         list(view.workloads.values()), view.nodes, Topology(), current, now,
         view.liveness_since, policy.failover,
     )  # fmt: skip
-    by_id = {n.id: n for n in view.nodes}
+    by_id = view.nodes_by_id
     decisions: list[Decision] = []
     queued: list[Migration] = []
     for d in step.plan.decisions:
@@ -272,10 +272,11 @@ def grace_ends_at(view: PlacementView, policy: FailoverPolicy, now: datetime) ->
     after `now`; None when none will (news aside)."""
     hosting = {a.node_id for a in view.record.placement.assignments}
     grace = timedelta(seconds=policy.suspect_grace_s)
+    nodes = view.nodes_by_id
     ends = [
-        view.liveness_since.get(n.id, now) + grace
-        for n in view.nodes
-        if n.liveness is Liveness.SUSPECT and n.id in hosting
+        view.liveness_since.get(node_id, now) + grace
+        for node_id in hosting
+        if node_id in nodes and nodes[node_id].liveness is Liveness.SUSPECT
     ]
     later = [at for at in ends if at > now]
     return min(later) if later else None
