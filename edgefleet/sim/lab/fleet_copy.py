@@ -21,7 +21,8 @@ or the defaults.
 The release's facts (size, requirements, and the health window its service manifest sets)
 come from the server's release record. The server's workloads and where their replicas run
 now (`copy_workloads`, `copy_placement`) let the lab's placement controller start from the
-placement in force rather than place anew.
+placement in force rather than place anew (the failover agreement test does; `lab rehearse
+--fleet-from` does not yet: with a selector, replicas on devices left out would look gone).
 """
 
 from __future__ import annotations
