@@ -39,7 +39,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from edgefleet.core.desired import desired_document
@@ -380,10 +380,9 @@ class MqttBridge:
         if failed:
             raise failed[0]
 
-    def _read_devices(self, device_ids: Iterable[str]) -> dict[str, Device]:
+    def _read_devices(self, device_ids: Sequence[str]) -> dict[str, Device]:
         with self._svc.db.read() as tx:
-            found = {d: tx.devices.find(d) for d in device_ids}
-        return {d: device for d, device in found.items() if device is not None}
+            return tx.devices.find_many(device_ids)
 
     async def _publish_document(self, device: Device) -> None:
         body = render_document(desired_document(device))

@@ -25,7 +25,7 @@ from edgefleet.security.rbac import Permission
 from edgefleet.security.sealed_stream import StreamUnsealer
 from edgefleet.security.sealing import key_id_of, new_ingest_key, public_key_of, unseal
 from edgefleet.server.services.audit import OperatorContext, record_action
-from edgefleet.server.services.desired import save_device
+from edgefleet.server.services.desired import FleetInputs, save_device
 from edgefleet.server.watch import DesiredStateWatch
 from edgefleet.store import Database
 from edgefleet.store.repositories.telemetry import SEALING_POLICY
@@ -90,8 +90,9 @@ class SealingService:
             document["enabled"] = enabled
             version = tx.telemetry.save_policy(document, record["version"] if record else 0,
                                                ctx.actor, now, name=SEALING_POLICY)  # fmt: skip
+            fleet = FleetInputs(tx)  # read after the new policy is saved
             for device in tx.devices.all():
-                saved = save_device(tx, device)
+                saved = save_device(tx, device, fleet)
                 if saved.desired_generation != device.desired_generation:
                     changed.append(device.id)
             record_action(tx, ctx, "telemetry.sealing.set", "telemetry-policy/sealing", now,

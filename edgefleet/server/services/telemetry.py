@@ -53,7 +53,7 @@ from edgefleet.security.rbac import Permission
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.services.alerts import detect_on_ingest
 from edgefleet.server.services.audit import OperatorContext, record_action
-from edgefleet.server.services.desired import save_device
+from edgefleet.server.services.desired import FleetInputs, save_device
 from edgefleet.server.services.fidelity import update_advice
 from edgefleet.server.settings import ServerSettings
 from edgefleet.server.watch import DesiredStateWatch
@@ -409,8 +409,9 @@ class TelemetryService:
             version = tx.telemetry.save_policy(
                 canonical, record["version"] if record else 0, ctx.actor, now
             )
+            fleet = FleetInputs(tx)
             for device in tx.devices.all():
-                saved = save_device(tx, device)
+                saved = save_device(tx, device, fleet)
                 if saved.desired_generation != device.desired_generation:
                     changed.append(device.id)
             record_action(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
 from edgefleet.core.telemetry.alerts import Alert, AlertKind, AlertStatus
 from edgefleet.errors import Conflict, NotFound
@@ -47,6 +47,14 @@ def _values(alert: Alert) -> dict[str, Any]:
     }
 
 
+# Every device's desired state reads it when rendered: built once.
+_OPEN_FOR_DEVICE = (
+    select(alerts)
+    .where(alerts.c.device_id == bindparam("b_device"), alerts.c.status == AlertStatus.OPEN.value)
+    .order_by(alerts.c.opened_at)
+)
+
+
 class AlertRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
@@ -58,12 +66,7 @@ class AlertRepository:
         return _to_alert(row)
 
     def open_for_device(self, device_id: str) -> list[Alert]:
-        query = (
-            select(alerts)
-            .where(alerts.c.device_id == device_id, alerts.c.status == AlertStatus.OPEN.value)
-            .order_by(alerts.c.opened_at)
-        )
-        return [_to_alert(r) for r in self._c.execute(query)]
+        return [_to_alert(r) for r in self._c.execute(_OPEN_FOR_DEVICE, {"b_device": device_id})]
 
     def open_alerts(self) -> list[Alert]:
         query = (

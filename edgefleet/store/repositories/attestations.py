@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from edgefleet.core.governance.attestation import AttestationStatus
 from edgefleet.store.tables import device_attestations
@@ -63,13 +63,15 @@ def _record(row: Row[Any]) -> AttestationRecord:
     )
 
 
+_FIND = select(device_attestations).where(device_attestations.c.device_id == bindparam("b_device"))
+
+
 class AttestationRepository:
     def __init__(self, connection: Connection) -> None:
         self._c = connection
 
     def find(self, device_id: str) -> AttestationRecord | None:
-        query = select(device_attestations).where(device_attestations.c.device_id == device_id)
-        row = self._c.execute(query).first()
+        row = self._c.execute(_FIND, {"b_device": device_id}).first()
         return _record(row) if row is not None else None
 
     def get(self, device_id: str) -> AttestationRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +68,15 @@ def _to_presence(row: Any) -> Presence | None:
         return None
     return Presence(PresenceState(row.presence), row.presence_at, int(row.presence_seq),
                     row.presence_interval_s)  # fmt: skip
+
+
+# The optimistic update of a whole row, built once: every column from `v_<name>`, where the
+# row still has the version read (`b_id`, `b_version`).
+_UPDATE = (
+    update(devices)
+    .where(devices.c.id == bindparam("b_id"), devices.c.version == bindparam("b_version"))
+    .values({c.name: bindparam(f"v_{c.name}", type_=c.type) for c in devices.c})
+)
 
 
 def _values(device: Device) -> dict[str, Any]:
@@ -218,20 +228,17 @@ class DeviceRepository:
 
     def update(self, device: Device) -> Device:
         """Write `device` if nobody changed it since it was read (optimistic check)."""
-        values = _values(device)
-        values["version"] = device.version + 1
-        result = self._c.execute(
-            update(devices)
-            .where(devices.c.id == device.id, devices.c.version == device.version)
-            .values(**values)
-        )
+        written = replace(device, version=device.version + 1)
+        values = {f"v_{name}": value for name, value in _values(written).items()}
+        result = self._c.execute(_UPDATE, {**values, "b_id": device.id,
+                                           "b_version": device.version})  # fmt: skip
         if result.rowcount != 1:
             raise Conflict(
                 f"device {device.id} was changed concurrently; retry", code="concurrent_update"
             )
         approved = device.enrollment == EnrollmentState.APPROVED
         notify_desired(self._c, device.id, device.desired_generation if approved else None)
-        return self.get(device.id)
+        return written
 
     def record_report(
         self,

@@ -160,11 +160,15 @@ class TrainingRepository:
         assert found is not None
         return found
 
-    def open_rounds_of(self, device_id: str) -> list[tuple[str, int]]:
-        """(job, round) of the rounds still running that planned `device_id`."""
+    def open_rounds(self) -> list[tuple[str, int, frozenset[str]]]:
+        """(job, round, devices planned) of the rounds still running."""
         running = (Phase.KEYS, Phase.SHARES, Phase.MASKED, Phase.UNMASK)
         columns = (training_rounds.c.job, training_rounds.c.number, training_rounds.c.clients)
         rows = self._c.execute(
             select(*columns).where(training_rounds.c.phase.in_([str(p) for p in running]))
         )
-        return sorted((r.job, r.number) for r in rows if device_id in r.clients)
+        return sorted((r.job, r.number, frozenset(r.clients)) for r in rows)
+
+    def open_rounds_of(self, device_id: str) -> list[tuple[str, int]]:
+        """(job, round) of the rounds still running that planned `device_id`."""
+        return [(job, n) for job, n, clients in self.open_rounds() if device_id in clients]
