@@ -320,7 +320,7 @@ class Bench:
                 str(HEARTBEAT_S), "--identities", str(self.identities), "--progress",
                 str(progress), "-o", "json"]  # fmt: skip
         if wire == "mqtt":
-            args += ["--mqtt", self.broker.url, "--presence" if idle else "--no-presence"]
+            args += ["--mqtt", self.broker.url, *([] if idle else ["--no-presence"])]
         scraper = Scraper(self.server.url, wire)
         scraper.start()
         time.sleep(2 * SCRAPE_S)

@@ -185,12 +185,12 @@ def load(
     ),
     duration: str = typer.Option("60s", help="How long to run, enrollment included"),
     heartbeat_interval: float = typer.Option(30.0, min=1, help="Seconds between heartbeats"),
-    presence: bool = typer.Option(
-        True,
-        "--presence/--no-presence",
-        help="mqtt: as the agent, a signed Last Will and 'online', then heartbeats at the "
-        "interval the control plane tells an idle device; --no-presence: every "
-        "--heartbeat-interval, as a node hosting replicas",
+    no_presence: bool = typer.Option(
+        False,
+        "--no-presence",
+        help="mqtt: report every --heartbeat-interval, without a Will or 'online' (a node "
+        "hosting replicas); by default as the agent: a signed Will and 'online', then the "
+        "interval the control plane tells an idle device",
     ),
     long_poll: float = typer.Option(30.0, min=1, help="Desired-state long poll (http), seconds"),
     telemetry_interval: str = typer.Option(
@@ -255,7 +255,7 @@ def load(
     settings = LoadSettings(
         server_url=server, enroll_token=enroll_token, devices=devices, transport=chosen,
         mqtt_url=mqtt, duration_s=duration_s, heartbeat_interval_s=heartbeat_interval,
-        presence=presence, long_poll_s=long_poll,
+        presence=not no_presence, long_poll_s=long_poll,
         telemetry_upload_interval_s=parse_duration(telemetry_interval).total_seconds(),
         ramp_s=parse_duration(ramp).total_seconds(),
         warmup_s=parse_duration(warmup).total_seconds(),

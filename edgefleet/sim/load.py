@@ -44,6 +44,7 @@ SOCKETS_PER_WORKER = 18_000  # under a 20,000 file limit, with room for the rest
 CONNECTIONS_PER_SOURCE = 25_000  # under the ~28,000 ephemeral ports of one address
 WORKER_POLL_S = 1.0
 PROGRESS_INTERVAL_S = 0.25
+STOP_GRACE_S = 90.0  # longer than any one exchange may take (enrollment: 60 s)
 
 
 def plan_workers(devices: int, transport: LoadTransport, asked: int | None) -> int:
@@ -120,11 +121,19 @@ async def run_devices(
                 await asyncio.wait_for(stop.wait(), step_s)
             if stop.is_set():
                 break
+    await stop.wait()
+    # Every device ends its exchange in flight and stops; one that has not within the grace
+    # period is cancelled and counted (a run never outlives its duration by much).
+    _, late = await asyncio.wait(tasks, timeout=STOP_GRACE_S) if tasks else (set(), set())
+    for task in late:
+        task.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     if progress is not None:
         await progress
-    for result in results:
-        if isinstance(result, BaseException):
+    if late:
+        stats.errors[f"device loop still running {STOP_GRACE_S:.0f} s after the end"] += len(late)
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, BaseException) and task not in late:
             stats.errors[f"device loop crashed: {type(result).__name__}: {result}"[:200]] += 1
     stats.cpu_s = _process_cpu_s() - cpu_before
     return stats
