@@ -150,6 +150,8 @@ async def enroll(
     request = device.enroll_request(settings.enroll_token, settings.heartbeat_interval_s)
     for _ in range(settings.enroll_attempts):
         async with stats.enrolling:
+            if stop.is_set():  # waited for a slot past the end of the run
+                return None
             answer = await signed_exchange(line, device, stats, "enroll", "POST", "/v1/enroll",
                                            to_json(request), timeout_s=60.0)  # fmt: skip
         if answer is not None and answer[0] < 300:

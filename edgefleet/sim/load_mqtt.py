@@ -328,6 +328,8 @@ class MqttDeviceLoop:
         target = f"/v1/devices/{device.device_id}/broker"
         while True:
             async with self._stats.enrolling:
+                if self._stop.is_set():  # waited for a slot past the end of the run
+                    return None
                 answer = await signed_exchange(
                     self._http, device, self._stats, "other", "GET", target,
                     timeout_s=BROKER_CREDENTIALS_TIMEOUT_S,
