@@ -15,6 +15,7 @@ the message again to the session. MQTT 5's receive maximum bounds what is unackn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections import deque
@@ -143,6 +144,7 @@ class MqttConnection:
         self.connected = False
         self.lost = asyncio.Event()
         self._reconnected = asyncio.Event()
+        self._reconnect = reconnect
         self.lost_reason = ""
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                              protocol=paho.MQTTv5, reconnect_on_failure=reconnect,
@@ -224,8 +226,14 @@ class MqttConnection:
         user_properties: Sequence[tuple[str, str]] = (),
         timeout_s: float = PUBACK_TIMEOUT_S,
     ) -> None:
-        """Publish at QoS 1 and wait for the broker's acknowledgement."""
+        """Publish at QoS 1 and wait for the broker's acknowledgement. A connection that
+        reconnects by itself is waited for, within `timeout_s` (the broker may have dropped
+        it a moment ago: the dynamic-security plugin disconnects a client whose roles
+        change)."""
         loop = self._running_loop()
+        if not self.connected and self._reconnect:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wait_connected(), timeout_s)
         if not self.connected:
             raise Unavailable(f"not connected to the MQTT broker ({self.lost_reason or 'yet'})")
         properties = None
