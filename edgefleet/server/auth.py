@@ -13,17 +13,11 @@ from edgefleet.core.device import Device
 from edgefleet.errors import Forbidden, Unauthenticated
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import SignedRequest, read_signed_headers
-from edgefleet.server.composition import Services
+from edgefleet.server.composition import services
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.device_link import DeviceLinkService
 from edgefleet.server.tls import peer_certificate
-
-
-def services(request: Request) -> Services:
-    result: Services = request.app.state.services
-    return result
-
 
 # The dashboard's session (`services/ui_sessions.py`) rides in this cookie (HttpOnly,
 # SameSite=Strict). A request it authenticates that changes something must also carry

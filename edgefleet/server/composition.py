@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi import Request
+
 from edgefleet.artifacts.blob_files import FilesystemBlobStore
 from edgefleet.clock import Clock
 from edgefleet.controllers.liveness import LivenessController
@@ -166,3 +168,9 @@ def build_services(
         sealing=SealingService(db, clock, settings.data_dir, watch),
         training=TrainingService(db, clock, watch, blobs),
     )
+
+
+def services(request: Request) -> Services:
+    """The process's services, for a route (a FastAPI dependency)."""
+    result: Services = request.app.state.services
+    return result

@@ -8,7 +8,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
-from edgefleet.server.auth import services
+from edgefleet.server.composition import services
 from edgefleet.server.error_handlers import request_id_of
 
 

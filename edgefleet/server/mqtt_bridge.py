@@ -82,7 +82,7 @@ from edgefleet.transport.mqtt_topics import (
 
 if TYPE_CHECKING:
     from edgefleet.clock import Clock
-    from edgefleet.server.auth import Services
+    from edgefleet.server.composition import Services
 
 log = logging.getLogger(__name__)
 

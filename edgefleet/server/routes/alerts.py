@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Query
 from edgefleet.core.durations import parse_duration
 from edgefleet.core.telemetry.alerts import Alert
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.alerts import AlertOut
 from edgefleet.server.services.alerts import AlertFilter
 from edgefleet.server.services.audit import OperatorContext

@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from edgefleet.core.device import Device
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services, signed_device
+from edgefleet.server.auth import requires, signed_device
+from edgefleet.server.composition import Services, services
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.schemas.attestation import (
     ActivationIn,

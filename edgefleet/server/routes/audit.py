@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.audit import AuditRecordOut
 from edgefleet.server.schemas.base import SQL_INTEGER_MAX
 from edgefleet.server.services.audit import OperatorContext

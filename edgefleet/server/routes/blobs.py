@@ -16,7 +16,8 @@ from edgefleet.artifacts.blobstore import BlobReader, parse_range_header, valida
 from edgefleet.core.device import Device
 from edgefleet.errors import NotFound, PayloadTooLarge
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, device_or_operator, requires, services
+from edgefleet.server.auth import device_or_operator, requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.roles import served_by
 from edgefleet.server.schemas.blobs import StoredBlobOut
 from edgefleet.server.services.audit import OperatorContext

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.core.device import Device
-from edgefleet.server.auth import Services, no_credentials, services, signed_device
+from edgefleet.server.auth import no_credentials, signed_device
+from edgefleet.server.composition import Services, services
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.schemas.certificates import CertificateRequest, IssuedCertificateResponse
 

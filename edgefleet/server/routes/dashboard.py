@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from edgefleet.core.device import ConnectionStatus
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.base import SQL_INTEGER_MAX
 from edgefleet.server.schemas.dashboard import (
     AuditVerificationOut,

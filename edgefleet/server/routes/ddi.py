@@ -16,7 +16,8 @@ from edgefleet.artifacts.blobstore import parse_range_header
 from edgefleet.core.device import Device
 from edgefleet.core.updates.ddi import md5sum_line, polling_sleep
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.ddi_auth import ddi_target, ddi_target_enrolling
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.schemas.ddi import (

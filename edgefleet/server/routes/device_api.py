@@ -32,7 +32,8 @@ from edgefleet.core.protocol.codec import json_schema
 from edgefleet.errors import Unavailable
 from edgefleet.security.desired_signature import HEADER as DESIRED_SIGNATURE_HEADER
 from edgefleet.security.request_signing import read_signed_headers
-from edgefleet.server.auth import Services, no_credentials, request_target, services, signed_device
+from edgefleet.server.auth import no_credentials, request_target, signed_device
+from edgefleet.server.composition import Services, services
 from edgefleet.server.error_handlers import error_response, request_id_of
 from edgefleet.server.services.ingest import RETRY_AFTER_S, DeviceIngest, Message
 

@@ -8,7 +8,8 @@ from edgefleet.core.device import ConnectionStatus
 from edgefleet.core.enrollment import EnrollmentAction, EnrollmentState
 from edgefleet.core.labels import make_label_change
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.devices import ConfigureRequest, DeviceOut, LabelRequest
 from edgefleet.server.services.audit import OperatorContext
 

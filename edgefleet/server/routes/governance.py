@@ -6,7 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.base import DeletedOut
 from edgefleet.server.schemas.governance import (
     AppliedPolicyOut,

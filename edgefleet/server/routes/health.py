@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet import __version__
-from edgefleet.server.auth import Services, no_credentials, services
+from edgefleet.server.auth import no_credentials
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.health import HealthOut, ReadinessOut
 
 router = APIRouter(tags=["health"])

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.leases import LeaseOut
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.leases import stored_leases

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from edgefleet.server.auth import Services, no_credentials, services
+from edgefleet.server.auth import no_credentials
+from edgefleet.server.composition import Services, services
 from edgefleet.server.prometheus import CONTENT_TYPE, render
 
 router = APIRouter(tags=["metrics"])

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Query
 
 from edgefleet.core.rollouts.rehearsal_record import REHEARSALS_KEPT
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.rehearsals import (
     RehearsalOut,
     RehearsalWithReportOut,

@@ -8,7 +8,8 @@ from starlette.concurrency import run_in_threadpool
 from edgefleet.core.durations import parse_duration
 from edgefleet.core.updates.release import Ref, parse_ref
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.devices import DeviceOut
 from edgefleet.server.schemas.releases import (
     ArtifactOut,

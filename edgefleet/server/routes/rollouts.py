@@ -9,7 +9,8 @@ from fastapi.responses import PlainTextResponse
 
 from edgefleet.core.rollouts.rollout import OperatorCommand
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services
+from edgefleet.server.auth import requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.routes.typed_response import typed_response
 from edgefleet.server.schemas.rollouts import (
     AppliedReleaseTrainOut,

@@ -17,7 +17,8 @@ from edgefleet.core.telemetry.series import SeriesPoint
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.request_signing import read_signed_headers
-from edgefleet.server.auth import Services, requires, services, signed_device
+from edgefleet.server.auth import requires, signed_device
+from edgefleet.server.composition import Services, services
 from edgefleet.server.routes.device_api import answer_body, device_ingest, ingested
 from edgefleet.server.schemas.base import SQL_INTEGER_MAX
 from edgefleet.server.schemas.telemetry import (

@@ -7,7 +7,8 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Response
 
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, any_operator, requires, services
+from edgefleet.server.auth import any_operator, requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.tokens import (
     ApiTokenOut,
     CreateApiTokenRequest,

@@ -22,7 +22,8 @@ from edgefleet.core.device import Device
 from edgefleet.core.learning.job import JobStatus
 from edgefleet.errors import NotFound, PayloadTooLarge
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, requires, services, signed_device
+from edgefleet.server.auth import requires, signed_device
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.training import AppliedTrainingOut, TrainingJobOut
 from edgefleet.server.services.audit import OperatorContext
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Response
 from edgefleet.core.device import Device
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import Services, device_or_operator, requires, services
+from edgefleet.server.auth import device_or_operator, requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.routes.typed_response import typed_response
 from edgefleet.server.schemas.governance import ChangeOut
 from edgefleet.server.schemas.trust import (

@@ -22,14 +22,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from edgefleet.errors import NotFound
 from edgefleet.security.rbac import Permission
-from edgefleet.server.auth import (
-    SESSION_COOKIE,
-    Services,
-    any_operator,
-    no_credentials,
-    requires,
-    services,
-)
+from edgefleet.server.auth import SESSION_COOKIE, any_operator, no_credentials, requires
+from edgefleet.server.composition import Services, services
 from edgefleet.server.error_handlers import request_id_of
 from edgefleet.server.schemas.ui import LoginRequest, SessionInfoOut, SessionOut
 from edgefleet.server.services.audit import OperatorContext

@@ -14,14 +14,8 @@ from edgefleet.core.workloads.move import MOVES_KEPT_PER_WORKLOAD
 from edgefleet.errors import InvalidInput
 from edgefleet.security.rbac import Permission
 from edgefleet.security.sealed_stream import SEALED_ARCHIVE_CONTENT_TYPE
-from edgefleet.server.auth import (
-    DeviceUpload,
-    Services,
-    device_or_operator,
-    requires,
-    services,
-    signed_device_upload,
-)
+from edgefleet.server.auth import DeviceUpload, device_or_operator, requires, signed_device_upload
+from edgefleet.server.composition import Services, services
 from edgefleet.server.schemas.blobs import StoredBlobOut
 from edgefleet.server.schemas.workloads import (
     AppliedWorkloadOut,
