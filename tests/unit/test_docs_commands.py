@@ -61,9 +61,14 @@ def _options(command: object) -> set[str]:
     return names | {"--help"}
 
 
+@pytest.fixture(scope="module")
+def root() -> object:
+    """The CLI's command tree, built once: each case only reads it."""
+    return get_command(app)
+
+
 @pytest.mark.parametrize(("where", "line"), CASES, ids=[c[0] for c in CASES])
-def test_documented_commands_and_flags_exist(where: str, line: str) -> None:
-    root = get_command(app)
+def test_documented_commands_and_flags_exist(root: object, where: str, line: str) -> None:
     words = [w.strip("[]()") for w in line.split()[1:]]
     # `A | B ...` lists alternatives (the first one's line is checked); the shell's own
     # words end the command.
