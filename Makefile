@@ -30,11 +30,13 @@ demo: $(STAMP)
 
 # Tests run in TEST_JOBS processes (pytest-xdist), a test module per process at a time so
 # its module-scoped control plane is shared as before; most integration tests wait on real
-# processes, so three jobs fit two cores.
+# processes, so three jobs fit two cores. Modules are handed out longest first
+# (tests/schedule.py), not as xdist reorders them (most tests first, which left the long
+# few-scenario modules to the end while the other workers sat idle).
 TEST_JOBS ?= 3
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/pytest -q -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgefleet tests demo bench

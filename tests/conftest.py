@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from edgefleet.client import FleetClient
 from edgefleet.localfleet import AgentProcess, ServerProcess
+from tests.schedule import longest_modules_first, read_module_seconds
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -23,6 +26,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # A run stopped with SIGTERM (a CI timeout, `kill`) unwinds as Ctrl-C does: the fixtures
     # stop every server and agent they started instead of leaving them to init.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--module-seconds-out",
+        metavar="PATH",
+        help="append each test's id, start and end to PATH (refreshes tests/module_seconds.txt"
+        ": see tests/schedule.py)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The longest modules first (tests/schedule.py): make test's workers then end together.
+    order = longest_modules_first([item.nodeid for item in items], read_module_seconds())
+    items[:] = [items[i] for i in order]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    out = item.config.getoption("module_seconds_out")
+    start = time.monotonic()  # one clock for every worker of a run (CLOCK_MONOTONIC)
+    yield
+    if out:
+        with open(out, "a") as records:  # one short append per test: workers share the file
+            records.write(json.dumps([item.nodeid, start, time.monotonic()]) + "\n")
 
 
 @pytest.fixture(scope="module")
