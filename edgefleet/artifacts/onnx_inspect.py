@@ -10,6 +10,9 @@ sorted by name, each as name, element type and shape. Weights, node names and op
 change it; renaming a tensor or changing a type or dimension does. It is the value that an
 `io_signature=<hash>` compatibility requirement compares against. Initializers that old
 exporters also list as graph inputs are not inputs a caller feeds, so they are left out.
+
+onnx is imported when a model is first inspected, not with this module: importing it (and
+ml_dtypes with it) costs about 2 s of CPU, which every start of the control plane paid.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import onnx
-import onnx.checker
-import onnx.shape_inference
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import onnx
 
 Dim = int | str
 UNKNOWN_DIM = "?"
@@ -74,6 +76,9 @@ class OnnxFacts:
 
 def inspect_onnx(path: Path) -> OnnxFacts:
     """Check and describe the ONNX model at `path`; InvalidInput `invalid_onnx` if invalid."""
+    import onnx.checker  # here, not at the top: see the docstring
+    import onnx.shape_inference
+
     size_bytes = path.stat().st_size
     try:
         # Checking by path lets the checker handle models with external data (> 2 GB).
@@ -118,6 +123,8 @@ def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
         # Sequences, maps and optionals: record the kind; their insides are not compared.
         return TensorSpec(value.name, kind or "unknown", None)
     tensor = value.type.tensor_type
+    import onnx  # imported by inspect_onnx already
+
     elem_type = onnx.TensorProto.DataType.Name(tensor.elem_type).lower()
     if not tensor.HasField("shape"):
         return TensorSpec(value.name, elem_type, None)
