@@ -90,7 +90,22 @@ def seq_of(signed: SignedRequest) -> int:
     >>> seq_of(SignedRequest("d-1", 0, nonce_of(42), b""))
     42
     """
-    return int(signed.nonce.removeprefix(SEQ_NONCE_PREFIX))
+    seq = sequence_in(signed.nonce)
+    if seq is None:
+        raise Unauthenticated("message nonce carries no sequence number", code="bad_signature")
+    return seq
+
+
+def sequence_in(nonce: str) -> int | None:
+    """The sequence number a nonce carries, None for an HTTP request's random nonce.
+
+    >>> sequence_in(nonce_of(42)), sequence_in("seq-x1"), sequence_in("Zq3-rT")
+    (42, None, None)
+    """
+    if not nonce.startswith(SEQ_NONCE_PREFIX):
+        return None
+    digits = nonce.removeprefix(SEQ_NONCE_PREFIX)
+    return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
 def verify_message(signed: SignedRequest, public_key_b64: str, topic: str, payload: bytes) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from edgefleet.errors import Unauthenticated
-from edgefleet.security.message_signing import SEQ_NONCE_PREFIX
+from edgefleet.security.message_signing import SEQ_NONCE_PREFIX, sequence_in
 from edgefleet.store.tables import device_nonces, message_floors
 
 
@@ -140,12 +140,12 @@ class NonceRepository:
         )
         raised = []
         for row in self._c.execute(highest):
-            floor = _sequence(row.top)
+            floor = sequence_in(row.top)
             if floor is None:  # a request's random nonce that happens to start alike
                 mine = select(device_nonces.c.nonce).where(
                     expired, numbered, device_nonces.c.device_id == row.device_id
                 )
-                floor = max((n for n in map(_sequence, self._c.scalars(mine)) if n is not None),
+                floor = max((n for n in map(sequence_in, self._c.scalars(mine)) if n is not None),
                             default=None)  # fmt: skip
             if floor is not None:
                 raised.append({"device_id": row.device_id, "floor": floor})
@@ -153,13 +153,3 @@ class NonceRepository:
             self._c.execute(_RAISE_FLOOR[self._c.dialect.name == "postgresql"], raised)
         result = self._c.execute(delete(device_nonces).where(expired))
         return result.rowcount
-
-
-def _sequence(nonce: str) -> int | None:
-    """The message sequence number a nonce carries, None for a request's nonce.
-
-    >>> _sequence("seq-00000000000000000042"), _sequence("seq-x1")
-    (42, None)
-    """
-    digits = nonce.removeprefix(SEQ_NONCE_PREFIX)
-    return int(digits) if digits.isascii() and digits.isdigit() else None
