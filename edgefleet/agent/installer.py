@@ -394,6 +394,7 @@ class Installer:
                     requests=probe.requests,
                     errors=probe.errors,
                     restarts=status.restarts,
+                    reached=probe.reached,
                 )
             )
             verdict = judge_health(samples, criteria, 0.0, self._clock.monotonic() - started)

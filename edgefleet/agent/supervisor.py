@@ -118,12 +118,15 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class HealthProbe:
-    """The result of one health check; `requests`/`errors` when the service reports them."""
+    """The result of one health check; `requests`/`errors` when the service reports them;
+    `reached` when the service answered (an HTTP response of any status, a command check
+    that passed), False while nothing answers (not listening yet)."""
 
     health: HealthState
     detail: str
     requests: int | None = None
     errors: int | None = None
+    reached: bool = True
 
 
 NOT_PROBED = HealthProbe(HealthState.UNKNOWN, "not probed yet")
@@ -435,7 +438,7 @@ class Supervisor:
             response = await self.http.get(url, timeout_s=timeout_s)
         except (Unavailable, InvalidInput) as e:
             detail = e.message if e.message.startswith("GET ") else f"GET {url}: {e.message}"
-            return HealthProbe(HealthState.FAILING, detail[:_DETAIL_CHARS])
+            return HealthProbe(HealthState.FAILING, detail[:_DETAIL_CHARS], reached=False)
         body = _json_object(response.body)
         requests, errors = _counter(body, "requests"), _counter(body, "errors")
         status = response.status
@@ -458,19 +461,24 @@ class Supervisor:
         try:
             handle = await self._runtime.spawn(probe_spec)
         except OSError as e:
-            return HealthProbe(HealthState.FAILING, f"health command cannot start: {e.strerror}")
+            return HealthProbe(HealthState.FAILING, f"health command cannot start: {e.strerror}",
+                               reached=False)  # fmt: skip
         try:
             exit_code = await self._wait_at_most(handle, check.timeout_s)
         finally:
             await handle.terminate(0)
         if exit_code is None:
             return HealthProbe(
-                HealthState.FAILING, f"health command timed out after {check.timeout_s:g} s"
+                HealthState.FAILING,
+                f"health command timed out after {check.timeout_s:g} s",
+                reached=False,
             )
         if exit_code == 0:
             return HealthProbe(HealthState.OK, "health command exited with exit code 0")
         return HealthProbe(
-            HealthState.FAILING, f"health command exited with {describe_exit(exit_code)}"
+            HealthState.FAILING,
+            f"health command exited with {describe_exit(exit_code)}",
+            reached=False,
         )
 
     async def _wait_at_most(self, handle: ProcessHandle, timeout_s: float) -> int | None:

@@ -97,6 +97,44 @@ def test_release_installs_serves_and_a_bad_one_rolls_back(
     wait_for(lambda: "/slots/b/" in health(port)["model_path"], what="v3 serving from slot b")
 
 
+# A service that takes 4 s to listen (a model server loading its model), then answers 200:
+# longer than its 1 s window and than five failed probes 0.5 s apart, well within the
+# default 60 s start period.
+SLOW_START = (
+    "import sys, time, http.server as h\n"
+    "time.sleep(4)\n"
+    "class Ok(h.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200)\n"
+    "        self.end_headers()\n"
+    "h.HTTPServer(('127.0.0.1', int(sys.argv[1])), Ok).serve_forever()\n"
+)
+
+
+def test_a_slow_starting_service_gets_its_start_period_then_its_window(
+    admin: FleetClient, device: AgentProcess, trust: Trust, tmp_path: Path
+) -> None:
+    port = free_port()
+    manifest = {"command": ["{python}", "-c", SLOW_START, "{port}"], "port": port,
+                "health": {"http": "/healthz", "window_s": 1, "interval_s": 0.5}}  # fmt: skip
+    publish(admin, tmp_path, "slow", "1.0.0", build_mlp(4, 8, 3, seed=5), port,
+            trust.targets_keys, manifest=manifest)  # fmt: skip
+    admin.assign_release("slow", "1.0.0", device=device.device_id)
+    status = wait_release(admin, device, "1.0.0", "installed")
+    assert status["active"] == {"name": "slow", "version": "1.0.0", "port": port}
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+    # One that never listens is rolled back when its start period ends, saying why.
+    manifest = {**manifest, "command": ["{python}", "-c", "import time; time.sleep(3600)"],
+                "health": {**manifest["health"], "start_period_s": 3}}  # fmt: skip
+    publish(admin, tmp_path, "slow", "2.0.0", build_mlp(4, 8, 3, seed=6), port,
+            trust.targets_keys, manifest=manifest)  # fmt: skip
+    admin.assign_release("slow", "2.0.0", device=device.device_id)
+    status = wait_release(admin, device, "2.0.0", "rolled-back")
+    assert "start period of 3 s" in status["reason"], status
+    assert status["active"] == {"name": "slow", "version": "1.0.0", "port": port}
+
+
 def test_stage_only_delivers_then_activate_installs(
     admin: FleetClient, device: AgentProcess, trust: Trust, tmp_path: Path
 ) -> None:

@@ -290,7 +290,7 @@ def test_a_server_killed_mid_rollout_resumes_without_reassigning_or_skipping_a_g
     assert [g["wave"] for g in status["gates"]] == [0, 1, 2]
     assert all(g["verdict"] == "pass" for g in status["gates"])
     assigned = sorted(e["device_id"] for e in report["timeline"] if e["kind"] == "assign-release")
-    assert assigned == ids
+    assert assigned == ids, (report["timeline"], status["devices"])
     assert {d: after[d] - before[d] for d in ids} == {d: 1 for d in ids}
     assert all(d["attempts"] == 1 for d in status["devices"])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -105,3 +107,30 @@ def test_failing_at_the_end_of_the_window_is_unhealthy() -> None:
     late = [*samples(10), HealthSample(10.0, False, "HTTP 503: not finite", 100, 0)]
     verdict = judge_health(late, CRITERIA, 0, 10)
     assert verdict.state is HealthVerdictState.UNHEALTHY and "not finite" in verdict.reason
+
+
+def test_the_window_opens_at_the_first_answer_within_the_start_period() -> None:
+    criteria = replace(CRITERIA, start_period_s=30)
+    refused = [HealthSample(t, False, "GET /healthz: connection refused", reached=False)
+               for t in range(20)]  # fmt: skip
+    starting = judge_health(refused, criteria, 0, 19)
+    assert starting.state is HealthVerdictState.WATCHING  # 20 refusals: still starting
+    assert "starting" in starting.reason and "connection refused" in starting.reason
+    # Up at t=20: the 10 s window runs from there, not from the switch.
+    up = [*refused, *(HealthSample(20 + t, True, "200", 10 * t, 0) for t in range(11))]
+    assert judge_health(up[:25], criteria, 0, 24).state is HealthVerdictState.WATCHING
+    assert judge_health(up, criteria, 0, 30).state is HealthVerdictState.HEALTHY
+    # Answering but failing is no start-up: five in a row end the window early.
+    failing = [*refused, *(HealthSample(20 + t, False, "HTTP 503: not finite")
+                           for t in range(FAILED_PROBES_TO_GIVE_UP))]  # fmt: skip
+    verdict = judge_health(failing, criteria, 0, 25)
+    assert verdict.state is HealthVerdictState.UNHEALTHY and "not finite" in verdict.reason
+
+
+def test_no_answer_within_the_start_period_is_unhealthy() -> None:
+    criteria = replace(CRITERIA, start_period_s=30)
+    silent = [HealthSample(t, False, "GET /healthz: connection refused", reached=False)
+              for t in range(31)]  # fmt: skip
+    verdict = judge_health(silent, criteria, 0, 30)
+    assert verdict.state is HealthVerdictState.UNHEALTHY
+    assert "start period of 30 s" in verdict.reason and "connection refused" in verdict.reason

@@ -17,7 +17,13 @@ GOOD: dict[str, Any] = {
     "command": ["{python}", "-m", "srv", "--model", "{artifact:detector}", "--port", "{port}"],
     "env": {"MODEL_DIR": "{slot}", "THREADS": 1},
     "port": 9100,
-    "health": {"http": "/healthz", "window_s": 30, "max_error_rate": 0.1, "min_requests": 5},
+    "health": {
+        "http": "/healthz",
+        "window_s": 30,
+        "max_error_rate": 0.1,
+        "min_requests": 5,
+        "start_period_s": 90,
+    },
     "memory_limit_mb": 256,
 }
 
@@ -27,6 +33,7 @@ def test_a_full_manifest_parses() -> None:
     assert manifest.port == 9100 and not manifest.auto_port
     assert manifest.env == {"MODEL_DIR": "{slot}", "THREADS": "1"}
     assert manifest.health.window_s == 30 and manifest.health.min_requests == 5
+    assert manifest.health.start_period_s == 90
     assert manifest.artifact_names() == {"detector"}
 
 
@@ -46,6 +53,7 @@ def test_auto_port() -> None:
         ({"health": {"http": "healthz"}}, "health.http: must be a path"),
         ({"health": {"http": "/h", "command": ["true"]}}, "either http or command"),
         ({"health": {"window_s": -1}}, "health.window_s"),
+        ({"health": {"start_period_s": -1}}, "health.start_period_s"),
         ({"health": {"max_error_rate": 2}}, "health.max_error_rate"),
         ({"command": ["{pyhton}"]}, "unknown placeholder '{pyhton}'"),
         ({"command": ["{artifact}"]}, "unknown placeholder '{artifact}'"),

@@ -86,7 +86,9 @@ def resume_action(state: InstallState, stage_only: bool, health_attempts: int) -
 
 @dataclass(frozen=True)
 class HealthSample:
-    """One probe of the service during the health window."""
+    """One probe of the service during the health window; `reached` is False when the
+    service did not answer at all (nothing listening yet, or a command check failing before
+    its first success): such probes before the first answer mean "still starting"."""
 
     at_s: float
     ok: bool
@@ -94,6 +96,7 @@ class HealthSample:
     requests: int | None = None
     errors: int | None = None
     restarts: int = 0
+    reached: bool = True
 
 
 class HealthVerdictState(StrEnum):
@@ -108,7 +111,7 @@ class HealthVerdict:
     reason: str
 
 
-# Consecutive failed probes after which the window ends early: the service is not coming up.
+# Consecutive failed probes after which the window ends early: the service has gone bad.
 FAILED_PROBES_TO_GIVE_UP = 5
 
 
@@ -117,22 +120,40 @@ def judge_health(
 ) -> HealthVerdict:
     """Judge the health window from its probes so far.
 
-    Unhealthy as soon as the service restarted (it crashed), or after
-    FAILED_PROBES_TO_GIVE_UP consecutive failed probes; at the end of the window, unhealthy
-    if the last probe failed or the error rate (from the service's request/error counters)
-    is above `max_error_rate` with at least `min_requests` requests; otherwise healthy.
+    The window opens at the service's first answer: until then it is starting, and
+    unhealthy if it has not answered `start_period_s` after `started_at_s`. Unhealthy as
+    soon as the service restarted (it crashed), or after FAILED_PROBES_TO_GIVE_UP
+    consecutive failed probes in the window; at the end of the window, unhealthy if the
+    last probe failed or the error rate (from the service's request/error counters) is
+    above `max_error_rate` with at least `min_requests` requests; otherwise healthy.
 
     >>> from edgefleet.core.updates.service_manifest import HealthCriteria
     >>> ok = [HealthSample(t, True, "200", 10 * t, 0) for t in range(11)]
     >>> judge_health(ok, HealthCriteria(window_s=10), 0, 10).state
     <HealthVerdictState.HEALTHY: 'healthy'>
     """
-    watching = HealthVerdict(HealthVerdictState.WATCHING, "health window running")
     if any(s.restarts > 0 for s in samples):
         return HealthVerdict(
             HealthVerdictState.UNHEALTHY,
             "service exited and was restarted during the health window",
         )
+    first = next((i for i, s in enumerate(samples) if s.reached), None)
+    if first is None:
+        detail = f": {samples[-1].detail}" if samples else ""
+        if now_s - started_at_s >= criteria.start_period_s:
+            return HealthVerdict(
+                HealthVerdictState.UNHEALTHY,
+                f"service did not answer within its start period of "
+                f"{criteria.start_period_s:g} s{detail}",
+            )
+        return HealthVerdict(HealthVerdictState.WATCHING, f"service starting{detail}")
+    return _judge_window(samples[first:], criteria, samples[first].at_s, now_s)
+
+
+def _judge_window(
+    samples: Sequence[HealthSample], criteria: HealthCriteria, started_at_s: float, now_s: float
+) -> HealthVerdict:
+    watching = HealthVerdict(HealthVerdictState.WATCHING, "health window running")
     tail = samples[-FAILED_PROBES_TO_GIVE_UP:]
     if len(tail) == FAILED_PROBES_TO_GIVE_UP and not any(s.ok for s in tail):
         return HealthVerdict(
@@ -141,8 +162,6 @@ def judge_health(
         )
     if now_s - started_at_s < criteria.window_s:
         return watching
-    if not samples:
-        return HealthVerdict(HealthVerdictState.UNHEALTHY, "no health probe completed")
     last = samples[-1]
     if not last.ok:
         return HealthVerdict(

@@ -10,7 +10,8 @@ release, so a device only ever runs commands its operators signed::
     health:
       http: /healthz            # GET http://127.0.0.1:{port}/healthz must answer 2xx
       # command: ["{python}", "check.py"]   # or: a command that must exit 0
-      window_s: 60              # watch this long after an install before committing
+      start_period_s: 60        # the service may take this long to answer its first probe
+      window_s: 60              # then watch this long before committing
       max_error_rate: 0.05      # errors / requests over the window, from /healthz counters
       min_requests: 0           # below this many requests the error rate is not judged
     memory_limit_mb: 512
@@ -43,6 +44,9 @@ from edgefleet.errors import InvalidInput
 MAX_MANIFEST_BYTES = 64 * 1024  # a service manifest file, on the server and on devices
 
 DEFAULT_HEALTH_WINDOW_S = 60.0
+# How long a freshly started service may take to answer its first probe (a model server
+# loading its model) before the install is judged unhealthy; like a startup probe.
+DEFAULT_START_PERIOD_S = 60.0
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)(?::([A-Za-z0-9._-]+))?\}")
 _KNOWN = {"python", "slot", "artifact", "port", "state_dir", "param"}
 _WITH_ARGUMENT = {"artifact", "param"}
@@ -86,6 +90,7 @@ class HealthCriteria:
     max_error_rate: float = 0.05
     min_requests: int = 0
     interval_s: float = 1.0
+    start_period_s: float = DEFAULT_START_PERIOD_S
 
 
 @dataclass(frozen=True)
@@ -351,6 +356,7 @@ def _parse_health(raw: Any, has_port: bool, parameters: Mapping[str, Parameter])
         "max_error_rate",
         "min_requests",
         "interval_s",
+        "start_period_s",
     }
     if unknown:
         raise _fail(f"health.{sorted(unknown)[0]}", "unknown field")
@@ -374,6 +380,7 @@ def _parse_health(raw: Any, has_port: bool, parameters: Mapping[str, Parameter])
         max_error_rate=_number(raw, "max_error_rate", 0.05, 0, 1, "health"),
         min_requests=min_requests,
         interval_s=_number(raw, "interval_s", 1.0, 0.1, 60, "health"),
+        start_period_s=_number(raw, "start_period_s", DEFAULT_START_PERIOD_S, 0, 3600, "health"),
     )
 
 
