@@ -115,8 +115,9 @@ def test_a_slow_starting_service_gets_its_start_period_then_its_window(
     admin: FleetClient, device: AgentProcess, trust: Trust, tmp_path: Path
 ) -> None:
     port = free_port()
-    manifest = {"command": ["{python}", "-c", SLOW_START, "{port}"], "port": port,
-                "health": {"http": "/healthz", "window_s": 1, "interval_s": 0.5}}  # fmt: skip
+    health = {"http": "/healthz", "window_s": 1, "interval_s": 0.5}
+    manifest: dict[str, Any] = {"command": ["{python}", "-c", SLOW_START, "{port}"],
+                                "port": port, "health": health}  # fmt: skip
     publish(admin, tmp_path, "slow", "1.0.0", build_mlp(4, 8, 3, seed=5), port,
             trust.targets_keys, manifest=manifest)  # fmt: skip
     admin.assign_release("slow", "1.0.0", device=device.device_id)
@@ -126,7 +127,7 @@ def test_a_slow_starting_service_gets_its_start_period_then_its_window(
 
     # One that never listens is rolled back when its start period ends, saying why.
     manifest = {**manifest, "command": ["{python}", "-c", "import time; time.sleep(3600)"],
-                "health": {**manifest["health"], "start_period_s": 3}}  # fmt: skip
+                "health": {**health, "start_period_s": 3}}  # fmt: skip
     publish(admin, tmp_path, "slow", "2.0.0", build_mlp(4, 8, 3, seed=6), port,
             trust.targets_keys, manifest=manifest)  # fmt: skip
     admin.assign_release("slow", "2.0.0", device=device.device_id)
