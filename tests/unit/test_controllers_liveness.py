@@ -18,17 +18,18 @@ from edgefleet.controllers.liveness import (
     LivenessPolicy,
 )
 from edgefleet.controllers.memory_liveness import MemoryLivenessStore
-from edgefleet.core.workloads.failover import DrainThreshold
+from edgefleet.core.workloads.failover import DrainThreshold, Trend
 from edgefleet.core.workloads.failure_detector import Liveness
 from edgefleet.core.workloads.liveness import evaluate_liveness, observe_heartbeat
 from edgefleet.core.workloads.node_health import NOT_DRAINING, NodeHealth, add_sample
-from edgefleet.core.workloads.nodes import update_drain
+from edgefleet.core.workloads.nodes import drain_from_trends, trends_of
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 # The server's default thresholds: the battery only (a cpu_load threshold is opt-in).
 BATTERY = DrainThreshold("battery_pct", 15.0, falling=True)
 POLICY = LivenessPolicy(drain_horizon_s=60.0, drain_thresholds=(BATTERY,))
 TICK_S = 0.5
+DRAIN_METRICS = {t.metric for t in POLICY.drain_thresholds}  # what a drain reads
 
 
 def heartbeat(store: MemoryLivenessStore, device_id: str, at: datetime,
@@ -45,8 +46,13 @@ def heartbeat(store: MemoryLivenessStore, device_id: str, at: datetime,
                                 reported_at=at))  # fmt: skip
 
 
-def judge_everyone(store: MemoryLivenessStore, now: datetime) -> list[LivenessChange]:
-    """The reference: every node judged on every tick, trends fitted afresh."""
+def judge_everyone(
+    store: MemoryLivenessStore, now: datetime, fitted: dict[tuple[str, datetime], dict[str, Trend]]
+) -> list[LivenessChange]:
+    """The reference: every node judged on every tick (`update_drain`, with the trends of
+    each node's samples fitted once per heartbeat: `fitted` keeps them by the heartbeat's
+    time, as fitting them on every tick cost most of this module's CPU; and of the metrics
+    a drain reads only)."""
     changes = []
     for device_id in sorted(store.markers()):
         health = store.get(device_id)
@@ -54,8 +60,11 @@ def judge_everyone(store: MemoryLivenessStore, now: datetime) -> list[LivenessCh
         judged = evaluate_liveness(health.liveness, now, T0, POLICY.thresholds)
         drain = health.drain
         if health.samples and judged.state is not Liveness.DEAD:
-            drain = update_drain(drain, device_id, health.samples, now,
-                                 POLICY.drain_horizon_s, POLICY.drain_thresholds)  # fmt: skip
+            key = (device_id, health.reported_at)
+            if key not in fitted:
+                fitted[key] = trends_of(health.samples, DRAIN_METRICS)
+            drain = drain_from_trends(drain, device_id, fitted[key], now,
+                                      POLICY.drain_horizon_s, POLICY.drain_thresholds)  # fmt: skip
         if judged.state is health.state and drain.draining == health.drain.draining:
             continue
         assert store.put_judgement(replace(health, liveness=judged, drain=drain),
@@ -100,11 +109,12 @@ def test_the_controller_writes_what_judging_everyone_every_tick_writes(seed: int
     fleet = Fleet(seed, nodes=40, batteries=True)
     ours, reference = MemoryLivenessStore(), MemoryLivenessStore()
     controller = LivenessController(ours, POLICY, watching_since=T0)
+    fitted: dict[tuple[str, datetime], dict[str, Trend]] = {}
     judged = seen = 0
     for k in range(1, 600):
         fleet.advance((k - 1) * TICK_S, k * TICK_S, [ours, reference])
         now = T0 + timedelta(seconds=k * TICK_S)
-        expected = judge_everyone(reference, now)
+        expected = judge_everyone(reference, now, fitted)
         assert controller.tick(now) == expected, f"tick {k}"
         judged += controller.judged
         seen += len(reference.markers())
@@ -121,11 +131,12 @@ def test_two_controllers_taking_turns_agree_with_one() -> None:
     fleet = Fleet(7, nodes=30, batteries=False)
     shared, reference = MemoryLivenessStore(), MemoryLivenessStore()
     replicas = [LivenessController(shared, POLICY, T0), LivenessController(shared, POLICY, T0)]
+    fitted: dict[tuple[str, datetime], dict[str, Trend]] = {}
     for k in range(1, 600):
         fleet.advance((k - 1) * TICK_S, k * TICK_S, [shared, reference])
         now = T0 + timedelta(seconds=k * TICK_S)
         holder = replicas[(k // 37) % 2]  # the lease moves now and then
-        assert holder.tick(now) == judge_everyone(reference, now), f"tick {k}"
+        assert holder.tick(now) == judge_everyone(reference, now, fitted), f"tick {k}"
     assert shared.markers() == reference.markers()
 
 
