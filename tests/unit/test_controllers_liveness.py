@@ -47,7 +47,9 @@ def heartbeat(store: MemoryLivenessStore, device_id: str, at: datetime,
 
 
 def judge_everyone(
-    store: MemoryLivenessStore, now: datetime, fitted: dict[tuple[str, datetime], dict[str, Trend]]
+    store: MemoryLivenessStore,
+    now: datetime,
+    fitted: dict[tuple[str, datetime | None], dict[str, Trend]],
 ) -> list[LivenessChange]:
     """The reference: every node judged on every tick (`update_drain`, with the trends of
     each node's samples fitted once per heartbeat: `fitted` keeps them by the heartbeat's
@@ -109,7 +111,7 @@ def test_the_controller_writes_what_judging_everyone_every_tick_writes(seed: int
     fleet = Fleet(seed, nodes=40, batteries=True)
     ours, reference = MemoryLivenessStore(), MemoryLivenessStore()
     controller = LivenessController(ours, POLICY, watching_since=T0)
-    fitted: dict[tuple[str, datetime], dict[str, Trend]] = {}
+    fitted: dict[tuple[str, datetime | None], dict[str, Trend]] = {}
     judged = seen = 0
     for k in range(1, 600):
         fleet.advance((k - 1) * TICK_S, k * TICK_S, [ours, reference])
@@ -131,7 +133,7 @@ def test_two_controllers_taking_turns_agree_with_one() -> None:
     fleet = Fleet(7, nodes=30, batteries=False)
     shared, reference = MemoryLivenessStore(), MemoryLivenessStore()
     replicas = [LivenessController(shared, POLICY, T0), LivenessController(shared, POLICY, T0)]
-    fitted: dict[tuple[str, datetime], dict[str, Trend]] = {}
+    fitted: dict[tuple[str, datetime | None], dict[str, Trend]] = {}
     for k in range(1, 600):
         fleet.advance((k - 1) * TICK_S, k * TICK_S, [shared, reference])
         now = T0 + timedelta(seconds=k * TICK_S)
