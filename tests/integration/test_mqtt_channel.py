@@ -315,7 +315,13 @@ def test_a_revoked_device_is_disconnected_and_refused_by_the_broker(
         with FleetClient(server.url, ADMIN_TOKEN) as admin:
             await asyncio.to_thread(admin.change_enrollment, device.id, "revoke")
         await asyncio.wait_for(connection.lost.wait(), 20)
-        assert "Administrative action" in connection.lost_reason
+        # Mosquitto queues a DISCONNECT (0x98, administrative action) and closes the socket:
+        # when packets were queued ahead of it (a desired state the revocation published),
+        # the close can win and the client sees the connection drop instead.
+        assert connection.lost_reason in (
+            "disconnected: Administrative action",
+            "disconnected: Unspecified error",
+        ), connection.lost_reason
         await connection.close()
         with pytest.raises(Unauthenticated) as refused:
             await device.connection().connect()
