@@ -316,7 +316,8 @@ def test_a_revoked_device_is_disconnected_and_refused_by_the_broker(
             await asyncio.to_thread(admin.change_enrollment, device.id, "revoke")
         await asyncio.wait_for(connection.lost.wait(), 20)
         # Mosquitto queues a DISCONNECT (0x98, administrative action) and closes the socket:
-        # when packets were queued ahead of it (a desired state the revocation published),
+        # when packets were queued ahead of it (the revocation clears its retained desired
+        # state, an empty PUBLISH on the topic this device subscribed to),
         # the close can win and the client sees the connection drop instead.
         assert connection.lost_reason in (
             "disconnected: Administrative action",
