@@ -48,9 +48,11 @@ one told interval, so that the window sees the steady state, and `us/device-30s`
 CPU per device per 30 s, the heartbeat interval the others report at) is the comparable
 figure.
 
-Steps stop at the first one not sustained. `--soak S` then runs one transport at one size
-for S seconds: errors, p99 latencies, and the server's RSS growth after warm-up (RSS at the
-end of the ramp + 60 s against the largest RSS in the last minute). Everything shares the
+Steps stop at the first one not sustained. `--soak S` then runs one transport at one size:
+the ramp, a warm-up in which every device does everything it does periodically at least
+once (its telemetry upload comes every 300 s, at a random moment of the first interval:
+300 s + 60 s), then S seconds measured: errors, p99 latencies, and the server's RSS growth
+over them (RSS when they begin against the largest RSS in their last minute). Everything shares the
 machine (2 cores here, with other work): the figures are floors. Prints tables; writes
 bench/results/capacity-transports.json and .md (with the command).
 """
@@ -423,6 +425,10 @@ def propagation(summary: dict[str, Any], began: float) -> dict[str, Any]:
     }
 
 
+# Every device has uploaded telemetry (every 300 s, `sim load`'s default) once, plus a minute.
+SOAK_WARMUP_S = 360.0
+
+
 def ramp_for(devices: int) -> float:
     return min(240.0, max(10.0, devices / 60))
 
@@ -453,9 +459,8 @@ def run_steps(bench: Bench, transport: str, steps: list[int], warmup_s: float,
 
 def soak(bench: Bench, transport: str, devices: int, seconds: float) -> dict[str, Any]:
     ramp_s = ramp_for(devices)
-    warm_s = 60.0
-    row = bench.run(transport, devices, ramp_s, warm_s, seconds - ramp_s - warm_s, 0.0,
-                    propagate=False)  # fmt: skip
+    warm_s = SOAK_WARMUP_S
+    row = bench.run(transport, devices, ramp_s, warm_s, seconds, 0.0, propagate=False)
     rss = [(t, s["server"]) for t, s in row["samples"]["rss"] if "server" in s]
     start = rss[0][0]
     after_warmup = next((r for t, r in rss if t >= start + ramp_s + warm_s), None)
@@ -464,6 +469,7 @@ def soak(bench: Bench, transport: str, devices: int, seconds: float) -> dict[str
     if after_warmup and last_minute:
         growth = round(100 * (max(last_minute) - after_warmup) / after_warmup, 1)
     row["soak_s"] = seconds
+    row["warmup_s"] = round(ramp_s + warm_s)
     row["server_rss_mb_after_warmup"] = after_warmup
     row["server_rss_mb_last_minute_max"] = max(last_minute) if last_minute else None
     row["server_rss_growth_percent"] = growth
@@ -498,7 +504,8 @@ def table(report: dict[str, Any]) -> str:
     soaked = report.get("soak")
     if soaked:
         lines += ["", f"Soak: {soaked['transport']}, {soaked['devices']} devices, "
-                  f"{soaked['soak_s']:.0f} s: reports sent {soaked['reports_sent']}, failed "
+                  f"{soaked['soak_s']:.0f} s after {soaked['warmup_s']} s of ramp and warm-up: "
+                  f"reports sent {soaked['reports_sent']}, failed "
                   f"{soaked['reports_failed']}, lost {soaked['lost']}, report->stored p99 "
                   f"{soaked['report_to_stored_p99_s']} s, telemetry p99 "
                   f"{soaked['traffic'].get('telemetry', {}).get('total_p99_ms')} ms, server RSS "
@@ -516,7 +523,8 @@ def main() -> None:
     parser.add_argument("--mqtt-idle-steps", type=int, nargs="*", default=[10000])
     parser.add_argument("--warmup", type=float, default=30.0)
     parser.add_argument("--measure", type=float, default=90.0)
-    parser.add_argument("--soak", type=float, default=0.0, help="seconds (0: none)")
+    parser.add_argument("--soak", type=float, default=0.0,
+                        help="seconds measured after the warm-up (0: none)")  # fmt: skip
     parser.add_argument("--soak-transport", choices=("http", "mqtt", "mqtt-idle"),
                         default="mqtt")  # fmt: skip
     parser.add_argument("--soak-devices", type=int,
