@@ -29,6 +29,7 @@ from edgefleet.core.telemetry.wire import Batch, encode_batch
 from edgefleet.errors import Conflict, InvalidInput, StoreError
 from edgefleet.security.rbac import Principal, Role
 from edgefleet.server.metrics import ServerMetrics
+from edgefleet.server.services import alerts as alerts_service
 from edgefleet.server.services.alerts import AlertFilter, AlertService
 from edgefleet.server.services.audit import OperatorContext
 from edgefleet.server.services.desired import render_device
@@ -264,7 +265,13 @@ def test_a_degrading_kpi_opens_an_alert_and_makes_the_device_sample_finer(
     assert metrics.alerts_closed.value("anomaly") == 1
 
 
-def test_drift_against_own_baseline_and_against_cohort_peers(db: Database, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [1, 2, alerts_service.ANALYSIS_CHUNK_DEVICES])
+def test_drift_against_own_baseline_and_against_cohort_peers(
+    db: Database, tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The analysis reads the fleet's windows a few devices at a time: whatever the chunk,
+    # a device's peers (read in other chunks) are there to compare it with.
+    monkeypatch.setattr(alerts_service, "ANALYSIS_CHUNK_DEVICES", chunk)
     clock = FakeClock(T0 + timedelta(hours=2))
     telemetry, alerts, _ = services(db, tmp_path, clock)
     telemetry.set_policy(ADMIN, {

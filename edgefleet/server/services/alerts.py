@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from edgefleet.clock import Clock
-from edgefleet.core.device import Device
 from edgefleet.core.enrollment import EnrollmentState
 from edgefleet.core.telemetry.alerts import (
     Alert,
@@ -58,6 +57,11 @@ MAX_ALERTS_LISTED = 500
 # A device is compared with at most this many of its cohort peers (each comparison is a
 # PSI over two sketches); peers are taken in id order, so the choice is stable.
 MAX_COHORT_PEERS = 10
+# The drift analysis reads the windows of this many devices at a time and keeps only their
+# two merged sketches: a KPI's baseline is 6 h of one-minute windows (360 per device), and
+# reading the whole fleet's at once held them all in memory, a peak that grew for 6 h after
+# start-up (millions of windows at 10,000 devices) and left the server's RSS at it.
+ANALYSIS_CHUNK_DEVICES = 100
 
 
 def new_alert_id() -> str:
@@ -190,15 +194,12 @@ class AlertService:
         now = self._clock.now()
         with self._db.read() as tx:
             policy = tx.telemetry.fleet_policy()
-            devices = {
-                d.id: d for d in tx.devices.all() if d.enrollment is EnrollmentState.APPROVED
-            }
         detection = policy.detection
         changed = 0
         for spec in detection.kpis:
             if not spec.drift:
                 continue
-            for device_id, decisions in self._drift_decisions(spec, detection, devices, now):
+            for device_id, decisions in self._drift_decisions(spec, detection, now):
                 try:
                     if self._apply(device_id, decisions, {spec.name: spec}):
                         changed += 1
@@ -213,24 +214,35 @@ class AlertService:
         self,
         spec: KpiSpec,
         detection: DetectionConfig,
-        devices: Mapping[str, Device],
         now: datetime,
     ) -> list[tuple[str, list[AlertDecision]]]:
         now_s = int(now.timestamp())
         recent_s = now_s - detection.drift_recent_s
         baseline_s = recent_s - detection.drift_baseline_s
+        # Of each approved device with recent windows of the KPI, its cohort only: not the
+        # whole fleet's devices and documents at once (a transient peak of every device's
+        # documents, every run, that left the server's RSS at it).
+        cohort_of: dict[str, str] = {}
         with self._db.read() as tx:
-            ids = [
-                d
-                for d in tx.telemetry.devices_with_windows([spec.metric], recent_s)
-                if d in devices
-            ]
-            windows = tx.telemetry.windows(ids, [spec.metric], baseline_s, now_s + 1)
+            with_windows = tx.telemetry.devices_with_windows([spec.metric], recent_s)
+            for start in range(0, len(with_windows), ANALYSIS_CHUNK_DEVICES):
+                found = tx.devices.find_many(with_windows[start : start + ANALYSIS_CHUNK_DEVICES])
+                cohort_of.update((d.id, cohort_key(d)) for d in found.values()
+                                 if d.enrollment is EnrollmentState.APPROVED)  # fmt: skip
+            ids = sorted(cohort_of)
             open_alerts = {d: tx.alerts.open_for_device(d) for d in ids}
-        baseline, recent = _split_sketches(windows, recent_s)
+        baseline: dict[str, DDSketch] = {}
+        recent: dict[str, DDSketch] = {}
+        for start in range(0, len(ids), ANALYSIS_CHUNK_DEVICES):
+            with self._db.read() as tx:
+                windows = tx.telemetry.windows(ids[start : start + ANALYSIS_CHUNK_DEVICES],
+                                               [spec.metric], baseline_s, now_s + 1)  # fmt: skip
+            before, after = _split_sketches(windows, recent_s)
+            baseline.update(before)
+            recent.update(after)
         cohorts: dict[str, list[str]] = {}
         for device_id in ids:
-            cohorts.setdefault(cohort_key(devices[device_id]), []).append(device_id)
+            cohorts.setdefault(cohort_of[device_id], []).append(device_id)
         out = []
         for device_id in ids:
             current = recent.get(device_id)
@@ -247,9 +259,9 @@ class AlertService:
                 )  # fmt: skip
                 if decision is not None:
                     decisions.append(decision)
-            peers = [
-                p for p in cohorts[cohort_key(devices[device_id])] if p != device_id and p in recent
-            ][:MAX_COHORT_PEERS]
+            peers = [p for p in cohorts[cohort_of[device_id]] if p != device_id and p in recent][
+                :MAX_COHORT_PEERS
+            ]
             if len(peers) + 1 >= detection.min_cohort_devices:
                 result = cohort_drift(
                     [detect_drift(recent[p], current, detection.drift) for p in peers]
