@@ -12,6 +12,8 @@ class, and what a *bad* model does differently.
       affected_inputs_percent: 30    # it degrades on this share of inputs...
       error_percent: 25              # ...failing this share of them
       latency_factor: 2.5            # ...and taking this much longer
+      self_test_failure_percent: 0   # optional: the chance its health check's fixed input
+                                     # is one it fails (default: as for any input)
 
 A release is bad when its `name@version` matches one of the profile's `bad_releases`
 patterns (shell-style, e.g. `detector@2.0.*`) or one given on the command line.
@@ -66,10 +68,15 @@ class BadModel:
     affected_inputs_percent: float = 30.0
     error_percent: float = 25.0
     latency_factor: float = 2.5
+    # Known for a given model: `build_faulty_mlp` fails on inputs whose first feature is
+    # high, never on the self-test's zeros (0); None: as likely as for any input.
+    self_test_failure_percent: float | None = None
 
     def self_test_failure(self) -> float:
         """The chance that a health check's fixed self-test input is one the model gets
-        wrong (affected, then answered wrongly)."""
+        wrong (affected, then answered wrongly, unless told)."""
+        if self.self_test_failure_percent is not None:
+            return self.self_test_failure_percent / 100
         return self.affected_inputs_percent / 100 * self.error_percent / 100
 
     def error_percent_overall(self, base_error_percent: float) -> float:
@@ -116,9 +123,11 @@ def parse_model_behaviour(value: object, path: str) -> ModelBehaviour:
 def parse_bad_model(value: object, path: str) -> BadModel:
     """The profile's `bad_model` section."""
     data = read_mapping(value, path)
-    allowed = {"affected_inputs_percent", "error_percent", "latency_factor"}
+    allowed = {"affected_inputs_percent", "error_percent", "latency_factor",
+               "self_test_failure_percent"}  # fmt: skip
     check_keys(data, frozenset(allowed), path)
     default = BadModel()
+    self_test = data.get("self_test_failure_percent")
     return BadModel(
         affected_inputs_percent=read_number(
             data.get("affected_inputs_percent", default.affected_inputs_percent),
@@ -130,6 +139,9 @@ def parse_bad_model(value: object, path: str) -> BadModel:
         latency_factor=read_number(
             data.get("latency_factor", default.latency_factor), f"{path}.latency_factor",
             0.01, 1000,
+        ),
+        self_test_failure_percent=None if self_test is None else read_number(
+            self_test, f"{path}.self_test_failure_percent", 0, 100
         ),
     )  # fmt: skip
 

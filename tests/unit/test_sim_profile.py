@@ -63,6 +63,8 @@ def set_path(document: dict[str, Any], path: str, value: Any) -> None:
         ("spec.classes[0].hardware.power", "nuclear", "spec.classes[0].hardware.power: expected"),
         ("spec.releases[0].requires", ["arch"], "spec.releases[0]: invalid requirement"),
         ("spec.bad_model.latency_factor", -1, "spec.bad_model.latency_factor: expected a number"),
+        ("spec.bad_model.self_test_failure_percent", 120,
+         "spec.bad_model.self_test_failure_percent: expected a number in 0..100"),
         ("spec.classes[1].name", "cam-npu", "spec.classes[1].name: class 'cam-npu' is declared"),
         ("spec.classes[0].network.outages", {"every": "1h"},
          "spec.classes[0].network.outages.duration: required"),
