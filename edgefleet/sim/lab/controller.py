@@ -9,6 +9,9 @@ Runs are coalesced to one per `interval_s` of simulated time (the real controlle
 reports as they come; between two runs nothing but reports can change a decision, and
 those are all taken into account at the next run). The next look is the one the shared
 step schedules, without the control plane's blind rescan (here every change is announced).
+While gates wait for data the control plane looks every `data_recheck_s`; the lab skips the
+looks before the next telemetry window arrives, which would see the same data, and takes
+the first look after it (or the wait's end, if sooner) — the same decision at the same time.
 Each rollout-level action lands in the timeline with the engine's own reason; wave
 milestones and device outcomes are kept for the report.
 """
@@ -45,7 +48,7 @@ from edgefleet.core.rollouts.rollout import (
 from edgefleet.core.updates.compat import Requirements, evaluate_compatibility
 from edgefleet.sim.lab.fleet_model import LabDevice
 from edgefleet.sim.lab.scheduler import EventScheduler
-from edgefleet.sim.lab.telemetry_model import DeviceView, LabTelemetry
+from edgefleet.sim.lab.telemetry_model import DeviceView, LabTelemetry, TelemetryDelivery
 from edgefleet.sim.lab.virtual_agent import Assignment, VirtualAgent
 
 # Every change reaches the lab's controller as an event: no blind rescans.
@@ -86,6 +89,7 @@ class RolloutController:
         timeline: list[TimelineEntry],
         interval_s: float,
         seed: int,
+        delivery: TelemetryDelivery,
     ) -> None:
         self._id = rollout.id
         self._agents = agents
@@ -95,6 +99,11 @@ class RolloutController:
         self._timeline = timeline
         self._interval_s = interval_s
         self._seed = seed
+        self._delivery = delivery
+        self._epoch_s = start.timestamp()
+        # When the controller last saw each device installed: its gate telemetry starts
+        # there (`installed_at` of the server's records; a new assignment clears it).
+        self.installed_s: dict[str, float] = {}
         targets = [d for d in devices if rollout.spec.target.matches(d.labels)]
         self._store = MemoryRolloutStore(self._gate_telemetry, self._applied)
         self._store.add(rollout, {
@@ -158,7 +167,9 @@ class RolloutController:
 
     def _gate_telemetry(self, rollout: Rollout, now: datetime) -> Mapping[str, DeviceTelemetry]:
         planned = list(rollout.plan.device_ids) if rollout.plan else list(self.records)
-        return LabTelemetry(self._view, planned, self._scheduler.now_s, self._seed)
+        return LabTelemetry(self._view, planned, self._scheduler.now_s, self._seed,
+                            installed_s=self.installed_s, delivery=self._delivery,
+                            epoch_s=self._epoch_s)  # fmt: skip
 
     def _applied(self, outcome: Outcome) -> None:
         t = self._scheduler.now_s
@@ -167,7 +178,28 @@ class RolloutController:
         if outcome.rollout.state in FINAL_STATES and self.finished_s is None:
             self.finished_s = t
         if outcome.due_at is not None:
-            self.request((outcome.due_at - self._start).total_seconds())
+            due_s: float | None = (outcome.due_at - self._start).total_seconds()
+            if outcome.rollout.gate_wait_until is not None:
+                due_s = self._data_look_s(t, outcome)
+            if due_s is not None:
+                self.request(due_s)
+
+    def _data_look_s(self, t: float, outcome: Outcome) -> float | None:
+        """The next look when the shared step asks for data rechecks (every `data_recheck_s`
+        while the rollout has a gate wait): while soaking, the first recheck after the next
+        telemetry window arrives; otherwise (a rollback or pause keeps the wait) none, as
+        nothing the rollout reads then changes unannounced. Or, if sooner, when the
+        decision may change anyway (`next_check_at`: the wait's end, a deadline)."""
+        check_at = outcome.decision.next_check_at
+        other_s = math.inf if check_at is None else (check_at - self._start).total_seconds()
+        look_s = math.inf
+        if outcome.rollout.state is RolloutState.SOAKING:
+            arrival_s = self._delivery.next_arrival_s(t + self._epoch_s) - self._epoch_s
+            step = LAB_TIMING.data_recheck_s
+            if not math.isinf(arrival_s):
+                look_s = t + max(1, math.ceil((arrival_s - t) / step)) * step
+        due_s = min(look_s, other_s)
+        return None if math.isinf(due_s) else due_s
 
     # What a decision asks for.
 
@@ -177,6 +209,7 @@ class RolloutController:
             self.device_actions.setdefault(action.device_id, []).append(action.kind)
         match action:
             case AssignRelease() | RevertRelease():
+                self.installed_s.pop(action.device_id, None)
                 record = self.records[action.device_id]
                 assert record.assigned_at is not None
                 self._agents[action.device_id].publish(
@@ -214,7 +247,9 @@ class RolloutController:
             self.window_waits_s.append(t - marked)
 
     def _marked(self, action: MarkDevice, t: float) -> None:
-        if action.state is DeviceState.OUTSIDE_WINDOW:
+        if action.state is DeviceState.INSTALLED:
+            self.installed_s[action.device_id] = t
+        elif action.state is DeviceState.OUTSIDE_WINDOW:
             self.window_marked_s.setdefault(action.device_id, t)
             self.ever_outside_window.add(action.device_id)
         elif action.state in (DeviceState.FAILED, DeviceState.RETRY_WAIT):

@@ -19,10 +19,12 @@ it installed (`install_overhead_s`); devices without such history get their clas
 or the defaults.
 
 The release's facts (size, requirements, and the health window its service manifest sets)
-come from the server's release record. The server's workloads and where their replicas run
-now (`copy_workloads`, `copy_placement`) let the lab's placement controller start from the
-placement in force rather than place anew (the failover agreement test does; `lab rehearse
---fleet-from` does not yet: with a selector, replicas on devices left out would look gone).
+come from the server's release record; how the devices' workload telemetry reaches the
+gates (window length, upload interval) from the fleet's telemetry policy. The server's
+workloads and where their replicas run now (`copy_workloads`, `copy_placement`) let the
+lab's placement controller start from the placement in force rather than place anew (the
+failover agreement test does; `lab rehearse --fleet-from` does not yet: with a selector,
+replicas on devices left out would look gone).
 """
 
 from __future__ import annotations
@@ -38,12 +40,18 @@ from edgefleet.client import FleetClient
 from edgefleet.core.durations import parse_duration
 from edgefleet.core.rollouts.observation import last_good_release
 from edgefleet.core.rollouts.spec import ReleaseRef
+from edgefleet.core.telemetry.sampling import policy_from_document
 from edgefleet.core.updates.compat import parse_requirements
 from edgefleet.core.workloads.placement import Assignment, Placement
 from edgefleet.core.workloads.workload import Workload, parse_workload
 from edgefleet.errors import ApiError
 from edgefleet.sim.hardware import HardwareSpec
 from edgefleet.sim.lab.fleet_model import LabDevice
+from edgefleet.sim.lab.telemetry_model import (
+    DEFAULT_DELIVERY,
+    TelemetryDelivery,
+    delivery_from_policy,
+)
 from edgefleet.sim.model_behaviour import LatencyDistribution, ModelBehaviour
 from edgefleet.sim.profile import ReleaseFacts
 
@@ -270,6 +278,16 @@ def release_facts(client: FleetClient, release: str) -> ReleaseFacts | None:
                 min_requests=int(health.get("min_requests", 0)),
             )
     return facts
+
+
+def copy_telemetry_delivery(client: FleetClient) -> TelemetryDelivery:
+    """How workload telemetry reaches the server under its fleet telemetry policy (the
+    default policy's when it cannot be read)."""
+    try:
+        document = client.telemetry_policy()["manifest"]
+    except ApiError:
+        return DEFAULT_DELIVERY
+    return delivery_from_policy(policy_from_document(document))
 
 
 def copy_workloads(client: FleetClient) -> list[Workload]:

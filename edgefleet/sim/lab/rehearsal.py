@@ -36,7 +36,12 @@ from edgefleet.sim.lab.fleet_model import LabDevice
 from edgefleet.sim.lab.link import LinkSchedule
 from edgefleet.sim.lab.liveness import LabLiveness, offline_at_s
 from edgefleet.sim.lab.scheduler import EventScheduler
-from edgefleet.sim.lab.telemetry_model import DeviceView, Serving
+from edgefleet.sim.lab.telemetry_model import (
+    DEFAULT_DELIVERY,
+    DeviceView,
+    Serving,
+    TelemetryDelivery,
+)
 from edgefleet.sim.lab.virtual_agent import Assignment, VirtualAgent
 from edgefleet.sim.model_behaviour import BadModel, is_bad_release
 from edgefleet.sim.network import NetworkModel
@@ -60,6 +65,7 @@ class RehearsalConfig:
     releases: Mapping[str, ReleaseFacts] = field(default_factory=dict)
     controller_interval_s: float = 15.0
     source: str = ""
+    telemetry: TelemetryDelivery = DEFAULT_DELIVERY  # how gate telemetry reaches the server
 
     def release_facts(self, release: str) -> ReleaseFacts:
         return self.releases.get(release) or ReleaseFacts(release)
@@ -116,6 +122,7 @@ class Rehearsal:
             requirements=config.release_facts(str(config.rollout.release)).requires,
             serving_before=self._view, timeline=self.timeline,
             interval_s=config.controller_interval_s, seed=config.seed,
+            delivery=config.telemetry,
         )  # fmt: skip
         self.cohorts = CohortWatch(
             sorted({d.device_class for d in self.devices}), self.scheduler, config.start,

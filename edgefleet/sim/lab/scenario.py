@@ -17,9 +17,10 @@ import yaml
 from edgefleet.client import FleetClient
 from edgefleet.core.rollouts.spec import RolloutSpec, parse_rollout_spec
 from edgefleet.errors import InvalidInput
-from edgefleet.sim.lab.fleet_copy import copy_fleet, release_facts
+from edgefleet.sim.lab.fleet_copy import copy_fleet, copy_telemetry_delivery, release_facts
 from edgefleet.sim.lab.fleet_model import LabDevice, lab_fleet_from_profile
 from edgefleet.sim.lab.rehearsal import Rehearsal, RehearsalConfig
+from edgefleet.sim.lab.telemetry_model import DEFAULT_DELIVERY, TelemetryDelivery
 from edgefleet.sim.model_behaviour import BadModel
 from edgefleet.sim.profile import FleetProfile, load_profile
 
@@ -63,6 +64,8 @@ class Scenario:
     # When the fleet was copied (or drawn): a rehearsal starts there unless told otherwise,
     # so maintenance windows and soaks fall where they would for a rollout started now.
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # How workload telemetry reaches the control plane (the fleet's telemetry policy).
+    telemetry: TelemetryDelivery = DEFAULT_DELIVERY
 
     def rehearsal(
         self,
@@ -94,6 +97,7 @@ class Scenario:
             releases=self.releases,
             controller_interval_s=controller_interval_s,
             source=self.source,
+            telemetry=self.telemetry,
         )
         return Rehearsal(config, self.devices)
 
@@ -150,6 +154,7 @@ def scenario_from_server(
         facts = release_facts(client, current)
         if facts is not None:
             releases[current] = facts
+    delivery = copy_telemetry_delivery(client)
     taken_at = datetime.now(UTC)  # copied: a rollout created now starts about here
     return Scenario(spec, rollout_id_for(spec, rollout_id), fleet, profile, source, releases,
-                    taken_at)  # fmt: skip
+                    taken_at, delivery)  # fmt: skip

@@ -7,8 +7,16 @@ bad one degrades on a share of inputs (`BadModel`), so its p95 is the 95th perce
 two-part mixture. Counts are expected values with seeded binomial noise, so a run is
 deterministic and two devices never look identical.
 
+What the control plane has of a device's traffic since its update, and when, follows the
+real path (`TelemetryDelivery`): the agent aggregates the workload's counters over windows
+of the fleet policy's length, aligned to multiples of it in Unix time, and the control
+plane has a window once it has been cut into a batch and uploaded; the gates count only
+windows that started after the controller saw the device installed (its `installed_at`,
+from the next whole second, as `server/services/rollout_telemetry.py` reads them). So right
+after an install the gates have nothing, and a short soak may end waiting for data.
+
 `LabTelemetry` is the mapping `decide` is given: a device's `DeviceTelemetry` is computed
-when a gate reads it, at the decision's time.
+when a gate reads it, at the decision's time; it changes only when a window arrives.
 """
 
 from __future__ import annotations
@@ -21,7 +29,18 @@ from functools import lru_cache
 from statistics import NormalDist
 
 from edgefleet.core.rollouts.gates import DeviceTelemetry
-from edgefleet.core.telemetry.kpi import ERROR_RATE_PCT, P95_LATENCY_MS, KpiReading
+from edgefleet.core.telemetry.kpi import (
+    ERROR_RATE_PCT,
+    P95_LATENCY_MS,
+    REQUESTS_METRIC,
+    KpiReading,
+)
+from edgefleet.core.telemetry.sampling import (
+    DeviceCondition,
+    TelemetryPolicy,
+    decide_sampling,
+    default_policy,
+)
 from edgefleet.sim.model_behaviour import BadModel, LatencyDistribution, ModelBehaviour
 
 BASELINE_S = 3600.0  # the pre-rollout baseline period the gates compare with
@@ -82,6 +101,60 @@ def noisy_count(rng: random.Random, n: float, p: float) -> int:
 
 
 @dataclass(frozen=True)
+class TelemetryDelivery:
+    """How workload counters reach the control plane: aggregated over windows of `window_s`
+    aligned to multiples of it in Unix time (None: the policy collects none), each there
+    `lag_s` after it ends.
+
+    >>> delivery = TelemetryDelivery(window_s=2, lag_s=1.0)
+    >>> delivery.counted_s(installed_s=10.4, serving_since_s=8.0, now_s=15.5)
+    (12, 14)
+    >>> delivery.next_arrival_s(15.5)
+    17.0
+    """
+
+    window_s: int | None = 60
+    lag_s: float = 300.0
+
+    def counted_s(
+        self, installed_s: float, serving_since_s: float, now_s: float
+    ) -> tuple[float, float]:
+        """The stretch [start, end) of traffic the gates count at `now_s` (Unix seconds):
+        the windows that started after the install was seen, from its next whole second,
+        and have arrived; empty (start == end) when there are none."""
+        if self.window_s is None:
+            return now_s, now_s
+        w = self.window_s
+        first = math.ceil((math.floor(installed_s) + 1) / w) * w
+        start = max(first, serving_since_s)
+        return start, max(start, math.floor((now_s - self.lag_s) / w) * w)
+
+    def next_arrival_s(self, now_s: float) -> float:
+        """When the next window arrives after `now_s` (inf when none ever do)."""
+        if self.window_s is None:
+            return math.inf
+        w = self.window_s
+        return (math.floor((now_s - self.lag_s) / w) + 1) * w + self.lag_s
+
+
+def delivery_from_policy(policy: TelemetryPolicy) -> TelemetryDelivery:
+    """The delivery of `inference.requests` under a fleet telemetry policy, on a device in
+    its base condition (mains power, not loaded, no anomaly).
+
+    A closed window waits for the agent's next batch cut, then its next upload. The agent
+    cuts at least as often as it uploads, and neither is in step with the window's end, so
+    the two waits come to about one upload interval (half of each on average, up to one
+    each); the collector's tick that closes the window (0.5-10 s) is left out.
+    """
+    decision = decide_sampling(policy, DeviceCondition())
+    return TelemetryDelivery(decision.window_s_for(REQUESTS_METRIC),
+                             float(decision.upload_interval_s))  # fmt: skip
+
+
+DEFAULT_DELIVERY = delivery_from_policy(default_policy())
+
+
+@dataclass(frozen=True)
 class DeviceView:
     """What the telemetry model needs to know about one device at a time."""
 
@@ -91,21 +164,41 @@ class DeviceView:
 
 
 class LabTelemetry(Mapping[str, DeviceTelemetry]):
-    """Device id -> DeviceTelemetry at `now_s`, computed on access."""
+    """Device id -> DeviceTelemetry at `now_s`, computed on access. `installed_s`: when the
+    controller last saw each device installed (simulated seconds); `epoch_s`: the Unix time
+    of simulated second 0, which windows align to."""
 
     def __init__(
-        self, view: Callable[[str], DeviceView | None], ids: list[str], now_s: float, seed: int
+        self,
+        view: Callable[[str], DeviceView | None],
+        ids: list[str],
+        now_s: float,
+        seed: int,
+        *,
+        installed_s: Mapping[str, float],
+        delivery: TelemetryDelivery,
+        epoch_s: float,
     ) -> None:
         self._view = view
         self._ids = ids
         self._now_s = now_s
         self._seed = seed
+        self._installed_s = installed_s
+        self._delivery = delivery
+        self._epoch_s = epoch_s
 
     def __getitem__(self, device_id: str) -> DeviceTelemetry:
         view = self._view(device_id)
         if view is None:
             raise KeyError(device_id)
-        return device_telemetry(device_id, view, self._now_s, self._seed)
+        counted = None
+        installed = self._installed_s.get(device_id)
+        if installed is not None and view.live_since_s is not None:
+            epoch = self._epoch_s
+            start, end = self._delivery.counted_s(installed + epoch, view.live_since_s + epoch,
+                                                  self._now_s + epoch)  # fmt: skip
+            counted = (start - epoch, end - epoch)
+        return device_telemetry(device_id, view, counted, self._seed)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)
@@ -118,9 +211,14 @@ def _reading(kpi: str, value: float, samples: float, rng: random.Random) -> KpiR
     return KpiReading(kpi, value * (1 + rng.gauss(0.0, READING_NOISE)), int(samples))
 
 
-def device_telemetry(device_id: str, view: DeviceView, now_s: float, seed: int) -> DeviceTelemetry:
-    """The gates' view of one device at `now_s` (deterministic for the seed)."""
-    rng = random.Random(f"telemetry:{seed}:{device_id}:{round(now_s)}")
+def device_telemetry(
+    device_id: str, view: DeviceView, counted: tuple[float, float] | None, seed: int
+) -> DeviceTelemetry:
+    """The gates' view of one device whose traffic on the rollout's release they count over
+    `counted` (simulated seconds; None: not seen installed), deterministic for the seed and
+    the same until the next window arrives."""
+    arrived = round(counted[1]) if counted is not None else 0
+    rng = random.Random(f"telemetry:{seed}:{device_id}:{arrived}")
     before = view.before
     rate = before.behaviour.requests_per_s
     baseline_requests = rate * BASELINE_S
@@ -128,10 +226,10 @@ def device_telemetry(device_id: str, view: DeviceView, now_s: float, seed: int) 
         P95_LATENCY_MS: _reading(P95_LATENCY_MS, before.p95_ms(), baseline_requests, rng),
         ERROR_RATE_PCT: _reading(ERROR_RATE_PCT, before.error_percent(), baseline_requests, rng),
     }
-    if view.after is None or view.live_since_s is None:
+    if view.after is None or counted is None:
         return DeviceTelemetry(kpis_before=kpis_before)
     after = view.after
-    period_s = max(0.0, now_s - view.live_since_s)
+    period_s = counted[1] - counted[0]
     requests = noisy_count(rng, rate * period_s * 2, 0.5)
     errors = noisy_count(rng, requests, after.error_percent() / 100)
     kpis_after = {P95_LATENCY_MS: _reading(P95_LATENCY_MS, after.p95_ms(), requests, rng)}
