@@ -42,9 +42,9 @@ def test_the_delivery_model_examples() -> None:
 
 
 def test_delivery_follows_the_fleet_policy() -> None:
-    assert delivery_from_policy(policy_from_document(fast_policy())) == TelemetryDelivery(2, 1.0)
+    assert delivery_from_policy(policy_from_document(fast_policy())) == TelemetryDelivery(2, 0.5)
     default = delivery_from_policy(default_policy())  # 60 s windows, uploads every 5 min
-    assert (default.window_s, default.lag_s) == (60, 300.0)
+    assert (default.window_s, default.lag_s) == (60, 150.0)
     off = TelemetryDelivery(window_s=None)  # the policy collects no inference metrics
     assert off.counted_s(10.0, 0.0, 1e6) == (1e6, 1e6)
     assert math.isinf(off.next_arrival_s(100.0))
@@ -57,11 +57,11 @@ def test_only_whole_windows_after_the_install_count_once_they_arrived(
     installed_s: float, first: int
 ) -> None:
     """From the first window starting at or after the install's next whole second."""
-    delivery = TelemetryDelivery(window_s=2, lag_s=1.0)
-    assert delivery.counted_s(installed_s, 90.0, first + 2.9) == (first, first)  # not yet
-    assert delivery.counted_s(installed_s, 90.0, first + 3.0) == (first, first + 2)
-    assert delivery.counted_s(installed_s, 90.0, first + 5.0) == (first, first + 4)
-    assert delivery.next_arrival_s(first + 3.0) == first + 5.0
+    delivery = TelemetryDelivery(window_s=2, lag_s=0.5)
+    assert delivery.counted_s(installed_s, 90.0, first + 2.4) == (first, first)  # not yet
+    assert delivery.counted_s(installed_s, 90.0, first + 2.5) == (first, first + 2)
+    assert delivery.counted_s(installed_s, 90.0, first + 4.5) == (first, first + 4)
+    assert delivery.next_arrival_s(first + 2.5) == first + 4.5
 
 
 def test_a_bad_model_may_say_whether_its_self_test_input_fails() -> None:
@@ -105,7 +105,7 @@ def at(timeline: list[Entry], kind: str) -> float:
 
 
 def test_a_short_soak_waits_for_the_first_window_then_the_gate_fails() -> None:
-    rehearsal = rehearse(TelemetryDelivery(window_s=2, lag_s=1.0))
+    rehearsal = rehearse(TelemetryDelivery(window_s=2, lag_s=0.5))
     timeline = rehearsal.timeline
     assert kinds(timeline) == ["start-rollout", "start-soak", "extend-soak", "record-gates",
                                "start-rollback", "finish-rollback"]  # fmt: skip
@@ -116,7 +116,7 @@ def test_a_short_soak_waits_for_the_first_window_then_the_gate_fails() -> None:
     # then the next of the rechecks every 2 s from the soak's end.
     epoch = START.timestamp()
     first = math.ceil((math.floor(epoch + installed) + 1) / 2) * 2 - epoch
-    arrives = first + 2 + 1.0
+    arrives = first + 2 + 0.5
     looks = math.ceil((arrives - (installed + 2)) / 2)
     assert at(timeline, "record-gates") == pytest.approx(installed + 2 + 2 * looks)
     # Only the canary was touched: installed cleanly, then reverted.

@@ -106,15 +106,15 @@ class TelemetryDelivery:
     aligned to multiples of it in Unix time (None: the policy collects none), each there
     `lag_s` after it ends.
 
-    >>> delivery = TelemetryDelivery(window_s=2, lag_s=1.0)
-    >>> delivery.counted_s(installed_s=10.4, serving_since_s=8.0, now_s=15.5)
+    >>> delivery = TelemetryDelivery(window_s=2, lag_s=0.5)
+    >>> delivery.counted_s(installed_s=10.4, serving_since_s=8.0, now_s=15.0)
     (12, 14)
-    >>> delivery.next_arrival_s(15.5)
-    17.0
+    >>> delivery.next_arrival_s(15.0)
+    16.5
     """
 
     window_s: int | None = 60
-    lag_s: float = 300.0
+    lag_s: float = 150.0
 
     def counted_s(
         self, installed_s: float, serving_since_s: float, now_s: float
@@ -141,14 +141,16 @@ def delivery_from_policy(policy: TelemetryPolicy) -> TelemetryDelivery:
     """The delivery of `inference.requests` under a fleet telemetry policy, on a device in
     its base condition (mains power, not loaded, no anomaly).
 
-    A closed window waits for the agent's next batch cut, then its next upload. The agent
-    cuts at least as often as it uploads, and neither is in step with the window's end, so
-    the two waits come to about one upload interval (half of each on average, up to one
-    each); the collector's tick that closes the window (0.5-10 s) is left out.
+    A window is closed and cut into a batch at the collector's first tick after it ends
+    (the agent's batch interval, 60 s by default, is no longer than the window: the last cut
+    was a window ago), then waits for the next upload, whose loop is not in step with the
+    windows: half an upload interval on average. The tick (a fraction of a window, at most
+    the agent's sample interval) is left out: the server does not know it. An agent that
+    cuts less often than its windows close adds up to one more upload interval.
     """
     decision = decide_sampling(policy, DeviceCondition())
     return TelemetryDelivery(decision.window_s_for(REQUESTS_METRIC),
-                             float(decision.upload_interval_s))  # fmt: skip
+                             decision.upload_interval_s / 2)  # fmt: skip
 
 
 DEFAULT_DELIVERY = delivery_from_policy(default_policy())
