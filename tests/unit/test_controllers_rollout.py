@@ -84,8 +84,12 @@ def test_the_server_looks_again_within_the_rescan_interval() -> None:
     decision = reconcile(h.store, "r1", T0)  # the server's timing
     assert decision is not None
     assert h.applied[-1].due_at == T0 + timedelta(seconds=RESCAN_S)
-    waiting = replace(h.rollout, gate_wait_until=T0 + timedelta(minutes=5))
+    waiting = replace(h.rollout, state=RolloutState.SOAKING,
+                      gate_wait_until=T0 + timedelta(minutes=5))  # fmt: skip
     assert next_due(waiting, decision, T0, LAB) == T0 + timedelta(seconds=DATA_RECHECK_S)
+    # A rollback keeps the wait's end, but no gate reads telemetry then: no 2 s rechecks.
+    rolling_back = replace(waiting, state=RolloutState.ROLLING_BACK)
+    assert next_due(rolling_back, decision, T0) == T0 + timedelta(seconds=RESCAN_S)
 
 
 def test_a_final_rollout_is_not_reconciled_and_a_stale_load_is_refused() -> None:
