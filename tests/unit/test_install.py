@@ -109,10 +109,15 @@ def test_failing_at_the_end_of_the_window_is_unhealthy() -> None:
     assert verdict.state is HealthVerdictState.UNHEALTHY and "not finite" in verdict.reason
 
 
+def refusals(n: int) -> list[HealthSample]:
+    """A service not listening yet, probed every second."""
+    return [HealthSample(t, False, "GET /healthz: connection refused", reached=False)
+            for t in range(n)]  # fmt: skip
+
+
 def test_the_window_opens_at_the_first_answer_within_the_start_period() -> None:
     criteria = replace(CRITERIA, start_period_s=30)
-    refused = [HealthSample(t, False, "GET /healthz: connection refused", reached=False)
-               for t in range(20)]  # fmt: skip
+    refused = refusals(20)
     starting = judge_health(refused, criteria, 0, 19)
     assert starting.state is HealthVerdictState.WATCHING  # 20 refusals: still starting
     assert "starting" in starting.reason and "connection refused" in starting.reason
@@ -129,8 +134,6 @@ def test_the_window_opens_at_the_first_answer_within_the_start_period() -> None:
 
 def test_no_answer_within_the_start_period_is_unhealthy() -> None:
     criteria = replace(CRITERIA, start_period_s=30)
-    silent = [HealthSample(t, False, "GET /healthz: connection refused", reached=False)
-              for t in range(31)]  # fmt: skip
-    verdict = judge_health(silent, criteria, 0, 30)
+    verdict = judge_health(refusals(31), criteria, 0, 30)
     assert verdict.state is HealthVerdictState.UNHEALTHY
     assert "start period of 30 s" in verdict.reason and "connection refused" in verdict.reason
