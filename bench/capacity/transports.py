@@ -66,6 +66,7 @@ import json
 import math
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -334,14 +335,19 @@ class Bench:
         window = (began + ramp_s + warmup_s, began + ramp_s + warmup_s + measure_s)
         propagation_began = None
         propagation_error = None
-        if propagate:
-            time.sleep(max(0.0, window[1] + 5 - time.time()))
-            if generator.poll() is None:
-                try:
-                    propagation_began = self.change_every_device()
-                except EdgefleetError as e:
-                    propagation_error = e.message
-        out, err = generator.communicate(timeout=duration_s + 900)
+        try:
+            if propagate:
+                time.sleep(max(0.0, window[1] + 5 - time.time()))
+                if generator.poll() is None:
+                    try:
+                        propagation_began = self.change_every_device()
+                    except EdgefleetError as e:
+                        propagation_error = e.message
+            out, err = generator.communicate(timeout=duration_s + 900)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the generator stops too
+            generator.kill()
+            generator.wait()
+            raise
         scraper.drained(QUIET_S, DRAIN_MAX_S)
         scraper.halt.set()
         scraper.join()
@@ -532,6 +538,9 @@ def main() -> None:
     parser.add_argument("--database-url", help="PostgreSQL (SQLAlchemy URL) instead of SQLite")
     parser.add_argument("--quick", action="store_true", help="100 devices each, short windows")
     args = parser.parse_args()
+    # Stopped with SIGTERM (kill, a timeout), unwind as Ctrl-C does: `bench.close()` stops
+    # the server, the broker and the generator instead of leaving them running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     http_steps, mqtt_steps, idle_steps = args.http_steps, args.mqtt_steps, args.mqtt_idle_steps
     warmup_s, measure_s = args.warmup, args.measure
     if args.quick:
