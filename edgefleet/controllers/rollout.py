@@ -211,14 +211,18 @@ def gating_view(
     return after if soaked else None
 
 
+def waits_for_data(rollout: Rollout) -> bool:
+    """Whether its gates wait for telemetry, which no report announces: soaking with a gate
+    wait (a rollback or a pause keeps the wait's end for later, but reads no gate)."""
+    return rollout.gate_wait_until is not None and rollout.state is RolloutState.SOAKING
+
+
 def next_due(
     rollout: Rollout, decision: Decision, now: datetime, timing: Timing = Timing()
 ) -> datetime | None:
     """When to look again: when waiting alone changes the decision, or sooner — soon while
-    gates wait for telemetry (soaking: a rollback or a pause keeps the wait's end for later,
-    but reads no gate), and every `rescan_s` at the latest."""
-    waiting = rollout.gate_wait_until is not None and rollout.state is RolloutState.SOAKING
-    rescan_s = timing.data_recheck_s if waiting else timing.rescan_s
+    gates wait for telemetry (`waits_for_data`), and every `rescan_s` at the latest."""
+    rescan_s = timing.data_recheck_s if waits_for_data(rollout) else timing.rescan_s
     if rescan_s is None:
         return decision.next_check_at
     rescan = now + timedelta(seconds=rescan_s)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from edgefleet.controllers.memory import MemoryRolloutStore
-from edgefleet.controllers.rollout import Outcome, Timing, reconcile
+from edgefleet.controllers.rollout import Outcome, Timing, reconcile, waits_for_data
 from edgefleet.core.rollouts.actions import (
     Action,
     AssignRelease,
@@ -179,25 +179,23 @@ class RolloutController:
             self.finished_s = t
         if outcome.due_at is not None:
             due_s: float | None = (outcome.due_at - self._start).total_seconds()
-            if outcome.rollout.gate_wait_until is not None:
+            if waits_for_data(outcome.rollout):
                 due_s = self._data_look_s(t, outcome)
             if due_s is not None:
                 self.request(due_s)
 
     def _data_look_s(self, t: float, outcome: Outcome) -> float | None:
         """The next look when the shared step asks for data rechecks (every `data_recheck_s`
-        while the rollout has a gate wait): while soaking, the first recheck after the next
-        telemetry window arrives; otherwise (a rollback or pause keeps the wait) none, as
-        nothing the rollout reads then changes unannounced. Or, if sooner, when the
-        decision may change anyway (`next_check_at`: the wait's end, a deadline)."""
+        while the gates wait for data): the first recheck after the next telemetry window
+        arrives, or, if sooner, when the decision may change anyway (`next_check_at`: the
+        wait's end, a deadline)."""
         check_at = outcome.decision.next_check_at
         other_s = math.inf if check_at is None else (check_at - self._start).total_seconds()
         look_s = math.inf
-        if outcome.rollout.state is RolloutState.SOAKING:
-            arrival_s = self._delivery.next_arrival_s(t + self._epoch_s) - self._epoch_s
+        arrival_s = self._delivery.next_arrival_s(t + self._epoch_s) - self._epoch_s
+        if not math.isinf(arrival_s):
             step = LAB_TIMING.data_recheck_s
-            if not math.isinf(arrival_s):
-                look_s = t + max(1, math.ceil((arrival_s - t) / step)) * step
+            look_s = t + max(1, math.ceil((arrival_s - t) / step)) * step
         due_s = min(look_s, other_s)
         return None if math.isinf(due_s) else due_s
 
