@@ -219,27 +219,27 @@ class AlertService:
         now_s = int(now.timestamp())
         recent_s = now_s - detection.drift_recent_s
         baseline_s = recent_s - detection.drift_baseline_s
-        # Of each approved device with recent windows of the KPI, its cohort only: not the
-        # whole fleet's devices and documents at once (a transient peak of every device's
-        # documents, every run, that left the server's RSS at it).
-        cohort_of: dict[str, str] = {}
+        # A chunk of devices at a time: of each approved device with recent windows of the
+        # KPI, its cohort, its open alerts and its two merged sketches only (not the whole
+        # fleet's documents and windows at once, a peak every run that left the RSS at it).
         with self._db.read() as tx:
             with_windows = tx.telemetry.devices_with_windows([spec.metric], recent_s)
-            for start in range(0, len(with_windows), ANALYSIS_CHUNK_DEVICES):
-                found = tx.devices.find_many(with_windows[start : start + ANALYSIS_CHUNK_DEVICES])
-                cohort_of.update((d.id, cohort_key(d)) for d in found.values()
-                                 if d.enrollment is EnrollmentState.APPROVED)  # fmt: skip
-            ids = sorted(cohort_of)
-            open_alerts = {d: tx.alerts.open_for_device(d) for d in ids}
+        cohort_of: dict[str, str] = {}
+        open_alerts: dict[str, list[Alert]] = {}
         baseline: dict[str, DDSketch] = {}
         recent: dict[str, DDSketch] = {}
-        for start in range(0, len(ids), ANALYSIS_CHUNK_DEVICES):
+        for start in range(0, len(with_windows), ANALYSIS_CHUNK_DEVICES):
             with self._db.read() as tx:
-                windows = tx.telemetry.windows(ids[start : start + ANALYSIS_CHUNK_DEVICES],
-                                               [spec.metric], baseline_s, now_s + 1)  # fmt: skip
+                found = tx.devices.find_many(with_windows[start : start + ANALYSIS_CHUNK_DEVICES])
+                chunk = sorted(d.id for d in found.values()
+                               if d.enrollment is EnrollmentState.APPROVED)  # fmt: skip
+                cohort_of.update((d, cohort_key(found[d])) for d in chunk)
+                open_alerts.update((d, tx.alerts.open_for_device(d)) for d in chunk)
+                windows = tx.telemetry.windows(chunk, [spec.metric], baseline_s, now_s + 1)
             before, after = _split_sketches(windows, recent_s)
             baseline.update(before)
             recent.update(after)
+        ids = sorted(cohort_of)
         cohorts: dict[str, list[str]] = {}
         for device_id in ids:
             cohorts.setdefault(cohort_of[device_id], []).append(device_id)
